@@ -1,0 +1,80 @@
+//! # eddy-operators
+//!
+//! Eddy's runtime: the messages that flow on every edge, the operator,
+//! source and sink traits, the task loop that drives them, and the
+//! streaming operators themselves.
+//!
+//! ```text
+//!  source task                         shuffle (hash of keys → key group → subtask)
+//! ┌───────────────────────────┐        ┌──────────────────────────────┐
+//! │ Source → Watermark → Proj │ ══╦══► │ WindowAggregate → Proj (0)   │ ══╗
+//! └───────────────────────────┘   ╚══► │ WindowAggregate → Proj (1)   │ ══╬══► Sink
+//!                                      └──────────────────────────────┘   ║
+//!      bounded crossbeam channels: a slow sink slows the source  ◄════════╝
+//! ```
+//!
+//! A guided tour:
+//! - [`message`]: `Data / Watermark / Barrier / EndOfStream`, the only things
+//!   that travel between tasks;
+//! - [`operator`]: the [`Operator`] trait (one required method,
+//!   `process_batch`), [`Source`] and [`Sink`];
+//! - [`runtime`]: tasks on threads, watermark merging across inputs,
+//!   barrier alignment, end-of-stream counting and error context: the
+//!   runtime coordinates so operators only compute;
+//! - the operators: [`project`], [`watermark`], [`window`], [`sink`].
+
+pub mod message;
+pub mod metrics;
+pub mod operator;
+pub mod partition;
+pub mod project;
+pub mod runtime;
+pub mod sink;
+pub mod watermark;
+pub mod window;
+
+pub use message::Message;
+pub use operator::{Collector, Operator, OperatorContext, Sink, Source};
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
+
+/// Errors of the runtime and its operators.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+    #[error(transparent)]
+    State(#[from] eddy_state::StateError),
+    /// A source or sink failed; the message names the file, offset or
+    /// endpoint involved.
+    #[error("{0}")]
+    Connector(String),
+    /// Context added by the runtime: which task failed.
+    #[error("{task}: {source}")]
+    InTask {
+        task: String,
+        #[source]
+        source: Box<OperatorError>,
+    },
+    /// A neighbouring task went away; the root cause is reported by that task.
+    #[error("a connected task stopped unexpectedly")]
+    Disconnected,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl OperatorError {
+    /// True for errors that only echo another task's failure.
+    pub fn is_secondary(&self) -> bool {
+        match self {
+            OperatorError::Disconnected => true,
+            OperatorError::InTask { source, .. } => source.is_secondary(),
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = OperatorError> = std::result::Result<T, E>;

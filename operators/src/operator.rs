@@ -1,0 +1,128 @@
+//! The traits every operator, source and sink implements.
+//!
+//! An [`Operator`] has one required method, [`Operator::process_batch`];
+//! every other hook has a default, so adding a hook later does not touch
+//! every operator. Operators never see channels, other inputs, barriers in
+//! flight or end-of-stream counting: the runtime ([`crate::runtime`]) does
+//! that and calls the hooks in a fixed order:
+//!
+//! ```text
+//! open ─► (process_batch | handle_watermark | handle_checkpoint)* ─► on_close
+//! ```
+//!
+//! `handle_watermark` is called once per *merged* watermark advance (the
+//! minimum over all inputs), never with a smaller value than before.
+
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use eddy_state::StateBackend;
+
+use crate::Result;
+use crate::message::Timestamp;
+use crate::metrics::JobMetrics;
+
+/// What an operator emits: rows, or a watermark for its downstream.
+#[derive(Debug, Clone)]
+pub enum Emit {
+    Data(RecordBatch),
+    Watermark(Timestamp),
+}
+
+/// Collects an operator's output during one hook call.
+#[derive(Debug, Default)]
+pub struct Collector {
+    items: Vec<Emit>,
+}
+
+impl Collector {
+    /// Emits a batch (empty batches are dropped).
+    pub fn collect(&mut self, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            self.items.push(Emit::Data(batch));
+        }
+    }
+
+    pub fn emit_watermark(&mut self, watermark: Timestamp) {
+        self.items.push(Emit::Watermark(watermark));
+    }
+
+    pub(crate) fn take(&mut self) -> Vec<Emit> {
+        std::mem::take(&mut self.items)
+    }
+}
+
+/// What an operator learns about where it runs.
+#[derive(Debug, Clone)]
+pub struct OperatorContext {
+    /// `stage-name[subtask/parallelism]`, for messages.
+    pub task_name: String,
+    /// A name unique to this operator within the job, stable across runs
+    /// of the same plan: its state table is named after it.
+    pub operator_id: String,
+    pub subtask: usize,
+    pub parallelism: usize,
+    pub state: Arc<dyn StateBackend>,
+    pub metrics: JobMetrics,
+}
+
+pub trait Operator: Send {
+    /// A short name for logs and errors (`WindowAggregate`, `Project`...).
+    fn name(&self) -> String;
+
+    /// Called once before any other hook.
+    fn open(&mut self, _ctx: &OperatorContext) -> Result<()> {
+        Ok(())
+    }
+
+    /// Processes one batch of input rows.
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()>;
+
+    /// The merged input watermark advanced to `watermark`. The default
+    /// forwards it; an operator that holds rows back (a window) emits what
+    /// the watermark completes first, then forwards it.
+    fn handle_watermark(&mut self, watermark: Timestamp, out: &mut Collector) -> Result<()> {
+        out.emit_watermark(watermark);
+        Ok(())
+    }
+
+    /// Every input delivered `Barrier(checkpoint)`: snapshot state now.
+    fn handle_checkpoint(&mut self, _checkpoint: u64, _out: &mut Collector) -> Result<()> {
+        Ok(())
+    }
+
+    /// Every input ended. Emit anything still held.
+    fn on_close(&mut self, _out: &mut Collector) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A source of record batches. Bounded sources return `None` at the end.
+pub trait Source: Send {
+    /// Names the source and its position for errors (`file data.json`).
+    fn name(&self) -> String;
+
+    fn open(&mut self, _ctx: &OperatorContext) -> Result<()> {
+        Ok(())
+    }
+
+    /// The next batch, or `None` once a bounded input is exhausted.
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>>;
+}
+
+/// A destination of record batches.
+pub trait Sink: Send {
+    fn name(&self) -> String;
+
+    fn open(&mut self, _ctx: &OperatorContext) -> Result<()> {
+        Ok(())
+    }
+
+    fn write_batch(&mut self, batch: &RecordBatch) -> Result<()>;
+
+    /// Makes everything written so far durable/visible. Called at end of
+    /// stream (and, later, at checkpoints).
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,501 @@
+//! The runtime: stages of subtasks on threads, joined by bounded channels.
+//!
+//! A [`Dataflow`] is a list of [`Stage`]s. A stage runs `parallelism`
+//! subtasks; each subtask is one thread that drives a fused chain of
+//! operators (and, for a source stage, the source in front of them).
+//! Stages are connected by [`Partitioning`] edges:
+//!
+//! ```text
+//!  Forward:  up[i] ──► down[i]           (same parallelism)
+//!  Hash:     up[i] ──► down[hash(keys)]  (every pair has a channel)
+//!  Gather:   up[i] ──► down[0]           (downstream parallelism 1)
+//! ```
+//!
+//! Each channel is a bounded `crossbeam-channel`, so a slow consumer blocks
+//! its producers all the way back to the source: memory stays bounded.
+//!
+//! The task loop ([`run_task`]) owns the coordination, so operators only
+//! compute:
+//! - **watermarks**: it tracks the latest watermark of each input and hands
+//!   the chain the minimum over inputs that have not ended, only when it
+//!   advances;
+//! - **barriers**: an input that delivered `Barrier(n)` is not read again
+//!   until every live input has delivered it; then the chain snapshots and
+//!   the barrier moves on (aligned checkpoints);
+//! - **end of stream**: when every input ended, the chain is closed and
+//!   `EndOfStream` is sent downstream;
+//! - **errors**: every error is wrapped with the task's name.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Select, Sender, bounded};
+use eddy_state::StateBackend;
+
+use crate::message::{MAX_WATERMARK, Message, Timestamp};
+use crate::metrics::JobMetrics;
+use crate::operator::{Collector, Emit, Operator, OperatorContext, Source};
+use crate::partition::hash_partition;
+use crate::{OperatorError, Result};
+
+/// Messages buffered per channel before the producer blocks.
+pub const CHANNEL_CAPACITY: usize = 8;
+
+/// Builds the source of one subtask.
+pub type SourceFactory = Box<dyn Fn(usize) -> Result<Box<dyn Source>> + Send + Sync>;
+/// Builds the operator chain of one subtask, first operator first.
+pub type ChainFactory = Box<dyn Fn(usize) -> Result<Vec<Box<dyn Operator>>> + Send + Sync>;
+
+/// How rows move from an upstream stage to a downstream one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Partitioning {
+    Forward,
+    /// By the hash of these columns of the upstream output.
+    Hash(Vec<usize>),
+    Gather,
+}
+
+/// One stage of a dataflow.
+pub struct Stage {
+    pub name: String,
+    pub parallelism: usize,
+    pub source: Option<SourceFactory>,
+    pub operators: ChainFactory,
+    /// The upstream stage (an index into [`Dataflow::stages`], smaller than
+    /// this stage's own) and how rows reach this stage.
+    pub input: Option<(usize, Partitioning)>,
+    /// Operator ids of the chain, used to name state tables.
+    pub operator_ids: Vec<String>,
+}
+
+impl std::fmt::Debug for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stage")
+            .field("name", &self.name)
+            .field("parallelism", &self.parallelism)
+            .field("input", &self.input)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A runnable dataflow: stages in topological order.
+#[derive(Debug)]
+pub struct Dataflow {
+    pub stages: Vec<Stage>,
+}
+
+/// A dataflow whose tasks are running.
+#[derive(Debug)]
+pub struct RunningDataflow {
+    handles: Vec<(String, JoinHandle<Result<()>>)>,
+    pub metrics: JobMetrics,
+}
+
+impl Dataflow {
+    /// Starts every task on its own thread.
+    pub fn start(self, state: Arc<dyn StateBackend>, metrics: JobMetrics) -> Result<RunningDataflow> {
+        let n = self.stages.len();
+        // inputs[s][j]: receivers of subtask j of stage s, one per upstream subtask.
+        let mut inputs: Vec<Vec<Vec<Receiver<Message>>>> =
+            self.stages.iter().map(|s| (0..s.parallelism).map(|_| Vec::new()).collect()).collect();
+        // outputs[s][i]: the edges leaving subtask i of stage s.
+        let mut outputs: Vec<Vec<Vec<OutEdge>>> =
+            self.stages.iter().map(|s| (0..s.parallelism).map(|_| Vec::new()).collect()).collect();
+        for (s, stage) in self.stages.iter().enumerate() {
+            let Some((up, part)) = &stage.input else { continue };
+            let up = *up;
+            if up >= s {
+                return Err(OperatorError::Internal(format!("stage {s} reads from later stage {up}")));
+            }
+            let up_par = self.stages[up].parallelism;
+            let down_par = stage.parallelism;
+            match part {
+                Partitioning::Forward if up_par != down_par => {
+                    return Err(OperatorError::Internal(format!(
+                        "forward edge between parallelism {up_par} and {down_par}"
+                    )));
+                }
+                Partitioning::Gather if down_par != 1 => {
+                    return Err(OperatorError::Internal("gather into parallelism > 1".into()));
+                }
+                _ => {}
+            }
+            for (i, out) in outputs[up].iter_mut().enumerate() {
+                let targets: Vec<usize> = match part {
+                    Partitioning::Forward => vec![i],
+                    Partitioning::Gather => vec![0],
+                    Partitioning::Hash(_) => (0..down_par).collect(),
+                };
+                let mut senders = Vec::new();
+                for j in targets {
+                    let (tx, rx) = bounded(CHANNEL_CAPACITY);
+                    senders.push(tx);
+                    inputs[s][j].push(rx);
+                }
+                out.push(OutEdge { partitioning: part.clone(), senders });
+            }
+        }
+
+        let mut handles = Vec::new();
+        for (s, stage) in self.stages.into_iter().enumerate().rev() {
+            let stage = Arc::new(stage);
+            let stage_inputs = std::mem::take(&mut inputs[s]);
+            let stage_outputs = std::mem::take(&mut outputs[s]);
+            for (subtask, (task_inputs, task_outputs)) in
+                stage_inputs.into_iter().zip(stage_outputs).enumerate()
+            {
+                let task_name = if stage.parallelism > 1 {
+                    format!("{}[{}/{}]", stage.name, subtask + 1, stage.parallelism)
+                } else {
+                    stage.name.clone()
+                };
+                let stage = stage.clone();
+                let state = state.clone();
+                let metrics = metrics.clone();
+                let name = task_name.clone();
+                let handle = std::thread::Builder::new()
+                    .name(task_name.chars().take(15).collect())
+                    .spawn(move || {
+                        let result = run_subtask(&stage, subtask, &name, task_inputs, task_outputs, state, metrics);
+                        if let Err(e) = &result
+                            && !e.is_secondary()
+                        {
+                            tracing::error!(task = %name, error = %e, "task failed");
+                        }
+                        result.map_err(|e| OperatorError::InTask { task: name, source: Box::new(e) })
+                    })
+                    .map_err(|e| OperatorError::Internal(format!("cannot spawn a thread: {e}")))?;
+                handles.push((task_name, handle));
+            }
+        }
+        debug_assert!(n == 0 || !handles.is_empty());
+        Ok(RunningDataflow { handles, metrics })
+    }
+}
+
+impl RunningDataflow {
+    /// Waits for every task. Returns the first root-cause error, if any.
+    pub fn join(self) -> Result<()> {
+        let mut primary = None;
+        let mut secondary = None;
+        for (name, handle) in self.handles {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if e.is_secondary() => {
+                    secondary.get_or_insert(e);
+                }
+                Ok(Err(e)) => {
+                    primary.get_or_insert(e);
+                }
+                Err(_) => {
+                    primary.get_or_insert(OperatorError::InTask {
+                        task: name,
+                        source: Box::new(OperatorError::Internal("the task panicked".into())),
+                    });
+                }
+            }
+        }
+        match primary.or(secondary) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+fn run_subtask(
+    stage: &Stage,
+    subtask: usize,
+    task_name: &str,
+    inputs: Vec<Receiver<Message>>,
+    outputs: Vec<OutEdge>,
+    state: Arc<dyn StateBackend>,
+    metrics: JobMetrics,
+) -> Result<()> {
+    let mut ops = (stage.operators)(subtask)?;
+    for (k, op) in ops.iter_mut().enumerate() {
+        let operator_id = stage.operator_ids.get(k).cloned().unwrap_or_else(|| format!("{}-{k}", stage.name));
+        let ctx = OperatorContext {
+            task_name: task_name.to_string(),
+            operator_id,
+            subtask,
+            parallelism: stage.parallelism,
+            state: state.clone(),
+            metrics: metrics.clone(),
+        };
+        op.open(&ctx)
+            .map_err(|e| OperatorError::Connector(format!("opening {}: {e}", op.name())))?;
+    }
+    let mut chain = Chain { ops, outputs };
+    match &stage.source {
+        Some(factory) => {
+            let mut source = factory(subtask)?;
+            let ctx = OperatorContext {
+                task_name: task_name.to_string(),
+                operator_id: format!("{}-source", stage.name),
+                subtask,
+                parallelism: stage.parallelism,
+                state,
+                metrics: metrics.clone(),
+            };
+            source.open(&ctx)?;
+            run_source(source.as_mut(), &mut chain, &metrics)
+        }
+        None => run_task(inputs, &mut chain),
+    }
+}
+
+fn run_source(source: &mut dyn Source, chain: &mut Chain, metrics: &JobMetrics) -> Result<()> {
+    tracing::debug!(source = %source.name(), "source started");
+    while let Some(batch) = source.next_batch()? {
+        metrics.add_rows_in(batch.num_rows() as u64);
+        chain.push(0, Emit::Data(batch))?;
+    }
+    // End of a bounded input: close every window, then end the stream.
+    chain.push(0, Emit::Watermark(MAX_WATERMARK))?;
+    chain.close()
+}
+
+/// The loop of a task with inputs: merges watermarks, aligns barriers,
+/// counts ends of stream. See the module docs.
+pub fn run_task(inputs: Vec<Receiver<Message>>, chain: &mut Chain) -> Result<()> {
+    let n = inputs.len();
+    let mut watermarks = vec![Timestamp::MIN; n];
+    let mut ended = vec![false; n];
+    let mut blocked = vec![false; n];
+    let mut current = Timestamp::MIN;
+    let mut pending_barrier: Option<u64> = None;
+    loop {
+        let live: Vec<usize> = (0..n).filter(|&i| !ended[i] && !blocked[i]).collect();
+        if live.is_empty() {
+            break;
+        }
+        let (idx, msg) = receive(&inputs, &live)?;
+        match msg {
+            Message::Data(batch) => chain.push(0, Emit::Data(batch))?,
+            Message::Watermark(wm) => {
+                watermarks[idx] = watermarks[idx].max(wm);
+                advance_watermark(&watermarks, &ended, &mut current, chain)?;
+            }
+            Message::Barrier(id) => {
+                if pending_barrier.is_some_and(|p| p != id) {
+                    return Err(OperatorError::Internal(format!(
+                        "barrier {id} arrived while aligning barrier {pending_barrier:?}"
+                    )));
+                }
+                pending_barrier = Some(id);
+                blocked[idx] = true;
+                if (0..n).all(|i| ended[i] || blocked[i]) {
+                    chain.checkpoint(id)?;
+                    blocked.fill(false);
+                    pending_barrier = None;
+                }
+            }
+            Message::EndOfStream => {
+                ended[idx] = true;
+                if let Some(id) = pending_barrier
+                    && (0..n).all(|i| ended[i] || blocked[i])
+                {
+                    chain.checkpoint(id)?;
+                    blocked.fill(false);
+                    pending_barrier = None;
+                }
+                advance_watermark(&watermarks, &ended, &mut current, chain)?;
+            }
+        }
+        if ended.iter().all(|&e| e) {
+            break;
+        }
+    }
+    chain.close()
+}
+
+fn receive(inputs: &[Receiver<Message>], live: &[usize]) -> Result<(usize, Message)> {
+    if live.len() == 1 {
+        let idx = live[0];
+        return inputs[idx].recv().map(|m| (idx, m)).map_err(|_| OperatorError::Disconnected);
+    }
+    let mut select = Select::new();
+    for &i in live {
+        select.recv(&inputs[i]);
+    }
+    let op = select.select();
+    let idx = live[op.index()];
+    op.recv(&inputs[idx]).map(|m| (idx, m)).map_err(|_| OperatorError::Disconnected)
+}
+
+/// Hands the chain the minimum watermark over inputs that have not ended,
+/// if it advanced.
+fn advance_watermark(
+    watermarks: &[Timestamp],
+    ended: &[bool],
+    current: &mut Timestamp,
+    chain: &mut Chain,
+) -> Result<()> {
+    let min = watermarks
+        .iter()
+        .zip(ended)
+        .filter(|&(_, &e)| !e)
+        .map(|(&w, _)| w)
+        .min()
+        .unwrap_or(MAX_WATERMARK);
+    // Ended inputs sent MAX before ending; if all ended, min is MAX.
+    if min > *current {
+        *current = min;
+        chain.push(0, Emit::Watermark(min))?;
+    }
+    Ok(())
+}
+
+/// One edge leaving a subtask.
+#[derive(Debug)]
+pub struct OutEdge {
+    partitioning: Partitioning,
+    senders: Vec<Sender<Message>>,
+}
+
+impl OutEdge {
+    fn send_data(&self, batch: Arc<datafusion::arrow::record_batch::RecordBatch>) -> Result<()> {
+        match &self.partitioning {
+            Partitioning::Forward | Partitioning::Gather => send(&self.senders[0], Message::Data((*batch).clone())),
+            Partitioning::Hash(keys) => {
+                for (target, part) in hash_partition(&batch, keys, self.senders.len())? {
+                    send(&self.senders[target], Message::Data(part))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn broadcast(&self, msg: Message) -> Result<()> {
+        for s in &self.senders {
+            send(s, msg.clone())?;
+        }
+        Ok(())
+    }
+}
+
+fn send(sender: &Sender<Message>, msg: Message) -> Result<()> {
+    sender.send(msg).map_err(|_| OperatorError::Disconnected)
+}
+
+/// A fused chain of operators and the edges its output leaves by.
+pub struct Chain {
+    ops: Vec<Box<dyn Operator>>,
+    outputs: Vec<OutEdge>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.ops.iter().map(|o| o.name()).collect();
+        f.debug_struct("Chain").field("ops", &names).finish_non_exhaustive()
+    }
+}
+
+impl Chain {
+    /// Feeds `item` to operator `level`, and what it emits to the next.
+    fn push(&mut self, level: usize, item: Emit) -> Result<()> {
+        if level == self.ops.len() {
+            return self.emit(item);
+        }
+        let mut out = Collector::default();
+        let op = &mut self.ops[level];
+        match item {
+            Emit::Data(batch) => op.process_batch(batch, &mut out),
+            Emit::Watermark(wm) => op.handle_watermark(wm, &mut out),
+        }
+        .map_err(|e| with_operator(op.as_ref(), e))?;
+        for item in out.take() {
+            self.push(level + 1, item)?;
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, item: Emit) -> Result<()> {
+        match item {
+            Emit::Data(batch) => {
+                let batch = Arc::new(batch);
+                for edge in &self.outputs {
+                    edge.send_data(batch.clone())?;
+                }
+                Ok(())
+            }
+            Emit::Watermark(wm) => self.broadcast(Message::Watermark(wm)),
+        }
+    }
+
+    fn broadcast(&self, msg: Message) -> Result<()> {
+        for edge in &self.outputs {
+            edge.broadcast(msg.clone())?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, id: u64) -> Result<()> {
+        for level in 0..self.ops.len() {
+            let mut out = Collector::default();
+            let op = &mut self.ops[level];
+            op.handle_checkpoint(id, &mut out).map_err(|e| with_operator(op.as_ref(), e))?;
+            for item in out.take() {
+                self.push(level + 1, item)?;
+            }
+        }
+        self.broadcast(Message::Barrier(id))
+    }
+
+    fn close(&mut self) -> Result<()> {
+        for level in 0..self.ops.len() {
+            let mut out = Collector::default();
+            let op = &mut self.ops[level];
+            op.on_close(&mut out).map_err(|e| with_operator(op.as_ref(), e))?;
+            for item in out.take() {
+                self.push(level + 1, item)?;
+            }
+        }
+        self.broadcast(Message::EndOfStream)
+    }
+}
+
+fn with_operator(op: &dyn Operator, e: OperatorError) -> OperatorError {
+    match e {
+        // Connector errors already name their file and position.
+        OperatorError::Connector(_) | OperatorError::Disconnected => e,
+        other => OperatorError::InTask { task: op.name(), source: Box::new(other) },
+    }
+}
+
+/// Runs a single operator through the real task loop over scripted input
+/// messages, returning everything it sent downstream. The harness for
+/// operator tests: assert the exact output sequence, including *when*
+/// windows fire.
+pub fn run_operator_harness(
+    op: Box<dyn Operator>,
+    state: Arc<dyn StateBackend>,
+    inputs: Vec<Vec<Message>>,
+) -> Result<Vec<Message>> {
+    let mut op = op;
+    let ctx = OperatorContext {
+        task_name: "harness".into(),
+        operator_id: "harness-op".into(),
+        subtask: 0,
+        parallelism: 1,
+        state,
+        metrics: JobMetrics::default(),
+    };
+    op.open(&ctx)?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut receivers = Vec::new();
+    for messages in inputs {
+        let (in_tx, in_rx) = crossbeam_channel::unbounded();
+        for m in messages {
+            in_tx.send(m).map_err(|_| OperatorError::Disconnected)?;
+        }
+        receivers.push(in_rx);
+    }
+    let mut chain = Chain {
+        ops: vec![op],
+        outputs: vec![OutEdge { partitioning: Partitioning::Forward, senders: vec![tx] }],
+    };
+    run_task(receivers, &mut chain)?;
+    drop(chain);
+    Ok(rx.try_iter().collect())
+}
