@@ -1,1 +1,151 @@
-pub fn x(){}
+//! # eddy-connectors
+//!
+//! Sources and sinks, and the formats they read and write:
+//!
+//! | connector   | source | sink | options |
+//! |-------------|--------|------|---------|
+//! | `nexmark`   | yes    |      | `table`, `events.num`, `first-event.rate`, `seed`, `base-time`, `flink-compat`, `max-emit-speed`, `batch.size` |
+//! | `file`      | yes    | yes  | `path`, `format` (`json` lines or `csv` with a header; sinks write `json`) |
+//! | `stdout`    |        | yes  | `format` (`table` or `json`) |
+//! | `blackhole` |        | yes  | (none: discards rows; for benchmarks) |
+//!
+//! [`SourceConfig::parse`] and [`SinkConfig::parse`] validate options at
+//! plan time, so a typo fails before anything runs; `build` makes the
+//! runtime object.
+
+mod blackhole;
+mod file;
+pub mod nexmark;
+mod options;
+mod stdout;
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use eddy_operators::{Sink, Source};
+
+pub use blackhole::BlackholeSink;
+pub use file::{FileFormat, FileSink, FileSource};
+pub use options::Options;
+pub use stdout::{StdoutFormat, StdoutSink};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+}
+
+pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;
+
+impl From<ConnectorError> for eddy_operators::OperatorError {
+    fn from(e: ConnectorError) -> Self {
+        eddy_operators::OperatorError::Connector(e.to_string())
+    }
+}
+
+const SOURCE_CONNECTORS: &str = "'nexmark' or 'file'";
+const SINK_CONNECTORS: &str = "'file', 'stdout' or 'blackhole'";
+
+/// A validated source definition.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    Nexmark(nexmark::NexmarkConfig),
+    File(file::FileSourceConfig),
+}
+
+impl SourceConfig {
+    /// Validates `options` for a source whose rows have `schema`.
+    pub fn parse(options: &Options, schema: &SchemaRef) -> Result<Self> {
+        let connector = options.require("connector")?;
+        let config = match connector.as_str() {
+            "nexmark" => SourceConfig::Nexmark(nexmark::NexmarkConfig::parse(options, schema)?),
+            "file" | "filesystem" => SourceConfig::File(file::FileSourceConfig::parse(options, schema)?),
+            other => {
+                return Err(ConnectorError::Config(format!(
+                    "unknown source connector '{other}' (expected {SOURCE_CONNECTORS})"
+                )));
+            }
+        };
+        options.check_all_used()?;
+        Ok(config)
+    }
+
+    /// Makes the source. Sources are not split yet: one subtask reads all.
+    pub fn build(&self) -> Result<Box<dyn Source>> {
+        Ok(match self {
+            SourceConfig::Nexmark(c) => Box::new(nexmark::NexmarkSource::new(c.clone())),
+            SourceConfig::File(c) => Box::new(FileSource::open(c.clone())?),
+        })
+    }
+}
+
+/// A validated sink definition.
+#[derive(Debug, Clone)]
+pub enum SinkConfig {
+    File { path: std::path::PathBuf },
+    Stdout(StdoutFormat),
+    Blackhole,
+}
+
+impl SinkConfig {
+    pub fn parse(options: &Options) -> Result<Self> {
+        let connector = options.require("connector")?;
+        let config = match connector.as_str() {
+            "file" | "filesystem" => {
+                let path = options.require("path")?.into();
+                match options.get("format").as_deref().unwrap_or("json") {
+                    "json" => {}
+                    other => {
+                        return Err(ConnectorError::Config(format!(
+                            "unsupported sink format '{other}' (the file sink writes 'json')"
+                        )));
+                    }
+                }
+                SinkConfig::File { path }
+            }
+            "stdout" | "print" => SinkConfig::Stdout(StdoutFormat::parse(options.get("format").as_deref())?),
+            "blackhole" => SinkConfig::Blackhole,
+            other => {
+                return Err(ConnectorError::Config(format!(
+                    "unknown sink connector '{other}' (expected {SINK_CONNECTORS})"
+                )));
+            }
+        };
+        options.check_all_used()?;
+        Ok(config)
+    }
+
+    pub fn build(&self, schema: SchemaRef) -> Result<Box<dyn Sink>> {
+        Ok(match self {
+            SinkConfig::File { path } => Box::new(FileSink::create(path, schema)?),
+            SinkConfig::Stdout(format) => Box::new(StdoutSink::new(*format, schema)),
+            SinkConfig::Blackhole => Box::new(BlackholeSink),
+        })
+    }
+}
+
+/// Casts each column of `batch` to the type `schema` declares (a source's
+/// DDL may declare e.g. `price DOUBLE` over integer data).
+pub fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { cast(c, f.data_type()) })
+        .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}

@@ -125,4 +125,9 @@ pub trait Sink: Send {
     fn flush(&mut self) -> Result<()> {
         Ok(())
     }
+
+    /// The stream ended: write any trailer and flush.
+    fn finish(&mut self) -> Result<()> {
+        self.flush()
+    }
 }

@@ -50,6 +50,6 @@ impl Operator for SinkOperator {
     }
 
     fn on_close(&mut self, _out: &mut Collector) -> Result<()> {
-        self.sink.flush()
+        self.sink.finish()
     }
 }

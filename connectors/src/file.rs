@@ -1,0 +1,337 @@
+//! Files: a bounded source of JSON lines or CSV (with a header), and a sink
+//! that writes JSON lines.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::csv;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::json::writer::LineDelimited;
+use datafusion::arrow::json::{self, ReaderBuilder};
+use datafusion::arrow::record_batch::RecordBatch;
+use eddy_operators::{OperatorError, Sink, Source};
+
+use crate::{ConnectorError, Options, Result, conform};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Json,
+    Csv,
+}
+
+/// A validated `connector = 'file'` source.
+#[derive(Debug, Clone)]
+pub struct FileSourceConfig {
+    pub path: PathBuf,
+    pub format: FileFormat,
+    pub schema: SchemaRef,
+    pub batch_size: usize,
+}
+
+impl FileSourceConfig {
+    pub fn parse(options: &Options, schema: &SchemaRef) -> Result<Self> {
+        let path = PathBuf::from(options.require("path")?);
+        let format = match options.require("format")?.as_str() {
+            "json" => FileFormat::Json,
+            "csv" => FileFormat::Csv,
+            other => {
+                return Err(ConnectorError::Config(format!(
+                    "unknown file format '{other}' (expected 'json' or 'csv')"
+                )));
+            }
+        };
+        if !path.is_file() {
+            return Err(ConnectorError::Config(format!("source file {} does not exist", path.display())));
+        }
+        let batch_size = options.parse(&["batch.size"], 8192usize)?.max(1);
+        Ok(Self { path, format, schema: schema.clone(), batch_size })
+    }
+}
+
+/// Reads a whole file once (bounded). A malformed record stops the job with
+/// an error naming the file, the line and the reason.
+#[derive(Debug)]
+pub struct FileSource {
+    config: FileSourceConfig,
+    reader: Reader,
+}
+
+enum Reader {
+    Json { lines: BufReader<File>, line: u64, builder_schema: SchemaRef },
+    Csv(csv::Reader<File>),
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reader::Json { line, .. } => write!(f, "Json(line {line})"),
+            Reader::Csv(_) => write!(f, "Csv"),
+        }
+    }
+}
+
+/// JSON timestamps may be RFC 3339 strings or integer epoch milliseconds:
+/// decode timestamp columns as milliseconds, then cast to the declared type.
+fn json_decode_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Timestamp(_, tz) => {
+                f.as_ref().clone().with_data_type(DataType::Timestamp(TimeUnit::Millisecond, tz.clone()))
+            }
+            _ => f.as_ref().clone(),
+        })
+        .map(|f| f.with_nullable(true))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+impl FileSource {
+    pub fn open(config: FileSourceConfig) -> Result<Self> {
+        let file = File::open(&config.path)
+            .map_err(|source| ConnectorError::Io { path: config.path.display().to_string(), source })?;
+        let reader = match config.format {
+            FileFormat::Json => Reader::Json {
+                lines: BufReader::with_capacity(1 << 20, file),
+                line: 0,
+                builder_schema: json_decode_schema(&config.schema),
+            },
+            FileFormat::Csv => {
+                let schema = Arc::new(Schema::new(
+                    config.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+                ));
+                Reader::Csv(
+                    csv::ReaderBuilder::new(schema)
+                        .with_header(true)
+                        .with_batch_size(config.batch_size)
+                        .build(file)?,
+                )
+            }
+        };
+        Ok(Self { config, reader })
+    }
+
+    fn error(&self, line: Option<u64>, reason: impl std::fmt::Display) -> OperatorError {
+        let path = self.config.path.display();
+        match line {
+            Some(line) => OperatorError::Connector(format!("malformed record in {path} at line {line}: {reason}")),
+            None => OperatorError::Connector(format!("error reading {path}: {reason}")),
+        }
+    }
+
+    fn next_json(&mut self) -> eddy_operators::Result<Option<RecordBatch>> {
+        let Reader::Json { lines, line, builder_schema } = &mut self.reader else {
+            return Ok(None);
+        };
+        let builder_schema = builder_schema.clone();
+        let first_line = *line + 1;
+        let mut buf = Vec::with_capacity(self.config.batch_size * 128);
+        let mut n = 0;
+        while n < self.config.batch_size {
+            let read = lines.read_until(b'\n', &mut buf).map_err(|e| OperatorError::Connector(format!(
+                "error reading {}: {e}",
+                self.config.path.display()
+            )))?;
+            if read == 0 {
+                break;
+            }
+            *line += 1;
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(None);
+        }
+        match decode_json(&builder_schema, &buf, n) {
+            Ok(Some(batch)) => Ok(Some(conform(batch, &self.config.schema)?)),
+            Ok(None) => Ok(Some(RecordBatch::new_empty(self.config.schema.clone()))),
+            Err(e) => {
+                // Find the first line that fails on its own, for the message.
+                for (i, text) in buf.split(|&b| b == b'\n').enumerate() {
+                    if let Err(line_err) = decode_json(&builder_schema, text, 1) {
+                        return Err(self.error(Some(first_line + i as u64), clean_json_error(&line_err)));
+                    }
+                }
+                Err(self.error(Some(first_line), clean_json_error(&e)))
+            }
+        }
+    }
+}
+
+fn decode_json(schema: &SchemaRef, buf: &[u8], rows: usize) -> Result<Option<RecordBatch>, ConnectorError> {
+    let mut decoder = ReaderBuilder::new(schema.clone()).with_batch_size(rows + 1).build_decoder()?;
+    let consumed = decoder.decode(buf)?;
+    if consumed < buf.len() {
+        decoder.decode(&buf[consumed..])?;
+    }
+    Ok(decoder.flush()?)
+}
+
+fn clean_json_error(e: &ConnectorError) -> String {
+    let s = e.to_string();
+    s.strip_prefix("Json error: ").unwrap_or(&s).to_string()
+}
+
+impl Source for FileSource {
+    fn name(&self) -> String {
+        format!("file {}", self.config.path.display())
+    }
+
+    fn next_batch(&mut self) -> eddy_operators::Result<Option<RecordBatch>> {
+        match &mut self.reader {
+            Reader::Json { .. } => loop {
+                match self.next_json()? {
+                    Some(b) if b.num_rows() == 0 => continue,
+                    other => return Ok(other),
+                }
+            },
+            Reader::Csv(reader) => match reader.next() {
+                None => Ok(None),
+                Some(Ok(batch)) => Ok(Some(conform(batch, &self.config.schema)?)),
+                Some(Err(e)) => Err(self.error(None, e)),
+            },
+        }
+    }
+}
+
+/// Writes JSON lines: one object per row, keys are the output column names,
+/// timestamps as ISO-8601 strings in UTC, NULL as `null`. If `path` is a
+/// directory (or ends with `/`), rows go to `part-0.jsonl` inside it.
+pub struct FileSink {
+    path: PathBuf,
+    writer: json::Writer<BufWriter<File>, LineDelimited>,
+}
+
+impl std::fmt::Debug for FileSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSink").field("path", &self.path).finish()
+    }
+}
+
+/// ISO-8601 in UTC, with as many fraction digits as the value needs.
+pub(crate) const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.fZ";
+
+pub(crate) fn json_writer<W: Write>(w: W) -> json::Writer<W, LineDelimited> {
+    json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .with_timestamp_format(TIMESTAMP_FORMAT.to_string())
+        .build::<_, LineDelimited>(w)
+}
+
+impl FileSink {
+    pub fn create(path: &Path, _schema: SchemaRef) -> Result<Self> {
+        let is_dir = path.is_dir() || path.to_string_lossy().ends_with('/');
+        let file_path = if is_dir { path.join("part-0.jsonl") } else { path.to_path_buf() };
+        let io = |source| ConnectorError::Io { path: file_path.display().to_string(), source };
+        if let Some(parent) = file_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        let file = File::create(&file_path).map_err(io)?;
+        Ok(Self { writer: json_writer(BufWriter::with_capacity(1 << 20, file)), path: file_path })
+    }
+}
+
+impl Sink for FileSink {
+    fn name(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+
+    fn write_batch(&mut self, batch: &RecordBatch) -> eddy_operators::Result<()> {
+        self.writer.write(batch).map_err(|e| OperatorError::Connector(format!("writing {}: {e}", self.path.display())))
+    }
+
+    fn flush(&mut self) -> eddy_operators::Result<()> {
+        let err = |e: String| OperatorError::Connector(format!("writing {}: {e}", self.path.display()));
+        self.writer.finish().map_err(|e| err(e.to_string()))?;
+        self.writer.get_mut().flush().map_err(|e| err(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            Field::new("v", DataType::Int64, true),
+        ]))
+    }
+
+    fn read_all(format: FileFormat, text: &str) -> eddy_operators::Result<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in");
+        std::fs::write(&path, text).unwrap();
+        let config = FileSourceConfig { path, format, schema: schema(), batch_size: 2 };
+        let mut src = FileSource::open(config).unwrap();
+        let mut batches = vec![];
+        while let Some(b) = src.next_batch()? {
+            batches.push(b);
+        }
+        Ok(pretty_format_batches(&batches).unwrap().to_string())
+    }
+
+    #[test]
+    fn json_timestamps_in_every_accepted_spelling() {
+        let out = read_all(
+            FileFormat::Json,
+            r#"{"k": "a", "ts": "2024-01-01T00:00:01Z", "v": 1}
+{"k": "b", "ts": "2024-01-01 00:00:02", "v": null}
+
+{"k": "c", "ts": 1704067203000, "extra": true}
+{"k": "d", "ts": "2024-01-01T02:00:04+02:00", "v": 4}
+"#,
+        )
+        .unwrap();
+        let expected = "\
++---+---------------------+---+
+| k | ts                  | v |
++---+---------------------+---+
+| a | 2024-01-01T00:00:01 | 1 |
+| b | 2024-01-01T00:00:02 |   |
+| c | 2024-01-01T00:00:03 |   |
+| d | 2024-01-01T00:00:04 | 4 |
++---+---------------------+---+";
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn malformed_json_names_file_and_line() {
+        let err = read_all(FileFormat::Json, "{\"k\": \"a\", \"v\": 1}\n{\"k\": \"b\", \"v\": 2}\n{\"k\": \"c\", \"v\": \"x\"}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/in at line 3:"), "{err}");
+        let err = read_all(FileFormat::Json, "{\"k\": \"a\"}\n{\"k\": \n").unwrap_err().to_string();
+        assert!(err.contains("at line 2:"), "{err}");
+    }
+
+    #[test]
+    fn csv_with_header() {
+        let out = read_all(FileFormat::Csv, "k,ts,v\na,2024-01-01T00:00:01,1\nb,2024-01-01 00:00:02,\n").unwrap();
+        assert!(out.contains("| b | 2024-01-01T00:00:02 |   |"), "{out}");
+        let err = read_all(FileFormat::Csv, "k,ts,v\na,2024-01-01T00:00:01,x\n").unwrap_err().to_string();
+        assert!(err.contains("/in") && err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn json_sink_writes_utc_timestamps_and_nulls() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("in.json");
+        std::fs::write(&src, "{\"k\": \"a\", \"ts\": 1704067200500, \"v\": 1}\n{\"k\": null, \"ts\": 1704067201000}\n").unwrap();
+        let config = FileSourceConfig { path: src, format: FileFormat::Json, schema: schema(), batch_size: 10 };
+        let batch = FileSource::open(config).unwrap().next_batch().unwrap().unwrap();
+        let out_dir = dir.path().join("out/");
+        let mut sink = FileSink::create(&out_dir, schema()).unwrap();
+        sink.write_batch(&batch).unwrap();
+        sink.flush().unwrap();
+        let text = std::fs::read_to_string(out_dir.join("part-0.jsonl")).unwrap();
+        assert_eq!(
+            text,
+            "{\"k\":\"a\",\"ts\":\"2024-01-01T00:00:00.500Z\",\"v\":1}\n{\"k\":null,\"ts\":\"2024-01-01T00:00:01Z\",\"v\":null}\n"
+        );
+    }
+}

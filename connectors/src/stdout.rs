@@ -1,0 +1,134 @@
+//! The terminal sink: rows as a table that grows as results arrive, or as
+//! JSON lines. At-least-once: what was printed stays printed.
+
+use std::io::Write;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use eddy_operators::{OperatorError, Sink};
+
+use crate::{ConnectorError, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StdoutFormat {
+    Table,
+    Json,
+}
+
+impl StdoutFormat {
+    pub fn parse(value: Option<&str>) -> Result<Self> {
+        match value.unwrap_or("table") {
+            "table" => Ok(StdoutFormat::Table),
+            "json" => Ok(StdoutFormat::Json),
+            other => Err(ConnectorError::Config(format!("unknown stdout format '{other}' (expected 'table' or 'json')"))),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct StdoutSink {
+    format: StdoutFormat,
+    schema: SchemaRef,
+    widths: Option<Vec<usize>>,
+    rows: usize,
+}
+
+const MAX_WIDTH: usize = 60;
+
+impl StdoutSink {
+    pub fn new(format: StdoutFormat, schema: SchemaRef) -> Self {
+        Self { format, schema, widths: None, rows: 0 }
+    }
+
+    fn border(widths: &[usize]) -> String {
+        let parts: Vec<String> = widths.iter().map(|w| "-".repeat(w + 2)).collect();
+        format!("+{}+", parts.join("+"))
+    }
+
+    fn line(cells: &[String], widths: &[usize]) -> String {
+        let parts: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!(" {c:<w$} ")).collect();
+        format!("|{}|", parts.join("|"))
+    }
+
+    fn render_table(&mut self, batch: &RecordBatch) -> Result<String, datafusion::arrow::error::ArrowError> {
+        let options = FormatOptions::default().with_null("NULL");
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut cells = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let mut line = Vec::with_capacity(formatters.len());
+            for f in &formatters {
+                let mut s = f.value(row).to_string();
+                if s.chars().count() > MAX_WIDTH {
+                    s = s.chars().take(MAX_WIDTH - 1).collect::<String>() + "…";
+                }
+                line.push(s);
+            }
+            cells.push(line);
+        }
+        let mut out = String::new();
+        if self.widths.is_none() {
+            let headers: Vec<String> = self.schema.fields().iter().map(|f| f.name().clone()).collect();
+            let widths: Vec<usize> = headers
+                .iter()
+                .enumerate()
+                .map(|(i, h)| cells.iter().map(|r| r[i].chars().count()).chain([h.len()]).max().unwrap_or(0))
+                .collect();
+            out += &format!("{}\n{}\n{}\n", Self::border(&widths), Self::line(&headers, &widths), Self::border(&widths));
+            self.widths = Some(widths);
+        }
+        let widths = self.widths.as_deref().unwrap_or_default();
+        for row in &cells {
+            out += &Self::line(row, widths);
+            out.push('\n');
+        }
+        Ok(out)
+    }
+}
+
+impl Sink for StdoutSink {
+    fn name(&self) -> String {
+        "stdout".into()
+    }
+
+    fn write_batch(&mut self, batch: &RecordBatch) -> eddy_operators::Result<()> {
+        self.rows += batch.num_rows();
+        let mut stdout = std::io::stdout().lock();
+        let io = |e: std::io::Error| OperatorError::Connector(format!("writing to stdout: {e}"));
+        match self.format {
+            StdoutFormat::Table => {
+                let text = self.render_table(batch)?;
+                stdout.write_all(text.as_bytes()).map_err(io)?;
+            }
+            StdoutFormat::Json => {
+                let mut w = crate::file::json_writer(&mut stdout);
+                w.write(batch)?;
+                w.finish()?;
+            }
+        }
+        stdout.flush().map_err(io)
+    }
+
+    fn finish(&mut self) -> eddy_operators::Result<()> {
+        if self.format == StdoutFormat::Table {
+            let mut stdout = std::io::stdout().lock();
+            let widths: Vec<usize> = match &self.widths {
+                Some(w) => w.clone(),
+                None => {
+                    let w: Vec<usize> = self.schema.fields().iter().map(|f| f.name().len()).collect();
+                    let headers: Vec<String> = self.schema.fields().iter().map(|f| f.name().clone()).collect();
+                    let _ = writeln!(stdout, "{}\n{}\n{}", Self::border(&w), Self::line(&headers, &w), Self::border(&w));
+                    self.widths = Some(w.clone());
+                    w
+                }
+            };
+            let _ = writeln!(stdout, "{}\n({} row{})", Self::border(&widths), self.rows, if self.rows == 1 { "" } else { "s" });
+            let _ = stdout.flush();
+        }
+        Ok(())
+    }
+}
