@@ -1,1 +1,220 @@
-fn main(){}
+//! The `eddy` command: run SQL files, benchmark Nexmark queries.
+
+mod bench;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use eddy_operators::metrics::JobMetrics;
+use eddy_planner::{BuildEnv, Job, Outcome, Session, build};
+use eddy_state::RocksDbBackend;
+
+#[derive(Parser, Debug)]
+#[command(name = "eddy", version, about = "Eddy: a streaming SQL engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the statements of a SQL file; bounded sources end the jobs.
+    Run {
+        /// The SQL file.
+        file: PathBuf,
+        /// Subtasks per keyed operator (default: number of cores).
+        #[arg(long, short = 'p')]
+        parallelism: Option<usize>,
+        /// How a bare SELECT prints its rows.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Where jobs keep their state (default: a temporary directory,
+        /// removed when the run ends).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        bench: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Run a built-in Nexmark query over the built-in generator.
+    Nexmark {
+        /// q0, q1, q2, tumble-count, or `generator` (the generator alone).
+        #[arg(long, default_value = "q0")]
+        query: String,
+        /// Number of generated events (persons, auctions and bids).
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Subtasks per keyed operator.
+        #[arg(long, short = 'p', default_value_t = 1)]
+        parallelism: usize,
+        /// Event-time rate of the generator (events per second of event time).
+        #[arg(long, default_value_t = 10_000_000)]
+        rate: u64,
+        /// Print the query's plan before running it.
+        #[arg(long)]
+        explain: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { file, parallelism, format, state_dir } => run_file(&file, parallelism, format, state_dir),
+        Command::Bench { bench: BenchCommand::Nexmark { query, events, parallelism, rate, explain } } => {
+            bench::nexmark(&query, events, parallelism, rate, explain).map(|()| ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EDDY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `eddy run`: plan every statement, then run every job to completion.
+/// A SQL error exits with status 2 and runs nothing.
+fn run_file(path: &Path, parallelism: Option<usize>, format: Format, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let sql = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut session = Session::new(parallelism.unwrap_or_else(default_parallelism));
+    if let Format::Json = format {
+        session.select_sink.insert("format".into(), "json".into());
+    }
+    let outcomes = match session.execute(&sql) {
+        Ok(o) => o,
+        Err(e) => {
+            eprint!("{}", e.render(&sql, &path.display().to_string()));
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut jobs = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Created(name) => tracing::info!("created {name}"),
+            Outcome::Explain(text) => print!("{text}"),
+            Outcome::Job(job) => jobs.push(job),
+        }
+    }
+    if jobs.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (state_root, temporary) = match state_dir {
+        Some(dir) => (dir, false),
+        None => (std::env::temp_dir().join(format!("eddy-{}", std::process::id())), true),
+    };
+    let result = run_jobs(jobs, &session, &state_root);
+    if temporary {
+        let _ = std::fs::remove_dir_all(&state_root);
+    }
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Starts every job, shows live progress on a terminal, waits for all.
+pub(crate) fn run_jobs(jobs: Vec<Job>, session: &Session, state_root: &Path) -> anyhow::Result<()> {
+    let env = BuildEnv { functions: session.functions().clone(), memory: None };
+    let metrics = JobMetrics::default();
+    let started = Instant::now();
+    let start = |job: &Job| -> anyhow::Result<_> {
+        let dataflow = build(&job.graph, &env).with_context(|| format!("cannot build {}", job.name))?;
+        let dir = state_root.join(&job.name);
+        let state = RocksDbBackend::open(&dir).with_context(|| format!("cannot open state in {}", dir.display()))?;
+        tracing::info!(job = %job.name, state = %dir.display(), "starting");
+        Ok(dataflow.start(Arc::new(state), metrics.clone())?)
+    };
+    // Jobs into sinks run side by side; bare SELECTs print to the terminal,
+    // so they run one after another, in statement order.
+    let (selects, others): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.name.ends_with("-select"));
+    let mut running = Vec::new();
+    for job in &others {
+        running.push((job.name.clone(), start(job)?));
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let reporter = std::io::stderr().is_terminal().then(|| {
+        let (done, metrics) = (done.clone(), metrics.clone());
+        std::thread::spawn(move || progress(&done, &metrics, started))
+    });
+    let mut first_error = None;
+    for job in &selects {
+        if let Err(e) = start(job)?.join() {
+            first_error.get_or_insert(anyhow::anyhow!("{} failed: {e}", job.name));
+            break;
+        }
+    }
+    for (name, job) in running {
+        if let Err(e) = job.join() {
+            first_error.get_or_insert(anyhow::anyhow!("{name} failed: {e}"));
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    if let Some(r) = reporter {
+        let _ = r.join();
+    }
+    tracing::info!(
+        rows_in = metrics.rows_in(),
+        rows_out = metrics.rows_out(),
+        late_rows = metrics.late_rows(),
+        seconds = started.elapsed().as_secs_f64(),
+        "finished"
+    );
+    if metrics.late_rows() > 0 {
+        eprintln!("note: {} late rows were dropped (their windows had already fired)", metrics.late_rows());
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// A live status line on stderr: rows in and out, rate, watermark.
+fn progress(done: &AtomicBool, metrics: &JobMetrics, started: Instant) {
+    let mut last = (Instant::now(), 0u64);
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(250));
+        if last.0.elapsed() < Duration::from_secs(1) {
+            continue;
+        }
+        let rows = metrics.rows_in();
+        let rate = (rows - last.1) as f64 / last.0.elapsed().as_secs_f64();
+        last = (Instant::now(), rows);
+        eprint!(
+            "\r\x1b[2K[{:>6.1}s] {} rows in ({:.0}/s), {} rows out, {} late",
+            started.elapsed().as_secs_f64(),
+            rows,
+            rate,
+            metrics.rows_out(),
+            metrics.late_rows()
+        );
+    }
+    eprint!("\r\x1b[2K");
+}

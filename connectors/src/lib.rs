@@ -15,6 +15,7 @@
 
 mod blackhole;
 mod file;
+mod memory;
 pub mod nexmark;
 mod options;
 mod stdout;
@@ -29,6 +30,7 @@ use eddy_operators::{Sink, Source};
 
 pub use blackhole::BlackholeSink;
 pub use file::{FileFormat, FileSink, FileSource};
+pub use memory::{MemoryCollector, MemorySink};
 pub use options::Options;
 pub use stdout::{StdoutFormat, StdoutSink};
 

@@ -1,0 +1,313 @@
+//! The binder: AST expressions to DataFusion logical expressions, resolving
+//! names against a scope and functions against the registry. Errors carry
+//! the span of the offending token and suggest near names.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, IntervalMonthDayNano, TimeUnit};
+use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{Column, DFSchema, DFSchemaRef, ScalarValue};
+use datafusion::logical_expr::expr::{AggregateFunction, Case, Cast, ScalarFunction};
+use datafusion::logical_expr::{AggregateUDF, BinaryExpr, Expr, ExprSchemable, Operator};
+use datafusion::optimizer::analyzer::type_coercion::TypeCoercionRewriter;
+use eddy_parser::ast::{self, BinaryOp, DataTypeKind, ExprKind, Literal, Span, UnaryOp};
+
+use crate::error::{PlanError, Result, did_you_mean, suggestions};
+use crate::functions::Functions;
+
+/// The names visible to an expression: one table (possibly a window TVF).
+#[derive(Debug, Clone)]
+pub(crate) struct Scope {
+    /// The name columns may be qualified with (alias, or the table name).
+    pub qualifier: String,
+    pub table: String,
+    pub schema: DFSchemaRef,
+}
+
+/// How aggregate calls are treated while binding.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AggMode<'a> {
+    /// Not allowed here; the string names the clause for the message.
+    Forbidden(&'static str),
+    /// Replaced by a column of the aggregate's output.
+    Output(&'a [BoundAggregate]),
+}
+
+/// An aggregate call found in SELECT or HAVING.
+#[derive(Debug, Clone)]
+pub(crate) struct BoundAggregate {
+    pub udaf: Arc<AggregateUDF>,
+    /// Arguments bound over the input scope (not yet coerced).
+    pub args: Vec<Expr>,
+    pub distinct: bool,
+    pub output_name: String,
+}
+
+pub(crate) struct Binder<'a> {
+    pub functions: &'a Functions,
+    pub sql: &'a str,
+}
+
+pub(crate) fn sql_type(t: &ast::DataType) -> DataType {
+    match &t.kind {
+        DataTypeKind::Boolean => DataType::Boolean,
+        DataTypeKind::TinyInt => DataType::Int8,
+        DataTypeKind::SmallInt => DataType::Int16,
+        DataTypeKind::Int => DataType::Int32,
+        DataTypeKind::BigInt => DataType::Int64,
+        DataTypeKind::Float => DataType::Float32,
+        DataTypeKind::Double => DataType::Float64,
+        DataTypeKind::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
+        DataTypeKind::Varchar => DataType::Utf8,
+        DataTypeKind::Bytes => DataType::Binary,
+        DataTypeKind::Date => DataType::Date32,
+        DataTypeKind::Timestamp { precision } => {
+            let unit = match precision.unwrap_or(6) {
+                0..=3 => TimeUnit::Millisecond,
+                4..=6 => TimeUnit::Microsecond,
+                _ => TimeUnit::Nanosecond,
+            };
+            DataType::Timestamp(unit, None)
+        }
+    }
+}
+
+/// The length of an interval literal in milliseconds.
+pub(crate) fn interval_millis(e: &ast::Expr) -> Result<i64> {
+    let ExprKind::Literal(Literal::Interval { value, unit }) = &e.kind else {
+        return Err(PlanError::user("expected an interval literal such as INTERVAL '10' SECOND", e.span));
+    };
+    let (number, unit) = match unit {
+        Some(u) => (value.trim(), *u),
+        None => {
+            let mut parts = value.split_whitespace();
+            let n = parts.next().unwrap_or("");
+            let u = parts.next().and_then(ast::IntervalUnit::parse);
+            match u {
+                Some(u) => (n, u),
+                None => return Err(PlanError::user(format!("cannot read interval '{value}'"), e.span)),
+            }
+        }
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| PlanError::user(format!("interval value '{number}' is not a number"), e.span))?;
+    Ok((n * unit.millis() as f64).round() as i64)
+}
+
+pub(crate) fn interval_literal(millis: i64) -> Expr {
+    let v = IntervalMonthDayNano::new(0, 0, millis * 1_000_000);
+    Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), None)
+}
+
+impl Binder<'_> {
+    fn text(&self, span: Span) -> &str {
+        self.sql.get(span.start..span.end).unwrap_or("?")
+    }
+
+    pub fn is_aggregate_call(&self, e: &ast::Expr) -> bool {
+        matches!(&e.kind, ExprKind::Function { name, .. }
+            if self.functions.aggregate(&name.value).is_some() && self.functions.scalar(&name.value).is_none())
+    }
+
+    /// Calls `f` on every aggregate call in `e` (not descending into them).
+    pub fn visit_aggregates<'e>(&self, e: &'e ast::Expr, f: &mut impl FnMut(&'e ast::Expr)) {
+        if self.is_aggregate_call(e) {
+            f(e);
+            return;
+        }
+        match &e.kind {
+            ExprKind::Binary { left, right, .. } => {
+                self.visit_aggregates(left, f);
+                self.visit_aggregates(right, f);
+            }
+            ExprKind::Unary { expr, .. } | ExprKind::IsNull { expr, .. } | ExprKind::Cast { expr, .. } => {
+                self.visit_aggregates(expr, f)
+            }
+            ExprKind::Nested(inner) => self.visit_aggregates(inner, f),
+            ExprKind::Function { args, .. } => args.iter().for_each(|a| self.visit_aggregates(a, f)),
+            ExprKind::Case { operand, branches, else_result } => {
+                operand.iter().for_each(|o| self.visit_aggregates(o, f));
+                for (w, t) in branches {
+                    self.visit_aggregates(w, f);
+                    self.visit_aggregates(t, f);
+                }
+                else_result.iter().for_each(|e| self.visit_aggregates(e, f));
+            }
+            ExprKind::Identifier(_) | ExprKind::Literal(_) => {}
+        }
+    }
+
+    /// Binds an aggregate call's function and arguments.
+    pub fn bind_aggregate(&self, e: &ast::Expr, scope: &Scope) -> Result<BoundAggregate> {
+        let ExprKind::Function { name, args, star, distinct } = &e.kind else {
+            return Err(PlanError::internal("not an aggregate call"));
+        };
+        let udaf = self
+            .functions
+            .aggregate(&name.value)
+            .ok_or_else(|| PlanError::internal(format!("aggregate {} vanished", name.value)))?;
+        let args = if *star {
+            if udaf.name() != "count" {
+                return Err(PlanError::user(format!("{}(*) is not valid; only COUNT(*) is", name.value.to_uppercase()), e.span));
+            }
+            vec![Expr::Literal(ScalarValue::Int64(Some(1)), None)]
+        } else {
+            args.iter().map(|a| self.bind(a, scope, AggMode::Forbidden("aggregate arguments"))).collect::<Result<_>>()?
+        };
+        Ok(BoundAggregate { udaf, args, distinct: *distinct, output_name: self.text(e.span).to_string() })
+    }
+
+    /// Binds `e` over `scope` (not yet type-coerced).
+    pub fn bind(&self, e: &ast::Expr, scope: &Scope, aggs: AggMode<'_>) -> Result<Expr> {
+        let bind = |x: &ast::Expr| self.bind(x, scope, aggs);
+        Ok(match &e.kind {
+            ExprKind::Identifier(parts) => Expr::Column(self.resolve(parts, scope, e.span)?),
+            ExprKind::Literal(lit) => self.literal(lit, e)?,
+            ExprKind::Nested(inner) => bind(inner)?,
+            ExprKind::Binary { op, left, right } => {
+                let op = match op {
+                    BinaryOp::Or => Operator::Or,
+                    BinaryOp::And => Operator::And,
+                    BinaryOp::Eq => Operator::Eq,
+                    BinaryOp::NotEq => Operator::NotEq,
+                    BinaryOp::Lt => Operator::Lt,
+                    BinaryOp::LtEq => Operator::LtEq,
+                    BinaryOp::Gt => Operator::Gt,
+                    BinaryOp::GtEq => Operator::GtEq,
+                    BinaryOp::Plus => Operator::Plus,
+                    BinaryOp::Minus => Operator::Minus,
+                    BinaryOp::Multiply => Operator::Multiply,
+                    BinaryOp::Divide => Operator::Divide,
+                    BinaryOp::Modulo => Operator::Modulo,
+                    BinaryOp::Concat => Operator::StringConcat,
+                };
+                Expr::BinaryExpr(BinaryExpr::new(Box::new(bind(left)?), op, Box::new(bind(right)?)))
+            }
+            ExprKind::Unary { op, expr } => match op {
+                UnaryOp::Not => Expr::Not(Box::new(bind(expr)?)),
+                UnaryOp::Minus => Expr::Negative(Box::new(bind(expr)?)),
+                UnaryOp::Plus => bind(expr)?,
+            },
+            ExprKind::IsNull { expr, negated } => {
+                let inner = Box::new(bind(expr)?);
+                if *negated { Expr::IsNotNull(inner) } else { Expr::IsNull(inner) }
+            }
+            ExprKind::Case { operand, branches, else_result } => Expr::Case(Case::new(
+                operand.as_deref().map(|o| bind(o).map(Box::new)).transpose()?,
+                branches
+                    .iter()
+                    .map(|(w, t)| Ok((Box::new(bind(w)?), Box::new(bind(t)?))))
+                    .collect::<Result<_>>()?,
+                else_result.as_deref().map(|x| bind(x).map(Box::new)).transpose()?,
+            )),
+            ExprKind::Cast { expr, data_type } => Expr::Cast(Cast::new(Box::new(bind(expr)?), sql_type(data_type))),
+            ExprKind::Function { name, args, star, distinct } => {
+                if self.is_aggregate_call(e) {
+                    return match aggs {
+                        AggMode::Forbidden(clause) => Err(PlanError::user(
+                            format!("aggregate function {} is not allowed in {clause}", name.value.to_uppercase()),
+                            e.span,
+                        )),
+                        AggMode::Output(list) => {
+                            let bound = self.bind_aggregate(e, scope)?;
+                            let found = list.iter().find(|a| {
+                                a.udaf.name() == bound.udaf.name() && a.args == bound.args && a.distinct == bound.distinct
+                            });
+                            match found {
+                                Some(a) => Ok(Expr::Column(Column::new_unqualified(&a.output_name))),
+                                None => Err(PlanError::internal("aggregate call was not collected")),
+                            }
+                        }
+                    };
+                }
+                let Some(udf) = self.functions.scalar(&name.value) else {
+                    let hint = did_you_mean(&suggestions(&name.value, self.functions.names()));
+                    return Err(PlanError::user(format!("unknown function '{}'{hint}", name.value), name.span));
+                };
+                if *star || *distinct {
+                    let what = if *star { "*" } else { "DISTINCT" };
+                    return Err(PlanError::user(format!("{what} is only valid in aggregate functions"), e.span));
+                }
+                let args = args.iter().map(bind).collect::<Result<Vec<_>>>()?;
+                Expr::ScalarFunction(ScalarFunction::new_udf(udf, args))
+            }
+        })
+    }
+
+    fn resolve(&self, parts: &[ast::Ident], scope: &Scope, span: Span) -> Result<Column> {
+        let (qualifier, name) = match parts {
+            [name] => (None, name),
+            [q, name] => (Some(q), name),
+            _ => return Err(PlanError::user("compound names have at most two parts (table.column)", span)),
+        };
+        if let Some(q) = qualifier
+            && q.value != scope.qualifier
+            && q.value != scope.table
+        {
+            let hint = did_you_mean(&suggestions(&q.value, [scope.qualifier.as_str()]));
+            return Err(PlanError::user(
+                format!("unknown table '{}' in column reference{hint}; the query reads '{}'", q.value, scope.qualifier),
+                q.span,
+            ));
+        }
+        let names: Vec<&str> = scope.schema.fields().iter().map(|f| f.name().as_str()).collect();
+        if names.contains(&name.value.as_str()) {
+            return Ok(Column::new(Some(scope.qualifier.clone()), name.value.clone()));
+        }
+        let hint = did_you_mean(&suggestions(&name.value, names.iter().copied()));
+        Err(PlanError::user(
+            format!("unknown column '{}'{hint}; '{}' has columns: {}", name.value, scope.qualifier, names.join(", ")),
+            name.span,
+        ))
+    }
+
+    fn literal(&self, lit: &Literal, e: &ast::Expr) -> Result<Expr> {
+        let value = match lit {
+            Literal::Number(text) => {
+                if let Ok(i) = text.parse::<i64>() {
+                    ScalarValue::Int64(Some(i))
+                } else {
+                    let f: f64 =
+                        text.parse().map_err(|_| PlanError::user(format!("invalid number '{text}'"), e.span))?;
+                    ScalarValue::Float64(Some(f))
+                }
+            }
+            Literal::String(s) => ScalarValue::Utf8(Some(s.clone())),
+            Literal::Boolean(b) => ScalarValue::Boolean(Some(*b)),
+            Literal::Null => ScalarValue::Null,
+            Literal::Interval { .. } => return Ok(interval_literal(interval_millis(e)?)),
+            Literal::Timestamp(s) => ScalarValue::try_from_string(s.clone(), &DataType::Timestamp(TimeUnit::Microsecond, None))
+                .map_err(|_| PlanError::user(format!("invalid timestamp '{s}'"), e.span))?,
+            Literal::Date(s) => ScalarValue::try_from_string(s.clone(), &DataType::Date32)
+                .map_err(|_| PlanError::user(format!("invalid date '{s}'"), e.span))?,
+        };
+        Ok(Expr::Literal(value, None))
+    }
+}
+
+/// Inserts the casts DataFusion's kernels need (e.g. `BIGINT * DOUBLE`), and
+/// returns the expression with its output field.
+pub(crate) fn coerce(expr: Expr, schema: &DFSchema, span: Span) -> Result<(Expr, Field)> {
+    let mut rewriter = TypeCoercionRewriter::new(schema);
+    let expr = expr.rewrite(&mut rewriter).map_err(|e| PlanError::from(e).at(span))?.data;
+    let (_, field) = expr.to_field(schema).map_err(|e| PlanError::from(e).at(span))?;
+    Ok((expr, field.as_ref().clone().with_nullable(true)))
+}
+
+/// Coerces an aggregate call's arguments for its function.
+pub(crate) fn coerce_aggregate(agg: &BoundAggregate, schema: &DFSchema, span: Span) -> Result<(Vec<Expr>, Field)> {
+    let call = Expr::AggregateFunction(AggregateFunction::new_udf(
+        agg.udaf.clone(),
+        agg.args.clone(),
+        agg.distinct,
+        None,
+        vec![],
+        None,
+    ));
+    let (coerced, field) = coerce(call, schema, span)?;
+    let Expr::AggregateFunction(f) = coerced else {
+        return Err(PlanError::internal("coercion changed an aggregate call"));
+    };
+    Ok((f.params.args, field.with_name(agg.output_name.clone())))
+}

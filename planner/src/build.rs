@@ -1,0 +1,174 @@
+//! `build`: the one place where plan descriptors become running operators.
+//!
+//! Consecutive nodes joined by `Forward` edges with equal parallelism are
+//! fused into one stage (one thread per subtask); every other edge starts a
+//! new stage, connected by the runtime's channels.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
+use eddy_connectors::{MemoryCollector, Options, SinkConfig, SourceConfig};
+use eddy_operators::Operator;
+use eddy_operators::project::ProjectOperator;
+use eddy_operators::runtime::{Dataflow, Partitioning, Stage};
+use eddy_operators::sink::SinkOperator;
+use eddy_operators::watermark::WatermarkOperator;
+use eddy_operators::window::WindowAggregateOperator;
+
+use crate::error::{PlanError, Result};
+use crate::functions::Functions;
+use crate::graph::{EdgeKind, NodeKind, PhysicalGraph, WindowSpec};
+
+/// What building needs besides the graph.
+#[derive(Debug, Clone, Default)]
+pub struct BuildEnv {
+    pub functions: Functions,
+    /// Receives the rows of sinks whose connector is `memory`.
+    pub memory: Option<MemoryCollector>,
+}
+
+type OperatorFactory = Arc<dyn Fn() -> eddy_operators::Result<Box<dyn Operator>> + Send + Sync>;
+
+struct StageDraft {
+    name: String,
+    parallelism: usize,
+    source: Option<SourceConfig>,
+    operators: Vec<(String, OperatorFactory)>,
+    input: Option<(usize, Partitioning)>,
+    last_node: usize,
+}
+
+pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
+    let mut stages: Vec<StageDraft> = Vec::new();
+    let mut stage_of = vec![usize::MAX; graph.nodes.len()];
+    for node in &graph.nodes {
+        let input_schema: Option<SchemaRef> = graph
+            .input_edge(node.id)
+            .and_then(|e| graph.node(e.from))
+            .map(|n| Arc::new(n.schema.clone()));
+        let schema = Arc::new(node.schema.clone());
+        let op_id = format!("node{}", node.id);
+        let factory: Option<OperatorFactory> = match &node.kind {
+            NodeKind::Source(s) => {
+                let config = SourceConfig::parse(&Options::new(s.options.clone()), &schema)?;
+                stage_of[node.id] = stages.len();
+                stages.push(StageDraft {
+                    name: format!("source:{}", s.name),
+                    parallelism: node.parallelism,
+                    source: Some(config),
+                    operators: vec![],
+                    input: None,
+                    last_node: node.id,
+                });
+                None
+            }
+            NodeKind::Watermark(w) => {
+                let expr = w.expr.to_physical(&schema, &env.functions)?;
+                Some(Arc::new(move || Ok(Box::new(WatermarkOperator::new(expr.clone())) as Box<dyn Operator>)))
+            }
+            NodeKind::Project(p) => {
+                let input = input_schema.clone().ok_or_else(|| PlanError::internal("projection without input"))?;
+                let filter = p.filter.as_ref().map(|f| f.to_physical(&input, &env.functions)).transpose()?;
+                let exprs: Vec<Arc<dyn PhysicalExpr>> =
+                    p.exprs.iter().map(|e| e.to_physical(&input, &env.functions)).collect::<Result<_>>()?;
+                let out = schema.clone();
+                Some(Arc::new(move || {
+                    Ok(Box::new(ProjectOperator::try_new(filter.clone(), exprs.clone(), out.clone())?) as Box<dyn Operator>)
+                }))
+            }
+            NodeKind::WindowAggregate(w) => {
+                let input = input_schema.clone().ok_or_else(|| PlanError::internal("aggregate without input"))?;
+                let mut aggs: Vec<Arc<AggregateFunctionExpr>> = Vec::new();
+                for call in &w.aggregates {
+                    let udaf = env
+                        .functions
+                        .aggregate(&call.function)
+                        .ok_or_else(|| PlanError::internal(format!("unknown aggregate {}", call.function)))?;
+                    let args = call.args.iter().map(|a| a.to_physical(&input, &env.functions)).collect::<Result<_>>()?;
+                    let expr = AggregateExprBuilder::new(udaf, args)
+                        .schema(input.clone())
+                        .alias(call.output_name.clone())
+                        .with_distinct(call.distinct)
+                        .build()?;
+                    aggs.push(Arc::new(expr));
+                }
+                let WindowSpec::Tumble { size_ms } = w.window;
+                let (keys, time) = (w.keys.clone(), w.time_column);
+                // Validate once at build time, not first in a subtask.
+                WindowAggregateOperator::try_new(&input, keys.clone(), time, size_ms, aggs.clone())?;
+                Some(Arc::new(move || {
+                    let op = WindowAggregateOperator::try_new(&input, keys.clone(), time, size_ms, aggs.clone())?;
+                    Ok(Box::new(op) as Box<dyn Operator>)
+                }))
+            }
+            NodeKind::Sink(s) => {
+                let connector = s.options.get("connector").map(String::as_str);
+                let out = input_schema.clone().unwrap_or_else(|| schema.clone());
+                if connector == Some("memory") {
+                    let collector = env.memory.clone().unwrap_or_default();
+                    Some(Arc::new(move || Ok(Box::new(SinkOperator::new(Box::new(collector.sink()))) as Box<dyn Operator>)))
+                } else {
+                    let config = SinkConfig::parse(&Options::new(s.options.clone()))?;
+                    Some(Arc::new(move || Ok(Box::new(SinkOperator::new(config.build(out.clone())?)) as Box<dyn Operator>)))
+                }
+            }
+        };
+        let Some(factory) = factory else { continue };
+        let edge = graph.input_edge(node.id).ok_or_else(|| PlanError::internal(format!("node {} has no input", node.id)))?;
+        let from_stage = stage_of[edge.from];
+        let fuse = edge.kind == EdgeKind::Forward
+            && stages[from_stage].parallelism == node.parallelism
+            && stages[from_stage].last_node == edge.from;
+        if fuse {
+            stages[from_stage].operators.push((op_id, factory));
+            stages[from_stage].last_node = node.id;
+            stage_of[node.id] = from_stage;
+        } else {
+            let partitioning = match &edge.kind {
+                EdgeKind::Forward => Partitioning::Forward,
+                EdgeKind::Gather => Partitioning::Gather,
+                EdgeKind::Shuffle { keys } => Partitioning::Hash(keys.clone()),
+            };
+            stage_of[node.id] = stages.len();
+            stages.push(StageDraft {
+                name: stage_name(&node.kind),
+                parallelism: node.parallelism,
+                source: None,
+                operators: vec![(op_id, factory)],
+                input: Some((from_stage, partitioning)),
+                last_node: node.id,
+            });
+        }
+    }
+    let stages = stages
+        .into_iter()
+        .map(|d| {
+            let operator_ids = d.operators.iter().map(|(id, _)| id.clone()).collect();
+            let factories: Vec<OperatorFactory> = d.operators.into_iter().map(|(_, f)| f).collect();
+            let source = d.source.map(|config| {
+                Box::new(move |_subtask: usize| Ok(config.build()?)) as eddy_operators::runtime::SourceFactory
+            });
+            Stage {
+                name: d.name,
+                parallelism: d.parallelism,
+                source,
+                operators: Box::new(move |_subtask| factories.iter().map(|f| f()).collect()),
+                input: d.input,
+                operator_ids,
+            }
+        })
+        .collect();
+    Ok(Dataflow { stages })
+}
+
+fn stage_name(kind: &NodeKind) -> String {
+    match kind {
+        NodeKind::Source(s) => format!("source:{}", s.name),
+        NodeKind::Watermark(_) => "watermark".into(),
+        NodeKind::Project(_) => "project".into(),
+        NodeKind::WindowAggregate(_) => "window".into(),
+        NodeKind::Sink(s) => format!("sink:{}", s.name),
+    }
+}

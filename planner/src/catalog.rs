@@ -1,0 +1,156 @@
+//! The catalog: sources and sinks declared so far in a session.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::DFSchema;
+use eddy_connectors::{Options, SinkConfig, SourceConfig};
+use eddy_parser::ast::{self, Span};
+
+use crate::binder::{AggMode, Binder, Scope, coerce, sql_type};
+use crate::error::{PlanError, Result};
+use crate::expr::ScalarExpr;
+
+#[derive(Debug, Clone)]
+pub struct SourceDef {
+    pub name: String,
+    pub schema: SchemaRef,
+    pub watermark: Option<WatermarkDef>,
+    pub options: BTreeMap<String, String>,
+    pub config: SourceConfig,
+}
+
+/// `WATERMARK FOR column AS expr`, bound over the source's columns.
+#[derive(Debug, Clone)]
+pub struct WatermarkDef {
+    pub column: String,
+    pub expr: ScalarExpr,
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkDef {
+    pub name: String,
+    /// Declared columns, or those of the query that created the sink.
+    pub schema: Option<SchemaRef>,
+    pub options: BTreeMap<String, String>,
+    pub config: SinkConfig,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    sources: BTreeMap<String, SourceDef>,
+    sinks: BTreeMap<String, SinkDef>,
+}
+
+fn options_map(options: &[ast::SqlOption]) -> BTreeMap<String, String> {
+    options.iter().map(|o| (o.key.to_ascii_lowercase(), o.value.clone())).collect()
+}
+
+/// The span of `WITH (...)`: from the first option to the last.
+fn options_span(options: &[ast::SqlOption], fallback: Span) -> Span {
+    match (options.first(), options.last()) {
+        (Some(a), Some(b)) => a.span.union(b.span),
+        _ => fallback,
+    }
+}
+
+pub(crate) fn columns_schema(columns: &[ast::ColumnDef]) -> Result<Schema> {
+    let mut seen = HashSet::new();
+    let mut fields = Vec::new();
+    for c in columns {
+        if !seen.insert(c.name.value.clone()) {
+            return Err(PlanError::user(format!("column '{}' is declared twice", c.name.value), c.name.span));
+        }
+        fields.push(Field::new(&c.name.value, sql_type(&c.data_type), true));
+    }
+    Ok(Schema::new(fields))
+}
+
+impl Catalog {
+    pub fn source(&self, name: &str) -> Option<&SourceDef> {
+        self.sources.get(name)
+    }
+
+    pub fn sink(&self, name: &str) -> Option<&SinkDef> {
+        self.sinks.get(name)
+    }
+
+    pub fn source_names(&self) -> impl Iterator<Item = &str> {
+        self.sources.keys().map(String::as_str)
+    }
+
+    pub fn sink_names(&self) -> impl Iterator<Item = &str> {
+        self.sinks.keys().map(String::as_str)
+    }
+
+    fn check_free(&self, name: &ast::Ident) -> Result<()> {
+        if self.sources.contains_key(&name.value) || self.sinks.contains_key(&name.value) {
+            return Err(PlanError::user(format!("'{}' is already defined", name.value), name.span));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn create_source(&mut self, s: &ast::CreateSource, binder: &Binder<'_>, span: Span) -> Result<String> {
+        self.check_free(&s.name)?;
+        let schema = Arc::new(columns_schema(&s.columns)?);
+        let watermark = match &s.watermark {
+            None => None,
+            Some(w) => {
+                let field = schema.field_with_name(&w.column.value).map_err(|_| {
+                    PlanError::user(format!("WATERMARK FOR names unknown column '{}'", w.column.value), w.column.span)
+                })?;
+                if !matches!(field.data_type(), DataType::Timestamp(..)) {
+                    return Err(PlanError::user(
+                        format!("the WATERMARK column '{}' must be a TIMESTAMP, not {}", w.column.value, field.data_type()),
+                        w.column.span,
+                    ));
+                }
+                let df = DFSchema::try_from_qualified_schema(s.name.value.as_str(), &schema)?;
+                let scope = Scope { qualifier: s.name.value.clone(), table: s.name.value.clone(), schema: Arc::new(df) };
+                let bound = binder.bind(&w.expr, &scope, AggMode::Forbidden("a WATERMARK expression"))?;
+                let (expr, field) = coerce(bound, &scope.schema, w.expr.span)?;
+                if !matches!(field.data_type(), DataType::Timestamp(..)) {
+                    return Err(PlanError::user(
+                        format!("a WATERMARK expression must produce a TIMESTAMP, not {}", field.data_type()),
+                        w.expr.span,
+                    ));
+                }
+                Some(WatermarkDef { column: w.column.value.clone(), expr: ScalarExpr::from_df(&expr, &scope.schema)? })
+            }
+        };
+        let options = options_map(&s.options);
+        let config = SourceConfig::parse(&Options::new(options.clone()), &schema)
+            .map_err(|e| PlanError::user(e.to_string(), options_span(&s.options, span)))?;
+        let name = s.name.value.clone();
+        self.sources.insert(name.clone(), SourceDef { name: name.clone(), schema, watermark, options, config });
+        Ok(name)
+    }
+
+    pub(crate) fn create_sink(
+        &mut self,
+        name: &ast::Ident,
+        schema: Option<SchemaRef>,
+        options: &[ast::SqlOption],
+        span: Span,
+    ) -> Result<SinkDef> {
+        self.check_free(name)?;
+        let sink = self.sink_def(name, schema, options, span)?;
+        self.sinks.insert(sink.name.clone(), sink.clone());
+        Ok(sink)
+    }
+
+    /// Validates a sink definition without registering it.
+    pub(crate) fn sink_def(
+        &self,
+        name: &ast::Ident,
+        schema: Option<SchemaRef>,
+        options: &[ast::SqlOption],
+        span: Span,
+    ) -> Result<SinkDef> {
+        let map = options_map(options);
+        let config = SinkConfig::parse(&Options::new(map.clone()))
+            .map_err(|e| PlanError::user(e.to_string(), options_span(options, span)))?;
+        Ok(SinkDef { name: name.value.clone(), schema, options: map, config })
+    }
+}

@@ -1,0 +1,190 @@
+//! A session: runs the statements of a file against a catalog, turning
+//! each continuous query into a [`Job`] (a physical graph to build and run).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use eddy_parser::ast::{Query, Statement, StatementKind};
+use eddy_parser::{ParseError, parse_statements, render_diagnostic};
+
+use crate::binder::Binder;
+use crate::catalog::{Catalog, columns_schema};
+use crate::error::{PlanError, PlanErrorKind};
+use crate::functions::Functions;
+use crate::graph::PhysicalGraph;
+use crate::plan::{QueryPlanner, sink_schema};
+
+/// A continuous query ready to run: its graph ends in a sink.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    pub graph: PhysicalGraph,
+}
+
+/// What one statement did.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Created(String),
+    Job(Job),
+    Explain(String),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SessionError {
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    #[error("{0}")]
+    Plan(#[from] PlanError),
+}
+
+impl SessionError {
+    /// Renders the error for a person: message, `file:line:col`, the line
+    /// and a caret under the offending text.
+    pub fn render(&self, sql: &str, origin: &str) -> String {
+        match self {
+            SessionError::Parse(e) => render_diagnostic(sql, origin, e.span, &e.message),
+            SessionError::Plan(e) => match e.span {
+                Some(span) => render_diagnostic(sql, origin, span, &e.message),
+                None => format!("error: {}\n", e.message),
+            },
+        }
+    }
+
+    pub fn is_not_supported(&self) -> bool {
+        matches!(self, SessionError::Plan(e) if e.kind == PlanErrorKind::NotSupported)
+    }
+}
+
+#[derive(Debug)]
+pub struct Session {
+    catalog: Catalog,
+    functions: Functions,
+    /// Parallelism of keyed operators (window aggregates).
+    pub parallelism: usize,
+    /// Options of the sink that receives a bare SELECT's rows.
+    pub select_sink: BTreeMap<String, String>,
+    jobs: usize,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self::new(1)
+    }
+}
+
+impl Session {
+    pub fn new(parallelism: usize) -> Self {
+        let select_sink = [("connector", "stdout"), ("format", "table")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self { catalog: Catalog::default(), functions: Functions::default(), parallelism: parallelism.max(1), select_sink, jobs: 0 }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn functions(&self) -> &Functions {
+        &self.functions
+    }
+
+    /// Parses and plans every statement of `sql`, in order. Nothing runs:
+    /// the caller starts the returned jobs.
+    pub fn execute(&mut self, sql: &str) -> Result<Vec<Outcome>, SessionError> {
+        let statements = parse_statements(sql)?;
+        let mut out = Vec::new();
+        for stmt in &statements {
+            out.push(self.statement(stmt, sql, false)?);
+        }
+        Ok(out)
+    }
+
+    fn next_job_name(&mut self, what: &str) -> String {
+        self.jobs += 1;
+        format!("job{}-{what}", self.jobs)
+    }
+
+    fn statement(&mut self, stmt: &Statement, sql: &str, explain: bool) -> Result<Outcome, SessionError> {
+        let binder = Binder { functions: &self.functions, sql };
+        match &stmt.kind {
+            StatementKind::CreateSource(s) => {
+                if explain {
+                    return Err(PlanError::not_supported("EXPLAIN of CREATE SOURCE", stmt.span).into());
+                }
+                Ok(Outcome::Created(self.catalog.create_source(s, &binder, stmt.span)?))
+            }
+            StatementKind::CreateSink(s) => {
+                let declared = s.columns.as_ref().map(|c| columns_schema(c).map(Arc::new)).transpose()?;
+                let Some(query) = &s.query else {
+                    if explain {
+                        return Err(PlanError::not_supported("EXPLAIN of CREATE SINK without AS SELECT", stmt.span).into());
+                    }
+                    if declared.is_none() {
+                        return Err(PlanError::user(
+                            format!("sink '{}' needs a column list or AS SELECT ...", s.name.value),
+                            s.name.span,
+                        )
+                        .into());
+                    }
+                    self.catalog.create_sink(&s.name, declared, &s.options, stmt.span)?;
+                    return Ok(Outcome::Created(s.name.value.clone()));
+                };
+                let def = self.catalog.sink_def(&s.name, declared.clone(), &s.options, stmt.span)?;
+                if self.catalog.sink(&s.name.value).is_some() || self.catalog.source(&s.name.value).is_some() {
+                    return Err(PlanError::user(format!("'{}' is already defined", s.name.value), s.name.span).into());
+                }
+                let graph = self.plan_query(query, sql, &def.name, def.options.clone(), declared.as_deref())?;
+                if explain {
+                    return Ok(Outcome::Explain(graph.explain()));
+                }
+                self.catalog.create_sink(&s.name, sink_schema(&graph), &s.options, stmt.span)?;
+                let name = self.next_job_name(&s.name.value);
+                Ok(Outcome::Job(Job { name, graph }))
+            }
+            StatementKind::Insert(ins) => {
+                let Some(sink) = self.catalog.sink(&ins.target.value).cloned() else {
+                    let names: Vec<&str> = self.catalog.sink_names().collect();
+                    let hint = crate::error::did_you_mean(&crate::error::suggestions(&ins.target.value, names.iter().copied()));
+                    return Err(PlanError::user(format!("unknown sink '{}'{hint}", ins.target.value), ins.target.span).into());
+                };
+                let graph = self.plan_query(&ins.query, sql, &sink.name, sink.options.clone(), sink.schema.as_deref())?;
+                if explain {
+                    return Ok(Outcome::Explain(graph.explain()));
+                }
+                let name = self.next_job_name(&sink.name);
+                Ok(Outcome::Job(Job { name, graph }))
+            }
+            StatementKind::Query(q) => {
+                let graph = self.plan_query(q, sql, "select", self.select_sink.clone(), None)?;
+                if explain {
+                    return Ok(Outcome::Explain(graph.explain()));
+                }
+                let name = self.next_job_name("select");
+                Ok(Outcome::Job(Job { name, graph }))
+            }
+            StatementKind::Explain(inner) => {
+                if explain {
+                    return Err(PlanError::user("EXPLAIN EXPLAIN is not meaningful", stmt.span).into());
+                }
+                self.statement(inner, sql, true)
+            }
+        }
+    }
+
+    fn plan_query(
+        &self,
+        q: &Query,
+        sql: &str,
+        sink: &str,
+        sink_options: BTreeMap<String, String>,
+        target: Option<&datafusion::arrow::datatypes::Schema>,
+    ) -> Result<PhysicalGraph, SessionError> {
+        let planner = QueryPlanner {
+            catalog: &self.catalog,
+            binder: Binder { functions: &self.functions, sql },
+            parallelism: self.parallelism,
+        };
+        Ok(planner.plan(q)?.into_graph(sink, sink_options, target)?)
+    }
+}
