@@ -22,9 +22,18 @@ fn bid_source(events: u64, rate: u64) -> String {
 
 /// The built-in queries, by name.
 pub const QUERIES: &[(&str, &str)] = &[
-    ("q0", "SELECT auction, bidder, price, date_time, extra FROM bid"),
-    ("q1", "SELECT auction, bidder, 0.908 * price AS price, date_time, extra FROM bid"),
-    ("q2", "SELECT auction, price FROM bid WHERE auction % 123 = 0"),
+    (
+        "q0",
+        "SELECT auction, bidder, price, date_time, extra FROM bid",
+    ),
+    (
+        "q1",
+        "SELECT auction, bidder, 0.908 * price AS price, date_time, extra FROM bid",
+    ),
+    (
+        "q2",
+        "SELECT auction, price FROM bid WHERE auction % 123 = 0",
+    ),
     (
         "tumble-count",
         "SELECT auction, window_start, window_end, COUNT(*) AS bids \
@@ -33,12 +42,25 @@ pub const QUERIES: &[(&str, &str)] = &[
     ),
 ];
 
-pub fn nexmark(query: &str, events: u64, parallelism: usize, rate: u64, explain: bool) -> anyhow::Result<()> {
+pub fn nexmark(
+    query: &str,
+    events: u64,
+    parallelism: usize,
+    rate: u64,
+    explain: bool,
+) -> anyhow::Result<()> {
     let cpu0 = cpu_seconds();
     let started = Instant::now();
     if query == "generator" {
-        let generator = GeneratorConfig { first_event_rate: rate as f64, ..Default::default() };
-        let mut source = NexmarkSource::new(NexmarkConfig::all_columns(EventType::Bid, events, generator));
+        let generator = GeneratorConfig {
+            first_event_rate: rate as f64,
+            ..Default::default()
+        };
+        let mut source = NexmarkSource::new(NexmarkConfig::all_columns(
+            EventType::Bid,
+            events,
+            generator,
+        ));
         let mut rows = 0;
         while let Some(batch) = source.next_record_batch()? {
             rows += batch.num_rows();
@@ -48,11 +70,19 @@ pub fn nexmark(query: &str, events: u64, parallelism: usize, rate: u64, explain:
     }
     let Some((_, select)) = QUERIES.iter().find(|(name, _)| *name == query) else {
         let names: Vec<&str> = QUERIES.iter().map(|(n, _)| *n).collect();
-        bail!("unknown query '{query}' (expected generator, {})", names.join(", "));
+        bail!(
+            "unknown query '{query}' (expected generator, {})",
+            names.join(", ")
+        );
     };
-    let sql = format!("{}\nCREATE SINK out WITH (connector = 'blackhole') AS {select};", bid_source(events, rate));
+    let sql = format!(
+        "{}\nCREATE SINK out WITH (connector = 'blackhole') AS {select};",
+        bid_source(events, rate)
+    );
     let mut session = Session::new(parallelism);
-    let outcomes = session.execute(&sql).map_err(|e| anyhow::anyhow!("{}", e.render(&sql, query)))?;
+    let outcomes = session
+        .execute(&sql)
+        .map_err(|e| anyhow::anyhow!("{}", e.render(&sql, query)))?;
     let jobs: Vec<_> = outcomes
         .into_iter()
         .filter_map(|o| match o {
@@ -83,19 +113,32 @@ fn report(query: &str, events: u64, rows: u64, started: Instant, cpu0: f64) {
     }
     println!("seconds:            {secs:.3}");
     println!("events/s:           {:.0}", events as f64 / secs);
-    println!("cpu seconds:        {cpu:.3} ({:.2} cores used)", cpu / secs);
+    println!(
+        "cpu seconds:        {cpu:.3} ({:.2} cores used)",
+        cpu / secs
+    );
     println!("events/s per core:  {:.0}", events as f64 / cpu.max(1e-9));
-    println!("peak RSS:           {:.1} MiB", peak_rss_kib() as f64 / 1024.0);
+    println!(
+        "peak RSS:           {:.1} MiB",
+        peak_rss_kib() as f64 / 1024.0
+    );
 }
 
 /// User + system CPU time of this process, from /proc (Linux).
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
     // Fields after the parenthesised command name; utime and stime are
     // fields 14 and 15 (1-based), in clock ticks of 1/100 s.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 

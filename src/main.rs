@@ -78,10 +78,22 @@ fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { file, parallelism, format, state_dir } => run_file(&file, parallelism, format, state_dir),
-        Command::Bench { bench: BenchCommand::Nexmark { query, events, parallelism, rate, explain } } => {
-            bench::nexmark(&query, events, parallelism, rate, explain).map(|()| ExitCode::SUCCESS)
-        }
+        Command::Run {
+            file,
+            parallelism,
+            format,
+            state_dir,
+        } => run_file(&file, parallelism, format, state_dir),
+        Command::Bench {
+            bench:
+                BenchCommand::Nexmark {
+                    query,
+                    events,
+                    parallelism,
+                    rate,
+                    explain,
+                },
+        } => bench::nexmark(&query, events, parallelism, rate, explain).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -108,8 +120,14 @@ fn default_parallelism() -> usize {
 
 /// `eddy run`: plan every statement, then run every job to completion.
 /// A SQL error exits with status 2 and runs nothing.
-fn run_file(path: &Path, parallelism: Option<usize>, format: Format, state_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let sql = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+fn run_file(
+    path: &Path,
+    parallelism: Option<usize>,
+    format: Format,
+    state_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let sql =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut session = Session::new(parallelism.unwrap_or_else(default_parallelism));
     if let Format::Json = format {
         session.select_sink.insert("format".into(), "json".into());
@@ -134,7 +152,10 @@ fn run_file(path: &Path, parallelism: Option<usize>, format: Format, state_dir: 
     }
     let (state_root, temporary) = match state_dir {
         Some(dir) => (dir, false),
-        None => (std::env::temp_dir().join(format!("eddy-{}", std::process::id())), true),
+        None => (
+            std::env::temp_dir().join(format!("eddy-{}", std::process::id())),
+            true,
+        ),
     };
     let result = run_jobs(jobs, &session, &state_root);
     if temporary {
@@ -145,19 +166,25 @@ fn run_file(path: &Path, parallelism: Option<usize>, format: Format, state_dir: 
 
 /// Starts every job, shows live progress on a terminal, waits for all.
 pub(crate) fn run_jobs(jobs: Vec<Job>, session: &Session, state_root: &Path) -> anyhow::Result<()> {
-    let env = BuildEnv { functions: session.functions().clone(), memory: None };
+    let env = BuildEnv {
+        functions: session.functions().clone(),
+        memory: None,
+    };
     let metrics = JobMetrics::default();
     let started = Instant::now();
     let start = |job: &Job| -> anyhow::Result<_> {
-        let dataflow = build(&job.graph, &env).with_context(|| format!("cannot build {}", job.name))?;
+        let dataflow =
+            build(&job.graph, &env).with_context(|| format!("cannot build {}", job.name))?;
         let dir = state_root.join(&job.name);
-        let state = RocksDbBackend::open(&dir).with_context(|| format!("cannot open state in {}", dir.display()))?;
+        let state = RocksDbBackend::open(&dir)
+            .with_context(|| format!("cannot open state in {}", dir.display()))?;
         tracing::info!(job = %job.name, state = %dir.display(), "starting");
         Ok(dataflow.start(Arc::new(state), metrics.clone())?)
     };
     // Jobs into sinks run side by side; bare SELECTs print to the terminal,
     // so they run one after another, in statement order.
-    let (selects, others): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.name.ends_with("-select"));
+    let (selects, others): (Vec<Job>, Vec<Job>) =
+        jobs.into_iter().partition(|j| j.name.ends_with("-select"));
     let mut running = Vec::new();
     for job in &others {
         running.push((job.name.clone(), start(job)?));
@@ -191,7 +218,10 @@ pub(crate) fn run_jobs(jobs: Vec<Job>, session: &Session, state_root: &Path) -> 
         "finished"
     );
     if metrics.late_rows() > 0 {
-        eprintln!("note: {} late rows were dropped (their windows had already fired)", metrics.late_rows());
+        eprintln!(
+            "note: {} late rows were dropped (their windows had already fired)",
+            metrics.late_rows()
+        );
     }
     first_error.map_or(Ok(()), Err)
 }

@@ -43,10 +43,18 @@ impl FileSourceConfig {
             }
         };
         if !path.is_file() {
-            return Err(ConnectorError::Config(format!("source file {} does not exist", path.display())));
+            return Err(ConnectorError::Config(format!(
+                "source file {} does not exist",
+                path.display()
+            )));
         }
         let batch_size = options.parse(&["batch.size"], 8192usize)?.max(1);
-        Ok(Self { path, format, schema: schema.clone(), batch_size })
+        Ok(Self {
+            path,
+            format,
+            schema: schema.clone(),
+            batch_size,
+        })
     }
 }
 
@@ -59,8 +67,12 @@ pub struct FileSource {
 }
 
 enum Reader {
-    Json { lines: BufReader<File>, line: u64, builder_schema: SchemaRef },
-    Csv(csv::Reader<File>),
+    Json {
+        lines: BufReader<File>,
+        line: u64,
+        builder_schema: SchemaRef,
+    },
+    Csv(Box<csv::Reader<File>>),
 }
 
 impl std::fmt::Debug for Reader {
@@ -79,9 +91,10 @@ fn json_decode_schema(schema: &SchemaRef) -> SchemaRef {
         .fields()
         .iter()
         .map(|f| match f.data_type() {
-            DataType::Timestamp(_, tz) => {
-                f.as_ref().clone().with_data_type(DataType::Timestamp(TimeUnit::Millisecond, tz.clone()))
-            }
+            DataType::Timestamp(_, tz) => f
+                .as_ref()
+                .clone()
+                .with_data_type(DataType::Timestamp(TimeUnit::Millisecond, tz.clone())),
             _ => f.as_ref().clone(),
         })
         .map(|f| f.with_nullable(true))
@@ -91,8 +104,10 @@ fn json_decode_schema(schema: &SchemaRef) -> SchemaRef {
 
 impl FileSource {
     pub fn open(config: FileSourceConfig) -> Result<Self> {
-        let file = File::open(&config.path)
-            .map_err(|source| ConnectorError::Io { path: config.path.display().to_string(), source })?;
+        let file = File::open(&config.path).map_err(|source| ConnectorError::Io {
+            path: config.path.display().to_string(),
+            source,
+        })?;
         let reader = match config.format {
             FileFormat::Json => Reader::Json {
                 lines: BufReader::with_capacity(1 << 20, file),
@@ -101,14 +116,19 @@ impl FileSource {
             },
             FileFormat::Csv => {
                 let schema = Arc::new(Schema::new(
-                    config.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+                    config
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.as_ref().clone().with_nullable(true))
+                        .collect::<Vec<_>>(),
                 ));
-                Reader::Csv(
+                Reader::Csv(Box::new(
                     csv::ReaderBuilder::new(schema)
                         .with_header(true)
                         .with_batch_size(config.batch_size)
                         .build(file)?,
-                )
+                ))
             }
         };
         Ok(Self { config, reader })
@@ -117,13 +137,20 @@ impl FileSource {
     fn error(&self, line: Option<u64>, reason: impl std::fmt::Display) -> OperatorError {
         let path = self.config.path.display();
         match line {
-            Some(line) => OperatorError::Connector(format!("malformed record in {path} at line {line}: {reason}")),
+            Some(line) => OperatorError::Connector(format!(
+                "malformed record in {path} at line {line}: {reason}"
+            )),
             None => OperatorError::Connector(format!("error reading {path}: {reason}")),
         }
     }
 
     fn next_json(&mut self) -> eddy_operators::Result<Option<RecordBatch>> {
-        let Reader::Json { lines, line, builder_schema } = &mut self.reader else {
+        let Reader::Json {
+            lines,
+            line,
+            builder_schema,
+        } = &mut self.reader
+        else {
             return Ok(None);
         };
         let builder_schema = builder_schema.clone();
@@ -131,10 +158,12 @@ impl FileSource {
         let mut buf = Vec::with_capacity(self.config.batch_size * 128);
         let mut n = 0;
         while n < self.config.batch_size {
-            let read = lines.read_until(b'\n', &mut buf).map_err(|e| OperatorError::Connector(format!(
-                "error reading {}: {e}",
-                self.config.path.display()
-            )))?;
+            let read = lines.read_until(b'\n', &mut buf).map_err(|e| {
+                OperatorError::Connector(format!(
+                    "error reading {}: {e}",
+                    self.config.path.display()
+                ))
+            })?;
             if read == 0 {
                 break;
             }
@@ -151,7 +180,9 @@ impl FileSource {
                 // Find the first line that fails on its own, for the message.
                 for (i, text) in buf.split(|&b| b == b'\n').enumerate() {
                     if let Err(line_err) = decode_json(&builder_schema, text, 1) {
-                        return Err(self.error(Some(first_line + i as u64), clean_json_error(&line_err)));
+                        return Err(
+                            self.error(Some(first_line + i as u64), clean_json_error(&line_err))
+                        );
                     }
                 }
                 Err(self.error(Some(first_line), clean_json_error(&e)))
@@ -160,8 +191,14 @@ impl FileSource {
     }
 }
 
-fn decode_json(schema: &SchemaRef, buf: &[u8], rows: usize) -> Result<Option<RecordBatch>, ConnectorError> {
-    let mut decoder = ReaderBuilder::new(schema.clone()).with_batch_size(rows + 1).build_decoder()?;
+fn decode_json(
+    schema: &SchemaRef,
+    buf: &[u8],
+    rows: usize,
+) -> Result<Option<RecordBatch>, ConnectorError> {
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .with_batch_size(rows + 1)
+        .build_decoder()?;
     let consumed = decoder.decode(buf)?;
     if consumed < buf.len() {
         decoder.decode(&buf[consumed..])?;
@@ -206,7 +243,9 @@ pub struct FileSink {
 
 impl std::fmt::Debug for FileSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileSink").field("path", &self.path).finish()
+        f.debug_struct("FileSink")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -223,13 +262,23 @@ pub(crate) fn json_writer<W: Write>(w: W) -> json::Writer<W, LineDelimited> {
 impl FileSink {
     pub fn create(path: &Path, _schema: SchemaRef) -> Result<Self> {
         let is_dir = path.is_dir() || path.to_string_lossy().ends_with('/');
-        let file_path = if is_dir { path.join("part-0.jsonl") } else { path.to_path_buf() };
-        let io = |source| ConnectorError::Io { path: file_path.display().to_string(), source };
+        let file_path = if is_dir {
+            path.join("part-0.jsonl")
+        } else {
+            path.to_path_buf()
+        };
+        let io = |source| ConnectorError::Io {
+            path: file_path.display().to_string(),
+            source,
+        };
         if let Some(parent) = file_path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
         let file = File::create(&file_path).map_err(io)?;
-        Ok(Self { writer: json_writer(BufWriter::with_capacity(1 << 20, file)), path: file_path })
+        Ok(Self {
+            writer: json_writer(BufWriter::with_capacity(1 << 20, file)),
+            path: file_path,
+        })
     }
 }
 
@@ -239,13 +288,19 @@ impl Sink for FileSink {
     }
 
     fn write_batch(&mut self, batch: &RecordBatch) -> eddy_operators::Result<()> {
-        self.writer.write(batch).map_err(|e| OperatorError::Connector(format!("writing {}: {e}", self.path.display())))
+        self.writer
+            .write(batch)
+            .map_err(|e| OperatorError::Connector(format!("writing {}: {e}", self.path.display())))
     }
 
     fn flush(&mut self) -> eddy_operators::Result<()> {
-        let err = |e: String| OperatorError::Connector(format!("writing {}: {e}", self.path.display()));
+        let err =
+            |e: String| OperatorError::Connector(format!("writing {}: {e}", self.path.display()));
         self.writer.finish().map_err(|e| err(e.to_string()))?;
-        self.writer.get_mut().flush().map_err(|e| err(e.to_string()))
+        self.writer
+            .get_mut()
+            .flush()
+            .map_err(|e| err(e.to_string()))
     }
 }
 
@@ -266,7 +321,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in");
         std::fs::write(&path, text).unwrap();
-        let config = FileSourceConfig { path, format, schema: schema(), batch_size: 2 };
+        let config = FileSourceConfig {
+            path,
+            format,
+            schema: schema(),
+            batch_size: 2,
+        };
         let mut src = FileSource::open(config).unwrap();
         let mut batches = vec![];
         while let Some(b) = src.next_batch()? {
@@ -301,19 +361,30 @@ mod tests {
 
     #[test]
     fn malformed_json_names_file_and_line() {
-        let err = read_all(FileFormat::Json, "{\"k\": \"a\", \"v\": 1}\n{\"k\": \"b\", \"v\": 2}\n{\"k\": \"c\", \"v\": \"x\"}\n")
+        let err = read_all(
+            FileFormat::Json,
+            "{\"k\": \"a\", \"v\": 1}\n{\"k\": \"b\", \"v\": 2}\n{\"k\": \"c\", \"v\": \"x\"}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/in at line 3:"), "{err}");
+        let err = read_all(FileFormat::Json, "{\"k\": \"a\"}\n{\"k\": \n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("/in at line 3:"), "{err}");
-        let err = read_all(FileFormat::Json, "{\"k\": \"a\"}\n{\"k\": \n").unwrap_err().to_string();
         assert!(err.contains("at line 2:"), "{err}");
     }
 
     #[test]
     fn csv_with_header() {
-        let out = read_all(FileFormat::Csv, "k,ts,v\na,2024-01-01T00:00:01,1\nb,2024-01-01 00:00:02,\n").unwrap();
+        let out = read_all(
+            FileFormat::Csv,
+            "k,ts,v\na,2024-01-01T00:00:01,1\nb,2024-01-01 00:00:02,\n",
+        )
+        .unwrap();
         assert!(out.contains("| b | 2024-01-01T00:00:02 |   |"), "{out}");
-        let err = read_all(FileFormat::Csv, "k,ts,v\na,2024-01-01T00:00:01,x\n").unwrap_err().to_string();
+        let err = read_all(FileFormat::Csv, "k,ts,v\na,2024-01-01T00:00:01,x\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/in") && err.contains("line"), "{err}");
     }
 
@@ -322,8 +393,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("in.json");
         std::fs::write(&src, "{\"k\": \"a\", \"ts\": 1704067200500, \"v\": 1}\n{\"k\": null, \"ts\": 1704067201000}\n").unwrap();
-        let config = FileSourceConfig { path: src, format: FileFormat::Json, schema: schema(), batch_size: 10 };
-        let batch = FileSource::open(config).unwrap().next_batch().unwrap().unwrap();
+        let config = FileSourceConfig {
+            path: src,
+            format: FileFormat::Json,
+            schema: schema(),
+            batch_size: 10,
+        };
+        let batch = FileSource::open(config)
+            .unwrap()
+            .next_batch()
+            .unwrap()
+            .unwrap();
         let out_dir = dir.path().join("out/");
         let mut sink = FileSink::create(&out_dir, schema()).unwrap();
         sink.write_batch(&batch).unwrap();

@@ -72,7 +72,9 @@ impl SourceConfig {
         let connector = options.require("connector")?;
         let config = match connector.as_str() {
             "nexmark" => SourceConfig::Nexmark(nexmark::NexmarkConfig::parse(options, schema)?),
-            "file" | "filesystem" => SourceConfig::File(file::FileSourceConfig::parse(options, schema)?),
+            "file" | "filesystem" => {
+                SourceConfig::File(file::FileSourceConfig::parse(options, schema)?)
+            }
             other => {
                 return Err(ConnectorError::Config(format!(
                     "unknown source connector '{other}' (expected {SOURCE_CONNECTORS})"
@@ -116,7 +118,9 @@ impl SinkConfig {
                 }
                 SinkConfig::File { path }
             }
-            "stdout" | "print" => SinkConfig::Stdout(StdoutFormat::parse(options.get("format").as_deref())?),
+            "stdout" | "print" => {
+                SinkConfig::Stdout(StdoutFormat::parse(options.get("format").as_deref())?)
+            }
             "blackhole" => SinkConfig::Blackhole,
             other => {
                 return Err(ConnectorError::Config(format!(
@@ -147,7 +151,13 @@ pub fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         .columns()
         .iter()
         .zip(schema.fields())
-        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c.clone()) } else { cast(c, f.data_type()) })
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c.clone())
+            } else {
+                cast(c, f.data_type())
+            }
+        })
         .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }

@@ -14,11 +14,16 @@ pub struct MemoryCollector {
 
 impl MemoryCollector {
     pub fn batches(&self) -> Vec<RecordBatch> {
-        self.batches.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.batches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn sink(&self) -> MemorySink {
-        MemorySink { collector: self.clone() }
+        MemorySink {
+            collector: self.clone(),
+        }
     }
 }
 
@@ -33,7 +38,11 @@ impl Sink for MemorySink {
     }
 
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.collector.batches.lock().unwrap_or_else(|e| e.into_inner()).push(batch.clone());
+        self.collector
+            .batches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(batch.clone());
         Ok(())
     }
 }

@@ -17,7 +17,10 @@ pub struct Options {
 impl Options {
     pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
         Self {
-            values: pairs.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect(),
+            values: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
             used: RefCell::default(),
         }
     }
@@ -33,7 +36,8 @@ impl Options {
     }
 
     pub fn require(&self, key: &str) -> Result<String> {
-        self.get(key).ok_or_else(|| ConnectorError::Config(format!("missing option '{key}'")))
+        self.get(key)
+            .ok_or_else(|| ConnectorError::Config(format!("missing option '{key}'")))
     }
 
     /// Parses an option, with a default when absent.
@@ -49,7 +53,12 @@ impl Options {
     /// Fails on a key no connector code asked for (most likely a typo).
     pub fn check_all_used(&self) -> Result<()> {
         let used = self.used.borrow();
-        let unknown: Vec<_> = self.values.keys().filter(|k| !used.contains(*k)).cloned().collect();
+        let unknown: Vec<_> = self
+            .values
+            .keys()
+            .filter(|k| !used.contains(*k))
+            .cloned()
+            .collect();
         if unknown.is_empty() {
             return Ok(());
         }
@@ -57,7 +66,11 @@ impl Options {
         Err(ConnectorError::Config(format!(
             "unknown option{} {} (this connector accepts: {})",
             if unknown.len() > 1 { "s" } else { "" },
-            unknown.iter().map(|k| format!("'{k}'")).collect::<Vec<_>>().join(", "),
+            unknown
+                .iter()
+                .map(|k| format!("'{k}'"))
+                .collect::<Vec<_>>()
+                .join(", "),
             known.join(", ")
         )))
     }

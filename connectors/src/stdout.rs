@@ -21,7 +21,9 @@ impl StdoutFormat {
         match value.unwrap_or("table") {
             "table" => Ok(StdoutFormat::Table),
             "json" => Ok(StdoutFormat::Json),
-            other => Err(ConnectorError::Config(format!("unknown stdout format '{other}' (expected 'table' or 'json')"))),
+            other => Err(ConnectorError::Config(format!(
+                "unknown stdout format '{other}' (expected 'table' or 'json')"
+            ))),
         }
     }
 }
@@ -38,7 +40,12 @@ const MAX_WIDTH: usize = 60;
 
 impl StdoutSink {
     pub fn new(format: StdoutFormat, schema: SchemaRef) -> Self {
-        Self { format, schema, widths: None, rows: 0 }
+        Self {
+            format,
+            schema,
+            widths: None,
+            rows: 0,
+        }
     }
 
     fn border(widths: &[usize]) -> String {
@@ -47,11 +54,18 @@ impl StdoutSink {
     }
 
     fn line(cells: &[String], widths: &[usize]) -> String {
-        let parts: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!(" {c:<w$} ")).collect();
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!(" {c:<w$} "))
+            .collect();
         format!("|{}|", parts.join("|"))
     }
 
-    fn render_table(&mut self, batch: &RecordBatch) -> Result<String, datafusion::arrow::error::ArrowError> {
+    fn render_table(
+        &mut self,
+        batch: &RecordBatch,
+    ) -> Result<String, datafusion::arrow::error::ArrowError> {
         let options = FormatOptions::default().with_null("NULL");
         let formatters = batch
             .columns()
@@ -72,13 +86,30 @@ impl StdoutSink {
         }
         let mut out = String::new();
         if self.widths.is_none() {
-            let headers: Vec<String> = self.schema.fields().iter().map(|f| f.name().clone()).collect();
+            let headers: Vec<String> = self
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
             let widths: Vec<usize> = headers
                 .iter()
                 .enumerate()
-                .map(|(i, h)| cells.iter().map(|r| r[i].chars().count()).chain([h.len()]).max().unwrap_or(0))
+                .map(|(i, h)| {
+                    cells
+                        .iter()
+                        .map(|r| r[i].chars().count())
+                        .chain([h.len()])
+                        .max()
+                        .unwrap_or(0)
+                })
                 .collect();
-            out += &format!("{}\n{}\n{}\n", Self::border(&widths), Self::line(&headers, &widths), Self::border(&widths));
+            out += &format!(
+                "{}\n{}\n{}\n",
+                Self::border(&widths),
+                Self::line(&headers, &widths),
+                Self::border(&widths)
+            );
             self.widths = Some(widths);
         }
         let widths = self.widths.as_deref().unwrap_or_default();
@@ -119,14 +150,36 @@ impl Sink for StdoutSink {
             let widths: Vec<usize> = match &self.widths {
                 Some(w) => w.clone(),
                 None => {
-                    let w: Vec<usize> = self.schema.fields().iter().map(|f| f.name().len()).collect();
-                    let headers: Vec<String> = self.schema.fields().iter().map(|f| f.name().clone()).collect();
-                    let _ = writeln!(stdout, "{}\n{}\n{}", Self::border(&w), Self::line(&headers, &w), Self::border(&w));
+                    let w: Vec<usize> = self
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().len())
+                        .collect();
+                    let headers: Vec<String> = self
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone())
+                        .collect();
+                    let _ = writeln!(
+                        stdout,
+                        "{}\n{}\n{}",
+                        Self::border(&w),
+                        Self::line(&headers, &w),
+                        Self::border(&w)
+                    );
                     self.widths = Some(w.clone());
                     w
                 }
             };
-            let _ = writeln!(stdout, "{}\n({} row{})", Self::border(&widths), self.rows, if self.rows == 1 { "" } else { "s" });
+            let _ = writeln!(
+                stdout,
+                "{}\n({} row{})",
+                Self::border(&widths),
+                self.rows,
+                if self.rows == 1 { "" } else { "s" }
+            );
             let _ = stdout.flush();
         }
         Ok(())

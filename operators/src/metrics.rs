@@ -31,7 +31,9 @@ impl JobMetrics {
     }
 
     pub fn set_watermark(&self, wm: i64) {
-        self.inner.watermark.fetch_max(wm.max(0) as u64, Ordering::Relaxed);
+        self.inner
+            .watermark
+            .fetch_max(wm.max(0) as u64, Ordering::Relaxed);
     }
 
     /// Rows read by sources.

@@ -38,7 +38,10 @@ pub fn hash_partition(
     if parallelism == 1 {
         return Ok(vec![(0, batch.clone())]);
     }
-    let keys: Vec<ArrayRef> = key_indices.iter().map(|&i| batch.column(i).clone()).collect();
+    let keys: Vec<ArrayRef> = key_indices
+        .iter()
+        .map(|&i| batch.column(i).clone())
+        .collect();
     let mut groups = Vec::with_capacity(batch.num_rows());
     key_groups(&keys, batch.num_rows(), &mut groups)?;
     let mut indices: Vec<Vec<u32>> = vec![Vec::new(); parallelism];

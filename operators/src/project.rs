@@ -33,13 +33,21 @@ impl ProjectOperator {
                 schema.fields().len()
             )));
         }
-        Ok(Self { filter, exprs, schema })
+        Ok(Self {
+            filter,
+            exprs,
+            schema,
+        })
     }
 }
 
 impl Operator for ProjectOperator {
     fn name(&self) -> String {
-        if self.filter.is_some() { "Filter+Project".into() } else { "Project".into() }
+        if self.filter.is_some() {
+            "Filter+Project".into()
+        } else {
+            "Project".into()
+        }
     }
 
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
@@ -47,7 +55,10 @@ impl Operator for ProjectOperator {
             Some(filter) => {
                 let mask = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
                 let mask = mask.as_boolean_opt().ok_or_else(|| {
-                    OperatorError::Internal(format!("filter produced {} instead of BOOLEAN", mask.data_type()))
+                    OperatorError::Internal(format!(
+                        "filter produced {} instead of BOOLEAN",
+                        mask.data_type()
+                    ))
                 })?;
                 // Rows whose predicate is NULL are dropped, as in SQL.
                 filter_record_batch(&batch, mask)?
@@ -60,7 +71,10 @@ impl Operator for ProjectOperator {
         let columns = self
             .exprs
             .iter()
-            .map(|e| e.evaluate(&batch).and_then(|v| v.into_array(batch.num_rows())))
+            .map(|e| {
+                e.evaluate(&batch)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+            })
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         out.collect(RecordBatch::try_new(self.schema.clone(), columns)?);
         Ok(())

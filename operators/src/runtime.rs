@@ -93,19 +93,33 @@ pub struct RunningDataflow {
 
 impl Dataflow {
     /// Starts every task on its own thread.
-    pub fn start(self, state: Arc<dyn StateBackend>, metrics: JobMetrics) -> Result<RunningDataflow> {
+    pub fn start(
+        self,
+        state: Arc<dyn StateBackend>,
+        metrics: JobMetrics,
+    ) -> Result<RunningDataflow> {
         let n = self.stages.len();
         // inputs[s][j]: receivers of subtask j of stage s, one per upstream subtask.
-        let mut inputs: Vec<Vec<Vec<Receiver<Message>>>> =
-            self.stages.iter().map(|s| (0..s.parallelism).map(|_| Vec::new()).collect()).collect();
+        let mut inputs: Vec<Vec<Vec<Receiver<Message>>>> = self
+            .stages
+            .iter()
+            .map(|s| (0..s.parallelism).map(|_| Vec::new()).collect())
+            .collect();
         // outputs[s][i]: the edges leaving subtask i of stage s.
-        let mut outputs: Vec<Vec<Vec<OutEdge>>> =
-            self.stages.iter().map(|s| (0..s.parallelism).map(|_| Vec::new()).collect()).collect();
+        let mut outputs: Vec<Vec<Vec<OutEdge>>> = self
+            .stages
+            .iter()
+            .map(|s| (0..s.parallelism).map(|_| Vec::new()).collect())
+            .collect();
         for (s, stage) in self.stages.iter().enumerate() {
-            let Some((up, part)) = &stage.input else { continue };
+            let Some((up, part)) = &stage.input else {
+                continue;
+            };
             let up = *up;
             if up >= s {
-                return Err(OperatorError::Internal(format!("stage {s} reads from later stage {up}")));
+                return Err(OperatorError::Internal(format!(
+                    "stage {s} reads from later stage {up}"
+                )));
             }
             let up_par = self.stages[up].parallelism;
             let down_par = stage.parallelism;
@@ -116,7 +130,9 @@ impl Dataflow {
                     )));
                 }
                 Partitioning::Gather if down_par != 1 => {
-                    return Err(OperatorError::Internal("gather into parallelism > 1".into()));
+                    return Err(OperatorError::Internal(
+                        "gather into parallelism > 1".into(),
+                    ));
                 }
                 _ => {}
             }
@@ -132,7 +148,10 @@ impl Dataflow {
                     senders.push(tx);
                     inputs[s][j].push(rx);
                 }
-                out.push(OutEdge { partitioning: part.clone(), senders });
+                out.push(OutEdge {
+                    partitioning: part.clone(),
+                    senders,
+                });
             }
         }
 
@@ -156,13 +175,24 @@ impl Dataflow {
                 let handle = std::thread::Builder::new()
                     .name(task_name.chars().take(15).collect())
                     .spawn(move || {
-                        let result = run_subtask(&stage, subtask, &name, task_inputs, task_outputs, state, metrics);
+                        let result = run_subtask(
+                            &stage,
+                            subtask,
+                            &name,
+                            task_inputs,
+                            task_outputs,
+                            state,
+                            metrics,
+                        );
                         if let Err(e) = &result
                             && !e.is_secondary()
                         {
                             tracing::error!(task = %name, error = %e, "task failed");
                         }
-                        result.map_err(|e| OperatorError::InTask { task: name, source: Box::new(e) })
+                        result.map_err(|e| OperatorError::InTask {
+                            task: name,
+                            source: Box::new(e),
+                        })
                     })
                     .map_err(|e| OperatorError::Internal(format!("cannot spawn a thread: {e}")))?;
                 handles.push((task_name, handle));
@@ -213,7 +243,11 @@ fn run_subtask(
 ) -> Result<()> {
     let mut ops = (stage.operators)(subtask)?;
     for (k, op) in ops.iter_mut().enumerate() {
-        let operator_id = stage.operator_ids.get(k).cloned().unwrap_or_else(|| format!("{}-{k}", stage.name));
+        let operator_id = stage
+            .operator_ids
+            .get(k)
+            .cloned()
+            .unwrap_or_else(|| format!("{}-{k}", stage.name));
         let ctx = OperatorContext {
             task_name: task_name.to_string(),
             operator_id,
@@ -312,7 +346,10 @@ pub fn run_task(inputs: Vec<Receiver<Message>>, chain: &mut Chain) -> Result<()>
 fn receive(inputs: &[Receiver<Message>], live: &[usize]) -> Result<(usize, Message)> {
     if live.len() == 1 {
         let idx = live[0];
-        return inputs[idx].recv().map(|m| (idx, m)).map_err(|_| OperatorError::Disconnected);
+        return inputs[idx]
+            .recv()
+            .map(|m| (idx, m))
+            .map_err(|_| OperatorError::Disconnected);
     }
     let mut select = Select::new();
     for &i in live {
@@ -320,7 +357,9 @@ fn receive(inputs: &[Receiver<Message>], live: &[usize]) -> Result<(usize, Messa
     }
     let op = select.select();
     let idx = live[op.index()];
-    op.recv(&inputs[idx]).map(|m| (idx, m)).map_err(|_| OperatorError::Disconnected)
+    op.recv(&inputs[idx])
+        .map(|m| (idx, m))
+        .map_err(|_| OperatorError::Disconnected)
 }
 
 /// Hands the chain the minimum watermark over inputs that have not ended,
@@ -331,14 +370,19 @@ fn advance_watermark(
     current: &mut Timestamp,
     chain: &mut Chain,
 ) -> Result<()> {
-    let min = watermarks
+    // Ended inputs no longer hold the others back. When every input has
+    // ended the watermark stays where it is: a bounded source sends
+    // `MAX_WATERMARK` itself before ending, while a stopped job must not
+    // fire windows that the data did not complete.
+    let Some(min) = watermarks
         .iter()
         .zip(ended)
         .filter(|&(_, &e)| !e)
         .map(|(&w, _)| w)
         .min()
-        .unwrap_or(MAX_WATERMARK);
-    // Ended inputs sent MAX before ending; if all ended, min is MAX.
+    else {
+        return Ok(());
+    };
     if min > *current {
         *current = min;
         chain.push(0, Emit::Watermark(min))?;
@@ -356,7 +400,9 @@ pub struct OutEdge {
 impl OutEdge {
     fn send_data(&self, batch: Arc<datafusion::arrow::record_batch::RecordBatch>) -> Result<()> {
         match &self.partitioning {
-            Partitioning::Forward | Partitioning::Gather => send(&self.senders[0], Message::Data((*batch).clone())),
+            Partitioning::Forward | Partitioning::Gather => {
+                send(&self.senders[0], Message::Data((*batch).clone()))
+            }
             Partitioning::Hash(keys) => {
                 for (target, part) in hash_partition(&batch, keys, self.senders.len())? {
                     send(&self.senders[target], Message::Data(part))?;
@@ -387,7 +433,9 @@ pub struct Chain {
 impl std::fmt::Debug for Chain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<_> = self.ops.iter().map(|o| o.name()).collect();
-        f.debug_struct("Chain").field("ops", &names).finish_non_exhaustive()
+        f.debug_struct("Chain")
+            .field("ops", &names)
+            .finish_non_exhaustive()
     }
 }
 
@@ -434,7 +482,8 @@ impl Chain {
         for level in 0..self.ops.len() {
             let mut out = Collector::default();
             let op = &mut self.ops[level];
-            op.handle_checkpoint(id, &mut out).map_err(|e| with_operator(op.as_ref(), e))?;
+            op.handle_checkpoint(id, &mut out)
+                .map_err(|e| with_operator(op.as_ref(), e))?;
             for item in out.take() {
                 self.push(level + 1, item)?;
             }
@@ -446,7 +495,8 @@ impl Chain {
         for level in 0..self.ops.len() {
             let mut out = Collector::default();
             let op = &mut self.ops[level];
-            op.on_close(&mut out).map_err(|e| with_operator(op.as_ref(), e))?;
+            op.on_close(&mut out)
+                .map_err(|e| with_operator(op.as_ref(), e))?;
             for item in out.take() {
                 self.push(level + 1, item)?;
             }
@@ -459,7 +509,10 @@ fn with_operator(op: &dyn Operator, e: OperatorError) -> OperatorError {
     match e {
         // Connector errors already name their file and position.
         OperatorError::Connector(_) | OperatorError::Disconnected => e,
-        other => OperatorError::InTask { task: op.name(), source: Box::new(other) },
+        other => OperatorError::InTask {
+            task: op.name(),
+            source: Box::new(other),
+        },
     }
 }
 
@@ -493,7 +546,10 @@ pub fn run_operator_harness(
     }
     let mut chain = Chain {
         ops: vec![op],
-        outputs: vec![OutEdge { partitioning: Partitioning::Forward, senders: vec![tx] }],
+        outputs: vec![OutEdge {
+            partitioning: Partitioning::Forward,
+            senders: vec![tx],
+        }],
     };
     run_task(receivers, &mut chain)?;
     drop(chain);

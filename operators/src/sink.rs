@@ -14,13 +14,18 @@ pub struct SinkOperator {
 
 impl std::fmt::Debug for SinkOperator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SinkOperator").field("sink", &self.sink.name()).finish()
+        f.debug_struct("SinkOperator")
+            .field("sink", &self.sink.name())
+            .finish()
     }
 }
 
 impl SinkOperator {
     pub fn new(sink: Box<dyn Sink>) -> Self {
-        Self { sink, metrics: None }
+        Self {
+            sink,
+            metrics: None,
+        }
     }
 }
 

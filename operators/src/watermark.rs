@@ -26,7 +26,11 @@ pub struct WatermarkOperator {
 
 impl WatermarkOperator {
     pub fn new(expr: Arc<dyn PhysicalExpr>) -> Self {
-        Self { expr, current: Timestamp::MIN, metrics: None }
+        Self {
+            expr,
+            current: Timestamp::MIN,
+            metrics: None,
+        }
     }
 }
 
@@ -43,9 +47,14 @@ impl Operator for WatermarkOperator {
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
         let values = self.expr.evaluate(&batch)?.into_array(batch.num_rows())?;
         let millis = cast(&values, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
-        let millis = millis.as_primitive_opt::<TimestampMillisecondType>().ok_or_else(|| {
-            OperatorError::Internal(format!("watermark expression produced {}", values.data_type()))
-        })?;
+        let millis = millis
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .ok_or_else(|| {
+                OperatorError::Internal(format!(
+                    "watermark expression produced {}",
+                    values.data_type()
+                ))
+            })?;
         let batch_max = max(millis);
         out.collect(batch);
         if let Some(wm) = batch_max

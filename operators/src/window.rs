@@ -27,7 +27,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray, UInt32Array};
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
+};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -93,7 +95,9 @@ impl WindowAggregateOperator {
         aggregates: Vec<Arc<AggregateFunctionExpr>>,
     ) -> Result<Self> {
         if size_ms <= 0 {
-            return Err(OperatorError::Internal(format!("window size must be positive, got {size_ms} ms")));
+            return Err(OperatorError::Internal(format!(
+                "window size must be positive, got {size_ms} ms"
+            )));
         }
         let key_fields: Vec<Field> = key_columns
             .iter()
@@ -129,10 +133,20 @@ impl WindowAggregateOperator {
         let groups = if self.key_columns.is_empty() {
             Groups::Single { used: false }
         } else {
-            Groups::Values(new_group_values(self.key_schema.clone(), &GroupOrdering::None)?)
+            Groups::Values(new_group_values(
+                self.key_schema.clone(),
+                &GroupOrdering::None,
+            )?)
         };
-        let accumulators = self.aggregates.iter().map(|a| new_accumulator(a)).collect::<Result<_>>()?;
-        Ok(WindowState { groups, accumulators })
+        let accumulators = self
+            .aggregates
+            .iter()
+            .map(|a| new_accumulator(a))
+            .collect::<Result<_>>()?;
+        Ok(WindowState {
+            groups,
+            accumulators,
+        })
     }
 
     /// The window of `start` fires once the watermark reaches its last
@@ -151,20 +165,32 @@ impl WindowAggregateOperator {
             let w = self.new_window()?;
             self.windows.insert(start, w);
         }
-        let keys: Vec<ArrayRef> = self.key_columns.iter().map(|&i| batch.column(i).clone()).collect();
+        let keys: Vec<ArrayRef> = self
+            .key_columns
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect();
         let mut args = Vec::with_capacity(self.aggregates.len());
         for agg in &self.aggregates {
             let values = agg
                 .expressions()
                 .iter()
-                .map(|e| e.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())))
+                .map(|e| {
+                    e.evaluate(batch)
+                        .and_then(|v| v.into_array(batch.num_rows()))
+                })
                 .collect::<datafusion::error::Result<Vec<_>>>()?;
             args.push(values);
         }
         let Some(window) = self.windows.get_mut(&start) else {
             return Err(OperatorError::Internal("window vanished".into()));
         };
-        let num_groups = intern(&mut window.groups, &keys, batch.num_rows(), &mut self.group_ids)?;
+        let num_groups = intern(
+            &mut window.groups,
+            &keys,
+            batch.num_rows(),
+            &mut self.group_ids,
+        )?;
         for (acc, values) in window.accumulators.iter_mut().zip(&args) {
             acc.update_batch(values, &self.group_ids, None, num_groups)?;
         }
@@ -182,7 +208,10 @@ impl WindowAggregateOperator {
             }
         };
         columns.push(Arc::new(TimestampMillisecondArray::from_value(start, rows)));
-        columns.push(Arc::new(TimestampMillisecondArray::from_value(start + self.size_ms, rows)));
+        columns.push(Arc::new(TimestampMillisecondArray::from_value(
+            start + self.size_ms,
+            rows,
+        )));
         for acc in &mut window.accumulators {
             columns.push(acc.evaluate(EmitTo::All)?);
         }
@@ -193,11 +222,15 @@ impl WindowAggregateOperator {
 
     /// Writes every open window to the state table, replacing what was there.
     fn snapshot(&mut self) -> Result<()> {
-        let Some(table) = self.table.clone() else { return Ok(()) };
+        let Some(table) = self.table.clone() else {
+            return Ok(());
+        };
         let mut ops = Vec::new();
         let starts: Vec<i64> = self.windows.keys().copied().collect();
         for start in starts {
-            let Some(window) = self.windows.remove(&start) else { continue };
+            let Some(window) = self.windows.remove(&start) else {
+                continue;
+            };
             let (bytes, restored) = self.encode_window(window)?;
             self.windows.insert(start, restored);
             ops.push((KeyBuilder::new().i64(start).build(), Some(bytes)));
@@ -217,14 +250,24 @@ impl WindowAggregateOperator {
                 (values.emit(EmitTo::All)?, n)
             }
         };
-        let mut fields: Vec<Field> = self.key_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let mut fields: Vec<Field> = self
+            .key_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         for (agg, acc) in self.aggregates.iter().zip(&mut window.accumulators) {
             if rows == 0 {
                 continue;
             }
             let state = acc.state(EmitTo::All)?;
             for (f, col) in agg.state_fields()?.iter().zip(state) {
-                fields.push(f.as_ref().clone().with_nullable(true).with_data_type(col.data_type().clone()));
+                fields.push(
+                    f.as_ref()
+                        .clone()
+                        .with_nullable(true)
+                        .with_data_type(col.data_type().clone()),
+                );
                 columns.push(col);
             }
         }
@@ -235,7 +278,8 @@ impl WindowAggregateOperator {
             RecordBatch::try_new_with_options(
                 schema.clone(),
                 columns,
-                &datafusion::arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows)),
+                &datafusion::arrow::record_batch::RecordBatchOptions::new()
+                    .with_row_count(Some(rows)),
             )?
         };
         let mut writer = StreamWriter::try_new(Vec::new(), &schema)?;
@@ -268,9 +312,12 @@ impl WindowAggregateOperator {
     }
 
     fn restore(&mut self) -> Result<()> {
-        let Some(table) = self.table.clone() else { return Ok(()) };
+        let Some(table) = self.table.clone() else {
+            return Ok(());
+        };
         for (key, value) in table.scan_range(&[], &[0xff; 9])? {
-            let start = decode_i64(&key).ok_or_else(|| OperatorError::Internal("bad window key".into()))?;
+            let start =
+                decode_i64(&key).ok_or_else(|| OperatorError::Internal("bad window key".into()))?;
             let reader = StreamReader::try_new(Cursor::new(value), None)?;
             for batch in reader {
                 let window = self.decode_window(&batch?)?;
@@ -278,7 +325,10 @@ impl WindowAggregateOperator {
             }
         }
         if !self.windows.is_empty() {
-            tracing::info!(windows = self.windows.len(), "restored open windows from state");
+            tracing::info!(
+                windows = self.windows.len(),
+                "restored open windows from state"
+            );
         }
         Ok(())
     }
@@ -289,12 +339,19 @@ fn new_accumulator(agg: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAcc
         Ok(agg.create_groups_accumulator()?)
     } else {
         let agg = agg.clone();
-        Ok(Box::new(GroupsAccumulatorAdapter::new(move || agg.create_accumulator())))
+        Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+            agg.create_accumulator()
+        })))
     }
 }
 
 /// Assigns group ids to the rows of `keys`; returns the number of groups.
-fn intern(groups: &mut Groups, keys: &[ArrayRef], rows: usize, ids: &mut Vec<usize>) -> Result<usize> {
+fn intern(
+    groups: &mut Groups,
+    keys: &[ArrayRef],
+    rows: usize,
+    ids: &mut Vec<usize>,
+) -> Result<usize> {
     match groups {
         Groups::Single { used } => {
             *used |= rows > 0;
@@ -315,7 +372,13 @@ fn conform_columns(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<Vec<Arr
     columns
         .into_iter()
         .zip(schema.fields())
-        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c) } else { Ok(cast(&c, f.data_type())?) })
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c)
+            } else {
+                Ok(cast(&c, f.data_type())?)
+            }
+        })
         .collect()
 }
 
@@ -326,15 +389,23 @@ impl Operator for WindowAggregateOperator {
 
     fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
         self.metrics = Some(ctx.metrics.clone());
-        self.table = Some(ctx.state.open_table(&format!("{}-{}", ctx.operator_id, ctx.subtask))?);
+        self.table = Some(
+            ctx.state
+                .open_table(&format!("{}-{}", ctx.operator_id, ctx.subtask))?,
+        );
         self.restore()
     }
 
     fn process_batch(&mut self, batch: RecordBatch, _out: &mut Collector) -> Result<()> {
-        let ts = cast(batch.column(self.time_column), &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+        let ts = cast(
+            batch.column(self.time_column),
+            &DataType::Timestamp(TimeUnit::Millisecond, None),
+        )?;
         let ts = ts
             .as_primitive_opt::<TimestampMillisecondType>()
-            .ok_or_else(|| OperatorError::Internal("window time column is not a timestamp".into()))?;
+            .ok_or_else(|| {
+                OperatorError::Internal("window time column is not a timestamp".into())
+            })?;
         // Rows without an event time belong to no window.
         let mut late = ts.null_count();
         let starts: Vec<Option<i64>> = ts.iter().map(|t| t.map(|t| self.window_start(t))).collect();

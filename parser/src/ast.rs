@@ -114,12 +114,17 @@ pub enum DataTypeKind {
     BigInt,
     Float,
     Double,
-    Decimal { precision: u8, scale: i8 },
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
     Varchar,
     Bytes,
     Date,
     /// `TIMESTAMP[(p)]`; `None` means the default precision (6, as in Flink).
-    Timestamp { precision: Option<u8> },
+    Timestamp {
+        precision: Option<u8>,
+    },
 }
 
 /// `SELECT items FROM from [WHERE ..] [GROUP BY ..] [HAVING ..]`.
@@ -137,7 +142,10 @@ pub struct Query {
 pub enum SelectItem {
     /// `*`
     Wildcard(Span),
-    Expr { expr: Expr, alias: Option<Ident> },
+    Expr {
+        expr: Expr,
+        alias: Option<Ident>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,7 +230,10 @@ pub enum Literal {
     Boolean(bool),
     Null,
     /// `INTERVAL '10' SECOND` or `INTERVAL '10 seconds'`.
-    Interval { value: String, unit: Option<IntervalUnit> },
+    Interval {
+        value: String,
+        unit: Option<IntervalUnit>,
+    },
     /// `TIMESTAMP '2024-01-01 00:00:00'`.
     Timestamp(String),
     /// `DATE '2024-01-01'`.

@@ -45,17 +45,29 @@ pub(crate) struct GrammarError {
 
 impl GrammarError {
     fn expected(offset: usize, what: &str) -> Self {
-        GrammarError { offset, expected: vec![what.to_string()], message: None }
+        GrammarError {
+            offset,
+            expected: vec![what.to_string()],
+            message: None,
+        }
     }
 
     fn message(offset: usize, message: impl Into<String>) -> Self {
-        GrammarError { offset, expected: vec![], message: Some(message.into()) }
+        GrammarError {
+            offset,
+            expected: vec![],
+            message: Some(message.into()),
+        }
     }
 }
 
 impl<'a> nom::error::ParseError<Input<'a>> for GrammarError {
     fn from_error_kind(input: Input<'a>, _kind: nom::error::ErrorKind) -> Self {
-        GrammarError { offset: input.location_offset(), expected: vec![], message: None }
+        GrammarError {
+            offset: input.location_offset(),
+            expected: vec![],
+            message: None,
+        }
     }
 
     fn append(_input: Input<'a>, _kind: nom::error::ErrorKind, other: Self) -> Self {
@@ -79,14 +91,21 @@ impl<'a> nom::error::ParseError<Input<'a>> for GrammarError {
                         expected.push(e);
                     }
                 }
-                GrammarError { offset: self.offset, expected, message: None }
+                GrammarError {
+                    offset: self.offset,
+                    expected,
+                    message: None,
+                }
             }
         }
     }
 }
 
 fn fail<'a, T>(i: Input<'a>, what: &str) -> PResult<'a, T> {
-    Err(nom::Err::Error(GrammarError::expected(i.location_offset(), what)))
+    Err(nom::Err::Error(GrammarError::expected(
+        i.location_offset(),
+        what,
+    )))
 }
 
 fn failure<'a, T>(offset: usize, message: impl Into<String>) -> PResult<'a, T> {
@@ -162,7 +181,9 @@ fn kw<'a>(word: &'static str) -> impl Fn(Input<'a>) -> PResult<'a, Span> {
     move |i: Input<'a>| {
         let i = skip_ws(i);
         let frag = *i.fragment();
-        let matches = frag.get(..word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word))
+        let matches = frag
+            .get(..word.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
             && !frag[word.len()..].starts_with(is_ident_char);
         if matches {
             let rest = i.take_from(word.len());
@@ -209,7 +230,14 @@ pub(crate) fn ident(i: Input<'_>) -> PResult<'_, Ident> {
                         continue;
                     }
                     let rest = i.take_from(pos + 1);
-                    return Ok((rest, Ident { value, quoted: true, span: span_of(i, rest) }));
+                    return Ok((
+                        rest,
+                        Ident {
+                            value,
+                            quoted: true,
+                            span: span_of(i, rest),
+                        },
+                    ));
                 }
                 value.push(c);
             }
@@ -222,7 +250,14 @@ pub(crate) fn ident(i: Input<'_>) -> PResult<'_, Ident> {
                 return fail(i, "identifier");
             }
             let rest = i.take_from(len);
-            Ok((rest, Ident { value: word, quoted: false, span: span_of(i, rest) }))
+            Ok((
+                rest,
+                Ident {
+                    value: word,
+                    quoted: false,
+                    span: span_of(i, rest),
+                },
+            ))
         }
         _ => fail(i, "identifier"),
     }
@@ -323,7 +358,14 @@ fn expr_at(kind: ExprKind, span: Span) -> Expr {
 
 fn binary(op: BinaryOp, left: Expr, right: Expr) -> Expr {
     let span = left.span.union(right.span);
-    expr_at(ExprKind::Binary { op, left: Box::new(left), right: Box::new(right) }, span)
+    expr_at(
+        ExprKind::Binary {
+            op,
+            left: Box::new(left),
+            right: Box::new(right),
+        },
+        span,
+    )
 }
 
 /// Any expression.
@@ -355,7 +397,16 @@ fn not_expr(i: Input<'_>) -> PResult<'_, Expr> {
     if let Ok((rest, span)) = kw("NOT")(i) {
         let (rest, inner) = required(nested(rest, not_expr))?;
         let span = span.union(inner.span);
-        return Ok((rest, expr_at(ExprKind::Unary { op: UnaryOp::Not, expr: Box::new(inner) }, span)));
+        return Ok((
+            rest,
+            expr_at(
+                ExprKind::Unary {
+                    op: UnaryOp::Not,
+                    expr: Box::new(inner),
+                },
+                span,
+            ),
+        ));
     }
     comparison(i)
 }
@@ -383,7 +434,10 @@ fn comparison(i: Input<'_>) -> PResult<'_, Expr> {
         let (rest, not) = opt(kw("NOT")).parse(rest)?;
         let (rest, null) = required(kw("NULL")(rest))?;
         let span = left.span.union(null);
-        let kind = ExprKind::IsNull { expr: Box::new(left), negated: not.is_some() };
+        let kind = ExprKind::IsNull {
+            expr: Box::new(left),
+            negated: not.is_some(),
+        };
         return Ok((rest, expr_at(kind, span)));
     }
     Ok((i, left))
@@ -402,7 +456,11 @@ fn concat_expr(i: Input<'_>) -> PResult<'_, Expr> {
 fn additive(i: Input<'_>) -> PResult<'_, Expr> {
     let (mut i, mut left) = multiplicative(i)?;
     loop {
-        let op = alt((sym("+").map(|_| BinaryOp::Plus), sym("-").map(|_| BinaryOp::Minus))).parse(i);
+        let op = alt((
+            sym("+").map(|_| BinaryOp::Plus),
+            sym("-").map(|_| BinaryOp::Minus),
+        ))
+        .parse(i);
         // `--` starts a comment, which skip_ws already consumed.
         let Ok((rest, op)) = op else { break };
         let (rest, right) = required(multiplicative(rest))?;
@@ -430,11 +488,24 @@ fn multiplicative(i: Input<'_>) -> PResult<'_, Expr> {
 }
 
 fn unary(i: Input<'_>) -> PResult<'_, Expr> {
-    let op = alt((sym("-").map(|s| (UnaryOp::Minus, s)), sym("+").map(|s| (UnaryOp::Plus, s)))).parse(i);
+    let op = alt((
+        sym("-").map(|s| (UnaryOp::Minus, s)),
+        sym("+").map(|s| (UnaryOp::Plus, s)),
+    ))
+    .parse(i);
     if let Ok((rest, (op, span))) = op {
         let (rest, inner) = required(nested(rest, unary))?;
         let span = span.union(inner.span);
-        return Ok((rest, expr_at(ExprKind::Unary { op, expr: Box::new(inner) }, span)));
+        return Ok((
+            rest,
+            expr_at(
+                ExprKind::Unary {
+                    op,
+                    expr: Box::new(inner),
+                },
+                span,
+            ),
+        ));
     }
     primary(i)
 }
@@ -462,15 +533,26 @@ fn parenthesized(i: Input<'_>) -> PResult<'_, Expr> {
     let (rest, open) = sym("(")(i)?;
     let (rest, inner) = required(expr(rest))?;
     let (rest, close) = required(sym(")")(rest))?;
-    Ok((rest, expr_at(ExprKind::Nested(Box::new(inner)), open.union(close))))
+    Ok((
+        rest,
+        expr_at(ExprKind::Nested(Box::new(inner)), open.union(close)),
+    ))
 }
 
 fn literal(i: Input<'_>) -> PResult<'_, Expr> {
     if let Ok((rest, (text, span))) = number_lit(i) {
-        return Ok((rest, expr_at(ExprKind::Literal(Literal::Number(text)), span)));
+        return Ok((
+            rest,
+            expr_at(ExprKind::Literal(Literal::Number(text)), span),
+        ));
     }
     match string_lit(i) {
-        Ok((rest, (text, span))) => return Ok((rest, expr_at(ExprKind::Literal(Literal::String(text)), span))),
+        Ok((rest, (text, span))) => {
+            return Ok((
+                rest,
+                expr_at(ExprKind::Literal(Literal::String(text)), span),
+            ));
+        }
         Err(e @ nom::Err::Failure(_)) => return Err(e),
         Err(_) => {}
     }
@@ -492,7 +574,11 @@ fn literal(i: Input<'_>) -> PResult<'_, Expr> {
         if let Ok((rest, span)) = kw(word)(i)
             && let Ok((rest, (text, s))) = string_lit(rest)
         {
-            let lit = if word == "DATE" { Literal::Date(text) } else { Literal::Timestamp(text) };
+            let lit = if word == "DATE" {
+                Literal::Date(text)
+            } else {
+                Literal::Timestamp(text)
+            };
             return Ok((rest, expr_at(ExprKind::Literal(lit), span.union(s))));
         }
     }
@@ -503,12 +589,18 @@ fn literal(i: Input<'_>) -> PResult<'_, Expr> {
 fn interval_body(i: Input<'_>, start: Span) -> PResult<'_, Expr> {
     let (rest, (value, value_span)) = required(string_lit(i))?;
     let unit_word = skip_ws(rest);
-    let word_len = unit_word.fragment().find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(unit_word.fragment().len());
+    let word_len = unit_word
+        .fragment()
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(unit_word.fragment().len());
     let word = &unit_word.fragment()[..word_len];
     if let Some(unit) = IntervalUnit::parse(word).filter(|_| word_len > 0) {
         let rest = unit_word.take_from(word_len);
         let span = start.union(span_of(unit_word, rest));
-        let lit = Literal::Interval { value, unit: Some(unit) };
+        let lit = Literal::Interval {
+            value,
+            unit: Some(unit),
+        };
         return Ok((rest, expr_at(ExprKind::Literal(lit), span)));
     }
     // No unit keyword: the string must carry one (`'10 seconds'`).
@@ -523,7 +615,10 @@ fn interval_body(i: Input<'_>, start: Span) -> PResult<'_, Expr> {
         return failure(value_span.start, format!("unknown interval unit '{unit}'"));
     }
     let lit = Literal::Interval { value, unit: None };
-    Ok((rest, expr_at(ExprKind::Literal(lit), start.union(value_span))))
+    Ok((
+        rest,
+        expr_at(ExprKind::Literal(lit), start.union(value_span)),
+    ))
 }
 
 fn case_expr(i: Input<'_>) -> PResult<'_, Expr> {
@@ -552,7 +647,11 @@ fn case_expr(i: Input<'_>) -> PResult<'_, Expr> {
         rest = r;
     }
     let (rest, end) = required(alt((kw("END"), kw("WHEN"), kw("ELSE"))).parse(rest))?;
-    let kind = ExprKind::Case { operand, branches, else_result };
+    let kind = ExprKind::Case {
+        operand,
+        branches,
+        else_result,
+    };
     Ok((rest, expr_at(kind, start.union(end))))
 }
 
@@ -563,7 +662,10 @@ fn cast_expr(i: Input<'_>) -> PResult<'_, Expr> {
     let (rest, _) = required(kw("AS")(rest))?;
     let (rest, data_type) = required(data_type(rest))?;
     let (rest, end) = required(sym(")")(rest))?;
-    let kind = ExprKind::Cast { expr: Box::new(inner), data_type };
+    let kind = ExprKind::Cast {
+        expr: Box::new(inner),
+        data_type,
+    };
     Ok((rest, expr_at(kind, start.union(end))))
 }
 
@@ -600,7 +702,12 @@ fn function_args(i: Input<'_>, name: Ident) -> PResult<'_, Expr> {
     }
     let (rest, end) = required(sym(")")(rest))?;
     let span = name.span.union(end);
-    let kind = ExprKind::Function { name, args, star, distinct: distinct.is_some() };
+    let kind = ExprKind::Function {
+        name,
+        args,
+        star,
+        distinct: distinct.is_some(),
+    };
     Ok((rest, expr_at(kind, span)))
 }
 
@@ -609,7 +716,9 @@ fn function_args(i: Input<'_>, name: Ident) -> PResult<'_, Expr> {
 // ---------------------------------------------------------------------------
 
 fn type_precision(i: Input<'_>) -> PResult<'_, Option<Vec<u64>>> {
-    let Ok((rest, _)) = sym("(")(i) else { return Ok((i, None)) };
+    let Ok((rest, _)) = sym("(")(i) else {
+        return Ok((i, None));
+    };
     let (rest, values) = required(comma_list1(integer).parse(rest))?;
     let (rest, _) = required(sym(")")(rest))?;
     Ok((rest, Some(values.into_iter().map(|(v, _)| v).collect())))
@@ -663,7 +772,13 @@ pub(crate) fn data_type(i: Input<'_>) -> PResult<'_, DataType> {
             );
         }
     };
-    Ok((rest, DataType { kind, span: span_of(start, rest) }))
+    Ok((
+        rest,
+        DataType {
+            kind,
+            span: span_of(start, rest),
+        },
+    ))
 }
 
 // ---------------------------------------------------------------------------
@@ -713,7 +828,17 @@ pub(crate) fn query(i: Input<'_>) -> PResult<'_, Query> {
         Err(_) => (rest, None),
     };
     let span = Span::new(start.start, last_token_end(i, rest));
-    Ok((rest, Query { projection, from, selection, group_by, having, span }))
+    Ok((
+        rest,
+        Query {
+            projection,
+            from,
+            selection,
+            group_by,
+            having,
+            span,
+        },
+    ))
 }
 
 /// The end offset of the last token consumed between `start` and `rest`
@@ -742,8 +867,9 @@ fn table_ref(i: Input<'_>) -> PResult<'_, TableRef> {
         let (rest, _) = required(sym("(")(rest))?;
         let (rest, name) = required(ident(rest))?;
         let Some(kind) = window_kind(&name) else {
-            let msg = unsupported_window(&name)
-                .unwrap_or_else(|| format!("unknown window function '{}' (expected TUMBLE)", name.value));
+            let msg = unsupported_window(&name).unwrap_or_else(|| {
+                format!("unknown window function '{}' (expected TUMBLE)", name.value)
+            });
             return failure(name.span.start, msg);
         };
         let (rest, _) = required(sym("(")(rest))?;
@@ -756,7 +882,15 @@ fn table_ref(i: Input<'_>) -> PResult<'_, TableRef> {
         let (rest, _) = required(sym(")")(rest))?;
         let (rest, args) = window_args(rest)?;
         let (rest, _) = required(sym(")")(rest))?;
-        (rest, TableRefKind::Window(WindowTvf { kind, table, time_column, args }))
+        (
+            rest,
+            TableRefKind::Window(WindowTvf {
+                kind,
+                table,
+                time_column,
+                args,
+            }),
+        )
     } else {
         let (rest, name) = ident(i).map_err(|e| match e {
             nom::Err::Error(e) => {
@@ -775,7 +909,15 @@ fn table_ref(i: Input<'_>) -> PResult<'_, TableRef> {
             let (rest, _) = required(sym(",")(rest))?;
             let (rest, time_column) = required(ident(rest))?;
             let (rest, args) = window_args(rest)?;
-            (rest, TableRefKind::Window(WindowTvf { kind, table, time_column, args }))
+            (
+                rest,
+                TableRefKind::Window(WindowTvf {
+                    kind,
+                    table,
+                    time_column,
+                    args,
+                }),
+            )
         } else {
             (rest, TableRefKind::Named(name))
         }
@@ -811,14 +953,22 @@ fn column_list(i: Input<'_>) -> PResult<'_, (Vec<ColumnDef>, Option<Watermark>)>
             if watermark.is_some() {
                 return failure(start.start, "a source may declare only one WATERMARK");
             }
-            watermark = Some(Watermark { column, expr: e, span });
+            watermark = Some(Watermark {
+                column,
+                expr: e,
+                span,
+            });
             rest = r;
         } else {
             let (r, name) = required(ident(rest))?;
             let (r, data_type) = required(data_type(r))?;
             let (r, _) = opt((kw("NOT"), kw("NULL"))).parse(r)?;
             let span = name.span.union(data_type.span);
-            columns.push(ColumnDef { name, data_type, span });
+            columns.push(ColumnDef {
+                name,
+                data_type,
+                span,
+            });
             rest = r;
         }
         match sym(",")(rest) {
@@ -830,18 +980,31 @@ fn column_list(i: Input<'_>) -> PResult<'_, (Vec<ColumnDef>, Option<Watermark>)>
     Ok((rest, (columns, watermark)))
 }
 
+/// A bare word, reserved or not (option keys such as `table` or `format`).
+fn word(i: Input<'_>) -> PResult<'_, String> {
+    let i = skip_ws(i);
+    let frag = *i.fragment();
+    if !frag.starts_with(is_ident_start) {
+        return fail(i, "option name");
+    }
+    let len = frag.find(|c: char| !is_ident_char(c)).unwrap_or(frag.len());
+    Ok((i.take_from(len), frag[..len].to_ascii_lowercase()))
+}
+
 fn option_key(i: Input<'_>) -> PResult<'_, String> {
     if let Ok((rest, (s, _))) = string_lit(i) {
         return Ok((rest, s));
     }
-    let (mut rest, first) = ident(i).map_err(|_| {
-        nom::Err::Failure(GrammarError::expected(skip_ws(i).location_offset(), "option name"))
+    let (mut rest, mut key) = word(i).map_err(|_| {
+        nom::Err::Failure(GrammarError::expected(
+            skip_ws(i).location_offset(),
+            "option name",
+        ))
     })?;
-    let mut key = first.value;
     while let Ok((r, _)) = sym(".")(rest) {
-        let (r, part) = required(ident(r))?;
+        let (r, part) = required(word(r))?;
         key.push('.');
-        key.push_str(&part.value);
+        key.push_str(&part);
         rest = r;
     }
     Ok((rest, key))
@@ -873,7 +1036,14 @@ fn with_options(i: Input<'_>) -> PResult<'_, Vec<SqlOption>> {
         let (r, key) = option_key(i)?;
         let (r, _) = required(sym("=")(r))?;
         let (r, value) = required(option_value(r))?;
-        Ok((r, SqlOption { key, value, span: span_of(start, r) }))
+        Ok((
+            r,
+            SqlOption {
+                key,
+                value,
+                span: span_of(start, r),
+            },
+        ))
     };
     let (rest, options) = required(comma_list1(option).parse(rest))?;
     let (rest, _) = required(sym(")")(rest))?;
@@ -886,13 +1056,23 @@ fn create(i: Input<'_>) -> PResult<'_, StatementKind> {
         let (rest, name) = required(ident(rest))?;
         let (rest, (columns, watermark)) = required(column_list(rest))?;
         let (rest, options) = required(with_options(rest))?;
-        return Ok((rest, StatementKind::CreateSource(CreateSource { name, columns, watermark, options })));
+        return Ok((
+            rest,
+            StatementKind::CreateSource(CreateSource {
+                name,
+                columns,
+                watermark,
+                options,
+            }),
+        ));
     }
     if let Ok((rest, _)) = kw("SINK")(rest) {
         let (rest, name) = required(ident(rest))?;
         let (rest, columns) = match column_list(rest) {
             Ok((r, (cols, None))) => (r, Some(cols)),
-            Ok((_, (_, Some(w)))) => return failure(w.span.start, "a sink cannot declare a WATERMARK"),
+            Ok((_, (_, Some(w)))) => {
+                return failure(w.span.start, "a sink cannot declare a WATERMARK");
+            }
             Err(nom::Err::Error(_)) => (rest, None),
             Err(e) => return Err(e),
         };
@@ -901,7 +1081,15 @@ fn create(i: Input<'_>) -> PResult<'_, StatementKind> {
             Ok((r, _)) => required(query(r)).map(|(r, q)| (r, Some(q)))?,
             Err(_) => (rest, None),
         };
-        return Ok((rest, StatementKind::CreateSink(CreateSink { name, columns, options, query })));
+        return Ok((
+            rest,
+            StatementKind::CreateSink(CreateSink {
+                name,
+                columns,
+                options,
+                query,
+            }),
+        ));
     }
     required(fail(skip_ws(rest), "SOURCE, TABLE or SINK"))
 }
@@ -922,14 +1110,19 @@ fn explain(i: Input<'_>) -> PResult<'_, StatementKind> {
 
 pub(crate) fn statement(i: Input<'_>) -> PResult<'_, Statement> {
     let start = skip_ws(i);
-    let (rest, kind) = alt((create, insert, explain, |i| query(i).map(|(r, q)| (r, StatementKind::Query(q)))))
-        .parse(i)
-        .map_err(|e| match e {
-            nom::Err::Error(err) if err.offset == start.location_offset() => nom::Err::Error(
-                GrammarError::expected(err.offset, "a statement (CREATE, INSERT, SELECT or EXPLAIN)"),
-            ),
-            other => other,
-        })?;
+    let (rest, kind) = alt((create, insert, explain, |i| {
+        query(i).map(|(r, q)| (r, StatementKind::Query(q)))
+    }))
+    .parse(i)
+    .map_err(|e| match e {
+        nom::Err::Error(err) if err.offset == start.location_offset() => {
+            nom::Err::Error(GrammarError::expected(
+                err.offset,
+                "a statement (CREATE, INSERT, SELECT or EXPLAIN)",
+            ))
+        }
+        other => other,
+    })?;
     let span = Span::new(start.location_offset(), last_token_end(start, rest));
     Ok((rest, Statement { kind, span }))
 }

@@ -56,11 +56,14 @@ fn run<'a, T>(
                 Ok(value)
             } else {
                 let offset = rest.location_offset();
-                Err(to_parse_error(sql, GrammarError {
-                    offset,
-                    expected: vec!["end of input".into()],
-                    message: None,
-                }))
+                Err(to_parse_error(
+                    sql,
+                    GrammarError {
+                        offset,
+                        expected: vec!["end of input".into()],
+                        message: None,
+                    },
+                ))
             }
         }
         Err(nom::Err::Error(e) | nom::Err::Failure(e)) => Err(to_parse_error(sql, e)),
@@ -86,7 +89,10 @@ fn to_parse_error(sql: &str, e: GrammarError) -> ParseError {
             format!("expected {expected}, found {found}")
         }
     };
-    ParseError { message, span: Span::new(e.offset, e.offset + len) }
+    ParseError {
+        message,
+        span: Span::new(e.offset, e.offset + len),
+    }
 }
 
 /// Describes the token at `offset` for an error message, and its length.
@@ -96,7 +102,8 @@ fn token_at(sql: &str, offset: usize) -> (String, usize) {
         return ("end of input".into(), 0);
     };
     let len = if first.is_ascii_alphanumeric() || first == '_' {
-        rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len())
+        rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len())
     } else {
         first.len_utf8()
     };

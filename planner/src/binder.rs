@@ -75,7 +75,10 @@ pub(crate) fn sql_type(t: &ast::DataType) -> DataType {
 /// The length of an interval literal in milliseconds.
 pub(crate) fn interval_millis(e: &ast::Expr) -> Result<i64> {
     let ExprKind::Literal(Literal::Interval { value, unit }) = &e.kind else {
-        return Err(PlanError::user("expected an interval literal such as INTERVAL '10' SECOND", e.span));
+        return Err(PlanError::user(
+            "expected an interval literal such as INTERVAL '10' SECOND",
+            e.span,
+        ));
     };
     let (number, unit) = match unit {
         Some(u) => (value.trim(), *u),
@@ -85,13 +88,18 @@ pub(crate) fn interval_millis(e: &ast::Expr) -> Result<i64> {
             let u = parts.next().and_then(ast::IntervalUnit::parse);
             match u {
                 Some(u) => (n, u),
-                None => return Err(PlanError::user(format!("cannot read interval '{value}'"), e.span)),
+                None => {
+                    return Err(PlanError::user(
+                        format!("cannot read interval '{value}'"),
+                        e.span,
+                    ));
+                }
             }
         }
     };
-    let n: f64 = number
-        .parse()
-        .map_err(|_| PlanError::user(format!("interval value '{number}' is not a number"), e.span))?;
+    let n: f64 = number.parse().map_err(|_| {
+        PlanError::user(format!("interval value '{number}' is not a number"), e.span)
+    })?;
     Ok((n * unit.millis() as f64).round() as i64)
 }
 
@@ -121,12 +129,18 @@ impl Binder<'_> {
                 self.visit_aggregates(left, f);
                 self.visit_aggregates(right, f);
             }
-            ExprKind::Unary { expr, .. } | ExprKind::IsNull { expr, .. } | ExprKind::Cast { expr, .. } => {
-                self.visit_aggregates(expr, f)
-            }
+            ExprKind::Unary { expr, .. }
+            | ExprKind::IsNull { expr, .. }
+            | ExprKind::Cast { expr, .. } => self.visit_aggregates(expr, f),
             ExprKind::Nested(inner) => self.visit_aggregates(inner, f),
-            ExprKind::Function { args, .. } => args.iter().for_each(|a| self.visit_aggregates(a, f)),
-            ExprKind::Case { operand, branches, else_result } => {
+            ExprKind::Function { args, .. } => {
+                args.iter().for_each(|a| self.visit_aggregates(a, f))
+            }
+            ExprKind::Case {
+                operand,
+                branches,
+                else_result,
+            } => {
                 operand.iter().for_each(|o| self.visit_aggregates(o, f));
                 for (w, t) in branches {
                     self.visit_aggregates(w, f);
@@ -140,7 +154,13 @@ impl Binder<'_> {
 
     /// Binds an aggregate call's function and arguments.
     pub fn bind_aggregate(&self, e: &ast::Expr, scope: &Scope) -> Result<BoundAggregate> {
-        let ExprKind::Function { name, args, star, distinct } = &e.kind else {
+        let ExprKind::Function {
+            name,
+            args,
+            star,
+            distinct,
+        } = &e.kind
+        else {
             return Err(PlanError::internal("not an aggregate call"));
         };
         let udaf = self
@@ -149,13 +169,26 @@ impl Binder<'_> {
             .ok_or_else(|| PlanError::internal(format!("aggregate {} vanished", name.value)))?;
         let args = if *star {
             if udaf.name() != "count" {
-                return Err(PlanError::user(format!("{}(*) is not valid; only COUNT(*) is", name.value.to_uppercase()), e.span));
+                return Err(PlanError::user(
+                    format!(
+                        "{}(*) is not valid; only COUNT(*) is",
+                        name.value.to_uppercase()
+                    ),
+                    e.span,
+                ));
             }
             vec![Expr::Literal(ScalarValue::Int64(Some(1)), None)]
         } else {
-            args.iter().map(|a| self.bind(a, scope, AggMode::Forbidden("aggregate arguments"))).collect::<Result<_>>()?
+            args.iter()
+                .map(|a| self.bind(a, scope, AggMode::Forbidden("aggregate arguments")))
+                .collect::<Result<_>>()?
         };
-        Ok(BoundAggregate { udaf, args, distinct: *distinct, output_name: self.text(e.span).to_string() })
+        Ok(BoundAggregate {
+            udaf,
+            args,
+            distinct: *distinct,
+            output_name: self.text(e.span).to_string(),
+        })
     }
 
     /// Binds `e` over `scope` (not yet type-coerced).
@@ -182,7 +215,11 @@ impl Binder<'_> {
                     BinaryOp::Modulo => Operator::Modulo,
                     BinaryOp::Concat => Operator::StringConcat,
                 };
-                Expr::BinaryExpr(BinaryExpr::new(Box::new(bind(left)?), op, Box::new(bind(right)?)))
+                Expr::BinaryExpr(BinaryExpr::new(
+                    Box::new(bind(left)?),
+                    op,
+                    Box::new(bind(right)?),
+                ))
             }
             ExprKind::Unary { op, expr } => match op {
                 UnaryOp::Not => Expr::Not(Box::new(bind(expr)?)),
@@ -191,43 +228,79 @@ impl Binder<'_> {
             },
             ExprKind::IsNull { expr, negated } => {
                 let inner = Box::new(bind(expr)?);
-                if *negated { Expr::IsNotNull(inner) } else { Expr::IsNull(inner) }
+                if *negated {
+                    Expr::IsNotNull(inner)
+                } else {
+                    Expr::IsNull(inner)
+                }
             }
-            ExprKind::Case { operand, branches, else_result } => Expr::Case(Case::new(
-                operand.as_deref().map(|o| bind(o).map(Box::new)).transpose()?,
+            ExprKind::Case {
+                operand,
+                branches,
+                else_result,
+            } => Expr::Case(Case::new(
+                operand
+                    .as_deref()
+                    .map(|o| bind(o).map(Box::new))
+                    .transpose()?,
                 branches
                     .iter()
                     .map(|(w, t)| Ok((Box::new(bind(w)?), Box::new(bind(t)?))))
                     .collect::<Result<_>>()?,
-                else_result.as_deref().map(|x| bind(x).map(Box::new)).transpose()?,
+                else_result
+                    .as_deref()
+                    .map(|x| bind(x).map(Box::new))
+                    .transpose()?,
             )),
-            ExprKind::Cast { expr, data_type } => Expr::Cast(Cast::new(Box::new(bind(expr)?), sql_type(data_type))),
-            ExprKind::Function { name, args, star, distinct } => {
+            ExprKind::Cast { expr, data_type } => {
+                Expr::Cast(Cast::new(Box::new(bind(expr)?), sql_type(data_type)))
+            }
+            ExprKind::Function {
+                name,
+                args,
+                star,
+                distinct,
+            } => {
                 if self.is_aggregate_call(e) {
                     return match aggs {
                         AggMode::Forbidden(clause) => Err(PlanError::user(
-                            format!("aggregate function {} is not allowed in {clause}", name.value.to_uppercase()),
+                            format!(
+                                "aggregate function {} is not allowed in {clause}",
+                                name.value.to_uppercase()
+                            ),
                             e.span,
                         )),
                         AggMode::Output(list) => {
                             let bound = self.bind_aggregate(e, scope)?;
                             let found = list.iter().find(|a| {
-                                a.udaf.name() == bound.udaf.name() && a.args == bound.args && a.distinct == bound.distinct
+                                a.udaf.name() == bound.udaf.name()
+                                    && a.args == bound.args
+                                    && a.distinct == bound.distinct
                             });
                             match found {
-                                Some(a) => Ok(Expr::Column(Column::new_unqualified(&a.output_name))),
-                                None => Err(PlanError::internal("aggregate call was not collected")),
+                                Some(a) => {
+                                    Ok(Expr::Column(Column::new_unqualified(&a.output_name)))
+                                }
+                                None => {
+                                    Err(PlanError::internal("aggregate call was not collected"))
+                                }
                             }
                         }
                     };
                 }
                 let Some(udf) = self.functions.scalar(&name.value) else {
                     let hint = did_you_mean(&suggestions(&name.value, self.functions.names()));
-                    return Err(PlanError::user(format!("unknown function '{}'{hint}", name.value), name.span));
+                    return Err(PlanError::user(
+                        format!("unknown function '{}'{hint}", name.value),
+                        name.span,
+                    ));
                 };
                 if *star || *distinct {
                     let what = if *star { "*" } else { "DISTINCT" };
-                    return Err(PlanError::user(format!("{what} is only valid in aggregate functions"), e.span));
+                    return Err(PlanError::user(
+                        format!("{what} is only valid in aggregate functions"),
+                        e.span,
+                    ));
                 }
                 let args = args.iter().map(bind).collect::<Result<Vec<_>>>()?;
                 Expr::ScalarFunction(ScalarFunction::new_udf(udf, args))
@@ -239,7 +312,12 @@ impl Binder<'_> {
         let (qualifier, name) = match parts {
             [name] => (None, name),
             [q, name] => (Some(q), name),
-            _ => return Err(PlanError::user("compound names have at most two parts (table.column)", span)),
+            _ => {
+                return Err(PlanError::user(
+                    "compound names have at most two parts (table.column)",
+                    span,
+                ));
+            }
         };
         if let Some(q) = qualifier
             && q.value != scope.qualifier
@@ -247,17 +325,33 @@ impl Binder<'_> {
         {
             let hint = did_you_mean(&suggestions(&q.value, [scope.qualifier.as_str()]));
             return Err(PlanError::user(
-                format!("unknown table '{}' in column reference{hint}; the query reads '{}'", q.value, scope.qualifier),
+                format!(
+                    "unknown table '{}' in column reference{hint}; the query reads '{}'",
+                    q.value, scope.qualifier
+                ),
                 q.span,
             ));
         }
-        let names: Vec<&str> = scope.schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let names: Vec<&str> = scope
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
         if names.contains(&name.value.as_str()) {
-            return Ok(Column::new(Some(scope.qualifier.clone()), name.value.clone()));
+            return Ok(Column::new(
+                Some(scope.qualifier.clone()),
+                name.value.clone(),
+            ));
         }
         let hint = did_you_mean(&suggestions(&name.value, names.iter().copied()));
         Err(PlanError::user(
-            format!("unknown column '{}'{hint}; '{}' has columns: {}", name.value, scope.qualifier, names.join(", ")),
+            format!(
+                "unknown column '{}'{hint}; '{}' has columns: {}",
+                name.value,
+                scope.qualifier,
+                names.join(", ")
+            ),
             name.span,
         ))
     }
@@ -268,8 +362,9 @@ impl Binder<'_> {
                 if let Ok(i) = text.parse::<i64>() {
                     ScalarValue::Int64(Some(i))
                 } else {
-                    let f: f64 =
-                        text.parse().map_err(|_| PlanError::user(format!("invalid number '{text}'"), e.span))?;
+                    let f: f64 = text
+                        .parse()
+                        .map_err(|_| PlanError::user(format!("invalid number '{text}'"), e.span))?;
                     ScalarValue::Float64(Some(f))
                 }
             }
@@ -277,8 +372,11 @@ impl Binder<'_> {
             Literal::Boolean(b) => ScalarValue::Boolean(Some(*b)),
             Literal::Null => ScalarValue::Null,
             Literal::Interval { .. } => return Ok(interval_literal(interval_millis(e)?)),
-            Literal::Timestamp(s) => ScalarValue::try_from_string(s.clone(), &DataType::Timestamp(TimeUnit::Microsecond, None))
-                .map_err(|_| PlanError::user(format!("invalid timestamp '{s}'"), e.span))?,
+            Literal::Timestamp(s) => ScalarValue::try_from_string(
+                s.clone(),
+                &DataType::Timestamp(TimeUnit::Microsecond, None),
+            )
+            .map_err(|_| PlanError::user(format!("invalid timestamp '{s}'"), e.span))?,
             Literal::Date(s) => ScalarValue::try_from_string(s.clone(), &DataType::Date32)
                 .map_err(|_| PlanError::user(format!("invalid date '{s}'"), e.span))?,
         };
@@ -290,13 +388,22 @@ impl Binder<'_> {
 /// returns the expression with its output field.
 pub(crate) fn coerce(expr: Expr, schema: &DFSchema, span: Span) -> Result<(Expr, Field)> {
     let mut rewriter = TypeCoercionRewriter::new(schema);
-    let expr = expr.rewrite(&mut rewriter).map_err(|e| PlanError::from(e).at(span))?.data;
-    let (_, field) = expr.to_field(schema).map_err(|e| PlanError::from(e).at(span))?;
+    let expr = expr
+        .rewrite(&mut rewriter)
+        .map_err(|e| PlanError::from(e).at(span))?
+        .data;
+    let (_, field) = expr
+        .to_field(schema)
+        .map_err(|e| PlanError::from(e).at(span))?;
     Ok((expr, field.as_ref().clone().with_nullable(true)))
 }
 
 /// Coerces an aggregate call's arguments for its function.
-pub(crate) fn coerce_aggregate(agg: &BoundAggregate, schema: &DFSchema, span: Span) -> Result<(Vec<Expr>, Field)> {
+pub(crate) fn coerce_aggregate(
+    agg: &BoundAggregate,
+    schema: &DFSchema,
+    span: Span,
+) -> Result<(Vec<Expr>, Field)> {
     let call = Expr::AggregateFunction(AggregateFunction::new_udf(
         agg.udaf.clone(),
         agg.args.clone(),

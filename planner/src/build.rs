@@ -66,27 +66,47 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
             }
             NodeKind::Watermark(w) => {
                 let expr = w.expr.to_physical(&schema, &env.functions)?;
-                Some(Arc::new(move || Ok(Box::new(WatermarkOperator::new(expr.clone())) as Box<dyn Operator>)))
+                Some(Arc::new(move || {
+                    Ok(Box::new(WatermarkOperator::new(expr.clone())) as Box<dyn Operator>)
+                }))
             }
             NodeKind::Project(p) => {
-                let input = input_schema.clone().ok_or_else(|| PlanError::internal("projection without input"))?;
-                let filter = p.filter.as_ref().map(|f| f.to_physical(&input, &env.functions)).transpose()?;
-                let exprs: Vec<Arc<dyn PhysicalExpr>> =
-                    p.exprs.iter().map(|e| e.to_physical(&input, &env.functions)).collect::<Result<_>>()?;
+                let input = input_schema
+                    .clone()
+                    .ok_or_else(|| PlanError::internal("projection without input"))?;
+                let filter = p
+                    .filter
+                    .as_ref()
+                    .map(|f| f.to_physical(&input, &env.functions))
+                    .transpose()?;
+                let exprs: Vec<Arc<dyn PhysicalExpr>> = p
+                    .exprs
+                    .iter()
+                    .map(|e| e.to_physical(&input, &env.functions))
+                    .collect::<Result<_>>()?;
                 let out = schema.clone();
                 Some(Arc::new(move || {
-                    Ok(Box::new(ProjectOperator::try_new(filter.clone(), exprs.clone(), out.clone())?) as Box<dyn Operator>)
+                    Ok(Box::new(ProjectOperator::try_new(
+                        filter.clone(),
+                        exprs.clone(),
+                        out.clone(),
+                    )?) as Box<dyn Operator>)
                 }))
             }
             NodeKind::WindowAggregate(w) => {
-                let input = input_schema.clone().ok_or_else(|| PlanError::internal("aggregate without input"))?;
+                let input = input_schema
+                    .clone()
+                    .ok_or_else(|| PlanError::internal("aggregate without input"))?;
                 let mut aggs: Vec<Arc<AggregateFunctionExpr>> = Vec::new();
                 for call in &w.aggregates {
-                    let udaf = env
-                        .functions
-                        .aggregate(&call.function)
-                        .ok_or_else(|| PlanError::internal(format!("unknown aggregate {}", call.function)))?;
-                    let args = call.args.iter().map(|a| a.to_physical(&input, &env.functions)).collect::<Result<_>>()?;
+                    let udaf = env.functions.aggregate(&call.function).ok_or_else(|| {
+                        PlanError::internal(format!("unknown aggregate {}", call.function))
+                    })?;
+                    let args = call
+                        .args
+                        .iter()
+                        .map(|a| a.to_physical(&input, &env.functions))
+                        .collect::<Result<_>>()?;
                     let expr = AggregateExprBuilder::new(udaf, args)
                         .schema(input.clone())
                         .alias(call.output_name.clone())
@@ -97,9 +117,21 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                 let WindowSpec::Tumble { size_ms } = w.window;
                 let (keys, time) = (w.keys.clone(), w.time_column);
                 // Validate once at build time, not first in a subtask.
-                WindowAggregateOperator::try_new(&input, keys.clone(), time, size_ms, aggs.clone())?;
+                WindowAggregateOperator::try_new(
+                    &input,
+                    keys.clone(),
+                    time,
+                    size_ms,
+                    aggs.clone(),
+                )?;
                 Some(Arc::new(move || {
-                    let op = WindowAggregateOperator::try_new(&input, keys.clone(), time, size_ms, aggs.clone())?;
+                    let op = WindowAggregateOperator::try_new(
+                        &input,
+                        keys.clone(),
+                        time,
+                        size_ms,
+                        aggs.clone(),
+                    )?;
                     Ok(Box::new(op) as Box<dyn Operator>)
                 }))
             }
@@ -108,15 +140,23 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                 let out = input_schema.clone().unwrap_or_else(|| schema.clone());
                 if connector == Some("memory") {
                     let collector = env.memory.clone().unwrap_or_default();
-                    Some(Arc::new(move || Ok(Box::new(SinkOperator::new(Box::new(collector.sink()))) as Box<dyn Operator>)))
+                    Some(Arc::new(move || {
+                        Ok(Box::new(SinkOperator::new(Box::new(collector.sink())))
+                            as Box<dyn Operator>)
+                    }))
                 } else {
                     let config = SinkConfig::parse(&Options::new(s.options.clone()))?;
-                    Some(Arc::new(move || Ok(Box::new(SinkOperator::new(config.build(out.clone())?)) as Box<dyn Operator>)))
+                    Some(Arc::new(move || {
+                        Ok(Box::new(SinkOperator::new(config.build(out.clone())?))
+                            as Box<dyn Operator>)
+                    }))
                 }
             }
         };
         let Some(factory) = factory else { continue };
-        let edge = graph.input_edge(node.id).ok_or_else(|| PlanError::internal(format!("node {} has no input", node.id)))?;
+        let edge = graph
+            .input_edge(node.id)
+            .ok_or_else(|| PlanError::internal(format!("node {} has no input", node.id)))?;
         let from_stage = stage_of[edge.from];
         let fuse = edge.kind == EdgeKind::Forward
             && stages[from_stage].parallelism == node.parallelism
@@ -148,7 +188,8 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
             let operator_ids = d.operators.iter().map(|(id, _)| id.clone()).collect();
             let factories: Vec<OperatorFactory> = d.operators.into_iter().map(|(_, f)| f).collect();
             let source = d.source.map(|config| {
-                Box::new(move |_subtask: usize| Ok(config.build()?)) as eddy_operators::runtime::SourceFactory
+                Box::new(move |_subtask: usize| Ok(config.build()?))
+                    as eddy_operators::runtime::SourceFactory
             });
             Stage {
                 name: d.name,

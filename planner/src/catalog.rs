@@ -44,7 +44,10 @@ pub struct Catalog {
 }
 
 fn options_map(options: &[ast::SqlOption]) -> BTreeMap<String, String> {
-    options.iter().map(|o| (o.key.to_ascii_lowercase(), o.value.clone())).collect()
+    options
+        .iter()
+        .map(|o| (o.key.to_ascii_lowercase(), o.value.clone()))
+        .collect()
 }
 
 /// The span of `WITH (...)`: from the first option to the last.
@@ -60,7 +63,10 @@ pub(crate) fn columns_schema(columns: &[ast::ColumnDef]) -> Result<Schema> {
     let mut fields = Vec::new();
     for c in columns {
         if !seen.insert(c.name.value.clone()) {
-            return Err(PlanError::user(format!("column '{}' is declared twice", c.name.value), c.name.span));
+            return Err(PlanError::user(
+                format!("column '{}' is declared twice", c.name.value),
+                c.name.span,
+            ));
         }
         fields.push(Field::new(&c.name.value, sql_type(&c.data_type), true));
     }
@@ -86,44 +92,82 @@ impl Catalog {
 
     fn check_free(&self, name: &ast::Ident) -> Result<()> {
         if self.sources.contains_key(&name.value) || self.sinks.contains_key(&name.value) {
-            return Err(PlanError::user(format!("'{}' is already defined", name.value), name.span));
+            return Err(PlanError::user(
+                format!("'{}' is already defined", name.value),
+                name.span,
+            ));
         }
         Ok(())
     }
 
-    pub(crate) fn create_source(&mut self, s: &ast::CreateSource, binder: &Binder<'_>, span: Span) -> Result<String> {
+    pub(crate) fn create_source(
+        &mut self,
+        s: &ast::CreateSource,
+        binder: &Binder<'_>,
+        span: Span,
+    ) -> Result<String> {
         self.check_free(&s.name)?;
         let schema = Arc::new(columns_schema(&s.columns)?);
         let watermark = match &s.watermark {
             None => None,
             Some(w) => {
                 let field = schema.field_with_name(&w.column.value).map_err(|_| {
-                    PlanError::user(format!("WATERMARK FOR names unknown column '{}'", w.column.value), w.column.span)
+                    PlanError::user(
+                        format!("WATERMARK FOR names unknown column '{}'", w.column.value),
+                        w.column.span,
+                    )
                 })?;
                 if !matches!(field.data_type(), DataType::Timestamp(..)) {
                     return Err(PlanError::user(
-                        format!("the WATERMARK column '{}' must be a TIMESTAMP, not {}", w.column.value, field.data_type()),
+                        format!(
+                            "the WATERMARK column '{}' must be a TIMESTAMP, not {}",
+                            w.column.value,
+                            field.data_type()
+                        ),
                         w.column.span,
                     ));
                 }
                 let df = DFSchema::try_from_qualified_schema(s.name.value.as_str(), &schema)?;
-                let scope = Scope { qualifier: s.name.value.clone(), table: s.name.value.clone(), schema: Arc::new(df) };
-                let bound = binder.bind(&w.expr, &scope, AggMode::Forbidden("a WATERMARK expression"))?;
+                let scope = Scope {
+                    qualifier: s.name.value.clone(),
+                    table: s.name.value.clone(),
+                    schema: Arc::new(df),
+                };
+                let bound = binder.bind(
+                    &w.expr,
+                    &scope,
+                    AggMode::Forbidden("a WATERMARK expression"),
+                )?;
                 let (expr, field) = coerce(bound, &scope.schema, w.expr.span)?;
                 if !matches!(field.data_type(), DataType::Timestamp(..)) {
                     return Err(PlanError::user(
-                        format!("a WATERMARK expression must produce a TIMESTAMP, not {}", field.data_type()),
+                        format!(
+                            "a WATERMARK expression must produce a TIMESTAMP, not {}",
+                            field.data_type()
+                        ),
                         w.expr.span,
                     ));
                 }
-                Some(WatermarkDef { column: w.column.value.clone(), expr: ScalarExpr::from_df(&expr, &scope.schema)? })
+                Some(WatermarkDef {
+                    column: w.column.value.clone(),
+                    expr: ScalarExpr::from_df(&expr, &scope.schema)?,
+                })
             }
         };
         let options = options_map(&s.options);
         let config = SourceConfig::parse(&Options::new(options.clone()), &schema)
             .map_err(|e| PlanError::user(e.to_string(), options_span(&s.options, span)))?;
         let name = s.name.value.clone();
-        self.sources.insert(name.clone(), SourceDef { name: name.clone(), schema, watermark, options, config });
+        self.sources.insert(
+            name.clone(),
+            SourceDef {
+                name: name.clone(),
+                schema,
+                watermark,
+                options,
+                config,
+            },
+        );
         Ok(name)
     }
 
@@ -151,6 +195,11 @@ impl Catalog {
         let map = options_map(options);
         let config = SinkConfig::parse(&Options::new(map.clone()))
             .map_err(|e| PlanError::user(e.to_string(), options_span(options, span)))?;
-        Ok(SinkDef { name: name.value.clone(), schema, options: map, config })
+        Ok(SinkDef {
+            name: name.value.clone(),
+            schema,
+            options: map,
+            config,
+        })
     }
 }

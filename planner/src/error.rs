@@ -22,15 +22,27 @@ pub enum PlanErrorKind {
 
 impl PlanError {
     pub fn user(message: impl Into<String>, span: Span) -> Self {
-        Self { kind: PlanErrorKind::User, message: message.into(), span: Some(span) }
+        Self {
+            kind: PlanErrorKind::User,
+            message: message.into(),
+            span: Some(span),
+        }
     }
 
     pub fn not_supported(feature: impl std::fmt::Display, span: Span) -> Self {
-        Self { kind: PlanErrorKind::NotSupported, message: format!("not supported yet: {feature}"), span: Some(span) }
+        Self {
+            kind: PlanErrorKind::NotSupported,
+            message: format!("not supported yet: {feature}"),
+            span: Some(span),
+        }
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self { kind: PlanErrorKind::Internal, message: message.into(), span: None }
+        Self {
+            kind: PlanErrorKind::Internal,
+            message: message.into(),
+            span: None,
+        }
     }
 
     /// Attaches a span if the error has none.
@@ -50,13 +62,21 @@ impl From<datafusion::error::DataFusionError> for PlanError {
             .or_else(|| text.strip_prefix("Schema error: "))
             .unwrap_or(&text)
             .to_string();
-        Self { kind: PlanErrorKind::User, message: text, span: None }
+        Self {
+            kind: PlanErrorKind::User,
+            message: text,
+            span: None,
+        }
     }
 }
 
 impl From<eddy_connectors::ConnectorError> for PlanError {
     fn from(e: eddy_connectors::ConnectorError) -> Self {
-        Self { kind: PlanErrorKind::User, message: e.to_string(), span: None }
+        Self {
+            kind: PlanErrorKind::User,
+            message: e.to_string(),
+            span: None,
+        }
     }
 }
 
@@ -66,12 +86,21 @@ pub type Result<T, E = PlanError> = std::result::Result<T, E>;
 pub fn suggestions<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut scored: Vec<(usize, &str)> = candidates
         .into_iter()
-        .map(|c| (strsim::levenshtein(&name.to_lowercase(), &c.to_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::levenshtein(&name.to_lowercase(), &c.to_lowercase()),
+                c,
+            )
+        })
         .filter(|(d, c)| *d <= 2.max(name.len() / 4) && *d < c.len().max(name.len()))
         .collect();
     scored.sort();
     scored.dedup_by(|a, b| a.1 == b.1);
-    scored.into_iter().take(3).map(|(_, c)| c.to_string()).collect()
+    scored
+        .into_iter()
+        .take(3)
+        .map(|(_, c)| c.to_string())
+        .collect()
 }
 
 /// ` (did you mean 'a' or 'b'?)`, or nothing.
@@ -81,7 +110,10 @@ pub fn did_you_mean(options: &[String]) -> String {
         [one] => format!(" (did you mean '{one}'?)"),
         [init @ .., last] => format!(
             " (did you mean {} or '{last}'?)",
-            init.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ")
+            init.iter()
+                .map(|s| format!("'{s}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }

@@ -22,19 +22,42 @@ use crate::functions::Functions;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ScalarExpr {
-    Column { name: String, index: usize },
+    Column {
+        name: String,
+        index: usize,
+    },
     /// `value` is `None` for NULL; otherwise the value's text (for
     /// intervals, `months:days:nanoseconds`).
-    Literal { value: Option<String>, data_type: DataType },
-    Binary { op: BinaryOp, left: Box<ScalarExpr>, right: Box<ScalarExpr> },
+    Literal {
+        value: Option<String>,
+        data_type: DataType,
+    },
+    Binary {
+        op: BinaryOp,
+        left: Box<ScalarExpr>,
+        right: Box<ScalarExpr>,
+    },
     Not(Box<ScalarExpr>),
     Negative(Box<ScalarExpr>),
     IsNull(Box<ScalarExpr>),
     IsNotNull(Box<ScalarExpr>),
-    Case { operand: Option<Box<ScalarExpr>>, when_then: Vec<(ScalarExpr, ScalarExpr)>, else_expr: Option<Box<ScalarExpr>> },
-    Cast { expr: Box<ScalarExpr>, data_type: DataType },
-    TryCast { expr: Box<ScalarExpr>, data_type: DataType },
-    Function { name: String, args: Vec<ScalarExpr> },
+    Case {
+        operand: Option<Box<ScalarExpr>>,
+        when_then: Vec<(ScalarExpr, ScalarExpr)>,
+        else_expr: Option<Box<ScalarExpr>>,
+    },
+    Cast {
+        expr: Box<ScalarExpr>,
+        data_type: DataType,
+    },
+    TryCast {
+        expr: Box<ScalarExpr>,
+        data_type: DataType,
+    },
+    Function {
+        name: String,
+        args: Vec<ScalarExpr>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +101,10 @@ const OPS: &[(BinaryOp, Operator)] = &[
 
 impl BinaryOp {
     fn to_df(self) -> Operator {
-        OPS.iter().find(|(o, _)| *o == self).map(|(_, d)| *d).unwrap_or(Operator::Eq)
+        OPS.iter()
+            .find(|(o, _)| *o == self)
+            .map(|(_, d)| *d)
+            .unwrap_or(Operator::Eq)
     }
 
     fn from_df(op: Operator) -> Option<Self> {
@@ -91,28 +117,56 @@ fn encode_literal(v: &ScalarValue) -> Option<String> {
         return None;
     }
     Some(match v {
-        ScalarValue::IntervalMonthDayNano(Some(i)) => format!("{}:{}:{}", i.months, i.days, i.nanoseconds),
+        ScalarValue::IntervalMonthDayNano(Some(i)) => {
+            format!("{}:{}:{}", i.months, i.days, i.nanoseconds)
+        }
         other => other.to_string(),
     })
 }
 
 fn decode_literal(value: &Option<String>, data_type: &DataType) -> Result<ScalarValue> {
-    let Some(text) = value else { return Ok(ScalarValue::try_from(data_type)?) };
+    let Some(text) = value else {
+        return Ok(ScalarValue::try_from(data_type)?);
+    };
     if let DataType::Interval(_) = data_type {
         let parts: Vec<&str> = text.split(':').collect();
-        let parse = |s: &str| s.parse::<i64>().map_err(|_| PlanError::internal(format!("bad interval literal {text}")));
+        let parse = |s: &str| {
+            s.parse::<i64>()
+                .map_err(|_| PlanError::internal(format!("bad interval literal {text}")))
+        };
         if let [m, d, n] = parts.as_slice() {
             let v = IntervalMonthDayNano::new(parse(m)? as i32, parse(d)? as i32, parse(n)?);
             return Ok(ScalarValue::IntervalMonthDayNano(Some(v)));
         }
         return Err(PlanError::internal(format!("bad interval literal {text}")));
     }
+    // Timestamps and dates print as their raw integer.
+    if let Ok(raw) = text.parse::<i64>() {
+        match data_type {
+            DataType::Timestamp(unit, tz) => {
+                use datafusion::arrow::datatypes::TimeUnit;
+                let tz = tz.clone();
+                return Ok(match unit {
+                    TimeUnit::Second => ScalarValue::TimestampSecond(Some(raw), tz),
+                    TimeUnit::Millisecond => ScalarValue::TimestampMillisecond(Some(raw), tz),
+                    TimeUnit::Microsecond => ScalarValue::TimestampMicrosecond(Some(raw), tz),
+                    TimeUnit::Nanosecond => ScalarValue::TimestampNanosecond(Some(raw), tz),
+                });
+            }
+            DataType::Date32 => return Ok(ScalarValue::Date32(Some(raw as i32))),
+            DataType::Date64 => return Ok(ScalarValue::Date64(Some(raw))),
+            _ => {}
+        }
+    }
     Ok(ScalarValue::try_from_string(text.clone(), data_type)?)
 }
 
 impl ScalarExpr {
     pub fn column(name: impl Into<String>, index: usize) -> Self {
-        ScalarExpr::Column { name: name.into(), index }
+        ScalarExpr::Column {
+            name: name.into(),
+            index,
+        }
     }
 
     /// Records a coerced DataFusion expression over `schema`.
@@ -122,13 +176,24 @@ impl ScalarExpr {
             Expr::Alias(a) => Self::from_df(&a.expr, schema)?,
             Expr::Column(c) => {
                 let index = schema.index_of_column(c)?;
-                ScalarExpr::Column { name: schema.field(index).name().clone(), index }
+                ScalarExpr::Column {
+                    name: schema.field(index).name().clone(),
+                    index,
+                }
             }
-            Expr::Literal(v, _) => ScalarExpr::Literal { value: encode_literal(v), data_type: v.data_type() },
+            Expr::Literal(v, _) => ScalarExpr::Literal {
+                value: encode_literal(v),
+                data_type: v.data_type(),
+            },
             Expr::BinaryExpr(b) => {
-                let op = BinaryOp::from_df(b.op)
-                    .ok_or_else(|| PlanError::internal(format!("operator {} is not supported yet", b.op)))?;
-                ScalarExpr::Binary { op, left: rec(&b.left)?, right: rec(&b.right)? }
+                let op = BinaryOp::from_df(b.op).ok_or_else(|| {
+                    PlanError::internal(format!("operator {} is not supported yet", b.op))
+                })?;
+                ScalarExpr::Binary {
+                    op,
+                    left: rec(&b.left)?,
+                    right: rec(&b.right)?,
+                }
             }
             Expr::Not(e) => ScalarExpr::Not(rec(e)?),
             Expr::Negative(e) => ScalarExpr::Negative(rec(e)?),
@@ -143,13 +208,27 @@ impl ScalarExpr {
                     .collect::<Result<_>>()?,
                 else_expr: c.else_expr.as_deref().map(rec).transpose()?,
             },
-            Expr::Cast(c) => ScalarExpr::Cast { expr: rec(&c.expr)?, data_type: c.field.data_type().clone() },
-            Expr::TryCast(c) => ScalarExpr::TryCast { expr: rec(&c.expr)?, data_type: c.field.data_type().clone() },
+            Expr::Cast(c) => ScalarExpr::Cast {
+                expr: rec(&c.expr)?,
+                data_type: c.field.data_type().clone(),
+            },
+            Expr::TryCast(c) => ScalarExpr::TryCast {
+                expr: rec(&c.expr)?,
+                data_type: c.field.data_type().clone(),
+            },
             Expr::ScalarFunction(f) => ScalarExpr::Function {
                 name: f.func.name().to_string(),
-                args: f.args.iter().map(|a| Self::from_df(a, schema)).collect::<Result<_>>()?,
+                args: f
+                    .args
+                    .iter()
+                    .map(|a| Self::from_df(a, schema))
+                    .collect::<Result<_>>()?,
             },
-            other => return Err(PlanError::internal(format!("expression not supported yet: {other}"))),
+            other => {
+                return Err(PlanError::internal(format!(
+                    "expression not supported yet: {other}"
+                )));
+            }
         })
     }
 
@@ -158,33 +237,54 @@ impl ScalarExpr {
         let rec = |e: &ScalarExpr| e.to_df(functions).map(Box::new);
         Ok(match self {
             ScalarExpr::Column { name, .. } => Expr::Column(Column::new_unqualified(name)),
-            ScalarExpr::Literal { value, data_type } => Expr::Literal(decode_literal(value, data_type)?, None),
-            ScalarExpr::Binary { op, left, right } => Expr::BinaryExpr(BinaryExpr::new(rec(left)?, op.to_df(), rec(right)?)),
+            ScalarExpr::Literal { value, data_type } => {
+                Expr::Literal(decode_literal(value, data_type)?, None)
+            }
+            ScalarExpr::Binary { op, left, right } => {
+                Expr::BinaryExpr(BinaryExpr::new(rec(left)?, op.to_df(), rec(right)?))
+            }
             ScalarExpr::Not(e) => Expr::Not(rec(e)?),
             ScalarExpr::Negative(e) => Expr::Negative(rec(e)?),
             ScalarExpr::IsNull(e) => Expr::IsNull(rec(e)?),
             ScalarExpr::IsNotNull(e) => Expr::IsNotNull(rec(e)?),
-            ScalarExpr::Case { operand, when_then, else_expr } => Expr::Case(Case::new(
+            ScalarExpr::Case {
+                operand,
+                when_then,
+                else_expr,
+            } => Expr::Case(Case::new(
                 operand.as_deref().map(rec).transpose()?,
-                when_then.iter().map(|(w, t)| Ok((rec(w)?, rec(t)?))).collect::<Result<_>>()?,
+                when_then
+                    .iter()
+                    .map(|(w, t)| Ok((rec(w)?, rec(t)?)))
+                    .collect::<Result<_>>()?,
                 else_expr.as_deref().map(rec).transpose()?,
             )),
-            ScalarExpr::Cast { expr, data_type } => Expr::Cast(Cast::new(rec(expr)?, data_type.clone())),
-            ScalarExpr::TryCast { expr, data_type } => Expr::TryCast(TryCast::new(rec(expr)?, data_type.clone())),
+            ScalarExpr::Cast { expr, data_type } => {
+                Expr::Cast(Cast::new(rec(expr)?, data_type.clone()))
+            }
+            ScalarExpr::TryCast { expr, data_type } => {
+                Expr::TryCast(TryCast::new(rec(expr)?, data_type.clone()))
+            }
             ScalarExpr::Function { name, args } => {
-                let udf = functions
-                    .scalar(name)
-                    .ok_or_else(|| PlanError::internal(format!("function {name} vanished from the registry")))?;
+                let udf = functions.scalar(name).ok_or_else(|| {
+                    PlanError::internal(format!("function {name} vanished from the registry"))
+                })?;
                 Expr::ScalarFunction(ScalarFunction::new_udf(
                     udf,
-                    args.iter().map(|a| a.to_df(functions)).collect::<Result<_>>()?,
+                    args.iter()
+                        .map(|a| a.to_df(functions))
+                        .collect::<Result<_>>()?,
                 ))
             }
         })
     }
 
     /// Compiles to a DataFusion physical expression over `input`.
-    pub fn to_physical(&self, input: &SchemaRef, functions: &Functions) -> Result<Arc<dyn PhysicalExpr>> {
+    pub fn to_physical(
+        &self,
+        input: &SchemaRef,
+        functions: &Functions,
+    ) -> Result<Arc<dyn PhysicalExpr>> {
         let df_schema = DFSchema::try_from(input.as_ref().clone())?;
         let expr = self.to_df(functions)?;
         Ok(datafusion::physical_expr::create_physical_expr(
@@ -201,10 +301,19 @@ impl fmt::Display for ScalarExpr {
         match self {
             ScalarExpr::Column { name, .. } => write!(f, "{name}"),
             ScalarExpr::Literal { value: None, .. } => write!(f, "NULL"),
-            ScalarExpr::Literal { value: Some(v), data_type } => match data_type {
-                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => write!(f, "'{}'", v.replace('\'', "''")),
+            ScalarExpr::Literal {
+                value: Some(v),
+                data_type,
+            } => match data_type {
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                    write!(f, "'{}'", v.replace('\'', "''"))
+                }
                 DataType::Interval(_) => {
-                    let nanos: i64 = v.rsplit(':').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                    let nanos: i64 = v
+                        .rsplit(':')
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
                     if nanos % 1_000_000_000 == 0 {
                         write!(f, "INTERVAL '{}' SECOND", nanos / 1_000_000_000)
                     } else {
@@ -219,7 +328,11 @@ impl fmt::Display for ScalarExpr {
             ScalarExpr::Negative(e) => write!(f, "-{e}"),
             ScalarExpr::IsNull(e) => write!(f, "{e} IS NULL"),
             ScalarExpr::IsNotNull(e) => write!(f, "{e} IS NOT NULL"),
-            ScalarExpr::Case { operand, when_then, else_expr } => {
+            ScalarExpr::Case {
+                operand,
+                when_then,
+                else_expr,
+            } => {
                 write!(f, "CASE")?;
                 if let Some(o) = operand {
                     write!(f, " {o}")?;

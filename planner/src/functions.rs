@@ -26,7 +26,10 @@ impl Default for Functions {
                 aggregates.insert(name.to_lowercase(), f.clone());
             }
         }
-        Self { scalars, aggregates }
+        Self {
+            scalars,
+            aggregates,
+        }
     }
 }
 
@@ -41,6 +44,9 @@ impl Functions {
 
     /// Every function name, for "did you mean" suggestions.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.scalars.keys().chain(self.aggregates.keys()).map(String::as_str)
+        self.scalars
+            .keys()
+            .chain(self.aggregates.keys())
+            .map(String::as_str)
     }
 }

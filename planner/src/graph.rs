@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::expr::ScalarExpr;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PhysicalGraph {
     pub nodes: Vec<PlanNode>,
     pub edges: Vec<PlanEdge>,
@@ -128,16 +128,28 @@ impl PhysicalGraph {
                         let from = self.node(edge.from);
                         let names: Vec<String> = keys
                             .iter()
-                            .map(|&k| from.map_or(format!("#{k}"), |n| n.schema.field(k).name().clone()))
+                            .map(|&k| {
+                                from.map_or(format!("#{k}"), |n| n.schema.field(k).name().clone())
+                            })
                             .collect();
                         format!("shuffle by hash({})", names.join(", "))
                     }
                 };
                 let _ = writeln!(out, "  │ {how}");
             }
-            let _ = writeln!(out, "  [{}] {}  (parallelism {})", node.id, describe(&node.kind, node), node.parallelism);
-            let cols: Vec<String> =
-                node.schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
+            let _ = writeln!(
+                out,
+                "  [{}] {}  (parallelism {})",
+                node.id,
+                describe(&node.kind, node),
+                node.parallelism
+            );
+            let cols: Vec<String> = node
+                .schema
+                .fields()
+                .iter()
+                .map(|f| format!("{}: {}", f.name(), f.data_type()))
+                .collect();
             let _ = writeln!(out, "      → {}", cols.join(", "));
         }
         out
@@ -147,7 +159,11 @@ impl PhysicalGraph {
 fn describe(kind: &NodeKind, node: &PlanNode) -> String {
     match kind {
         NodeKind::Source(s) => {
-            let opts: Vec<String> = s.options.iter().map(|(k, v)| format!("{k}='{v}'")).collect();
+            let opts: Vec<String> = s
+                .options
+                .iter()
+                .map(|(k, v)| format!("{k}='{v}'"))
+                .collect();
             let time = match &s.event_time {
                 Some(c) => format!("event time: {c}"),
                 None => "processing time (no WATERMARK declared)".to_string(),
@@ -162,7 +178,11 @@ fn describe(kind: &NodeKind, node: &PlanNode) -> String {
                 .zip(node.schema.fields())
                 .map(|(e, f)| {
                     let e = e.to_string();
-                    if &e == f.name() { e } else { format!("{e} AS {}", f.name()) }
+                    if &e == f.name() {
+                        e
+                    } else {
+                        format!("{e} AS {}", f.name())
+                    }
                 })
                 .collect();
             match &p.filter {
@@ -178,23 +198,40 @@ fn describe(kind: &NodeKind, node: &PlanNode) -> String {
                 .map(|a| {
                     let args: Vec<String> = a.args.iter().map(ToString::to_string).collect();
                     let d = if a.distinct { "DISTINCT " } else { "" };
-                    format!("{}({d}{}) AS {}", a.function, args.join(", "), a.output_name)
+                    format!(
+                        "{}({d}{}) AS {}",
+                        a.function,
+                        args.join(", "),
+                        a.output_name
+                    )
                 })
                 .collect();
             format!(
                 "TumblingWindowAggregate size={} keys=[{}] aggregates=[{}]",
                 format_duration(size_ms),
-                w.keys.iter().map(|k| format!("#{k}")).collect::<Vec<_>>().join(", "),
+                w.keys
+                    .iter()
+                    .map(|k| format!("#{k}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 aggs.join(", ")
             )
         }
         NodeKind::Sink(s) => {
-            let opts: Vec<String> = s.options.iter().map(|(k, v)| format!("{k}='{v}'")).collect();
+            let opts: Vec<String> = s
+                .options
+                .iter()
+                .map(|(k, v)| format!("{k}='{v}'"))
+                .collect();
             format!("Sink {} [{}]", s.name, opts.join(", "))
         }
     }
 }
 
 fn format_duration(ms: i64) -> String {
-    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
 }

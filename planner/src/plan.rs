@@ -17,14 +17,16 @@ use datafusion::logical_expr::expr::{Cast, ScalarFunction};
 use datafusion::logical_expr::{Expr, Operator};
 use eddy_parser::ast::{self, ExprKind, SelectItem, Span, TableRefKind, WindowKind};
 
-use crate::binder::{AggMode, Binder, BoundAggregate, Scope, coerce, coerce_aggregate, interval_millis};
+use crate::binder::{
+    AggMode, Binder, BoundAggregate, Scope, coerce, coerce_aggregate, interval_millis,
+};
 use crate::catalog::{Catalog, SourceDef};
 use crate::error::{PlanError, Result, did_you_mean, suggestions};
 use crate::expr::ScalarExpr;
 use crate::functions::Functions;
 use crate::graph::{
-    AggregateCall, EdgeKind, NodeKind, PhysicalGraph, PlanEdge, PlanNode, ProjectNode, SinkNode, SourceNode,
-    WatermarkNode, WindowAggregateNode, WindowSpec,
+    AggregateCall, EdgeKind, NodeKind, PhysicalGraph, PlanEdge, PlanNode, ProjectNode, SinkNode,
+    SourceNode, WatermarkNode, WindowAggregateNode, WindowSpec,
 };
 
 pub const WINDOW_START: &str = "window_start";
@@ -40,16 +42,22 @@ pub(crate) struct GraphBuilder {
     graph: PhysicalGraph,
 }
 
-impl Default for PhysicalGraph {
-    fn default() -> Self {
-        PhysicalGraph { nodes: vec![], edges: vec![] }
-    }
-}
 
 impl GraphBuilder {
-    fn add(&mut self, kind: NodeKind, parallelism: usize, schema: Schema, input: Option<(usize, EdgeKind)>) -> usize {
+    fn add(
+        &mut self,
+        kind: NodeKind,
+        parallelism: usize,
+        schema: Schema,
+        input: Option<(usize, EdgeKind)>,
+    ) -> usize {
         let id = self.graph.nodes.len();
-        self.graph.nodes.push(PlanNode { id, parallelism, kind, schema });
+        self.graph.nodes.push(PlanNode {
+            id,
+            parallelism,
+            kind,
+            schema,
+        });
         if let Some((from, kind)) = input {
             self.graph.edges.push(PlanEdge { from, to: id, kind });
         }
@@ -84,7 +92,12 @@ impl QueryPlan {
 
     /// Adds the final projection, cast and renamed to `target` if given,
     /// then the sink.
-    pub fn into_graph(mut self, sink_name: &str, sink_options: BTreeMap<String, String>, target: Option<&Schema>) -> Result<PhysicalGraph> {
+    pub fn into_graph(
+        mut self,
+        sink_name: &str,
+        sink_options: BTreeMap<String, String>,
+        target: Option<&Schema>,
+    ) -> Result<PhysicalGraph> {
         if let Some(target) = target {
             if target.fields().len() != self.items.len() {
                 let span = self.items.first().map(|i| i.2).unwrap_or_default();
@@ -99,7 +112,10 @@ impl QueryPlan {
             }
             for ((expr, field, span), want) in self.items.iter_mut().zip(target.fields()) {
                 if field.data_type() != want.data_type() {
-                    if !datafusion::arrow::compute::can_cast_types(field.data_type(), want.data_type()) {
+                    if !datafusion::arrow::compute::can_cast_types(
+                        field.data_type(),
+                        want.data_type(),
+                    ) {
                         return Err(PlanError::user(
                             format!(
                                 "cannot write {} into column '{}' of type {} of sink '{sink_name}'",
@@ -122,11 +138,27 @@ impl QueryPlan {
             .collect::<Result<Vec<_>>>()?;
         let schema = Schema::new(self.output_fields());
         let p = self.builder.parallelism(self.input);
-        let project = ProjectNode { filter: self.filter, exprs };
-        let id = self.builder.add(NodeKind::Project(project), p, schema.clone(), Some((self.input, EdgeKind::Forward)));
-        let edge = if p == 1 { EdgeKind::Forward } else { EdgeKind::Gather };
-        let sink = SinkNode { name: sink_name.to_string(), options: sink_options };
-        self.builder.add(NodeKind::Sink(sink), 1, schema, Some((id, edge)));
+        let project = ProjectNode {
+            filter: self.filter,
+            exprs,
+        };
+        let id = self.builder.add(
+            NodeKind::Project(project),
+            p,
+            schema.clone(),
+            Some((self.input, EdgeKind::Forward)),
+        );
+        let edge = if p == 1 {
+            EdgeKind::Forward
+        } else {
+            EdgeKind::Gather
+        };
+        let sink = SinkNode {
+            name: sink_name.to_string(),
+            options: sink_options,
+        };
+        self.builder
+            .add(NodeKind::Sink(sink), 1, schema, Some((id, edge)));
         Ok(self.builder.finish())
     }
 }
@@ -165,8 +197,16 @@ impl QueryPlanner<'_> {
         };
         let mut input = builder.add(NodeKind::Source(source), 1, source_schema.clone(), None);
         if let Some(wm) = &from.source.watermark {
-            let node = WatermarkNode { column: wm.column.clone(), expr: wm.expr.clone() };
-            input = builder.add(NodeKind::Watermark(node), 1, source_schema, Some((input, EdgeKind::Forward)));
+            let node = WatermarkNode {
+                column: wm.column.clone(),
+                expr: wm.expr.clone(),
+            };
+            input = builder.add(
+                NodeKind::Watermark(node),
+                1,
+                source_schema,
+                Some((input, EdgeKind::Forward)),
+            );
         }
 
         let filter = match &q.selection {
@@ -176,19 +216,35 @@ impl QueryPlanner<'_> {
         let mut aggregate_calls = Vec::new();
         for item in &q.projection {
             if let SelectItem::Expr { expr, .. } = item {
-                self.binder.visit_aggregates(expr, &mut |e| aggregate_calls.push(e));
+                self.binder
+                    .visit_aggregates(expr, &mut |e| aggregate_calls.push(e));
             }
         }
         if let Some(h) = &q.having {
-            self.binder.visit_aggregates(h, &mut |e| aggregate_calls.push(e));
+            self.binder
+                .visit_aggregates(h, &mut |e| aggregate_calls.push(e));
         }
         if q.group_by.is_empty() && aggregate_calls.is_empty() {
             if let Some(h) = &q.having {
-                return Err(PlanError::user("HAVING needs GROUP BY or an aggregate function", h.span));
+                return Err(PlanError::user(
+                    "HAVING needs GROUP BY or an aggregate function",
+                    h.span,
+                ));
             }
-            let items = self.select_items(q, &from.scope, AggMode::Forbidden("this query"), &|e| self.window_columns(e, &from))?;
-            let filter = filter.map(|(e, _)| ScalarExpr::from_df(&e, &from.scope.schema)).transpose()?;
-            return Ok(QueryPlan { builder, input, input_schema: from.scope.schema.as_ref().clone(), filter, items });
+            let items =
+                self.select_items(q, &from.scope, AggMode::Forbidden("this query"), &|e| {
+                    self.window_columns(e, &from)
+                })?;
+            let filter = filter
+                .map(|(e, _)| ScalarExpr::from_df(&e, &from.scope.schema))
+                .transpose()?;
+            return Ok(QueryPlan {
+                builder,
+                input,
+                input_schema: from.scope.schema.as_ref().clone(),
+                filter,
+                items,
+            });
         }
         self.plan_window_aggregate(q, &from, builder, input, filter, &aggregate_calls)
     }
@@ -201,30 +257,68 @@ impl QueryPlanner<'_> {
         let source = self.catalog.source(&name.value).ok_or_else(|| {
             let names: Vec<&str> = self.catalog.source_names().collect();
             let hint = did_you_mean(&suggestions(&name.value, names.iter().copied()));
-            let known = if names.is_empty() { "no sources are defined yet".to_string() } else { format!("sources: {}", names.join(", ")) };
-            PlanError::user(format!("unknown table '{}'{hint}; {known}", name.value), name.span)
+            let known = if names.is_empty() {
+                "no sources are defined yet".to_string()
+            } else {
+                format!("sources: {}", names.join(", "))
+            };
+            PlanError::user(
+                format!("unknown table '{}'{hint}; {known}", name.value),
+                name.span,
+            )
         })?;
-        let qualifier = t.alias.as_ref().map_or(name.value.clone(), |a| a.value.clone());
-        let mut fields: Vec<Field> = source.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let qualifier = t
+            .alias
+            .as_ref()
+            .map_or(name.value.clone(), |a| a.value.clone());
+        let mut fields: Vec<Field> = source
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         let window = match window {
             None => None,
             Some(tvf) => {
                 let WindowKind::Tumble = tvf.kind;
                 let [size] = tvf.args.as_slice() else {
                     let span = tvf.args.get(1).map_or(t.span, |a| a.span);
-                    return Err(PlanError::not_supported("TUMBLE with an offset argument", span));
+                    return Err(PlanError::not_supported(
+                        "TUMBLE with an offset argument",
+                        span,
+                    ));
                 };
                 let size_ms = interval_millis(size)?;
                 if size_ms <= 0 {
-                    return Err(PlanError::user("the window size must be positive", size.span));
+                    return Err(PlanError::user(
+                        "the window size must be positive",
+                        size.span,
+                    ));
                 }
                 let col = &tvf.time_column;
                 if source.schema.field_with_name(&col.value).is_err() {
-                    let names: Vec<&str> = source.schema.fields().iter().map(|f| f.name().as_str()).collect();
+                    let names: Vec<&str> = source
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect();
                     let hint = did_you_mean(&suggestions(&col.value, names.iter().copied()));
-                    return Err(PlanError::user(format!("unknown column '{}'{hint} in DESCRIPTOR; '{}' has columns: {}", col.value, source.name, names.join(", ")), col.span));
+                    return Err(PlanError::user(
+                        format!(
+                            "unknown column '{}'{hint} in DESCRIPTOR; '{}' has columns: {}",
+                            col.value,
+                            source.name,
+                            names.join(", ")
+                        ),
+                        col.span,
+                    ));
                 }
-                if source.watermark.as_ref().is_none_or(|w| w.column != col.value) {
+                if source
+                    .watermark
+                    .as_ref()
+                    .is_none_or(|w| w.column != col.value)
+                {
                     return Err(PlanError::user(
                         format!(
                             "column '{}' is not a time attribute of '{}': declare `WATERMARK FOR {} AS {} - INTERVAL '5' SECOND` in its CREATE SOURCE",
@@ -235,28 +329,53 @@ impl QueryPlanner<'_> {
                 }
                 for name in [WINDOW_START, WINDOW_END] {
                     if fields.iter().any(|f| f.name() == name) {
-                        return Err(PlanError::user(format!("source '{}' already has a column named {name}", source.name), t.span));
+                        return Err(PlanError::user(
+                            format!("source '{}' already has a column named {name}", source.name),
+                            t.span,
+                        ));
                     }
                     fields.push(Field::new(name, ts_ms(), false));
                 }
-                Some(Window { size_ms, time_column: col.value.clone() })
+                Some(Window {
+                    size_ms,
+                    time_column: col.value.clone(),
+                })
             }
         };
         let schema = DFSchema::try_from_qualified_schema(qualifier.as_str(), &Schema::new(fields))?;
-        let scope = Scope { qualifier, table: source.name.clone(), schema: Arc::new(schema) };
-        Ok(From { source, scope, window })
+        let scope = Scope {
+            qualifier,
+            table: source.name.clone(),
+            schema: Arc::new(schema),
+        };
+        Ok(From {
+            source,
+            scope,
+            window,
+        })
     }
 
     /// Without a window aggregate, `window_start`/`window_end` of a TVF are
     /// computed per row: `date_bin(size, time)` and that plus `size`.
     fn window_columns(&self, e: Expr, from: &From<'_>) -> Result<Expr> {
         let Some(w) = &from.window else { return Ok(e) };
-        let date_bin = self.functions().scalar("date_bin").ok_or_else(|| PlanError::internal("date_bin is missing"))?;
+        let date_bin = self
+            .functions()
+            .scalar("date_bin")
+            .ok_or_else(|| PlanError::internal("date_bin is missing"))?;
         let q = from.scope.qualifier.clone();
-        let time = Expr::Cast(Cast::new(Box::new(Expr::Column(Column::new(Some(q), &w.time_column))), ts_ms()));
+        let time = Expr::Cast(Cast::new(
+            Box::new(Expr::Column(Column::new(Some(q), &w.time_column))),
+            ts_ms(),
+        ));
         let size = crate::binder::interval_literal(w.size_ms);
-        let start = Expr::ScalarFunction(ScalarFunction::new_udf(date_bin, vec![size.clone(), time]));
-        let end = Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(Box::new(start.clone()), Operator::Plus, Box::new(size)));
+        let start =
+            Expr::ScalarFunction(ScalarFunction::new_udf(date_bin, vec![size.clone(), time]));
+        let end = Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
+            Box::new(start.clone()),
+            Operator::Plus,
+            Box::new(size),
+        ));
         Ok(e.transform_up(|x| {
             Ok(match &x {
                 Expr::Column(c) if c.name == WINDOW_START => Transformed::yes(start.clone()),
@@ -267,12 +386,25 @@ impl QueryPlanner<'_> {
         .data)
     }
 
-    fn bind_predicate(&self, e: &ast::Expr, from: &From<'_>, clause: &'static str) -> Result<(Expr, Field)> {
-        let bound = self.binder.bind(e, &from.scope, AggMode::Forbidden(clause))?;
+    fn bind_predicate(
+        &self,
+        e: &ast::Expr,
+        from: &From<'_>,
+        clause: &'static str,
+    ) -> Result<(Expr, Field)> {
+        let bound = self
+            .binder
+            .bind(e, &from.scope, AggMode::Forbidden(clause))?;
         let bound = self.window_columns(bound, from)?;
         let (expr, field) = coerce(bound, &from.scope.schema, e.span)?;
         if !matches!(field.data_type(), DataType::Boolean | DataType::Null) {
-            return Err(PlanError::user(format!("{clause} must be a boolean condition, not {}", field.data_type()), e.span));
+            return Err(PlanError::user(
+                format!(
+                    "{clause} must be a boolean condition, not {}",
+                    field.data_type()
+                ),
+                e.span,
+            ));
         }
         Ok((expr, field))
     }
@@ -303,7 +435,8 @@ impl QueryPlanner<'_> {
             match item {
                 SelectItem::Wildcard(span) => {
                     for f in scope.schema.fields() {
-                        let col = Expr::Column(Column::new(Some(scope.qualifier.clone()), f.name()));
+                        let col =
+                            Expr::Column(Column::new(Some(scope.qualifier.clone()), f.name()));
                         let (expr, field) = coerce(rewrite(col)?, output_schema, *span)?;
                         items.push((expr, field.with_name(unique(f.name(), &mut used)), *span));
                     }
@@ -363,10 +496,16 @@ impl QueryPlanner<'_> {
         let mut agg_spans = Vec::new();
         for call in calls {
             let mut bound = self.binder.bind_aggregate(call, scope)?;
-            bound.args = bound.args.into_iter().map(|a| self.window_columns(a, from)).collect::<Result<_>>()?;
-            if let Some(existing) =
-                aggs.iter().find(|a| a.udaf.name() == bound.udaf.name() && a.args == bound.args && a.distinct == bound.distinct)
-            {
+            bound.args = bound
+                .args
+                .into_iter()
+                .map(|a| self.window_columns(a, from))
+                .collect::<Result<_>>()?;
+            if let Some(existing) = aggs.iter().find(|a| {
+                a.udaf.name() == bound.udaf.name()
+                    && a.args == bound.args
+                    && a.distinct == bound.distinct
+            }) {
                 let _ = existing;
                 continue;
             }
@@ -387,7 +526,10 @@ impl QueryPlanner<'_> {
             pre_fields.push(f.with_name(unique(&name, &mut used)));
             pre_exprs.push(e);
         }
-        let time = Expr::Column(Column::new(Some(scope.qualifier.clone()), &window.time_column));
+        let time = Expr::Column(Column::new(
+            Some(scope.qualifier.clone()),
+            &window.time_column,
+        ));
         let (time, time_field) = coerce(time, &scope.schema, q.span)?;
         let time_index = pre_exprs.len();
         pre_fields.push(time_field.with_name(unique(&window.time_column, &mut used)));
@@ -406,7 +548,9 @@ impl QueryPlanner<'_> {
                     Some(idx) => idx,
                     None => {
                         let (_, f) = coerce(arg.clone(), &scope.schema, *span)?;
-                        pre_fields.push(f.with_name(unique(&format!("arg{}", pre_exprs.len()), &mut used)));
+                        pre_fields.push(
+                            f.with_name(unique(&format!("arg{}", pre_exprs.len()), &mut used)),
+                        );
                         pre_exprs.push(arg);
                         pre_exprs.len() - 1
                     }
@@ -424,44 +568,74 @@ impl QueryPlanner<'_> {
             });
         }
         let pre = ProjectNode {
-            filter: filter.map(|(e, _)| ScalarExpr::from_df(&e, &scope.schema)).transpose()?,
-            exprs: pre_exprs.iter().map(|e| ScalarExpr::from_df(e, &scope.schema)).collect::<Result<_>>()?,
+            filter: filter
+                .map(|(e, _)| ScalarExpr::from_df(&e, &scope.schema))
+                .transpose()?,
+            exprs: pre_exprs
+                .iter()
+                .map(|e| ScalarExpr::from_df(e, &scope.schema))
+                .collect::<Result<_>>()?,
         };
         let pre_schema = Schema::new(pre_fields.clone());
-        let pre_id = builder.add(NodeKind::Project(pre), 1, pre_schema, Some((input, EdgeKind::Forward)));
+        let pre_id = builder.add(
+            NodeKind::Project(pre),
+            1,
+            pre_schema,
+            Some((input, EdgeKind::Forward)),
+        );
 
         // Stage 2: the window aggregate, partitioned by key.
         let key_indices: Vec<usize> = (0..keys.len()).collect();
         let (p, edge) = if keys.is_empty() {
             (1, EdgeKind::Forward)
         } else {
-            (self.parallelism, EdgeKind::Shuffle { keys: key_indices.clone() })
+            (
+                self.parallelism,
+                EdgeKind::Shuffle {
+                    keys: key_indices.clone(),
+                },
+            )
         };
         let mut out_fields: Vec<Field> = pre_fields[..keys.len()].to_vec();
         out_fields.push(Field::new(WINDOW_START, ts_ms(), false));
         out_fields.push(Field::new(WINDOW_END, ts_ms(), false));
         out_fields.extend(agg_fields);
         let node = WindowAggregateNode {
-            window: WindowSpec::Tumble { size_ms: window.size_ms },
+            window: WindowSpec::Tumble {
+                size_ms: window.size_ms,
+            },
             keys: key_indices,
             time_column: time_index,
             aggregates: calls_out,
         };
         let out_schema = Schema::new(out_fields);
-        let agg_id = builder.add(NodeKind::WindowAggregate(node), p, out_schema.clone(), Some((pre_id, edge)));
+        let agg_id = builder.add(
+            NodeKind::WindowAggregate(node),
+            p,
+            out_schema.clone(),
+            Some((pre_id, edge)),
+        );
 
         // Stage 3: HAVING and SELECT over the aggregate's output.
         let out_df = DFSchema::try_from(out_schema)?;
-        let key_names: Vec<(Expr, String)> =
-            keys.iter().zip(&pre_fields).map(|((k, _), f)| (k.clone(), f.name().clone())).collect();
+        let key_names: Vec<(Expr, String)> = keys
+            .iter()
+            .zip(&pre_fields)
+            .map(|((k, _), f)| (k.clone(), f.name().clone()))
+            .collect();
         let to_output = |e: Expr| -> Result<Expr> {
             let e = e
                 .transform_down(|x| {
                     if let Some((_, name)) = key_names.iter().find(|(k, _)| *k == x) {
-                        return Ok(Transformed::yes(Expr::Column(Column::new_unqualified(name))));
+                        return Ok(Transformed::yes(Expr::Column(Column::new_unqualified(
+                            name,
+                        ))));
                     }
                     Ok(match &x {
-                        Expr::Column(c) if c.relation.is_some() && (c.name == WINDOW_START || c.name == WINDOW_END) => {
+                        Expr::Column(c)
+                            if c.relation.is_some()
+                                && (c.name == WINDOW_START || c.name == WINDOW_END) =>
+                        {
                             Transformed::yes(Expr::Column(Column::new_unqualified(&c.name)))
                         }
                         _ => Transformed::no(x),
@@ -480,7 +654,9 @@ impl QueryPlanner<'_> {
             })?;
             match stray {
                 Some(name) => Err(PlanError::user(
-                    format!("column '{name}' must appear in GROUP BY or be used in an aggregate function"),
+                    format!(
+                        "column '{name}' must appear in GROUP BY or be used in an aggregate function"
+                    ),
                     Span::default(),
                 )),
                 None => Ok(e),
@@ -492,16 +668,37 @@ impl QueryPlanner<'_> {
         let having = match &q.having {
             Some(h) => {
                 let bound = self.binder.bind(h, scope, AggMode::Output(&aggs))?;
-                let bound = to_output(bound).map_err(|e| if e.span == Some(Span::default()) { PlanError { span: Some(h.span), ..e } } else { e })?;
+                let bound = to_output(bound).map_err(|e| {
+                    if e.span == Some(Span::default()) {
+                        PlanError {
+                            span: Some(h.span),
+                            ..e
+                        }
+                    } else {
+                        e
+                    }
+                })?;
                 let (expr, field) = coerce(bound, &out_df, h.span)?;
                 if !matches!(field.data_type(), DataType::Boolean | DataType::Null) {
-                    return Err(PlanError::user(format!("HAVING must be a boolean condition, not {}", field.data_type()), h.span));
+                    return Err(PlanError::user(
+                        format!(
+                            "HAVING must be a boolean condition, not {}",
+                            field.data_type()
+                        ),
+                        h.span,
+                    ));
                 }
                 Some(ScalarExpr::from_df(&expr, &out_df)?)
             }
             None => None,
         };
-        Ok(QueryPlan { builder, input: agg_id, input_schema: out_df, filter: having, items })
+        Ok(QueryPlan {
+            builder,
+            input: agg_id,
+            input_schema: out_df,
+            filter: having,
+            items,
+        })
     }
 }
 
@@ -519,26 +716,45 @@ fn fix_span(e: PlanError, q: &ast::Query) -> PlanError {
             SelectItem::Wildcard(_) => None,
         })
         .find_map(|e| find_identifier(e, &name))
-        .or_else(|| q.projection.first().map(|i| match i {
-            SelectItem::Expr { expr, .. } => expr.span,
-            SelectItem::Wildcard(s) => *s,
-        }));
+        .or_else(|| {
+            q.projection.first().map(|i| match i {
+                SelectItem::Expr { expr, .. } => expr.span,
+                SelectItem::Wildcard(s) => *s,
+            })
+        });
     PlanError { span, ..e }
 }
 
 fn find_identifier(e: &ast::Expr, name: &str) -> Option<Span> {
     match &e.kind {
-        ExprKind::Identifier(parts) if parts.last().is_some_and(|p| p.value == name) => Some(e.span),
-        ExprKind::Binary { left, right, .. } => find_identifier(left, name).or_else(|| find_identifier(right, name)),
-        ExprKind::Unary { expr, .. } | ExprKind::IsNull { expr, .. } | ExprKind::Cast { expr, .. } | ExprKind::Nested(expr) => {
-            find_identifier(expr, name)
+        ExprKind::Identifier(parts) if parts.last().is_some_and(|p| p.value == name) => {
+            Some(e.span)
         }
+        ExprKind::Binary { left, right, .. } => {
+            find_identifier(left, name).or_else(|| find_identifier(right, name))
+        }
+        ExprKind::Unary { expr, .. }
+        | ExprKind::IsNull { expr, .. }
+        | ExprKind::Cast { expr, .. }
+        | ExprKind::Nested(expr) => find_identifier(expr, name),
         ExprKind::Function { args, .. } => args.iter().find_map(|a| find_identifier(a, name)),
-        ExprKind::Case { operand, branches, else_result } => operand
+        ExprKind::Case {
+            operand,
+            branches,
+            else_result,
+        } => operand
             .as_deref()
             .and_then(|o| find_identifier(o, name))
-            .or_else(|| branches.iter().find_map(|(w, t)| find_identifier(w, name).or_else(|| find_identifier(t, name))))
-            .or_else(|| else_result.as_deref().and_then(|x| find_identifier(x, name))),
+            .or_else(|| {
+                branches.iter().find_map(|(w, t)| {
+                    find_identifier(w, name).or_else(|| find_identifier(t, name))
+                })
+            })
+            .or_else(|| {
+                else_result
+                    .as_deref()
+                    .and_then(|x| find_identifier(x, name))
+            }),
         _ => None,
     }
 }

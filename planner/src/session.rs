@@ -78,7 +78,13 @@ impl Session {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self { catalog: Catalog::default(), functions: Functions::default(), parallelism: parallelism.max(1), select_sink, jobs: 0 }
+        Self {
+            catalog: Catalog::default(),
+            functions: Functions::default(),
+            parallelism: parallelism.max(1),
+            select_sink,
+            jobs: 0,
+        }
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -105,50 +111,102 @@ impl Session {
         format!("job{}-{what}", self.jobs)
     }
 
-    fn statement(&mut self, stmt: &Statement, sql: &str, explain: bool) -> Result<Outcome, SessionError> {
-        let binder = Binder { functions: &self.functions, sql };
+    fn statement(
+        &mut self,
+        stmt: &Statement,
+        sql: &str,
+        explain: bool,
+    ) -> Result<Outcome, SessionError> {
+        let binder = Binder {
+            functions: &self.functions,
+            sql,
+        };
         match &stmt.kind {
             StatementKind::CreateSource(s) => {
                 if explain {
-                    return Err(PlanError::not_supported("EXPLAIN of CREATE SOURCE", stmt.span).into());
+                    return Err(
+                        PlanError::not_supported("EXPLAIN of CREATE SOURCE", stmt.span).into(),
+                    );
                 }
-                Ok(Outcome::Created(self.catalog.create_source(s, &binder, stmt.span)?))
+                Ok(Outcome::Created(
+                    self.catalog.create_source(s, &binder, stmt.span)?,
+                ))
             }
             StatementKind::CreateSink(s) => {
-                let declared = s.columns.as_ref().map(|c| columns_schema(c).map(Arc::new)).transpose()?;
+                let declared = s
+                    .columns
+                    .as_ref()
+                    .map(|c| columns_schema(c).map(Arc::new))
+                    .transpose()?;
                 let Some(query) = &s.query else {
                     if explain {
-                        return Err(PlanError::not_supported("EXPLAIN of CREATE SINK without AS SELECT", stmt.span).into());
+                        return Err(PlanError::not_supported(
+                            "EXPLAIN of CREATE SINK without AS SELECT",
+                            stmt.span,
+                        )
+                        .into());
                     }
                     if declared.is_none() {
                         return Err(PlanError::user(
-                            format!("sink '{}' needs a column list or AS SELECT ...", s.name.value),
+                            format!(
+                                "sink '{}' needs a column list or AS SELECT ...",
+                                s.name.value
+                            ),
                             s.name.span,
                         )
                         .into());
                     }
-                    self.catalog.create_sink(&s.name, declared, &s.options, stmt.span)?;
+                    self.catalog
+                        .create_sink(&s.name, declared, &s.options, stmt.span)?;
                     return Ok(Outcome::Created(s.name.value.clone()));
                 };
-                let def = self.catalog.sink_def(&s.name, declared.clone(), &s.options, stmt.span)?;
-                if self.catalog.sink(&s.name.value).is_some() || self.catalog.source(&s.name.value).is_some() {
-                    return Err(PlanError::user(format!("'{}' is already defined", s.name.value), s.name.span).into());
+                let def =
+                    self.catalog
+                        .sink_def(&s.name, declared.clone(), &s.options, stmt.span)?;
+                if self.catalog.sink(&s.name.value).is_some()
+                    || self.catalog.source(&s.name.value).is_some()
+                {
+                    return Err(PlanError::user(
+                        format!("'{}' is already defined", s.name.value),
+                        s.name.span,
+                    )
+                    .into());
                 }
-                let graph = self.plan_query(query, sql, &def.name, def.options.clone(), declared.as_deref())?;
+                let graph = self.plan_query(
+                    query,
+                    sql,
+                    &def.name,
+                    def.options.clone(),
+                    declared.as_deref(),
+                )?;
                 if explain {
                     return Ok(Outcome::Explain(graph.explain()));
                 }
-                self.catalog.create_sink(&s.name, sink_schema(&graph), &s.options, stmt.span)?;
+                self.catalog
+                    .create_sink(&s.name, sink_schema(&graph), &s.options, stmt.span)?;
                 let name = self.next_job_name(&s.name.value);
                 Ok(Outcome::Job(Job { name, graph }))
             }
             StatementKind::Insert(ins) => {
                 let Some(sink) = self.catalog.sink(&ins.target.value).cloned() else {
                     let names: Vec<&str> = self.catalog.sink_names().collect();
-                    let hint = crate::error::did_you_mean(&crate::error::suggestions(&ins.target.value, names.iter().copied()));
-                    return Err(PlanError::user(format!("unknown sink '{}'{hint}", ins.target.value), ins.target.span).into());
+                    let hint = crate::error::did_you_mean(&crate::error::suggestions(
+                        &ins.target.value,
+                        names.iter().copied(),
+                    ));
+                    return Err(PlanError::user(
+                        format!("unknown sink '{}'{hint}", ins.target.value),
+                        ins.target.span,
+                    )
+                    .into());
                 };
-                let graph = self.plan_query(&ins.query, sql, &sink.name, sink.options.clone(), sink.schema.as_deref())?;
+                let graph = self.plan_query(
+                    &ins.query,
+                    sql,
+                    &sink.name,
+                    sink.options.clone(),
+                    sink.schema.as_deref(),
+                )?;
                 if explain {
                     return Ok(Outcome::Explain(graph.explain()));
                 }
@@ -165,7 +223,9 @@ impl Session {
             }
             StatementKind::Explain(inner) => {
                 if explain {
-                    return Err(PlanError::user("EXPLAIN EXPLAIN is not meaningful", stmt.span).into());
+                    return Err(
+                        PlanError::user("EXPLAIN EXPLAIN is not meaningful", stmt.span).into(),
+                    );
                 }
                 self.statement(inner, sql, true)
             }
@@ -182,7 +242,10 @@ impl Session {
     ) -> Result<PhysicalGraph, SessionError> {
         let planner = QueryPlanner {
             catalog: &self.catalog,
-            binder: Binder { functions: &self.functions, sql },
+            binder: Binder {
+                functions: &self.functions,
+                sql,
+            },
             parallelism: self.parallelism,
         };
         Ok(planner.plan(q)?.into_graph(sink, sink_options, target)?)

@@ -1,0 +1,242 @@
+//! Planner tests: graph shapes, serialisation, and errors with spans.
+
+use datafusion::arrow::datatypes::{DataType, IntervalMonthDayNano, TimeUnit};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::logical_expr::Expr;
+
+use crate::expr::ScalarExpr;
+use crate::graph::{EdgeKind, NodeKind, PhysicalGraph};
+use crate::{BuildEnv, Outcome, PlanErrorKind, Session, SessionError, build};
+
+const BIDS: &str =
+    "CREATE SOURCE bid (auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP(3),
+    WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
+  WITH (connector = 'nexmark', table = 'bid', 'events.num' = '1000');\n";
+
+fn plan(sql: &str, parallelism: usize) -> PhysicalGraph {
+    let mut session = Session::new(parallelism);
+    let full = format!("{BIDS}{sql}");
+    let outcomes = session
+        .execute(&full)
+        .unwrap_or_else(|e| panic!("{}", e.render(&full, "test")));
+    match outcomes.into_iter().last() {
+        Some(Outcome::Job(job)) => job.graph,
+        other => panic!("expected a job, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn plan_error(sql: &str) -> (SessionError, String) {
+    let full = format!("{BIDS}{sql}");
+    let err = Session::new(2)
+        .execute(&full)
+        .expect_err("expected an error");
+    let at = match &err {
+        SessionError::Parse(e) => full[e.span.start..e.span.end].to_string(),
+        SessionError::Plan(e) => e
+            .span
+            .map(|s| full[s.start..s.end].to_string())
+            .unwrap_or_default(),
+    };
+    (err, at)
+}
+
+fn kinds(g: &PhysicalGraph) -> Vec<&'static str> {
+    g.nodes
+        .iter()
+        .map(|n| match n.kind {
+            NodeKind::Source(_) => "Source",
+            NodeKind::Watermark(_) => "Watermark",
+            NodeKind::Project(_) => "Project",
+            NodeKind::WindowAggregate(_) => "WindowAggregate",
+            NodeKind::Sink(_) => "Sink",
+        })
+        .collect()
+}
+
+#[test]
+fn a_plain_query_is_one_fused_chain() {
+    let g = plan(
+        "SELECT auction, price * 0.908 AS euros FROM bid WHERE auction % 123 = 0",
+        4,
+    );
+    assert_eq!(kinds(&g), ["Source", "Watermark", "Project", "Sink"]);
+    assert!(g.edges.iter().all(|e| e.kind == EdgeKind::Forward));
+    assert!(g.nodes.iter().all(|n| n.parallelism == 1));
+    let out = &g.nodes[2].schema;
+    assert_eq!(out.field(1).name(), "euros");
+    assert_eq!(out.field(1).data_type(), &DataType::Float64);
+}
+
+#[test]
+fn a_window_aggregate_shuffles_by_key_and_gathers_into_the_sink() {
+    let g = plan(
+        "SELECT auction, window_start, window_end, COUNT(*) AS bids, MAX(price) AS top
+         FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND))
+         GROUP BY auction, window_start, window_end HAVING COUNT(*) > 2",
+        3,
+    );
+    assert_eq!(
+        kinds(&g),
+        [
+            "Source",
+            "Watermark",
+            "Project",
+            "WindowAggregate",
+            "Project",
+            "Sink"
+        ]
+    );
+    let edges: Vec<_> = g.edges.iter().map(|e| e.kind.clone()).collect();
+    assert_eq!(
+        edges,
+        [
+            EdgeKind::Forward,
+            EdgeKind::Forward,
+            EdgeKind::Shuffle { keys: vec![0] },
+            EdgeKind::Forward,
+            EdgeKind::Gather
+        ]
+    );
+    assert_eq!(g.nodes[3].parallelism, 3);
+    let NodeKind::WindowAggregate(w) = &g.nodes[3].kind else {
+        panic!()
+    };
+    // COUNT(*) in SELECT and HAVING is computed once.
+    assert_eq!(w.aggregates.len(), 2);
+    let names: Vec<_> = g.nodes[4]
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        ["auction", "window_start", "window_end", "bids", "top"]
+    );
+    let text = g.explain();
+    assert!(text.contains("shuffle by hash(auction)"), "{text}");
+    assert!(text.contains("TumblingWindowAggregate size=10s"), "{text}");
+}
+
+#[test]
+fn the_graph_is_plain_data_that_round_trips_and_builds() {
+    let g = plan(
+        "SELECT auction, window_start, SUM(price) FROM TUMBLE(bid, date_time, INTERVAL '2' SECOND)
+         GROUP BY auction, window_start, window_end",
+        2,
+    );
+    let json = serde_json::to_string(&g).unwrap();
+    let back: PhysicalGraph = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, g);
+    let dataflow = build(&back, &BuildEnv::default()).unwrap();
+    // source+watermark+pre-projection | window+projection | sink
+    assert_eq!(dataflow.stages.len(), 3);
+}
+
+#[test]
+fn literals_survive_the_expression_ir() {
+    let schema = DFSchema::empty();
+    for v in [
+        ScalarValue::Int64(Some(-42)),
+        ScalarValue::Float64(Some(0.908)),
+        ScalarValue::Utf8(Some("it's".into())),
+        ScalarValue::Boolean(Some(true)),
+        ScalarValue::Int64(None),
+        ScalarValue::Decimal128(Some(12345), 10, 2),
+        ScalarValue::TimestampMillisecond(Some(1_704_067_200_123), None),
+        ScalarValue::TimestampMicrosecond(Some(1_704_067_200_123_456), None),
+        ScalarValue::IntervalMonthDayNano(Some(IntervalMonthDayNano::new(1, 2, 3_000_000_000))),
+        ScalarValue::Date32(Some(19_723)),
+    ] {
+        let ir = ScalarExpr::from_df(&Expr::Literal(v.clone(), None), &schema).unwrap();
+        let json = serde_json::to_string(&ir).unwrap();
+        let back: ScalarExpr = serde_json::from_str(&json).unwrap();
+        let Expr::Literal(got, _) = back.to_df(&Default::default()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(got, v, "via {json}");
+    }
+}
+
+#[test]
+fn timestamp_precision_follows_flink() {
+    let g = plan(
+        "SELECT date_time, CAST(date_time AS TIMESTAMP) AS micros FROM bid",
+        1,
+    );
+    let out = &g.nodes[2].schema;
+    assert_eq!(
+        out.field(0).data_type(),
+        &DataType::Timestamp(TimeUnit::Millisecond, None)
+    );
+    assert_eq!(
+        out.field(1).data_type(),
+        &DataType::Timestamp(TimeUnit::Microsecond, None)
+    );
+}
+
+#[test]
+fn errors_point_at_the_offending_text() {
+    let (e, at) = plan_error("SELECT auctoin FROM bid");
+    assert_eq!(at, "auctoin");
+    assert!(e.to_string().contains("did you mean 'auction'"), "{e}");
+
+    let (e, at) = plan_error("SELECT price FROM bids");
+    assert_eq!(at, "bids");
+    assert!(e.to_string().contains("did you mean 'bid'"), "{e}");
+
+    let (e, at) = plan_error("SELECT x.price FROM bid");
+    assert_eq!(at, "x");
+    assert!(e.to_string().contains("unknown table 'x'"), "{e}");
+
+    let (e, at) = plan_error("SELECT price FROM bid WHERE date_time > 5");
+    assert_eq!(at, "date_time > 5");
+    assert!(
+        e.to_string().contains("Timestamp") && e.to_string().contains("Int64"),
+        "names both types: {e}"
+    );
+
+    let (e, at) = plan_error("SELECT COUNT(*) FROM bid GROUP BY auction");
+    assert!(e.is_not_supported(), "{e}");
+    assert_eq!(at, "auction");
+
+    let (e, _) =
+        plan_error("CREATE SINK s WITH (connector = 'fille', path = 'x') AS SELECT price FROM bid");
+    assert!(
+        e.to_string().contains("unknown sink connector 'fille'"),
+        "{e}"
+    );
+
+    let (e, _) =
+        plan_error("CREATE SOURCE t (price BIGINT) WITH (connector = 'nexmark', evnts.num = '5')");
+    assert!(e.to_string().contains("unknown option 'evnts.num'"), "{e}");
+
+    let (e, at) = plan_error(
+        "CREATE SINK s (a BIGINT, b BIGINT) WITH (connector = 'blackhole'); INSERT INTO s SELECT price FROM bid",
+    );
+    assert!(
+        e.to_string()
+            .contains("has 2 columns but the query produces 1"),
+        "{e}"
+    );
+    assert_eq!(at, "price");
+
+    let SessionError::Plan(p) = plan_error("SELECT price FROM bid WHERE date_time > 5").0 else {
+        panic!()
+    };
+    assert_eq!(p.kind, PlanErrorKind::User);
+}
+
+#[test]
+fn insert_into_a_declared_sink_casts_to_its_types() {
+    let g = plan(
+        "CREATE SINK s (a DOUBLE, b VARCHAR) WITH (connector = 'blackhole');
+         INSERT INTO s SELECT auction, price FROM bid",
+        1,
+    );
+    let out = &g.nodes.last().unwrap().schema;
+    assert_eq!(out.field(0).name(), "a");
+    assert_eq!(out.field(0).data_type(), &DataType::Float64);
+    assert_eq!(out.field(1).data_type(), &DataType::Utf8);
+}

@@ -42,7 +42,8 @@ impl KeyBuilder {
 
     /// Signed integers sort correctly once the sign bit is flipped.
     pub fn i64(mut self, v: i64) -> Self {
-        self.buf.extend_from_slice(&((v as u64) ^ (1 << 63)).to_be_bytes());
+        self.buf
+            .extend_from_slice(&((v as u64) ^ (1 << 63)).to_be_bytes());
         self
     }
 
@@ -69,9 +70,17 @@ mod tests {
     #[test]
     fn i64_order_is_byte_order() {
         let vals = [i64::MIN, -5, -1, 0, 1, 7, i64::MAX];
-        let enc: Vec<_> = vals.iter().map(|&v| KeyBuilder::new().i64(v).build()).collect();
+        let enc: Vec<_> = vals
+            .iter()
+            .map(|&v| KeyBuilder::new().i64(v).build())
+            .collect();
         assert!(enc.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(enc.iter().map(|e| decode_i64(e).unwrap()).collect::<Vec<_>>(), vals);
+        assert_eq!(
+            enc.iter()
+                .map(|e| decode_i64(e).unwrap())
+                .collect::<Vec<_>>(),
+            vals
+        );
     }
 
     #[test]

@@ -87,18 +87,42 @@ mod tests {
         other.put(b"a", b"x").unwrap();
         assert_eq!(t.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
         assert_eq!(t.get(b"zz").unwrap(), None);
-        let keys: Vec<_> = t.scan_range(b"a", b"c").unwrap().into_iter().map(|(k, _)| k).collect();
+        let keys: Vec<_> = t
+            .scan_range(b"a", b"c")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
         t.delete(b"b").unwrap();
         assert_eq!(t.get(b"b").unwrap(), None);
-        t.write_batch(&[(b"d".to_vec(), Some(b"4".to_vec())), (b"a".to_vec(), None)]).unwrap();
+        t.write_batch(&[(b"d".to_vec(), Some(b"4".to_vec())), (b"a".to_vec(), None)])
+            .unwrap();
         let all: Vec<_> = t.scan_range(b"", b"\xff").unwrap();
-        assert_eq!(all, vec![(b"c".to_vec(), b"3".to_vec()), (b"d".to_vec(), b"4".to_vec())]);
+        assert_eq!(
+            all,
+            vec![
+                (b"c".to_vec(), b"3".to_vec()),
+                (b"d".to_vec(), b"4".to_vec())
+            ]
+        );
         t.delete_range(b"c", b"d").unwrap();
         assert_eq!(t.scan_range(b"", b"\xff").unwrap().len(), 1);
-        assert_eq!(other.get(b"a").unwrap().as_deref(), Some(&b"x"[..]), "tables are independent");
+        assert_eq!(
+            other.get(b"a").unwrap().as_deref(),
+            Some(&b"x"[..]),
+            "tables are independent"
+        );
         // Reopening a table sees its data.
-        assert_eq!(backend.open_table("t").unwrap().get(b"d").unwrap().as_deref(), Some(&b"4"[..]));
+        assert_eq!(
+            backend
+                .open_table("t")
+                .unwrap()
+                .get(b"d")
+                .unwrap()
+                .as_deref(),
+            Some(&b"4"[..])
+        );
     }
 
     #[test]
@@ -120,6 +144,9 @@ mod tests {
             db.open_table("w").unwrap().put(b"k", b"v").unwrap();
         }
         let db = RocksDbBackend::open(dir.path()).unwrap();
-        assert_eq!(db.open_table("w").unwrap().get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        assert_eq!(
+            db.open_table("w").unwrap().get(b"k").unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
     }
 }

@@ -49,12 +49,19 @@ impl StateTable for MemoryTable {
         if start >= end {
             return Ok(vec![]);
         }
-        Ok(self.map().range(start.to_vec()..end.to_vec()).map(|(k, v)| (k.clone(), v.clone())).collect())
+        Ok(self
+            .map()
+            .range(start.to_vec()..end.to_vec())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
         let mut map = self.map();
-        let keys: Vec<_> = map.range(start.to_vec()..end.to_vec()).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<_> = map
+            .range(start.to_vec()..end.to_vec())
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in keys {
             map.remove(&k);
         }

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rocksdb::{BoundColumnFamily, DBWithThreadMode, IteratorMode, MultiThreaded, Options, WriteBatch};
+use rocksdb::{
+    BoundColumnFamily, DBWithThreadMode, IteratorMode, MultiThreaded, Options, WriteBatch,
+};
 
 use crate::{Entry, Result, StateBackend, StateError, StateTable};
 
@@ -20,15 +22,20 @@ impl RocksDbBackend {
     /// Opens (or creates) the database in `dir`, with every column family
     /// it already holds.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| StateError::Io { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         let existing = Db::list_cf(&opts, dir).unwrap_or_default();
         let db = Db::open_cf(&opts, dir, existing).map_err(|e| rocks_err(dir, e))?;
         tracing::debug!(path = %dir.display(), "opened RocksDB state");
-        Ok(Self { db: Arc::new(db), path: dir.to_path_buf() })
+        Ok(Self {
+            db: Arc::new(db),
+            path: dir.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -37,15 +44,23 @@ impl RocksDbBackend {
 }
 
 fn rocks_err(path: &Path, source: rocksdb::Error) -> StateError {
-    StateError::RocksDb { path: path.display().to_string(), source }
+    StateError::RocksDb {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 impl StateBackend for RocksDbBackend {
     fn open_table(&self, name: &str) -> Result<Arc<dyn StateTable>> {
         if self.db.cf_handle(name).is_none() {
-            self.db.create_cf(name, &Options::default()).map_err(|e| rocks_err(&self.path, e))?;
+            self.db
+                .create_cf(name, &Options::default())
+                .map_err(|e| rocks_err(&self.path, e))?;
         }
-        Ok(Arc::new(RocksTable { backend: self.clone(), name: name.to_string() }))
+        Ok(Arc::new(RocksTable {
+            backend: self.clone(),
+            name: name.to_string(),
+        }))
     }
 }
 
@@ -57,10 +72,13 @@ struct RocksTable {
 
 impl RocksTable {
     fn cf(&self) -> Result<Arc<BoundColumnFamily<'_>>> {
-        self.backend.db.cf_handle(&self.name).ok_or_else(|| StateError::Corrupt {
-            table: self.name.clone(),
-            reason: "column family disappeared".into(),
-        })
+        self.backend
+            .db
+            .cf_handle(&self.name)
+            .ok_or_else(|| StateError::Corrupt {
+                table: self.name.clone(),
+                reason: "column family disappeared".into(),
+            })
     }
 
     fn db(&self) -> &Db {
@@ -78,17 +96,24 @@ impl StateTable for RocksTable {
     }
 
     fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        self.db().put_cf(&self.cf()?, key, value).map_err(|e| self.err(e))
+        self.db()
+            .put_cf(&self.cf()?, key, value)
+            .map_err(|e| self.err(e))
     }
 
     fn delete(&self, key: &[u8]) -> Result<()> {
-        self.db().delete_cf(&self.cf()?, key).map_err(|e| self.err(e))
+        self.db()
+            .delete_cf(&self.cf()?, key)
+            .map_err(|e| self.err(e))
     }
 
     fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<Entry>> {
         let cf = self.cf()?;
         let mut out = Vec::new();
-        for item in self.db().iterator_cf(&cf, IteratorMode::From(start, rocksdb::Direction::Forward)) {
+        for item in self
+            .db()
+            .iterator_cf(&cf, IteratorMode::From(start, rocksdb::Direction::Forward))
+        {
             let (k, v) = item.map_err(|e| self.err(e))?;
             if &*k >= end {
                 break;
@@ -99,7 +124,9 @@ impl StateTable for RocksTable {
     }
 
     fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
-        self.db().delete_range_cf(&self.cf()?, start, end).map_err(|e| self.err(e))
+        self.db()
+            .delete_range_cf(&self.cf()?, start, end)
+            .map_err(|e| self.err(e))
     }
 
     fn write_batch(&self, ops: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<()> {

@@ -37,12 +37,22 @@ const AVG_AUCTION_BYTES: usize = 500;
 const AVG_BID_BYTES: usize = 100;
 const EXTRA_BUFFER_LEN: usize = 1 << 20;
 
-const FIRST_NAMES: &[&str] =
-    &["Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter"];
-const LAST_NAMES: &[&str] =
-    &["Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones", "Noris"];
+const FIRST_NAMES: &[&str] = &[
+    "Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter",
+];
+const LAST_NAMES: &[&str] = &[
+    "Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones", "Noris",
+];
 const US_CITIES: &[&str] = &[
-    "Phoenix", "Los Angeles", "San Francisco", "Boise", "Portland", "Bend", "Redmond", "Seattle", "Kent",
+    "Phoenix",
+    "Los Angeles",
+    "San Francisco",
+    "Boise",
+    "Portland",
+    "Bend",
+    "Redmond",
+    "Seattle",
+    "Kent",
     "Cheyenne",
 ];
 const US_STATES: &[&str] = &["AZ", "CA", "ID", "OR", "WA", "WY"];
@@ -69,7 +79,12 @@ pub struct GeneratorConfig {
 
 impl Default for GeneratorConfig {
     fn default() -> Self {
-        Self { first_event_rate: 10_000.0, base_time: 1_700_000_000_000, seed: 0, flink_compat: false }
+        Self {
+            first_event_rate: 10_000.0,
+            base_time: 1_700_000_000_000,
+            seed: 0,
+            flink_compat: false,
+        }
     }
 }
 
@@ -102,6 +117,9 @@ pub fn event_type(event_id: u64) -> EventType {
     }
 }
 
+// The general formula, kept although `PERSON_PROPORTION - 1` is 0 with
+// the default proportions.
+#[allow(clippy::unnecessary_min_or_max)]
 fn last_base0_person_id(event_id: u64) -> i64 {
     let epoch = event_id / TOTAL_PROPORTION;
     let offset = (event_id % TOTAL_PROPORTION).min(PERSON_PROPORTION - 1);
@@ -161,7 +179,11 @@ impl Rng {
 
     /// Uniform in `[0, n)`; 0 if `n <= 0`.
     pub fn next_long(&mut self, n: i64) -> i64 {
-        if n <= 0 { 0 } else { (self.next_u64() % n as u64) as i64 }
+        if n <= 0 {
+            0
+        } else {
+            (self.next_u64() % n as u64) as i64
+        }
     }
 
     /// Uniform in `[0, 1)`.
@@ -181,7 +203,11 @@ fn next_string(rng: &mut Rng, max: u32, special: u8, out: &mut String) {
     out.clear();
     let len = 3 + rng.next_int(max - 3);
     for _ in 0..len {
-        let c = if rng.next_int(13) == 0 { special } else { b'a' + rng.next_int(26) as u8 };
+        let c = if rng.next_int(13) == 0 {
+            special
+        } else {
+            b'a' + rng.next_int(26) as u8
+        };
         out.push(c as char);
     }
     let trimmed = out.trim_matches(' ');
@@ -211,7 +237,9 @@ fn extra_buffer() -> &'static str {
     static BUF: OnceLock<String> = OnceLock::new();
     BUF.get_or_init(|| {
         let mut rng = Rng::new(0xE77A, 0);
-        (0..EXTRA_BUFFER_LEN).map(|_| (72 + rng.next_int(51) as u8) as char).collect()
+        (0..EXTRA_BUFFER_LEN)
+            .map(|_| (72 + rng.next_int(51) as u8) as char)
+            .collect()
     })
 }
 
@@ -220,7 +248,10 @@ fn base_url(rng: &mut Rng) -> String {
     for p in &mut parts {
         next_string(rng, 5, b'_', p);
     }
-    format!("https://www.nexmark.com/{}/{}/{}/item.htm?query=1", parts[0], parts[1], parts[2])
+    format!(
+        "https://www.nexmark.com/{}/{}/{}/item.htm?query=1",
+        parts[0], parts[1], parts[2]
+    )
 }
 
 /// The channel names and URLs: 4 hot channels and a cache of 10,000.
@@ -246,7 +277,11 @@ fn channels() -> &'static Channels {
             }
             urls.push(url);
         }
-        Channels { hot_urls, names, urls }
+        Channels {
+            hot_urls,
+            names,
+            urls,
+        }
     })
 }
 
@@ -297,13 +332,24 @@ pub fn person(cfg: &GeneratorConfig, event_id: u64, timestamp: i64) -> Person {
     next_string(&mut rng, 7, b' ', &mut user);
     next_string(&mut rng, 5, b' ', &mut domain);
     let email_address = format!("{user}@{domain}.com");
-    let cc: Vec<String> = (0..4).map(|_| format!("{:04}", rng.next_int(10_000))).collect();
+    let cc: Vec<String> = (0..4)
+        .map(|_| format!("{:04}", rng.next_int(10_000)))
+        .collect();
     let credit_card = cc.join(" ");
     let city = US_CITIES[rng.next_int(US_CITIES.len() as u32) as usize];
     let state = US_STATES[rng.next_int(US_STATES.len() as u32) as usize];
     let size = 8 + name.len() + email_address.len() + credit_card.len() + city.len() + state.len();
     let extra = next_extra(&mut rng, size, AVG_PERSON_BYTES);
-    Person { id, name, email_address, credit_card, city, state, date_time: timestamp, extra }
+    Person {
+        id,
+        name,
+        email_address,
+        credit_card,
+        city,
+        state,
+        date_time: timestamp,
+        extra,
+    }
 }
 
 pub fn auction(cfg: &GeneratorConfig, event_number: u64, event_id: u64, timestamp: i64) -> Auction {
@@ -326,7 +372,18 @@ pub fn auction(cfg: &GeneratorConfig, event_number: u64, event_id: u64, timestam
     let reserve = initial_bid + next_price(&mut rng);
     let size = 8 + item_name.len() + description.len() + 40;
     let extra = next_extra(&mut rng, size, AVG_AUCTION_BYTES);
-    Auction { id, item_name, description, initial_bid, reserve, date_time: timestamp, expires, seller, category, extra }
+    Auction {
+        id,
+        item_name,
+        description,
+        initial_bid,
+        reserve,
+        date_time: timestamp,
+        expires,
+        seller,
+        category,
+        extra,
+    }
 }
 
 pub fn bid(cfg: &GeneratorConfig, event_id: u64, timestamp: i64) -> Bid {
@@ -354,7 +411,15 @@ pub fn bid(cfg: &GeneratorConfig, event_id: u64, timestamp: i64) -> Bid {
         bidder += FIRST_PERSON_ID;
     }
     let extra = next_extra(&mut rng, 32, AVG_BID_BYTES);
-    Bid { auction, bidder, price, channel, url, date_time: timestamp, extra }
+    Bid {
+        auction,
+        bidder,
+        price,
+        channel,
+        url,
+        date_time: timestamp,
+        extra,
+    }
 }
 
 #[cfg(test)]
@@ -367,7 +432,10 @@ mod tests {
         assert_eq!(beam.event_id(0), (0, 0));
         assert_eq!(event_type(0), EventType::Person);
         assert_eq!(person(&beam, 0, 0).id, 1000);
-        let flink = GeneratorConfig { flink_compat: true, ..Default::default() };
+        let flink = GeneratorConfig {
+            flink_compat: true,
+            ..Default::default()
+        };
         assert_eq!(flink.event_id(0), (1, 2));
         assert_eq!(event_type(2), EventType::Auction);
         // The first auction and the first person of Flink's stream get id 1001.
@@ -379,10 +447,18 @@ mod tests {
 
     #[test]
     fn timestamps_follow_the_rate() {
-        let cfg = GeneratorConfig { first_event_rate: 1000.0, base_time: 0, ..Default::default() };
+        let cfg = GeneratorConfig {
+            first_event_rate: 1000.0,
+            base_time: 0,
+            ..Default::default()
+        };
         assert_eq!(cfg.timestamp(0), 0);
         assert_eq!(cfg.timestamp(1500), 1500);
-        let fast = GeneratorConfig { first_event_rate: 10_000_000.0, base_time: 0, ..Default::default() };
+        let fast = GeneratorConfig {
+            first_event_rate: 10_000_000.0,
+            base_time: 0,
+            ..Default::default()
+        };
         assert_eq!(fast.timestamp(25_000_000), 2500);
     }
 
@@ -390,7 +466,10 @@ mod tests {
     fn events_are_deterministic_per_seed() {
         let cfg = GeneratorConfig::default();
         assert_eq!(bid(&cfg, 1234, 5), bid(&cfg, 1234, 5));
-        let other = GeneratorConfig { seed: 7, ..Default::default() };
+        let other = GeneratorConfig {
+            seed: 7,
+            ..Default::default()
+        };
         assert_ne!(bid(&cfg, 1234, 5), bid(&other, 1234, 5));
     }
 

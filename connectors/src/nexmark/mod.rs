@@ -7,7 +7,9 @@ pub mod generator;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{ArrayRef, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
+use datafusion::arrow::array::{
+    ArrayRef, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_operators::{OperatorError, Source};
@@ -76,12 +78,19 @@ pub fn native_schema(table: EventType) -> Schema {
 }
 
 fn normalize(name: &str) -> String {
-    name.chars().filter(|c| *c != '_').flat_map(char::to_lowercase).collect()
+    name.chars()
+        .filter(|c| *c != '_')
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 impl NexmarkConfig {
     pub fn parse(options: &Options, schema: &SchemaRef) -> Result<Self> {
-        let table = match options.get_any(&["table", "event.type"]).as_deref().unwrap_or("bid") {
+        let table = match options
+            .get_any(&["table", "event.type"])
+            .as_deref()
+            .unwrap_or("bid")
+        {
             "person" | "persons" => EventType::Person,
             "auction" | "auctions" => EventType::Auction,
             "bid" | "bids" => EventType::Bid,
@@ -93,8 +102,10 @@ impl NexmarkConfig {
         };
         let defaults = GeneratorConfig::default();
         let rate: f64 = options.parse(&["first-event.rate", "event.rate"], 10_000_000.0)?;
-        if !(rate > 0.0) {
-            return Err(ConnectorError::Config("option 'first-event.rate' must be positive".into()));
+        if rate.is_nan() || rate <= 0.0 {
+            return Err(ConnectorError::Config(
+                "option 'first-event.rate' must be positive".into(),
+            ));
         }
         let generator = GeneratorConfig {
             first_event_rate: rate,
@@ -109,7 +120,11 @@ impl NexmarkConfig {
         let mut columns = Vec::new();
         for field in schema.fields() {
             let wanted = normalize(field.name());
-            let Some(idx) = native.fields().iter().position(|f| normalize(f.name()) == wanted) else {
+            let Some(idx) = native
+                .fields()
+                .iter()
+                .position(|f| normalize(f.name()) == wanted)
+            else {
                 let names: Vec<_> = native.fields().iter().map(|f| f.name().as_str()).collect();
                 return Err(ConnectorError::Config(format!(
                     "nexmark table '{}' has no column '{}' (it has: {})",
@@ -189,7 +204,12 @@ impl Col {
 impl NexmarkSource {
     pub fn new(config: NexmarkConfig) -> Self {
         let native = Arc::new(native_schema(config.table));
-        Self { config, next: 0, native, started: None }
+        Self {
+            config,
+            next: 0,
+            native,
+            started: None,
+        }
     }
 
     /// Index of the next event to generate (the source's offset).
@@ -288,12 +308,18 @@ impl NexmarkSource {
         }
         if !self.config.max_emit_speed {
             let started = *self.started.get_or_insert_with(Instant::now);
-            let due = Duration::from_millis((last_ts - self.config.generator.base_time).max(0) as u64);
+            let due =
+                Duration::from_millis((last_ts - self.config.generator.base_time).max(0) as u64);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 std::thread::sleep(wait);
             }
         }
-        let fields: Vec<Field> = self.config.columns.iter().map(|&i| self.native.field(i).clone()).collect();
+        let fields: Vec<Field> = self
+            .config
+            .columns
+            .iter()
+            .map(|&i| self.native.field(i).clone())
+            .collect();
         let columns = cols.iter_mut().map(Col::finish).collect();
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
         Ok(Some(conform(batch, &self.config.schema)?))
@@ -302,11 +328,16 @@ impl NexmarkSource {
 
 impl Source for NexmarkSource {
     fn name(&self) -> String {
-        format!("nexmark {:?} source at event {}", self.config.table, self.next).to_lowercase()
+        format!(
+            "nexmark {:?} source at event {}",
+            self.config.table, self.next
+        )
+        .to_lowercase()
     }
 
     fn next_batch(&mut self) -> eddy_operators::Result<Option<RecordBatch>> {
-        self.next_record_batch().map_err(|e| OperatorError::Connector(format!("{}: {e}", self.name())))
+        self.next_record_batch()
+            .map_err(|e| OperatorError::Connector(format!("{}: {e}", self.name())))
     }
 }
 
@@ -327,7 +358,11 @@ mod tests {
             Field::new("price", DataType::Float64, true),
             Field::new("auction", DataType::Int64, true),
         ]));
-        let opts = options(&[("connector", "nexmark"), ("events.num", "1000"), ("batch.size", "100")]);
+        let opts = options(&[
+            ("connector", "nexmark"),
+            ("events.num", "1000"),
+            ("batch.size", "100"),
+        ]);
         let cfg = NexmarkConfig::parse(&opts, &schema).unwrap();
         let mut src = NexmarkSource::new(cfg);
         let mut total = 0;
@@ -344,7 +379,10 @@ mod tests {
     fn rows_equal_the_generator_functions() {
         let cfg = NexmarkConfig::all_columns(EventType::Auction, 500, GeneratorConfig::default());
         let gen_cfg = cfg.generator.clone();
-        let batch = NexmarkSource::new(cfg).next_record_batch().unwrap().unwrap();
+        let batch = NexmarkSource::new(cfg)
+            .next_record_batch()
+            .unwrap()
+            .unwrap();
         let ids = batch.column(0).as_primitive::<Int64Type>();
         let sellers: &Int64Array = batch.column(7).as_primitive::<Int64Type>();
         let mut row = 0;
@@ -361,10 +399,17 @@ mod tests {
 
     #[test]
     fn unknown_columns_and_tables_are_reported() {
-        let schema = Arc::new(Schema::new(vec![Field::new("prize", DataType::Int64, true)]));
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "prize",
+            DataType::Int64,
+            true,
+        )]));
         let err = NexmarkConfig::parse(&options(&[("connector", "nexmark")]), &schema).unwrap_err();
         assert!(err.to_string().contains("has no column 'prize'"), "{err}");
         let err = NexmarkConfig::parse(&options(&[("table", "bidz")]), &schema).unwrap_err();
-        assert!(err.to_string().contains("unknown nexmark table 'bidz'"), "{err}");
+        assert!(
+            err.to_string().contains("unknown nexmark table 'bidz'"),
+            "{err}"
+        );
     }
 }

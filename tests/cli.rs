@@ -1,0 +1,124 @@
+//! The `eddy` command's behaviour as a user sees it: exit codes and the
+//! rendering of errors.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn eddy_run(dir: &Path, sql: &str) -> Output {
+    let path = dir.join("q.sql");
+    std::fs::write(&path, sql).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .current_dir(dir)
+        .args(["run", "q.sql"])
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const SOURCE: &str = "CREATE SOURCE bids (auction BIGINT, price BIGINT, date_time TIMESTAMP(3))
+  WITH (connector = 'file', path = 'bids.json', format = 'json');\n";
+
+#[test]
+fn a_syntax_error_shows_line_column_and_caret_and_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = eddy_run(
+        dir.path(),
+        "CREATE SINK s WITH (connector = 'file', path = 'out.json') AS\nSELECT auction,\n  price * FROM bids;\n",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: expected expression, found 'FROM'\n --> q.sql:3:11\n  |\n3 |   price * FROM bids;\n  |           ^^^^\n"
+    );
+    assert!(
+        !dir.path().join("out.json").exists(),
+        "nothing may run after a syntax error"
+    );
+}
+
+#[test]
+fn an_unknown_column_lists_what_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bids.json"), "").unwrap();
+    let out = eddy_run(
+        dir.path(),
+        &format!("{SOURCE}SELECT auction, pricee FROM bids;\n"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: unknown column 'pricee' (did you mean 'price'?); 'bids' has columns: auction, price, date_time\n \
+         --> q.sql:3:17\n  |\n3 | SELECT auction, pricee FROM bids;\n  |                 ^^^^^^\n"
+    );
+}
+
+#[test]
+fn an_unknown_table_is_reported_with_suggestions() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bids.json"), "").unwrap();
+    let out = eddy_run(dir.path(), &format!("{SOURCE}SELECT auction FROM bid;\n"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(
+            "error: unknown table 'bid' (did you mean 'bids'?); sources: bids\n --> q.sql:3:21\n"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_malformed_input_line_stops_the_job_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bids.json"),
+        "{\"auction\": 1, \"price\": 10, \"date_time\": \"2024-01-01T00:00:00Z\"}\n\
+         {\"auction\": 2, \"price\": 20, \"date_time\": \"2024-01-01T00:00:01Z\"}\n\
+         {\"auction\": 3, \"price\": \"cheap\", \"date_time\": \"2024-01-01T00:00:02Z\"}\n",
+    )
+    .unwrap();
+    let out = eddy_run(
+        dir.path(),
+        &format!("{SOURCE}SELECT auction, price FROM bids;\n"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("malformed record in bids.json at line 3:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cheap"),
+        "the reason should quote the bad value: {err}"
+    );
+}
+
+#[test]
+fn explain_prints_the_dataflow() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bids.json"), "").unwrap();
+    let sql = "CREATE SOURCE bids (auction BIGINT, price BIGINT, date_time TIMESTAMP(3),
+      WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
+      WITH (connector = 'file', path = 'bids.json', format = 'json');
+    EXPLAIN SELECT auction, window_start, COUNT(*) AS n
+    FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))
+    GROUP BY auction, window_start, window_end;";
+    let path = dir.path().join("q.sql");
+    std::fs::write(&path, sql).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .current_dir(dir.path())
+        .args(["run", "q.sql", "--parallelism", "3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("TumblingWindowAggregate size=10s"), "{text}");
+    assert!(text.contains("shuffle by hash(auction)"), "{text}");
+    assert!(text.contains("(parallelism 3)"), "{text}");
+    assert!(text.contains("gather"), "{text}");
+}
