@@ -42,7 +42,6 @@ pub(crate) struct GraphBuilder {
     graph: PhysicalGraph,
 }
 
-
 impl GraphBuilder {
     fn add(
         &mut self,
