@@ -92,7 +92,12 @@ pub fn suggestions<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>
                 c,
             )
         })
-        .filter(|(d, c)| *d <= 2.max(name.len() / 4) && *d < c.len().max(name.len()))
+        .filter(|(d, c)| {
+            let near = *d <= 2.max(name.len() / 4) && *d < c.len().max(name.len());
+            // `user` for `user_id`: a prefix of three or more letters.
+            let prefix = name.len() >= 3 && c.to_lowercase().starts_with(&name.to_lowercase());
+            near || prefix
+        })
         .collect();
     scored.sort();
     scored.dedup_by(|a, b| a.1 == b.1);

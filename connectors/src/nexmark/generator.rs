@@ -81,7 +81,7 @@ impl Default for GeneratorConfig {
     fn default() -> Self {
         Self {
             first_event_rate: 10_000.0,
-            base_time: 1_700_000_000_000,
+            base_time: 1_735_689_600_000, // 2025-01-01T00:00:00Z
             seed: 0,
             flink_compat: false,
         }
