@@ -62,6 +62,40 @@ impl StdoutSink {
         format!("|{}|", parts.join("|"))
     }
 
+    /// The table's header, the first time only; column widths come from
+    /// the header and the first rows.
+    fn header_once(&mut self, cells: &[Vec<String>]) -> String {
+        if self.widths.is_some() {
+            return String::new();
+        }
+        let headers: Vec<String> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let widths: Vec<usize> = headers
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                cells
+                    .iter()
+                    .map(|r| r[i].chars().count())
+                    .chain([h.len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let text = format!(
+            "{}\n{}\n{}\n",
+            Self::border(&widths),
+            Self::line(&headers, &widths),
+            Self::border(&widths)
+        );
+        self.widths = Some(widths);
+        text
+    }
+
     fn render_table(
         &mut self,
         batch: &RecordBatch,
@@ -84,34 +118,7 @@ impl StdoutSink {
             }
             cells.push(line);
         }
-        let mut out = String::new();
-        if self.widths.is_none() {
-            let headers: Vec<String> = self
-                .schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect();
-            let widths: Vec<usize> = headers
-                .iter()
-                .enumerate()
-                .map(|(i, h)| {
-                    cells
-                        .iter()
-                        .map(|r| r[i].chars().count())
-                        .chain([h.len()])
-                        .max()
-                        .unwrap_or(0)
-                })
-                .collect();
-            out += &format!(
-                "{}\n{}\n{}\n",
-                Self::border(&widths),
-                Self::line(&headers, &widths),
-                Self::border(&widths)
-            );
-            self.widths = Some(widths);
-        }
+        let mut out = self.header_once(&cells);
         let widths = self.widths.as_deref().unwrap_or_default();
         for row in &cells {
             out += &Self::line(row, widths);
@@ -146,39 +153,15 @@ impl Sink for StdoutSink {
 
     fn finish(&mut self) -> eddy_operators::Result<()> {
         if self.format == StdoutFormat::Table {
+            let header = self.header_once(&[]);
+            let widths = self.widths.clone().unwrap_or_default();
+            let plural = if self.rows == 1 { "" } else { "s" };
             let mut stdout = std::io::stdout().lock();
-            let widths: Vec<usize> = match &self.widths {
-                Some(w) => w.clone(),
-                None => {
-                    let w: Vec<usize> = self
-                        .schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().len())
-                        .collect();
-                    let headers: Vec<String> = self
-                        .schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().clone())
-                        .collect();
-                    let _ = writeln!(
-                        stdout,
-                        "{}\n{}\n{}",
-                        Self::border(&w),
-                        Self::line(&headers, &w),
-                        Self::border(&w)
-                    );
-                    self.widths = Some(w.clone());
-                    w
-                }
-            };
-            let _ = writeln!(
+            let _ = write!(
                 stdout,
-                "{}\n({} row{})",
+                "{header}{}\n({} row{plural})\n",
                 Self::border(&widths),
-                self.rows,
-                if self.rows == 1 { "" } else { "s" }
+                self.rows
             );
             let _ = stdout.flush();
         }

@@ -373,24 +373,27 @@ pub(crate) fn expr(i: Input<'_>) -> PResult<'_, Expr> {
     nested(i, or_expr)
 }
 
-fn or_expr(i: Input<'_>) -> PResult<'_, Expr> {
-    let (mut i, mut left) = and_expr(i)?;
-    while let Ok((rest, _)) = kw("OR")(i) {
-        let (rest, right) = required(and_expr(rest))?;
-        left = binary(BinaryOp::Or, left, right);
+/// One left-associative precedence level: `next (op next)*`.
+fn left_assoc<'a>(
+    i: Input<'a>,
+    next: fn(Input<'a>) -> PResult<'a, Expr>,
+    mut op: impl Parser<Input<'a>, Output = BinaryOp, Error = GrammarError>,
+) -> PResult<'a, Expr> {
+    let (mut i, mut left) = next(i)?;
+    while let Ok((rest, op)) = op.parse(i) {
+        let (rest, right) = required(next(rest))?;
+        left = binary(op, left, right);
         i = rest;
     }
     Ok((i, left))
 }
 
+fn or_expr(i: Input<'_>) -> PResult<'_, Expr> {
+    left_assoc(i, and_expr, kw("OR").map(|_| BinaryOp::Or))
+}
+
 fn and_expr(i: Input<'_>) -> PResult<'_, Expr> {
-    let (mut i, mut left) = not_expr(i)?;
-    while let Ok((rest, _)) = kw("AND")(i) {
-        let (rest, right) = required(not_expr(rest))?;
-        left = binary(BinaryOp::And, left, right);
-        i = rest;
-    }
-    Ok((i, left))
+    left_assoc(i, not_expr, kw("AND").map(|_| BinaryOp::And))
 }
 
 fn not_expr(i: Input<'_>) -> PResult<'_, Expr> {
@@ -444,47 +447,25 @@ fn comparison(i: Input<'_>) -> PResult<'_, Expr> {
 }
 
 fn concat_expr(i: Input<'_>) -> PResult<'_, Expr> {
-    let (mut i, mut left) = additive(i)?;
-    while let Ok((rest, _)) = sym("||")(i) {
-        let (rest, right) = required(additive(rest))?;
-        left = binary(BinaryOp::Concat, left, right);
-        i = rest;
-    }
-    Ok((i, left))
+    left_assoc(i, additive, sym("||").map(|_| BinaryOp::Concat))
 }
 
 fn additive(i: Input<'_>) -> PResult<'_, Expr> {
-    let (mut i, mut left) = multiplicative(i)?;
-    loop {
-        let op = alt((
-            sym("+").map(|_| BinaryOp::Plus),
-            sym("-").map(|_| BinaryOp::Minus),
-        ))
-        .parse(i);
-        // `--` starts a comment, which skip_ws already consumed.
-        let Ok((rest, op)) = op else { break };
-        let (rest, right) = required(multiplicative(rest))?;
-        left = binary(op, left, right);
-        i = rest;
-    }
-    Ok((i, left))
+    // `--` starts a comment, which skip_ws has already consumed.
+    let op = alt((
+        sym("+").map(|_| BinaryOp::Plus),
+        sym("-").map(|_| BinaryOp::Minus),
+    ));
+    left_assoc(i, multiplicative, op)
 }
 
 fn multiplicative(i: Input<'_>) -> PResult<'_, Expr> {
-    let (mut i, mut left) = unary(i)?;
-    loop {
-        let op = alt((
-            sym("*").map(|_| BinaryOp::Multiply),
-            sym("/").map(|_| BinaryOp::Divide),
-            sym("%").map(|_| BinaryOp::Modulo),
-        ))
-        .parse(i);
-        let Ok((rest, op)) = op else { break };
-        let (rest, right) = required(unary(rest))?;
-        left = binary(op, left, right);
-        i = rest;
-    }
-    Ok((i, left))
+    let op = alt((
+        sym("*").map(|_| BinaryOp::Multiply),
+        sym("/").map(|_| BinaryOp::Divide),
+        sym("%").map(|_| BinaryOp::Modulo),
+    ));
+    left_assoc(i, unary, op)
 }
 
 fn unary(i: Input<'_>) -> PResult<'_, Expr> {
