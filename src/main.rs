@@ -190,7 +190,11 @@ pub(crate) fn run_jobs(jobs: Vec<Job>, session: &Session, state_root: &Path) -> 
         running.push((job.name.clone(), start(job)?));
     }
     let done = Arc::new(AtomicBool::new(false));
-    let reporter = std::io::stderr().is_terminal().then(|| {
+    // The bar shares the terminal with rows a SELECT prints: show it only
+    // when the two do not mix.
+    let show_progress =
+        std::io::stderr().is_terminal() && (selects.is_empty() || !std::io::stdout().is_terminal());
+    let reporter = show_progress.then(|| {
         let (done, metrics) = (done.clone(), metrics.clone());
         std::thread::spawn(move || progress(&done, &metrics, started))
     });
@@ -226,25 +230,35 @@ pub(crate) fn run_jobs(jobs: Vec<Job>, session: &Session, state_root: &Path) -> 
     first_error.map_or(Ok(()), Err)
 }
 
-/// A live status line on stderr: rows in and out, rate, watermark.
+/// Live progress on stderr: a bar while bounded sources replay (how much
+/// of their input is read), with rows in and out, late rows and the rate.
 fn progress(done: &AtomicBool, metrics: &JobMetrics, started: Instant) {
+    let bar = indicatif::ProgressBar::new(0);
+    let style =
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {percent:>3}% {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
+    bar.set_style(style);
     let mut last = (Instant::now(), 0u64);
     while !done.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(250));
-        if last.0.elapsed() < Duration::from_secs(1) {
-            continue;
-        }
+        std::thread::sleep(Duration::from_millis(200));
+        let (work_done, total) = metrics.progress();
+        bar.set_length(total.max(1));
+        bar.set_position(work_done.min(total));
         let rows = metrics.rows_in();
-        let rate = (rows - last.1) as f64 / last.0.elapsed().as_secs_f64();
-        last = (Instant::now(), rows);
-        eprint!(
-            "\r\x1b[2K[{:>6.1}s] {} rows in ({:.0}/s), {} rows out, {} late",
-            started.elapsed().as_secs_f64(),
-            rows,
-            rate,
-            metrics.rows_out(),
-            metrics.late_rows()
-        );
+        if last.0.elapsed() >= Duration::from_secs(1) {
+            let rate = (rows - last.1) as f64 / last.0.elapsed().as_secs_f64();
+            last = (Instant::now(), rows);
+            bar.set_message(format!(
+                "{rows} rows in ({rate:.0}/s), {} out, {} late",
+                metrics.rows_out(),
+                metrics.late_rows()
+            ));
+        }
     }
-    eprint!("\r\x1b[2K");
+    bar.finish_and_clear();
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "progress reporter stopped"
+    );
 }

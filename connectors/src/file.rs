@@ -64,6 +64,9 @@ impl FileSourceConfig {
 pub struct FileSource {
     config: FileSourceConfig,
     reader: Reader,
+    /// File size and bytes consumed so far (JSON; CSV reports at the end).
+    size: u64,
+    consumed: u64,
 }
 
 enum Reader {
@@ -131,7 +134,13 @@ impl FileSource {
                 ))
             }
         };
-        Ok(Self { config, reader })
+        let size = std::fs::metadata(&config.path).map_or(0, |m| m.len());
+        Ok(Self {
+            config,
+            reader,
+            size,
+            consumed: 0,
+        })
     }
 
     fn error(&self, line: Option<u64>, reason: impl std::fmt::Display) -> OperatorError {
@@ -167,6 +176,7 @@ impl FileSource {
             if read == 0 {
                 break;
             }
+            self.consumed += read as u64;
             *line += 1;
             n += 1;
         }
@@ -216,6 +226,10 @@ impl Source for FileSource {
         format!("file {}", self.config.path.display())
     }
 
+    fn progress(&self) -> Option<(u64, u64)> {
+        Some((self.consumed, self.size))
+    }
+
     fn next_batch(&mut self) -> eddy_operators::Result<Option<RecordBatch>> {
         match &mut self.reader {
             Reader::Json { .. } => loop {
@@ -225,7 +239,10 @@ impl Source for FileSource {
                 }
             },
             Reader::Csv(reader) => match reader.next() {
-                None => Ok(None),
+                None => {
+                    self.consumed = self.size;
+                    Ok(None)
+                }
                 Some(Ok(batch)) => Ok(Some(conform(batch, &self.config.schema)?)),
                 Some(Err(e)) => Err(self.error(None, e)),
             },

@@ -15,6 +15,8 @@ struct Counters {
     rows_out: AtomicU64,
     late_rows: AtomicU64,
     watermark: AtomicU64,
+    progress_done: AtomicU64,
+    progress_total: AtomicU64,
 }
 
 impl JobMetrics {
@@ -34,6 +36,23 @@ impl JobMetrics {
         self.inner
             .watermark
             .fetch_max(wm.max(0) as u64, Ordering::Relaxed);
+    }
+
+    /// A bounded source starts: its total amount of work.
+    pub fn add_progress_total(&self, n: u64) {
+        self.inner.progress_total.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_progress_done(&self, n: u64) {
+        self.inner.progress_done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Work done and total over all bounded sources (0 total if none).
+    pub fn progress(&self) -> (u64, u64) {
+        (
+            self.inner.progress_done.load(Ordering::Relaxed),
+            self.inner.progress_total.load(Ordering::Relaxed),
+        )
     }
 
     /// Rows read by sources.

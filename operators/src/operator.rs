@@ -108,6 +108,12 @@ pub trait Source: Send {
 
     /// The next batch, or `None` once a bounded input is exhausted.
     fn next_batch(&mut self) -> Result<Option<RecordBatch>>;
+
+    /// How far a bounded source has come: `(done, total)` in units of its
+    /// choosing (bytes, events). `None` for unbounded sources.
+    fn progress(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// A destination of record batches.

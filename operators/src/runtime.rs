@@ -280,8 +280,17 @@ fn run_subtask(
 
 fn run_source(source: &mut dyn Source, chain: &mut Chain, metrics: &JobMetrics) -> Result<()> {
     tracing::debug!(source = %source.name(), "source started");
+    let mut reported = 0;
+    if let Some((done, total)) = source.progress() {
+        metrics.add_progress_total(total);
+        reported = done;
+    }
     while let Some(batch) = source.next_batch()? {
         metrics.add_rows_in(batch.num_rows() as u64);
+        if let Some((done, _)) = source.progress() {
+            metrics.add_progress_done(done.saturating_sub(reported));
+            reported = done;
+        }
         chain.push(0, Emit::Data(batch))?;
     }
     // End of a bounded input: close every window, then end the stream.

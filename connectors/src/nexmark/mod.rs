@@ -335,6 +335,10 @@ impl Source for NexmarkSource {
         .to_lowercase()
     }
 
+    fn progress(&self) -> Option<(u64, u64)> {
+        self.config.events.map(|total| (self.next, total))
+    }
+
     fn next_batch(&mut self) -> eddy_operators::Result<Option<RecordBatch>> {
         self.next_record_batch()
             .map_err(|e| OperatorError::Connector(format!("{}: {e}", self.name())))
