@@ -183,8 +183,7 @@ pub(crate) fn run_jobs(jobs: Vec<Job>, session: &Session, state_root: &Path) -> 
     };
     // Jobs into sinks run side by side; bare SELECTs print to the terminal,
     // so they run one after another, in statement order.
-    let (selects, others): (Vec<Job>, Vec<Job>) =
-        jobs.into_iter().partition(|j| j.name.ends_with("-select"));
+    let (selects, others): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.is_select);
     let mut running = Vec::new();
     for job in &others {
         running.push((job.name.clone(), start(job)?));

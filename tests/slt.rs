@@ -88,7 +88,7 @@ impl sqllogictest::DB for EddyDb {
                     rows: text.lines().map(|l| vec![l.to_string()]).collect(),
                 },
                 Outcome::Job(job) => {
-                    let is_select = job.name.ends_with("-select");
+                    let is_select = job.is_select;
                     let collector = self.run_job(&job)?;
                     if is_select {
                         rows(&job, &collector)?

@@ -320,7 +320,23 @@ impl fmt::Display for ScalarExpr {
                         write!(f, "INTERVAL '{}' MILLISECOND", nanos / 1_000_000)
                     }
                 }
-                DataType::Timestamp(..) => write!(f, "TIMESTAMP '{v}'"),
+                DataType::Timestamp(unit, _) => {
+                    use datafusion::arrow::datatypes::TimeUnit;
+                    use datafusion::arrow::temporal_conversions as tc;
+                    let raw: i64 = v.parse().unwrap_or_default();
+                    let dt = match unit {
+                        TimeUnit::Second => tc::timestamp_s_to_datetime(raw),
+                        TimeUnit::Millisecond => tc::timestamp_ms_to_datetime(raw),
+                        TimeUnit::Microsecond => tc::timestamp_us_to_datetime(raw),
+                        TimeUnit::Nanosecond => {
+                            Some(tc::timestamp_ns_to_datetime(raw).unwrap_or_default())
+                        }
+                    };
+                    match dt {
+                        Some(dt) => write!(f, "TIMESTAMP '{}'", dt.format("%Y-%m-%d %H:%M:%S%.f")),
+                        None => write!(f, "TIMESTAMP '{v}'"),
+                    }
+                }
                 _ => write!(f, "{v}"),
             },
             ScalarExpr::Binary { op, left, right } => write!(f, "({left} {} {right})", op.to_df()),

@@ -19,6 +19,8 @@ use crate::plan::{QueryPlanner, sink_schema};
 pub struct Job {
     pub name: String,
     pub graph: PhysicalGraph,
+    /// A bare SELECT, whose rows go to the session's select sink.
+    pub is_select: bool,
 }
 
 /// What one statement did.
@@ -185,7 +187,11 @@ impl Session {
                 self.catalog
                     .create_sink(&s.name, sink_schema(&graph), &s.options, stmt.span)?;
                 let name = self.next_job_name(&s.name.value);
-                Ok(Outcome::Job(Job { name, graph }))
+                Ok(Outcome::Job(Job {
+                    name,
+                    graph,
+                    is_select: false,
+                }))
             }
             StatementKind::Insert(ins) => {
                 let Some(sink) = self.catalog.sink(&ins.target.value).cloned() else {
@@ -211,7 +217,11 @@ impl Session {
                     return Ok(Outcome::Explain(graph.explain()));
                 }
                 let name = self.next_job_name(&sink.name);
-                Ok(Outcome::Job(Job { name, graph }))
+                Ok(Outcome::Job(Job {
+                    name,
+                    graph,
+                    is_select: false,
+                }))
             }
             StatementKind::Query(q) => {
                 let graph = self.plan_query(q, sql, "select", self.select_sink.clone(), None)?;
@@ -219,7 +229,11 @@ impl Session {
                     return Ok(Outcome::Explain(graph.explain()));
                 }
                 let name = self.next_job_name("select");
-                Ok(Outcome::Job(Job { name, graph }))
+                Ok(Outcome::Job(Job {
+                    name,
+                    graph,
+                    is_select: true,
+                }))
             }
             StatementKind::Explain(inner) => {
                 if explain {
