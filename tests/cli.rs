@@ -122,3 +122,29 @@ fn explain_prints_the_dataflow() {
     assert!(text.contains("(parallelism 3)"), "{text}");
     assert!(text.contains("gather"), "{text}");
 }
+
+#[test]
+fn insert_into_a_declared_sink_writes_its_columns_and_types() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bids.json"),
+        "{\"auction\": 7, \"price\": 250, \"date_time\": \"2024-01-01T00:00:00.250Z\"}\n\
+         {\"auction\": 8, \"price\": null, \"date_time\": 1704067201000}\n",
+    )
+    .unwrap();
+    let out = eddy_run(
+        dir.path(),
+        &format!(
+            "{SOURCE}CREATE SINK dollars (item VARCHAR, usd DOUBLE, at TIMESTAMP(3))
+               WITH (connector = 'file', path = 'out/dollars.jsonl', format = 'json');
+             INSERT INTO dollars SELECT auction, price / 100.0, date_time FROM bids;\n"
+        ),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(dir.path().join("out/dollars.jsonl")).unwrap();
+    assert_eq!(
+        text,
+        "{\"item\":\"7\",\"usd\":2.5,\"at\":\"2024-01-01T00:00:00.250Z\"}\n\
+         {\"item\":\"8\",\"usd\":null,\"at\":\"2024-01-01T00:00:01Z\"}\n"
+    );
+}
