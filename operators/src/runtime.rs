@@ -564,3 +564,131 @@ pub fn run_operator_harness(
     drop(chain);
     Ok(rx.try_iter().collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::record_batch::RecordBatch;
+    use eddy_state::MemoryBackend;
+
+    use super::*;
+
+    /// Emits `n` one-row batches, counting them.
+    struct CountingSource {
+        left: usize,
+        produced: Arc<AtomicUsize>,
+    }
+
+    impl Source for CountingSource {
+        fn name(&self) -> String {
+            "counting".into()
+        }
+
+        fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+            if self.left == 0 {
+                return Ok(None);
+            }
+            self.left -= 1;
+            self.produced.fetch_add(1, Ordering::SeqCst);
+            let batch =
+                RecordBatch::try_from_iter([("x", Arc::new(Int64Array::from(vec![1])) as _)])?;
+            Ok(Some(batch))
+        }
+    }
+
+    /// A slow consumer: records how far the source had run ahead of it.
+    struct SlowSink {
+        produced: Arc<AtomicUsize>,
+        consumed: usize,
+        max_ahead: Arc<AtomicUsize>,
+        fail_at: Option<usize>,
+    }
+
+    impl Operator for SlowSink {
+        fn name(&self) -> String {
+            "SlowSink".into()
+        }
+
+        fn process_batch(&mut self, _batch: RecordBatch, _out: &mut Collector) -> Result<()> {
+            self.consumed += 1;
+            if self.fail_at == Some(self.consumed) {
+                return Err(OperatorError::Connector("sink rejected row 3".into()));
+            }
+            let ahead = self.produced.load(Ordering::SeqCst) - self.consumed;
+            self.max_ahead.fetch_max(ahead, Ordering::SeqCst);
+            std::thread::yield_now();
+            Ok(())
+        }
+    }
+
+    fn pipeline(n: usize, fail_at: Option<usize>) -> (Dataflow, Arc<AtomicUsize>) {
+        let produced = Arc::new(AtomicUsize::new(0));
+        let max_ahead = Arc::new(AtomicUsize::new(0));
+        let p = produced.clone();
+        let source: SourceFactory = Box::new(move |_| {
+            Ok(Box::new(CountingSource {
+                left: n,
+                produced: p.clone(),
+            }))
+        });
+        let (p, m) = (produced.clone(), max_ahead.clone());
+        let sink: ChainFactory = Box::new(move |_| {
+            let op = SlowSink {
+                produced: p.clone(),
+                consumed: 0,
+                max_ahead: m.clone(),
+                fail_at,
+            };
+            Ok(vec![Box::new(op) as Box<dyn Operator>])
+        });
+        let stages = vec![
+            Stage {
+                name: "source".into(),
+                parallelism: 1,
+                source: Some(source),
+                operators: Box::new(|_| Ok(vec![])),
+                input: None,
+                operator_ids: vec![],
+            },
+            Stage {
+                name: "sink".into(),
+                parallelism: 1,
+                source: None,
+                operators: sink,
+                input: Some((0, Partitioning::Gather)),
+                operator_ids: vec!["sink".into()],
+            },
+        ];
+        (Dataflow { stages }, max_ahead)
+    }
+
+    #[test]
+    fn a_slow_consumer_holds_the_source_back() {
+        let (dataflow, max_ahead) = pipeline(2_000, None);
+        dataflow
+            .start(Arc::new(MemoryBackend::default()), JobMetrics::default())
+            .unwrap()
+            .join()
+            .unwrap();
+        // The channel holds CHANNEL_CAPACITY batches; one more may be in the
+        // source's hand and one being received. Never the whole input.
+        let ahead = max_ahead.load(Ordering::SeqCst);
+        assert!(
+            ahead <= CHANNEL_CAPACITY + 2,
+            "source ran {ahead} batches ahead"
+        );
+    }
+
+    #[test]
+    fn the_failing_task_is_reported_not_its_neighbours() {
+        let (dataflow, _) = pipeline(1_000, Some(3));
+        let err = dataflow
+            .start(Arc::new(MemoryBackend::default()), JobMetrics::default())
+            .unwrap()
+            .join()
+            .unwrap_err();
+        assert_eq!(err.to_string(), "sink: sink rejected row 3");
+    }
+}
