@@ -98,7 +98,6 @@ impl Dataflow {
         state: Arc<dyn StateBackend>,
         metrics: JobMetrics,
     ) -> Result<RunningDataflow> {
-        let n = self.stages.len();
         // inputs[s][j]: receivers of subtask j of stage s, one per upstream subtask.
         let mut inputs: Vec<Vec<Vec<Receiver<Message>>>> = self
             .stages
@@ -198,7 +197,6 @@ impl Dataflow {
                 handles.push((task_name, handle));
             }
         }
-        debug_assert!(n == 0 || !handles.is_empty());
         Ok(RunningDataflow { handles, metrics })
     }
 }
@@ -407,13 +405,14 @@ pub struct OutEdge {
 }
 
 impl OutEdge {
-    fn send_data(&self, batch: Arc<datafusion::arrow::record_batch::RecordBatch>) -> Result<()> {
+    fn send_data(&self, batch: &datafusion::arrow::record_batch::RecordBatch) -> Result<()> {
         match &self.partitioning {
+            // Cloning a batch clones reference-counted buffers, not data.
             Partitioning::Forward | Partitioning::Gather => {
-                send(&self.senders[0], Message::Data((*batch).clone()))
+                send(&self.senders[0], Message::Data(batch.clone()))
             }
             Partitioning::Hash(keys) => {
-                for (target, part) in hash_partition(&batch, keys, self.senders.len())? {
+                for (target, part) in hash_partition(batch, keys, self.senders.len())? {
                     send(&self.senders[target], Message::Data(part))?;
                 }
                 Ok(())
@@ -470,9 +469,8 @@ impl Chain {
     fn emit(&mut self, item: Emit) -> Result<()> {
         match item {
             Emit::Data(batch) => {
-                let batch = Arc::new(batch);
                 for edge in &self.outputs {
-                    edge.send_data(batch.clone())?;
+                    edge.send_data(&batch)?;
                 }
                 Ok(())
             }
