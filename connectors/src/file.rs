@@ -244,7 +244,27 @@ impl Source for FileSource {
                     Ok(None)
                 }
                 Some(Ok(batch)) => Ok(Some(conform(batch, &self.config.schema)?)),
-                Some(Err(e)) => Err(self.error(None, e)),
+                Some(Err(e)) => {
+                    // arrow-csv counts data rows ("at line N" is the N-th
+                    // row after the header); report the line of the file.
+                    let text = e.to_string();
+                    let text = text.strip_prefix("Parser error: ").unwrap_or(&text);
+                    match text.split_once(" at line ") {
+                        Some((reason, rest)) => {
+                            let digits: String =
+                                rest.chars().take_while(char::is_ascii_digit).collect();
+                            let after = rest[digits.len()..].trim_start_matches('.').trim();
+                            let line = digits.parse::<u64>().ok().map(|n| n + 1);
+                            let reason = if after.is_empty() {
+                                reason.to_string()
+                            } else {
+                                format!("{reason} ({after})")
+                            };
+                            Err(self.error(line, reason))
+                        }
+                        None => Err(self.error(None, text)),
+                    }
+                }
             },
         }
     }
@@ -399,10 +419,20 @@ mod tests {
         )
         .unwrap();
         assert!(out.contains("| b | 2024-01-01T00:00:02 |   |"), "{out}");
-        let err = read_all(FileFormat::Csv, "k,ts,v\na,2024-01-01T00:00:01,x\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("/in") && err.contains("line"), "{err}");
+        // The third line of the file is the second data row; batches of 2.
+        let text = "k,ts,v\na,2024-01-01T00:00:01,1\nb,2024-01-01T00:00:01,x\n";
+        let err = read_all(FileFormat::Csv, text).unwrap_err().to_string();
+        assert!(
+            err.contains("/in at line 3: Error while parsing value 'x'"),
+            "{err}"
+        );
+        let text =
+            "k,ts,v\na,2024-01-01T00:00:01,1\nb,2024-01-01T00:00:01,2\nc,2024-01-01T00:00:01,z\n";
+        let err = read_all(FileFormat::Csv, text).unwrap_err().to_string();
+        assert!(
+            err.contains("/in at line 4: Error while parsing value 'z'"),
+            "{err}"
+        );
     }
 
     #[test]

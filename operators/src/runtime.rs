@@ -183,10 +183,11 @@ impl Dataflow {
                             state,
                             metrics,
                         );
+                        // The caller of `join` reports the error; log it for tracing only.
                         if let Err(e) = &result
                             && !e.is_secondary()
                         {
-                            tracing::error!(task = %name, error = %e, "task failed");
+                            tracing::debug!(task = %name, error = %e, "task failed");
                         }
                         result.map_err(|e| OperatorError::InTask {
                             task: name,
