@@ -143,7 +143,7 @@ fn run_file(
     for outcome in outcomes {
         match outcome {
             Outcome::Created(name) => tracing::info!("created {name}"),
-            Outcome::Explain(text) => print!("{text}"),
+            Outcome::Explain(text) | Outcome::Info(text) => print!("{text}"),
             Outcome::Job(job) => jobs.push(job),
         }
     }

@@ -83,7 +83,7 @@ impl sqllogictest::DB for EddyDb {
         for outcome in outcomes {
             output = match outcome {
                 Outcome::Created(_) => DBOutput::StatementComplete(0),
-                Outcome::Explain(text) => DBOutput::Rows {
+                Outcome::Explain(text) | Outcome::Info(text) => DBOutput::Rows {
                     types: vec![DefaultColumnType::Text],
                     rows: text.lines().map(|l| vec![l.to_string()]).collect(),
                 },

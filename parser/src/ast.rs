@@ -45,9 +45,72 @@ pub struct Statement {
 pub enum StatementKind {
     CreateSource(CreateSource),
     CreateSink(CreateSink),
+    /// `CREATE [MATERIALIZED] VIEW name [(columns)] AS query`.
+    CreateView(CreateView),
     Insert(Insert),
     Query(Query),
     Explain(Box<Statement>),
+    /// `DROP SOURCE|SINK|VIEW|MATERIALIZED VIEW [IF EXISTS] name`.
+    Drop(Drop),
+    /// `SHOW SOURCES|SINKS|VIEWS|JOBS`.
+    Show(ShowKind),
+    /// `DESCRIBE name`.
+    Describe(Ident),
+    /// `SET key = value`.
+    Set(SqlOption),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateView {
+    pub name: Ident,
+    pub materialized: bool,
+    pub columns: Vec<Ident>,
+    pub query: Query,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectKind {
+    Source,
+    Sink,
+    View,
+    MaterializedView,
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Source => "SOURCE",
+            ObjectKind::Sink => "SINK",
+            ObjectKind::View => "VIEW",
+            ObjectKind::MaterializedView => "MATERIALIZED VIEW",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drop {
+    pub kind: ObjectKind,
+    pub if_exists: bool,
+    pub name: Ident,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShowKind {
+    Sources,
+    Sinks,
+    Views,
+    Jobs,
+}
+
+impl ShowKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShowKind::Sources => "SOURCES",
+            ShowKind::Sinks => "SINKS",
+            ShowKind::Views => "VIEWS",
+            ShowKind::Jobs => "JOBS",
+        }
+    }
 }
 
 /// `CREATE SOURCE name (columns [, WATERMARK FOR col AS expr]) WITH (options)`
@@ -57,6 +120,8 @@ pub struct CreateSource {
     pub name: Ident,
     pub columns: Vec<ColumnDef>,
     pub watermark: Option<Watermark>,
+    /// `PRIMARY KEY (cols) NOT ENFORCED`.
+    pub primary_key: Vec<Ident>,
     pub options: Vec<SqlOption>,
 }
 
@@ -127,11 +192,49 @@ pub enum DataTypeKind {
     },
 }
 
-/// `SELECT items FROM from [WHERE ..] [GROUP BY ..] [HAVING ..]`.
+/// A query: `[WITH ctes] body [ORDER BY ..] [LIMIT n]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Query {
+    pub with: Vec<Cte>,
+    pub body: SetExpr,
+    pub order_by: Vec<OrderByExpr>,
+    pub limit: Option<Expr>,
+    pub span: Span,
+}
+
+/// `name [(columns)] AS (query)` in a `WITH` clause.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cte {
+    pub alias: TableAlias,
+    pub query: Query,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SetExpr {
+    Select(Box<Select>),
+    /// `left UNION ALL right`.
+    UnionAll {
+        left: Box<SetExpr>,
+        right: Box<SetExpr>,
+    },
+    /// `( query )` as an operand of a set operation.
+    Query(Box<Query>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderByExpr {
+    pub expr: Expr,
+    /// `Some(true)` for ASC, `Some(false)` for DESC, `None` if unsaid.
+    pub asc: Option<bool>,
+}
+
+/// `SELECT [DISTINCT] items FROM from [WHERE ..] [GROUP BY ..] [HAVING ..]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Select {
+    pub distinct: bool,
     pub projection: Vec<SelectItem>,
-    pub from: TableRef,
+    /// Comma-separated FROM items (a comma is a cross join).
+    pub from: Vec<TableRef>,
     pub selection: Option<Expr>,
     pub group_by: Vec<Expr>,
     pub having: Option<Expr>,
@@ -151,8 +254,17 @@ pub enum SelectItem {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableRef {
     pub kind: TableRefKind,
-    pub alias: Option<Ident>,
+    pub alias: Option<TableAlias>,
+    /// `FOR SYSTEM_TIME AS OF expr` (a temporal join's version time).
+    pub for_system_time: Option<Expr>,
     pub span: Span,
+}
+
+/// `[AS] name [(col, ...)]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableAlias {
+    pub name: Ident,
+    pub columns: Vec<Ident>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,20 +274,79 @@ pub enum TableRefKind {
     /// `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), size))` or the short form
     /// `TUMBLE(t, ts, size)`.
     Window(WindowTvf),
+    /// `( query )`.
+    Subquery(Box<Query>),
+    /// `left [INNER|LEFT|RIGHT|FULL [OUTER]|CROSS] JOIN right [ON ..|USING (..)]`.
+    Join(Box<Join>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Join {
+    pub left: TableRef,
+    pub right: TableRef,
+    pub kind: JoinKind,
+    pub constraint: JoinConstraint,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JoinKind {
+    Inner,
+    Left,
+    Right,
+    Full,
+    Cross,
+}
+
+impl JoinKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinKind::Inner => "JOIN",
+            JoinKind::Left => "LEFT JOIN",
+            JoinKind::Right => "RIGHT JOIN",
+            JoinKind::Full => "FULL JOIN",
+            JoinKind::Cross => "CROSS JOIN",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum JoinConstraint {
+    On(Expr),
+    Using(Vec<Ident>),
+    None,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowTvf {
     pub kind: WindowKind,
     pub table: Ident,
+    /// `SESSION(TABLE t PARTITION BY k, ...)`: the partition keys.
+    pub partition_by: Vec<Ident>,
     pub time_column: Ident,
-    /// The interval arguments in order (`size` for TUMBLE).
+    /// The interval arguments in order (TUMBLE: size; HOP: slide, size;
+    /// SESSION: gap; CUMULATE: step, size).
     pub args: Vec<Expr>,
+    /// Flink's form `TABLE(F(TABLE t, DESCRIPTOR(ts), ..))` or the short one.
+    pub flink_form: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WindowKind {
     Tumble,
+    Hop,
+    Session,
+    Cumulate,
+}
+
+impl WindowKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WindowKind::Tumble => "TUMBLE",
+            WindowKind::Hop => "HOP",
+            WindowKind::Session => "SESSION",
+            WindowKind::Cumulate => "CUMULATE",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,24 +373,87 @@ pub enum ExprKind {
         expr: Box<Expr>,
         negated: bool,
     },
-    /// `name(args)`, `name(*)`, `name(DISTINCT args)`.
-    Function {
-        name: Ident,
-        args: Vec<Expr>,
-        star: bool,
-        distinct: bool,
+    /// `expr IS [NOT] TRUE|FALSE`.
+    IsBool {
+        expr: Box<Expr>,
+        value: bool,
+        negated: bool,
+    },
+    /// `expr [NOT] IN (list)`.
+    InList {
+        expr: Box<Expr>,
+        list: Vec<Expr>,
+        negated: bool,
+    },
+    /// `expr [NOT] BETWEEN low AND high`.
+    Between {
+        expr: Box<Expr>,
+        low: Box<Expr>,
+        high: Box<Expr>,
+        negated: bool,
+    },
+    /// `expr [NOT] LIKE|ILIKE pattern`.
+    Like {
+        expr: Box<Expr>,
+        pattern: Box<Expr>,
+        negated: bool,
+        case_insensitive: bool,
+    },
+    /// `name(args)`, `name(*)`, `name(DISTINCT args)`, with optional
+    /// `FILTER (WHERE ..)` and `OVER (..)`.
+    Function(Function),
+    /// `EXTRACT(field FROM expr)`.
+    Extract {
+        field: Ident,
+        expr: Box<Expr>,
     },
     Case {
         operand: Option<Box<Expr>>,
         branches: Vec<(Expr, Expr)>,
         else_result: Option<Box<Expr>>,
     },
+    /// `CAST(expr AS type)`, or `expr::type` when `shorthand`.
     Cast {
         expr: Box<Expr>,
         data_type: DataType,
+        shorthand: bool,
     },
     /// `( expr )`, kept so that printing round-trips.
     Nested(Box<Expr>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Function {
+    pub name: Ident,
+    pub args: Vec<Expr>,
+    pub star: bool,
+    pub distinct: bool,
+    pub filter: Option<Box<Expr>>,
+    pub over: Option<WindowSpec>,
+}
+
+/// `OVER (PARTITION BY .. ORDER BY .. [frame])`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowSpec {
+    pub partition_by: Vec<Expr>,
+    pub order_by: Vec<OrderByExpr>,
+    pub frame: Option<WindowFrame>,
+}
+
+/// `ROWS|RANGE BETWEEN start AND end` (or just `start`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowFrame {
+    pub rows: bool,
+    pub start: FrameBound,
+    pub end: Option<FrameBound>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FrameBound {
+    CurrentRow,
+    /// `n PRECEDING` / `INTERVAL .. PRECEDING`; `None` is UNBOUNDED.
+    Preceding(Option<Box<Expr>>),
+    Following(Option<Box<Expr>>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -250,6 +484,16 @@ pub enum IntervalUnit {
 }
 
 impl IntervalUnit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntervalUnit::Millisecond => "MILLISECOND",
+            IntervalUnit::Second => "SECOND",
+            IntervalUnit::Minute => "MINUTE",
+            IntervalUnit::Hour => "HOUR",
+            IntervalUnit::Day => "DAY",
+        }
+    }
+
     pub fn millis(self) -> i64 {
         match self {
             IntervalUnit::Millisecond => 1,
@@ -319,4 +563,49 @@ pub enum UnaryOp {
     Not,
     Minus,
     Plus,
+}
+
+impl Expr {
+    /// The direct sub-expressions, in source order (for visitors).
+    pub fn children(&self) -> Vec<&Expr> {
+        match &self.kind {
+            ExprKind::Identifier(_) | ExprKind::Literal(_) => vec![],
+            ExprKind::Binary { left, right, .. } => vec![left, right],
+            ExprKind::Unary { expr, .. }
+            | ExprKind::IsNull { expr, .. }
+            | ExprKind::IsBool { expr, .. }
+            | ExprKind::Cast { expr, .. }
+            | ExprKind::Extract { expr, .. }
+            | ExprKind::Nested(expr) => vec![expr],
+            ExprKind::InList { expr, list, .. } => {
+                std::iter::once(expr.as_ref()).chain(list).collect()
+            }
+            ExprKind::Between {
+                expr, low, high, ..
+            } => vec![expr, low, high],
+            ExprKind::Like { expr, pattern, .. } => vec![expr, pattern],
+            ExprKind::Function(f) => {
+                let mut out: Vec<&Expr> = f.args.iter().collect();
+                out.extend(f.filter.as_deref());
+                if let Some(w) = &f.over {
+                    out.extend(&w.partition_by);
+                    out.extend(w.order_by.iter().map(|o| &o.expr));
+                }
+                out
+            }
+            ExprKind::Case {
+                operand,
+                branches,
+                else_result,
+            } => {
+                let mut out: Vec<&Expr> = operand.iter().map(|o| o.as_ref()).collect();
+                for (w, t) in branches {
+                    out.push(w);
+                    out.push(t);
+                }
+                out.extend(else_result.as_deref());
+                out
+            }
+        }
+    }
 }

@@ -33,9 +33,19 @@ pub use grammar::MAX_NESTING;
 use ast::{Expr, Span, Statement};
 use grammar::{GrammarError, Input};
 
-/// Parses a file: statements separated by `;`.
+/// Parses a file: statements separated by `;`. Stops at the first error.
 pub fn parse_statements(sql: &str) -> Result<Vec<Statement>, ParseError> {
     run(sql, grammar::statements)
+}
+
+/// Parses a file, recovering after each syntax error at the next
+/// statement: every statement that parses, and every error, in order.
+pub fn parse_statements_lenient(sql: &str) -> (Vec<Statement>, Vec<ParseError>) {
+    let (statements, errors) = grammar::statements_lenient(sql);
+    (
+        statements,
+        errors.into_iter().map(|e| to_parse_error(sql, e)).collect(),
+    )
 }
 
 /// Parses a single expression (the whole input).

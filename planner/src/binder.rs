@@ -7,7 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, IntervalMonthDayNano, TimeUnit};
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{Column, DFSchema, DFSchemaRef, ScalarValue};
-use datafusion::logical_expr::expr::{AggregateFunction, Case, Cast, ScalarFunction};
+use datafusion::logical_expr::expr::{AggregateFunction, Case, Cast, Like, ScalarFunction};
 use datafusion::logical_expr::{AggregateUDF, BinaryExpr, Expr, ExprSchemable, Operator};
 use datafusion::optimizer::analyzer::type_coercion::TypeCoercionRewriter;
 use eddy_parser::ast::{self, BinaryOp, DataTypeKind, ExprKind, Literal, Span, UnaryOp};
@@ -114,8 +114,10 @@ impl Binder<'_> {
     }
 
     pub fn is_aggregate_call(&self, e: &ast::Expr) -> bool {
-        matches!(&e.kind, ExprKind::Function { name, .. }
-            if self.functions.aggregate(&name.value).is_some() && self.functions.scalar(&name.value).is_none())
+        matches!(&e.kind, ExprKind::Function(f)
+            if f.over.is_none()
+                && self.functions.aggregate(&f.name.value).is_some()
+                && self.functions.scalar(&f.name.value).is_none())
     }
 
     /// Calls `f` on every aggregate call in `e` (not descending into them).
@@ -124,45 +126,30 @@ impl Binder<'_> {
             f(e);
             return;
         }
-        match &e.kind {
-            ExprKind::Binary { left, right, .. } => {
-                self.visit_aggregates(left, f);
-                self.visit_aggregates(right, f);
-            }
-            ExprKind::Unary { expr, .. }
-            | ExprKind::IsNull { expr, .. }
-            | ExprKind::Cast { expr, .. } => self.visit_aggregates(expr, f),
-            ExprKind::Nested(inner) => self.visit_aggregates(inner, f),
-            ExprKind::Function { args, .. } => {
-                args.iter().for_each(|a| self.visit_aggregates(a, f))
-            }
-            ExprKind::Case {
-                operand,
-                branches,
-                else_result,
-            } => {
-                operand.iter().for_each(|o| self.visit_aggregates(o, f));
-                for (w, t) in branches {
-                    self.visit_aggregates(w, f);
-                    self.visit_aggregates(t, f);
-                }
-                else_result.iter().for_each(|e| self.visit_aggregates(e, f));
-            }
-            ExprKind::Identifier(_) | ExprKind::Literal(_) => {}
+        for child in e.children() {
+            self.visit_aggregates(child, f);
         }
     }
 
     /// Binds an aggregate call's function and arguments.
     pub fn bind_aggregate(&self, e: &ast::Expr, scope: &Scope) -> Result<BoundAggregate> {
-        let ExprKind::Function {
+        let ExprKind::Function(ast::Function {
             name,
             args,
             star,
             distinct,
-        } = &e.kind
+            filter,
+            ..
+        }) = &e.kind
         else {
             return Err(PlanError::internal("not an aggregate call"));
         };
+        if let Some(f) = filter {
+            return Err(PlanError::not_supported(
+                "FILTER (WHERE ...) on aggregates",
+                f.span,
+            ));
+        }
         let udaf = self
             .functions
             .aggregate(&name.value)
@@ -252,15 +239,154 @@ impl Binder<'_> {
                     .map(|x| bind(x).map(Box::new))
                     .transpose()?,
             )),
-            ExprKind::Cast { expr, data_type } => {
-                Expr::Cast(Cast::new(Box::new(bind(expr)?), sql_type(data_type)))
+            ExprKind::Cast {
+                expr, data_type, ..
+            } => Expr::Cast(Cast::new(Box::new(bind(expr)?), sql_type(data_type))),
+            ExprKind::IsBool {
+                expr,
+                value,
+                negated,
+            } => {
+                let inner = Box::new(bind(expr)?);
+                match (value, negated) {
+                    (true, false) => Expr::IsTrue(inner),
+                    (true, true) => Expr::IsNotTrue(inner),
+                    (false, false) => Expr::IsFalse(inner),
+                    (false, true) => Expr::IsNotFalse(inner),
+                }
             }
-            ExprKind::Function {
+            ExprKind::InList {
+                expr,
+                list,
+                negated,
+            } => {
+                // `x IN (a, b)` is `x = a OR x = b`, NULLs included.
+                let x = bind(expr)?;
+                let mut any: Option<Expr> = None;
+                for item in list {
+                    let eq = Expr::BinaryExpr(BinaryExpr::new(
+                        Box::new(x.clone()),
+                        Operator::Eq,
+                        Box::new(bind(item)?),
+                    ));
+                    any = Some(match any {
+                        None => eq,
+                        Some(prev) => Expr::BinaryExpr(BinaryExpr::new(
+                            Box::new(prev),
+                            Operator::Or,
+                            Box::new(eq),
+                        )),
+                    });
+                }
+                let any =
+                    any.ok_or_else(|| PlanError::user("IN needs at least one value", e.span))?;
+                if *negated {
+                    Expr::Not(Box::new(any))
+                } else {
+                    any
+                }
+            }
+            ExprKind::Between {
+                expr,
+                low,
+                high,
+                negated,
+            } => {
+                let x = bind(expr)?;
+                let ge = Expr::BinaryExpr(BinaryExpr::new(
+                    Box::new(x.clone()),
+                    Operator::GtEq,
+                    Box::new(bind(low)?),
+                ));
+                let le = Expr::BinaryExpr(BinaryExpr::new(
+                    Box::new(x),
+                    Operator::LtEq,
+                    Box::new(bind(high)?),
+                ));
+                let both =
+                    Expr::BinaryExpr(BinaryExpr::new(Box::new(ge), Operator::And, Box::new(le)));
+                if *negated {
+                    Expr::Not(Box::new(both))
+                } else {
+                    both
+                }
+            }
+            ExprKind::Like {
+                expr,
+                pattern,
+                negated,
+                case_insensitive,
+            } => Expr::Like(Like::new(
+                *negated,
+                Box::new(bind(expr)?),
+                Box::new(bind(pattern)?),
+                None,
+                *case_insensitive,
+            )),
+            ExprKind::Extract { field, expr } => {
+                let udf = self
+                    .functions
+                    .scalar("date_part")
+                    .ok_or_else(|| PlanError::internal("date_part is missing"))?;
+                let part = Expr::Literal(ScalarValue::Utf8(Some(field.value.clone())), None);
+                Expr::ScalarFunction(ScalarFunction::new_udf(udf, vec![part, bind(expr)?]))
+            }
+            ExprKind::Function(ast::Function {
                 name,
                 args,
                 star,
                 distinct,
-            } => {
+                filter,
+                over,
+            }) => {
+                if let Some(w) = over {
+                    let span = w.partition_by.first().map_or(e.span, |p| p.span);
+                    return Err(PlanError::not_supported(
+                        format!("{}(...) OVER (...) windows", name.value.to_uppercase()),
+                        span.union(e.span),
+                    ));
+                }
+                if let Some(f) = filter {
+                    return Err(PlanError::not_supported(
+                        "FILTER (WHERE ...) on aggregates",
+                        f.span,
+                    ));
+                }
+                let legacy = [
+                    "tumble",
+                    "hop",
+                    "session",
+                    "cumulate",
+                    "tumble_start",
+                    "tumble_end",
+                    "hop_start",
+                    "hop_end",
+                    "session_start",
+                    "session_end",
+                    "tumble_rowtime",
+                    "hop_rowtime",
+                    "session_rowtime",
+                ];
+                if legacy.contains(&name.value.as_str()) {
+                    return Err(PlanError::not_supported(
+                        format!(
+                            "the group window function {}(...); use the window table function FROM TABLE({}(TABLE t, DESCRIPTOR(ts), ...)) with window_start and window_end",
+                            name.value.to_uppercase(),
+                            name.value
+                                .split('_')
+                                .next()
+                                .unwrap_or("tumble")
+                                .to_uppercase()
+                        ),
+                        name.span,
+                    ));
+                }
+                if name.value == "proctime" {
+                    return Err(PlanError::not_supported(
+                        "PROCTIME() (processing-time attributes)",
+                        e.span,
+                    ));
+                }
                 if self.is_aggregate_call(e) {
                     return match aggs {
                         AggMode::Forbidden(clause) => Err(PlanError::user(

@@ -90,6 +90,16 @@ impl Catalog {
         self.sinks.keys().map(String::as_str)
     }
 
+    /// Removes a source; false if there was none.
+    pub fn drop_source(&mut self, name: &str) -> bool {
+        self.sources.remove(name).is_some()
+    }
+
+    /// Removes a sink; false if there was none.
+    pub fn drop_sink(&mut self, name: &str) -> bool {
+        self.sinks.remove(name).is_some()
+    }
+
     fn check_free(&self, name: &ast::Ident) -> Result<()> {
         if self.sources.contains_key(&name.value) || self.sinks.contains_key(&name.value) {
             return Err(PlanError::user(
@@ -107,6 +117,12 @@ impl Catalog {
         span: Span,
     ) -> Result<String> {
         self.check_free(&s.name)?;
+        if let Some(k) = s.primary_key.first() {
+            return Err(PlanError::not_supported(
+                "PRIMARY KEY on a source (upsert sources)",
+                k.span,
+            ));
+        }
         let schema = Arc::new(columns_schema(&s.columns)?);
         let watermark = match &s.watermark {
             None => None,

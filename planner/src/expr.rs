@@ -41,6 +41,18 @@ pub enum ScalarExpr {
     Negative(Box<ScalarExpr>),
     IsNull(Box<ScalarExpr>),
     IsNotNull(Box<ScalarExpr>),
+    /// `expr IS [NOT] TRUE|FALSE`.
+    IsBool {
+        expr: Box<ScalarExpr>,
+        value: bool,
+        negated: bool,
+    },
+    Like {
+        expr: Box<ScalarExpr>,
+        pattern: Box<ScalarExpr>,
+        negated: bool,
+        case_insensitive: bool,
+    },
     Case {
         operand: Option<Box<ScalarExpr>>,
         when_then: Vec<(ScalarExpr, ScalarExpr)>,
@@ -199,6 +211,32 @@ impl ScalarExpr {
             Expr::Negative(e) => ScalarExpr::Negative(rec(e)?),
             Expr::IsNull(e) => ScalarExpr::IsNull(rec(e)?),
             Expr::IsNotNull(e) => ScalarExpr::IsNotNull(rec(e)?),
+            Expr::IsTrue(e) => ScalarExpr::IsBool {
+                expr: rec(e)?,
+                value: true,
+                negated: false,
+            },
+            Expr::IsNotTrue(e) => ScalarExpr::IsBool {
+                expr: rec(e)?,
+                value: true,
+                negated: true,
+            },
+            Expr::IsFalse(e) => ScalarExpr::IsBool {
+                expr: rec(e)?,
+                value: false,
+                negated: false,
+            },
+            Expr::IsNotFalse(e) => ScalarExpr::IsBool {
+                expr: rec(e)?,
+                value: false,
+                negated: true,
+            },
+            Expr::Like(l) if l.escape_char.is_none() => ScalarExpr::Like {
+                expr: rec(&l.expr)?,
+                pattern: rec(&l.pattern)?,
+                negated: l.negated,
+                case_insensitive: l.case_insensitive,
+            },
             Expr::Case(c) => ScalarExpr::Case {
                 operand: c.expr.as_deref().map(rec).transpose()?,
                 when_then: c
@@ -247,6 +285,31 @@ impl ScalarExpr {
             ScalarExpr::Negative(e) => Expr::Negative(rec(e)?),
             ScalarExpr::IsNull(e) => Expr::IsNull(rec(e)?),
             ScalarExpr::IsNotNull(e) => Expr::IsNotNull(rec(e)?),
+            ScalarExpr::IsBool {
+                expr,
+                value,
+                negated,
+            } => {
+                let e = rec(expr)?;
+                match (value, negated) {
+                    (true, false) => Expr::IsTrue(e),
+                    (true, true) => Expr::IsNotTrue(e),
+                    (false, false) => Expr::IsFalse(e),
+                    (false, true) => Expr::IsNotFalse(e),
+                }
+            }
+            ScalarExpr::Like {
+                expr,
+                pattern,
+                negated,
+                case_insensitive,
+            } => Expr::Like(datafusion::logical_expr::expr::Like::new(
+                *negated,
+                rec(expr)?,
+                rec(pattern)?,
+                None,
+                *case_insensitive,
+            )),
             ScalarExpr::Case {
                 operand,
                 when_then,
@@ -344,6 +407,31 @@ impl fmt::Display for ScalarExpr {
             ScalarExpr::Negative(e) => write!(f, "-{e}"),
             ScalarExpr::IsNull(e) => write!(f, "{e} IS NULL"),
             ScalarExpr::IsNotNull(e) => write!(f, "{e} IS NOT NULL"),
+            ScalarExpr::IsBool {
+                expr,
+                value,
+                negated,
+            } => {
+                let not = if *negated { "NOT " } else { "" };
+                write!(
+                    f,
+                    "{expr} IS {not}{}",
+                    if *value { "TRUE" } else { "FALSE" }
+                )
+            }
+            ScalarExpr::Like {
+                expr,
+                pattern,
+                negated,
+                case_insensitive,
+            } => {
+                let not = if *negated { "NOT " } else { "" };
+                write!(
+                    f,
+                    "{expr} {not}{} {pattern}",
+                    if *case_insensitive { "ILIKE" } else { "LIKE" }
+                )
+            }
             ScalarExpr::Case {
                 operand,
                 when_then,

@@ -15,7 +15,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema};
 use datafusion::logical_expr::expr::{Cast, ScalarFunction};
 use datafusion::logical_expr::{Expr, Operator};
-use eddy_parser::ast::{self, ExprKind, SelectItem, Span, TableRefKind, WindowKind};
+use eddy_parser::ast::{self, ExprKind, SelectItem, SetExpr, Span, TableRefKind, WindowKind};
 
 use crate::binder::{
     AggMode, Binder, BoundAggregate, Scope, coerce, coerce_aggregate, interval_millis,
@@ -185,7 +185,38 @@ impl QueryPlanner<'_> {
         self.binder.functions
     }
 
+    /// Plans a query. What streaming cannot run yet is rejected with
+    /// `not supported yet: <feature>` at the feature's position.
     pub fn plan(&self, q: &ast::Query) -> Result<QueryPlan> {
+        if let Some(cte) = q.with.first() {
+            return Err(PlanError::not_supported(
+                "WITH (common table expressions)",
+                cte.alias.name.span,
+            ));
+        }
+        if let Some(o) = q.order_by.first() {
+            return Err(PlanError::not_supported(
+                "ORDER BY on a stream (use it inside OVER or a Top-N)",
+                o.expr.span,
+            ));
+        }
+        if let Some(l) = &q.limit {
+            return Err(PlanError::not_supported("LIMIT on a stream", l.span));
+        }
+        match &q.body {
+            SetExpr::Select(s) => self.plan_select(s),
+            SetExpr::Query(inner) => self.plan(inner),
+            SetExpr::UnionAll { .. } => Err(PlanError::not_supported("UNION ALL", q.span)),
+        }
+    }
+
+    fn plan_select(&self, q: &ast::Select) -> Result<QueryPlan> {
+        if q.distinct {
+            return Err(PlanError::not_supported(
+                "SELECT DISTINCT (an updating deduplication)",
+                q.span,
+            ));
+        }
         let from = self.resolve_from(&q.from)?;
         let mut builder = GraphBuilder::default();
         let source_schema = from.source.schema.as_ref().clone();
@@ -248,10 +279,40 @@ impl QueryPlanner<'_> {
         self.plan_window_aggregate(q, &from, builder, input, filter, &aggregate_calls)
     }
 
-    fn resolve_from(&self, t: &ast::TableRef) -> Result<From<'_>> {
+    fn resolve_from(&self, items: &[ast::TableRef]) -> Result<From<'_>> {
+        if let Some(second) = items.get(1) {
+            return Err(PlanError::not_supported(
+                "comma joins (several tables in FROM)",
+                second.span,
+            ));
+        }
+        let Some(t) = items.first() else {
+            return Err(PlanError::internal("a SELECT without FROM"));
+        };
+        if let Some(e) = &t.for_system_time {
+            return Err(PlanError::not_supported(
+                "FOR SYSTEM_TIME AS OF (temporal joins)",
+                e.span,
+            ));
+        }
+        if let Some(a) = t.alias.as_ref().filter(|a| !a.columns.is_empty()) {
+            return Err(PlanError::not_supported(
+                "column aliases on a FROM item",
+                a.columns[0].span,
+            ));
+        }
         let (name, window) = match &t.kind {
             TableRefKind::Named(name) => (name, None),
             TableRefKind::Window(tvf) => (&tvf.table, Some(tvf)),
+            TableRefKind::Subquery(_) => {
+                return Err(PlanError::not_supported("subqueries in FROM", t.span));
+            }
+            TableRefKind::Join(j) => {
+                return Err(PlanError::not_supported(
+                    format!("{} (joins)", j.kind.as_str()),
+                    t.span,
+                ));
+            }
         };
         let source = self.catalog.source(&name.value).ok_or_else(|| {
             let names: Vec<&str> = self.catalog.source_names().collect();
@@ -269,7 +330,7 @@ impl QueryPlanner<'_> {
         let qualifier = t
             .alias
             .as_ref()
-            .map_or(name.value.clone(), |a| a.value.clone());
+            .map_or(name.value.clone(), |a| a.name.value.clone());
         let mut fields: Vec<Field> = source
             .schema
             .fields()
@@ -279,7 +340,18 @@ impl QueryPlanner<'_> {
         let window = match window {
             None => None,
             Some(tvf) => {
-                let WindowKind::Tumble = tvf.kind;
+                if tvf.kind != WindowKind::Tumble {
+                    return Err(PlanError::not_supported(
+                        format!("{} windows", tvf.kind.as_str()),
+                        t.span,
+                    ));
+                }
+                if let Some(k) = tvf.partition_by.first() {
+                    return Err(PlanError::not_supported(
+                        "PARTITION BY in a window function",
+                        k.span,
+                    ));
+                }
                 let [size] = tvf.args.as_slice() else {
                     let span = tvf.args.get(1).map_or(t.span, |a| a.span);
                     return Err(PlanError::not_supported(
@@ -412,7 +484,7 @@ impl QueryPlanner<'_> {
     /// coercion (window columns, group keys).
     fn select_items(
         &self,
-        q: &ast::Query,
+        q: &ast::Select,
         scope: &Scope,
         aggs: AggMode<'_>,
         rewrite: &dyn Fn(Expr) -> Result<Expr>,
@@ -422,7 +494,7 @@ impl QueryPlanner<'_> {
 
     fn select_items_over(
         &self,
-        q: &ast::Query,
+        q: &ast::Select,
         scope: &Scope,
         aggs: AggMode<'_>,
         rewrite: &dyn Fn(Expr) -> Result<Expr>,
@@ -446,7 +518,7 @@ impl QueryPlanner<'_> {
                     let name = match (alias, &expr.kind) {
                         (Some(a), _) => a.value.clone(),
                         (None, ExprKind::Identifier(parts)) => parts[parts.len() - 1].value.clone(),
-                        (None, ExprKind::Function { name, .. }) => name.value.clone(),
+                        (None, ExprKind::Function(f)) => f.name.value.clone(),
                         (None, _) => format!("EXPR${i}"),
                     };
                     items.push((bound, field.with_name(unique(&name, &mut used)), expr.span));
@@ -458,7 +530,7 @@ impl QueryPlanner<'_> {
 
     fn plan_window_aggregate(
         &self,
-        q: &ast::Query,
+        q: &ast::Select,
         from: &From<'_>,
         mut builder: GraphBuilder,
         input: usize,
@@ -702,7 +774,7 @@ impl QueryPlanner<'_> {
 }
 
 /// Errors from `to_output` have no span; point them at the select item.
-fn fix_span(e: PlanError, q: &ast::Query) -> PlanError {
+fn fix_span(e: PlanError, q: &ast::Select) -> PlanError {
     if e.span != Some(Span::default()) {
         return e;
     }
@@ -729,32 +801,10 @@ fn find_identifier(e: &ast::Expr, name: &str) -> Option<Span> {
         ExprKind::Identifier(parts) if parts.last().is_some_and(|p| p.value == name) => {
             Some(e.span)
         }
-        ExprKind::Binary { left, right, .. } => {
-            find_identifier(left, name).or_else(|| find_identifier(right, name))
-        }
-        ExprKind::Unary { expr, .. }
-        | ExprKind::IsNull { expr, .. }
-        | ExprKind::Cast { expr, .. }
-        | ExprKind::Nested(expr) => find_identifier(expr, name),
-        ExprKind::Function { args, .. } => args.iter().find_map(|a| find_identifier(a, name)),
-        ExprKind::Case {
-            operand,
-            branches,
-            else_result,
-        } => operand
-            .as_deref()
-            .and_then(|o| find_identifier(o, name))
-            .or_else(|| {
-                branches.iter().find_map(|(w, t)| {
-                    find_identifier(w, name).or_else(|| find_identifier(t, name))
-                })
-            })
-            .or_else(|| {
-                else_result
-                    .as_deref()
-                    .and_then(|x| find_identifier(x, name))
-            }),
-        _ => None,
+        _ => e
+            .children()
+            .into_iter()
+            .find_map(|c| find_identifier(c, name)),
     }
 }
 

@@ -29,6 +29,8 @@ pub enum Outcome {
     Created(String),
     Job(Job),
     Explain(String),
+    /// Text for the user: SHOW, DESCRIBE, DROP, SET.
+    Info(String),
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -235,6 +237,113 @@ impl Session {
                     is_select: true,
                 }))
             }
+            StatementKind::CreateView(v) => {
+                let what = if v.materialized {
+                    "CREATE MATERIALIZED VIEW"
+                } else {
+                    "CREATE VIEW"
+                };
+                Err(PlanError::not_supported(what, v.name.span).into())
+            }
+            StatementKind::Drop(d) => {
+                use eddy_parser::ast::ObjectKind;
+                let dropped = match d.kind {
+                    ObjectKind::Source => self.catalog.drop_source(&d.name.value),
+                    ObjectKind::Sink => self.catalog.drop_sink(&d.name.value),
+                    ObjectKind::View | ObjectKind::MaterializedView => false,
+                };
+                if !dropped && !d.if_exists {
+                    let msg = format!(
+                        "there is no {} named '{}'",
+                        d.kind.as_str().to_lowercase(),
+                        d.name.value
+                    );
+                    return Err(PlanError::user(msg, d.name.span).into());
+                }
+                Ok(Outcome::Info(if dropped {
+                    format!("dropped {}", d.name.value)
+                } else {
+                    String::new()
+                }))
+            }
+            StatementKind::Show(what) => {
+                use eddy_parser::ast::ShowKind;
+                let names: Vec<&str> = match what {
+                    ShowKind::Sources => self.catalog.source_names().collect(),
+                    ShowKind::Sinks => self.catalog.sink_names().collect(),
+                    ShowKind::Views => vec![],
+                    ShowKind::Jobs => {
+                        return Err(PlanError::not_supported(
+                            "SHOW JOBS (it needs `eddy server`)",
+                            stmt.span,
+                        )
+                        .into());
+                    }
+                };
+                Ok(Outcome::Info(
+                    names.iter().map(|n| format!("{n}\n")).collect(),
+                ))
+            }
+            StatementKind::Describe(name) => {
+                let schema = match (
+                    self.catalog.source(&name.value),
+                    self.catalog.sink(&name.value),
+                ) {
+                    (Some(s), _) => s.schema.clone(),
+                    (None, Some(k)) => k
+                        .schema
+                        .clone()
+                        .unwrap_or_else(|| Arc::new(datafusion::arrow::datatypes::Schema::empty())),
+                    (None, None) => {
+                        let names: Vec<&str> = self
+                            .catalog
+                            .source_names()
+                            .chain(self.catalog.sink_names())
+                            .collect();
+                        let hint = crate::error::did_you_mean(&crate::error::suggestions(
+                            &name.value,
+                            names.iter().copied(),
+                        ));
+                        return Err(PlanError::user(
+                            format!("unknown table '{}'{hint}", name.value),
+                            name.span,
+                        )
+                        .into());
+                    }
+                };
+                let text = schema
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{} {}\n", f.name(), f.data_type()))
+                    .collect();
+                Ok(Outcome::Info(text))
+            }
+            StatementKind::Set(option) => match option.key.as_str() {
+                "parallelism" => {
+                    let n: usize =
+                        option
+                            .value
+                            .parse()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| {
+                                PlanError::user(
+                                    format!(
+                                        "parallelism must be a positive integer, not '{}'",
+                                        option.value
+                                    ),
+                                    option.span,
+                                )
+                            })?;
+                    self.parallelism = n;
+                    Ok(Outcome::Info(String::new()))
+                }
+                other => Err(PlanError::not_supported(
+                    format!("the setting '{other}' (known: parallelism)"),
+                    option.span,
+                )
+                .into()),
+            },
             StatementKind::Explain(inner) => {
                 if explain {
                     return Err(

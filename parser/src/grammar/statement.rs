@@ -1,0 +1,401 @@
+//! Statements: DDL (`CREATE`, `DROP`), `INSERT`, queries, `EXPLAIN`,
+//! `SHOW`, `DESCRIBE`, `SET`, and the file-level statement list.
+
+use nom::branch::alt;
+use nom::combinator::opt;
+use nom::{Input as _, Parser};
+
+use super::expr::{data_type, expr};
+use super::query::{last_token_end, query};
+use super::*;
+
+/// The columns of a CREATE statement, with an optional watermark and
+/// primary key.
+fn column_list(i: Input<'_>) -> PResult<'_, (Vec<ColumnDef>, Option<Watermark>, Vec<Ident>)> {
+    let (mut rest, _) = sym("(")(i)?;
+    let mut columns = Vec::new();
+    let mut watermark = None;
+    let mut primary_key = Vec::new();
+    loop {
+        if let Ok((r, start)) = (kw("PRIMARY"), kw("KEY"))
+            .parse(rest)
+            .map(|(r, (s, _))| (r, s))
+        {
+            let (r, _) = required(sym("(")(r))?;
+            let (r, cols) = required(comma_list1(ident).parse(r))?;
+            let (r, _) = required(sym(")")(r))?;
+            let (r, _) = opt((kw("NOT"), kw("ENFORCED"))).parse(r)?;
+            if !primary_key.is_empty() {
+                return failure(start.start, "a table may declare only one PRIMARY KEY");
+            }
+            primary_key = cols;
+            rest = r;
+        } else if let Ok((r, start)) = kw("WATERMARK")(rest) {
+            let (r, _) = required(kw("FOR")(r))?;
+            let (r, column) = required(ident(r))?;
+            let (r, _) = required(kw("AS")(r))?;
+            let (r, e) = required(expr(r))?;
+            let span = start.union(e.span);
+            if watermark.is_some() {
+                return failure(start.start, "a source may declare only one WATERMARK");
+            }
+            watermark = Some(Watermark {
+                column,
+                expr: e,
+                span,
+            });
+            rest = r;
+        } else {
+            let (r, name) = required(ident(rest))?;
+            let (r, data_type) = required(data_type(r))?;
+            let (r, _) = opt((kw("NOT"), kw("NULL"))).parse(r)?;
+            let span = name.span.union(data_type.span);
+            columns.push(ColumnDef {
+                name,
+                data_type,
+                span,
+            });
+            rest = r;
+        }
+        match sym(",")(rest) {
+            Ok((r, _)) => rest = r,
+            Err(_) => break,
+        }
+    }
+    let (rest, _) = required(sym(")")(rest))?;
+    Ok((rest, (columns, watermark, primary_key)))
+}
+
+/// A bare word, reserved or not (option keys such as `table` or `format`).
+fn word(i: Input<'_>) -> PResult<'_, String> {
+    let i = skip_ws(i);
+    let frag = *i.fragment();
+    if !frag.starts_with(is_ident_start) {
+        return fail(i, "option name");
+    }
+    let len = frag.find(|c: char| !is_ident_char(c)).unwrap_or(frag.len());
+    Ok((i.take_from(len), frag[..len].to_ascii_lowercase()))
+}
+
+fn option_key(i: Input<'_>) -> PResult<'_, String> {
+    if let Ok((rest, (s, _))) = string_lit(i) {
+        return Ok((rest, s));
+    }
+    let (mut rest, mut key) = word(i).map_err(|_| {
+        nom::Err::Failure(GrammarError::expected(
+            skip_ws(i).location_offset(),
+            "option name",
+        ))
+    })?;
+    while let Ok((r, _)) = sym(".")(rest) {
+        let (r, part) = required(word(r))?;
+        key.push('.');
+        key.push_str(&part);
+        rest = r;
+    }
+    Ok((rest, key))
+}
+
+fn option_value(i: Input<'_>) -> PResult<'_, String> {
+    if let Ok((rest, (s, _))) = string_lit(i) {
+        return Ok((rest, s));
+    }
+    if let Ok((rest, (n, _))) = number_lit(i) {
+        return Ok((rest, n));
+    }
+    for word in ["TRUE", "FALSE"] {
+        if let Ok((rest, _)) = kw(word)(i) {
+            return Ok((rest, word.to_ascii_lowercase()));
+        }
+    }
+    match ident(i) {
+        Ok((rest, id)) => Ok((rest, id.value)),
+        Err(_) => fail(skip_ws(i), "option value (a string, number or identifier)"),
+    }
+}
+
+fn with_options(i: Input<'_>) -> PResult<'_, Vec<SqlOption>> {
+    let (rest, _) = kw("WITH")(i)?;
+    let (rest, _) = required(sym("(")(rest))?;
+    let option = |i| {
+        let start = skip_ws(i);
+        let (r, key) = option_key(i)?;
+        let (r, _) = required(sym("=")(r))?;
+        let (r, value) = required(option_value(r))?;
+        Ok((
+            r,
+            SqlOption {
+                key,
+                value,
+                span: span_of(start, r),
+            },
+        ))
+    };
+    let (rest, options) = required(comma_list1(option).parse(rest))?;
+    let (rest, _) = required(sym(")")(rest))?;
+    Ok((rest, options))
+}
+
+fn create(i: Input<'_>) -> PResult<'_, StatementKind> {
+    let (rest, _) = kw("CREATE")(i)?;
+    if let Ok((rest, _)) = alt((kw("SOURCE"), kw("TABLE"))).parse(rest) {
+        let (rest, name) = required(ident(rest))?;
+        let (rest, (columns, watermark, primary_key)) = required(column_list(rest))?;
+        let (rest, options) = required(with_options(rest))?;
+        let source = CreateSource {
+            name,
+            columns,
+            watermark,
+            primary_key,
+            options,
+        };
+        return Ok((rest, StatementKind::CreateSource(source)));
+    }
+    if let Ok((rest, _)) = kw("SINK")(rest) {
+        let (rest, name) = required(ident(rest))?;
+        let (rest, columns) = match column_list(rest) {
+            Ok((r, (cols, None, _))) => (r, Some(cols)),
+            Ok((_, (_, Some(w), _))) => {
+                return failure(w.span.start, "a sink cannot declare a WATERMARK");
+            }
+            Err(nom::Err::Error(_)) => (rest, None),
+            Err(e) => return Err(e),
+        };
+        let (rest, options) = required(with_options(rest))?;
+        let (rest, query) = match kw("AS")(rest) {
+            Ok((r, _)) => required(query(r)).map(|(r, q)| (r, Some(q)))?,
+            Err(_) => (rest, None),
+        };
+        return Ok((
+            rest,
+            StatementKind::CreateSink(CreateSink {
+                name,
+                columns,
+                options,
+                query,
+            }),
+        ));
+    }
+    let (rest, materialized) = match kw("MATERIALIZED")(rest) {
+        Ok((r, _)) => (r, true),
+        Err(_) => (rest, false),
+    };
+    if let Ok((rest, _)) = kw("VIEW")(rest) {
+        let (rest, name) = required(ident(rest))?;
+        let (rest, columns) = match sym("(")(rest) {
+            Ok((r, _)) => {
+                let (r, cols) = required(comma_list1(ident).parse(r))?;
+                let (r, _) = required(sym(")")(r))?;
+                (r, cols)
+            }
+            Err(_) => (rest, vec![]),
+        };
+        let (rest, _) = required(kw("AS")(rest))?;
+        let (rest, query) = required(query(rest))?;
+        return Ok((
+            rest,
+            StatementKind::CreateView(CreateView {
+                name,
+                materialized,
+                columns,
+                query,
+            }),
+        ));
+    }
+    let expected = if materialized {
+        "VIEW"
+    } else {
+        "SOURCE, TABLE, SINK, VIEW or MATERIALIZED VIEW"
+    };
+    required(fail(skip_ws(rest), expected))
+}
+
+fn insert(i: Input<'_>) -> PResult<'_, StatementKind> {
+    let (rest, _) = kw("INSERT")(i)?;
+    let (rest, _) = required(kw("INTO")(rest))?;
+    let (rest, target) = required(ident(rest))?;
+    let (rest, query) = required(query(rest))?;
+    Ok((rest, StatementKind::Insert(Insert { target, query })))
+}
+
+fn explain(i: Input<'_>) -> PResult<'_, StatementKind> {
+    let (rest, _) = kw("EXPLAIN")(i)?;
+    let (rest, inner) = required(statement(rest))?;
+    Ok((rest, StatementKind::Explain(Box::new(inner))))
+}
+
+fn object_kind(i: Input<'_>) -> PResult<'_, ObjectKind> {
+    alt((
+        alt((kw("SOURCE"), kw("TABLE"))).map(|_| ObjectKind::Source),
+        kw("SINK").map(|_| ObjectKind::Sink),
+        kw("VIEW").map(|_| ObjectKind::View),
+        (kw("MATERIALIZED"), kw("VIEW")).map(|_| ObjectKind::MaterializedView),
+    ))
+    .parse(i)
+}
+
+fn drop(i: Input<'_>) -> PResult<'_, StatementKind> {
+    let (rest, _) = kw("DROP")(i)?;
+    let (rest, kind) = required(object_kind(rest))?;
+    let (rest, if_exists) = opt((kw("IF"), kw("EXISTS"))).parse(rest)?;
+    let (rest, name) = required(ident(rest))?;
+    Ok((
+        rest,
+        StatementKind::Drop(Drop {
+            kind,
+            if_exists: if_exists.is_some(),
+            name,
+        }),
+    ))
+}
+
+fn show(i: Input<'_>) -> PResult<'_, StatementKind> {
+    let (rest, _) = kw("SHOW")(i)?;
+    let (rest, what) = required(
+        alt((
+            alt((kw("SOURCES"), kw("TABLES"))).map(|_| ShowKind::Sources),
+            kw("SINKS").map(|_| ShowKind::Sinks),
+            kw("VIEWS").map(|_| ShowKind::Views),
+            kw("JOBS").map(|_| ShowKind::Jobs),
+        ))
+        .parse(rest),
+    )?;
+    Ok((rest, StatementKind::Show(what)))
+}
+
+fn describe(i: Input<'_>) -> PResult<'_, StatementKind> {
+    let (rest, _) = alt((kw("DESCRIBE"), kw("DESC"))).parse(i)?;
+    let (rest, name) = required(ident(rest))?;
+    Ok((rest, StatementKind::Describe(name)))
+}
+
+fn set(i: Input<'_>) -> PResult<'_, StatementKind> {
+    let (rest, _) = kw("SET")(i)?;
+    let start = skip_ws(rest);
+    let (rest, key) = required(option_key(rest))?;
+    let (rest, _) = required(sym("=")(rest))?;
+    let (rest, value) = required(option_value(rest))?;
+    Ok((
+        rest,
+        StatementKind::Set(SqlOption {
+            key,
+            value,
+            span: span_of(start, rest),
+        }),
+    ))
+}
+
+pub(crate) fn statement(i: Input<'_>) -> PResult<'_, Statement> {
+    let start = skip_ws(i);
+    let (rest, kind) = alt((create, insert, explain, drop, show, describe, set, |i| {
+        query(i).map(|(r, q)| (r, StatementKind::Query(q)))
+    }))
+    .parse(i)
+    .map_err(|e| match e {
+        nom::Err::Error(err) if err.offset == start.location_offset() => {
+            nom::Err::Error(GrammarError::expected(
+                err.offset,
+                "a statement (CREATE, INSERT, SELECT, WITH, EXPLAIN, DROP, SHOW, DESCRIBE or SET)",
+            ))
+        }
+        other => other,
+    })?;
+    let span = Span::new(start.location_offset(), last_token_end(start, rest));
+    Ok((rest, Statement { kind, span }))
+}
+
+/// A whole file: statements separated by `;`. Stops at the first error.
+pub(crate) fn statements(i: Input<'_>) -> PResult<'_, Vec<Statement>> {
+    let mut out = Vec::new();
+    let mut rest = i;
+    loop {
+        while let Ok((r, _)) = sym(";")(rest) {
+            rest = r;
+        }
+        let at = skip_ws(rest);
+        if at.fragment().is_empty() {
+            return Ok((at, out));
+        }
+        let (r, stmt) = required(statement(at))?;
+        out.push(stmt);
+        let at = skip_ws(r);
+        if at.fragment().is_empty() {
+            return Ok((at, out));
+        }
+        let (r, _) = required(sym(";")(at))?;
+        rest = r;
+    }
+}
+
+/// Where the statement after a syntax error at `offset` starts: just past
+/// the next `;` outside string literals, quoted identifiers and comments.
+pub(crate) fn recovery_point(sql: &str, offset: usize) -> usize {
+    // Scan from the start of the statement so quotes are tracked correctly.
+    let bytes = sql.as_bytes();
+    let mut i = 0;
+    let mut quote: Option<u8> = None;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match quote {
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None => match b {
+                b'\'' | b'"' | b'`' => quote = Some(b),
+                b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                    while i < bytes.len() && bytes[i] != b'\n' {
+                        i += 1;
+                    }
+                }
+                b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                    i += 2;
+                    while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                b';' if i >= offset => return i + 1,
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    sql.len()
+}
+
+/// Like [`statements`], but on a syntax error records it and goes on at the
+/// next statement, so a file's every error is reported at once.
+pub(crate) fn statements_lenient(sql: &str) -> (Vec<Statement>, Vec<GrammarError>) {
+    let input = Input::new(sql);
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    let mut pos = 0;
+    while pos < sql.len() {
+        reset_depth();
+        let mut at = skip_ws(input.take_from(pos));
+        while let Ok((r, _)) = sym(";")(at) {
+            at = skip_ws(r);
+        }
+        if at.fragment().is_empty() {
+            break;
+        }
+        let result = statement(at).and_then(|(r, stmt)| {
+            let r = skip_ws(r);
+            if r.fragment().is_empty() {
+                return Ok((r, stmt));
+            }
+            required(sym(";")(r)).map(|(r, _)| (r, stmt))
+        });
+        match result {
+            Ok((r, stmt)) => {
+                out.push(stmt);
+                pos = r.location_offset();
+            }
+            Err(nom::Err::Error(e) | nom::Err::Failure(e)) => {
+                pos = recovery_point(sql, e.offset.max(at.location_offset()));
+                errors.push(e);
+            }
+            Err(nom::Err::Incomplete(_)) => break,
+        }
+    }
+    (out, errors)
+}
