@@ -241,10 +241,14 @@ pub struct Select {
     pub span: Span,
 }
 
+// Built once per query at parse time: size does not matter here.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SelectItem {
     /// `*`
     Wildcard(Span),
+    /// `t.*`
+    QualifiedWildcard(Ident, Span),
     Expr {
         expr: Expr,
         alias: Option<Ident>,

@@ -381,6 +381,42 @@ impl Binder<'_> {
                         name.span,
                     ));
                 }
+                // Flink functions spelled differently in DataFusion.
+                match (name.value.as_str(), args.as_slice()) {
+                    ("mod", [a, b]) => {
+                        return Ok(Expr::BinaryExpr(BinaryExpr::new(
+                            Box::new(bind(a)?),
+                            Operator::Modulo,
+                            Box::new(bind(b)?),
+                        )));
+                    }
+                    (
+                        "year" | "quarter" | "month" | "week" | "day" | "hour" | "minute"
+                        | "second",
+                        [a],
+                    ) => {
+                        let udf = self
+                            .functions
+                            .scalar("date_part")
+                            .ok_or_else(|| PlanError::internal("date_part is missing"))?;
+                        let part = Expr::Literal(ScalarValue::Utf8(Some(name.value.clone())), None);
+                        return Ok(Expr::ScalarFunction(ScalarFunction::new_udf(
+                            udf,
+                            vec![part, bind(a)?],
+                        )));
+                    }
+                    (
+                        "regexp_extract" | "split_index" | "count_char" | "date_format"
+                        | "dayofmonth" | "dayofweek" | "timestampadd" | "timestampdiff",
+                        _,
+                    ) => {
+                        return Err(PlanError::not_supported(
+                            format!("the function {}", name.value.to_uppercase()),
+                            name.span,
+                        ));
+                    }
+                    _ => {}
+                }
                 if name.value == "proctime" {
                     return Err(PlanError::not_supported(
                         "PROCTIME() (processing-time attributes)",

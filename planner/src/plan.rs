@@ -504,7 +504,18 @@ impl QueryPlanner<'_> {
         let mut used = HashSet::new();
         for (i, item) in q.projection.iter().enumerate() {
             match item {
-                SelectItem::Wildcard(span) => {
+                SelectItem::QualifiedWildcard(t, _)
+                    if t.value != scope.qualifier && t.value != scope.table =>
+                {
+                    return Err(PlanError::user(
+                        format!(
+                            "unknown table '{}' in {}.*; the query reads '{}'",
+                            t.value, t.value, scope.qualifier
+                        ),
+                        t.span,
+                    ));
+                }
+                SelectItem::Wildcard(span) | SelectItem::QualifiedWildcard(_, span) => {
                     for f in scope.schema.fields() {
                         let col =
                             Expr::Column(Column::new(Some(scope.qualifier.clone()), f.name()));
@@ -538,12 +549,6 @@ impl QueryPlanner<'_> {
         calls: &[&ast::Expr],
     ) -> Result<QueryPlan> {
         let group_span = q.group_by.first().map_or(q.span, |g| g.span);
-        let Some(window) = &from.window else {
-            return Err(PlanError::not_supported(
-                "GROUP BY without a window (an updating aggregate); group by window_start and window_end of a TUMBLE window",
-                group_span,
-            ));
-        };
         let scope = &from.scope;
         // GROUP BY: window bounds and keys.
         let mut keys: Vec<(Expr, Span)> = Vec::new();
@@ -556,6 +561,12 @@ impl QueryPlanner<'_> {
                 _ => keys.push((bound, g.span)),
             }
         }
+        let Some(window) = &from.window else {
+            return Err(PlanError::not_supported(
+                "GROUP BY without a window (an updating aggregate); group by window_start and window_end of a TUMBLE window",
+                group_span,
+            ));
+        };
         if !(has_start && has_end) {
             return Err(PlanError::user(
                 "a window aggregation must GROUP BY both window_start and window_end",
@@ -784,13 +795,13 @@ fn fix_span(e: PlanError, q: &ast::Select) -> PlanError {
         .iter()
         .filter_map(|i| match i {
             SelectItem::Expr { expr, .. } => Some(expr),
-            SelectItem::Wildcard(_) => None,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => None,
         })
         .find_map(|e| find_identifier(e, &name))
         .or_else(|| {
             q.projection.first().map(|i| match i {
                 SelectItem::Expr { expr, .. } => expr.span,
-                SelectItem::Wildcard(s) => *s,
+                SelectItem::Wildcard(s) | SelectItem::QualifiedWildcard(_, s) => *s,
             })
         });
     PlanError { span, ..e }

@@ -29,6 +29,10 @@ fn select_item(i: Input<'_>) -> PResult<'_, SelectItem> {
     if let Ok((rest, span)) = sym("*")(i) {
         return Ok((rest, SelectItem::Wildcard(span)));
     }
+    if let Ok((rest, (table, _, star))) = (ident, sym("."), sym("*")).parse(i) {
+        let span = table.span.union(star);
+        return Ok((rest, SelectItem::QualifiedWildcard(table, span)));
+    }
     let (rest, e) = expr(i)?;
     let (rest, alias) = alias(rest)?;
     Ok((rest, SelectItem::Expr { expr: e, alias }))
@@ -241,10 +245,7 @@ fn join_kind(i: Input<'_>) -> PResult<'_, JoinKind> {
 fn table_with_joins(i: Input<'_>) -> PResult<'_, TableRef> {
     let start = skip_ws(i);
     let (mut rest, mut left) = table_factor(i)?;
-    loop {
-        let Ok((r, kind)) = join_kind(rest) else {
-            break;
-        };
+    while let Ok((r, kind)) = join_kind(rest) {
         let (r, right) = required(table_factor(r))?;
         let (r, constraint) = if kind == JoinKind::Cross {
             (r, JoinConstraint::None)
