@@ -132,13 +132,16 @@ fn run_file(
     if let Format::Json = format {
         session.select_sink.insert("format".into(), "json".into());
     }
-    let outcomes = match session.execute(&sql) {
-        Ok(o) => o,
-        Err(e) => {
-            eprint!("{}", e.render(&sql, &path.display().to_string()));
-            return Ok(ExitCode::from(2));
+    let (outcomes, errors) = session.execute_all(&sql);
+    if !errors.is_empty() {
+        let origin = path.display().to_string();
+        let rendered: Vec<String> = errors.iter().map(|e| e.render(&sql, &origin)).collect();
+        eprint!("{}", rendered.join("\n"));
+        if errors.len() > 1 {
+            eprintln!("\n{} errors; nothing was run", errors.len());
         }
-    };
+        return Ok(ExitCode::from(2));
+    }
     let mut jobs = Vec::new();
     for outcome in outcomes {
         match outcome {

@@ -148,3 +148,29 @@ fn insert_into_a_declared_sink_writes_its_columns_and_types() {
          {\"item\":\"8\",\"usd\":null,\"at\":\"2024-01-01T00:00:01Z\"}\n"
     );
 }
+
+#[test]
+fn every_error_of_a_file_is_reported_and_nothing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bids.json"), "").unwrap();
+    let sql = format!(
+        "{SOURCE}SELECT auction FROM bids WHERE;\n\
+         SELECT nope FROM bids;\n\
+         CREATE SINK s WITH (connector = 'file', path = 'out.json') AS SELECT price FROM bids;\n\
+         SELECT price FROM bids GROUP BY price;\n"
+    );
+    let out = eddy_run(dir.path(), &sql);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    let locations: Vec<&str> = err.lines().filter(|l| l.contains("--> q.sql:")).collect();
+    assert_eq!(
+        locations,
+        vec![" --> q.sql:3:31", " --> q.sql:4:8", " --> q.sql:6:33"],
+        "{err}"
+    );
+    assert!(err.contains("3 errors; nothing was run"), "{err}");
+    assert!(
+        !dir.path().join("out.json").exists(),
+        "the valid sink must not run either"
+    );
+}

@@ -99,6 +99,26 @@ impl Session {
         &self.functions
     }
 
+    /// Parses and plans every statement of `sql`, reporting every error of
+    /// the file rather than only the first: a syntax error skips to the next
+    /// statement, a planning error skips the statement. Nothing runs.
+    pub fn execute_all(&mut self, sql: &str) -> (Vec<Outcome>, Vec<SessionError>) {
+        let (statements, parse_errors) = eddy_parser::parse_statements_lenient(sql);
+        let mut errors: Vec<(usize, SessionError)> = parse_errors
+            .into_iter()
+            .map(|e| (e.span.start, SessionError::Parse(e)))
+            .collect();
+        let mut out = Vec::new();
+        for stmt in &statements {
+            match self.statement(stmt, sql, false) {
+                Ok(o) => out.push(o),
+                Err(e) => errors.push((stmt.span.start, e)),
+            }
+        }
+        errors.sort_by_key(|(at, _)| *at);
+        (out, errors.into_iter().map(|(_, e)| e).collect())
+    }
+
     /// Parses and plans every statement of `sql`, in order. Nothing runs:
     /// the caller starts the returned jobs.
     pub fn execute(&mut self, sql: &str) -> Result<Vec<Outcome>, SessionError> {
