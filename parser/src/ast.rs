@@ -246,9 +246,14 @@ pub struct Select {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SelectItem {
     /// `*`
-    Wildcard(Span),
+    Wildcard {
+        span: Span,
+    },
     /// `t.*`
-    QualifiedWildcard(Ident, Span),
+    QualifiedWildcard {
+        table: Ident,
+        span: Span,
+    },
     Expr {
         expr: Expr,
         alias: Option<Ident>,

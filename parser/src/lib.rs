@@ -24,6 +24,7 @@
 //! The crate depends on nothing else in the workspace.
 
 pub mod ast;
+mod display;
 mod error;
 mod grammar;
 
@@ -120,5 +121,7 @@ fn token_at(sql: &str, offset: usize) -> (String, usize) {
     (format!("'{}'", &rest[..len]), len)
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

@@ -504,7 +504,7 @@ impl QueryPlanner<'_> {
         let mut used = HashSet::new();
         for (i, item) in q.projection.iter().enumerate() {
             match item {
-                SelectItem::QualifiedWildcard(t, _)
+                SelectItem::QualifiedWildcard { table: t, .. }
                     if t.value != scope.qualifier && t.value != scope.table =>
                 {
                     return Err(PlanError::user(
@@ -515,7 +515,7 @@ impl QueryPlanner<'_> {
                         t.span,
                     ));
                 }
-                SelectItem::Wildcard(span) | SelectItem::QualifiedWildcard(_, span) => {
+                SelectItem::Wildcard { span } | SelectItem::QualifiedWildcard { span, .. } => {
                     for f in scope.schema.fields() {
                         let col =
                             Expr::Column(Column::new(Some(scope.qualifier.clone()), f.name()));
@@ -795,13 +795,13 @@ fn fix_span(e: PlanError, q: &ast::Select) -> PlanError {
         .iter()
         .filter_map(|i| match i {
             SelectItem::Expr { expr, .. } => Some(expr),
-            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => None,
+            SelectItem::Wildcard { .. } | SelectItem::QualifiedWildcard { .. } => None,
         })
         .find_map(|e| find_identifier(e, &name))
         .or_else(|| {
             q.projection.first().map(|i| match i {
                 SelectItem::Expr { expr, .. } => expr.span,
-                SelectItem::Wildcard(s) | SelectItem::QualifiedWildcard(_, s) => *s,
+                SelectItem::Wildcard { span } | SelectItem::QualifiedWildcard { span, .. } => *span,
             })
         });
     PlanError { span, ..e }

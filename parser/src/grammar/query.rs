@@ -27,11 +27,11 @@ const NOT_AN_ALIAS: &[&str] = &[
 
 fn select_item(i: Input<'_>) -> PResult<'_, SelectItem> {
     if let Ok((rest, span)) = sym("*")(i) {
-        return Ok((rest, SelectItem::Wildcard(span)));
+        return Ok((rest, SelectItem::Wildcard { span }));
     }
     if let Ok((rest, (table, _, star))) = (ident, sym("."), sym("*")).parse(i) {
         let span = table.span.union(star);
-        return Ok((rest, SelectItem::QualifiedWildcard(table, span)));
+        return Ok((rest, SelectItem::QualifiedWildcard { table, span }));
     }
     let (rest, e) = expr(i)?;
     let (rest, alias) = alias(rest)?;
