@@ -69,11 +69,7 @@ fn run<'a, T>(
                 let offset = rest.location_offset();
                 Err(to_parse_error(
                     sql,
-                    GrammarError {
-                        offset,
-                        expected: vec!["end of input".into()],
-                        message: None,
-                    },
+                    GrammarError::expected(offset, "end of input"),
                 ))
             }
         }
@@ -89,10 +85,11 @@ fn run<'a, T>(
 /// `expected X, Y or Z, found 'tok'`.
 fn to_parse_error(sql: &str, e: GrammarError) -> ParseError {
     let (found, len) = token_at(sql, e.offset);
-    let message = match e.message {
+    let message = match e.message.clone() {
         Some(m) => m,
         None => {
-            let expected = match e.expected.as_slice() {
+            let expected: Vec<String> = e.expectations().map(|x| x.describe()).collect();
+            let expected = match expected.as_slice() {
                 [] => "something else".to_string(),
                 [one] => one.clone(),
                 [init @ .., last] => format!("{} or {last}", init.join(", ")),

@@ -40,19 +40,47 @@ const RESERVED: &[&str] = &[
     "then", "true", "union", "when", "where", "with",
 ];
 
+/// One thing the grammar would have accepted. Static, so that failing an
+/// alternative (which happens at nearly every token) allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expected {
+    /// A keyword or a description (`SELECT`, `expression`).
+    Word(&'static str),
+    /// Punctuation, shown quoted (`')'`).
+    Symbol(&'static str),
+}
+
+impl Expected {
+    pub(crate) fn describe(self) -> String {
+        match self {
+            Expected::Word(w) => w.to_string(),
+            Expected::Symbol(s) => format!("'{s}'"),
+        }
+    }
+}
+
+impl From<&'static str> for Expected {
+    fn from(w: &'static str) -> Self {
+        Expected::Word(w)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct GrammarError {
     pub offset: usize,
-    pub expected: Vec<String>,
+    /// The first expectation inline; more only when alternatives merge.
+    pub first: Option<Expected>,
+    pub more: Vec<Expected>,
     /// A complete message that replaces "expected ...".
     pub message: Option<String>,
 }
 
 impl GrammarError {
-    fn expected(offset: usize, what: &str) -> Self {
+    pub(crate) fn expected(offset: usize, what: impl Into<Expected>) -> Self {
         GrammarError {
             offset,
-            expected: vec![what.to_string()],
+            first: Some(what.into()),
+            more: Vec::new(),
             message: None,
         }
     }
@@ -60,9 +88,15 @@ impl GrammarError {
     fn message(offset: usize, message: impl Into<String>) -> Self {
         GrammarError {
             offset,
-            expected: vec![],
+            first: None,
+            more: Vec::new(),
             message: Some(message.into()),
         }
+    }
+
+    /// Every expectation, in the order the alternatives were tried.
+    pub(crate) fn expectations(&self) -> impl Iterator<Item = Expected> + '_ {
+        self.first.into_iter().chain(self.more.iter().copied())
     }
 }
 
@@ -70,7 +104,8 @@ impl<'a> nom::error::ParseError<Input<'a>> for GrammarError {
     fn from_error_kind(input: Input<'a>, _kind: nom::error::ErrorKind) -> Self {
         GrammarError {
             offset: input.location_offset(),
-            expected: vec![],
+            first: None,
+            more: Vec::new(),
             message: None,
         }
     }
@@ -90,23 +125,23 @@ impl<'a> nom::error::ParseError<Input<'a>> for GrammarError {
                 if other.message.is_some() {
                     return other;
                 }
-                let mut expected = self.expected;
-                for e in other.expected {
-                    if !expected.contains(&e) {
-                        expected.push(e);
+                let mut merged = self;
+                for e in other.expectations() {
+                    if !merged.expectations().any(|x| x == e) {
+                        if merged.first.is_none() {
+                            merged.first = Some(e);
+                        } else {
+                            merged.more.push(e);
+                        }
                     }
                 }
-                GrammarError {
-                    offset: self.offset,
-                    expected,
-                    message: None,
-                }
+                merged
             }
         }
     }
 }
 
-pub(super) fn fail<'a, T>(i: Input<'a>, what: &str) -> PResult<'a, T> {
+pub(super) fn fail<'a, T>(i: Input<'a>, what: impl Into<Expected>) -> PResult<'a, T> {
     Err(nom::Err::Error(GrammarError::expected(
         i.location_offset(),
         what,
@@ -217,7 +252,7 @@ pub(super) fn sym<'a>(s: &'static str) -> impl Fn(Input<'a>) -> PResult<'a, Span
             let rest = i.take_from(s.len());
             Ok((rest, span_of(i, rest)))
         } else {
-            fail(i, &format!("'{s}'"))
+            fail(i, Expected::Symbol(s))
         }
     }
 }
