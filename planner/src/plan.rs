@@ -217,6 +217,9 @@ impl QueryPlanner<'_> {
                 q.span,
             ));
         }
+        if q.from.len() > 1 || matches!(q.from[0].kind, TableRefKind::Join(_)) {
+            return Err(self.check_join_names(q));
+        }
         let from = self.resolve_from(&q.from)?;
         let mut builder = GraphBuilder::default();
         let source_schema = from.source.schema.as_ref().clone();
@@ -277,6 +280,86 @@ impl QueryPlanner<'_> {
             });
         }
         self.plan_window_aggregate(q, &from, builder, input, filter, &aggregate_calls)
+    }
+
+    /// Joins do not run yet, but their names are checked first, so a typo
+    /// or an ambiguous column is reported as such. Returns the first name
+    /// error, or `not supported yet` for the join itself.
+    fn check_join_names(&self, q: &ast::Select) -> PlanError {
+        let join_error = match (&q.from[0].kind, q.from.get(1)) {
+            (_, Some(second)) => {
+                PlanError::not_supported("comma joins (several tables in FROM)", second.span)
+            }
+            (TableRefKind::Join(j), None) => {
+                PlanError::not_supported(format!("{} (joins)", j.kind.as_str()), q.from[0].span)
+            }
+            _ => PlanError::internal("not a join"),
+        };
+        let mut tables = Vec::new();
+        let mut exprs: Vec<&ast::Expr> = Vec::new();
+        fn leaves<'a>(
+            t: &'a ast::TableRef,
+            out: &mut Vec<&'a ast::TableRef>,
+            on: &mut Vec<&'a ast::Expr>,
+        ) {
+            if let TableRefKind::Join(j) = &t.kind {
+                leaves(&j.left, out, on);
+                leaves(&j.right, out, on);
+                if let ast::JoinConstraint::On(e) = &j.constraint {
+                    on.push(e);
+                }
+            } else {
+                out.push(t);
+            }
+        }
+        let mut leaf_refs = Vec::new();
+        for t in &q.from {
+            leaves(t, &mut leaf_refs, &mut exprs);
+        }
+        for t in leaf_refs {
+            let (name, window) = match &t.kind {
+                TableRefKind::Named(n) => (n, false),
+                TableRefKind::Window(w) => (&w.table, true),
+                // Columns of a subquery are not known before it is planned.
+                _ => return join_error,
+            };
+            let Some(source) = self.catalog.source(&name.value) else {
+                let names: Vec<&str> = self.catalog.source_names().collect();
+                let hint = did_you_mean(&suggestions(&name.value, names.iter().copied()));
+                return PlanError::user(format!("unknown table '{}'{hint}", name.value), name.span);
+            };
+            let qualifier = t
+                .alias
+                .as_ref()
+                .map_or(name.value.clone(), |a| a.name.value.clone());
+            let mut columns: Vec<String> = source
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            if window {
+                columns.extend([WINDOW_START.to_string(), WINDOW_END.to_string()]);
+            }
+            tables.push((qualifier, name.value.clone(), columns));
+        }
+        for item in &q.projection {
+            if let SelectItem::Expr { expr, .. } = item {
+                exprs.push(expr);
+            }
+        }
+        exprs.extend(q.selection.iter());
+        exprs.extend(q.group_by.iter());
+        exprs.extend(q.having.iter());
+        let mut first_error = None;
+        for e in exprs {
+            visit_identifiers(e, &mut |parts, span| {
+                if first_error.is_none() {
+                    first_error = resolve_in_tables(&tables, parts, span).err();
+                }
+            });
+        }
+        first_error.unwrap_or(join_error)
     }
 
     fn resolve_from(&self, items: &[ast::TableRef]) -> Result<From<'_>> {
@@ -834,4 +917,101 @@ fn unique(name: &str, used: &mut HashSet<String>) -> String {
 /// The output schema of a planned graph's sink input.
 pub fn sink_schema(graph: &PhysicalGraph) -> Option<SchemaRef> {
     graph.nodes.last().map(|n| Arc::new(n.schema.clone()))
+}
+
+fn visit_identifiers(e: &ast::Expr, f: &mut impl FnMut(&[ast::Ident], Span)) {
+    if let ExprKind::Identifier(parts) = &e.kind {
+        f(parts, e.span);
+    }
+    for c in e.children() {
+        visit_identifiers(c, f);
+    }
+}
+
+/// Resolves a column name against several tables `(qualifier, table,
+/// columns)`: unknown tables and columns get suggestions, and a name that
+/// more than one table has is ambiguous, naming the candidates.
+fn resolve_in_tables(
+    tables: &[(String, String, Vec<String>)],
+    parts: &[ast::Ident],
+    span: Span,
+) -> Result<()> {
+    let (qualifier, name) = match parts {
+        [name] => (None, name),
+        [q, name] => (Some(q), name),
+        _ => {
+            return Err(PlanError::user(
+                "compound names have at most two parts (table.column)",
+                span,
+            ));
+        }
+    };
+    if let Some(q) = qualifier {
+        let Some((qual, _, cols)) = tables
+            .iter()
+            .find(|(qual, table, _)| *qual == q.value || *table == q.value)
+        else {
+            let names: Vec<&str> = tables.iter().map(|(q, _, _)| q.as_str()).collect();
+            let hint = did_you_mean(&suggestions(&q.value, names.iter().copied()));
+            return Err(PlanError::user(
+                format!(
+                    "unknown table '{}'{hint}; the query reads {}",
+                    q.value,
+                    names.join(", ")
+                ),
+                q.span,
+            ));
+        };
+        if cols.contains(&name.value) {
+            return Ok(());
+        }
+        let hint = did_you_mean(&suggestions(&name.value, cols.iter().map(String::as_str)));
+        return Err(PlanError::user(
+            format!(
+                "unknown column '{}'{hint}; '{qual}' has columns: {}",
+                name.value,
+                cols.join(", ")
+            ),
+            name.span,
+        ));
+    }
+    let owners: Vec<&str> = tables
+        .iter()
+        .filter(|(_, _, cols)| cols.contains(&name.value))
+        .map(|(q, _, _)| q.as_str())
+        .collect();
+    match owners.as_slice() {
+        [_] => Ok(()),
+        [] => {
+            let all: Vec<String> = tables
+                .iter()
+                .flat_map(|(q, _, cols)| cols.iter().map(move |c| format!("{q}.{c}")))
+                .collect();
+            let bare: Vec<&str> = tables
+                .iter()
+                .flat_map(|(_, _, cols)| cols.iter().map(String::as_str))
+                .collect();
+            let hint = did_you_mean(&suggestions(&name.value, bare));
+            Err(PlanError::user(
+                format!(
+                    "unknown column '{}'{hint}; the tables have: {}",
+                    name.value,
+                    all.join(", ")
+                ),
+                name.span,
+            ))
+        }
+        many => {
+            let candidates: Vec<String> =
+                many.iter().map(|q| format!("{q}.{}", name.value)).collect();
+            Err(PlanError::user(
+                format!(
+                    "column '{}' is ambiguous: it could be {}",
+                    name.value,
+                    candidates.join(" or ")
+                ),
+                name.span,
+            ))
+        }
+    }
 }

@@ -240,3 +240,43 @@ fn insert_into_a_declared_sink_casts_to_its_types() {
     assert_eq!(out.field(0).data_type(), &DataType::Float64);
     assert_eq!(out.field(1).data_type(), &DataType::Utf8);
 }
+
+const PEOPLE: &str = "CREATE SOURCE person (id BIGINT, name VARCHAR, date_time TIMESTAMP(3))
+  WITH (connector = 'nexmark', table = 'person', 'events.num' = '1000');\n";
+
+#[test]
+fn join_names_are_checked_before_joins_are_refused() {
+    let err = |sql: &str| {
+        let full = format!("{BIDS}{PEOPLE}{sql}");
+        let e = Session::new(1).execute(&full).expect_err("an error");
+        let SessionError::Plan(p) = &e else {
+            panic!("{e}")
+        };
+        let at = p
+            .span
+            .map(|s| full[s.start..s.end].to_string())
+            .unwrap_or_default();
+        (p.kind, p.message.clone(), at)
+    };
+    let (kind, msg, at) = err("SELECT date_time FROM bid JOIN person ON bidder = id");
+    assert_eq!(kind, PlanErrorKind::User);
+    assert_eq!(
+        msg,
+        "column 'date_time' is ambiguous: it could be bid.date_time or person.date_time"
+    );
+    assert_eq!(at, "date_time");
+    let (_, msg, at) = err("SELECT p.nam FROM bid b, person p");
+    assert!(
+        msg.starts_with("unknown column 'nam' (did you mean 'name'?)"),
+        "{msg}"
+    );
+    assert_eq!(at, "nam");
+    let (_, msg, _) = err("SELECT x.name FROM bid b JOIN person p ON b.bidder = p.id");
+    assert!(
+        msg.contains("unknown table 'x'") && msg.contains("the query reads b, p"),
+        "{msg}"
+    );
+    let (kind, msg, _) = err("SELECT b.price, p.name FROM bid b JOIN person p ON b.bidder = p.id");
+    assert_eq!(kind, PlanErrorKind::NotSupported);
+    assert_eq!(msg, "not supported yet: JOIN (joins)");
+}
