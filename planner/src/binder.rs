@@ -471,51 +471,15 @@ impl Binder<'_> {
     }
 
     fn resolve(&self, parts: &[ast::Ident], scope: &Scope, span: Span) -> Result<Column> {
-        let (qualifier, name) = match parts {
-            [name] => (None, name),
-            [q, name] => (Some(q), name),
-            _ => {
-                return Err(PlanError::user(
-                    "compound names have at most two parts (table.column)",
-                    span,
-                ));
-            }
-        };
-        if let Some(q) = qualifier
-            && q.value != scope.qualifier
-            && q.value != scope.table
-        {
-            let hint = did_you_mean(&suggestions(&q.value, [scope.qualifier.as_str()]));
-            return Err(PlanError::user(
-                format!(
-                    "unknown table '{}' in column reference{hint}; the query reads '{}'",
-                    q.value, scope.qualifier
-                ),
-                q.span,
-            ));
-        }
-        let names: Vec<&str> = scope
+        let columns = scope
             .schema
             .fields()
             .iter()
-            .map(|f| f.name().as_str())
+            .map(|f| f.name().clone())
             .collect();
-        if names.contains(&name.value.as_str()) {
-            return Ok(Column::new(
-                Some(scope.qualifier.clone()),
-                name.value.clone(),
-            ));
-        }
-        let hint = did_you_mean(&suggestions(&name.value, names.iter().copied()));
-        Err(PlanError::user(
-            format!(
-                "unknown column '{}'{hint}; '{}' has columns: {}",
-                name.value,
-                scope.qualifier,
-                names.join(", ")
-            ),
-            name.span,
-        ))
+        let tables = [(scope.qualifier.clone(), scope.table.clone(), columns)];
+        let (qualifier, name) = resolve_name(&tables, parts, span)?;
+        Ok(Column::new(Some(qualifier), name))
     }
 
     fn literal(&self, lit: &Literal, e: &ast::Expr) -> Result<Expr> {
@@ -579,4 +543,86 @@ pub(crate) fn coerce_aggregate(
         return Err(PlanError::internal("coercion changed an aggregate call"));
     };
     Ok((f.params.args, field.with_name(agg.output_name.clone())))
+}
+
+/// Resolves a column name against the tables of a FROM clause, each as
+/// `(qualifier, table, columns)`; returns the qualifier and column. Unknown
+/// tables and columns get suggestions; a name that several tables have is
+/// ambiguous, and the error names the candidates.
+pub(crate) fn resolve_name(
+    tables: &[(String, String, Vec<String>)],
+    parts: &[ast::Ident],
+    span: Span,
+) -> Result<(String, String)> {
+    let (qualifier, name) = match parts {
+        [name] => (None, name),
+        [q, name] => (Some(q), name),
+        _ => {
+            return Err(PlanError::user(
+                "compound names have at most two parts (table.column)",
+                span,
+            ));
+        }
+    };
+    let candidates: Vec<&(String, String, Vec<String>)> = match qualifier {
+        Some(q) => {
+            let Some(t) = tables
+                .iter()
+                .find(|(qual, table, _)| *qual == q.value || *table == q.value)
+            else {
+                let names: Vec<&str> = tables.iter().map(|(q, _, _)| q.as_str()).collect();
+                let hint = did_you_mean(&suggestions(&q.value, names.iter().copied()));
+                return Err(PlanError::user(
+                    format!(
+                        "unknown table '{}' in column reference{hint}; the query reads {}",
+                        q.value,
+                        names.join(", ")
+                    ),
+                    q.span,
+                ));
+            };
+            vec![t]
+        }
+        None => tables.iter().collect(),
+    };
+    let owners: Vec<&str> = candidates
+        .iter()
+        .filter(|(_, _, cols)| cols.contains(&name.value))
+        .map(|(q, _, _)| q.as_str())
+        .collect();
+    match owners.as_slice() {
+        [owner] => Ok((owner.to_string(), name.value.clone())),
+        [] => {
+            let bare: Vec<&str> = candidates
+                .iter()
+                .flat_map(|(_, _, cols)| cols.iter().map(String::as_str))
+                .collect();
+            let hint = did_you_mean(&suggestions(&name.value, bare.iter().copied()));
+            let known = match candidates.as_slice() {
+                [(q, _, cols)] => format!("'{q}' has columns: {}", cols.join(", ")),
+                many => {
+                    let all: Vec<String> = many
+                        .iter()
+                        .flat_map(|(q, _, cols)| cols.iter().map(move |c| format!("{q}.{c}")))
+                        .collect();
+                    format!("the tables have: {}", all.join(", "))
+                }
+            };
+            Err(PlanError::user(
+                format!("unknown column '{}'{hint}; {known}", name.value),
+                name.span,
+            ))
+        }
+        many => {
+            let list: Vec<String> = many.iter().map(|q| format!("{q}.{}", name.value)).collect();
+            Err(PlanError::user(
+                format!(
+                    "column '{}' is ambiguous: it could be {}",
+                    name.value,
+                    list.join(" or ")
+                ),
+                name.span,
+            ))
+        }
+    }
 }

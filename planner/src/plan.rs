@@ -355,7 +355,7 @@ impl QueryPlanner<'_> {
         for e in exprs {
             visit_identifiers(e, &mut |parts, span| {
                 if first_error.is_none() {
-                    first_error = resolve_in_tables(&tables, parts, span).err();
+                    first_error = crate::binder::resolve_name(&tables, parts, span).err();
                 }
             });
         }
@@ -925,93 +925,5 @@ fn visit_identifiers(e: &ast::Expr, f: &mut impl FnMut(&[ast::Ident], Span)) {
     }
     for c in e.children() {
         visit_identifiers(c, f);
-    }
-}
-
-/// Resolves a column name against several tables `(qualifier, table,
-/// columns)`: unknown tables and columns get suggestions, and a name that
-/// more than one table has is ambiguous, naming the candidates.
-fn resolve_in_tables(
-    tables: &[(String, String, Vec<String>)],
-    parts: &[ast::Ident],
-    span: Span,
-) -> Result<()> {
-    let (qualifier, name) = match parts {
-        [name] => (None, name),
-        [q, name] => (Some(q), name),
-        _ => {
-            return Err(PlanError::user(
-                "compound names have at most two parts (table.column)",
-                span,
-            ));
-        }
-    };
-    if let Some(q) = qualifier {
-        let Some((qual, _, cols)) = tables
-            .iter()
-            .find(|(qual, table, _)| *qual == q.value || *table == q.value)
-        else {
-            let names: Vec<&str> = tables.iter().map(|(q, _, _)| q.as_str()).collect();
-            let hint = did_you_mean(&suggestions(&q.value, names.iter().copied()));
-            return Err(PlanError::user(
-                format!(
-                    "unknown table '{}'{hint}; the query reads {}",
-                    q.value,
-                    names.join(", ")
-                ),
-                q.span,
-            ));
-        };
-        if cols.contains(&name.value) {
-            return Ok(());
-        }
-        let hint = did_you_mean(&suggestions(&name.value, cols.iter().map(String::as_str)));
-        return Err(PlanError::user(
-            format!(
-                "unknown column '{}'{hint}; '{qual}' has columns: {}",
-                name.value,
-                cols.join(", ")
-            ),
-            name.span,
-        ));
-    }
-    let owners: Vec<&str> = tables
-        .iter()
-        .filter(|(_, _, cols)| cols.contains(&name.value))
-        .map(|(q, _, _)| q.as_str())
-        .collect();
-    match owners.as_slice() {
-        [_] => Ok(()),
-        [] => {
-            let all: Vec<String> = tables
-                .iter()
-                .flat_map(|(q, _, cols)| cols.iter().map(move |c| format!("{q}.{c}")))
-                .collect();
-            let bare: Vec<&str> = tables
-                .iter()
-                .flat_map(|(_, _, cols)| cols.iter().map(String::as_str))
-                .collect();
-            let hint = did_you_mean(&suggestions(&name.value, bare));
-            Err(PlanError::user(
-                format!(
-                    "unknown column '{}'{hint}; the tables have: {}",
-                    name.value,
-                    all.join(", ")
-                ),
-                name.span,
-            ))
-        }
-        many => {
-            let candidates: Vec<String> =
-                many.iter().map(|q| format!("{q}.{}", name.value)).collect();
-            Err(PlanError::user(
-                format!(
-                    "column '{}' is ambiguous: it could be {}",
-                    name.value,
-                    candidates.join(" or ")
-                ),
-                name.span,
-            ))
-        }
     }
 }

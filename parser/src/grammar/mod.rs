@@ -396,3 +396,15 @@ pub(super) fn comma_list1<'a, T>(
 // ---------------------------------------------------------------------------
 // Expressions
 // ---------------------------------------------------------------------------
+
+/// An optional `(name, ...)` list: a view's or an alias's column names.
+pub(super) fn column_names(i: Input<'_>) -> PResult<'_, Vec<Ident>> {
+    match sym("(")(i) {
+        Ok((r, _)) => {
+            let (r, cols) = required(comma_list1(ident)(r))?;
+            let (r, _) = required(sym(")")(r))?;
+            Ok((r, cols))
+        }
+        Err(_) => Ok((i, vec![])),
+    }
+}

@@ -60,14 +60,7 @@ fn table_alias(i: Input<'_>) -> PResult<'_, Option<TableAlias>> {
     let Some(name) = name else {
         return Ok((i, None));
     };
-    let (rest, columns) = match sym("(")(rest) {
-        Ok((r, _)) => {
-            let (r, cols) = required(comma_list1(ident).parse(r))?;
-            let (r, _) = required(sym(")")(r))?;
-            (r, cols)
-        }
-        Err(_) => (rest, vec![]),
-    };
+    let (rest, columns) = column_names(rest)?;
     Ok((rest, Some(TableAlias { name, columns })))
 }
 
@@ -117,14 +110,7 @@ pub(crate) fn query(i: Input<'_>) -> PResult<'_, Query> {
 /// `name [(cols)] AS (query)`.
 fn cte(i: Input<'_>) -> PResult<'_, Cte> {
     let (rest, name) = ident(i)?;
-    let (rest, columns) = match sym("(")(rest) {
-        Ok((r, _)) => {
-            let (r, cols) = required(comma_list1(ident).parse(r))?;
-            let (r, _) = required(sym(")")(r))?;
-            (r, cols)
-        }
-        Err(_) => (rest, vec![]),
-    };
+    let (rest, columns) = column_names(rest)?;
     let (rest, _) = required(kw("AS")(rest))?;
     let (rest, _) = required(sym("(")(rest))?;
     let (rest, q) = required(nested(rest, query))?;

@@ -182,14 +182,7 @@ fn create(i: Input<'_>) -> PResult<'_, StatementKind> {
     };
     if let Ok((rest, _)) = kw("VIEW")(rest) {
         let (rest, name) = required(ident(rest))?;
-        let (rest, columns) = match sym("(")(rest) {
-            Ok((r, _)) => {
-                let (r, cols) = required(comma_list1(ident).parse(r))?;
-                let (r, _) = required(sym(")")(r))?;
-                (r, cols)
-            }
-            Err(_) => (rest, vec![]),
-        };
+        let (rest, columns) = column_names(rest)?;
         let (rest, _) = required(kw("AS")(rest))?;
         let (rest, query) = required(query(rest))?;
         return Ok((
