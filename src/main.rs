@@ -202,9 +202,14 @@ pub(crate) fn run_jobs(jobs: Vec<Job>, session: &Session, state_root: &Path) -> 
     });
     let mut first_error = None;
     for job in &selects {
-        if let Err(e) = start(job)?.join() {
-            first_error.get_or_insert(anyhow::anyhow!("{} failed: {e}", job.name));
-            break;
+        match start(job)?.join() {
+            // `eddy run q.sql | head`: the reader has what it wanted.
+            Err(e) if e.is_output_closed() => break,
+            Err(e) => {
+                first_error.get_or_insert(anyhow::anyhow!("{} failed: {e}", job.name));
+                break;
+            }
+            Ok(()) => {}
         }
     }
     for (name, job) in running {

@@ -136,7 +136,10 @@ impl Sink for StdoutSink {
     fn write_batch(&mut self, batch: &RecordBatch) -> eddy_operators::Result<()> {
         self.rows += batch.num_rows();
         let mut stdout = std::io::stdout().lock();
-        let io = |e: std::io::Error| OperatorError::Connector(format!("writing to stdout: {e}"));
+        let io = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => OperatorError::OutputClosed,
+            _ => OperatorError::Connector(format!("writing to stdout: {e}")),
+        };
         match self.format {
             StdoutFormat::Table => {
                 let text = self.render_table(batch)?;
@@ -144,8 +147,16 @@ impl Sink for StdoutSink {
             }
             StdoutFormat::Json => {
                 let mut w = crate::file::json_writer(&mut stdout);
-                w.write(batch)?;
-                w.finish()?;
+                let closed = |e: datafusion::arrow::error::ArrowError| match e {
+                    datafusion::arrow::error::ArrowError::IoError(_, io)
+                        if io.kind() == std::io::ErrorKind::BrokenPipe =>
+                    {
+                        OperatorError::OutputClosed
+                    }
+                    other => other.into(),
+                };
+                w.write(batch).map_err(closed)?;
+                w.finish().map_err(closed)?;
             }
         }
         stdout.flush().map_err(io)

@@ -59,6 +59,10 @@ pub enum OperatorError {
         #[source]
         source: Box<OperatorError>,
     },
+    /// The reader of the output went away (a closed pipe): a normal way for
+    /// a terminal job to end, not a failure.
+    #[error("the output was closed")]
+    OutputClosed,
     /// A neighbouring task went away; the root cause is reported by that task.
     #[error("a connected task stopped unexpectedly")]
     Disconnected,
@@ -67,6 +71,15 @@ pub enum OperatorError {
 }
 
 impl OperatorError {
+    /// True if the job stopped because its output was closed.
+    pub fn is_output_closed(&self) -> bool {
+        match self {
+            OperatorError::OutputClosed => true,
+            OperatorError::InTask { source, .. } => source.is_output_closed(),
+            _ => false,
+        }
+    }
+
     /// True for errors that only echo another task's failure.
     pub fn is_secondary(&self) -> bool {
         match self {

@@ -516,7 +516,9 @@ impl Chain {
 fn with_operator(op: &dyn Operator, e: OperatorError) -> OperatorError {
     match e {
         // Connector errors already name their file and position.
-        OperatorError::Connector(_) | OperatorError::Disconnected => e,
+        OperatorError::Connector(_) | OperatorError::Disconnected | OperatorError::OutputClosed => {
+            e
+        }
         other => OperatorError::InTask {
             task: op.name(),
             source: Box::new(other),
