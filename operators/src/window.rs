@@ -1,7 +1,7 @@
-//! The tumbling-window aggregate.
+//! The window aggregate: TUMBLE, HOP and CUMULATE windows.
 //!
-//! Rows are assigned to the window `[start, start + size)` that holds their
-//! event time; each open window keeps, per group key, the DataFusion
+//! Rows are assigned to the windows `[start, end)` that hold their event
+//! time ([`WindowAssigner`]: one for TUMBLE, several for HOP and CUMULATE); each open window keeps, per group key, the DataFusion
 //! `GroupsAccumulator` state of every aggregate (the vectorised path: one
 //! `update_batch` call per window per input batch). A window *fires* when
 //! the watermark reaches its last millisecond (`end - 1 <= watermark`, as in
@@ -11,8 +11,8 @@
 //!   key_0 .. key_k-1 | window_start | window_end | agg_0 .. agg_m-1
 //! ```
 //!
-//! and its state is dropped. A row whose window has already fired is late:
-//! it is dropped and counted (a row behind the watermark whose window is
+//! and its state is dropped. A row all of whose windows have already fired
+//! is late: it is dropped and counted (a row behind the watermark whose window is
 //! still open is *not* late and counts).
 //!
 //! State: open windows live in memory between checkpoints. At a checkpoint
@@ -46,15 +46,72 @@ use crate::metrics::JobMetrics;
 use crate::operator::{Collector, Operator, OperatorContext};
 use crate::{OperatorError, Result};
 
-/// A tumbling window aggregate over `time_column`, grouped by `key_columns`.
+/// A window's `(end, start)` in ms; ordering by it is firing order.
+pub type WindowKey = (i64, i64);
+
+/// Which windows a row belongs to (sizes in milliseconds, windows aligned
+/// to the epoch, as Flink's window TVFs without an offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowAssigner {
+    /// `[k·size, (k+1)·size)`: one window per row.
+    Tumble { size: i64 },
+    /// Windows of `size` starting every `slide`: `ceil(size / slide)` per row.
+    Hop { slide: i64, size: i64 },
+    /// Windows growing by `step` from the start of each `size` period:
+    /// `[k·size, k·size + j·step)`, for every `j` whose window holds the row.
+    Cumulate { step: i64, size: i64 },
+}
+
+impl WindowAssigner {
+    fn validate(self) -> Result<()> {
+        let ok = match self {
+            WindowAssigner::Tumble { size } => size > 0,
+            WindowAssigner::Hop { slide, size } => slide > 0 && size > 0,
+            WindowAssigner::Cumulate { step, size } => step > 0 && size > 0 && size % step == 0,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(OperatorError::Internal(format!("invalid window {self:?}")))
+        }
+    }
+
+    /// Appends the `(end, start)` of every window that holds time `ts`.
+    pub fn assign(self, ts: i64, out: &mut Vec<WindowKey>) {
+        match self {
+            WindowAssigner::Tumble { size } => {
+                let start = ts - ts.rem_euclid(size);
+                out.push((start + size, start));
+            }
+            WindowAssigner::Hop { slide, size } => {
+                let mut start = ts - ts.rem_euclid(slide);
+                while start > ts - size {
+                    out.push((start + size, start));
+                    start -= slide;
+                }
+            }
+            WindowAssigner::Cumulate { step, size } => {
+                let start = ts - ts.rem_euclid(size);
+                let mut end = ts - ts.rem_euclid(step) + step;
+                while end <= start + size {
+                    out.push((end, start));
+                    end += step;
+                }
+            }
+        }
+    }
+}
+
+/// A window aggregate over `time_column`, grouped by `key_columns`.
 pub struct WindowAggregateOperator {
     key_columns: Vec<usize>,
     time_column: usize,
-    size_ms: i64,
+    assigner: WindowAssigner,
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
     key_schema: SchemaRef,
     output_schema: SchemaRef,
-    windows: BTreeMap<i64, WindowState>,
+    /// Open windows by `(end, start)`: they fire in this order.
+    windows: BTreeMap<WindowKey, WindowState>,
     watermark: Timestamp,
     table: Option<Arc<dyn StateTable>>,
     metrics: Option<JobMetrics>,
@@ -65,7 +122,7 @@ impl std::fmt::Debug for WindowAggregateOperator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WindowAggregateOperator")
             .field("key_columns", &self.key_columns)
-            .field("size_ms", &self.size_ms)
+            .field("assigner", &self.assigner)
             .field("open_windows", &self.windows.len())
             .finish_non_exhaustive()
     }
@@ -91,14 +148,10 @@ impl WindowAggregateOperator {
         input_schema: &SchemaRef,
         key_columns: Vec<usize>,
         time_column: usize,
-        size_ms: i64,
+        assigner: WindowAssigner,
         aggregates: Vec<Arc<AggregateFunctionExpr>>,
     ) -> Result<Self> {
-        if size_ms <= 0 {
-            return Err(OperatorError::Internal(format!(
-                "window size must be positive, got {size_ms} ms"
-            )));
-        }
+        assigner.validate()?;
         let key_fields: Vec<Field> = key_columns
             .iter()
             .map(|&i| input_schema.field(i).clone().with_nullable(true))
@@ -113,7 +166,7 @@ impl WindowAggregateOperator {
         Ok(Self {
             key_columns,
             time_column,
-            size_ms,
+            assigner,
             aggregates,
             key_schema: Arc::new(Schema::new(key_fields)),
             output_schema: Arc::new(Schema::new(fields)),
@@ -149,21 +202,16 @@ impl WindowAggregateOperator {
         })
     }
 
-    /// The window of `start` fires once the watermark reaches its last
-    /// millisecond.
-    fn is_closed(&self, start: i64) -> bool {
-        start.saturating_add(self.size_ms - 1) <= self.watermark
+    /// A window fires once the watermark reaches its last millisecond.
+    fn is_closed(&self, (end, _): WindowKey) -> bool {
+        end - 1 <= self.watermark
     }
 
-    fn window_start(&self, ts: i64) -> i64 {
-        ts - ts.rem_euclid(self.size_ms)
-    }
-
-    /// Adds `batch` (all rows in the window of `start`) to that window.
-    fn accumulate(&mut self, start: i64, batch: &RecordBatch) -> Result<()> {
-        if !self.windows.contains_key(&start) {
+    /// Adds `batch` (rows that all belong to window `key`) to that window.
+    fn accumulate(&mut self, key: WindowKey, batch: &RecordBatch) -> Result<()> {
+        if !self.windows.contains_key(&key) {
             let w = self.new_window()?;
-            self.windows.insert(start, w);
+            self.windows.insert(key, w);
         }
         let keys: Vec<ArrayRef> = self
             .key_columns
@@ -182,7 +230,7 @@ impl WindowAggregateOperator {
                 .collect::<datafusion::error::Result<Vec<_>>>()?;
             args.push(values);
         }
-        let Some(window) = self.windows.get_mut(&start) else {
+        let Some(window) = self.windows.get_mut(&key) else {
             return Err(OperatorError::Internal("window vanished".into()));
         };
         let num_groups = intern(
@@ -197,8 +245,42 @@ impl WindowAggregateOperator {
         Ok(())
     }
 
-    /// Emits the result of the window of `start` and forgets it.
-    fn fire(&mut self, start: i64, mut window: WindowState, out: &mut Collector) -> Result<()> {
+    /// Adds each window's rows of `batch`; windows that already fired are
+    /// skipped and their rows counted (returned) as late.
+    fn accumulate_parts(
+        &mut self,
+        batch: &RecordBatch,
+        parts: BTreeMap<WindowKey, Vec<u32>>,
+    ) -> Result<usize> {
+        let mut late = 0;
+        for (key, rows) in parts {
+            if self.is_closed(key) {
+                late += rows.len();
+                continue;
+            }
+            if rows.len() == batch.num_rows() {
+                self.accumulate(key, batch)?;
+                continue;
+            }
+            let indices = UInt32Array::from(rows);
+            let columns = batch
+                .columns()
+                .iter()
+                .map(|c| take(c.as_ref(), &indices, None))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let part = RecordBatch::try_new(batch.schema(), columns)?;
+            self.accumulate(key, &part)?;
+        }
+        Ok(late)
+    }
+
+    /// Emits the result of window `(end, start)` and forgets it.
+    fn fire(
+        &mut self,
+        (end, start): WindowKey,
+        mut window: WindowState,
+        out: &mut Collector,
+    ) -> Result<()> {
         let (mut columns, rows) = match &mut window.groups {
             Groups::Single { used: false } => return Ok(()),
             Groups::Single { used: true } => (vec![], 1),
@@ -208,10 +290,7 @@ impl WindowAggregateOperator {
             }
         };
         columns.push(Arc::new(TimestampMillisecondArray::from_value(start, rows)));
-        columns.push(Arc::new(TimestampMillisecondArray::from_value(
-            start + self.size_ms,
-            rows,
-        )));
+        columns.push(Arc::new(TimestampMillisecondArray::from_value(end, rows)));
         for acc in &mut window.accumulators {
             columns.push(acc.evaluate(EmitTo::All)?);
         }
@@ -226,16 +305,16 @@ impl WindowAggregateOperator {
             return Ok(());
         };
         let mut ops = Vec::new();
-        let starts: Vec<i64> = self.windows.keys().copied().collect();
-        for start in starts {
-            let Some(window) = self.windows.remove(&start) else {
+        let keys: Vec<WindowKey> = self.windows.keys().copied().collect();
+        for key in keys {
+            let Some(window) = self.windows.remove(&key) else {
                 continue;
             };
             let (bytes, restored) = self.encode_window(window)?;
-            self.windows.insert(start, restored);
-            ops.push((KeyBuilder::new().i64(start).build(), Some(bytes)));
+            self.windows.insert(key, restored);
+            ops.push((KeyBuilder::new().i64(key.0).i64(key.1).build(), Some(bytes)));
         }
-        table.delete_range(&[], &[0xff; 9])?;
+        table.delete_range(&[], &[0xff; 17])?;
         table.write_batch(&ops)?;
         Ok(())
     }
@@ -315,13 +394,14 @@ impl WindowAggregateOperator {
         let Some(table) = self.table.clone() else {
             return Ok(());
         };
-        for (key, value) in table.scan_range(&[], &[0xff; 9])? {
-            let start =
-                decode_i64(&key).ok_or_else(|| OperatorError::Internal("bad window key".into()))?;
+        for (key, value) in table.scan_range(&[], &[0xff; 17])? {
+            let bad = || OperatorError::Internal("bad window key".into());
+            let end = decode_i64(&key).ok_or_else(bad)?;
+            let start = decode_i64(key.get(8..).unwrap_or_default()).ok_or_else(bad)?;
             let reader = StreamReader::try_new(Cursor::new(value), None)?;
             for batch in reader {
                 let window = self.decode_window(&batch?)?;
-                self.windows.insert(start, window);
+                self.windows.insert((end, start), window);
             }
         }
         if !self.windows.is_empty() {
@@ -384,7 +464,7 @@ fn conform_columns(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<Vec<Arr
 
 impl Operator for WindowAggregateOperator {
     fn name(&self) -> String {
-        format!("TumblingWindowAggregate({} ms)", self.size_ms)
+        format!("WindowAggregate({:?})", self.assigner)
     }
 
     fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
@@ -408,36 +488,53 @@ impl Operator for WindowAggregateOperator {
             })?;
         // Rows without an event time belong to no window.
         let mut late = ts.null_count();
-        let starts: Vec<Option<i64>> = ts.iter().map(|t| t.map(|t| self.window_start(t))).collect();
-        let first = starts.iter().flatten().next().copied();
-        let single = first.is_some() && late == 0 && starts.iter().all(|s| *s == first);
-        if single && let Some(start) = first {
-            if self.is_closed(start) {
-                late += batch.num_rows();
+        if let WindowAssigner::Tumble { size } = self.assigner {
+            // One window per row; usually one window per batch.
+            let starts: Vec<Option<i64>> = ts
+                .iter()
+                .map(|t| t.map(|t| t - t.rem_euclid(size)))
+                .collect();
+            let first = starts.iter().flatten().next().copied();
+            if late == 0 && first.is_some() && starts.iter().all(|s| *s == first) {
+                if let Some(start) = first {
+                    let key = (start + size, start);
+                    if self.is_closed(key) {
+                        late += batch.num_rows();
+                    } else {
+                        self.accumulate(key, &batch)?;
+                    }
+                }
             } else {
-                self.accumulate(start, &batch)?;
+                let mut by_window: BTreeMap<WindowKey, Vec<u32>> = BTreeMap::new();
+                for (row, s) in starts.iter().enumerate() {
+                    if let Some(s) = s {
+                        by_window
+                            .entry((s + size, *s))
+                            .or_default()
+                            .push(row as u32);
+                    }
+                }
+                late += self.accumulate_parts(&batch, by_window)?;
             }
         } else {
-            let mut by_window: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-            for (row, s) in starts.iter().enumerate() {
-                if let Some(s) = s {
-                    by_window.entry(*s).or_default().push(row as u32);
+            // A row belongs to several windows; it is late only if every
+            // one of them has fired.
+            let mut by_window: BTreeMap<WindowKey, Vec<u32>> = BTreeMap::new();
+            let mut keys = Vec::new();
+            for (row, t) in ts.iter().enumerate() {
+                let Some(t) = t else { continue };
+                keys.clear();
+                self.assigner.assign(t, &mut keys);
+                let mut open = false;
+                for &key in &keys {
+                    if !self.is_closed(key) {
+                        open = true;
+                        by_window.entry(key).or_default().push(row as u32);
+                    }
                 }
+                late += usize::from(!open);
             }
-            for (start, rows) in by_window {
-                if self.is_closed(start) {
-                    late += rows.len();
-                    continue;
-                }
-                let indices = UInt32Array::from(rows);
-                let columns = batch
-                    .columns()
-                    .iter()
-                    .map(|c| take(c.as_ref(), &indices, None))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                let part = RecordBatch::try_new(batch.schema(), columns)?;
-                self.accumulate(start, &part)?;
-            }
+            self.accumulate_parts(&batch, by_window)?;
         }
         if late > 0
             && let Some(m) = &self.metrics
@@ -449,12 +546,12 @@ impl Operator for WindowAggregateOperator {
 
     fn handle_watermark(&mut self, watermark: Timestamp, out: &mut Collector) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
-        while let Some((&start, _)) = self.windows.first_key_value() {
-            if !self.is_closed(start) {
+        while let Some((&key, _)) = self.windows.first_key_value() {
+            if !self.is_closed(key) {
                 break;
             }
-            if let Some((start, window)) = self.windows.pop_first() {
-                self.fire(start, window, out)?;
+            if let Some((key, window)) = self.windows.pop_first() {
+                self.fire(key, window, out)?;
             }
         }
         out.emit_watermark(watermark);

@@ -15,7 +15,7 @@ use eddy_operators::project::ProjectOperator;
 use eddy_operators::runtime::{Dataflow, Partitioning, Stage};
 use eddy_operators::sink::SinkOperator;
 use eddy_operators::watermark::WatermarkOperator;
-use eddy_operators::window::WindowAggregateOperator;
+use eddy_operators::window::{WindowAggregateOperator, WindowAssigner};
 
 use crate::error::{PlanError, Result};
 use crate::functions::Functions;
@@ -114,14 +114,24 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                         .build()?;
                     aggs.push(Arc::new(expr));
                 }
-                let WindowSpec::Tumble { size_ms } = w.window;
+                let assigner = match w.window {
+                    WindowSpec::Tumble { size_ms } => WindowAssigner::Tumble { size: size_ms },
+                    WindowSpec::Hop { slide_ms, size_ms } => WindowAssigner::Hop {
+                        slide: slide_ms,
+                        size: size_ms,
+                    },
+                    WindowSpec::Cumulate { step_ms, size_ms } => WindowAssigner::Cumulate {
+                        step: step_ms,
+                        size: size_ms,
+                    },
+                };
                 let (keys, time) = (w.keys.clone(), w.time_column);
                 // Validate once at build time, not first in a subtask.
                 WindowAggregateOperator::try_new(
                     &input,
                     keys.clone(),
                     time,
-                    size_ms,
+                    assigner,
                     aggs.clone(),
                 )?;
                 Some(Arc::new(move || {
@@ -129,7 +139,7 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                         &input,
                         keys.clone(),
                         time,
-                        size_ms,
+                        assigner,
                         aggs.clone(),
                     )?;
                     Ok(Box::new(op) as Box<dyn Operator>)

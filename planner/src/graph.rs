@@ -63,6 +63,8 @@ pub struct ProjectNode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WindowSpec {
     Tumble { size_ms: i64 },
+    Hop { slide_ms: i64, size_ms: i64 },
+    Cumulate { step_ms: i64, size_ms: i64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,7 +193,21 @@ fn describe(kind: &NodeKind, node: &PlanNode) -> String {
             }
         }
         NodeKind::WindowAggregate(w) => {
-            let WindowSpec::Tumble { size_ms } = w.window;
+            let window = match w.window {
+                WindowSpec::Tumble { size_ms } => {
+                    format!("TumblingWindowAggregate size={}", format_duration(size_ms))
+                }
+                WindowSpec::Hop { slide_ms, size_ms } => format!(
+                    "HoppingWindowAggregate slide={} size={}",
+                    format_duration(slide_ms),
+                    format_duration(size_ms)
+                ),
+                WindowSpec::Cumulate { step_ms, size_ms } => format!(
+                    "CumulatingWindowAggregate step={} size={}",
+                    format_duration(step_ms),
+                    format_duration(size_ms)
+                ),
+            };
             let aggs: Vec<String> = w
                 .aggregates
                 .iter()
@@ -207,8 +223,7 @@ fn describe(kind: &NodeKind, node: &PlanNode) -> String {
                 })
                 .collect();
             format!(
-                "TumblingWindowAggregate size={} keys=[{}] aggregates=[{}]",
-                format_duration(size_ms),
+                "{window} keys=[{}] aggregates=[{}]",
                 w.keys
                     .iter()
                     .map(|k| format!("#{k}"))

@@ -176,8 +176,9 @@ struct From<'a> {
 }
 
 struct Window {
-    size_ms: i64,
+    spec: WindowSpec,
     time_column: String,
+    span: Span,
 }
 
 impl QueryPlanner<'_> {
@@ -423,11 +424,8 @@ impl QueryPlanner<'_> {
         let window = match window {
             None => None,
             Some(tvf) => {
-                if tvf.kind != WindowKind::Tumble {
-                    return Err(PlanError::not_supported(
-                        format!("{} windows", tvf.kind.as_str()),
-                        t.span,
-                    ));
+                if tvf.kind == WindowKind::Session {
+                    return Err(PlanError::not_supported("SESSION windows", t.span));
                 }
                 if let Some(k) = tvf.partition_by.first() {
                     return Err(PlanError::not_supported(
@@ -435,20 +433,61 @@ impl QueryPlanner<'_> {
                         k.span,
                     ));
                 }
-                let [size] = tvf.args.as_slice() else {
-                    let span = tvf.args.get(1).map_or(t.span, |a| a.span);
-                    return Err(PlanError::not_supported(
-                        "TUMBLE with an offset argument",
-                        span,
-                    ));
+                let interval = |e: &ast::Expr| -> Result<i64> {
+                    let ms = interval_millis(e)?;
+                    if ms <= 0 {
+                        return Err(PlanError::user(
+                            "a window interval must be positive",
+                            e.span,
+                        ));
+                    }
+                    Ok(ms)
                 };
-                let size_ms = interval_millis(size)?;
-                if size_ms <= 0 {
-                    return Err(PlanError::user(
-                        "the window size must be positive",
-                        size.span,
-                    ));
-                }
+                let arity = |n: usize, what: &str| {
+                    let span = tvf
+                        .args
+                        .get(n)
+                        .or(tvf.args.last())
+                        .map_or(t.span, |a| a.span);
+                    PlanError::user(format!("{} takes {what}", tvf.kind.as_str()), span)
+                };
+                let spec = match (tvf.kind, tvf.args.as_slice()) {
+                    (WindowKind::Tumble, [size]) => WindowSpec::Tumble {
+                        size_ms: interval(size)?,
+                    },
+                    (WindowKind::Tumble, [_, offset]) => {
+                        return Err(PlanError::not_supported(
+                            "TUMBLE with an offset argument",
+                            offset.span,
+                        ));
+                    }
+                    (WindowKind::Hop, [slide, size]) => WindowSpec::Hop {
+                        slide_ms: interval(slide)?,
+                        size_ms: interval(size)?,
+                    },
+                    (WindowKind::Cumulate, [step, size]) => {
+                        let (step_ms, size_ms) = (interval(step)?, interval(size)?);
+                        if size_ms % step_ms != 0 {
+                            return Err(PlanError::user(
+                                "a CUMULATE window's size must be a whole number of steps",
+                                size.span,
+                            ));
+                        }
+                        WindowSpec::Cumulate { step_ms, size_ms }
+                    }
+                    (WindowKind::Session, _) => {
+                        return Err(PlanError::not_supported("SESSION windows", t.span));
+                    }
+                    (WindowKind::Tumble, _) => {
+                        return Err(arity(1, "the table, the time column and a size"));
+                    }
+                    (WindowKind::Hop, _) => {
+                        return Err(arity(2, "the table, the time column, a slide and a size"));
+                    }
+                    (WindowKind::Cumulate, _) => {
+                        return Err(arity(2, "the table, the time column, a step and a size"));
+                    }
+                };
                 let col = &tvf.time_column;
                 if source.schema.field_with_name(&col.value).is_err() {
                     let names: Vec<&str> = source
@@ -491,8 +530,9 @@ impl QueryPlanner<'_> {
                     fields.push(Field::new(name, ts_ms(), false));
                 }
                 Some(Window {
-                    size_ms,
+                    spec,
                     time_column: col.value.clone(),
+                    span: t.span,
                 })
             }
         };
@@ -513,6 +553,18 @@ impl QueryPlanner<'_> {
     /// computed per row: `date_bin(size, time)` and that plus `size`.
     fn window_columns(&self, e: Expr, from: &From<'_>) -> Result<Expr> {
         let Some(w) = &from.window else { return Ok(e) };
+        let mut uses_window = false;
+        e.apply(|x| {
+            if let Expr::Column(c) = x
+                && (c.name == WINDOW_START || c.name == WINDOW_END)
+            {
+                uses_window = true;
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        })?;
+        if !uses_window {
+            return Ok(e);
+        }
         let date_bin = self
             .functions()
             .scalar("date_bin")
@@ -522,7 +574,13 @@ impl QueryPlanner<'_> {
             Box::new(Expr::Column(Column::new(Some(q), &w.time_column))),
             ts_ms(),
         ));
-        let size = crate::binder::interval_literal(w.size_ms);
+        let WindowSpec::Tumble { size_ms } = w.spec else {
+            return Err(PlanError::not_supported(
+                "window_start/window_end of HOP or CUMULATE windows outside GROUP BY",
+                w.span,
+            ));
+        };
+        let size = crate::binder::interval_literal(size_ms);
         let start =
             Expr::ScalarFunction(ScalarFunction::new_udf(date_bin, vec![size.clone(), time]));
         let end = Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
@@ -766,9 +824,7 @@ impl QueryPlanner<'_> {
         out_fields.push(Field::new(WINDOW_END, ts_ms(), false));
         out_fields.extend(agg_fields);
         let node = WindowAggregateNode {
-            window: WindowSpec::Tumble {
-                size_ms: window.size_ms,
-            },
+            window: window.spec,
             keys: key_indices,
             time_column: time_index,
             aggregates: calls_out,

@@ -14,7 +14,7 @@ use datafusion::physical_expr::aggregate::AggregateExprBuilder;
 use datafusion::physical_expr::expressions::{col, lit};
 use eddy_state::{MemoryBackend, RocksDbBackend, StateBackend};
 
-use super::WindowAggregateOperator;
+use super::{WindowAggregateOperator, WindowAssigner};
 use crate::message::{MAX_WATERMARK, Message};
 use crate::runtime::run_operator_harness;
 
@@ -44,6 +44,10 @@ fn data(rows: &[(i64, i64, Option<i64>)]) -> Message {
 
 /// COUNT(*), SUM(v), MAX(v) per k over 10-second tumbling windows.
 fn operator() -> Box<WindowAggregateOperator> {
+    operator_with(WindowAssigner::Tumble { size: 10_000 })
+}
+
+fn operator_with(assigner: WindowAssigner) -> Box<WindowAggregateOperator> {
     let s = schema();
     let count = AggregateExprBuilder::new(count_udaf(), vec![lit(1i64)])
         .schema(s.clone())
@@ -61,7 +65,7 @@ fn operator() -> Box<WindowAggregateOperator> {
         .build()
         .unwrap();
     let aggs = vec![Arc::new(count), Arc::new(sum), Arc::new(max)];
-    Box::new(WindowAggregateOperator::try_new(&s, vec![0], 1, 10_000, aggs).unwrap())
+    Box::new(WindowAggregateOperator::try_new(&s, vec![0], 1, assigner, aggs).unwrap())
 }
 
 /// Renders the output: tables for data, `WM t` for watermarks.
@@ -251,4 +255,97 @@ fn restores_open_windows_from_memory_state() {
 fn restores_open_windows_from_rocksdb_state() {
     let dir = tempfile::tempdir().unwrap();
     snapshot_then_restore(Arc::new(RocksDbBackend::open(dir.path()).unwrap()));
+}
+
+#[test]
+fn rows_are_assigned_to_every_window_that_holds_them() {
+    let assign = |a: WindowAssigner, ts: i64| {
+        let mut out = vec![];
+        a.assign(ts, &mut out);
+        out.sort();
+        out
+    };
+    assert_eq!(
+        assign(WindowAssigner::Tumble { size: 10 }, 13),
+        vec![(20, 10)]
+    );
+    assert_eq!(
+        assign(WindowAssigner::Tumble { size: 10 }, -3),
+        vec![(0, -10)]
+    );
+    // HOP slide 2, size 10: starts 4, 6, 8, 10, 12 hold 13.
+    assert_eq!(
+        assign(WindowAssigner::Hop { slide: 2, size: 10 }, 13),
+        vec![(14, 4), (16, 6), (18, 8), (20, 10), (22, 12)]
+    );
+    // A slide larger than the size leaves gaps: 13 is in no window of size 2 every 5.
+    assert_eq!(
+        assign(WindowAssigner::Hop { slide: 5, size: 2 }, 13),
+        vec![]
+    );
+    // CUMULATE step 2, size 10: [10, 14), [10, 16), [10, 18), [10, 20) hold 13.
+    assert_eq!(
+        assign(WindowAssigner::Cumulate { step: 2, size: 10 }, 13),
+        vec![(14, 10), (16, 10), (18, 10), (20, 10)]
+    );
+    assert_eq!(
+        assign(WindowAssigner::Cumulate { step: 2, size: 10 }, 10),
+        vec![(12, 10), (14, 10), (16, 10), (18, 10), (20, 10)]
+    );
+}
+
+#[test]
+fn hopping_windows_fire_in_end_order_and_late_means_every_window_fired() {
+    // Slide 5 s, size 10 s. Worked out by hand:
+    //   1 s  -> [-5, 5), [0, 10)      7 s -> [0, 10), [5, 15)
+    //   12 s -> [5, 15), [10, 20)
+    let out = run_operator_harness(
+        operator_with(WindowAssigner::Hop {
+            slide: 5_000,
+            size: 10_000,
+        }),
+        Arc::new(MemoryBackend::default()),
+        vec![vec![
+            data(&[
+                (1, 1_000, Some(1)),
+                (1, 7_000, Some(2)),
+                (1, 12_000, Some(4)),
+            ]),
+            Message::Watermark(9_999),
+            // [5, 15) is still open: 6 s counts there (its [0, 10) has fired).
+            data(&[(1, 6_000, Some(8))]),
+            Message::Watermark(14_999),
+            // Both windows of 9 s ([0,10) and [5,15)) have fired: late.
+            data(&[(1, 9_000, Some(100))]),
+            Message::Watermark(MAX_WATERMARK),
+            Message::EndOfStream,
+        ]],
+    )
+    .unwrap();
+    let rows: Vec<String> = out
+        .iter()
+        .filter_map(|m| match m {
+            Message::Data(b) => Some(
+                pretty_format_batches(std::slice::from_ref(b))
+                    .unwrap()
+                    .to_string(),
+            ),
+            _ => None,
+        })
+        .flat_map(|t| {
+            t.lines()
+                .filter(|l| l.starts_with("| 1"))
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            "| 1 | 1969-12-31T23:59:55 | 1970-01-01T00:00:05 | 1 | 1     | 1   |",
+            "| 1 | 1970-01-01T00:00:00 | 1970-01-01T00:00:10 | 2 | 3     | 2   |",
+            "| 1 | 1970-01-01T00:00:05 | 1970-01-01T00:00:15 | 3 | 14    | 8   |",
+            "| 1 | 1970-01-01T00:00:10 | 1970-01-01T00:00:20 | 1 | 4     | 4   |",
+        ]
+    );
 }
