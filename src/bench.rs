@@ -40,6 +40,12 @@ pub const QUERIES: &[(&str, &str)] = &[
          FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) \
          GROUP BY auction, window_start, window_end",
     ),
+    (
+        "hop-count",
+        "SELECT auction, window_start, window_end, COUNT(*) AS bids \
+         FROM TABLE(HOP(TABLE bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) \
+         GROUP BY auction, window_start, window_end",
+    ),
 ];
 
 pub fn nexmark(

@@ -50,7 +50,8 @@ enum Command {
 enum BenchCommand {
     /// Run a built-in Nexmark query over the built-in generator.
     Nexmark {
-        /// q0, q1, q2, tumble-count, or `generator` (the generator alone).
+        /// q0, q1, q2, tumble-count, hop-count (q5's first stage), or
+        /// `generator` (the generator alone).
         #[arg(long, default_value = "q0")]
         query: String,
         /// Number of generated events (persons, auctions and bids).
