@@ -1,0 +1,286 @@
+//! The differential oracle: random bounded inputs (random keys, values with
+//! NULLs, event times out of order, some rows late) run through the
+//! streaming engine must give exactly what DataFusion in batch mode gives
+//! for the same rows, minus the late ones, for every window kind.
+//!
+//! Which rows count where is decided here by a model of the rules (Flink's),
+//! not by the engine: the source's watermark advances after each batch to
+//! `max(ts) - delay`; a window whose last millisecond is at or before the
+//! watermark in force when a row's batch arrives has fired, and the row does
+//! not count in it; a row is late (dropped) when all its windows have.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::functions_aggregate::expr_fn::{avg, count, max, min, sum};
+use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
+use eddy_connectors::MemoryCollector;
+use eddy_operators::metrics::JobMetrics;
+use eddy_planner::{BuildEnv, Outcome, Session, build};
+use eddy_state::MemoryBackend;
+use proptest::prelude::*;
+
+const BASE: i64 = 1_704_067_200_000;
+const DELAY: i64 = 2_000;
+
+#[derive(Debug, Clone, Copy)]
+enum Window {
+    Tumble { size: i64 },
+    Hop { slide: i64, size: i64 },
+    Cumulate { step: i64, size: i64 },
+}
+
+impl Window {
+    fn sql(self) -> String {
+        let ms = |v: i64| format!("INTERVAL '{v}' MILLISECOND");
+        match self {
+            Window::Tumble { size } => format!("TUMBLE(TABLE ev, DESCRIPTOR(ts), {})", ms(size)),
+            Window::Hop { slide, size } => {
+                format!("HOP(TABLE ev, DESCRIPTOR(ts), {}, {})", ms(slide), ms(size))
+            }
+            Window::Cumulate { step, size } => format!(
+                "CUMULATE(TABLE ev, DESCRIPTOR(ts), {}, {})",
+                ms(step),
+                ms(size)
+            ),
+        }
+    }
+
+    /// The `(start, end)` of every window holding `ts`, from the definitions.
+    fn windows(self, ts: i64) -> Vec<(i64, i64)> {
+        let floor = |t: i64, m: i64| t - t.rem_euclid(m);
+        match self {
+            Window::Tumble { size } => vec![(floor(ts, size), floor(ts, size) + size)],
+            Window::Hop { slide, size } => (0..)
+                .map(|j| floor(ts, slide) - j * slide)
+                .take_while(|s| s + size > ts)
+                .map(|s| (s, s + size))
+                .collect(),
+            Window::Cumulate { step, size } => {
+                let start = floor(ts, size);
+                (1..=size / step)
+                    .map(|j| (start, start + j * step))
+                    .filter(|&(_, e)| e > ts)
+                    .collect()
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    rows: Vec<(usize, i64, Option<i64>)>,
+    window: Window,
+    batch_size: usize,
+    parallelism: usize,
+}
+
+fn arb_case() -> impl Strategy<Value = Case> {
+    let row = (
+        0usize..4,
+        -3_000i64..3_000,
+        prop::bool::weighted(0.1),
+        prop::option::weighted(0.85, -50i64..100),
+    );
+    let window = prop_oneof![
+        prop::sample::select(vec![1_000i64, 5_000]).prop_map(|size| Window::Tumble { size }),
+        prop::sample::select(vec![(1_000i64, 3_000i64), (2_000, 5_000), (3_000, 2_000)])
+            .prop_map(|(slide, size)| Window::Hop { slide, size }),
+        prop::sample::select(vec![(1_000i64, 4_000i64), (500, 1_500)])
+            .prop_map(|(step, size)| Window::Cumulate { step, size }),
+    ];
+    (
+        prop::collection::vec(row, 1..60),
+        window,
+        1usize..5,
+        prop::sample::select(vec![1usize, 3]),
+    )
+        .prop_map(|(raw, window, batch_size, parallelism)| {
+            let rows = raw
+                .into_iter()
+                .enumerate()
+                .map(|(i, (k, jitter, very_late, v))| {
+                    let late = if very_late { -20_000 } else { 0 };
+                    (k, BASE + i as i64 * 200 + jitter + late, v)
+                })
+                .collect();
+            Case {
+                rows,
+                window,
+                batch_size,
+                parallelism,
+            }
+        })
+}
+
+/// Each row with the windows it still counts in, by the rules (see the
+/// module docs). Rows left with none are late.
+fn assignments(case: &Case) -> Vec<((usize, i64, Option<i64>), Vec<(i64, i64)>)> {
+    let mut watermark = i64::MIN;
+    let mut max_ts = i64::MIN;
+    let mut out = Vec::new();
+    for batch in case.rows.chunks(case.batch_size) {
+        for &(k, ts, v) in batch {
+            let open: Vec<(i64, i64)> = case
+                .window
+                .windows(ts)
+                .into_iter()
+                .filter(|&(_, end)| end - 1 > watermark)
+                .collect();
+            out.push(((k, ts, v), open));
+            max_ts = max_ts.max(ts);
+        }
+        watermark = watermark.max(max_ts - DELAY);
+    }
+    out
+}
+
+fn render(batches: &[RecordBatch]) -> Vec<String> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for b in batches {
+        let fmts: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        for row in 0..b.num_rows() {
+            out.push(
+                fmts.iter()
+                    .map(|f| f.value(row).to_string())
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+            );
+        }
+    }
+    out.sort();
+    out
+}
+
+/// DataFusion, batch mode: expand each on-time row into its windows, then
+/// GROUP BY key and window.
+fn batch_answer(case: &Case) -> Vec<String> {
+    let (mut ks, mut starts, mut ends, mut vs) = (vec![], vec![], vec![], vec![]);
+    for ((k, _, v), windows) in assignments(case) {
+        for (s, e) in windows {
+            ks.push(format!("k{k}"));
+            starts.push(s);
+            ends.push(e);
+            vs.push(v);
+        }
+    }
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Utf8, true),
+        Field::new("window_start", ts.clone(), false),
+        Field::new("window_end", ts, false),
+        Field::new("v", DataType::Int64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(ks)),
+            Arc::new(TimestampMillisecondArray::from(starts)),
+            Arc::new(TimestampMillisecondArray::from(ends)),
+            Arc::new(Int64Array::from(vs)),
+        ],
+    )
+    .unwrap();
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+    let df = ctx
+        .read_batch(batch)
+        .unwrap()
+        .aggregate(
+            vec![col("k"), col("window_start"), col("window_end")],
+            vec![
+                count(lit(1)),
+                sum(col("v")),
+                min(col("v")),
+                max(col("v")),
+                avg(col("v")),
+            ],
+        )
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    render(&runtime.block_on(df.collect()).unwrap())
+}
+
+/// The streaming engine, through SQL, over the same rows as a JSON file.
+fn stream_answer(case: &Case) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ev.json");
+    let mut text = String::new();
+    for (k, ts, v) in &case.rows {
+        let v = v.map_or("null".to_string(), |v| v.to_string());
+        text += &format!("{{\"k\": \"k{k}\", \"ts\": {ts}, \"v\": {v}}}\n");
+    }
+    std::fs::write(&path, text).unwrap();
+    let sql = format!(
+        "CREATE SOURCE ev (k VARCHAR, ts TIMESTAMP(3), v BIGINT, WATERMARK FOR ts AS ts - INTERVAL '{DELAY}' MILLISECOND)
+           WITH (connector = 'file', path = '{}', format = 'json', 'batch.size' = '{}');
+         SELECT k, window_start, window_end, COUNT(*), SUM(v), MIN(v), MAX(v), AVG(v)
+         FROM TABLE({}) GROUP BY k, window_start, window_end;",
+        path.display(),
+        case.batch_size,
+        case.window.sql()
+    );
+    let mut session = Session::new(case.parallelism);
+    session.select_sink = [("connector".to_string(), "memory".to_string())]
+        .into_iter()
+        .collect();
+    let outcomes = session
+        .execute(&sql)
+        .unwrap_or_else(|e| panic!("{}", e.render(&sql, "case")));
+    let Some(Outcome::Job(job)) = outcomes.into_iter().last() else {
+        panic!("no job")
+    };
+    let collector = MemoryCollector::default();
+    let env = BuildEnv {
+        functions: session.functions().clone(),
+        memory: Some(collector.clone()),
+    };
+    build(&job.graph, &env)
+        .unwrap()
+        .start(Arc::new(MemoryBackend::default()), JobMetrics::default())
+        .unwrap()
+        .join()
+        .unwrap();
+    render(&collector.batches())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn streaming_windows_equal_datafusion_batch(case in arb_case()) {
+        prop_assert_eq!(stream_answer(&case), batch_answer(&case), "{:?}", case);
+    }
+}
+
+#[test]
+fn the_model_marks_late_rows() {
+    // Watermark 2 s behind; the third row comes after the watermark passed
+    // the end of its only tumbling window.
+    let case = Case {
+        rows: vec![
+            (0, BASE + 500, Some(1)),
+            (0, BASE + 5_000, Some(2)),
+            (0, BASE + 900, Some(3)),
+        ],
+        window: Window::Tumble { size: 1_000 },
+        batch_size: 1,
+        parallelism: 1,
+    };
+    let late = assignments(&case)
+        .iter()
+        .filter(|(_, w)| w.is_empty())
+        .count();
+    assert_eq!(late, 1);
+    assert_eq!(stream_answer(&case), batch_answer(&case));
+}
