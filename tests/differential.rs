@@ -71,9 +71,12 @@ impl Window {
     }
 }
 
+/// `(key index, event time in ms, value)`.
+type Row = (usize, i64, Option<i64>);
+
 #[derive(Debug, Clone)]
 struct Case {
-    rows: Vec<(usize, i64, Option<i64>)>,
+    rows: Vec<Row>,
     window: Window,
     batch_size: usize,
     parallelism: usize,
@@ -119,7 +122,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
 
 /// Each row with the windows it still counts in, by the rules (see the
 /// module docs). Rows left with none are late.
-fn assignments(case: &Case) -> Vec<((usize, i64, Option<i64>), Vec<(i64, i64)>)> {
+fn assignments(case: &Case) -> Vec<(Row, Vec<(i64, i64)>)> {
     let mut watermark = i64::MIN;
     let mut max_ts = i64::MIN;
     let mut out = Vec::new();
