@@ -17,6 +17,7 @@ use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMi
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::functions_aggregate::expr_fn::{avg, count, max, min, sum};
+use datafusion::logical_expr::ExprFunctionExt;
 use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
 use eddy_connectors::MemoryCollector;
 use eddy_operators::metrics::JobMetrics;
@@ -205,13 +206,19 @@ fn batch_answer(case: &Case) -> Vec<String> {
                 min(col("v")),
                 max(col("v")),
                 avg(col("v")),
+                sum(col("v"))
+                    .filter(col("v").gt(lit(10i64)))
+                    .build()
+                    .unwrap()
+                    .alias("big_sum"),
             ],
         )
         .unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    render(&runtime.block_on(df.collect()).unwrap())
+    let out = runtime.block_on(df.collect()).unwrap();
+    render(&out)
 }
 
 /// The streaming engine, through SQL, over the same rows as a JSON file.
@@ -227,7 +234,7 @@ fn stream_answer(case: &Case) -> Vec<String> {
     let sql = format!(
         "CREATE SOURCE ev (k VARCHAR, ts TIMESTAMP(3), v BIGINT, WATERMARK FOR ts AS ts - INTERVAL '{DELAY}' MILLISECOND)
            WITH (connector = 'file', path = '{}', format = 'json', 'batch.size' = '{}');
-         SELECT k, window_start, window_end, COUNT(*), SUM(v), MIN(v), MAX(v), AVG(v)
+         SELECT k, window_start, window_end, COUNT(*), SUM(v), MIN(v), MAX(v), AVG(v), SUM(v) FILTER (WHERE v > 10)
          FROM TABLE({}) GROUP BY k, window_start, window_end;",
         path.display(),
         case.batch_size,

@@ -35,6 +35,7 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::GroupsAccumulatorAdapter;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
@@ -108,6 +109,9 @@ pub struct WindowAggregateOperator {
     time_column: usize,
     assigner: WindowAssigner,
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// `FILTER (WHERE ...)` per aggregate: rows where it is not true are
+    /// left out of that aggregate.
+    filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
     key_schema: SchemaRef,
     output_schema: SchemaRef,
     /// Open windows by `(end, start)`: they fire in this order.
@@ -167,6 +171,7 @@ impl WindowAggregateOperator {
             key_columns,
             time_column,
             assigner,
+            filters: vec![None; aggregates.len()],
             aggregates,
             key_schema: Arc::new(Schema::new(key_fields)),
             output_schema: Arc::new(Schema::new(fields)),
@@ -176,6 +181,20 @@ impl WindowAggregateOperator {
             metrics: None,
             group_ids: Vec::new(),
         })
+    }
+
+    /// Sets each aggregate's `FILTER (WHERE ...)` condition (a boolean
+    /// expression over the input), in the order of the aggregates.
+    pub fn with_filters(mut self, filters: Vec<Option<Arc<dyn PhysicalExpr>>>) -> Result<Self> {
+        if filters.len() != self.aggregates.len() {
+            return Err(OperatorError::Internal(format!(
+                "{} filters for {} aggregates",
+                filters.len(),
+                self.aggregates.len()
+            )));
+        }
+        self.filters = filters;
+        Ok(self)
     }
 
     pub fn output_schema(&self) -> SchemaRef {
@@ -230,6 +249,21 @@ impl WindowAggregateOperator {
                 .collect::<datafusion::error::Result<Vec<_>>>()?;
             args.push(values);
         }
+        let masks = self
+            .filters
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .map(|f| {
+                        let mask = f.evaluate(batch)?.into_array(batch.num_rows())?;
+                        if mask.as_boolean_opt().is_none() {
+                            return Err(OperatorError::Internal("FILTER is not a boolean".into()));
+                        }
+                        Ok(mask)
+                    })
+                    .transpose()
+            })
+            .collect::<Result<Vec<Option<ArrayRef>>>>()?;
         let Some(window) = self.windows.get_mut(&key) else {
             return Err(OperatorError::Internal("window vanished".into()));
         };
@@ -239,8 +273,9 @@ impl WindowAggregateOperator {
             batch.num_rows(),
             &mut self.group_ids,
         )?;
-        for (acc, values) in window.accumulators.iter_mut().zip(&args) {
-            acc.update_batch(values, &self.group_ids, None, num_groups)?;
+        for ((acc, values), mask) in window.accumulators.iter_mut().zip(&args).zip(&masks) {
+            let mask = mask.as_ref().map(|m| m.as_boolean());
+            acc.update_batch(values, &self.group_ids, mask, num_groups)?;
         }
         Ok(())
     }

@@ -40,7 +40,19 @@ pub(crate) struct BoundAggregate {
     /// Arguments bound over the input scope (not yet coerced).
     pub args: Vec<Expr>,
     pub distinct: bool,
+    /// `FILTER (WHERE ...)`, bound over the input scope, and its span.
+    pub filter: Option<(Expr, Span)>,
     pub output_name: String,
+}
+
+impl BoundAggregate {
+    /// The same computation (written twice, it is computed once).
+    pub fn same_call(&self, other: &BoundAggregate) -> bool {
+        self.udaf.name() == other.udaf.name()
+            && self.args == other.args
+            && self.distinct == other.distinct
+            && self.filter.as_ref().map(|f| &f.0) == other.filter.as_ref().map(|f| &f.0)
+    }
 }
 
 pub(crate) struct Binder<'a> {
@@ -144,12 +156,6 @@ impl Binder<'_> {
         else {
             return Err(PlanError::internal("not an aggregate call"));
         };
-        if let Some(f) = filter {
-            return Err(PlanError::not_supported(
-                "FILTER (WHERE ...) on aggregates",
-                f.span,
-            ));
-        }
         let udaf = self
             .functions
             .aggregate(&name.value)
@@ -170,10 +176,18 @@ impl Binder<'_> {
                 .map(|a| self.bind(a, scope, AggMode::Forbidden("aggregate arguments")))
                 .collect::<Result<_>>()?
         };
+        let filter = match filter {
+            Some(f) => Some((
+                self.bind(f, scope, AggMode::Forbidden("FILTER (WHERE ...)"))?,
+                f.span,
+            )),
+            None => None,
+        };
         Ok(BoundAggregate {
             udaf,
             args,
             distinct: *distinct,
+            filter,
             output_name: self.text(e.span).to_string(),
         })
     }
@@ -346,9 +360,9 @@ impl Binder<'_> {
                         span.union(e.span),
                     ));
                 }
-                if let Some(f) = filter {
-                    return Err(PlanError::not_supported(
-                        "FILTER (WHERE ...) on aggregates",
+                if let Some(f) = filter.as_ref().filter(|_| !self.is_aggregate_call(e)) {
+                    return Err(PlanError::user(
+                        "FILTER (WHERE ...) is only valid on aggregate functions",
                         f.span,
                     ));
                 }
@@ -434,11 +448,7 @@ impl Binder<'_> {
                         )),
                         AggMode::Output(list) => {
                             let bound = self.bind_aggregate(e, scope)?;
-                            let found = list.iter().find(|a| {
-                                a.udaf.name() == bound.udaf.name()
-                                    && a.args == bound.args
-                                    && a.distinct == bound.distinct
-                            });
+                            let found = list.iter().find(|a| a.same_call(&bound));
                             match found {
                                 Some(a) => {
                                     Ok(Expr::Column(Column::new_unqualified(&a.output_name)))

@@ -98,6 +98,7 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                     .clone()
                     .ok_or_else(|| PlanError::internal("aggregate without input"))?;
                 let mut aggs: Vec<Arc<AggregateFunctionExpr>> = Vec::new();
+                let mut filters: Vec<Option<Arc<dyn PhysicalExpr>>> = Vec::new();
                 for call in &w.aggregates {
                     let udaf = env.functions.aggregate(&call.function).ok_or_else(|| {
                         PlanError::internal(format!("unknown aggregate {}", call.function))
@@ -113,6 +114,12 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                         .with_distinct(call.distinct)
                         .build()?;
                     aggs.push(Arc::new(expr));
+                    filters.push(
+                        call.filter
+                            .as_ref()
+                            .map(|f| f.to_physical(&input, &env.functions))
+                            .transpose()?,
+                    );
                 }
                 let assigner = match w.window {
                     WindowSpec::Tumble { size_ms } => WindowAssigner::Tumble { size: size_ms },
@@ -141,7 +148,8 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                         time,
                         assigner,
                         aggs.clone(),
-                    )?;
+                    )?
+                    .with_filters(filters.clone())?;
                     Ok(Box::new(op) as Box<dyn Operator>)
                 }))
             }

@@ -82,6 +82,9 @@ pub struct AggregateCall {
     pub function: String,
     /// Arguments over the node's input.
     pub args: Vec<ScalarExpr>,
+    /// `FILTER (WHERE ...)`: a boolean over the node's input.
+    #[serde(default)]
+    pub filter: Option<ScalarExpr>,
     pub distinct: bool,
     pub output_name: String,
     pub output_type: DataType,
@@ -215,9 +218,12 @@ fn describe(kind: &NodeKind, node: &PlanNode) -> String {
                     let args: Vec<String> = a.args.iter().map(ToString::to_string).collect();
                     let d = if a.distinct { "DISTINCT " } else { "" };
                     format!(
-                        "{}({d}{}) AS {}",
+                        "{}({d}{}){} AS {}",
                         a.function,
                         args.join(", "),
+                        a.filter
+                            .as_ref()
+                            .map_or(String::new(), |f| format!(" FILTER (WHERE {f})")),
                         a.output_name
                     )
                 })

@@ -724,12 +724,10 @@ impl QueryPlanner<'_> {
                 .into_iter()
                 .map(|a| self.window_columns(a, from))
                 .collect::<Result<_>>()?;
-            if let Some(existing) = aggs.iter().find(|a| {
-                a.udaf.name() == bound.udaf.name()
-                    && a.args == bound.args
-                    && a.distinct == bound.distinct
-            }) {
-                let _ = existing;
+            if let Some((f, span)) = bound.filter.take() {
+                bound.filter = Some((self.window_columns(f, from)?, span));
+            }
+            if aggs.iter().any(|a| a.same_call(&bound)) {
                 continue;
             }
             agg_spans.push(call.span);
@@ -780,11 +778,40 @@ impl QueryPlanner<'_> {
                 };
                 arg_refs.push(ScalarExpr::column(pre_fields[idx].name().clone(), idx));
             }
+            // FILTER (WHERE ...): a boolean column of the pre-projection.
+            let filter_ref = match &agg.filter {
+                None => None,
+                Some((f, fspan)) => {
+                    let (f, ffield) = coerce(f.clone(), &scope.schema, *fspan)?;
+                    if !matches!(ffield.data_type(), DataType::Boolean | DataType::Null) {
+                        return Err(PlanError::user(
+                            format!(
+                                "FILTER (WHERE ...) must be a boolean condition, not {}",
+                                ffield.data_type()
+                            ),
+                            *fspan,
+                        ));
+                    }
+                    let idx = match pre_exprs.iter().position(|e| *e == f) {
+                        Some(idx) => idx,
+                        None => {
+                            pre_fields.push(ffield.with_name(unique(
+                                &format!("filter{}", pre_exprs.len()),
+                                &mut used,
+                            )));
+                            pre_exprs.push(f);
+                            pre_exprs.len() - 1
+                        }
+                    };
+                    Some(ScalarExpr::column(pre_fields[idx].name().clone(), idx))
+                }
+            };
             let output_name = unique(&agg.output_name, &mut used);
             agg_fields.push(field.clone().with_name(output_name.clone()));
             calls_out.push(AggregateCall {
                 function: agg.udaf.name().to_string(),
                 args: arg_refs,
+                filter: filter_ref,
                 distinct: agg.distinct,
                 output_name,
                 output_type: field.data_type().clone(),
