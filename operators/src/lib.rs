@@ -29,6 +29,7 @@ pub mod operator;
 pub mod partition;
 pub mod project;
 pub mod runtime;
+pub mod session;
 pub mod sink;
 pub mod watermark;
 pub mod window;

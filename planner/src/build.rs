@@ -13,6 +13,7 @@ use eddy_connectors::{MemoryCollector, Options, SinkConfig, SourceConfig};
 use eddy_operators::Operator;
 use eddy_operators::project::ProjectOperator;
 use eddy_operators::runtime::{Dataflow, Partitioning, Stage};
+use eddy_operators::session::SessionWindowOperator;
 use eddy_operators::sink::SinkOperator;
 use eddy_operators::watermark::WatermarkOperator;
 use eddy_operators::window::{WindowAggregateOperator, WindowAssigner};
@@ -121,37 +122,63 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                             .transpose()?,
                     );
                 }
-                let assigner = match w.window {
-                    WindowSpec::Tumble { size_ms } => WindowAssigner::Tumble { size: size_ms },
-                    WindowSpec::Hop { slide_ms, size_ms } => WindowAssigner::Hop {
-                        slide: slide_ms,
-                        size: size_ms,
-                    },
-                    WindowSpec::Cumulate { step_ms, size_ms } => WindowAssigner::Cumulate {
-                        step: step_ms,
-                        size: size_ms,
-                    },
-                };
                 let (keys, time) = (w.keys.clone(), w.time_column);
-                // Validate once at build time, not first in a subtask.
-                WindowAggregateOperator::try_new(
-                    &input,
-                    keys.clone(),
-                    time,
-                    assigner,
-                    aggs.clone(),
-                )?;
-                Some(Arc::new(move || {
-                    let op = WindowAggregateOperator::try_new(
+                if let WindowSpec::Session { gap_ms } = w.window {
+                    SessionWindowOperator::try_new(
+                        &input,
+                        keys.clone(),
+                        time,
+                        gap_ms,
+                        aggs.clone(),
+                        filters.clone(),
+                    )?;
+                    let factory: OperatorFactory = Arc::new(move || {
+                        let op = SessionWindowOperator::try_new(
+                            &input,
+                            keys.clone(),
+                            time,
+                            gap_ms,
+                            aggs.clone(),
+                            filters.clone(),
+                        )?;
+                        Ok(Box::new(op) as Box<dyn Operator>)
+                    });
+                    Some(factory)
+                } else {
+                    let assigner = match w.window {
+                        WindowSpec::Session { .. } => {
+                            return Err(PlanError::internal("session windows are built above"));
+                        }
+                        WindowSpec::Tumble { size_ms } => WindowAssigner::Tumble { size: size_ms },
+                        WindowSpec::Hop { slide_ms, size_ms } => WindowAssigner::Hop {
+                            slide: slide_ms,
+                            size: size_ms,
+                        },
+                        WindowSpec::Cumulate { step_ms, size_ms } => WindowAssigner::Cumulate {
+                            step: step_ms,
+                            size: size_ms,
+                        },
+                    };
+                    // Validate once at build time, not first in a subtask.
+                    WindowAggregateOperator::try_new(
                         &input,
                         keys.clone(),
                         time,
                         assigner,
                         aggs.clone(),
-                    )?
-                    .with_filters(filters.clone())?;
-                    Ok(Box::new(op) as Box<dyn Operator>)
-                }))
+                    )?;
+                    Some(Arc::new(move || {
+                        let op = WindowAggregateOperator::try_new(
+                            &input,
+                            keys.clone(),
+                            time,
+                            assigner,
+                            aggs.clone(),
+                        )?
+                        .with_filters(filters.clone())?;
+                        Ok(Box::new(op) as Box<dyn Operator>)
+                    }))
+                }
             }
             NodeKind::Sink(s) => {
                 let connector = s.options.get("connector").map(String::as_str);

@@ -65,6 +65,7 @@ pub enum WindowSpec {
     Tumble { size_ms: i64 },
     Hop { slide_ms: i64, size_ms: i64 },
     Cumulate { step_ms: i64, size_ms: i64 },
+    Session { gap_ms: i64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -205,6 +206,9 @@ fn describe(kind: &NodeKind, node: &PlanNode) -> String {
                     format_duration(slide_ms),
                     format_duration(size_ms)
                 ),
+                WindowSpec::Session { gap_ms } => {
+                    format!("SessionWindowAggregate gap={}", format_duration(gap_ms))
+                }
                 WindowSpec::Cumulate { step_ms, size_ms } => format!(
                     "CumulatingWindowAggregate step={} size={}",
                     format_duration(step_ms),

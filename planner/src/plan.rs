@@ -179,6 +179,8 @@ struct Window {
     spec: WindowSpec,
     time_column: String,
     span: Span,
+    /// SESSION's `PARTITION BY` columns.
+    partition_by: Vec<ast::Ident>,
 }
 
 impl QueryPlanner<'_> {
@@ -424,12 +426,13 @@ impl QueryPlanner<'_> {
         let window = match window {
             None => None,
             Some(tvf) => {
-                if tvf.kind == WindowKind::Session {
-                    return Err(PlanError::not_supported("SESSION windows", t.span));
-                }
-                if let Some(k) = tvf.partition_by.first() {
-                    return Err(PlanError::not_supported(
-                        "PARTITION BY in a window function",
+                if let Some(k) = tvf
+                    .partition_by
+                    .first()
+                    .filter(|_| tvf.kind != WindowKind::Session)
+                {
+                    return Err(PlanError::user(
+                        "only SESSION windows take PARTITION BY",
                         k.span,
                     ));
                 }
@@ -475,8 +478,11 @@ impl QueryPlanner<'_> {
                         }
                         WindowSpec::Cumulate { step_ms, size_ms }
                     }
+                    (WindowKind::Session, [gap]) => WindowSpec::Session {
+                        gap_ms: interval(gap)?,
+                    },
                     (WindowKind::Session, _) => {
-                        return Err(PlanError::not_supported("SESSION windows", t.span));
+                        return Err(arity(1, "the table, the time column and a gap"));
                     }
                     (WindowKind::Tumble, _) => {
                         return Err(arity(1, "the table, the time column and a size"));
@@ -533,6 +539,7 @@ impl QueryPlanner<'_> {
                     spec,
                     time_column: col.value.clone(),
                     span: t.span,
+                    partition_by: tvf.partition_by.clone(),
                 })
             }
         };
@@ -576,7 +583,7 @@ impl QueryPlanner<'_> {
         ));
         let WindowSpec::Tumble { size_ms } = w.spec else {
             return Err(PlanError::not_supported(
-                "window_start/window_end of HOP or CUMULATE windows outside GROUP BY",
+                "window_start/window_end of HOP, CUMULATE or SESSION windows outside GROUP BY",
                 w.span,
             ));
         };
@@ -713,6 +720,28 @@ impl QueryPlanner<'_> {
                 "a window aggregation must GROUP BY both window_start and window_end",
                 group_span,
             ));
+        }
+        if let Some(first) = window.partition_by.first() {
+            let mut keyed: Vec<&str> = keys
+                .iter()
+                .filter_map(|(k, _)| match k {
+                    Expr::Column(c) => Some(c.name.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let mut partitioned: Vec<&str> = window
+                .partition_by
+                .iter()
+                .map(|p| p.value.as_str())
+                .collect();
+            keyed.sort_unstable();
+            partitioned.sort_unstable();
+            if keyed != partitioned || keyed.len() != keys.len() {
+                return Err(PlanError::not_supported(
+                    "a SESSION window partitioned by columns other than the GROUP BY keys",
+                    first.span,
+                ));
+            }
         }
         // Aggregate calls, deduplicated.
         let mut aggs: Vec<BoundAggregate> = Vec::new();
