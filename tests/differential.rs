@@ -33,6 +33,7 @@ enum Window {
     Tumble { size: i64 },
     Hop { slide: i64, size: i64 },
     Cumulate { step: i64, size: i64 },
+    Session { gap: i64 },
 }
 
 impl Window {
@@ -48,6 +49,12 @@ impl Window {
                 ms(step),
                 ms(size)
             ),
+            Window::Session { gap } => {
+                format!(
+                    "SESSION(TABLE ev PARTITION BY k, DESCRIPTOR(ts), {})",
+                    ms(gap)
+                )
+            }
         }
     }
 
@@ -68,6 +75,8 @@ impl Window {
                     .filter(|&(_, e)| e > ts)
                     .collect()
             }
+            // Sessions depend on the other rows: see `sessions`.
+            Window::Session { .. } => vec![],
         }
     }
 }
@@ -96,6 +105,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
             .prop_map(|(slide, size)| Window::Hop { slide, size }),
         prop::sample::select(vec![(1_000i64, 4_000i64), (500, 1_500)])
             .prop_map(|(step, size)| Window::Cumulate { step, size }),
+        prop::sample::select(vec![300i64, 1_000]).prop_map(|gap| Window::Session { gap }),
     ];
     (
         prop::collection::vec(row, 1..60),
@@ -124,6 +134,9 @@ fn arb_case() -> impl Strategy<Value = Case> {
 /// Each row with the windows it still counts in, by the rules (see the
 /// module docs). Rows left with none are late.
 fn assignments(case: &Case) -> Vec<(Row, Vec<(i64, i64)>)> {
+    if let Window::Session { gap } = case.window {
+        return sessions(case, gap);
+    }
     let mut watermark = i64::MIN;
     let mut max_ts = i64::MIN;
     let mut out = Vec::new();
@@ -139,6 +152,65 @@ fn assignments(case: &Case) -> Vec<(Row, Vec<(i64, i64)>)> {
             max_ts = max_ts.max(ts);
         }
         watermark = watermark.max(max_ts - DELAY);
+    }
+    out
+}
+
+/// Sessions by the rules: per key, a row opens `[ts, ts + gap)`, merged
+/// with every overlapping session that has not fired; if the merged session
+/// has already ended by the watermark, the row is late. Returns each row
+/// with the (final) session it ended up in.
+fn sessions(case: &Case, gap: i64) -> Vec<(Row, Vec<(i64, i64)>)> {
+    struct Open {
+        key: usize,
+        start: i64,
+        end: i64,
+        rows: Vec<Row>,
+        fired: bool,
+    }
+    let mut all: Vec<Open> = Vec::new();
+    let mut late = Vec::new();
+    let mut watermark = i64::MIN;
+    let mut max_ts = i64::MIN;
+    for batch in case.rows.chunks(case.batch_size) {
+        for &row in batch {
+            let (k, ts, _) = row;
+            let (mut start, mut end, mut rows) = (ts, ts + gap, vec![row]);
+            let mut kept = Vec::new();
+            for s in all.drain(..) {
+                if s.key == k && !s.fired && s.start < end && s.end > start {
+                    start = start.min(s.start);
+                    end = end.max(s.end);
+                    rows.extend(s.rows);
+                } else {
+                    kept.push(s);
+                }
+            }
+            all = kept;
+            if end - 1 <= watermark {
+                // Unfired sessions all end after the watermark, so a row
+                // that merged with one cannot be late: this one merged with
+                // none, and is lost alone.
+                late.push(row);
+                continue;
+            }
+            all.push(Open {
+                key: k,
+                start,
+                end,
+                rows,
+                fired: false,
+            });
+        }
+        max_ts = max_ts.max(batch.iter().map(|r| r.1).max().unwrap_or(i64::MIN));
+        watermark = watermark.max(max_ts - DELAY);
+        for s in &mut all {
+            s.fired |= s.end - 1 <= watermark;
+        }
+    }
+    let mut out: Vec<(Row, Vec<(i64, i64)>)> = late.into_iter().map(|r| (r, vec![])).collect();
+    for s in all {
+        out.extend(s.rows.into_iter().map(|r| (r, vec![(s.start, s.end)])));
     }
     out
 }
