@@ -31,6 +31,17 @@ use crate::graph::{
 
 pub const WINDOW_START: &str = "window_start";
 pub const WINDOW_END: &str = "window_end";
+/// `window_end - 1 ms`: the last moment of the window (Flink's time attribute).
+pub const WINDOW_TIME: &str = "window_time";
+
+/// `window_end - 1 ms`.
+fn window_time_of(end: Expr) -> Expr {
+    Expr::BinaryExpr(datafusion::logical_expr::BinaryExpr::new(
+        Box::new(end),
+        Operator::Minus,
+        Box::new(crate::binder::interval_literal(1)),
+    ))
+}
 
 fn ts_ms() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, None)
@@ -342,7 +353,7 @@ impl QueryPlanner<'_> {
                 .map(|f| f.name().clone())
                 .collect();
             if window {
-                columns.extend([WINDOW_START.to_string(), WINDOW_END.to_string()]);
+                columns.extend([WINDOW_START, WINDOW_END, WINDOW_TIME].map(String::from));
             }
             tables.push((qualifier, name.value.clone(), columns));
         }
@@ -526,7 +537,7 @@ impl QueryPlanner<'_> {
                         col.span,
                     ));
                 }
-                for name in [WINDOW_START, WINDOW_END] {
+                for name in [WINDOW_START, WINDOW_END, WINDOW_TIME] {
                     if fields.iter().any(|f| f.name() == name) {
                         return Err(PlanError::user(
                             format!("source '{}' already has a column named {name}", source.name),
@@ -563,7 +574,7 @@ impl QueryPlanner<'_> {
         let mut uses_window = false;
         e.apply(|x| {
             if let Expr::Column(c) = x
-                && (c.name == WINDOW_START || c.name == WINDOW_END)
+                && (c.name == WINDOW_START || c.name == WINDOW_END || c.name == WINDOW_TIME)
             {
                 uses_window = true;
             }
@@ -599,6 +610,9 @@ impl QueryPlanner<'_> {
             Ok(match &x {
                 Expr::Column(c) if c.name == WINDOW_START => Transformed::yes(start.clone()),
                 Expr::Column(c) if c.name == WINDOW_END => Transformed::yes(end.clone()),
+                Expr::Column(c) if c.name == WINDOW_TIME => {
+                    Transformed::yes(window_time_of(end.clone()))
+                }
                 _ => Transformed::no(x),
             })
         })?
@@ -914,6 +928,11 @@ impl QueryPlanner<'_> {
                                 && (c.name == WINDOW_START || c.name == WINDOW_END) =>
                         {
                             Transformed::yes(Expr::Column(Column::new_unqualified(&c.name)))
+                        }
+                        Expr::Column(c) if c.relation.is_some() && c.name == WINDOW_TIME => {
+                            Transformed::yes(window_time_of(Expr::Column(Column::new_unqualified(
+                                WINDOW_END,
+                            ))))
                         }
                         _ => Transformed::no(x),
                     })
