@@ -131,6 +131,8 @@ fn rows(
     let options = FormatOptions::default().with_null("NULL");
     let mut out = Vec::new();
     for batch in collector.batches() {
+        let batch =
+            eddy_connectors::readable_changelog(&batch).map_err(|e| SltError(e.to_string()))?;
         let formatters = batch
             .columns()
             .iter()

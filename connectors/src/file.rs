@@ -325,6 +325,7 @@ impl Sink for FileSink {
     }
 
     fn write_batch(&mut self, batch: &RecordBatch) -> eddy_operators::Result<()> {
+        let batch = &crate::readable_changelog(batch)?;
         self.writer
             .write(batch)
             .map_err(|e| OperatorError::Connector(format!("writing {}: {e}", self.path.display())))

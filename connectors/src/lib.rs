@@ -161,3 +161,28 @@ pub fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
+
+/// For people and files: a changelog's `_op` column (Int8 codes) becomes an
+/// `op` column of `+I`, `-U`, `+U`, `-D`. Other batches pass unchanged.
+pub fn readable_changelog(batch: &RecordBatch) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{AsArray, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Int8Type, Schema};
+    use eddy_operators::updating::{OP_COLUMN, op_name};
+    let schema = batch.schema();
+    let Some((idx, field)) = schema.column_with_name(OP_COLUMN) else {
+        return Ok(batch.clone());
+    };
+    if field.data_type() != &DataType::Int8 {
+        return Ok(batch.clone());
+    }
+    let codes = batch.column(idx).as_primitive::<Int8Type>();
+    let ops: StringArray = codes.iter().map(|c| c.map(op_name)).collect();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields[idx] = Field::new("op", DataType::Utf8, false);
+    let mut columns = batch.columns().to_vec();
+    columns[idx] = Arc::new(ops);
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}

@@ -72,7 +72,13 @@ impl StdoutSink {
             .schema
             .fields()
             .iter()
-            .map(|f| f.name().clone())
+            .map(|f| {
+                if f.name() == "_op" {
+                    "op".to_string()
+                } else {
+                    f.name().clone()
+                }
+            })
             .collect();
         let widths: Vec<usize> = headers
             .iter()
@@ -135,6 +141,7 @@ impl Sink for StdoutSink {
 
     fn write_batch(&mut self, batch: &RecordBatch) -> eddy_operators::Result<()> {
         self.rows += batch.num_rows();
+        let batch = &crate::readable_changelog(batch)?;
         let mut stdout = std::io::stdout().lock();
         let io = |e: std::io::Error| match e.kind() {
             std::io::ErrorKind::BrokenPipe => OperatorError::OutputClosed,

@@ -31,6 +31,7 @@ pub mod project;
 pub mod runtime;
 pub mod session;
 pub mod sink;
+pub mod updating;
 pub mod watermark;
 pub mod window;
 

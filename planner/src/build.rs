@@ -15,12 +15,13 @@ use eddy_operators::project::ProjectOperator;
 use eddy_operators::runtime::{Dataflow, Partitioning, Stage};
 use eddy_operators::session::SessionWindowOperator;
 use eddy_operators::sink::SinkOperator;
+use eddy_operators::updating::UpdatingAggregateOperator;
 use eddy_operators::watermark::WatermarkOperator;
 use eddy_operators::window::{WindowAggregateOperator, WindowAssigner};
 
 use crate::error::{PlanError, Result};
 use crate::functions::Functions;
-use crate::graph::{EdgeKind, NodeKind, PhysicalGraph, WindowSpec};
+use crate::graph::{AggregateCall, EdgeKind, NodeKind, PhysicalGraph, WindowSpec};
 
 /// What building needs besides the graph.
 #[derive(Debug, Clone, Default)]
@@ -94,34 +95,34 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                     )?) as Box<dyn Operator>)
                 }))
             }
+            NodeKind::UpdatingAggregate(u) => {
+                let input = input_schema
+                    .clone()
+                    .ok_or_else(|| PlanError::internal("aggregate without input"))?;
+                let (aggs, filters) = aggregate_exprs(&u.aggregates, &input, env)?;
+                let keys = u.keys.clone();
+                UpdatingAggregateOperator::try_new(
+                    &input,
+                    keys.clone(),
+                    aggs.clone(),
+                    filters.clone(),
+                )?;
+                let factory: OperatorFactory = Arc::new(move || {
+                    let op = UpdatingAggregateOperator::try_new(
+                        &input,
+                        keys.clone(),
+                        aggs.clone(),
+                        filters.clone(),
+                    )?;
+                    Ok(Box::new(op) as Box<dyn Operator>)
+                });
+                Some(factory)
+            }
             NodeKind::WindowAggregate(w) => {
                 let input = input_schema
                     .clone()
                     .ok_or_else(|| PlanError::internal("aggregate without input"))?;
-                let mut aggs: Vec<Arc<AggregateFunctionExpr>> = Vec::new();
-                let mut filters: Vec<Option<Arc<dyn PhysicalExpr>>> = Vec::new();
-                for call in &w.aggregates {
-                    let udaf = env.functions.aggregate(&call.function).ok_or_else(|| {
-                        PlanError::internal(format!("unknown aggregate {}", call.function))
-                    })?;
-                    let args = call
-                        .args
-                        .iter()
-                        .map(|a| a.to_physical(&input, &env.functions))
-                        .collect::<Result<_>>()?;
-                    let expr = AggregateExprBuilder::new(udaf, args)
-                        .schema(input.clone())
-                        .alias(call.output_name.clone())
-                        .with_distinct(call.distinct)
-                        .build()?;
-                    aggs.push(Arc::new(expr));
-                    filters.push(
-                        call.filter
-                            .as_ref()
-                            .map(|f| f.to_physical(&input, &env.functions))
-                            .transpose()?,
-                    );
-                }
+                let (aggs, filters) = aggregate_exprs(&w.aggregates, &input, env)?;
                 let (keys, time) = (w.keys.clone(), w.time_column);
                 if let WindowSpec::Session { gap_ms } = w.window {
                     SessionWindowOperator::try_new(
@@ -249,12 +250,52 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
     Ok(Dataflow { stages })
 }
 
+type AggregateExprs = (
+    Vec<Arc<AggregateFunctionExpr>>,
+    Vec<Option<Arc<dyn PhysicalExpr>>>,
+);
+
+/// Compiles aggregate calls (and their FILTERs) over `input`.
+fn aggregate_exprs(
+    calls: &[AggregateCall],
+    input: &SchemaRef,
+    env: &BuildEnv,
+) -> Result<AggregateExprs> {
+    let mut aggs = Vec::new();
+    let mut filters = Vec::new();
+    for call in calls {
+        let udaf = env
+            .functions
+            .aggregate(&call.function)
+            .ok_or_else(|| PlanError::internal(format!("unknown aggregate {}", call.function)))?;
+        let args = call
+            .args
+            .iter()
+            .map(|a| a.to_physical(input, &env.functions))
+            .collect::<Result<_>>()?;
+        let expr = AggregateExprBuilder::new(udaf, args)
+            .schema(input.clone())
+            .alias(call.output_name.clone())
+            .with_distinct(call.distinct)
+            .build()?;
+        aggs.push(Arc::new(expr));
+        filters.push(
+            call.filter
+                .as_ref()
+                .map(|f| f.to_physical(input, &env.functions))
+                .transpose()?,
+        );
+    }
+    Ok((aggs, filters))
+}
+
 fn stage_name(kind: &NodeKind) -> String {
     match kind {
         NodeKind::Source(s) => format!("source:{}", s.name),
         NodeKind::Watermark(_) => "watermark".into(),
         NodeKind::Project(_) => "project".into(),
         NodeKind::WindowAggregate(_) => "window".into(),
+        NodeKind::UpdatingAggregate(_) => "aggregate".into(),
         NodeKind::Sink(s) => format!("sink:{}", s.name),
     }
 }

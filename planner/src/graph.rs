@@ -35,6 +35,7 @@ pub enum NodeKind {
     Watermark(WatermarkNode),
     Project(ProjectNode),
     WindowAggregate(WindowAggregateNode),
+    UpdatingAggregate(UpdatingAggregateNode),
     Sink(SinkNode),
 }
 
@@ -75,6 +76,13 @@ pub struct WindowAggregateNode {
     pub keys: Vec<usize>,
     /// The input column holding event time.
     pub time_column: usize,
+    pub aggregates: Vec<AggregateCall>,
+}
+
+/// `GROUP BY` without a window: output is a changelog (`_op` last).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdatingAggregateNode {
+    pub keys: Vec<usize>,
     pub aggregates: Vec<AggregateCall>,
 }
 
@@ -235,6 +243,18 @@ fn describe(kind: &NodeKind, node: &PlanNode) -> String {
             format!(
                 "{window} keys=[{}] aggregates=[{}]",
                 w.keys
+                    .iter()
+                    .map(|k| format!("#{k}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                aggs.join(", ")
+            )
+        }
+        NodeKind::UpdatingAggregate(u) => {
+            let aggs: Vec<String> = u.aggregates.iter().map(|a| a.output_name.clone()).collect();
+            format!(
+                "UpdatingAggregate keys=[{}] aggregates=[{}] → changelog (_op); state grows with the number of keys",
+                u.keys
                     .iter()
                     .map(|k| format!("#{k}"))
                     .collect::<Vec<_>>()

@@ -26,11 +26,13 @@ use crate::expr::ScalarExpr;
 use crate::functions::Functions;
 use crate::graph::{
     AggregateCall, EdgeKind, NodeKind, PhysicalGraph, PlanEdge, PlanNode, ProjectNode, SinkNode,
-    SourceNode, WatermarkNode, WindowAggregateNode, WindowSpec,
+    SourceNode, UpdatingAggregateNode, WatermarkNode, WindowAggregateNode, WindowSpec,
 };
 
 pub const WINDOW_START: &str = "window_start";
 pub const WINDOW_END: &str = "window_end";
+/// The changelog column of updating streams.
+pub const OP_COLUMN: &str = "_op";
 /// `window_end - 1 ms`: the last moment of the window (Flink's time attribute).
 pub const WINDOW_TIME: &str = "window_time";
 
@@ -92,6 +94,8 @@ pub(crate) struct QueryPlan {
     input_schema: DFSchema,
     filter: Option<ScalarExpr>,
     items: Vec<(Expr, Field, Span)>,
+    /// The input carries a changelog `_op` column, passed through last.
+    changelog: bool,
 }
 
 impl QueryPlan {
@@ -140,6 +144,14 @@ impl QueryPlan {
                 }
                 *field = want.as_ref().clone().with_nullable(true);
             }
+        }
+        if self.changelog {
+            let op = Expr::Column(Column::new_unqualified(OP_COLUMN));
+            self.items.push((
+                op,
+                Field::new(OP_COLUMN, DataType::Int8, false),
+                Span::default(),
+            ));
         }
         let exprs = self
             .items
@@ -286,6 +298,7 @@ impl QueryPlanner<'_> {
                 .map(|(e, _)| ScalarExpr::from_df(&e, &from.scope.schema))
                 .transpose()?;
             return Ok(QueryPlan {
+                changelog: false,
                 builder,
                 input,
                 input_schema: from.scope.schema.as_ref().clone(),
@@ -723,19 +736,33 @@ impl QueryPlanner<'_> {
                 _ => keys.push((bound, g.span)),
             }
         }
-        let Some(window) = &from.window else {
-            return Err(PlanError::not_supported(
-                "GROUP BY without a window (an updating aggregate); group by window_start and window_end of a TUMBLE window",
-                group_span,
-            ));
-        };
-        if !(has_start && has_end) {
-            return Err(PlanError::user(
-                "a window aggregation must GROUP BY both window_start and window_end",
-                group_span,
-            ));
+        let window = from.window.as_ref();
+        match window {
+            Some(_) if !(has_start && has_end) => {
+                return Err(PlanError::user(
+                    "a window aggregation must GROUP BY both window_start and window_end",
+                    group_span,
+                ));
+            }
+            // GROUP BY without a window: an updating aggregate.
+            None => {
+                if let Some(h) = &q.having {
+                    return Err(PlanError::not_supported(
+                        "HAVING on an updating (non-windowed) aggregate",
+                        h.span,
+                    ));
+                }
+                if keys.is_empty() {
+                    return Err(PlanError::not_supported(
+                        "a global aggregate without GROUP BY on a stream",
+                        q.span,
+                    ));
+                }
+            }
+            Some(_) => {}
         }
-        if let Some(first) = window.partition_by.first() {
+        if let Some(first) = window.and_then(|w| w.partition_by.first()) {
+            let window = window.ok_or_else(|| PlanError::internal("window vanished"))?;
             let mut keyed: Vec<&str> = keys
                 .iter()
                 .filter_map(|(k, _)| match k {
@@ -790,14 +817,16 @@ impl QueryPlanner<'_> {
             pre_fields.push(f.with_name(unique(&name, &mut used)));
             pre_exprs.push(e);
         }
-        let time = Expr::Column(Column::new(
-            Some(scope.qualifier.clone()),
-            &window.time_column,
-        ));
-        let (time, time_field) = coerce(time, &scope.schema, q.span)?;
         let time_index = pre_exprs.len();
-        pre_fields.push(time_field.with_name(unique(&window.time_column, &mut used)));
-        pre_exprs.push(time);
+        if let Some(window) = window {
+            let time = Expr::Column(Column::new(
+                Some(scope.qualifier.clone()),
+                &window.time_column,
+            ));
+            let (time, time_field) = coerce(time, &scope.schema, q.span)?;
+            pre_fields.push(time_field.with_name(unique(&window.time_column, &mut used)));
+            pre_exprs.push(time);
+        }
         let mut calls_out = Vec::new();
         let mut agg_fields = Vec::new();
         for (agg, span) in aggs.iter().zip(&agg_spans) {
@@ -890,22 +919,29 @@ impl QueryPlanner<'_> {
             )
         };
         let mut out_fields: Vec<Field> = pre_fields[..keys.len()].to_vec();
-        out_fields.push(Field::new(WINDOW_START, ts_ms(), false));
-        out_fields.push(Field::new(WINDOW_END, ts_ms(), false));
-        out_fields.extend(agg_fields);
-        let node = WindowAggregateNode {
-            window: window.spec,
-            keys: key_indices,
-            time_column: time_index,
-            aggregates: calls_out,
+        let kind = match window {
+            Some(window) => {
+                out_fields.push(Field::new(WINDOW_START, ts_ms(), false));
+                out_fields.push(Field::new(WINDOW_END, ts_ms(), false));
+                out_fields.extend(agg_fields);
+                NodeKind::WindowAggregate(WindowAggregateNode {
+                    window: window.spec,
+                    keys: key_indices,
+                    time_column: time_index,
+                    aggregates: calls_out,
+                })
+            }
+            None => {
+                out_fields.extend(agg_fields);
+                out_fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
+                NodeKind::UpdatingAggregate(UpdatingAggregateNode {
+                    keys: key_indices,
+                    aggregates: calls_out,
+                })
+            }
         };
         let out_schema = Schema::new(out_fields);
-        let agg_id = builder.add(
-            NodeKind::WindowAggregate(node),
-            p,
-            out_schema.clone(),
-            Some((pre_id, edge)),
-        );
+        let agg_id = builder.add(kind, p, out_schema.clone(), Some((pre_id, edge)));
 
         // Stage 3: HAVING and SELECT over the aggregate's output.
         let out_df = DFSchema::try_from(out_schema)?;
@@ -989,6 +1025,7 @@ impl QueryPlanner<'_> {
             None => None,
         };
         Ok(QueryPlan {
+            changelog: window.is_none(),
             builder,
             input: agg_id,
             input_schema: out_df,

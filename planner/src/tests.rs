@@ -49,6 +49,7 @@ fn kinds(g: &PhysicalGraph) -> Vec<&'static str> {
             NodeKind::Watermark(_) => "Watermark",
             NodeKind::Project(_) => "Project",
             NodeKind::WindowAggregate(_) => "WindowAggregate",
+            NodeKind::UpdatingAggregate(_) => "UpdatingAggregate",
             NodeKind::Sink(_) => "Sink",
         })
         .collect()
@@ -197,9 +198,9 @@ fn errors_point_at_the_offending_text() {
         "names both types: {e}"
     );
 
-    let (e, at) = plan_error("SELECT COUNT(*) FROM bid GROUP BY auction");
+    let (e, at) = plan_error("SELECT COUNT(*) FROM bid GROUP BY auction HAVING COUNT(*) > 1");
     assert!(e.is_not_supported(), "{e}");
-    assert_eq!(at, "auction");
+    assert_eq!(at, "COUNT(*) > 1");
 
     let (e, _) =
         plan_error("CREATE SINK s WITH (connector = 'fille', path = 'x') AS SELECT price FROM bid");
