@@ -174,3 +174,44 @@ fn every_error_of_a_file_is_reported_and_nothing_runs() {
         "the valid sink must not run either"
     );
 }
+
+#[test]
+fn an_updating_aggregate_writes_its_changelog_with_an_op_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("clicks.json"),
+        "{\"user\": \"a\", \"ms\": 5}\n{\"user\": \"b\", \"ms\": 7}\n{\"user\": \"a\", \"ms\": 2}\n",
+    )
+    .unwrap();
+    let sql = "CREATE SOURCE c (user VARCHAR, ms BIGINT)
+          WITH (connector = 'file', path = 'clicks.json', format = 'json', 'batch.size' = '1');
+        CREATE SINK s WITH (connector = 'file', path = 'out.jsonl') AS
+        SELECT user, COUNT(*) AS n, SUM(ms) AS total FROM c GROUP BY user;\n";
+    let path = dir.path().join("q.sql");
+    std::fs::write(&path, sql).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .current_dir(dir.path())
+        .args(["run", "q.sql", "--parallelism", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    // Keys may interleave across subtasks; each key's changes keep their order.
+    let of = |user: &str| -> Vec<&str> {
+        text.lines()
+            .filter(|l| l.contains(&format!("\"user\":\"{user}\"")))
+            .collect()
+    };
+    assert_eq!(
+        of("a"),
+        vec![
+            "{\"user\":\"a\",\"n\":1,\"total\":5,\"op\":\"+I\"}",
+            "{\"user\":\"a\",\"n\":1,\"total\":5,\"op\":\"-U\"}",
+            "{\"user\":\"a\",\"n\":2,\"total\":7,\"op\":\"+U\"}",
+        ]
+    );
+    assert_eq!(
+        of("b"),
+        vec!["{\"user\":\"b\",\"n\":1,\"total\":7,\"op\":\"+I\"}"]
+    );
+}
