@@ -23,6 +23,7 @@
 //!   runtime coordinates so operators only compute;
 //! - the operators: [`project`], [`watermark`], [`window`], [`sink`].
 
+mod aggregate;
 pub mod message;
 pub mod metrics;
 pub mod operator;

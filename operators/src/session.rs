@@ -29,6 +29,7 @@ use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
+use crate::aggregate::{aggregate_fields, evaluate_args, evaluate_filters, key_fields};
 use crate::message::Timestamp;
 use crate::metrics::JobMetrics;
 use crate::operator::{Collector, Operator, OperatorContext};
@@ -81,10 +82,7 @@ impl SessionWindowOperator {
                 "invalid session window (gap {gap} ms)"
             )));
         }
-        let key_fields: Vec<Field> = key_columns
-            .iter()
-            .map(|&i| input_schema.field(i).clone().with_nullable(true))
-            .collect();
+        let key_fields = key_fields(input_schema, &key_columns);
         let converter = RowConverter::new(
             key_fields
                 .iter()
@@ -95,9 +93,7 @@ impl SessionWindowOperator {
         let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
         fields.push(Field::new("window_start", ts.clone(), false));
         fields.push(Field::new("window_end", ts, false));
-        for agg in &aggregates {
-            fields.push(agg.field().as_ref().clone().with_nullable(true));
-        }
+        fields.extend(aggregate_fields(&aggregates));
         Ok(Self {
             key_columns,
             time_column,
@@ -211,24 +207,8 @@ impl Operator for SessionWindowOperator {
             .collect();
         let rows = self.converter.convert_columns(&keys)?;
         let n = batch.num_rows();
-        let mut args = Vec::with_capacity(self.aggregates.len());
-        for agg in &self.aggregates {
-            let values = agg
-                .expressions()
-                .iter()
-                .map(|e| e.evaluate(&batch).and_then(|v| v.into_array(n)))
-                .collect::<datafusion::error::Result<Vec<_>>>()?;
-            args.push(values);
-        }
-        let masks = self
-            .filters
-            .iter()
-            .map(|f| {
-                f.as_ref()
-                    .map(|f| f.evaluate(&batch).and_then(|v| v.into_array(n)))
-                    .transpose()
-            })
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let args = evaluate_args(&self.aggregates, &batch)?;
+        let masks = evaluate_filters(&self.filters, &batch)?;
         let mut late = 0u64;
         for row in 0..n {
             if ts.is_null(row) {

@@ -24,6 +24,7 @@ use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
+use crate::aggregate::{aggregate_fields, evaluate_args, evaluate_filters, key_fields};
 use crate::operator::{Collector, Operator};
 use crate::{OperatorError, Result};
 
@@ -79,10 +80,7 @@ impl UpdatingAggregateOperator {
                 "one filter slot per aggregate".into(),
             ));
         }
-        let key_fields: Vec<Field> = key_columns
-            .iter()
-            .map(|&i| input_schema.field(i).clone().with_nullable(true))
-            .collect();
+        let key_fields = key_fields(input_schema, &key_columns);
         let converter = RowConverter::new(
             key_fields
                 .iter()
@@ -90,11 +88,7 @@ impl UpdatingAggregateOperator {
                 .collect(),
         )?;
         let mut fields = key_fields;
-        fields.extend(
-            aggregates
-                .iter()
-                .map(|a| a.field().as_ref().clone().with_nullable(true)),
-        );
+        fields.extend(aggregate_fields(&aggregates));
         fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
         Ok(Self {
             key_columns,
@@ -131,24 +125,8 @@ impl Operator for UpdatingAggregateOperator {
             }
             entry.push(i as u32);
         }
-        let mut args = Vec::with_capacity(self.aggregates.len());
-        for agg in &self.aggregates {
-            let values = agg
-                .expressions()
-                .iter()
-                .map(|e| e.evaluate(&batch).and_then(|v| v.into_array(n)))
-                .collect::<datafusion::error::Result<Vec<_>>>()?;
-            args.push(values);
-        }
-        let masks = self
-            .filters
-            .iter()
-            .map(|f| {
-                f.as_ref()
-                    .map(|f| f.evaluate(&batch).and_then(|v| v.into_array(n)))
-                    .transpose()
-            })
-            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let args = evaluate_args(&self.aggregates, &batch)?;
+        let masks = evaluate_filters(&self.filters, &batch)?;
 
         let mut out_keys: Vec<OwnedRow> = Vec::new();
         let mut out_values: Vec<Vec<ScalarValue>> = Vec::new();

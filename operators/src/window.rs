@@ -42,6 +42,7 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use eddy_state::StateTable;
 use eddy_state::keys::{KeyBuilder, decode_i64};
 
+use crate::aggregate::{aggregate_fields, evaluate_args, evaluate_filters, key_fields};
 use crate::message::Timestamp;
 use crate::metrics::JobMetrics;
 use crate::operator::{Collector, Operator, OperatorContext};
@@ -156,17 +157,12 @@ impl WindowAggregateOperator {
         aggregates: Vec<Arc<AggregateFunctionExpr>>,
     ) -> Result<Self> {
         assigner.validate()?;
-        let key_fields: Vec<Field> = key_columns
-            .iter()
-            .map(|&i| input_schema.field(i).clone().with_nullable(true))
-            .collect();
+        let key_fields = key_fields(input_schema, &key_columns);
         let mut fields = key_fields.clone();
         let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
         fields.push(Field::new("window_start", ts.clone(), false));
         fields.push(Field::new("window_end", ts, false));
-        for agg in &aggregates {
-            fields.push(agg.field().as_ref().clone().with_nullable(true));
-        }
+        fields.extend(aggregate_fields(&aggregates));
         Ok(Self {
             key_columns,
             time_column,
@@ -237,33 +233,8 @@ impl WindowAggregateOperator {
             .iter()
             .map(|&i| batch.column(i).clone())
             .collect();
-        let mut args = Vec::with_capacity(self.aggregates.len());
-        for agg in &self.aggregates {
-            let values = agg
-                .expressions()
-                .iter()
-                .map(|e| {
-                    e.evaluate(batch)
-                        .and_then(|v| v.into_array(batch.num_rows()))
-                })
-                .collect::<datafusion::error::Result<Vec<_>>>()?;
-            args.push(values);
-        }
-        let masks = self
-            .filters
-            .iter()
-            .map(|f| {
-                f.as_ref()
-                    .map(|f| {
-                        let mask = f.evaluate(batch)?.into_array(batch.num_rows())?;
-                        if mask.as_boolean_opt().is_none() {
-                            return Err(OperatorError::Internal("FILTER is not a boolean".into()));
-                        }
-                        Ok(mask)
-                    })
-                    .transpose()
-            })
-            .collect::<Result<Vec<Option<ArrayRef>>>>()?;
+        let args = evaluate_args(&self.aggregates, batch)?;
+        let masks = evaluate_filters(&self.filters, batch)?;
         let Some(window) = self.windows.get_mut(&key) else {
             return Err(OperatorError::Internal("window vanished".into()));
         };

@@ -1,0 +1,68 @@
+//! What every aggregating operator (window, session, updating) does to an
+//! input batch before its own bookkeeping: evaluate the aggregates'
+//! arguments and their `FILTER (WHERE ...)` masks.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, AsArray};
+use datafusion::arrow::datatypes::{Field, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+
+use crate::{OperatorError, Result};
+
+/// The arguments of each aggregate, evaluated over `batch`.
+pub(crate) fn evaluate_args(
+    aggregates: &[Arc<AggregateFunctionExpr>],
+    batch: &RecordBatch,
+) -> Result<Vec<Vec<ArrayRef>>> {
+    let n = batch.num_rows();
+    aggregates
+        .iter()
+        .map(|agg| {
+            agg.expressions()
+                .iter()
+                .map(|e| Ok(e.evaluate(batch)?.into_array(n)?))
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect()
+}
+
+/// Each aggregate's `FILTER (WHERE ...)` over `batch`, as a boolean array.
+pub(crate) fn evaluate_filters(
+    filters: &[Option<Arc<dyn PhysicalExpr>>],
+    batch: &RecordBatch,
+) -> Result<Vec<Option<ArrayRef>>> {
+    filters
+        .iter()
+        .map(|f| {
+            let Some(f) = f else { return Ok(None) };
+            let mask = f.evaluate(batch)?.into_array(batch.num_rows())?;
+            if mask.as_boolean_opt().is_none() {
+                return Err(OperatorError::Internal(format!(
+                    "FILTER produced {}",
+                    mask.data_type()
+                )));
+            }
+            Ok(Some(mask))
+        })
+        .collect()
+}
+
+/// The output fields of the group keys (nullable, as grouping keeps NULL
+/// as a group of its own).
+pub(crate) fn key_fields(input: &SchemaRef, key_columns: &[usize]) -> Vec<Field> {
+    key_columns
+        .iter()
+        .map(|&i| input.field(i).clone().with_nullable(true))
+        .collect()
+}
+
+/// The output field of each aggregate.
+pub(crate) fn aggregate_fields(aggregates: &[Arc<AggregateFunctionExpr>]) -> Vec<Field> {
+    aggregates
+        .iter()
+        .map(|a| a.field().as_ref().clone().with_nullable(true))
+        .collect()
+}
