@@ -66,3 +66,29 @@ pub(crate) fn aggregate_fields(aggregates: &[Arc<AggregateFunctionExpr>]) -> Vec
         .map(|a| a.field().as_ref().clone().with_nullable(true))
         .collect()
 }
+
+/// A column of event times as milliseconds (whatever its timestamp unit).
+pub(crate) fn event_time_millis(
+    batch: &RecordBatch,
+    column: usize,
+) -> Result<datafusion::arrow::array::TimestampMillisecondArray> {
+    use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+    let ts = datafusion::arrow::compute::cast(
+        batch.column(column),
+        &DataType::Timestamp(TimeUnit::Millisecond, None),
+    )?;
+    ts.as_primitive_opt::<TimestampMillisecondType>()
+        .cloned()
+        .ok_or_else(|| OperatorError::Internal("the event-time column is not a timestamp".into()))
+}
+
+/// Encodes group keys of these fields as comparable, hashable rows.
+pub(crate) fn key_converter(key_fields: &[Field]) -> Result<datafusion::arrow::row::RowConverter> {
+    use datafusion::arrow::row::{RowConverter, SortField};
+    Ok(RowConverter::new(
+        key_fields
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect(),
+    )?)
+}

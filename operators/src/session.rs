@@ -20,16 +20,16 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{
-    DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
-};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::arrow::row::{OwnedRow, RowConverter};
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
-use crate::aggregate::{aggregate_fields, evaluate_args, evaluate_filters, key_fields};
+use crate::aggregate::{
+    aggregate_fields, evaluate_args, evaluate_filters, event_time_millis, key_converter, key_fields,
+};
 use crate::message::Timestamp;
 use crate::metrics::JobMetrics;
 use crate::operator::{Collector, Operator, OperatorContext};
@@ -83,12 +83,7 @@ impl SessionWindowOperator {
             )));
         }
         let key_fields = key_fields(input_schema, &key_columns);
-        let converter = RowConverter::new(
-            key_fields
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect(),
-        )?;
+        let converter = key_converter(&key_fields)?;
         let mut fields = key_fields;
         let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
         fields.push(Field::new("window_start", ts.clone(), false));
@@ -191,15 +186,7 @@ impl Operator for SessionWindowOperator {
     }
 
     fn process_batch(&mut self, batch: RecordBatch, _out: &mut Collector) -> Result<()> {
-        let ts = cast(
-            batch.column(self.time_column),
-            &DataType::Timestamp(TimeUnit::Millisecond, None),
-        )?;
-        let ts = ts
-            .as_primitive_opt::<TimestampMillisecondType>()
-            .ok_or_else(|| {
-                OperatorError::Internal("session time column is not a timestamp".into())
-            })?;
+        let ts = event_time_millis(&batch, self.time_column)?;
         let keys: Vec<ArrayRef> = self
             .key_columns
             .iter()

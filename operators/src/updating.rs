@@ -18,13 +18,15 @@ use datafusion::arrow::array::{ArrayRef, AsArray, Int8Array, UInt32Array};
 use datafusion::arrow::compute::{filter, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::arrow::row::{OwnedRow, RowConverter};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
-use crate::aggregate::{aggregate_fields, evaluate_args, evaluate_filters, key_fields};
+use crate::aggregate::{
+    aggregate_fields, evaluate_args, evaluate_filters, key_converter, key_fields,
+};
 use crate::operator::{Collector, Operator};
 use crate::{OperatorError, Result};
 
@@ -81,12 +83,7 @@ impl UpdatingAggregateOperator {
             ));
         }
         let key_fields = key_fields(input_schema, &key_columns);
-        let converter = RowConverter::new(
-            key_fields
-                .iter()
-                .map(|f| SortField::new(f.data_type().clone()))
-                .collect(),
-        )?;
+        let converter = key_converter(&key_fields)?;
         let mut fields = key_fields;
         fields.extend(aggregate_fields(&aggregates));
         fields.push(Field::new(OP_COLUMN, DataType::Int8, false));

@@ -27,9 +27,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray, UInt32Array};
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::{
-    DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
-};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -42,7 +40,9 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use eddy_state::StateTable;
 use eddy_state::keys::{KeyBuilder, decode_i64};
 
-use crate::aggregate::{aggregate_fields, evaluate_args, evaluate_filters, key_fields};
+use crate::aggregate::{
+    aggregate_fields, evaluate_args, evaluate_filters, event_time_millis, key_fields,
+};
 use crate::message::Timestamp;
 use crate::metrics::JobMetrics;
 use crate::operator::{Collector, Operator, OperatorContext};
@@ -483,15 +483,7 @@ impl Operator for WindowAggregateOperator {
     }
 
     fn process_batch(&mut self, batch: RecordBatch, _out: &mut Collector) -> Result<()> {
-        let ts = cast(
-            batch.column(self.time_column),
-            &DataType::Timestamp(TimeUnit::Millisecond, None),
-        )?;
-        let ts = ts
-            .as_primitive_opt::<TimestampMillisecondType>()
-            .ok_or_else(|| {
-                OperatorError::Internal("window time column is not a timestamp".into())
-            })?;
+        let ts = event_time_millis(&batch, self.time_column)?;
         // Rows without an event time belong to no window.
         let mut late = ts.null_count();
         if let WindowAssigner::Tumble { size } = self.assigner {
