@@ -104,19 +104,16 @@ impl SessionWindowOperator {
         })
     }
 
-    /// Merges every session of `key` that overlaps `[start, end)` into one
-    /// new session, which the caller then updates with the row.
+    /// Takes every open session of `key` that overlaps `[start, end)` out,
+    /// merged into one (a fresh session if none overlaps); the caller
+    /// updates it with the row and puts it back.
     fn merge_into_new(
         &mut self,
         key: &OwnedRow,
         mut start: i64,
         mut end: i64,
     ) -> Result<(i64, Session)> {
-        let mut accumulators: Vec<Box<dyn Accumulator>> = self
-            .aggregates
-            .iter()
-            .map(|a| a.create_accumulator())
-            .collect::<datafusion::error::Result<_>>()?;
+        let mut taken: Vec<(i64, Session)> = Vec::new();
         if let Some(open) = self.sessions.get_mut(key) {
             let overlapping: Vec<i64> = open
                 .iter()
@@ -124,23 +121,37 @@ impl SessionWindowOperator {
                 .map(|(s, _)| *s)
                 .collect();
             for s in overlapping {
-                let Some(mut old) = open.remove(&s) else {
-                    continue;
-                };
-                self.by_end.remove(&(old.end, key.clone(), s));
-                start = start.min(s);
-                end = end.max(old.end);
-                for (acc, old_acc) in accumulators.iter_mut().zip(&mut old.accumulators) {
-                    let state: Vec<ArrayRef> = old_acc
-                        .state()?
-                        .into_iter()
-                        .map(|v| v.to_array())
-                        .collect::<datafusion::error::Result<_>>()?;
-                    acc.merge_batch(&state)?;
+                if let Some(old) = open.remove(&s) {
+                    self.by_end.remove(&(old.end, key.clone(), s));
+                    start = start.min(s);
+                    end = end.max(old.end);
+                    taken.push((s, old));
                 }
             }
         }
-        Ok((start, Session { end, accumulators }))
+        // The common case (the row extends one session) keeps that
+        // session's accumulators; only a row bridging several moves state.
+        let mut sessions = taken.into_iter().map(|(_, sess)| sess);
+        let Some(mut merged) = sessions.next() else {
+            let accumulators = self
+                .aggregates
+                .iter()
+                .map(|a| a.create_accumulator())
+                .collect::<datafusion::error::Result<_>>()?;
+            return Ok((start, Session { end, accumulators }));
+        };
+        for mut other in sessions {
+            for (acc, other_acc) in merged.accumulators.iter_mut().zip(&mut other.accumulators) {
+                let state: Vec<ArrayRef> = other_acc
+                    .state()?
+                    .into_iter()
+                    .map(|v| v.to_array())
+                    .collect::<datafusion::error::Result<_>>()?;
+                acc.merge_batch(&state)?;
+            }
+        }
+        merged.end = end;
+        Ok((start, merged))
     }
 
     fn fire(
