@@ -101,13 +101,7 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                     .ok_or_else(|| PlanError::internal("aggregate without input"))?;
                 let (aggs, filters) = aggregate_exprs(&u.aggregates, &input, env)?;
                 let keys = u.keys.clone();
-                UpdatingAggregateOperator::try_new(
-                    &input,
-                    keys.clone(),
-                    aggs.clone(),
-                    filters.clone(),
-                )?;
-                let factory: OperatorFactory = Arc::new(move || {
+                Some(validated(Arc::new(move || {
                     let op = UpdatingAggregateOperator::try_new(
                         &input,
                         keys.clone(),
@@ -115,8 +109,7 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                         filters.clone(),
                     )?;
                     Ok(Box::new(op) as Box<dyn Operator>)
-                });
-                Some(factory)
+                }))?)
             }
             NodeKind::WindowAggregate(w) => {
                 let input = input_schema
@@ -124,51 +117,22 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                     .ok_or_else(|| PlanError::internal("aggregate without input"))?;
                 let (aggs, filters) = aggregate_exprs(&w.aggregates, &input, env)?;
                 let (keys, time) = (w.keys.clone(), w.time_column);
-                if let WindowSpec::Session { gap_ms } = w.window {
-                    SessionWindowOperator::try_new(
-                        &input,
-                        keys.clone(),
-                        time,
-                        gap_ms,
-                        aggs.clone(),
-                        filters.clone(),
-                    )?;
-                    let factory: OperatorFactory = Arc::new(move || {
-                        let op = SessionWindowOperator::try_new(
-                            &input,
-                            keys.clone(),
-                            time,
-                            gap_ms,
-                            aggs.clone(),
-                            filters.clone(),
-                        )?;
-                        Ok(Box::new(op) as Box<dyn Operator>)
-                    });
-                    Some(factory)
-                } else {
-                    let assigner = match w.window {
-                        WindowSpec::Session { .. } => {
-                            return Err(PlanError::internal("session windows are built above"));
-                        }
-                        WindowSpec::Tumble { size_ms } => WindowAssigner::Tumble { size: size_ms },
-                        WindowSpec::Hop { slide_ms, size_ms } => WindowAssigner::Hop {
-                            slide: slide_ms,
-                            size: size_ms,
-                        },
-                        WindowSpec::Cumulate { step_ms, size_ms } => WindowAssigner::Cumulate {
-                            step: step_ms,
-                            size: size_ms,
-                        },
-                    };
-                    // Validate once at build time, not first in a subtask.
-                    WindowAggregateOperator::try_new(
-                        &input,
-                        keys.clone(),
-                        time,
-                        assigner,
-                        aggs.clone(),
-                    )?;
-                    Some(Arc::new(move || {
+                let assigner = match w.window {
+                    WindowSpec::Tumble { size_ms } => {
+                        Some(WindowAssigner::Tumble { size: size_ms })
+                    }
+                    WindowSpec::Hop { slide_ms, size_ms } => Some(WindowAssigner::Hop {
+                        slide: slide_ms,
+                        size: size_ms,
+                    }),
+                    WindowSpec::Cumulate { step_ms, size_ms } => Some(WindowAssigner::Cumulate {
+                        step: step_ms,
+                        size: size_ms,
+                    }),
+                    WindowSpec::Session { .. } => None,
+                };
+                let factory: OperatorFactory = match (assigner, w.window) {
+                    (Some(assigner), _) => Arc::new(move || {
                         let op = WindowAggregateOperator::try_new(
                             &input,
                             keys.clone(),
@@ -178,8 +142,25 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                         )?
                         .with_filters(filters.clone())?;
                         Ok(Box::new(op) as Box<dyn Operator>)
-                    }))
-                }
+                    }),
+                    (None, spec) => {
+                        let WindowSpec::Session { gap_ms } = spec else {
+                            return Err(PlanError::internal("a window without an assigner"));
+                        };
+                        Arc::new(move || {
+                            let op = SessionWindowOperator::try_new(
+                                &input,
+                                keys.clone(),
+                                time,
+                                gap_ms,
+                                aggs.clone(),
+                                filters.clone(),
+                            )?;
+                            Ok(Box::new(op) as Box<dyn Operator>)
+                        })
+                    }
+                };
+                Some(validated(factory)?)
             }
             NodeKind::Sink(s) => {
                 let connector = s.options.get("connector").map(String::as_str);
@@ -248,6 +229,13 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
         })
         .collect();
     Ok(Dataflow { stages })
+}
+
+/// Builds one operator right away, so a bad descriptor fails the build
+/// rather than the first subtask.
+fn validated(factory: OperatorFactory) -> Result<OperatorFactory> {
+    factory()?;
+    Ok(factory)
 }
 
 type AggregateExprs = (
