@@ -162,27 +162,39 @@ pub fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
+/// The schema [`readable_changelog`] gives batches of `schema`: a
+/// changelog's `_op` (Int8) becomes `op` (text).
+pub fn readable_schema(schema: &SchemaRef) -> SchemaRef {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use eddy_operators::updating::OP_COLUMN;
+    match schema.column_with_name(OP_COLUMN) {
+        Some((idx, field)) if field.data_type() == &DataType::Int8 => {
+            let mut fields: Vec<Field> =
+                schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields[idx] = Field::new("op", DataType::Utf8, false);
+            Arc::new(Schema::new(fields))
+        }
+        _ => schema.clone(),
+    }
+}
+
 /// For people and files: a changelog's `_op` column (Int8 codes) becomes an
 /// `op` column of `+I`, `-U`, `+U`, `-D`. Other batches pass unchanged.
 pub fn readable_changelog(batch: &RecordBatch) -> Result<RecordBatch> {
     use datafusion::arrow::array::{AsArray, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Int8Type, Schema};
+    use datafusion::arrow::datatypes::Int8Type;
     use eddy_operators::updating::{OP_COLUMN, op_name};
     let schema = batch.schema();
-    let Some((idx, field)) = schema.column_with_name(OP_COLUMN) else {
-        return Ok(batch.clone());
-    };
-    if field.data_type() != &DataType::Int8 {
+    let readable = readable_schema(&schema);
+    if Arc::ptr_eq(&readable, &schema) {
         return Ok(batch.clone());
     }
+    let Some((idx, _)) = schema.column_with_name(OP_COLUMN) else {
+        return Ok(batch.clone());
+    };
     let codes = batch.column(idx).as_primitive::<Int8Type>();
     let ops: StringArray = codes.iter().map(|c| c.map(op_name)).collect();
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields[idx] = Field::new("op", DataType::Utf8, false);
     let mut columns = batch.columns().to_vec();
     columns[idx] = Arc::new(ops);
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
+    Ok(RecordBatch::try_new(readable, columns)?)
 }

@@ -42,7 +42,8 @@ impl StdoutSink {
     pub fn new(format: StdoutFormat, schema: SchemaRef) -> Self {
         Self {
             format,
-            schema,
+            // What is printed: a changelog shows `op`, not `_op`.
+            schema: crate::readable_schema(&schema),
             widths: None,
             rows: 0,
         }
