@@ -176,6 +176,12 @@ pub(crate) fn run_jobs(jobs: Vec<Job>, session: &Session, state_root: &Path) -> 
     };
     let metrics = JobMetrics::default();
     let started = Instant::now();
+    let dead_letters = jobs.iter().any(|j| {
+        j.graph
+            .edges
+            .iter()
+            .any(|e| e.port == eddy_operators::operator::LATE_PORT)
+    });
     let start = |job: &Job| -> anyhow::Result<_> {
         let dataflow =
             build(&job.graph, &env).with_context(|| format!("cannot build {}", job.name))?;
@@ -230,8 +236,13 @@ pub(crate) fn run_jobs(jobs: Vec<Job>, session: &Session, state_root: &Path) -> 
         "finished"
     );
     if metrics.late_rows() > 0 {
+        let fate = if dead_letters {
+            "were dropped or written to the dead-letter sink"
+        } else {
+            "were dropped"
+        };
         eprintln!(
-            "note: {} late rows were dropped (their windows had already fired)",
+            "note: {} late rows {fate} (their windows had already fired)",
             metrics.late_rows()
         );
     }

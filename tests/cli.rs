@@ -215,3 +215,71 @@ fn an_updating_aggregate_writes_its_changelog_with_an_op_field() {
         vec!["{\"user\":\"b\",\"n\":1,\"total\":7,\"op\":\"+I\"}"]
     );
 }
+
+#[test]
+fn late_rows_go_to_the_dead_letter_sink_with_the_reason_and_the_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    // One row per batch. The second row moves the watermark (5 s behind)
+    // to 12:00:10, which fires [12:00:00, 12:00:10); the third row belongs
+    // only to that window, so it is late.
+    std::fs::write(
+        dir.path().join("bids.json"),
+        "{\"auction\": 1, \"price\": 10, \"date_time\": \"2024-05-01T12:00:01Z\"}\n\
+         {\"auction\": 1, \"price\": 20, \"date_time\": \"2024-05-01T12:00:15Z\"}\n\
+         {\"auction\": 2, \"price\": 30, \"date_time\": \"2024-05-01T12:00:02Z\"}\n",
+    )
+    .unwrap();
+    let out = eddy_run(
+        dir.path(),
+        "CREATE SOURCE bids (auction BIGINT, price BIGINT, date_time TIMESTAMP(3),
+           WATERMARK FOR date_time AS date_time - INTERVAL '5' SECOND)
+           WITH (connector = 'file', path = 'bids.json', format = 'json', 'batch.size' = '1');
+         CREATE SINK late_bids WITH (connector = 'file', path = 'late.jsonl', format = 'json');
+         SET 'late.policy' = 'dead-letter';
+         SET 'late.dead-letter-sink' = 'late_bids';
+         CREATE SINK counts WITH (connector = 'file', path = 'counts.jsonl') AS
+         SELECT auction, window_start, COUNT(*) AS n
+         FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))
+         GROUP BY auction, window_start, window_end;",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let late = std::fs::read_to_string(dir.path().join("late.jsonl")).unwrap();
+    assert_eq!(
+        late,
+        "{\"auction\":2,\"price\":30,\"date_time\":\"2024-05-01T12:00:02Z\",\
+         \"_reason\":\"late: every window of the row had fired\",\
+         \"_watermark\":\"2024-05-01T12:00:10Z\"}\n"
+    );
+    let mut counts: Vec<String> = std::fs::read_to_string(dir.path().join("counts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            "{\"auction\":1,\"window_start\":\"2024-05-01T12:00:00Z\",\"n\":1}",
+            "{\"auction\":1,\"window_start\":\"2024-05-01T12:00:10Z\",\"n\":1}",
+        ]
+    );
+    assert!(
+        stderr(&out).contains("1 late rows"),
+        "the late row is reported: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_dead_letter_policy_needs_a_declared_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = eddy_run(dir.path(), "SET 'late.dead-letter-sink' = 'nowhere';\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with(
+            "error: unknown sink 'nowhere': declare it first with CREATE SINK nowhere WITH (...)\n --> q.sql:1:5"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}

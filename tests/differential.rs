@@ -8,13 +8,23 @@
 //! `max(ts) - delay`; a window whose last millisecond is at or before the
 //! watermark in force when a row's batch arrives has fired, and the row does
 //! not count in it; a row is late (dropped) when all its windows have.
+//!
+//! With an allowed lateness `L` (`'table.exec.emit.allow-lateness'`), a
+//! fired window takes rows until the watermark reaches `end - 1 + L`; the
+//! engine then emits a changelog, whose net effect (`+I`/`+U` add a row,
+//! `-U`/`-D` take one away) must equal the batch answer. With the
+//! dead-letter policy, the dead-letter file must hold exactly the rows the
+//! model calls late.
 
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::arrow::array::{
+    AsArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
+use datafusion::arrow::datatypes::{DataType, Field, Int8Type, Schema, TimeUnit};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::functions_aggregate::expr_fn::{avg, count, max, min, sum};
 use datafusion::logical_expr::ExprFunctionExt;
@@ -83,6 +93,8 @@ impl Window {
 
 /// `(key index, event time in ms, value)`.
 type Row = (usize, i64, Option<i64>);
+/// A late row as the dead-letter file has it: `(key, event time, value)`.
+type LateRow = (String, i64, Option<i64>);
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -90,6 +102,10 @@ struct Case {
     window: Window,
     batch_size: usize,
     parallelism: usize,
+    /// Allowed lateness in ms (0: none; never for sessions).
+    lateness: i64,
+    /// Late rows go to a dead-letter file as well as being counted.
+    dead_letter: bool,
 }
 
 fn arb_case() -> impl Strategy<Value = Case> {
@@ -111,24 +127,34 @@ fn arb_case() -> impl Strategy<Value = Case> {
         prop::collection::vec(row, 1..60),
         window,
         1usize..5,
-        prop::sample::select(vec![1usize, 3]),
+        1usize..=4,
+        prop::sample::select(vec![0i64, 0, 1_500, 4_000]),
+        prop::bool::ANY,
     )
-        .prop_map(|(raw, window, batch_size, parallelism)| {
-            let rows = raw
-                .into_iter()
-                .enumerate()
-                .map(|(i, (k, jitter, very_late, v))| {
-                    let late = if very_late { -20_000 } else { 0 };
-                    (k, BASE + i as i64 * 200 + jitter + late, v)
-                })
-                .collect();
-            Case {
-                rows,
-                window,
-                batch_size,
-                parallelism,
-            }
-        })
+        .prop_map(
+            |(raw, window, batch_size, parallelism, lateness, dead_letter)| {
+                let rows = raw
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (k, jitter, very_late, v))| {
+                        let late = if very_late { -20_000 } else { 0 };
+                        (k, BASE + i as i64 * 200 + jitter + late, v)
+                    })
+                    .collect();
+                let lateness = match window {
+                    Window::Session { .. } => 0,
+                    _ => lateness,
+                };
+                Case {
+                    rows,
+                    window,
+                    batch_size,
+                    parallelism,
+                    lateness,
+                    dead_letter,
+                }
+            },
+        )
 }
 
 /// Each row with the windows it still counts in, by the rules (see the
@@ -146,7 +172,7 @@ fn assignments(case: &Case) -> Vec<(Row, Vec<(i64, i64)>)> {
                 .window
                 .windows(ts)
                 .into_iter()
-                .filter(|&(_, end)| end - 1 > watermark)
+                .filter(|&(_, end)| end - 1 + case.lateness > watermark)
                 .collect();
             out.push(((k, ts, v), open));
             max_ts = max_ts.max(ts);
@@ -215,26 +241,80 @@ fn sessions(case: &Case, gap: i64) -> Vec<(Row, Vec<(i64, i64)>)> {
     out
 }
 
+/// The rows of `batches`, one string each, sorted. A changelog (an `_op`
+/// column) is rendered as its net effect: the rows it leaves in place.
 fn render(batches: &[RecordBatch]) -> Vec<String> {
     let options = FormatOptions::default().with_null("NULL");
-    let mut out = Vec::new();
+    let mut out: Vec<String> = Vec::new();
     for b in batches {
+        let op = b.schema().index_of("_op").ok();
         let fmts: Vec<_> = b
             .columns()
             .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != op)
+            .map(|(_, c)| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
             .collect();
         for row in 0..b.num_rows() {
-            out.push(
-                fmts.iter()
-                    .map(|f| f.value(row).to_string())
-                    .collect::<Vec<_>>()
-                    .join(" | "),
-            );
+            let text = fmts
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect::<Vec<_>>()
+                .join(" | ");
+            let code = op.map(|i| b.column(i).as_primitive::<Int8Type>().value(row));
+            match code {
+                // -U, -D: the row must be there to be taken away.
+                Some(1 | 3) => {
+                    let at = out
+                        .iter()
+                        .position(|r| *r == text)
+                        .unwrap_or_else(|| panic!("retraction of a row never emitted: {text}"));
+                    out.swap_remove(at);
+                }
+                _ => out.push(text),
+            }
         }
     }
     out.sort();
     out
+}
+
+/// The rows the model calls late, as `(key, ts, value)`, sorted: those
+/// left in no window, less those that never had one (in a gap between
+/// hopping windows).
+fn late_rows(case: &Case) -> Vec<LateRow> {
+    let mut late: Vec<_> = assignments(case)
+        .into_iter()
+        .filter(|((_, ts, _), w)| {
+            w.is_empty()
+                && (matches!(case.window, Window::Session { .. })
+                    || !case.window.windows(*ts).is_empty())
+        })
+        .map(|((k, ts, v), _)| (format!("k{k}"), ts, v))
+        .collect();
+    late.sort();
+    late
+}
+
+/// The rows of a dead-letter file: `(k, ts, v)`, sorted; every line must
+/// carry a reason and the watermark.
+fn dead_letters(path: &std::path::Path) -> Vec<LateRow> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut rows: Vec<_> = text
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(
+                v["_reason"].as_str().is_some_and(|r| r.starts_with("late")),
+                "{line}"
+            );
+            assert!(v["_watermark"].is_string(), "{line}");
+            let ts = string_to_timestamp_nanos(v["ts"].as_str().unwrap()).unwrap() / 1_000_000;
+            (v["k"].as_str().unwrap().to_string(), ts, v["v"].as_i64())
+        })
+        .collect();
+    rows.sort();
+    rows
 }
 
 /// DataFusion, batch mode: expand each on-time row into its windows, then
@@ -293,8 +373,9 @@ fn batch_answer(case: &Case) -> Vec<String> {
     render(&out)
 }
 
-/// The streaming engine, through SQL, over the same rows as a JSON file.
-fn stream_answer(case: &Case) -> Vec<String> {
+/// The streaming engine, through SQL, over the same rows as a JSON file:
+/// its answer, and its dead-letter rows if the case has them.
+fn stream_run(case: &Case) -> (Vec<String>, Vec<LateRow>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ev.json");
     let mut text = String::new();
@@ -303,8 +384,24 @@ fn stream_answer(case: &Case) -> Vec<String> {
         text += &format!("{{\"k\": \"k{k}\", \"ts\": {ts}, \"v\": {v}}}\n");
     }
     std::fs::write(&path, text).unwrap();
+    let dead_letter_path = dir.path().join("late.jsonl");
+    let mut settings = String::new();
+    if case.lateness > 0 {
+        settings += &format!(
+            "SET 'table.exec.emit.allow-lateness' = '{} ms';\n",
+            case.lateness
+        );
+    }
+    if case.dead_letter {
+        settings += &format!(
+            "CREATE SINK late_rows WITH (connector = 'file', path = '{}', format = 'json');
+             SET 'late.policy' = 'dead-letter';
+             SET 'late.dead-letter-sink' = 'late_rows';\n",
+            dead_letter_path.display()
+        );
+    }
     let sql = format!(
-        "CREATE SOURCE ev (k VARCHAR, ts TIMESTAMP(3), v BIGINT, WATERMARK FOR ts AS ts - INTERVAL '{DELAY}' MILLISECOND)
+        "{settings}CREATE SOURCE ev (k VARCHAR, ts TIMESTAMP(3), v BIGINT, WATERMARK FOR ts AS ts - INTERVAL '{DELAY}' MILLISECOND)
            WITH (connector = 'file', path = '{}', format = 'json', 'batch.size' = '{}');
          SELECT k, window_start, window_end, COUNT(*), SUM(v), MIN(v), MAX(v), AVG(v), SUM(v) FILTER (WHERE v > 10)
          FROM TABLE({}) GROUP BY k, window_start, window_end;",
@@ -333,7 +430,12 @@ fn stream_answer(case: &Case) -> Vec<String> {
         .unwrap()
         .join()
         .unwrap();
-    render(&collector.batches())
+    let late = if case.dead_letter {
+        dead_letters(&dead_letter_path)
+    } else {
+        vec![]
+    };
+    (render(&collector.batches()), late)
 }
 
 proptest! {
@@ -341,7 +443,11 @@ proptest! {
 
     #[test]
     fn streaming_windows_equal_datafusion_batch(case in arb_case()) {
-        prop_assert_eq!(stream_answer(&case), batch_answer(&case), "{:?}", case);
+        let (rows, late) = stream_run(&case);
+        prop_assert_eq!(rows, batch_answer(&case), "{:?}", case);
+        if case.dead_letter {
+            prop_assert_eq!(late, late_rows(&case), "dead letters of {:?}", case);
+        }
     }
 }
 
@@ -358,11 +464,44 @@ fn the_model_marks_late_rows() {
         window: Window::Tumble { size: 1_000 },
         batch_size: 1,
         parallelism: 1,
+        lateness: 0,
+        dead_letter: true,
     };
     let late = assignments(&case)
         .iter()
         .filter(|(_, w)| w.is_empty())
         .count();
     assert_eq!(late, 1);
-    assert_eq!(stream_answer(&case), batch_answer(&case));
+    let (rows, dead) = stream_run(&case);
+    assert_eq!(rows, batch_answer(&case));
+    assert_eq!(dead, vec![("k0".to_string(), BASE + 900, Some(3))]);
+}
+
+#[test]
+fn with_allowed_lateness_a_late_row_corrects_its_window() {
+    // Same rows, but windows take rows for 4 s after they fire: the third
+    // row updates the window [BASE, BASE + 1 s) after it fired.
+    let case = Case {
+        rows: vec![
+            (0, BASE + 500, Some(1)),
+            (0, BASE + 5_000, Some(2)),
+            (0, BASE + 900, Some(3)),
+        ],
+        window: Window::Tumble { size: 1_000 },
+        batch_size: 1,
+        parallelism: 1,
+        lateness: 4_000,
+        dead_letter: true,
+    };
+    assert!(late_rows(&case).is_empty());
+    let (rows, dead) = stream_run(&case);
+    assert_eq!(rows, batch_answer(&case));
+    assert!(dead.is_empty());
+    // By hand: the first window's result is count 2, sum 4, min 1, max 3.
+    assert!(
+        rows.iter().any(
+            |r| r.starts_with("k0 | 2024-01-01T00:00:00 | 2024-01-01T00:00:01 | 2 | 4 | 1 | 3")
+        ),
+        "{rows:?}"
+    );
 }

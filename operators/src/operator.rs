@@ -22,12 +22,20 @@ use crate::Result;
 use crate::message::Timestamp;
 use crate::metrics::JobMetrics;
 
-/// What an operator emits: rows, or a watermark for its downstream.
+/// What an operator emits: rows, rows for a side output, or a watermark for
+/// its downstream.
 #[derive(Debug, Clone)]
 pub enum Emit {
     Data(RecordBatch),
+    /// Rows for side output `port` (1 and up; 0 is the main output), e.g.
+    /// a window's late rows for a dead-letter sink. They skip the rest of
+    /// the fused chain and leave by the edges attached to that port.
+    Side(usize, RecordBatch),
     Watermark(Timestamp),
 }
+
+/// The side output of late rows (a window operator's dead-letter output).
+pub const LATE_PORT: usize = 1;
 
 /// Collects an operator's output during one hook call.
 #[derive(Debug, Default)]
@@ -40,6 +48,13 @@ impl Collector {
     pub fn collect(&mut self, batch: RecordBatch) {
         if batch.num_rows() > 0 {
             self.items.push(Emit::Data(batch));
+        }
+    }
+
+    /// Emits a batch on side output `port` (empty batches are dropped).
+    pub fn collect_side(&mut self, port: usize, batch: RecordBatch) {
+        if batch.num_rows() > 0 {
+            self.items.push(Emit::Side(port, batch));
         }
     }
 

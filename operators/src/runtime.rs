@@ -64,6 +64,9 @@ pub struct Stage {
     /// The upstream stage (an index into [`Dataflow::stages`], smaller than
     /// this stage's own) and how rows reach this stage.
     pub input: Option<(usize, Partitioning)>,
+    /// Which output of the upstream stage this stage reads: 0 for its main
+    /// output, or a side output (e.g. [`crate::operator::LATE_PORT`]).
+    pub input_port: usize,
     /// Operator ids of the chain, used to name state tables.
     pub operator_ids: Vec<String>,
 }
@@ -148,6 +151,7 @@ impl Dataflow {
                     inputs[s][j].push(rx);
                 }
                 out.push(OutEdge {
+                    port: stage.input_port,
                     partitioning: part.clone(),
                     senders,
                 });
@@ -401,6 +405,8 @@ fn advance_watermark(
 /// One edge leaving a subtask.
 #[derive(Debug)]
 pub struct OutEdge {
+    /// The output it carries: 0 = main, others = side outputs.
+    port: usize,
     partitioning: Partitioning,
     senders: Vec<Sender<Message>>,
 }
@@ -454,11 +460,16 @@ impl Chain {
         if level == self.ops.len() {
             return self.emit(item);
         }
+        // Side rows leave the chain at once.
+        if let Emit::Side(..) = item {
+            return self.emit(item);
+        }
         let mut out = Collector::default();
         let op = &mut self.ops[level];
         match item {
             Emit::Data(batch) => op.process_batch(batch, &mut out),
             Emit::Watermark(wm) => op.handle_watermark(wm, &mut out),
+            Emit::Side(..) => Ok(()),
         }
         .map_err(|e| with_operator(op.as_ref(), e))?;
         for item in out.take() {
@@ -470,7 +481,13 @@ impl Chain {
     fn emit(&mut self, item: Emit) -> Result<()> {
         match item {
             Emit::Data(batch) => {
-                for edge in &self.outputs {
+                for edge in self.outputs.iter().filter(|e| e.port == 0) {
+                    edge.send_data(&batch)?;
+                }
+                Ok(())
+            }
+            Emit::Side(port, batch) => {
+                for edge in self.outputs.iter().filter(|e| e.port == port) {
                     edge.send_data(&batch)?;
                 }
                 Ok(())
@@ -557,6 +574,7 @@ pub fn run_operator_harness(
     let mut chain = Chain {
         ops: vec![op],
         outputs: vec![OutEdge {
+            port: 0,
             partitioning: Partitioning::Forward,
             senders: vec![tx],
         }],
@@ -651,6 +669,7 @@ mod tests {
                 source: Some(source),
                 operators: Box::new(|_| Ok(vec![])),
                 input: None,
+                input_port: 0,
                 operator_ids: vec![],
             },
             Stage {
@@ -659,6 +678,7 @@ mod tests {
                 source: None,
                 operators: sink,
                 input: Some((0, Partitioning::Gather)),
+                input_port: 0,
                 operator_ids: vec!["sink".into()],
             },
         ];

@@ -30,6 +30,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use crate::aggregate::{
     aggregate_fields, evaluate_args, evaluate_filters, event_time_millis, key_converter, key_fields,
 };
+use crate::late::{LateOutput, REASON_LATE, REASON_NO_TIME};
 use crate::message::Timestamp;
 use crate::metrics::JobMetrics;
 use crate::operator::{Collector, Operator, OperatorContext};
@@ -54,6 +55,7 @@ pub struct SessionWindowOperator {
     /// Every open session as `(end, key, start)`: firing order.
     by_end: BTreeSet<(i64, OwnedRow, i64)>,
     watermark: Timestamp,
+    late: Option<LateOutput>,
     metrics: Option<JobMetrics>,
 }
 
@@ -100,8 +102,15 @@ impl SessionWindowOperator {
             sessions: HashMap::new(),
             by_end: BTreeSet::new(),
             watermark: Timestamp::MIN,
+            late: None,
             metrics: None,
         })
+    }
+
+    /// Sends late rows to the dead-letter side output.
+    pub fn with_late_output(mut self, late: LateOutput) -> Self {
+        self.late = Some(late);
+        self
     }
 
     /// Takes every open session of `key` that overlaps `[start, end)` out,
@@ -196,7 +205,7 @@ impl Operator for SessionWindowOperator {
         Ok(())
     }
 
-    fn process_batch(&mut self, batch: RecordBatch, _out: &mut Collector) -> Result<()> {
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
         let ts = event_time_millis(&batch, self.time_column)?;
         let keys: Vec<ArrayRef> = self
             .key_columns
@@ -207,10 +216,10 @@ impl Operator for SessionWindowOperator {
         let n = batch.num_rows();
         let args = evaluate_args(&self.aggregates, &batch)?;
         let masks = evaluate_filters(&self.filters, &batch)?;
-        let mut late = 0u64;
+        let mut late: Vec<(u32, &'static str)> = Vec::new();
         for row in 0..n {
             if ts.is_null(row) {
-                late += 1;
+                late.push((row as u32, REASON_NO_TIME));
                 continue;
             }
             let t = ts.value(row);
@@ -220,7 +229,7 @@ impl Operator for SessionWindowOperator {
                 // Nothing open could take the row: the merged session has
                 // already ended by the watermark. (Merging only happens
                 // with open sessions, so nothing was lost.)
-                late += 1;
+                late.push((row as u32, REASON_LATE));
                 continue;
             }
             for ((acc, values), mask) in session.accumulators.iter_mut().zip(&args).zip(&masks) {
@@ -236,10 +245,13 @@ impl Operator for SessionWindowOperator {
             self.by_end.insert((session.end, key.clone(), start));
             self.sessions.entry(key).or_default().insert(start, session);
         }
-        if late > 0
-            && let Some(m) = &self.metrics
-        {
-            m.add_late_rows(late);
+        if !late.is_empty() {
+            if let Some(m) = &self.metrics {
+                m.add_late_rows(late.len() as u64);
+            }
+            if let Some(output) = &self.late {
+                output.emit(&batch, &late, self.watermark, out)?;
+            }
         }
         Ok(())
     }

@@ -13,7 +13,17 @@
 //!
 //! and its state is dropped. A row all of whose windows have already fired
 //! is late: it is dropped and counted (a row behind the watermark whose window is
-//! still open is *not* late and counts).
+//! still open is *not* late and counts), and sent to the dead-letter output
+//! if there is one ([`crate::late`]).
+//!
+//! **Allowed lateness** (Flink's `table.exec.emit.allow-lateness`): a fired
+//! window is kept until the watermark passes `end - 1 + lateness`. A row
+//! that arrives for it in that time updates it, and the window emits a
+//! correction for each group whose result changed: `-U` (the result it
+//! emitted before) and `+U` (the new one), or `+I` for a group it had not
+//! emitted. The output is then a changelog (an `_op` column, see
+//! [`crate::updating`]) whose first result of each window is `+I`. A row is
+//! late only once every window it belongs to is past its lateness.
 //!
 //! State: open windows live in memory between checkpoints. At a checkpoint
 //! barrier every open window is written to the operator's state table (one
@@ -25,7 +35,9 @@ use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int8Array, TimestampMillisecondArray, UInt32Array,
+};
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::ipc::reader::StreamReader;
@@ -43,9 +55,11 @@ use eddy_state::keys::{KeyBuilder, decode_i64};
 use crate::aggregate::{
     aggregate_fields, evaluate_args, evaluate_filters, event_time_millis, key_fields,
 };
+use crate::late::{LateOutput, REASON_LATE, REASON_NO_TIME, REASON_TOO_LATE};
 use crate::message::Timestamp;
 use crate::metrics::JobMetrics;
 use crate::operator::{Collector, Operator, OperatorContext};
+use crate::updating::{OP_COLUMN, OP_INSERT, OP_UPDATE_AFTER, OP_UPDATE_BEFORE};
 use crate::{OperatorError, Result};
 
 /// A window's `(end, start)` in ms; ordering by it is firing order.
@@ -117,6 +131,12 @@ pub struct WindowAggregateOperator {
     output_schema: SchemaRef,
     /// Open windows by `(end, start)`: they fire in this order.
     windows: BTreeMap<WindowKey, WindowState>,
+    /// Fired windows kept for late rows (allowed lateness), with the
+    /// aggregate results they emitted last.
+    fired: BTreeMap<WindowKey, FiredWindow>,
+    /// How long (ms) a fired window still takes late rows; 0 = none.
+    allowed_lateness: i64,
+    late: Option<LateOutput>,
     watermark: Timestamp,
     table: Option<Arc<dyn StateTable>>,
     metrics: Option<JobMetrics>,
@@ -143,6 +163,28 @@ enum Groups {
 struct WindowState {
     groups: Groups,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
+}
+
+/// A fired window kept open for late rows.
+struct FiredWindow {
+    state: WindowState,
+    /// The aggregate results last emitted, by group id.
+    last: Vec<ArrayRef>,
+    /// How many groups they cover.
+    last_rows: usize,
+}
+
+/// A window's results: group keys, aggregate values, number of groups.
+type Results = (Vec<ArrayRef>, Vec<ArrayRef>, usize);
+
+/// Where a window stands relative to the watermark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Open,
+    /// Fired, but still within its allowed lateness.
+    Fired,
+    /// Past its allowed lateness: rows for it are late.
+    Expired,
 }
 
 impl WindowAggregateOperator {
@@ -172,6 +214,9 @@ impl WindowAggregateOperator {
             key_schema: Arc::new(Schema::new(key_fields)),
             output_schema: Arc::new(Schema::new(fields)),
             windows: BTreeMap::new(),
+            fired: BTreeMap::new(),
+            allowed_lateness: 0,
+            late: None,
             watermark: Timestamp::MIN,
             table: None,
             metrics: None,
@@ -193,8 +238,40 @@ impl WindowAggregateOperator {
         Ok(self)
     }
 
+    /// Keeps fired windows open for late rows for `ms` milliseconds; the
+    /// output becomes a changelog (an `_op` column is appended).
+    pub fn with_allowed_lateness(mut self, ms: i64) -> Result<Self> {
+        if ms < 0 {
+            return Err(OperatorError::Internal(format!(
+                "negative allowed lateness {ms} ms"
+            )));
+        }
+        if ms > 0 && self.allowed_lateness == 0 {
+            let mut fields: Vec<Field> = self
+                .output_schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
+            self.output_schema = Arc::new(Schema::new(fields));
+        }
+        self.allowed_lateness = ms;
+        Ok(self)
+    }
+
+    /// Sends late rows to the dead-letter side output.
+    pub fn with_late_output(mut self, late: LateOutput) -> Self {
+        self.late = Some(late);
+        self
+    }
+
     pub fn output_schema(&self) -> SchemaRef {
         self.output_schema.clone()
+    }
+
+    fn changelog(&self) -> bool {
+        self.allowed_lateness > 0
     }
 
     fn new_window(&self) -> Result<WindowState> {
@@ -217,17 +294,26 @@ impl WindowAggregateOperator {
         })
     }
 
-    /// A window fires once the watermark reaches its last millisecond.
-    fn is_closed(&self, (end, _): WindowKey) -> bool {
-        end - 1 <= self.watermark
+    /// A window fires once the watermark reaches its last millisecond, and
+    /// takes late rows until the watermark passes its allowed lateness.
+    fn status(&self, (end, _): WindowKey) -> Status {
+        if end - 1 > self.watermark {
+            Status::Open
+        } else if end - 1 + self.allowed_lateness > self.watermark {
+            Status::Fired
+        } else {
+            Status::Expired
+        }
     }
 
-    /// Adds `batch` (rows that all belong to window `key`) to that window.
-    fn accumulate(&mut self, key: WindowKey, batch: &RecordBatch) -> Result<()> {
-        if !self.windows.contains_key(&key) {
-            let w = self.new_window()?;
-            self.windows.insert(key, w);
-        }
+    /// Adds `batch` to `window`; the group ids of its rows are left in
+    /// `group_ids`. Returns the number of groups.
+    fn accumulate_into(
+        &self,
+        window: &mut WindowState,
+        batch: &RecordBatch,
+        group_ids: &mut Vec<usize>,
+    ) -> Result<usize> {
         let keys: Vec<ArrayRef> = self
             .key_columns
             .iter()
@@ -235,37 +321,52 @@ impl WindowAggregateOperator {
             .collect();
         let args = evaluate_args(&self.aggregates, batch)?;
         let masks = evaluate_filters(&self.filters, batch)?;
-        let Some(window) = self.windows.get_mut(&key) else {
-            return Err(OperatorError::Internal("window vanished".into()));
-        };
-        let num_groups = intern(
-            &mut window.groups,
-            &keys,
-            batch.num_rows(),
-            &mut self.group_ids,
-        )?;
+        let num_groups = intern(&mut window.groups, &keys, batch.num_rows(), group_ids)?;
         for ((acc, values), mask) in window.accumulators.iter_mut().zip(&args).zip(&masks) {
             let mask = mask.as_ref().map(|m| m.as_boolean());
-            acc.update_batch(values, &self.group_ids, mask, num_groups)?;
+            acc.update_batch(values, group_ids, mask, num_groups)?;
         }
-        Ok(())
+        Ok(num_groups)
     }
 
-    /// Adds each window's rows of `batch`; windows that already fired are
-    /// skipped and their rows counted (returned) as late.
+    /// Adds `batch` (rows that all belong to window `key`) to that window:
+    /// an open one, or a fired one within its allowed lateness (which then
+    /// emits its corrections).
+    fn accumulate(
+        &mut self,
+        key: WindowKey,
+        batch: &RecordBatch,
+        out: &mut Collector,
+    ) -> Result<()> {
+        let mut ids = std::mem::take(&mut self.group_ids);
+        let result = match self.status(key) {
+            Status::Open => {
+                let mut window = match self.windows.remove(&key) {
+                    Some(w) => w,
+                    None => self.new_window()?,
+                };
+                let r = self.accumulate_into(&mut window, batch, &mut ids);
+                self.windows.insert(key, window);
+                r.map(|_| ())
+            }
+            Status::Fired => self.update_fired(key, batch, &mut ids, out),
+            Status::Expired => Err(OperatorError::Internal("rows for an expired window".into())),
+        };
+        self.group_ids = ids;
+        result
+    }
+
+    /// Adds each window's rows of `batch` (windows that expired were left
+    /// out by the caller).
     fn accumulate_parts(
         &mut self,
         batch: &RecordBatch,
         parts: BTreeMap<WindowKey, Vec<u32>>,
-    ) -> Result<usize> {
-        let mut late = 0;
+        out: &mut Collector,
+    ) -> Result<()> {
         for (key, rows) in parts {
-            if self.is_closed(key) {
-                late += rows.len();
-                continue;
-            }
             if rows.len() == batch.num_rows() {
-                self.accumulate(key, batch)?;
+                self.accumulate(key, batch, out)?;
                 continue;
             }
             let indices = UInt32Array::from(rows);
@@ -275,37 +376,142 @@ impl WindowAggregateOperator {
                 .map(|c| take(c.as_ref(), &indices, None))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             let part = RecordBatch::try_new(batch.schema(), columns)?;
-            self.accumulate(key, &part)?;
+            self.accumulate(key, &part, out)?;
         }
-        Ok(late)
+        Ok(())
     }
 
-    /// Emits the result of window `(end, start)` and forgets it.
-    fn fire(
-        &mut self,
-        (end, start): WindowKey,
-        mut window: WindowState,
-        out: &mut Collector,
-    ) -> Result<()> {
-        let (mut columns, rows) = match &mut window.groups {
-            Groups::Single { used: false } => return Ok(()),
+    /// The group keys and aggregate results of a window, consuming its
+    /// state. `None` for a window without rows.
+    fn evaluate(&self, window: &mut WindowState) -> Result<Option<Results>> {
+        let (keys, rows) = match &mut window.groups {
+            Groups::Single { used: false } => return Ok(None),
             Groups::Single { used: true } => (vec![], 1),
             Groups::Values(values) => {
                 let n = values.len();
                 (values.emit(EmitTo::All)?, n)
             }
         };
-        columns.push(Arc::new(TimestampMillisecondArray::from_value(start, rows)));
-        columns.push(Arc::new(TimestampMillisecondArray::from_value(end, rows)));
-        for acc in &mut window.accumulators {
-            columns.push(acc.evaluate(EmitTo::All)?);
+        let aggs = window
+            .accumulators
+            .iter_mut()
+            .map(|acc| Ok(acc.evaluate(EmitTo::All)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some((keys, aggs, rows)))
+    }
+
+    /// Output rows of window `(end, start)`: `keys`, the bounds, `aggs` and,
+    /// for a changelog, `op`.
+    fn output(
+        &self,
+        (end, start): WindowKey,
+        (mut keys, aggs, rows): Results,
+        op: i8,
+    ) -> Result<RecordBatch> {
+        keys.push(Arc::new(TimestampMillisecondArray::from_value(start, rows)));
+        keys.push(Arc::new(TimestampMillisecondArray::from_value(end, rows)));
+        keys.extend(aggs);
+        if self.changelog() {
+            keys.push(Arc::new(Int8Array::from_value(op, rows)));
         }
-        let columns = conform_columns(&self.output_schema, columns)?;
-        out.collect(RecordBatch::try_new(self.output_schema.clone(), columns)?);
+        let columns = conform_columns(&self.output_schema, keys)?;
+        Ok(RecordBatch::try_new(self.output_schema.clone(), columns)?)
+    }
+
+    /// Emits the result of window `key`; keeps it for late rows if there
+    /// is an allowed lateness, else forgets it.
+    fn fire(&mut self, key: WindowKey, window: WindowState, out: &mut Collector) -> Result<()> {
+        let (mut window, kept) = if self.allowed_lateness > 0 {
+            let (a, b) = self.copy_window(window)?;
+            (a, Some(b))
+        } else {
+            (window, None)
+        };
+        let Some((keys, aggs, rows)) = self.evaluate(&mut window)? else {
+            return Ok(());
+        };
+        if let Some(state) = kept {
+            self.fired.insert(
+                key,
+                FiredWindow {
+                    state,
+                    last: aggs.clone(),
+                    last_rows: rows,
+                },
+            );
+        }
+        out.collect(self.output(key, (keys, aggs, rows), OP_INSERT)?);
         Ok(())
     }
 
-    /// Writes every open window to the state table, replacing what was there.
+    /// Late rows for fired window `key`: update it and emit, for every
+    /// group the rows touched whose result changed, `-U` old and `+U` new
+    /// (`+I` for a group the window had not emitted).
+    fn update_fired(
+        &mut self,
+        key: WindowKey,
+        batch: &RecordBatch,
+        ids: &mut Vec<usize>,
+        out: &mut Collector,
+    ) -> Result<()> {
+        let (mut state, last, before) = match self.fired.remove(&key) {
+            Some(f) => (f.state, f.last, f.last_rows),
+            None => (self.new_window()?, vec![], 0),
+        };
+        self.accumulate_into(&mut state, batch, ids)?;
+        let (keep, mut now) = self.copy_window(state)?;
+        let Some((keys, aggs, rows)) = self.evaluate(&mut now)? else {
+            return Ok(());
+        };
+        let mut touched: Vec<usize> = ids.clone();
+        touched.sort_unstable();
+        touched.dedup();
+        let (mut changed, mut inserted) = (Vec::new(), Vec::new());
+        for g in touched {
+            if g >= before {
+                inserted.push(g as u32);
+            } else if !same_results(&last, &aggs, g)? {
+                changed.push(g as u32);
+            }
+        }
+        let pick = |cols: &[ArrayRef], rows: &[u32]| -> Result<Vec<ArrayRef>> {
+            let idx = UInt32Array::from(rows.to_vec());
+            cols.iter()
+                .map(|c| Ok(take(c.as_ref(), &idx, None)?))
+                .collect()
+        };
+        let n = changed.len();
+        if n > 0 {
+            let old = (pick(&keys, &changed)?, pick(&last, &changed)?, n);
+            out.collect(self.output(key, old, OP_UPDATE_BEFORE)?);
+            let new = (pick(&keys, &changed)?, pick(&aggs, &changed)?, n);
+            out.collect(self.output(key, new, OP_UPDATE_AFTER)?);
+        }
+        let n = inserted.len();
+        if n > 0 {
+            let new = (pick(&keys, &inserted)?, pick(&aggs, &inserted)?, n);
+            out.collect(self.output(key, new, OP_INSERT)?);
+        }
+        self.fired.insert(
+            key,
+            FiredWindow {
+                state: keep,
+                last: aggs,
+                last_rows: rows,
+            },
+        );
+        Ok(())
+    }
+
+    /// Two identical windows from one (group ids kept), through the
+    /// accumulators' serialisable state.
+    fn copy_window(&self, window: WindowState) -> Result<(WindowState, WindowState)> {
+        let batch = self.window_states(window)?;
+        Ok((self.decode_window(&batch)?, self.decode_window(&batch)?))
+    }
+
+    /// Writes every open (and every fired but kept) window to the state
+    /// table, replacing what was there.
     fn snapshot(&mut self) -> Result<()> {
         let Some(table) = self.table.clone() else {
             return Ok(());
@@ -318,16 +524,42 @@ impl WindowAggregateOperator {
             };
             let (bytes, restored) = self.encode_window(window)?;
             self.windows.insert(key, restored);
-            ops.push((KeyBuilder::new().i64(key.0).i64(key.1).build(), Some(bytes)));
+            ops.push((window_key(key, false), Some(bytes)));
         }
-        table.delete_range(&[], &[0xff; 17])?;
+        let keys: Vec<WindowKey> = self.fired.keys().copied().collect();
+        for key in keys {
+            let Some(fired) = self.fired.remove(&key) else {
+                continue;
+            };
+            let (bytes, restored) = self.encode_window(fired.state)?;
+            self.fired.insert(
+                key,
+                FiredWindow {
+                    state: restored,
+                    last: fired.last,
+                    last_rows: fired.last_rows,
+                },
+            );
+            ops.push((window_key(key, true), Some(bytes)));
+        }
+        table.delete_range(&[], &[0xff; 18])?;
         table.write_batch(&ops)?;
         Ok(())
     }
 
     /// Serialises a window (keys + accumulator states) and rebuilds it from
     /// those states, since DataFusion's `state()` consumes the accumulator.
-    fn encode_window(&self, mut window: WindowState) -> Result<(Vec<u8>, WindowState)> {
+    fn encode_window(&self, window: WindowState) -> Result<(Vec<u8>, WindowState)> {
+        let batch = self.window_states(window)?;
+        let mut writer = StreamWriter::try_new(Vec::new(), &batch.schema())?;
+        writer.write(&batch)?;
+        let bytes = writer.into_inner()?;
+        let restored = self.decode_window(&batch)?;
+        Ok((bytes, restored))
+    }
+
+    /// A window's group keys and accumulator states as one batch.
+    fn window_states(&self, mut window: WindowState) -> Result<RecordBatch> {
         let (mut columns, rows) = match &mut window.groups {
             Groups::Single { used } => (vec![], usize::from(*used)),
             Groups::Values(values) => {
@@ -357,21 +589,16 @@ impl WindowAggregateOperator {
             }
         }
         let schema = Arc::new(Schema::new(fields));
-        let batch = if rows == 0 {
-            RecordBatch::new_empty(schema.clone())
+        Ok(if rows == 0 {
+            RecordBatch::new_empty(schema)
         } else {
             RecordBatch::try_new_with_options(
-                schema.clone(),
+                schema,
                 columns,
                 &datafusion::arrow::record_batch::RecordBatchOptions::new()
                     .with_row_count(Some(rows)),
             )?
-        };
-        let mut writer = StreamWriter::try_new(Vec::new(), &schema)?;
-        writer.write(&batch)?;
-        let bytes = writer.into_inner()?;
-        let restored = self.decode_window(&batch)?;
-        Ok((bytes, restored))
+        })
     }
 
     fn decode_window(&self, batch: &RecordBatch) -> Result<WindowState> {
@@ -400,14 +627,32 @@ impl WindowAggregateOperator {
         let Some(table) = self.table.clone() else {
             return Ok(());
         };
-        for (key, value) in table.scan_range(&[], &[0xff; 17])? {
+        for (key, value) in table.scan_range(&[], &[0xff; 18])? {
             let bad = || OperatorError::Internal("bad window key".into());
             let end = decode_i64(&key).ok_or_else(bad)?;
             let start = decode_i64(key.get(8..).unwrap_or_default()).ok_or_else(bad)?;
+            let fired = key.get(16) == Some(&1);
             let reader = StreamReader::try_new(Cursor::new(value), None)?;
             for batch in reader {
                 let window = self.decode_window(&batch?)?;
-                self.windows.insert((end, start), window);
+                if fired {
+                    // The results it emitted last: evaluate a copy.
+                    let (state, mut copy) = self.copy_window(window)?;
+                    let (last, last_rows) = self
+                        .evaluate(&mut copy)?
+                        .map(|(_, a, n)| (a, n))
+                        .unwrap_or_default();
+                    self.fired.insert(
+                        (end, start),
+                        FiredWindow {
+                            state,
+                            last,
+                            last_rows,
+                        },
+                    );
+                } else {
+                    self.windows.insert((end, start), window);
+                }
             }
         }
         if !self.windows.is_empty() {
@@ -418,6 +663,26 @@ impl WindowAggregateOperator {
         }
         Ok(())
     }
+}
+
+/// The state-table key of a window: `(end, start)`, then 1 for a fired
+/// window kept for late rows, 0 for an open one.
+fn window_key((end, start): WindowKey, fired: bool) -> Vec<u8> {
+    let mut key = KeyBuilder::new().i64(end).i64(start).build();
+    key.push(u8::from(fired));
+    key
+}
+
+/// True if group `g` has the same result in every aggregate column.
+fn same_results(a: &[ArrayRef], b: &[ArrayRef], g: usize) -> Result<bool> {
+    for (x, y) in a.iter().zip(b) {
+        let x = datafusion::common::ScalarValue::try_from_array(x.as_ref(), g)?;
+        let y = datafusion::common::ScalarValue::try_from_array(y.as_ref(), g)?;
+        if x != y {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn new_accumulator(agg: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
@@ -482,62 +747,71 @@ impl Operator for WindowAggregateOperator {
         self.restore()
     }
 
-    fn process_batch(&mut self, batch: RecordBatch, _out: &mut Collector) -> Result<()> {
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
         let ts = event_time_millis(&batch, self.time_column)?;
         // Rows without an event time belong to no window.
-        let mut late = ts.null_count();
-        if let WindowAssigner::Tumble { size } = self.assigner {
+        let mut late: Vec<(u32, &'static str)> = ts
+            .nulls()
+            .map(|n| n.iter().enumerate())
+            .into_iter()
+            .flatten()
+            .filter(|(_, valid)| !valid)
+            .map(|(row, _)| (row as u32, REASON_NO_TIME))
+            .collect();
+        let reason = if self.allowed_lateness > 0 {
+            REASON_TOO_LATE
+        } else {
+            REASON_LATE
+        };
+        let single = match self.assigner {
             // One window per row; usually one window per batch.
-            let starts: Vec<Option<i64>> = ts
-                .iter()
-                .map(|t| t.map(|t| t - t.rem_euclid(size)))
-                .collect();
-            let first = starts.iter().flatten().next().copied();
-            if late == 0 && first.is_some() && starts.iter().all(|s| *s == first) {
-                if let Some(start) = first {
-                    let key = (start + size, start);
-                    if self.is_closed(key) {
-                        late += batch.num_rows();
-                    } else {
-                        self.accumulate(key, &batch)?;
-                    }
-                }
+            WindowAssigner::Tumble { size } if late.is_empty() && !ts.is_empty() => {
+                let first = ts.value(0) - ts.value(0).rem_euclid(size);
+                ts.values()
+                    .iter()
+                    .all(|t| t - t.rem_euclid(size) == first)
+                    .then_some((first + size, first))
+            }
+            _ => None,
+        };
+        if let Some(key) = single {
+            if self.status(key) == Status::Expired {
+                late.extend((0..batch.num_rows() as u32).map(|r| (r, reason)));
             } else {
-                let mut by_window: BTreeMap<WindowKey, Vec<u32>> = BTreeMap::new();
-                for (row, s) in starts.iter().enumerate() {
-                    if let Some(s) = s {
-                        by_window
-                            .entry((s + size, *s))
-                            .or_default()
-                            .push(row as u32);
-                    }
-                }
-                late += self.accumulate_parts(&batch, by_window)?;
+                self.accumulate(key, &batch, out)?;
             }
         } else {
-            // A row belongs to several windows; it is late only if every
-            // one of them has fired.
+            // A row may belong to several windows; it is late only if every
+            // one of them has expired.
             let mut by_window: BTreeMap<WindowKey, Vec<u32>> = BTreeMap::new();
             let mut keys = Vec::new();
             for (row, t) in ts.iter().enumerate() {
                 let Some(t) = t else { continue };
                 keys.clear();
                 self.assigner.assign(t, &mut keys);
-                let mut open = false;
+                // A row in a gap between hopping windows belongs to none:
+                // it is not late, just outside every window.
+                let mut taken = keys.is_empty();
                 for &key in &keys {
-                    if !self.is_closed(key) {
-                        open = true;
+                    if self.status(key) != Status::Expired {
+                        taken = true;
                         by_window.entry(key).or_default().push(row as u32);
                     }
                 }
-                late += usize::from(!open);
+                if !taken {
+                    late.push((row as u32, reason));
+                }
             }
-            self.accumulate_parts(&batch, by_window)?;
+            self.accumulate_parts(&batch, by_window, out)?;
         }
-        if late > 0
-            && let Some(m) = &self.metrics
-        {
-            m.add_late_rows(late as u64);
+        if !late.is_empty() {
+            if let Some(m) = &self.metrics {
+                m.add_late_rows(late.len() as u64);
+            }
+            if let Some(output) = &self.late {
+                late.sort_unstable_by_key(|(r, _)| *r);
+                output.emit(&batch, &late, self.watermark, out)?;
+            }
         }
         Ok(())
     }
@@ -545,12 +819,18 @@ impl Operator for WindowAggregateOperator {
     fn handle_watermark(&mut self, watermark: Timestamp, out: &mut Collector) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
         while let Some((&key, _)) = self.windows.first_key_value() {
-            if !self.is_closed(key) {
+            if self.status(key) == Status::Open {
                 break;
             }
             if let Some((key, window)) = self.windows.pop_first() {
                 self.fire(key, window, out)?;
             }
+        }
+        while let Some((&key, _)) = self.fired.first_key_value() {
+            if self.status(key) != Status::Expired {
+                break;
+            }
+            self.fired.pop_first();
         }
         out.emit_watermark(watermark);
         Ok(())

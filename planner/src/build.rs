@@ -11,6 +11,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
 use eddy_connectors::{MemoryCollector, Options, SinkConfig, SourceConfig};
 use eddy_operators::Operator;
+use eddy_operators::late::LateOutput;
 use eddy_operators::project::ProjectOperator;
 use eddy_operators::runtime::{Dataflow, Partitioning, Stage};
 use eddy_operators::session::SessionWindowOperator;
@@ -39,6 +40,7 @@ struct StageDraft {
     source: Option<SourceConfig>,
     operators: Vec<(String, OperatorFactory)>,
     input: Option<(usize, Partitioning)>,
+    input_port: usize,
     last_node: usize,
 }
 
@@ -62,6 +64,7 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                     source: Some(config),
                     operators: vec![],
                     input: None,
+                    input_port: 0,
                     last_node: node.id,
                 });
                 None
@@ -117,6 +120,12 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                     .ok_or_else(|| PlanError::internal("aggregate without input"))?;
                 let (aggs, filters) = aggregate_exprs(&w.aggregates, &input, env)?;
                 let (keys, time) = (w.keys.clone(), w.time_column);
+                let lateness = w.allowed_lateness_ms;
+                let late = w
+                    .late_output
+                    .as_ref()
+                    .map(|l| LateOutput::try_new(&input, l.columns.clone(), &l.names))
+                    .transpose()?;
                 let assigner = match w.window {
                     WindowSpec::Tumble { size_ms } => {
                         Some(WindowAssigner::Tumble { size: size_ms })
@@ -133,14 +142,18 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                 };
                 let factory: OperatorFactory = match (assigner, w.window) {
                     (Some(assigner), _) => Arc::new(move || {
-                        let op = WindowAggregateOperator::try_new(
+                        let mut op = WindowAggregateOperator::try_new(
                             &input,
                             keys.clone(),
                             time,
                             assigner,
                             aggs.clone(),
                         )?
-                        .with_filters(filters.clone())?;
+                        .with_filters(filters.clone())?
+                        .with_allowed_lateness(lateness)?;
+                        if let Some(late) = &late {
+                            op = op.with_late_output(late.clone());
+                        }
                         Ok(Box::new(op) as Box<dyn Operator>)
                     }),
                     (None, spec) => {
@@ -148,7 +161,7 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                             return Err(PlanError::internal("a window without an assigner"));
                         };
                         Arc::new(move || {
-                            let op = SessionWindowOperator::try_new(
+                            let mut op = SessionWindowOperator::try_new(
                                 &input,
                                 keys.clone(),
                                 time,
@@ -156,6 +169,9 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                                 aggs.clone(),
                                 filters.clone(),
                             )?;
+                            if let Some(late) = &late {
+                                op = op.with_late_output(late.clone());
+                            }
                             Ok(Box::new(op) as Box<dyn Operator>)
                         })
                     }
@@ -164,7 +180,12 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
             }
             NodeKind::Sink(s) => {
                 let connector = s.options.get("connector").map(String::as_str);
-                let out = input_schema.clone().unwrap_or_else(|| schema.clone());
+                // A sink of a side output (late rows) has its own schema.
+                let side = graph.input_edge(node.id).is_some_and(|e| e.port != 0);
+                let out = match &input_schema {
+                    Some(input) if !side => input.clone(),
+                    _ => schema.clone(),
+                };
                 if connector == Some("memory") {
                     let collector = env.memory.clone().unwrap_or_default();
                     Some(Arc::new(move || {
@@ -186,6 +207,7 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
             .ok_or_else(|| PlanError::internal(format!("node {} has no input", node.id)))?;
         let from_stage = stage_of[edge.from];
         let fuse = edge.kind == EdgeKind::Forward
+            && edge.port == 0
             && stages[from_stage].parallelism == node.parallelism
             && stages[from_stage].last_node == edge.from;
         if fuse {
@@ -205,6 +227,7 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                 source: None,
                 operators: vec![(op_id, factory)],
                 input: Some((from_stage, partitioning)),
+                input_port: edge.port,
                 last_node: node.id,
             });
         }
@@ -224,6 +247,7 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                 source,
                 operators: Box::new(move |_subtask| factories.iter().map(|f| f()).collect()),
                 input: d.input,
+                input_port: d.input_port,
                 operator_ids,
             }
         })

@@ -77,6 +77,23 @@ pub struct WindowAggregateNode {
     /// The input column holding event time.
     pub time_column: usize,
     pub aggregates: Vec<AggregateCall>,
+    /// How long (ms) a fired window still takes late rows, emitting
+    /// corrections; 0 = none. Above 0 the output is a changelog.
+    #[serde(default)]
+    pub allowed_lateness_ms: i64,
+    /// Where late rows go besides being counted: the dead-letter side
+    /// output (edges with `port` 1), carrying these input columns.
+    #[serde(default)]
+    pub late_output: Option<LateOutputSpec>,
+}
+
+/// The columns of a window's late rows sent to the dead-letter sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LateOutputSpec {
+    /// Input columns of the window node...
+    pub columns: Vec<usize>,
+    /// ...and their names in the dead-letter rows (the source's).
+    pub names: Vec<String>,
 }
 
 /// `GROUP BY` without a window: output is a changelog (`_op` last).
@@ -110,6 +127,9 @@ pub struct PlanEdge {
     pub from: usize,
     pub to: usize,
     pub kind: EdgeKind,
+    /// Which output of `from`: 0 = its rows, 1 = its late rows.
+    #[serde(default)]
+    pub port: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,7 +155,7 @@ impl PhysicalGraph {
         let mut out = String::from("Dataflow\n");
         for node in &self.nodes {
             if let Some(edge) = self.input_edge(node.id) {
-                let how = match &edge.kind {
+                let mut how = match &edge.kind {
                     EdgeKind::Forward => "forward".to_string(),
                     EdgeKind::Gather => "gather".to_string(),
                     EdgeKind::Shuffle { keys } => {
@@ -149,6 +169,9 @@ impl PhysicalGraph {
                         format!("shuffle by hash({})", names.join(", "))
                     }
                 };
+                if edge.port != 0 {
+                    how = format!("late rows of [{}], {how}", edge.from);
+                }
                 let _ = writeln!(out, "  │ {how}");
             }
             let _ = writeln!(
@@ -240,8 +263,21 @@ fn describe(kind: &NodeKind, node: &PlanNode) -> String {
                     )
                 })
                 .collect();
+            let lateness = if w.allowed_lateness_ms > 0 {
+                format!(
+                    " allowed-lateness={} → changelog (_op)",
+                    format_duration(w.allowed_lateness_ms)
+                )
+            } else {
+                String::new()
+            };
+            let late = if w.late_output.is_some() {
+                "; late rows → dead-letter"
+            } else {
+                "; late rows dropped"
+            };
             format!(
-                "{window} keys=[{}] aggregates=[{}]",
+                "{window} keys=[{}] aggregates=[{}]{lateness}{late}",
                 w.keys
                     .iter()
                     .map(|k| format!("#{k}"))

@@ -25,9 +25,11 @@ use crate::error::{PlanError, Result, did_you_mean, suggestions};
 use crate::expr::ScalarExpr;
 use crate::functions::Functions;
 use crate::graph::{
-    AggregateCall, EdgeKind, NodeKind, PhysicalGraph, PlanEdge, PlanNode, ProjectNode, SinkNode,
-    SourceNode, UpdatingAggregateNode, WatermarkNode, WindowAggregateNode, WindowSpec,
+    AggregateCall, EdgeKind, LateOutputSpec, NodeKind, PhysicalGraph, PlanEdge, PlanNode,
+    ProjectNode, SinkNode, SourceNode, UpdatingAggregateNode, WatermarkNode, WindowAggregateNode,
+    WindowSpec,
 };
+use crate::session::{LatePolicy, Settings};
 
 pub const WINDOW_START: &str = "window_start";
 pub const WINDOW_END: &str = "window_end";
@@ -71,8 +73,30 @@ impl GraphBuilder {
             schema,
         });
         if let Some((from, kind)) = input {
-            self.graph.edges.push(PlanEdge { from, to: id, kind });
+            self.graph.edges.push(PlanEdge {
+                from,
+                to: id,
+                kind,
+                port: 0,
+            });
         }
+        id
+    }
+
+    /// Adds a sink reading side output `port` of node `from`.
+    fn add_side_sink(&mut self, from: usize, port: usize, sink: SinkNode, schema: Schema) -> usize {
+        let id = self.add(NodeKind::Sink(sink), 1, schema, None);
+        let kind = if self.parallelism(from) == 1 {
+            EdgeKind::Forward
+        } else {
+            EdgeKind::Gather
+        };
+        self.graph.edges.push(PlanEdge {
+            from,
+            to: id,
+            kind,
+            port,
+        });
         id
     }
 
@@ -96,6 +120,8 @@ pub(crate) struct QueryPlan {
     items: Vec<(Expr, Field, Span)>,
     /// The input carries a changelog `_op` column, passed through last.
     changelog: bool,
+    /// A dead-letter sink for the late rows of window node `.0`.
+    late_sink: Option<(usize, SinkNode, Schema)>,
 }
 
 impl QueryPlan {
@@ -181,6 +207,10 @@ impl QueryPlan {
         };
         self.builder
             .add(NodeKind::Sink(sink), 1, schema, Some((id, edge)));
+        if let Some((window, sink, schema)) = self.late_sink {
+            self.builder
+                .add_side_sink(window, eddy_operators::operator::LATE_PORT, sink, schema);
+        }
         Ok(self.builder.finish())
     }
 }
@@ -189,6 +219,7 @@ pub(crate) struct QueryPlanner<'a> {
     pub catalog: &'a Catalog,
     pub binder: Binder<'a>,
     pub parallelism: usize,
+    pub settings: &'a Settings,
 }
 
 /// The FROM clause, resolved.
@@ -299,6 +330,7 @@ impl QueryPlanner<'_> {
                 .transpose()?;
             return Ok(QueryPlan {
                 changelog: false,
+                late_sink: None,
                 builder,
                 input,
                 input_schema: from.scope.schema.as_ref().clone(),
@@ -889,6 +921,42 @@ impl QueryPlanner<'_> {
                 output_type: field.data_type().clone(),
             });
         }
+        // Dead-letter rows carry the source's columns: add those the
+        // projection does not have yet.
+        let late_columns = match (&self.settings.late_policy, window) {
+            (LatePolicy::DeadLetter(_), Some(_)) => {
+                let mut columns = Vec::new();
+                let mut names = Vec::new();
+                for field in from.source.schema.fields() {
+                    let e = Expr::Column(Column::new(Some(scope.qualifier.clone()), field.name()));
+                    let idx = match pre_exprs.iter().position(|x| *x == e) {
+                        Some(idx) => idx,
+                        None => {
+                            let (e, f) = coerce(e, &scope.schema, q.span)?;
+                            pre_fields.push(f.with_name(unique(field.name(), &mut used)));
+                            pre_exprs.push(e);
+                            pre_exprs.len() - 1
+                        }
+                    };
+                    columns.push(idx);
+                    names.push(field.name().clone());
+                }
+                Some(LateOutputSpec { columns, names })
+            }
+            _ => None,
+        };
+        let allowed_lateness_ms = match window {
+            Some(w) if self.settings.allowed_lateness_ms > 0 => {
+                if let WindowSpec::Session { .. } = w.spec {
+                    return Err(PlanError::not_supported(
+                        "'table.exec.emit.allow-lateness' on SESSION windows",
+                        w.span,
+                    ));
+                }
+                self.settings.allowed_lateness_ms
+            }
+            _ => 0,
+        };
         let pre = ProjectNode {
             filter: filter
                 .map(|(e, _)| ScalarExpr::from_df(&e, &scope.schema))
@@ -919,16 +987,31 @@ impl QueryPlanner<'_> {
             )
         };
         let mut out_fields: Vec<Field> = pre_fields[..keys.len()].to_vec();
+        let late_schema = late_columns
+            .as_ref()
+            .map(|l| {
+                eddy_operators::late::late_schema(
+                    &Schema::new(pre_fields.clone()),
+                    &l.columns,
+                    &l.names,
+                )
+            })
+            .transpose()?;
         let kind = match window {
             Some(window) => {
                 out_fields.push(Field::new(WINDOW_START, ts_ms(), false));
                 out_fields.push(Field::new(WINDOW_END, ts_ms(), false));
                 out_fields.extend(agg_fields);
+                if allowed_lateness_ms > 0 {
+                    out_fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
+                }
                 NodeKind::WindowAggregate(WindowAggregateNode {
                     window: window.spec,
                     keys: key_indices,
                     time_column: time_index,
                     aggregates: calls_out,
+                    allowed_lateness_ms,
+                    late_output: late_columns,
                 })
             }
             None => {
@@ -1024,8 +1107,22 @@ impl QueryPlanner<'_> {
             }
             None => None,
         };
+        let late_sink = match (&self.settings.late_policy, late_schema) {
+            (LatePolicy::DeadLetter(name), Some(schema)) => {
+                let def = self.catalog.sink(name).ok_or_else(|| {
+                    PlanError::user(format!("the dead-letter sink '{name}' was dropped"), q.span)
+                })?;
+                let sink = SinkNode {
+                    name: def.name.clone(),
+                    options: def.options.clone(),
+                };
+                Some((agg_id, sink, schema))
+            }
+            _ => None,
+        };
         Ok(QueryPlan {
-            changelog: window.is_none(),
+            changelog: window.is_none() || allowed_lateness_ms > 0,
+            late_sink,
             builder,
             input: agg_id,
             input_schema: out_df,

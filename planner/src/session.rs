@@ -67,8 +67,41 @@ pub struct Session {
     pub parallelism: usize,
     /// Options of the sink that receives a bare SELECT's rows.
     pub select_sink: BTreeMap<String, String>,
+    /// `SET` options that shape the queries that follow.
+    pub settings: Settings,
     jobs: usize,
 }
+
+/// What happens to a row that arrives after every window it belongs to
+/// has fired (`SET 'late.policy' = ...`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LatePolicy {
+    /// Dropped and counted (the default).
+    #[default]
+    Drop,
+    /// Also written, with the reason, to this declared sink.
+    DeadLetter(String),
+}
+
+/// Settings of a session that shape how the queries after them are
+/// planned. Each is a `SET 'key' = 'value'` statement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// `'late.policy'`: `'drop'` or `'dead-letter'`, with the sink named by
+    /// `'late.dead-letter-sink'`.
+    pub late_policy: LatePolicy,
+    /// `'table.exec.emit.allow-lateness'` (Flink's name): how long a fired
+    /// window still takes late rows, emitting corrections.
+    pub allowed_lateness_ms: i64,
+    /// `'late.dead-letter-sink'`, kept until the policy asks for it.
+    dead_letter_sink: Option<String>,
+    /// `'late.policy' = 'dead-letter'` was set before its sink was named.
+    dead_letter_wanted: bool,
+}
+
+/// The settings `SET` knows, for the message about an unknown one.
+const KNOWN_SETTINGS: &str =
+    "parallelism, 'late.policy', 'late.dead-letter-sink', 'table.exec.emit.allow-lateness'";
 
 impl Default for Session {
     fn default() -> Self {
@@ -87,6 +120,7 @@ impl Session {
             functions: Functions::default(),
             parallelism: parallelism.max(1),
             select_sink,
+            settings: Settings::default(),
             jobs: 0,
         }
     }
@@ -170,16 +204,9 @@ impl Session {
                         )
                         .into());
                     }
-                    if declared.is_none() {
-                        return Err(PlanError::user(
-                            format!(
-                                "sink '{}' needs a column list or AS SELECT ...",
-                                s.name.value
-                            ),
-                            s.name.span,
-                        )
-                        .into());
-                    }
+                    // Without a column list the sink takes the columns of
+                    // whatever is written to it (an INSERT's query, or a
+                    // window's late rows).
                     self.catalog
                         .create_sink(&s.name, declared, &s.options, stmt.span)?;
                     return Ok(Outcome::Created(s.name.value.clone()));
@@ -358,8 +385,74 @@ impl Session {
                     self.parallelism = n;
                     Ok(Outcome::Info(String::new()))
                 }
+                "late.policy" => {
+                    match option.value.to_ascii_lowercase().as_str() {
+                        "drop" => {
+                            self.settings.late_policy = LatePolicy::Drop;
+                            self.settings.dead_letter_wanted = false;
+                        }
+                        "dead-letter" => {
+                            self.settings.dead_letter_wanted = true;
+                            if let Some(sink) = &self.settings.dead_letter_sink {
+                                self.settings.late_policy = LatePolicy::DeadLetter(sink.clone());
+                            }
+                        }
+                        other => {
+                            return Err(PlanError::user(
+                                format!("'late.policy' is 'drop' or 'dead-letter', not '{other}'"),
+                                option.span,
+                            )
+                            .into());
+                        }
+                    }
+                    Ok(Outcome::Info(String::new()))
+                }
+                "late.dead-letter-sink" => {
+                    let name = &option.value;
+                    let Some(sink) = self.catalog.sink(name) else {
+                        let names: Vec<&str> = self.catalog.sink_names().collect();
+                        let hint = crate::error::did_you_mean(&crate::error::suggestions(
+                            name,
+                            names.iter().copied(),
+                        ));
+                        return Err(PlanError::user(
+                            format!(
+                                "unknown sink '{name}'{hint}: declare it first with CREATE SINK {name} WITH (...)"
+                            ),
+                            option.span,
+                        )
+                        .into());
+                    };
+                    if sink.schema.is_some() {
+                        return Err(PlanError::user(
+                            format!(
+                                "the dead-letter sink '{name}' has a column list; declare it without one (it takes the late rows' columns, `_reason` and `_watermark`)"
+                            ),
+                            option.span,
+                        )
+                        .into());
+                    }
+                    self.settings.dead_letter_sink = Some(sink.name.clone());
+                    if self.settings.dead_letter_wanted {
+                        self.settings.late_policy = LatePolicy::DeadLetter(sink.name.clone());
+                    }
+                    Ok(Outcome::Info(String::new()))
+                }
+                "table.exec.emit.allow-lateness" => {
+                    let ms = parse_duration_ms(&option.value).ok_or_else(|| {
+                        PlanError::user(
+                            format!(
+                                "cannot read the duration '{}' (write e.g. '5 s', '500 ms' or '1 min')",
+                                option.value
+                            ),
+                            option.span,
+                        )
+                    })?;
+                    self.settings.allowed_lateness_ms = ms;
+                    Ok(Outcome::Info(String::new()))
+                }
                 other => Err(PlanError::not_supported(
-                    format!("the setting '{other}' (known: parallelism)"),
+                    format!("the setting '{other}' (known: {KNOWN_SETTINGS})"),
                     option.span,
                 )
                 .into()),
@@ -383,6 +476,13 @@ impl Session {
         sink_options: BTreeMap<String, String>,
         target: Option<&datafusion::arrow::datatypes::Schema>,
     ) -> Result<PhysicalGraph, SessionError> {
+        if self.settings.dead_letter_wanted && self.settings.late_policy == LatePolicy::Drop {
+            return Err(PlanError::user(
+                "'late.policy' is 'dead-letter' but no sink is named: SET 'late.dead-letter-sink' = '<a declared sink>'",
+                q.span,
+            )
+            .into());
+        }
         let planner = QueryPlanner {
             catalog: &self.catalog,
             binder: Binder {
@@ -390,7 +490,29 @@ impl Session {
                 sql,
             },
             parallelism: self.parallelism,
+            settings: &self.settings,
         };
         Ok(planner.plan(q)?.into_graph(sink, sink_options, target)?)
     }
+}
+
+/// A duration as Flink writes them: a number and a unit (`5 s`, `500ms`,
+/// `1 min`, `2 hours`); a bare number is milliseconds.
+pub(crate) fn parse_duration_ms(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let millis = match unit.as_str() {
+        "" | "ms" | "milli" | "millis" => 1,
+        "s" => 1_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "m" => 60_000,
+        other => eddy_parser::ast::IntervalUnit::parse(other)?.millis(),
+    };
+    (n >= 0.0).then(|| (n * millis as f64).round() as i64)
 }
