@@ -283,3 +283,44 @@ fn a_dead_letter_policy_needs_a_declared_sink() {
         stderr(&out)
     );
 }
+
+#[test]
+fn each_file_of_a_directory_source_is_a_partition_with_its_own_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let bids = dir.path().join("bids");
+    std::fs::create_dir(&bids).unwrap();
+    let line = |auction: i64, secs: f64| {
+        format!(
+            "{{\"auction\": {auction}, \"price\": 1, \"date_time\": {}}}\n",
+            1_714_564_800_000 + (secs * 1000.0) as i64
+        )
+    };
+    // Partition a runs ahead of partition b. Read in turn (a 1 s, b 0.5 s,
+    // a 11 s, b 2 s, ...), a single watermark would pass 10 s after a's
+    // second row and make b's rows at 2, 3 and 4 s late. Per partition,
+    // b holds the watermark back until it ends.
+    let a: String = [1.0, 11.0, 21.0, 31.0].map(|s| line(1, s)).concat();
+    let b: String = [0.5, 2.0, 3.0, 4.0].map(|s| line(2, s)).concat();
+    std::fs::write(bids.join("a.json"), a).unwrap();
+    std::fs::write(bids.join("b.json"), b).unwrap();
+    let out = eddy_run(
+        dir.path(),
+        "CREATE SOURCE bids (auction BIGINT, price BIGINT, date_time TIMESTAMP(3),
+           WATERMARK FOR date_time AS date_time)
+           WITH (connector = 'file', path = 'bids', format = 'json', 'batch.size' = '1');
+         CREATE SINK counts WITH (connector = 'file', path = 'counts.jsonl') AS
+         SELECT window_start, COUNT(*) AS n
+         FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))
+         GROUP BY window_start, window_end;",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("late"), "{}", stderr(&out));
+    let counts = std::fs::read_to_string(dir.path().join("counts.jsonl")).unwrap();
+    assert_eq!(
+        counts,
+        "{\"window_start\":\"2024-05-01T12:00:00Z\",\"n\":5}\n\
+         {\"window_start\":\"2024-05-01T12:00:10Z\",\"n\":1}\n\
+         {\"window_start\":\"2024-05-01T12:00:20Z\",\"n\":1}\n\
+         {\"window_start\":\"2024-05-01T12:00:30Z\",\"n\":1}\n"
+    );
+}

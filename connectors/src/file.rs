@@ -1,5 +1,10 @@
 //! Files: a bounded source of JSON lines or CSV (with a header), and a sink
 //! that writes JSON lines.
+//!
+//! A source `path` may be a directory: each file in it (by name order,
+//! hidden files skipped) is a *partition* with its own watermark, and the
+//! files are read in turn, a batch from each, as a source reads the
+//! partitions of a topic.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -24,7 +29,10 @@ pub enum FileFormat {
 /// A validated `connector = 'file'` source.
 #[derive(Debug, Clone)]
 pub struct FileSourceConfig {
+    /// A file, or a directory of files.
     pub path: PathBuf,
+    /// The files to read: `path` itself, or the files of the directory.
+    pub files: Vec<PathBuf>,
     pub format: FileFormat,
     pub schema: SchemaRef,
     pub batch_size: usize,
@@ -42,15 +50,40 @@ impl FileSourceConfig {
                 )));
             }
         };
-        if !path.is_file() {
+        let files = if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
+                .map_err(|source| ConnectorError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && !p
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(ConnectorError::Config(format!(
+                    "source directory {} has no files",
+                    path.display()
+                )));
+            }
+            files
+        } else if path.is_file() {
+            vec![path.clone()]
+        } else {
             return Err(ConnectorError::Config(format!(
                 "source file {} does not exist",
                 path.display()
             )));
-        }
+        };
         let batch_size = options.parse(&["batch.size"], 8192usize)?.max(1);
         Ok(Self {
             path,
+            files,
             format,
             schema: schema.clone(),
             batch_size,
@@ -270,6 +303,87 @@ impl Source for FileSource {
     }
 }
 
+/// The files of a directory as the partitions of one source, read in
+/// turn, one batch from each.
+#[derive(Debug)]
+pub struct PartitionedFileSource {
+    dir: PathBuf,
+    parts: Vec<FileSource>,
+    /// Partitions not yet read to the end, in reading order.
+    live: Vec<usize>,
+    turn: usize,
+    last: usize,
+    ended: Vec<usize>,
+}
+
+impl PartitionedFileSource {
+    pub fn open(config: &FileSourceConfig) -> Result<Self> {
+        let parts = config
+            .files
+            .iter()
+            .map(|f| {
+                FileSource::open(FileSourceConfig {
+                    path: f.clone(),
+                    files: vec![f.clone()],
+                    ..config.clone()
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            dir: config.path.clone(),
+            live: (0..parts.len()).collect(),
+            parts,
+            turn: 0,
+            last: 0,
+            ended: Vec::new(),
+        })
+    }
+}
+
+impl Source for PartitionedFileSource {
+    fn name(&self) -> String {
+        format!("files in {}", self.dir.display())
+    }
+
+    fn progress(&self) -> Option<(u64, u64)> {
+        let (mut done, mut total) = (0, 0);
+        for p in &self.parts {
+            let (d, t) = p.progress().unwrap_or_default();
+            done += d;
+            total += t;
+        }
+        Some((done, total))
+    }
+
+    fn next_batch(&mut self) -> eddy_operators::Result<Option<RecordBatch>> {
+        while !self.live.is_empty() {
+            let at = self.turn % self.live.len();
+            let idx = self.live[at];
+            match self.parts[idx].next_batch()? {
+                Some(batch) => {
+                    self.last = idx;
+                    self.turn = at + 1;
+                    return Ok(Some(batch));
+                }
+                None => {
+                    self.live.remove(at);
+                    self.ended.push(idx);
+                    self.turn = at;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn partition(&self) -> usize {
+        self.last
+    }
+
+    fn take_ended_partitions(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.ended)
+    }
+}
+
 /// Writes JSON lines: one object per row, keys are the output column names,
 /// timestamps as ISO-8601 strings in UTC, NULL as `null`. If `path` is a
 /// directory (or ends with `/`), rows go to `part-0.jsonl` inside it.
@@ -360,6 +474,7 @@ mod tests {
         let path = dir.path().join("in");
         std::fs::write(&path, text).unwrap();
         let config = FileSourceConfig {
+            files: vec![],
             path,
             format,
             schema: schema(),
@@ -442,6 +557,7 @@ mod tests {
         let src = dir.path().join("in.json");
         std::fs::write(&src, "{\"k\": \"a\", \"ts\": 1704067200500, \"v\": 1}\n{\"k\": null, \"ts\": 1704067201000}\n").unwrap();
         let config = FileSourceConfig {
+            files: vec![],
             path: src,
             format: FileFormat::Json,
             schema: schema(),

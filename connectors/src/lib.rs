@@ -5,9 +5,12 @@
 //! | connector   | source | sink | options |
 //! |-------------|--------|------|---------|
 //! | `nexmark`   | yes    |      | `table`, `events.num`, `first-event.rate`, `seed`, `base-time`, `flink-compat`, `max-emit-speed`, `batch.size` |
-//! | `file`      | yes    | yes  | `path`, `format` (`json` lines or `csv` with a header; sinks write `json`) |
+//! | `file`      | yes    | yes  | `path` (a file; for sources also a directory, one partition per file), `format` (`json` lines or `csv` with a header; sinks write `json`) |
 //! | `stdout`    |        | yes  | `format` (`table` or `json`) |
 //! | `blackhole` |        | yes  | (none: discards rows; for benchmarks) |
+//!
+//! Every source also takes `watermark.idle-timeout` (read by the planner
+//! for the watermark generator).
 //!
 //! [`SourceConfig::parse`] and [`SinkConfig::parse`] validate options at
 //! plan time, so a typo fails before anything runs; `build` makes the
@@ -29,9 +32,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use eddy_operators::{Sink, Source};
 
 pub use blackhole::BlackholeSink;
-pub use file::{FileFormat, FileSink, FileSource};
+pub use file::{FileFormat, FileSink, FileSource, PartitionedFileSource};
 pub use memory::{MemoryCollector, MemorySink};
-pub use options::Options;
+pub use options::{Options, parse_duration_ms};
 pub use stdout::{StdoutFormat, StdoutSink};
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +73,14 @@ impl SourceConfig {
     /// Validates `options` for a source whose rows have `schema`.
     pub fn parse(options: &Options, schema: &SchemaRef) -> Result<Self> {
         let connector = options.require("connector")?;
+        // Read by the planner for the source's watermark generator.
+        if let Some(idle) = options.get("watermark.idle-timeout")
+            && parse_duration_ms(&idle).is_none()
+        {
+            return Err(ConnectorError::Config(format!(
+                "option 'watermark.idle-timeout' has an invalid value '{idle}' (write e.g. '10 s')"
+            )));
+        }
         let config = match connector.as_str() {
             "nexmark" => SourceConfig::Nexmark(nexmark::NexmarkConfig::parse(options, schema)?),
             "file" | "filesystem" => {
@@ -89,6 +100,9 @@ impl SourceConfig {
     pub fn build(&self) -> Result<Box<dyn Source>> {
         Ok(match self {
             SourceConfig::Nexmark(c) => Box::new(nexmark::NexmarkSource::new(c.clone())),
+            SourceConfig::File(c) if c.files.len() > 1 || c.path.is_dir() => {
+                Box::new(file::PartitionedFileSource::open(c)?)
+            }
             SourceConfig::File(c) => Box::new(FileSource::open(c.clone())?),
         })
     }

@@ -79,3 +79,54 @@ impl Options {
         self.values.iter()
     }
 }
+
+/// A duration as Flink writes them: a number and a unit (`5 s`, `500ms`,
+/// `1 min`, `2 hours`); a bare number is milliseconds.
+pub fn parse_duration_ms(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let millis = match unit.as_str() {
+        "" | "ms" | "milli" | "millis" => 1,
+        "s" => 1_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "m" => 60_000,
+        other => unit_millis(other)?,
+    };
+    (n >= 0.0).then(|| (n * millis as f64).round() as i64)
+}
+
+/// Milliseconds in a unit spelled out, singular or plural.
+fn unit_millis(unit: &str) -> Option<i64> {
+    let unit = unit.strip_suffix('s').unwrap_or(unit);
+    Some(match unit {
+        "millisecond" | "milli" => 1,
+        "second" | "sec" => 1_000,
+        "minute" | "min" => 60_000,
+        "hour" => 3_600_000,
+        "day" => 86_400_000,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_ms;
+
+    #[test]
+    fn durations_in_flink_spelling() {
+        assert_eq!(parse_duration_ms("5 s"), Some(5_000));
+        assert_eq!(parse_duration_ms("500ms"), Some(500));
+        assert_eq!(parse_duration_ms("1 min"), Some(60_000));
+        assert_eq!(parse_duration_ms("2 hours"), Some(7_200_000));
+        assert_eq!(parse_duration_ms("1.5 seconds"), Some(1_500));
+        assert_eq!(parse_duration_ms("250"), Some(250));
+        assert_eq!(parse_duration_ms("five s"), None);
+        assert_eq!(parse_duration_ms("5 fortnights"), None);
+    }
+}

@@ -93,6 +93,25 @@ pub trait Operator: Send {
     /// Processes one batch of input rows.
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()>;
 
+    /// A batch straight from a source, read from one of its `partition`s
+    /// (splits). Only the first operator of a source's chain is called so;
+    /// the default ignores the partition. The watermark generator keeps a
+    /// watermark per partition.
+    fn process_partition_batch(
+        &mut self,
+        _partition: usize,
+        batch: RecordBatch,
+        out: &mut Collector,
+    ) -> Result<()> {
+        self.process_batch(batch, out)
+    }
+
+    /// The source read the last row of `partition`: it no longer holds
+    /// the watermark back.
+    fn end_partition(&mut self, _partition: usize, _out: &mut Collector) -> Result<()> {
+        Ok(())
+    }
+
     /// The merged input watermark advanced to `watermark`. The default
     /// forwards it; an operator that holds rows back (a window) emits what
     /// the watermark completes first, then forwards it.
@@ -123,6 +142,17 @@ pub trait Source: Send {
 
     /// The next batch, or `None` once a bounded input is exhausted.
     fn next_batch(&mut self) -> Result<Option<RecordBatch>>;
+
+    /// The partition (split) the batch last returned was read from, for
+    /// sources that read several, each with its own event-time order.
+    fn partition(&self) -> usize {
+        0
+    }
+
+    /// Partitions that ended since the last call.
+    fn take_ended_partitions(&mut self) -> Vec<usize> {
+        Vec::new()
+    }
 
     /// How far a bounded source has come: `(done, total)` in units of its
     /// choosing (bytes, events). `None` for unbounded sources.

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Select, Sender, bounded};
+use datafusion::arrow::record_batch::RecordBatch;
 use eddy_state::StateBackend;
 
 use crate::message::{MAX_WATERMARK, Message, Timestamp};
@@ -294,7 +295,10 @@ fn run_source(source: &mut dyn Source, chain: &mut Chain, metrics: &JobMetrics) 
             metrics.add_progress_done(done.saturating_sub(reported));
             reported = done;
         }
-        chain.push(0, Emit::Data(batch))?;
+        chain.push_source(source.partition(), batch)?;
+        for partition in source.take_ended_partitions() {
+            chain.end_partition(partition)?;
+        }
     }
     // End of a bounded input: close every window, then end the stream.
     chain.push(0, Emit::Watermark(MAX_WATERMARK))?;
@@ -474,6 +478,34 @@ impl Chain {
         .map_err(|e| with_operator(op.as_ref(), e))?;
         for item in out.take() {
             self.push(level + 1, item)?;
+        }
+        Ok(())
+    }
+
+    /// Feeds a source's batch, read from `partition`, to the first operator.
+    fn push_source(&mut self, partition: usize, batch: RecordBatch) -> Result<()> {
+        let Some(op) = self.ops.first_mut() else {
+            return self.emit(Emit::Data(batch));
+        };
+        let mut out = Collector::default();
+        op.process_partition_batch(partition, batch, &mut out)
+            .map_err(|e| with_operator(op.as_ref(), e))?;
+        for item in out.take() {
+            self.push(1, item)?;
+        }
+        Ok(())
+    }
+
+    /// Tells the first operator that the source's `partition` ended.
+    fn end_partition(&mut self, partition: usize) -> Result<()> {
+        let Some(op) = self.ops.first_mut() else {
+            return Ok(());
+        };
+        let mut out = Collector::default();
+        op.end_partition(partition, &mut out)
+            .map_err(|e| with_operator(op.as_ref(), e))?;
+        for item in out.take() {
+            self.push(1, item)?;
         }
         Ok(())
     }

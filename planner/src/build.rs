@@ -71,8 +71,14 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
             }
             NodeKind::Watermark(w) => {
                 let expr = w.expr.to_physical(&schema, &env.functions)?;
+                let idle = w
+                    .idle_timeout_ms
+                    .map(|ms| std::time::Duration::from_millis(ms.max(0) as u64));
                 Some(Arc::new(move || {
-                    Ok(Box::new(WatermarkOperator::new(expr.clone())) as Box<dyn Operator>)
+                    Ok(
+                        Box::new(WatermarkOperator::new(expr.clone()).with_idle_timeout(idle))
+                            as Box<dyn Operator>,
+                    )
                 }))
             }
             NodeKind::Project(p) => {

@@ -52,6 +52,10 @@ pub struct WatermarkNode {
     pub column: String,
     /// `WATERMARK FOR column AS expr`, over the source's columns.
     pub expr: ScalarExpr,
+    /// The source's `'watermark.idle-timeout'`: a partition without rows
+    /// for this long stops holding the watermark back.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -207,7 +211,15 @@ fn describe(kind: &NodeKind, node: &PlanNode) -> String {
             };
             format!("Source {} [{}] {time}", s.name, opts.join(", "))
         }
-        NodeKind::Watermark(w) => format!("Watermark for {}: max({})", w.column, w.expr),
+        NodeKind::Watermark(w) => {
+            let idle = w.idle_timeout_ms.map_or(String::new(), |ms| {
+                format!(", idle partitions after {}", format_duration(ms))
+            });
+            format!(
+                "Watermark for {}: min over partitions of max({}){idle}",
+                w.column, w.expr
+            )
+        }
         NodeKind::Project(p) => {
             let exprs: Vec<String> = p
                 .exprs

@@ -290,6 +290,12 @@ impl QueryPlanner<'_> {
             let node = WatermarkNode {
                 column: wm.column.clone(),
                 expr: wm.expr.clone(),
+                // Validated with the source's other options.
+                idle_timeout_ms: from
+                    .source
+                    .options
+                    .get("watermark.idle-timeout")
+                    .and_then(|v| eddy_connectors::parse_duration_ms(v)),
             };
             input = builder.add(
                 NodeKind::Watermark(node),

@@ -439,7 +439,7 @@ impl Session {
                     Ok(Outcome::Info(String::new()))
                 }
                 "table.exec.emit.allow-lateness" => {
-                    let ms = parse_duration_ms(&option.value).ok_or_else(|| {
+                    let ms = eddy_connectors::parse_duration_ms(&option.value).ok_or_else(|| {
                         PlanError::user(
                             format!(
                                 "cannot read the duration '{}' (write e.g. '5 s', '500 ms' or '1 min')",
@@ -494,25 +494,4 @@ impl Session {
         };
         Ok(planner.plan(q)?.into_graph(sink, sink_options, target)?)
     }
-}
-
-/// A duration as Flink writes them: a number and a unit (`5 s`, `500ms`,
-/// `1 min`, `2 hours`); a bare number is milliseconds.
-pub(crate) fn parse_duration_ms(text: &str) -> Option<i64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: f64 = number.parse().ok()?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let millis = match unit.as_str() {
-        "" | "ms" | "milli" | "millis" => 1,
-        "s" => 1_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "m" => 60_000,
-        other => eddy_parser::ast::IntervalUnit::parse(other)?.millis(),
-    };
-    (n >= 0.0).then(|| (n * millis as f64).round() as i64)
 }
