@@ -14,7 +14,8 @@
 //! engine then emits a changelog, whose net effect (`+I`/`+U` add a row,
 //! `-U`/`-D` take one away) must equal the batch answer. With the
 //! dead-letter policy, the dead-letter file must hold exactly the rows the
-//! model calls late.
+//! model calls late. With early firing after every batch, the changelog of
+//! running results must also net out to the batch answer.
 
 #![allow(clippy::unwrap_used)]
 
@@ -106,6 +107,9 @@ struct Case {
     lateness: i64,
     /// Late rows go to a dead-letter file as well as being counted.
     dead_letter: bool,
+    /// Open windows emit running results after every batch (early fire
+    /// with a delay of 0; never for sessions).
+    early_fire: bool,
 }
 
 fn arb_case() -> impl Strategy<Value = Case> {
@@ -130,9 +134,10 @@ fn arb_case() -> impl Strategy<Value = Case> {
         1usize..=4,
         prop::sample::select(vec![0i64, 0, 1_500, 4_000]),
         prop::bool::ANY,
+        prop::bool::weighted(0.3),
     )
         .prop_map(
-            |(raw, window, batch_size, parallelism, lateness, dead_letter)| {
+            |(raw, window, batch_size, parallelism, lateness, dead_letter, early_fire)| {
                 let rows = raw
                     .into_iter()
                     .enumerate()
@@ -141,9 +146,9 @@ fn arb_case() -> impl Strategy<Value = Case> {
                         (k, BASE + i as i64 * 200 + jitter + late, v)
                     })
                     .collect();
-                let lateness = match window {
-                    Window::Session { .. } => 0,
-                    _ => lateness,
+                let (lateness, early_fire) = match window {
+                    Window::Session { .. } => (0, false),
+                    _ => (lateness, early_fire),
                 };
                 Case {
                     rows,
@@ -152,6 +157,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
                     parallelism,
                     lateness,
                     dead_letter,
+                    early_fire,
                 }
             },
         )
@@ -392,6 +398,10 @@ fn stream_run(case: &Case) -> (Vec<String>, Vec<LateRow>) {
             case.lateness
         );
     }
+    if case.early_fire {
+        settings += "SET 'table.exec.emit.early-fire.enabled' = 'true';
+                     SET 'table.exec.emit.early-fire.delay' = '0 ms';\n";
+    }
     if case.dead_letter {
         settings += &format!(
             "CREATE SINK late_rows WITH (connector = 'file', path = '{}', format = 'json');
@@ -466,6 +476,7 @@ fn the_model_marks_late_rows() {
         parallelism: 1,
         lateness: 0,
         dead_letter: true,
+        early_fire: false,
     };
     let late = assignments(&case)
         .iter()
@@ -492,6 +503,7 @@ fn with_allowed_lateness_a_late_row_corrects_its_window() {
         parallelism: 1,
         lateness: 4_000,
         dead_letter: true,
+        early_fire: false,
     };
     assert!(late_rows(&case).is_empty());
     let (rows, dead) = stream_run(&case);

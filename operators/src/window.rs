@@ -25,15 +25,24 @@
 //! [`crate::updating`]) whose first result of each window is `+I`. A row is
 //! late only once every window it belongs to is past its lateness.
 //!
+//! **Early firing** (Flink's `table.exec.emit.early-fire.delay`): every
+//! `delay` of processing time (checked as input arrives; a delay of 0
+//! fires after every input batch) each open window that received rows
+//! emits its running results as a changelog: `+I` for a group's first
+//! result, then `-U`/`+U` when it changes; its final firing emits only
+//! what changed since. The net effect of the changelog is the window's
+//! final result.
+//!
 //! State: open windows live in memory between checkpoints. At a checkpoint
 //! barrier every open window is written to the operator's state table (one
 //! entry per window, keyed by its start, order-preserving; the value is the
 //! Arrow IPC encoding of the group keys and the accumulators' serialisable
 //! `state()`), and on open the operator restores whatever its table holds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Int8Array, TimestampMillisecondArray, UInt32Array,
@@ -60,6 +69,7 @@ use crate::message::Timestamp;
 use crate::metrics::JobMetrics;
 use crate::operator::{Collector, Operator, OperatorContext};
 use crate::updating::{OP_COLUMN, OP_INSERT, OP_UPDATE_AFTER, OP_UPDATE_BEFORE};
+use crate::watermark::Clock;
 use crate::{OperatorError, Result};
 
 /// A window's `(end, start)` in ms; ordering by it is firing order.
@@ -131,11 +141,16 @@ pub struct WindowAggregateOperator {
     output_schema: SchemaRef,
     /// Open windows by `(end, start)`: they fire in this order.
     windows: BTreeMap<WindowKey, WindowState>,
-    /// Fired windows kept for late rows (allowed lateness), with the
-    /// aggregate results they emitted last.
-    fired: BTreeMap<WindowKey, FiredWindow>,
+    /// Fired windows kept for late rows (allowed lateness).
+    fired: BTreeMap<WindowKey, WindowState>,
     /// How long (ms) a fired window still takes late rows; 0 = none.
     allowed_lateness: i64,
+    /// Emit running results of open windows this often.
+    early_fire: Option<Duration>,
+    last_early: Option<Instant>,
+    /// Open windows that took rows since the last early firing.
+    dirty: BTreeSet<WindowKey>,
+    clock: Clock,
     late: Option<LateOutput>,
     watermark: Timestamp,
     table: Option<Arc<dyn StateTable>>,
@@ -163,15 +178,17 @@ enum Groups {
 struct WindowState {
     groups: Groups,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    /// The results this window has emitted so far (early, or when it fired
+    /// and since), if any.
+    emitted: Option<Emitted>,
 }
 
-/// A fired window kept open for late rows.
-struct FiredWindow {
-    state: WindowState,
-    /// The aggregate results last emitted, by group id.
-    last: Vec<ArrayRef>,
-    /// How many groups they cover.
-    last_rows: usize,
+/// Aggregate results a window emitted, by group id.
+#[derive(Clone)]
+struct Emitted {
+    aggs: Vec<ArrayRef>,
+    /// Groups `0..rows` have a result.
+    rows: usize,
 }
 
 /// A window's results: group keys, aggregate values, number of groups.
@@ -216,6 +233,10 @@ impl WindowAggregateOperator {
             windows: BTreeMap::new(),
             fired: BTreeMap::new(),
             allowed_lateness: 0,
+            early_fire: None,
+            last_early: None,
+            dirty: BTreeSet::new(),
+            clock: Box::new(Instant::now),
             late: None,
             watermark: Timestamp::MIN,
             table: None,
@@ -246,7 +267,31 @@ impl WindowAggregateOperator {
                 "negative allowed lateness {ms} ms"
             )));
         }
-        if ms > 0 && self.allowed_lateness == 0 {
+        let was = self.changelog();
+        self.allowed_lateness = ms;
+        self.changelog_schema(was);
+        Ok(self)
+    }
+
+    /// Emits the running results of open windows every `delay` (checked as
+    /// input arrives); the output becomes a changelog.
+    pub fn with_early_fire(mut self, delay: Option<Duration>) -> Self {
+        let was = self.changelog();
+        self.early_fire = delay;
+        self.changelog_schema(was);
+        self
+    }
+
+    /// Reads processing time from `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Appends `_op` to the output schema when the output just became a
+    /// changelog.
+    fn changelog_schema(&mut self, was_changelog: bool) {
+        if self.changelog() && !was_changelog {
             let mut fields: Vec<Field> = self
                 .output_schema
                 .fields()
@@ -256,8 +301,6 @@ impl WindowAggregateOperator {
             fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
             self.output_schema = Arc::new(Schema::new(fields));
         }
-        self.allowed_lateness = ms;
-        Ok(self)
     }
 
     /// Sends late rows to the dead-letter side output.
@@ -271,7 +314,7 @@ impl WindowAggregateOperator {
     }
 
     fn changelog(&self) -> bool {
-        self.allowed_lateness > 0
+        self.allowed_lateness > 0 || self.early_fire.is_some()
     }
 
     fn new_window(&self) -> Result<WindowState> {
@@ -291,6 +334,7 @@ impl WindowAggregateOperator {
         Ok(WindowState {
             groups,
             accumulators,
+            emitted: None,
         })
     }
 
@@ -347,6 +391,9 @@ impl WindowAggregateOperator {
                 };
                 let r = self.accumulate_into(&mut window, batch, &mut ids);
                 self.windows.insert(key, window);
+                if self.early_fire.is_some() {
+                    self.dirty.insert(key);
+                }
                 r.map(|_| ())
             }
             Status::Fired => self.update_fired(key, batch, &mut ids, out),
@@ -420,33 +467,29 @@ impl WindowAggregateOperator {
 
     /// Emits the result of window `key`; keeps it for late rows if there
     /// is an allowed lateness, else forgets it.
-    fn fire(&mut self, key: WindowKey, window: WindowState, out: &mut Collector) -> Result<()> {
-        let (mut window, kept) = if self.allowed_lateness > 0 {
-            let (a, b) = self.copy_window(window)?;
-            (a, Some(b))
-        } else {
-            (window, None)
-        };
-        let Some((keys, aggs, rows)) = self.evaluate(&mut window)? else {
+    fn fire(&mut self, key: WindowKey, mut window: WindowState, out: &mut Collector) -> Result<()> {
+        self.dirty.remove(&key);
+        if self.allowed_lateness > 0 {
+            let kept = self.emit_changes(key, window, None, out)?;
+            self.fired.insert(key, kept);
+            return Ok(());
+        }
+        let emitted = window.emitted.take();
+        let Some(results) = self.evaluate(&mut window)? else {
             return Ok(());
         };
-        if let Some(state) = kept {
-            self.fired.insert(
-                key,
-                FiredWindow {
-                    state,
-                    last: aggs.clone(),
-                    last_rows: rows,
-                },
-            );
+        match emitted {
+            None => out.collect(self.output(key, results, OP_INSERT)?),
+            // It fired early: emit what changed since.
+            Some(before) => {
+                self.emit_diff(key, results, Some(&before), None, out)?;
+            }
         }
-        out.collect(self.output(key, (keys, aggs, rows), OP_INSERT)?);
         Ok(())
     }
 
-    /// Late rows for fired window `key`: update it and emit, for every
-    /// group the rows touched whose result changed, `-U` old and `+U` new
-    /// (`+I` for a group the window had not emitted).
+    /// Late rows for fired window `key`: update it and emit the changes of
+    /// the groups they touched.
     fn update_fired(
         &mut self,
         key: WindowKey,
@@ -454,25 +497,84 @@ impl WindowAggregateOperator {
         ids: &mut Vec<usize>,
         out: &mut Collector,
     ) -> Result<()> {
-        let (mut state, last, before) = match self.fired.remove(&key) {
-            Some(f) => (f.state, f.last, f.last_rows),
-            None => (self.new_window()?, vec![], 0),
+        let mut state = match self.fired.remove(&key) {
+            Some(w) => w,
+            None => self.new_window()?,
         };
         self.accumulate_into(&mut state, batch, ids)?;
-        let (keep, mut now) = self.copy_window(state)?;
-        let Some((keys, aggs, rows)) = self.evaluate(&mut now)? else {
-            return Ok(());
-        };
         let mut touched: Vec<usize> = ids.clone();
         touched.sort_unstable();
         touched.dedup();
-        let (mut changed, mut inserted) = (Vec::new(), Vec::new());
-        for g in touched {
-            if g >= before {
-                inserted.push(g as u32);
-            } else if !same_results(&last, &aggs, g)? {
-                changed.push(g as u32);
+        let kept = self.emit_changes(key, state, Some(&touched), out)?;
+        self.fired.insert(key, kept);
+        Ok(())
+    }
+
+    /// Emits the running results of every open window that took rows
+    /// since the last early firing, if `early_fire` has passed since then.
+    fn fire_early(&mut self, out: &mut Collector) -> Result<()> {
+        let Some(delay) = self.early_fire else {
+            return Ok(());
+        };
+        let now = (self.clock)();
+        let last = *self.last_early.get_or_insert(now);
+        if now.saturating_duration_since(last) < delay {
+            return Ok(());
+        }
+        self.last_early = Some(now);
+        for key in std::mem::take(&mut self.dirty) {
+            if let Some(window) = self.windows.remove(&key) {
+                let kept = self.emit_changes(key, window, None, out)?;
+                self.windows.insert(key, kept);
             }
+        }
+        Ok(())
+    }
+
+    /// Emits the changes of window `key` since its last emission (all of
+    /// its groups, or only `candidates`) and returns it, still open, with
+    /// its new results recorded as emitted.
+    fn emit_changes(
+        &self,
+        key: WindowKey,
+        window: WindowState,
+        candidates: Option<&[usize]>,
+        out: &mut Collector,
+    ) -> Result<WindowState> {
+        let (mut keep, mut now) = self.copy_window(window)?;
+        if let Some(results) = self.evaluate(&mut now)? {
+            keep.emitted =
+                Some(self.emit_diff(key, results, keep.emitted.as_ref(), candidates, out)?);
+        }
+        Ok(keep)
+    }
+
+    /// Emits, for each group (of `candidates`, or all) whose result differs
+    /// from `before`, `-U` old and `+U` new, or `+I` for a group without
+    /// an earlier result. Returns the new results.
+    fn emit_diff(
+        &self,
+        key: WindowKey,
+        (keys, aggs, rows): Results,
+        before: Option<&Emitted>,
+        candidates: Option<&[usize]>,
+        out: &mut Collector,
+    ) -> Result<Emitted> {
+        let (mut changed, mut inserted) = (Vec::new(), Vec::new());
+        let mut consider = |g: usize| -> Result<()> {
+            match before {
+                Some(b) if g < b.rows => {
+                    if !same_results(&b.aggs, &aggs, g)? {
+                        changed.push(g as u32);
+                    }
+                }
+                _ => inserted.push(g as u32),
+            }
+            Ok(())
+        };
+        match candidates {
+            Some(groups) => groups.iter().try_for_each(|&g| consider(g))?,
+            None => (0..rows).try_for_each(&mut consider)?,
         }
         let pick = |cols: &[ArrayRef], rows: &[u32]| -> Result<Vec<ArrayRef>> {
             let idx = UInt32Array::from(rows.to_vec());
@@ -481,8 +583,8 @@ impl WindowAggregateOperator {
                 .collect()
         };
         let n = changed.len();
-        if n > 0 {
-            let old = (pick(&keys, &changed)?, pick(&last, &changed)?, n);
+        if let (true, Some(before)) = (n > 0, before) {
+            let old = (pick(&keys, &changed)?, pick(&before.aggs, &changed)?, n);
             out.collect(self.output(key, old, OP_UPDATE_BEFORE)?);
             let new = (pick(&keys, &changed)?, pick(&aggs, &changed)?, n);
             out.collect(self.output(key, new, OP_UPDATE_AFTER)?);
@@ -492,55 +594,55 @@ impl WindowAggregateOperator {
             let new = (pick(&keys, &inserted)?, pick(&aggs, &inserted)?, n);
             out.collect(self.output(key, new, OP_INSERT)?);
         }
-        self.fired.insert(
-            key,
-            FiredWindow {
-                state: keep,
-                last: aggs,
-                last_rows: rows,
-            },
-        );
-        Ok(())
+        Ok(Emitted { aggs, rows })
     }
 
     /// Two identical windows from one (group ids kept), through the
     /// accumulators' serialisable state.
-    fn copy_window(&self, window: WindowState) -> Result<(WindowState, WindowState)> {
+    /// The first keeps what the window emitted so far.
+    fn copy_window(&self, mut window: WindowState) -> Result<(WindowState, WindowState)> {
+        let emitted = window.emitted.take();
         let batch = self.window_states(window)?;
-        Ok((self.decode_window(&batch)?, self.decode_window(&batch)?))
+        let mut first = self.decode_window(&batch)?;
+        first.emitted = emitted;
+        Ok((first, self.decode_window(&batch)?))
     }
 
     /// Writes every open (and every fired but kept) window to the state
-    /// table, replacing what was there.
+    /// table, replacing what was there: its state, and what it emitted.
     fn snapshot(&mut self) -> Result<()> {
         let Some(table) = self.table.clone() else {
             return Ok(());
         };
         let mut ops = Vec::new();
-        let keys: Vec<WindowKey> = self.windows.keys().copied().collect();
-        for key in keys {
-            let Some(window) = self.windows.remove(&key) else {
-                continue;
-            };
-            let (bytes, restored) = self.encode_window(window)?;
-            self.windows.insert(key, restored);
-            ops.push((window_key(key, false), Some(bytes)));
-        }
-        let keys: Vec<WindowKey> = self.fired.keys().copied().collect();
-        for key in keys {
-            let Some(fired) = self.fired.remove(&key) else {
-                continue;
-            };
-            let (bytes, restored) = self.encode_window(fired.state)?;
-            self.fired.insert(
-                key,
-                FiredWindow {
-                    state: restored,
-                    last: fired.last,
-                    last_rows: fired.last_rows,
-                },
-            );
-            ops.push((window_key(key, true), Some(bytes)));
+        for fired in [false, true] {
+            let map = if fired { &self.fired } else { &self.windows };
+            let keys: Vec<WindowKey> = map.keys().copied().collect();
+            for key in keys {
+                let map = if fired {
+                    &mut self.fired
+                } else {
+                    &mut self.windows
+                };
+                let Some(window) = map.remove(&key) else {
+                    continue;
+                };
+                let (bytes, restored) = self.encode_window(window)?;
+                if let Some(emitted) = &restored.emitted {
+                    ops.push((
+                        window_key(key, TAG_EMITTED),
+                        Some(self.encode_emitted(emitted)?),
+                    ));
+                }
+                let tag = if fired { TAG_FIRED } else { TAG_OPEN };
+                ops.push((window_key(key, tag), Some(bytes)));
+                let map = if fired {
+                    &mut self.fired
+                } else {
+                    &mut self.windows
+                };
+                map.insert(key, restored);
+            }
         }
         table.delete_range(&[], &[0xff; 18])?;
         table.write_batch(&ops)?;
@@ -549,13 +651,29 @@ impl WindowAggregateOperator {
 
     /// Serialises a window (keys + accumulator states) and rebuilds it from
     /// those states, since DataFusion's `state()` consumes the accumulator.
-    fn encode_window(&self, window: WindowState) -> Result<(Vec<u8>, WindowState)> {
+    fn encode_window(&self, mut window: WindowState) -> Result<(Vec<u8>, WindowState)> {
+        let emitted = window.emitted.take();
         let batch = self.window_states(window)?;
-        let mut writer = StreamWriter::try_new(Vec::new(), &batch.schema())?;
-        writer.write(&batch)?;
-        let bytes = writer.into_inner()?;
-        let restored = self.decode_window(&batch)?;
+        let bytes = ipc_bytes(&batch)?;
+        let mut restored = self.decode_window(&batch)?;
+        restored.emitted = emitted;
         Ok((bytes, restored))
+    }
+
+    /// What a window emitted, as Arrow IPC of the aggregate columns.
+    fn encode_emitted(&self, emitted: &Emitted) -> Result<Vec<u8>> {
+        let k = self.key_columns.len() + 2;
+        let fields: Vec<Field> = self.output_schema.fields()[k..k + self.aggregates.len()]
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let batch = RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            emitted.aggs.clone(),
+            &datafusion::arrow::record_batch::RecordBatchOptions::new()
+                .with_row_count(Some(emitted.rows)),
+        )?;
+        ipc_bytes(&batch)
     }
 
     /// A window's group keys and accumulator states as one batch.
@@ -631,25 +749,26 @@ impl WindowAggregateOperator {
             let bad = || OperatorError::Internal("bad window key".into());
             let end = decode_i64(&key).ok_or_else(bad)?;
             let start = decode_i64(key.get(8..).unwrap_or_default()).ok_or_else(bad)?;
-            let fired = key.get(16) == Some(&1);
+            let tag = key.get(16).copied().unwrap_or(0);
             let reader = StreamReader::try_new(Cursor::new(value), None)?;
             for batch in reader {
-                let window = self.decode_window(&batch?)?;
-                if fired {
-                    // The results it emitted last: evaluate a copy.
-                    let (state, mut copy) = self.copy_window(window)?;
-                    let (last, last_rows) = self
-                        .evaluate(&mut copy)?
-                        .map(|(_, a, n)| (a, n))
-                        .unwrap_or_default();
-                    self.fired.insert(
-                        (end, start),
-                        FiredWindow {
-                            state,
-                            last,
-                            last_rows,
-                        },
-                    );
+                let batch = batch?;
+                if tag == TAG_EMITTED {
+                    // After the window's own entry in key order.
+                    let emitted = Emitted {
+                        aggs: batch.columns().to_vec(),
+                        rows: batch.num_rows(),
+                    };
+                    let window = match self.windows.get_mut(&(end, start)) {
+                        Some(w) => Some(w),
+                        None => self.fired.get_mut(&(end, start)),
+                    };
+                    window.ok_or_else(bad)?.emitted = Some(emitted);
+                    continue;
+                }
+                let window = self.decode_window(&batch)?;
+                if tag == TAG_FIRED {
+                    self.fired.insert((end, start), window);
                 } else {
                     self.windows.insert((end, start), window);
                 }
@@ -665,11 +784,23 @@ impl WindowAggregateOperator {
     }
 }
 
-/// The state-table key of a window: `(end, start)`, then 1 for a fired
-/// window kept for late rows, 0 for an open one.
-fn window_key((end, start): WindowKey, fired: bool) -> Vec<u8> {
+/// Arrow IPC stream bytes of one batch.
+fn ipc_bytes(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut writer = StreamWriter::try_new(Vec::new(), &batch.schema())?;
+    writer.write(batch)?;
+    Ok(writer.into_inner()?)
+}
+
+/// State-table tags after a window's `(end, start)`: its state while open,
+/// its state once fired (kept for late rows), what it emitted.
+const TAG_OPEN: u8 = 0;
+const TAG_FIRED: u8 = 1;
+const TAG_EMITTED: u8 = 2;
+
+/// The state-table key of a window: `(end, start)`, then its tag.
+fn window_key((end, start): WindowKey, tag: u8) -> Vec<u8> {
     let mut key = KeyBuilder::new().i64(end).i64(start).build();
-    key.push(u8::from(fired));
+    key.push(tag);
     key
 }
 
@@ -813,7 +944,7 @@ impl Operator for WindowAggregateOperator {
                 output.emit(&batch, &late, self.watermark, out)?;
             }
         }
-        Ok(())
+        self.fire_early(out)
     }
 
     fn handle_watermark(&mut self, watermark: Timestamp, out: &mut Collector) -> Result<()> {

@@ -127,6 +127,9 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                 let (aggs, filters) = aggregate_exprs(&w.aggregates, &input, env)?;
                 let (keys, time) = (w.keys.clone(), w.time_column);
                 let lateness = w.allowed_lateness_ms;
+                let early = w
+                    .early_fire_ms
+                    .map(|ms| std::time::Duration::from_millis(ms.max(0) as u64));
                 let late = w
                     .late_output
                     .as_ref()
@@ -156,7 +159,8 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                             aggs.clone(),
                         )?
                         .with_filters(filters.clone())?
-                        .with_allowed_lateness(lateness)?;
+                        .with_allowed_lateness(lateness)?
+                        .with_early_fire(early);
                         if let Some(late) = &late {
                             op = op.with_late_output(late.clone());
                         }

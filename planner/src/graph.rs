@@ -89,6 +89,10 @@ pub struct WindowAggregateNode {
     /// output (edges with `port` 1), carrying these input columns.
     #[serde(default)]
     pub late_output: Option<LateOutputSpec>,
+    /// Emit running results of open windows this often (processing time,
+    /// ms); the output is then a changelog.
+    #[serde(default)]
+    pub early_fire_ms: Option<i64>,
 }
 
 /// The columns of a window's late rows sent to the dead-letter sink.
@@ -283,6 +287,13 @@ fn describe(kind: &NodeKind, node: &PlanNode) -> String {
             } else {
                 String::new()
             };
+            let early = w.early_fire_ms.map_or(String::new(), |ms| {
+                format!(
+                    " early-fire every {} → changelog (_op)",
+                    format_duration(ms)
+                )
+            });
+            let lateness = format!("{lateness}{early}");
             let late = if w.late_output.is_some() {
                 "; late rows → dead-letter"
             } else {

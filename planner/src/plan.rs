@@ -951,6 +951,18 @@ impl QueryPlanner<'_> {
             }
             _ => None,
         };
+        let early_fire_ms = match window {
+            Some(w) if self.settings.early_fire_enabled => {
+                if let WindowSpec::Session { .. } = w.spec {
+                    return Err(PlanError::not_supported(
+                        "'table.exec.emit.early-fire.enabled' on SESSION windows",
+                        w.span,
+                    ));
+                }
+                self.settings.early_fire_delay_ms
+            }
+            _ => None,
+        };
         let allowed_lateness_ms = match window {
             Some(w) if self.settings.allowed_lateness_ms > 0 => {
                 if let WindowSpec::Session { .. } = w.spec {
@@ -1008,7 +1020,7 @@ impl QueryPlanner<'_> {
                 out_fields.push(Field::new(WINDOW_START, ts_ms(), false));
                 out_fields.push(Field::new(WINDOW_END, ts_ms(), false));
                 out_fields.extend(agg_fields);
-                if allowed_lateness_ms > 0 {
+                if allowed_lateness_ms > 0 || early_fire_ms.is_some() {
                     out_fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
                 }
                 NodeKind::WindowAggregate(WindowAggregateNode {
@@ -1018,6 +1030,7 @@ impl QueryPlanner<'_> {
                     aggregates: calls_out,
                     allowed_lateness_ms,
                     late_output: late_columns,
+                    early_fire_ms,
                 })
             }
             None => {
@@ -1127,7 +1140,7 @@ impl QueryPlanner<'_> {
             _ => None,
         };
         Ok(QueryPlan {
-            changelog: window.is_none() || allowed_lateness_ms > 0,
+            changelog: window.is_none() || allowed_lateness_ms > 0 || early_fire_ms.is_some(),
             late_sink,
             builder,
             input: agg_id,

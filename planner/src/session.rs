@@ -93,6 +93,11 @@ pub struct Settings {
     /// `'table.exec.emit.allow-lateness'` (Flink's name): how long a fired
     /// window still takes late rows, emitting corrections.
     pub allowed_lateness_ms: i64,
+    /// `'table.exec.emit.early-fire.enabled'` and
+    /// `'table.exec.emit.early-fire.delay'` (Flink's names): open windows
+    /// emit their running results this often.
+    pub early_fire_enabled: bool,
+    pub early_fire_delay_ms: Option<i64>,
     /// `'late.dead-letter-sink'`, kept until the policy asks for it.
     dead_letter_sink: Option<String>,
     /// `'late.policy' = 'dead-letter'` was set before its sink was named.
@@ -100,8 +105,7 @@ pub struct Settings {
 }
 
 /// The settings `SET` knows, for the message about an unknown one.
-const KNOWN_SETTINGS: &str =
-    "parallelism, 'late.policy', 'late.dead-letter-sink', 'table.exec.emit.allow-lateness'";
+const KNOWN_SETTINGS: &str = "parallelism, 'late.policy', 'late.dead-letter-sink', 'table.exec.emit.allow-lateness', 'table.exec.emit.early-fire.enabled', 'table.exec.emit.early-fire.delay'";
 
 impl Default for Session {
     fn default() -> Self {
@@ -451,6 +455,39 @@ impl Session {
                     self.settings.allowed_lateness_ms = ms;
                     Ok(Outcome::Info(String::new()))
                 }
+                "table.exec.emit.early-fire.enabled" => {
+                    self.settings.early_fire_enabled = match option
+                        .value
+                        .to_ascii_lowercase()
+                        .as_str()
+                    {
+                        "true" => true,
+                        "false" => false,
+                        other => {
+                            return Err(PlanError::user(
+                                    format!(
+                                        "'table.exec.emit.early-fire.enabled' is 'true' or 'false', not '{other}'"
+                                    ),
+                                    option.span,
+                                )
+                                .into());
+                        }
+                    };
+                    Ok(Outcome::Info(String::new()))
+                }
+                "table.exec.emit.early-fire.delay" => {
+                    let ms = eddy_connectors::parse_duration_ms(&option.value).ok_or_else(|| {
+                        PlanError::user(
+                            format!(
+                                "cannot read the duration '{}' (write e.g. '5 s', '500 ms' or '1 min')",
+                                option.value
+                            ),
+                            option.span,
+                        )
+                    })?;
+                    self.settings.early_fire_delay_ms = Some(ms);
+                    Ok(Outcome::Info(String::new()))
+                }
                 other => Err(PlanError::not_supported(
                     format!("the setting '{other}' (known: {KNOWN_SETTINGS})"),
                     option.span,
@@ -476,6 +513,13 @@ impl Session {
         sink_options: BTreeMap<String, String>,
         target: Option<&datafusion::arrow::datatypes::Schema>,
     ) -> Result<PhysicalGraph, SessionError> {
+        if self.settings.early_fire_enabled && self.settings.early_fire_delay_ms.is_none() {
+            return Err(PlanError::user(
+                "'table.exec.emit.early-fire.enabled' is 'true' but no delay is set: SET 'table.exec.emit.early-fire.delay' = '<how often, e.g. 5 s>'",
+                q.span,
+            )
+            .into());
+        }
         if self.settings.dead_letter_wanted && self.settings.late_policy == LatePolicy::Drop {
             return Err(PlanError::user(
                 "'late.policy' is 'dead-letter' but no sink is named: SET 'late.dead-letter-sink' = '<a declared sink>'",

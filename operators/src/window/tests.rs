@@ -349,3 +349,112 @@ fn hopping_windows_fire_in_end_order_and_late_means_every_window_fired() {
         ]
     );
 }
+
+/// A clock that moves 3 s forward each time it is read.
+fn stepping_clock() -> crate::watermark::Clock {
+    let start = std::time::Instant::now();
+    let reads = std::sync::atomic::AtomicU32::new(0);
+    Box::new(move || {
+        let n = reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        start + std::time::Duration::from_secs(3 * u64::from(n))
+    })
+}
+
+#[test]
+fn early_firing_emits_running_results_then_only_changes() {
+    // The clock is read once per batch: at 0, 3, 6, 9 s. With a 5 s delay
+    // the first early firing is after the third batch (6 s since the
+    // first). The window then fires only the group that changed since.
+    let op = operator()
+        .with_early_fire(Some(std::time::Duration::from_secs(5)))
+        .with_clock(stepping_clock());
+    let out = run_operator_harness(
+        Box::new(op),
+        Arc::new(MemoryBackend::default()),
+        vec![vec![
+            data(&[(1, 1_000, Some(5))]),
+            data(&[(2, 2_000, Some(1))]),
+            data(&[(1, 3_000, Some(2))]),
+            data(&[(2, 4_000, Some(4))]),
+            Message::Watermark(MAX_WATERMARK),
+            Message::EndOfStream,
+        ]],
+    )
+    .unwrap();
+    let expected = [
+        "
++---+---------------------+---------------------+---+-------+-----+-----+
+| k | window_start        | window_end          | n | total | top | _op |
++---+---------------------+---------------------+---+-------+-----+-----+
+| 1 | 1970-01-01T00:00:00 | 1970-01-01T00:00:10 | 2 | 7     | 5   | 0   |
+| 2 | 1970-01-01T00:00:00 | 1970-01-01T00:00:10 | 1 | 1     | 1   | 0   |
++---+---------------------+---------------------+---+-------+-----+-----+",
+        "
++---+---------------------+---------------------+---+-------+-----+-----+
+| k | window_start        | window_end          | n | total | top | _op |
++---+---------------------+---------------------+---+-------+-----+-----+
+| 2 | 1970-01-01T00:00:00 | 1970-01-01T00:00:10 | 1 | 1     | 1   | 1   |
++---+---------------------+---------------------+---+-------+-----+-----+",
+        "
++---+---------------------+---------------------+---+-------+-----+-----+
+| k | window_start        | window_end          | n | total | top | _op |
++---+---------------------+---------------------+---+-------+-----+-----+
+| 2 | 1970-01-01T00:00:00 | 1970-01-01T00:00:10 | 2 | 5     | 4   | 2   |
++---+---------------------+---------------------+---+-------+-----+-----+",
+        "WM max",
+        "END",
+    ];
+    let expected: Vec<String> = expected.iter().map(|s| s.trim().to_string()).collect();
+    assert_eq!(
+        render(&out),
+        expected,
+        "\nactual:\n{}",
+        render(&out).join("\n")
+    );
+}
+
+#[test]
+fn an_early_fired_window_survives_a_restore() {
+    // Early results are part of the checkpoint: after a restore, the final
+    // firing still emits only what changed (-U/+U), not a second +I.
+    let dir = tempfile::tempdir().unwrap();
+    let state: Arc<dyn StateBackend> = Arc::new(RocksDbBackend::open(dir.path()).unwrap());
+    let early = || {
+        operator()
+            .with_early_fire(Some(std::time::Duration::ZERO))
+            .with_clock(stepping_clock())
+    };
+    let first = run_operator_harness(
+        Box::new(early()),
+        state.clone(),
+        vec![vec![
+            data(&[(1, 1_000, Some(5))]),
+            Message::Barrier(1),
+            Message::EndOfStream,
+        ]],
+    )
+    .unwrap();
+    // The early +I, the barrier, the end; nothing fires.
+    assert_eq!(first.len(), 3, "{:?}", render(&first));
+    assert!(render(&first)[0].contains("| 1 | 5     | 5   | 0   |"));
+    let second = run_operator_harness(
+        Box::new(early()),
+        state,
+        vec![vec![
+            data(&[(1, 2_000, Some(7))]),
+            Message::Watermark(MAX_WATERMARK),
+            Message::EndOfStream,
+        ]],
+    )
+    .unwrap();
+    let rendered = render(&second);
+    assert!(
+        rendered[0].contains("| 1 | 5     | 5   | 1   |"),
+        "{rendered:?}"
+    );
+    assert!(
+        rendered[1].contains("| 2 | 12    | 7   | 2   |"),
+        "{rendered:?}"
+    );
+    assert_eq!(rendered.len(), 4, "{rendered:?}");
+}
