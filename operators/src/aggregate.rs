@@ -67,6 +67,22 @@ pub(crate) fn aggregate_fields(aggregates: &[Arc<AggregateFunctionExpr>]) -> Vec
         .collect()
 }
 
+/// Casts columns whose type differs from the schema (e.g. dictionary-
+/// encoded group values) so the batch can be built.
+pub(crate) fn conform_columns(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<Vec<ArrayRef>> {
+    columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c)
+            } else {
+                Ok(datafusion::arrow::compute::cast(&c, f.data_type())?)
+            }
+        })
+        .collect()
+}
+
 /// A column of event times as milliseconds (whatever its timestamp unit).
 pub(crate) fn event_time_millis(
     batch: &RecordBatch,

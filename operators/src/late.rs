@@ -18,6 +18,7 @@ use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 
+use crate::aggregate::conform_columns;
 use crate::message::Timestamp;
 use crate::operator::{Collector, LATE_PORT};
 use crate::{OperatorError, Result};
@@ -102,17 +103,7 @@ impl LateOutput {
             wm;
             rows.len()
         ])));
-        let columns = columns
-            .into_iter()
-            .zip(self.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    Ok(datafusion::arrow::compute::cast(&c, f.data_type())?)
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let columns = conform_columns(&self.schema, columns)?;
         out.collect_side(
             LATE_PORT,
             RecordBatch::try_new(self.schema.clone(), columns)?,

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Int8Array, TimestampMillisecondArray, UInt32Array,
 };
-use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
@@ -62,7 +62,8 @@ use eddy_state::StateTable;
 use eddy_state::keys::{KeyBuilder, decode_i64};
 
 use crate::aggregate::{
-    aggregate_fields, evaluate_args, evaluate_filters, event_time_millis, key_fields,
+    aggregate_fields, conform_columns, evaluate_args, evaluate_filters, event_time_millis,
+    key_fields,
 };
 use crate::late::{LateOutput, REASON_LATE, REASON_NO_TIME, REASON_TOO_LATE};
 use crate::message::Timestamp;
@@ -193,6 +194,31 @@ struct Emitted {
 
 /// A window's results: group keys, aggregate values, number of groups.
 type Results = (Vec<ArrayRef>, Vec<ArrayRef>, usize);
+
+/// An input batch, evaluated for the aggregates.
+struct Inputs {
+    keys: Vec<ArrayRef>,
+    args: Vec<Vec<ArrayRef>>,
+    masks: Vec<Option<ArrayRef>>,
+    rows: usize,
+}
+
+impl WindowState {
+    /// Adds `inputs`; the group ids of its rows are left in `group_ids`.
+    fn update(&mut self, inputs: &Inputs, group_ids: &mut Vec<usize>) -> Result<()> {
+        let num_groups = intern(&mut self.groups, &inputs.keys, inputs.rows, group_ids)?;
+        for ((acc, values), mask) in self
+            .accumulators
+            .iter_mut()
+            .zip(&inputs.args)
+            .zip(&inputs.masks)
+        {
+            let mask = mask.as_ref().map(|m| m.as_boolean());
+            acc.update_batch(values, group_ids, mask, num_groups)?;
+        }
+        Ok(())
+    }
+}
 
 /// Where a window stands relative to the watermark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,27 +376,31 @@ impl WindowAggregateOperator {
         }
     }
 
-    /// Adds `batch` to `window`; the group ids of its rows are left in
-    /// `group_ids`. Returns the number of groups.
-    fn accumulate_into(
-        &self,
-        window: &mut WindowState,
-        batch: &RecordBatch,
-        group_ids: &mut Vec<usize>,
-    ) -> Result<usize> {
+    /// What `batch` contributes: its group keys, each aggregate's
+    /// arguments and `FILTER` mask.
+    fn inputs(&self, batch: &RecordBatch) -> Result<Inputs> {
         let keys: Vec<ArrayRef> = self
             .key_columns
             .iter()
             .map(|&i| batch.column(i).clone())
             .collect();
-        let args = evaluate_args(&self.aggregates, batch)?;
-        let masks = evaluate_filters(&self.filters, batch)?;
-        let num_groups = intern(&mut window.groups, &keys, batch.num_rows(), group_ids)?;
-        for ((acc, values), mask) in window.accumulators.iter_mut().zip(&args).zip(&masks) {
-            let mask = mask.as_ref().map(|m| m.as_boolean());
-            acc.update_batch(values, group_ids, mask, num_groups)?;
-        }
-        Ok(num_groups)
+        Ok(Inputs {
+            keys,
+            args: evaluate_args(&self.aggregates, batch)?,
+            masks: evaluate_filters(&self.filters, batch)?,
+            rows: batch.num_rows(),
+        })
+    }
+
+    /// Adds `batch` to `window`; the group ids of its rows are left in
+    /// `group_ids`.
+    fn accumulate_into(
+        &self,
+        window: &mut WindowState,
+        batch: &RecordBatch,
+        group_ids: &mut Vec<usize>,
+    ) -> Result<()> {
+        window.update(&self.inputs(batch)?, group_ids)
     }
 
     /// Adds `batch` (rows that all belong to window `key`) to that window:
@@ -385,16 +415,18 @@ impl WindowAggregateOperator {
         let mut ids = std::mem::take(&mut self.group_ids);
         let result = match self.status(key) {
             Status::Open => {
-                let mut window = match self.windows.remove(&key) {
-                    Some(w) => w,
-                    None => self.new_window()?,
-                };
-                let r = self.accumulate_into(&mut window, batch, &mut ids);
-                self.windows.insert(key, window);
+                if !self.windows.contains_key(&key) {
+                    let w = self.new_window()?;
+                    self.windows.insert(key, w);
+                }
                 if self.early_fire.is_some() {
                     self.dirty.insert(key);
                 }
-                r.map(|_| ())
+                let inputs = self.inputs(batch)?;
+                match self.windows.get_mut(&key) {
+                    Some(window) => window.update(&inputs, &mut ids),
+                    None => Err(OperatorError::Internal("window vanished".into())),
+                }
             }
             Status::Fired => self.update_fired(key, batch, &mut ids, out),
             Status::Expired => Err(OperatorError::Internal("rows for an expired window".into())),
@@ -615,33 +647,26 @@ impl WindowAggregateOperator {
             return Ok(());
         };
         let mut ops = Vec::new();
-        for fired in [false, true] {
-            let map = if fired { &self.fired } else { &self.windows };
-            let keys: Vec<WindowKey> = map.keys().copied().collect();
-            for key in keys {
-                let map = if fired {
-                    &mut self.fired
-                } else {
-                    &mut self.windows
-                };
-                let Some(window) = map.remove(&key) else {
-                    continue;
-                };
+        for tag in [TAG_OPEN, TAG_FIRED] {
+            let windows = if tag == TAG_OPEN {
+                std::mem::take(&mut self.windows)
+            } else {
+                std::mem::take(&mut self.fired)
+            };
+            let mut restored_windows = BTreeMap::new();
+            for (key, window) in windows {
                 let (bytes, restored) = self.encode_window(window)?;
                 if let Some(emitted) = &restored.emitted {
-                    ops.push((
-                        window_key(key, TAG_EMITTED),
-                        Some(self.encode_emitted(emitted)?),
-                    ));
+                    let bytes = self.encode_emitted(emitted)?;
+                    ops.push((window_key(key, TAG_EMITTED), Some(bytes)));
                 }
-                let tag = if fired { TAG_FIRED } else { TAG_OPEN };
                 ops.push((window_key(key, tag), Some(bytes)));
-                let map = if fired {
-                    &mut self.fired
-                } else {
-                    &mut self.windows
-                };
-                map.insert(key, restored);
+                restored_windows.insert(key, restored);
+            }
+            if tag == TAG_OPEN {
+                self.windows = restored_windows;
+            } else {
+                self.fired = restored_windows;
             }
         }
         table.delete_range(&[], &[0xff; 18])?;
@@ -846,22 +871,6 @@ fn intern(
             Ok(values.len())
         }
     }
-}
-
-/// Casts columns whose type differs from the schema (e.g. dictionary-
-/// encoded group values) so the batch can be built.
-fn conform_columns(schema: &SchemaRef, columns: Vec<ArrayRef>) -> Result<Vec<ArrayRef>> {
-    columns
-        .into_iter()
-        .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(c)
-            } else {
-                Ok(cast(&c, f.data_type())?)
-            }
-        })
-        .collect()
 }
 
 impl Operator for WindowAggregateOperator {

@@ -443,15 +443,7 @@ impl Session {
                     Ok(Outcome::Info(String::new()))
                 }
                 "table.exec.emit.allow-lateness" => {
-                    let ms = eddy_connectors::parse_duration_ms(&option.value).ok_or_else(|| {
-                        PlanError::user(
-                            format!(
-                                "cannot read the duration '{}' (write e.g. '5 s', '500 ms' or '1 min')",
-                                option.value
-                            ),
-                            option.span,
-                        )
-                    })?;
+                    let ms = duration_setting(option)?;
                     self.settings.allowed_lateness_ms = ms;
                     Ok(Outcome::Info(String::new()))
                 }
@@ -476,15 +468,7 @@ impl Session {
                     Ok(Outcome::Info(String::new()))
                 }
                 "table.exec.emit.early-fire.delay" => {
-                    let ms = eddy_connectors::parse_duration_ms(&option.value).ok_or_else(|| {
-                        PlanError::user(
-                            format!(
-                                "cannot read the duration '{}' (write e.g. '5 s', '500 ms' or '1 min')",
-                                option.value
-                            ),
-                            option.span,
-                        )
-                    })?;
+                    let ms = duration_setting(option)?;
                     self.settings.early_fire_delay_ms = Some(ms);
                     Ok(Outcome::Info(String::new()))
                 }
@@ -538,4 +522,17 @@ impl Session {
         };
         Ok(planner.plan(q)?.into_graph(sink, sink_options, target)?)
     }
+}
+
+/// The value of a `SET` whose value is a duration, in milliseconds.
+fn duration_setting(option: &eddy_parser::ast::SqlOption) -> Result<i64, PlanError> {
+    eddy_connectors::parse_duration_ms(&option.value).ok_or_else(|| {
+        PlanError::user(
+            format!(
+                "cannot read the duration '{}' (write e.g. '5 s', '500 ms' or '1 min')",
+                option.value
+            ),
+            option.span,
+        )
+    })
 }
