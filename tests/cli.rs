@@ -157,7 +157,7 @@ fn every_error_of_a_file_is_reported_and_nothing_runs() {
         "{SOURCE}SELECT auction FROM bids WHERE;\n\
          SELECT nope FROM bids;\n\
          CREATE SINK s WITH (connector = 'file', path = 'out.json') AS SELECT price FROM bids;\n\
-         SELECT price FROM bids GROUP BY price HAVING price > 1;\n"
+         SELECT price FROM bids GROUP BY price HAVING auction > 1;\n"
     );
     let out = eddy_run(dir.path(), &sql);
     assert_eq!(out.status.code(), Some(2));

@@ -110,12 +110,15 @@ fn rows(
     job: &eddy_planner::Job,
     collector: &MemoryCollector,
 ) -> Result<DBOutput<DefaultColumnType>, SltError> {
-    let schema = job
-        .graph
-        .nodes
-        .last()
-        .map(|n| n.schema.clone())
-        .ok_or_else(|| SltError("empty graph".into()))?;
+    let batches = collector.batches();
+    // What the sink received (a table-mode result has no `_op`), else what
+    // the plan promised.
+    let schema = match batches.first() {
+        Some(b) => b.schema().as_ref().clone(),
+        None => eddy_planner::sink_schema(&job.graph)
+            .map(|s| s.as_ref().clone())
+            .ok_or_else(|| SltError("a graph without a sink".into()))?,
+    };
     let types = schema
         .fields()
         .iter()
@@ -130,7 +133,7 @@ fn rows(
         .collect();
     let options = FormatOptions::default().with_null("NULL");
     let mut out = Vec::new();
-    for batch in collector.batches() {
+    for batch in batches {
         let batch =
             eddy_connectors::readable_changelog(&batch).map_err(|e| SltError(e.to_string()))?;
         let formatters = batch
@@ -194,7 +197,11 @@ fn run_file(path: &Path, parallelism: usize, complete: bool) -> Result<(), Faile
 fn main() {
     let complete = std::env::args().any(|a| a == "--complete");
     let args = Arguments::from_iter(std::env::args().filter(|a| a != "--complete"));
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = std::path::PathBuf::from(
+        // At run time first: a target dir reused from another checkout holds
+        // test binaries built there.
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    );
     let mut files = Vec::new();
     slt_files(&root.join("tests/slt"), &mut files);
     let mut trials = Vec::new();

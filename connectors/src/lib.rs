@@ -18,6 +18,7 @@
 
 mod blackhole;
 mod file;
+mod materialize;
 mod memory;
 pub mod nexmark;
 mod options;
@@ -33,6 +34,7 @@ use eddy_operators::{Sink, Source};
 
 pub use blackhole::BlackholeSink;
 pub use file::{FileFormat, FileSink, FileSource, PartitionedFileSource};
+pub use materialize::MaterializingSink;
 pub use memory::{MemoryCollector, MemorySink};
 pub use options::{Options, parse_duration_ms};
 pub use stdout::{StdoutFormat, StdoutSink};

@@ -7,18 +7,30 @@
 //! ```
 //!
 //! as a trailing `_op` column (Int8: 0 = +I, 1 = -U, 2 = +U, 3 = -D) so sinks
-//! can upsert or retract. Input rows are append-only. Each group keeps one
-//! DataFusion `Accumulator` per aggregate and its last emitted result. State
-//! lives in memory (not yet written at checkpoints).
+//! can upsert or retract. Each group keeps a state per aggregate and its
+//! last emitted result. State lives in memory (not yet written at
+//! checkpoints).
+//!
+//! The input may itself be a changelog (an aggregate over an aggregate, the
+//! shape of Nexmark q4): its `+I`/`+U` rows are accumulated and its
+//! `-U`/`-D` rows retracted, and a group whose rows are all retracted is
+//! deleted (`-D`). Retraction arrives in any order, so each aggregate keeps
+//! what it needs to undo any one row:
+//!
+//! ```text
+//!   COUNT, SUM, AVG, VAR*, STDDEV*, MEDIAN   DataFusion's retracting accumulator
+//!   MIN, MAX                                 value → count, ordered (arrow row encoding)
+//!   anything else                            the current argument rows; recomputed
+//! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, Int8Array, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int8Array, UInt32Array};
 use datafusion::arrow::compute::{filter, take};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Int8Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{OwnedRow, RowConverter};
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
@@ -47,15 +59,167 @@ pub fn op_name(op: i8) -> &'static str {
     }
 }
 
+/// How an aggregate follows its input (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Strategy {
+    /// Append-only input: a plain accumulator.
+    Accumulate,
+    /// DataFusion's retracting ("sliding") accumulator; its retraction does
+    /// not depend on the order rows came in.
+    Retract,
+    Min,
+    Max,
+    Recompute,
+}
+
+/// Functions whose retracting accumulator undoes any row, not only the
+/// oldest (DataFusion's sliding MIN/MAX and ARRAY_AGG assume FIFO).
+const ORDER_FREE_RETRACT: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "var",
+    "var_pop",
+    "stddev",
+    "stddev_pop",
+    "median",
+];
+
+impl Strategy {
+    fn choose(agg: &AggregateFunctionExpr, updating_input: bool) -> Self {
+        if !updating_input {
+            return Strategy::Accumulate;
+        }
+        let name = agg.fun().name().to_ascii_lowercase();
+        let single = agg.expressions().len() == 1;
+        match name.as_str() {
+            "min" if single => Strategy::Min,
+            "max" if single => Strategy::Max,
+            // Of the DISTINCT forms only COUNT's retracts by value counts.
+            n if ORDER_FREE_RETRACT.contains(&n)
+                && (!agg.is_distinct() || n == "count")
+                && agg.create_sliding_accumulator().is_ok() =>
+            {
+                Strategy::Retract
+            }
+            _ => Strategy::Recompute,
+        }
+    }
+}
+
+enum AggState {
+    Accumulator(Box<dyn Accumulator>),
+    /// MIN/MAX: each non-NULL value and how many rows hold it.
+    Ordered(BTreeMap<OwnedRow, u64>),
+    /// The current argument rows, in arrival order.
+    Rows(Vec<OwnedRow>),
+}
+
 struct Group {
-    accumulators: Vec<Box<dyn Accumulator>>,
+    states: Vec<AggState>,
+    /// Input rows in the group: accumulated minus retracted.
+    live: i64,
     last: Option<Vec<ScalarValue>>,
+}
+
+/// One aggregate: its expression, how it is kept, and an encoder of its
+/// argument rows (for `Ordered` and `Rows`).
+struct Aggregate {
+    expr: Arc<AggregateFunctionExpr>,
+    strategy: Strategy,
+    args: Option<RowConverter>,
+}
+
+impl Aggregate {
+    fn new_state(&self) -> Result<AggState> {
+        Ok(match self.strategy {
+            Strategy::Accumulate => AggState::Accumulator(self.expr.create_accumulator()?),
+            Strategy::Retract => AggState::Accumulator(self.expr.create_sliding_accumulator()?),
+            Strategy::Min | Strategy::Max => AggState::Ordered(BTreeMap::new()),
+            Strategy::Recompute => AggState::Rows(Vec::new()),
+        })
+    }
+
+    fn converter(&self) -> Result<&RowConverter> {
+        self.args
+            .as_ref()
+            .ok_or_else(|| OperatorError::Internal("no argument encoder".into()))
+    }
+
+    /// Adds (`retract = false`) or removes these argument rows.
+    fn apply(&self, state: &mut AggState, values: &[ArrayRef], retract: bool) -> Result<()> {
+        if values.first().is_none_or(|v| v.is_empty()) {
+            return Ok(());
+        }
+        match state {
+            AggState::Accumulator(acc) if retract => acc.retract_batch(values)?,
+            AggState::Accumulator(acc) => acc.update_batch(values)?,
+            AggState::Ordered(counts) => {
+                let rows = self.converter()?.convert_columns(values)?;
+                for (i, row) in rows.iter().enumerate() {
+                    // MIN and MAX skip NULLs.
+                    if values[0].is_null(i) {
+                        continue;
+                    }
+                    if !retract {
+                        *counts.entry(row.owned()).or_default() += 1;
+                    } else if let Some(n) = counts.get_mut(&row.owned()) {
+                        *n -= 1;
+                        if *n == 0 {
+                            counts.remove(&row.owned());
+                        }
+                    }
+                }
+            }
+            AggState::Rows(kept) => {
+                let rows = self.converter()?.convert_columns(values)?;
+                for row in rows.iter() {
+                    if !retract {
+                        kept.push(row.owned());
+                    } else if let Some(at) = kept.iter().position(|k| k.row() == row) {
+                        kept.remove(at);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&self, state: &mut AggState) -> Result<ScalarValue> {
+        let first_value = |row: Option<&OwnedRow>| -> Result<ScalarValue> {
+            let Some(row) = row else {
+                return Ok(ScalarValue::try_from(self.expr.field().data_type())?);
+            };
+            let columns = self.converter()?.convert_rows([row.row()])?;
+            Ok(ScalarValue::try_from_array(&columns[0], 0)?)
+        };
+        match state {
+            AggState::Accumulator(acc) => Ok(acc.evaluate()?),
+            AggState::Ordered(counts) if self.strategy == Strategy::Min => {
+                first_value(counts.keys().next())
+            }
+            AggState::Ordered(counts) => first_value(counts.keys().next_back()),
+            AggState::Rows(kept) => {
+                let mut acc = self.expr.create_accumulator()?;
+                if !kept.is_empty() {
+                    let columns = self
+                        .converter()?
+                        .convert_rows(kept.iter().map(|r| r.row()))?;
+                    acc.update_batch(&columns)?;
+                }
+                Ok(acc.evaluate()?)
+            }
+        }
+    }
 }
 
 pub struct UpdatingAggregateOperator {
     key_columns: Vec<usize>,
-    aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    exprs: Vec<Arc<AggregateFunctionExpr>>,
+    aggregates: Vec<Aggregate>,
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// The input's `_op` column, when the input is a changelog.
+    op_column: Option<usize>,
     converter: RowConverter,
     output_schema: SchemaRef,
     groups: HashMap<OwnedRow, Group>,
@@ -69,13 +233,34 @@ impl std::fmt::Debug for UpdatingAggregateOperator {
     }
 }
 
+/// `values` at `indices`, then only where `mask` (if any) is true.
+fn select_rows(
+    values: &[ArrayRef],
+    mask: Option<&ArrayRef>,
+    indices: &UInt32Array,
+) -> Result<Vec<ArrayRef>> {
+    let taken: Vec<ArrayRef> = values
+        .iter()
+        .map(|v| take(v.as_ref(), indices, None))
+        .collect::<std::result::Result<_, _>>()?;
+    let Some(mask) = mask else { return Ok(taken) };
+    let m = take(mask.as_ref(), indices, None)?;
+    let m = m.as_boolean();
+    Ok(taken
+        .iter()
+        .map(|v| filter(v.as_ref(), m))
+        .collect::<std::result::Result<_, _>>()?)
+}
+
 impl UpdatingAggregateOperator {
-    /// Output: keys, one column per aggregate, then `_op`.
+    /// Output: keys, one column per aggregate, then `_op`. With `op_column`,
+    /// the input is a changelog whose codes are in that column.
     pub fn try_new(
         input_schema: &SchemaRef,
         key_columns: Vec<usize>,
         aggregates: Vec<Arc<AggregateFunctionExpr>>,
         filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+        op_column: Option<usize>,
     ) -> Result<Self> {
         if filters.len() != aggregates.len() {
             return Err(OperatorError::Internal(
@@ -87,10 +272,33 @@ impl UpdatingAggregateOperator {
         let mut fields = key_fields;
         fields.extend(aggregate_fields(&aggregates));
         fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
+        let exprs = aggregates.clone();
+        let aggregates = aggregates
+            .into_iter()
+            .map(|expr| {
+                let strategy = Strategy::choose(&expr, op_column.is_some());
+                let args = match strategy {
+                    Strategy::Accumulate | Strategy::Retract => None,
+                    _ => Some(RowConverter::new(
+                        expr.expressions()
+                            .iter()
+                            .map(|e| Ok(SortField::new(e.data_type(input_schema)?)))
+                            .collect::<Result<Vec<_>>>()?,
+                    )?),
+                };
+                Ok(Aggregate {
+                    expr,
+                    strategy,
+                    args,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             key_columns,
+            exprs,
             aggregates,
             filters,
+            op_column,
             converter,
             output_schema: Arc::new(Schema::new(fields)),
             groups: HashMap::new(),
@@ -111,59 +319,89 @@ impl Operator for UpdatingAggregateOperator {
             .map(|&i| batch.column(i).clone())
             .collect();
         let rows = self.converter.convert_columns(&keys)?;
-        // Rows per group, groups in order of first appearance.
+        let ops = match self.op_column {
+            Some(c) => Some(
+                batch
+                    .column(c)
+                    .as_primitive_opt::<Int8Type>()
+                    .ok_or_else(|| OperatorError::Internal("_op is not Int8".into()))?
+                    .clone(),
+            ),
+            None => None,
+        };
+        // Rows per group (added, retracted), groups in order of first appearance.
         let mut order: Vec<OwnedRow> = Vec::new();
-        let mut members: HashMap<OwnedRow, Vec<u32>> = HashMap::new();
+        let mut members: HashMap<OwnedRow, (Vec<u32>, Vec<u32>)> = HashMap::new();
         for i in 0..n {
             let key = rows.row(i).owned();
             let entry = members.entry(key.clone()).or_default();
-            if entry.is_empty() {
+            if entry.0.is_empty() && entry.1.is_empty() {
                 order.push(key);
             }
-            entry.push(i as u32);
+            let retract = ops
+                .as_ref()
+                .is_some_and(|o| matches!(o.value(i), OP_UPDATE_BEFORE | OP_DELETE));
+            if retract {
+                entry.1.push(i as u32);
+            } else {
+                entry.0.push(i as u32);
+            }
         }
-        let args = evaluate_args(&self.aggregates, &batch)?;
+        let args = evaluate_args(&self.exprs, &batch)?;
         let masks = evaluate_filters(&self.filters, &batch)?;
 
         let mut out_keys: Vec<OwnedRow> = Vec::new();
         let mut out_values: Vec<Vec<ScalarValue>> = Vec::new();
         let mut ops: Vec<i8> = Vec::new();
         for key in order {
-            let indices = UInt32Array::from(members.remove(&key).unwrap_or_default());
+            let (added, retracted) = members.remove(&key).unwrap_or_default();
             let group = match self.groups.get_mut(&key) {
                 Some(g) => g,
                 None => {
-                    let accumulators = self
+                    let states = self
                         .aggregates
                         .iter()
-                        .map(|a| a.create_accumulator())
-                        .collect::<datafusion::error::Result<_>>()?;
+                        .map(|a| a.new_state())
+                        .collect::<Result<_>>()?;
                     self.groups.entry(key.clone()).or_insert(Group {
-                        accumulators,
+                        states,
+                        live: 0,
                         last: None,
                     })
                 }
             };
-            for ((acc, values), mask) in group.accumulators.iter_mut().zip(&args).zip(&masks) {
-                let mut taken: Vec<ArrayRef> = values
-                    .iter()
-                    .map(|v| take(v.as_ref(), &indices, None))
-                    .collect::<std::result::Result<_, _>>()?;
-                if let Some(mask) = mask {
-                    let m = take(mask.as_ref(), &indices, None)?;
-                    let m = m.as_boolean();
-                    taken = taken
-                        .iter()
-                        .map(|v| filter(v.as_ref(), m))
-                        .collect::<std::result::Result<_, _>>()?;
+            group.live += added.len() as i64 - retracted.len() as i64;
+            let (added, retracted) = (UInt32Array::from(added), UInt32Array::from(retracted));
+            for (((agg, state), values), mask) in self
+                .aggregates
+                .iter()
+                .zip(group.states.iter_mut())
+                .zip(&args)
+                .zip(&masks)
+            {
+                // Additions first: a row may be retracted in the batch that added it.
+                for (indices, retract) in [(&added, false), (&retracted, true)] {
+                    if !indices.is_empty() {
+                        let values = select_rows(values, mask.as_ref(), indices)?;
+                        agg.apply(state, &values, retract)?;
+                    }
                 }
-                acc.update_batch(&taken)?;
             }
-            let new = group
-                .accumulators
-                .iter_mut()
-                .map(|a| a.evaluate())
-                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            if group.live <= 0 {
+                // Every row of the group was retracted: it is gone.
+                if let Some(old) = self.groups.remove(&key).and_then(|g| g.last) {
+                    out_keys.push(key);
+                    out_values.push(old);
+                    ops.push(OP_DELETE);
+                }
+                continue;
+            }
+            let new = self
+                .aggregates
+                .iter()
+                .zip(group.states.iter_mut())
+                .map(|(a, s)| a.evaluate(s))
+                .collect::<Result<Vec<_>>>()?;
             match group.last.replace(new.clone()) {
                 None => {
                     out_keys.push(key);

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
-use eddy_connectors::{MemoryCollector, Options, SinkConfig, SourceConfig};
-use eddy_operators::Operator;
+use eddy_connectors::{MaterializingSink, MemoryCollector, Options, SinkConfig, SourceConfig};
 use eddy_operators::late::LateOutput;
 use eddy_operators::project::ProjectOperator;
 use eddy_operators::runtime::{Dataflow, Partitioning, Stage};
@@ -19,6 +18,7 @@ use eddy_operators::sink::SinkOperator;
 use eddy_operators::updating::UpdatingAggregateOperator;
 use eddy_operators::watermark::WatermarkOperator;
 use eddy_operators::window::{WindowAggregateOperator, WindowAssigner};
+use eddy_operators::{Operator, Sink};
 
 use crate::error::{PlanError, Result};
 use crate::functions::Functions;
@@ -109,13 +109,14 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                     .clone()
                     .ok_or_else(|| PlanError::internal("aggregate without input"))?;
                 let (aggs, filters) = aggregate_exprs(&u.aggregates, &input, env)?;
-                let keys = u.keys.clone();
+                let (keys, op_column) = (u.keys.clone(), u.op_column);
                 Some(validated(Arc::new(move || {
                     let op = UpdatingAggregateOperator::try_new(
                         &input,
                         keys.clone(),
                         aggs.clone(),
                         filters.clone(),
+                        op_column,
                     )?;
                     Ok(Box::new(op) as Box<dyn Operator>)
                 }))?)
@@ -196,18 +197,30 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                     Some(input) if !side => input.clone(),
                     _ => schema.clone(),
                 };
+                let mut options = s.options.clone();
+                // A table-mode SELECT: the sink gets the changelog's net effect.
+                let table = options.remove(crate::session::RESULT_MODE).as_deref() == Some("table");
+                let wrap = move |sink: Box<dyn Sink>,
+                                 out: &SchemaRef|
+                      -> eddy_operators::Result<Box<dyn Operator>> {
+                    let sink = if table {
+                        Box::new(MaterializingSink::new(sink, out)?) as Box<dyn Sink>
+                    } else {
+                        sink
+                    };
+                    Ok(Box::new(SinkOperator::new(sink)))
+                };
+                let inner = if table {
+                    MaterializingSink::output_schema(&out)
+                } else {
+                    out.clone()
+                };
                 if connector == Some("memory") {
                     let collector = env.memory.clone().unwrap_or_default();
-                    Some(Arc::new(move || {
-                        Ok(Box::new(SinkOperator::new(Box::new(collector.sink())))
-                            as Box<dyn Operator>)
-                    }))
+                    Some(Arc::new(move || wrap(Box::new(collector.sink()), &out)))
                 } else {
-                    let config = SinkConfig::parse(&Options::new(s.options.clone()))?;
-                    Some(Arc::new(move || {
-                        Ok(Box::new(SinkOperator::new(config.build(out.clone())?))
-                            as Box<dyn Operator>)
-                    }))
+                    let config = SinkConfig::parse(&Options::new(options))?;
+                    Some(Arc::new(move || wrap(config.build(inner.clone())?, &out)))
                 }
             }
         };

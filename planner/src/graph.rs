@@ -109,6 +109,9 @@ pub struct LateOutputSpec {
 pub struct UpdatingAggregateNode {
     pub keys: Vec<usize>,
     pub aggregates: Vec<AggregateCall>,
+    /// The input's changelog column, when the input is updating.
+    #[serde(default)]
+    pub op_column: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -311,8 +314,13 @@ fn describe(kind: &NodeKind, node: &PlanNode) -> String {
         }
         NodeKind::UpdatingAggregate(u) => {
             let aggs: Vec<String> = u.aggregates.iter().map(|a| a.output_name.clone()).collect();
+            let input = if u.op_column.is_some() {
+                " over a changelog (retracts -U/-D)"
+            } else {
+                ""
+            };
             format!(
-                "UpdatingAggregate keys=[{}] aggregates=[{}] → changelog (_op); state grows with the number of keys",
+                "UpdatingAggregate keys=[{}] aggregates=[{}]{input} → changelog (_op); state grows with the number of keys",
                 u.keys
                     .iter()
                     .map(|k| format!("#{k}"))

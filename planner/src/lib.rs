@@ -29,6 +29,7 @@ mod session;
 pub use build::{BuildEnv, build};
 pub use error::{PlanError, PlanErrorKind};
 pub use graph::PhysicalGraph;
+pub use plan::sink_schema;
 pub use session::{Job, LatePolicy, Outcome, Session, SessionError, Settings};
 
 impl From<eddy_operators::OperatorError> for PlanError {

@@ -55,6 +55,8 @@ fn ts_ms() -> DataType {
 #[derive(Debug, Default)]
 pub(crate) struct GraphBuilder {
     graph: PhysicalGraph,
+    /// Dead-letter sinks: (node, port, sink, schema), added last.
+    side_sinks: Vec<(usize, usize, SinkNode, Schema)>,
 }
 
 impl GraphBuilder {
@@ -104,7 +106,10 @@ impl GraphBuilder {
         self.graph.nodes[id].parallelism
     }
 
-    pub fn finish(self) -> PhysicalGraph {
+    pub fn finish(mut self) -> PhysicalGraph {
+        for (from, port, sink, schema) in std::mem::take(&mut self.side_sinks) {
+            self.add_side_sink(from, port, sink, schema);
+        }
         self.graph
     }
 }
@@ -120,8 +125,8 @@ pub(crate) struct QueryPlan {
     items: Vec<(Expr, Field, Span)>,
     /// The input carries a changelog `_op` column, passed through last.
     changelog: bool,
-    /// A dead-letter sink for the late rows of window node `.0`.
-    late_sink: Option<(usize, SinkNode, Schema)>,
+    /// The output column that is still the input's watermarked time column.
+    time_attribute: Option<String>,
 }
 
 impl QueryPlan {
@@ -133,12 +138,32 @@ impl QueryPlan {
     /// Adds the final projection, cast and renamed to `target` if given,
     /// then the sink.
     pub fn into_graph(
-        mut self,
+        self,
         sink_name: &str,
         sink_options: BTreeMap<String, String>,
         target: Option<&Schema>,
     ) -> Result<PhysicalGraph> {
-        if let Some(target) = target {
+        let (mut builder, id, schema) = self.into_node(target.map(|t| (sink_name, t)))?;
+        let edge = if builder.parallelism(id) == 1 {
+            EdgeKind::Forward
+        } else {
+            EdgeKind::Gather
+        };
+        let sink = SinkNode {
+            name: sink_name.to_string(),
+            options: sink_options,
+        };
+        builder.add(NodeKind::Sink(sink), 1, schema, Some((id, edge)));
+        Ok(builder.finish())
+    }
+
+    /// Adds the final projection (cast and renamed to the sink's columns if
+    /// given) and returns the builder, that node and its schema.
+    fn into_node(
+        mut self,
+        target: Option<(&str, &Schema)>,
+    ) -> Result<(GraphBuilder, usize, Schema)> {
+        if let Some((sink_name, target)) = target {
             if target.fields().len() != self.items.len() {
                 let span = self.items.first().map(|i| i.2).unwrap_or_default();
                 return Err(PlanError::user(
@@ -196,22 +221,7 @@ impl QueryPlan {
             schema.clone(),
             Some((self.input, EdgeKind::Forward)),
         );
-        let edge = if p == 1 {
-            EdgeKind::Forward
-        } else {
-            EdgeKind::Gather
-        };
-        let sink = SinkNode {
-            name: sink_name.to_string(),
-            options: sink_options,
-        };
-        self.builder
-            .add(NodeKind::Sink(sink), 1, schema, Some((id, edge)));
-        if let Some((window, sink, schema)) = self.late_sink {
-            self.builder
-                .add_side_sink(window, eddy_operators::operator::LATE_PORT, sink, schema);
-        }
-        Ok(self.builder.finish())
+        Ok((self.builder, id, schema))
     }
 }
 
@@ -220,11 +230,30 @@ pub(crate) struct QueryPlanner<'a> {
     pub binder: Binder<'a>,
     pub parallelism: usize,
     pub settings: &'a Settings,
+    /// `WITH` queries in scope, innermost last.
+    pub ctes: Vec<(String, ast::Query)>,
+}
+
+/// A table a FROM item reads, already planned into `builder` up to `node`:
+/// a source (and its watermark), or a subquery or `WITH` query.
+struct Relation {
+    name: String,
+    /// Its columns; a changelog's `_op` is last.
+    fields: Vec<Field>,
+    /// The column the watermark follows, while rows still carry it.
+    time_attribute: Option<String>,
+    changelog: bool,
+    builder: GraphBuilder,
+    node: usize,
 }
 
 /// The FROM clause, resolved.
-struct From<'a> {
-    source: &'a SourceDef,
+struct From {
+    /// The table's own columns (no window columns, no `_op`).
+    columns: Vec<Field>,
+    time_attribute: Option<String>,
+    /// Rows come with a changelog `_op` column (the last of the scope).
+    changelog: bool,
     scope: Scope,
     window: Option<Window>,
 }
@@ -245,11 +274,30 @@ impl QueryPlanner<'_> {
     /// Plans a query. What streaming cannot run yet is rejected with
     /// `not supported yet: <feature>` at the feature's position.
     pub fn plan(&self, q: &ast::Query) -> Result<QueryPlan> {
-        if let Some(cte) = q.with.first() {
-            return Err(PlanError::not_supported(
-                "WITH (common table expressions)",
-                cte.alias.name.span,
-            ));
+        if !q.with.is_empty() {
+            let mut inner = self.with_ctes(self.ctes.len());
+            let mut names = HashSet::new();
+            for cte in &q.with {
+                let name = &cte.alias.name;
+                if let Some(c) = cte.alias.columns.first() {
+                    return Err(PlanError::not_supported(
+                        "column aliases on a WITH query",
+                        c.span,
+                    ));
+                }
+                if !names.insert(name.value.clone()) {
+                    return Err(PlanError::user(
+                        format!("WITH query name '{}' specified more than once", name.value),
+                        name.span,
+                    ));
+                }
+                inner.ctes.push((name.value.clone(), cte.query.clone()));
+            }
+            let body = ast::Query {
+                with: Vec::new(),
+                ..q.clone()
+            };
+            return inner.plan(&body);
         }
         if let Some(o) = q.order_by.first() {
             return Err(PlanError::not_supported(
@@ -267,6 +315,95 @@ impl QueryPlanner<'_> {
         }
     }
 
+    /// A planner that sees the first `n` of this one's `WITH` queries.
+    fn with_ctes(&self, n: usize) -> QueryPlanner<'_> {
+        QueryPlanner {
+            catalog: self.catalog,
+            binder: Binder {
+                functions: self.binder.functions,
+                sql: self.binder.sql,
+            },
+            parallelism: self.parallelism,
+            settings: self.settings,
+            ctes: self.ctes[..n].to_vec(),
+        }
+    }
+
+    /// Plans the table a name refers to: a `WITH` query, else a source.
+    fn read_table(&self, name: &ast::Ident) -> Result<Relation> {
+        if let Some(i) = self.ctes.iter().rposition(|(n, _)| *n == name.value) {
+            let query = &self.ctes[i].1;
+            return self.with_ctes(i).plan_derived(query, &name.value);
+        }
+        let source = self.catalog.source(&name.value).ok_or_else(|| {
+            let mut names: Vec<&str> = self.catalog.source_names().collect();
+            names.extend(self.ctes.iter().map(|(n, _)| n.as_str()));
+            let hint = did_you_mean(&suggestions(&name.value, names.iter().copied()));
+            let known = if names.is_empty() {
+                "no sources are defined yet".to_string()
+            } else {
+                format!("sources: {}", names.join(", "))
+            };
+            PlanError::user(
+                format!("unknown table '{}'{hint}; {known}", name.value),
+                name.span,
+            )
+        })?;
+        Ok(self.read_source(source))
+    }
+
+    /// A source node, and its watermark generator if it declares one.
+    fn read_source(&self, source: &SourceDef) -> Relation {
+        let mut builder = GraphBuilder::default();
+        let schema = source.schema.as_ref().clone();
+        let node = SourceNode {
+            name: source.name.clone(),
+            options: source.options.clone(),
+            event_time: source.watermark.as_ref().map(|w| w.column.clone()),
+        };
+        let mut id = builder.add(NodeKind::Source(node), 1, schema.clone(), None);
+        if let Some(wm) = &source.watermark {
+            let node = WatermarkNode {
+                column: wm.column.clone(),
+                expr: wm.expr.clone(),
+                // Validated with the source's other options.
+                idle_timeout_ms: source
+                    .options
+                    .get("watermark.idle-timeout")
+                    .and_then(|v| eddy_connectors::parse_duration_ms(v)),
+            };
+            id = builder.add(
+                NodeKind::Watermark(node),
+                1,
+                schema.clone(),
+                Some((id, EdgeKind::Forward)),
+            );
+        }
+        Relation {
+            name: source.name.clone(),
+            fields: schema.fields().iter().map(|f| f.as_ref().clone()).collect(),
+            time_attribute: source.watermark.as_ref().map(|w| w.column.clone()),
+            changelog: false,
+            builder,
+            node: id,
+        }
+    }
+
+    /// A subquery or `WITH` query, planned up to its final projection.
+    fn plan_derived(&self, q: &ast::Query, name: &str) -> Result<Relation> {
+        let plan = self.plan(q)?;
+        let (changelog, time_attribute) = (plan.changelog, plan.time_attribute.clone());
+        let (builder, node, schema) = plan.into_node(None)?;
+        Ok(Relation {
+            name: name.to_string(),
+            fields: schema.fields().iter().map(|f| f.as_ref().clone()).collect(),
+            time_attribute,
+            changelog,
+            builder,
+            node,
+        })
+    }
+
     fn plan_select(&self, q: &ast::Select) -> Result<QueryPlan> {
         if q.distinct {
             return Err(PlanError::not_supported(
@@ -277,33 +414,7 @@ impl QueryPlanner<'_> {
         if q.from.len() > 1 || matches!(q.from[0].kind, TableRefKind::Join(_)) {
             return Err(self.check_join_names(q));
         }
-        let from = self.resolve_from(&q.from)?;
-        let mut builder = GraphBuilder::default();
-        let source_schema = from.source.schema.as_ref().clone();
-        let source = SourceNode {
-            name: from.source.name.clone(),
-            options: from.source.options.clone(),
-            event_time: from.source.watermark.as_ref().map(|w| w.column.clone()),
-        };
-        let mut input = builder.add(NodeKind::Source(source), 1, source_schema.clone(), None);
-        if let Some(wm) = &from.source.watermark {
-            let node = WatermarkNode {
-                column: wm.column.clone(),
-                expr: wm.expr.clone(),
-                // Validated with the source's other options.
-                idle_timeout_ms: from
-                    .source
-                    .options
-                    .get("watermark.idle-timeout")
-                    .and_then(|v| eddy_connectors::parse_duration_ms(v)),
-            };
-            input = builder.add(
-                NodeKind::Watermark(node),
-                1,
-                source_schema,
-                Some((input, EdgeKind::Forward)),
-            );
-        }
+        let (from, builder, input) = self.resolve_from(&q.from)?;
 
         let filter = match &q.selection {
             Some(w) => Some(self.bind_predicate(w, &from, "WHERE")?),
@@ -334,9 +445,16 @@ impl QueryPlanner<'_> {
             let filter = filter
                 .map(|(e, _)| ScalarExpr::from_df(&e, &from.scope.schema))
                 .transpose()?;
+            // The time column, selected as it is, stays a time attribute.
+            let time_attribute = from.time_attribute.as_ref().and_then(|t| {
+                items.iter().find_map(|(e, f, _)| match e {
+                    Expr::Column(c) if c.name == *t => Some(f.name().clone()),
+                    _ => None,
+                })
+            });
             return Ok(QueryPlan {
-                changelog: false,
-                late_sink: None,
+                changelog: from.changelog,
+                time_attribute,
                 builder,
                 input,
                 input_schema: from.scope.schema.as_ref().clone(),
@@ -388,6 +506,9 @@ impl QueryPlanner<'_> {
                 // Columns of a subquery are not known before it is planned.
                 _ => return join_error,
             };
+            if self.ctes.iter().any(|(n, _)| *n == name.value) {
+                return join_error;
+            }
             let Some(source) = self.catalog.source(&name.value) else {
                 let names: Vec<&str> = self.catalog.source_names().collect();
                 let hint = did_you_mean(&suggestions(&name.value, names.iter().copied()));
@@ -427,7 +548,7 @@ impl QueryPlanner<'_> {
         first_error.unwrap_or(join_error)
     }
 
-    fn resolve_from(&self, items: &[ast::TableRef]) -> Result<From<'_>> {
+    fn resolve_from(&self, items: &[ast::TableRef]) -> Result<(From, GraphBuilder, usize)> {
         if let Some(second) = items.get(1) {
             return Err(PlanError::not_supported(
                 "comma joins (several tables in FROM)",
@@ -449,11 +570,13 @@ impl QueryPlanner<'_> {
                 a.columns[0].span,
             ));
         }
-        let (name, window) = match &t.kind {
-            TableRefKind::Named(name) => (name, None),
-            TableRefKind::Window(tvf) => (&tvf.table, Some(tvf)),
-            TableRefKind::Subquery(_) => {
-                return Err(PlanError::not_supported("subqueries in FROM", t.span));
+        let alias = t.alias.as_ref().map(|a| a.name.value.clone());
+        let (relation, window) = match &t.kind {
+            TableRefKind::Named(name) => (self.read_table(name)?, None),
+            TableRefKind::Window(tvf) => (self.read_table(&tvf.table)?, Some(tvf)),
+            TableRefKind::Subquery(q) => {
+                let name = alias.clone().unwrap_or_else(|| "subquery".to_string());
+                (self.plan_derived(q, &name)?, None)
             }
             TableRefKind::Join(j) => {
                 return Err(PlanError::not_supported(
@@ -462,31 +585,29 @@ impl QueryPlanner<'_> {
                 ));
             }
         };
-        let source = self.catalog.source(&name.value).ok_or_else(|| {
-            let names: Vec<&str> = self.catalog.source_names().collect();
-            let hint = did_you_mean(&suggestions(&name.value, names.iter().copied()));
-            let known = if names.is_empty() {
-                "no sources are defined yet".to_string()
-            } else {
-                format!("sources: {}", names.join(", "))
-            };
-            PlanError::user(
-                format!("unknown table '{}'{hint}; {known}", name.value),
-                name.span,
-            )
-        })?;
-        let qualifier = t
-            .alias
-            .as_ref()
-            .map_or(name.value.clone(), |a| a.name.value.clone());
-        let mut fields: Vec<Field> = source
-            .schema
-            .fields()
+        let Relation {
+            name: table,
+            fields: relation_fields,
+            time_attribute,
+            changelog,
+            builder,
+            node,
+        } = relation;
+        let qualifier = alias.unwrap_or_else(|| table.clone());
+        let columns: Vec<Field> = relation_fields
             .iter()
-            .map(|f| f.as_ref().clone())
+            .filter(|f| !(changelog && f.name() == OP_COLUMN))
+            .cloned()
             .collect();
+        let mut fields = columns.clone();
         let window = match window {
             None => None,
+            Some(_) if changelog => {
+                return Err(PlanError::not_supported(
+                    "a window TVF over an updating (changelog) input",
+                    t.span,
+                ));
+            }
             Some(tvf) => {
                 if let Some(k) = tvf
                     .partition_by
@@ -557,33 +678,31 @@ impl QueryPlanner<'_> {
                     }
                 };
                 let col = &tvf.time_column;
-                if source.schema.field_with_name(&col.value).is_err() {
-                    let names: Vec<&str> = source
-                        .schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect();
+                if !columns.iter().any(|f| *f.name() == col.value) {
+                    let names: Vec<&str> = columns.iter().map(|f| f.name().as_str()).collect();
                     let hint = did_you_mean(&suggestions(&col.value, names.iter().copied()));
                     return Err(PlanError::user(
                         format!(
-                            "unknown column '{}'{hint} in DESCRIPTOR; '{}' has columns: {}",
+                            "unknown column '{}'{hint} in DESCRIPTOR; '{table}' has columns: {}",
                             col.value,
-                            source.name,
                             names.join(", ")
                         ),
                         col.span,
                     ));
                 }
-                if source
-                    .watermark
-                    .as_ref()
-                    .is_none_or(|w| w.column != col.value)
-                {
+                if time_attribute.as_ref() != Some(&col.value) {
+                    let how = if self.catalog.source(&table).is_some() {
+                        format!(
+                            "declare `WATERMARK FOR {} AS {} - INTERVAL '5' SECOND` in its CREATE SOURCE",
+                            col.value, col.value
+                        )
+                    } else {
+                        "a query keeps its source's time attribute only when it selects that column unchanged".to_string()
+                    };
                     return Err(PlanError::user(
                         format!(
-                            "column '{}' is not a time attribute of '{}': declare `WATERMARK FOR {} AS {} - INTERVAL '5' SECOND` in its CREATE SOURCE",
-                            col.value, source.name, col.value, col.value
+                            "column '{}' is not a time attribute of '{table}': {how}",
+                            col.value
                         ),
                         col.span,
                     ));
@@ -591,7 +710,7 @@ impl QueryPlanner<'_> {
                 for name in [WINDOW_START, WINDOW_END, WINDOW_TIME] {
                     if fields.iter().any(|f| f.name() == name) {
                         return Err(PlanError::user(
-                            format!("source '{}' already has a column named {name}", source.name),
+                            format!("table '{table}' already has a column named {name}"),
                             t.span,
                         ));
                     }
@@ -605,22 +724,28 @@ impl QueryPlanner<'_> {
                 })
             }
         };
+        if changelog {
+            fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
+        }
         let schema = DFSchema::try_from_qualified_schema(qualifier.as_str(), &Schema::new(fields))?;
         let scope = Scope {
             qualifier,
-            table: source.name.clone(),
+            table: table.clone(),
             schema: Arc::new(schema),
         };
-        Ok(From {
-            source,
+        let from = From {
+            columns,
+            time_attribute,
+            changelog,
             scope,
             window,
-        })
+        };
+        Ok((from, builder, node))
     }
 
     /// Without a window aggregate, `window_start`/`window_end` of a TVF are
     /// computed per row: `date_bin(size, time)` and that plus `size`.
-    fn window_columns(&self, e: Expr, from: &From<'_>) -> Result<Expr> {
+    fn window_columns(&self, e: Expr, from: &From) -> Result<Expr> {
         let Some(w) = &from.window else { return Ok(e) };
         let mut uses_window = false;
         e.apply(|x| {
@@ -673,7 +798,7 @@ impl QueryPlanner<'_> {
     fn bind_predicate(
         &self,
         e: &ast::Expr,
-        from: &From<'_>,
+        from: &From,
         clause: &'static str,
     ) -> Result<(Expr, Field)> {
         let bound = self
@@ -729,7 +854,13 @@ impl QueryPlanner<'_> {
                     ));
                 }
                 SelectItem::Wildcard { span } | SelectItem::QualifiedWildcard { span, .. } => {
-                    for f in scope.schema.fields() {
+                    // A changelog's `_op` is passed on by the plan, not by `*`.
+                    for f in scope
+                        .schema
+                        .fields()
+                        .iter()
+                        .filter(|f| f.name() != OP_COLUMN)
+                    {
                         let col =
                             Expr::Column(Column::new(Some(scope.qualifier.clone()), f.name()));
                         let (expr, field) = coerce(rewrite(col)?, output_schema, *span)?;
@@ -755,7 +886,7 @@ impl QueryPlanner<'_> {
     fn plan_window_aggregate(
         &self,
         q: &ast::Select,
-        from: &From<'_>,
+        from: &From,
         mut builder: GraphBuilder,
         input: usize,
         filter: Option<(Expr, Field)>,
@@ -784,12 +915,6 @@ impl QueryPlanner<'_> {
             }
             // GROUP BY without a window: an updating aggregate.
             None => {
-                if let Some(h) = &q.having {
-                    return Err(PlanError::not_supported(
-                        "HAVING on an updating (non-windowed) aggregate",
-                        h.span,
-                    ));
-                }
                 if keys.is_empty() {
                     return Err(PlanError::not_supported(
                         "a global aggregate without GROUP BY on a stream",
@@ -933,7 +1058,7 @@ impl QueryPlanner<'_> {
             (LatePolicy::DeadLetter(_), Some(_)) => {
                 let mut columns = Vec::new();
                 let mut names = Vec::new();
-                for field in from.source.schema.fields() {
+                for field in &from.columns {
                     let e = Expr::Column(Column::new(Some(scope.qualifier.clone()), field.name()));
                     let idx = match pre_exprs.iter().position(|x| *x == e) {
                         Some(idx) => idx,
@@ -975,6 +1100,19 @@ impl QueryPlanner<'_> {
             }
             _ => 0,
         };
+        // An updating input's changes: the aggregate retracts `-U`/`-D` rows.
+        let op_column = if from.changelog {
+            let op = Expr::Column(Column::new(Some(scope.qualifier.clone()), OP_COLUMN));
+            pre_fields.push(Field::new(
+                unique(OP_COLUMN, &mut used),
+                DataType::Int8,
+                false,
+            ));
+            pre_exprs.push(op);
+            Some(pre_exprs.len() - 1)
+        } else {
+            None
+        };
         let pre = ProjectNode {
             filter: filter
                 .map(|(e, _)| ScalarExpr::from_df(&e, &scope.schema))
@@ -985,9 +1123,11 @@ impl QueryPlanner<'_> {
                 .collect::<Result<_>>()?,
         };
         let pre_schema = Schema::new(pre_fields.clone());
+        // With the parallelism of its input (a subquery's may be several).
+        let pre_p = builder.parallelism(input);
         let pre_id = builder.add(
             NodeKind::Project(pre),
-            1,
+            pre_p,
             pre_schema,
             Some((input, EdgeKind::Forward)),
         );
@@ -995,7 +1135,12 @@ impl QueryPlanner<'_> {
         // Stage 2: the window aggregate, partitioned by key.
         let key_indices: Vec<usize> = (0..keys.len()).collect();
         let (p, edge) = if keys.is_empty() {
-            (1, EdgeKind::Forward)
+            let edge = if pre_p == 1 {
+                EdgeKind::Forward
+            } else {
+                EdgeKind::Gather
+            };
+            (1, edge)
         } else {
             (
                 self.parallelism,
@@ -1039,6 +1184,7 @@ impl QueryPlanner<'_> {
                 NodeKind::UpdatingAggregate(UpdatingAggregateNode {
                     keys: key_indices,
                     aggregates: calls_out,
+                    op_column,
                 })
             }
         };
@@ -1126,22 +1272,23 @@ impl QueryPlanner<'_> {
             }
             None => None,
         };
-        let late_sink = match (&self.settings.late_policy, late_schema) {
-            (LatePolicy::DeadLetter(name), Some(schema)) => {
-                let def = self.catalog.sink(name).ok_or_else(|| {
-                    PlanError::user(format!("the dead-letter sink '{name}' was dropped"), q.span)
-                })?;
-                let sink = SinkNode {
-                    name: def.name.clone(),
-                    options: def.options.clone(),
-                };
-                Some((agg_id, sink, schema))
-            }
-            _ => None,
-        };
+        if let (LatePolicy::DeadLetter(name), Some(schema)) =
+            (&self.settings.late_policy, late_schema)
+        {
+            let def = self.catalog.sink(name).ok_or_else(|| {
+                PlanError::user(format!("the dead-letter sink '{name}' was dropped"), q.span)
+            })?;
+            let sink = SinkNode {
+                name: def.name.clone(),
+                options: def.options.clone(),
+            };
+            builder
+                .side_sinks
+                .push((agg_id, eddy_operators::operator::LATE_PORT, sink, schema));
+        }
         Ok(QueryPlan {
             changelog: window.is_none() || allowed_lateness_ms > 0 || early_fire_ms.is_some(),
-            late_sink,
+            time_attribute: None,
             builder,
             input: agg_id,
             input_schema: out_df,
@@ -1200,7 +1347,13 @@ fn unique(name: &str, used: &mut HashSet<String>) -> String {
 
 /// The output schema of a planned graph's sink input.
 pub fn sink_schema(graph: &PhysicalGraph) -> Option<SchemaRef> {
-    graph.nodes.last().map(|n| Arc::new(n.schema.clone()))
+    // The main sink reads port 0; dead-letter sinks read side ports.
+    graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.kind, NodeKind::Sink(_)))
+        .find(|n| graph.edges.iter().any(|e| e.to == n.id && e.port == 0))
+        .map(|n| Arc::new(n.schema.clone()))
 }
 
 fn visit_identifiers(e: &ast::Expr, f: &mut impl FnMut(&[ast::Ident], Span)) {

@@ -98,14 +98,21 @@ pub struct Settings {
     /// emit their running results this often.
     pub early_fire_enabled: bool,
     pub early_fire_delay_ms: Option<i64>,
+    /// `'sql-client.execution.result-mode'` (Flink's name) = `'table'`: a
+    /// bare SELECT shows the table its changelog leaves when the input
+    /// ends, not every change (`'changelog'`, the default).
+    pub result_table: bool,
     /// `'late.dead-letter-sink'`, kept until the policy asks for it.
     dead_letter_sink: Option<String>,
     /// `'late.policy' = 'dead-letter'` was set before its sink was named.
     dead_letter_wanted: bool,
 }
 
+/// The sink option a table-mode SELECT's sink gets.
+pub const RESULT_MODE: &str = "result-mode";
+
 /// The settings `SET` knows, for the message about an unknown one.
-const KNOWN_SETTINGS: &str = "parallelism, 'late.policy', 'late.dead-letter-sink', 'table.exec.emit.allow-lateness', 'table.exec.emit.early-fire.enabled', 'table.exec.emit.early-fire.delay'";
+const KNOWN_SETTINGS: &str = "parallelism, 'late.policy', 'late.dead-letter-sink', 'table.exec.emit.allow-lateness', 'table.exec.emit.early-fire.enabled', 'table.exec.emit.early-fire.delay', 'sql-client.execution.result-mode'";
 
 impl Default for Session {
     fn default() -> Self {
@@ -277,7 +284,11 @@ impl Session {
                 }))
             }
             StatementKind::Query(q) => {
-                let graph = self.plan_query(q, sql, "select", self.select_sink.clone(), None)?;
+                let mut sink = self.select_sink.clone();
+                if self.settings.result_table {
+                    sink.insert(RESULT_MODE.to_string(), "table".to_string());
+                }
+                let graph = self.plan_query(q, sql, "select", sink, None)?;
                 if explain {
                     return Ok(Outcome::Explain(graph.explain()));
                 }
@@ -472,6 +483,22 @@ impl Session {
                     self.settings.early_fire_delay_ms = Some(ms);
                     Ok(Outcome::Info(String::new()))
                 }
+                "sql-client.execution.result-mode" => {
+                    self.settings.result_table = match option.value.to_ascii_lowercase().as_str() {
+                        "table" => true,
+                        "changelog" | "tableau" => false,
+                        other => {
+                            return Err(PlanError::user(
+                                    format!(
+                                        "'sql-client.execution.result-mode' is 'table' or 'changelog', not '{other}'"
+                                    ),
+                                    option.span,
+                                )
+                                .into());
+                        }
+                    };
+                    Ok(Outcome::Info(String::new()))
+                }
                 other => Err(PlanError::not_supported(
                     format!("the setting '{other}' (known: {KNOWN_SETTINGS})"),
                     option.span,
@@ -519,6 +546,7 @@ impl Session {
             },
             parallelism: self.parallelism,
             settings: &self.settings,
+            ctes: Vec::new(),
         };
         Ok(planner.plan(q)?.into_graph(sink, sink_options, target)?)
     }

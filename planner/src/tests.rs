@@ -198,9 +198,12 @@ fn errors_point_at_the_offending_text() {
         "names both types: {e}"
     );
 
-    let (e, at) = plan_error("SELECT COUNT(*) FROM bid GROUP BY auction HAVING COUNT(*) > 1");
+    let (e, at) = plan_error(
+        "WITH t AS (SELECT auction, MAX(date_time) AS date_time FROM bid GROUP BY auction)
+         SELECT COUNT(*) FROM TUMBLE(t, date_time, INTERVAL '10' SECOND) GROUP BY window_start, window_end",
+    );
     assert!(e.is_not_supported(), "{e}");
-    assert_eq!(at, "COUNT(*) > 1");
+    assert_eq!(at, "TUMBLE(t, date_time, INTERVAL '10' SECOND)");
 
     let (e, _) =
         plan_error("CREATE SINK s WITH (connector = 'fille', path = 'x') AS SELECT price FROM bid");
