@@ -324,3 +324,57 @@ fn each_file_of_a_directory_source_is_a_partition_with_its_own_watermark() {
          {\"window_start\":\"2024-05-01T12:00:30Z\",\"n\":1}\n"
     );
 }
+
+#[test]
+fn processing_time_windows_count_every_row_in_wall_clock_windows() {
+    // PROCTIME() stamps rows with the time they are processed; a window
+    // over it groups by wall-clock time. Which window a row lands in is not
+    // known beforehand, so the test checks what must hold whatever the
+    // clock said: every row is counted once, in 10-second windows aligned
+    // to the epoch that lie within the run.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = String::new();
+    for i in 0..50 {
+        rows += &format!(
+            "{{\"auction\": {}, \"price\": {i}, \"date_time\": 1704067200000}}\n",
+            i % 3
+        );
+    }
+    std::fs::write(dir.path().join("bids.json"), rows).unwrap();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let before = now();
+    let out = eddy_run(
+        dir.path(),
+        &(SOURCE.replace("format = 'json'", "format = 'json', 'batch.size' = '7'")
+            + "CREATE SINK counts WITH (connector = 'file', path = 'counts.jsonl') AS
+               WITH b AS (SELECT *, PROCTIME() AS p_time FROM bids)
+               SELECT auction, COUNT(*) AS n, window_start, window_end
+               FROM TABLE(TUMBLE(TABLE b, DESCRIPTOR(p_time), INTERVAL '10' SECOND))
+               GROUP BY auction, window_start, window_end;\n"),
+    );
+    let after = now();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(dir.path().join("counts.jsonl")).unwrap();
+    let mut per_auction = [0i64; 3];
+    let parse = |v: &serde_json::Value| {
+        datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(
+            v.as_str().unwrap(),
+        )
+        .unwrap()
+            / 1_000_000
+    };
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (start, end) = (parse(&v["window_start"]), parse(&v["window_end"]));
+        assert_eq!(end - start, 10_000, "{line}");
+        assert_eq!(start % 10_000, 0, "{line}");
+        assert!(start <= after && end > before, "{line} outside the run");
+        per_auction[v["auction"].as_i64().unwrap() as usize] += v["n"].as_i64().unwrap();
+    }
+    assert_eq!(per_auction, [17, 17, 16], "{text}");
+}

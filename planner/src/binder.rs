@@ -431,12 +431,6 @@ impl Binder<'_> {
                     }
                     _ => {}
                 }
-                if name.value == "proctime" {
-                    return Err(PlanError::not_supported(
-                        "PROCTIME() (processing-time attributes)",
-                        e.span,
-                    ));
-                }
                 if self.is_aggregate_call(e) {
                     return match aggs {
                         AggMode::Forbidden(clause) => Err(PlanError::user(

@@ -4,7 +4,49 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{
+    AggregateUDF, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+
+/// The name of the processing-time function.
+pub const PROCTIME: &str = "proctime";
+
+/// `PROCTIME()`: the wall-clock time a row is processed at (Flink's
+/// processing-time attribute), to the millisecond; one value per batch.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ProcTime {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for ProcTime {
+    fn name(&self) -> &str {
+        PROCTIME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Timestamp(TimeUnit::Millisecond, None))
+    }
+
+    fn invoke_with_args(
+        &self,
+        _args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Ok(ColumnarValue::Scalar(ScalarValue::TimestampMillisecond(
+            Some(now),
+            None,
+        )))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Functions {
@@ -20,6 +62,10 @@ impl Default for Functions {
                 scalars.insert(name.to_lowercase(), f.clone());
             }
         }
+        let proctime = ScalarUDF::new_from_impl(ProcTime {
+            signature: Signature::nullary(Volatility::Volatile),
+        });
+        scalars.insert(PROCTIME.to_string(), Arc::new(proctime));
         let mut aggregates = HashMap::new();
         for f in datafusion::functions_aggregate::all_default_aggregate_functions() {
             for name in std::iter::once(f.name()).chain(f.aliases().iter().map(String::as_str)) {

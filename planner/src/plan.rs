@@ -125,8 +125,11 @@ pub(crate) struct QueryPlan {
     items: Vec<(Expr, Field, Span)>,
     /// The input carries a changelog `_op` column, passed through last.
     changelog: bool,
-    /// The output column that is still the input's watermarked time column.
+    /// The output column that is still the input's watermarked time column,
+    /// or that holds `PROCTIME()`.
     time_attribute: Option<String>,
+    /// `time_attribute` is processing time: a reader generates its watermark.
+    proctime: bool,
 }
 
 impl QueryPlan {
@@ -393,7 +396,27 @@ impl QueryPlanner<'_> {
     fn plan_derived(&self, q: &ast::Query, name: &str) -> Result<Relation> {
         let plan = self.plan(q)?;
         let (changelog, time_attribute) = (plan.changelog, plan.time_attribute.clone());
-        let (builder, node, schema) = plan.into_node(None)?;
+        let proctime = plan.proctime;
+        let (mut builder, mut node, schema) = plan.into_node(None)?;
+        if let (true, Some(column)) = (proctime, &time_attribute) {
+            // Processing time only moves forward: the watermark is the
+            // latest PROCTIME() seen, with no delay.
+            let index = schema
+                .index_of(column)
+                .map_err(|e| PlanError::internal(e.to_string()))?;
+            let wm = WatermarkNode {
+                column: column.clone(),
+                expr: ScalarExpr::column(column.clone(), index),
+                idle_timeout_ms: None,
+            };
+            let p = builder.parallelism(node);
+            node = builder.add(
+                NodeKind::Watermark(wm),
+                p,
+                schema.clone(),
+                Some((node, EdgeKind::Forward)),
+            );
+        }
         Ok(Relation {
             name: name.to_string(),
             fields: schema.fields().iter().map(|f| f.as_ref().clone()).collect(),
@@ -445,8 +468,16 @@ impl QueryPlanner<'_> {
             let filter = filter
                 .map(|(e, _)| ScalarExpr::from_df(&e, &from.scope.schema))
                 .transpose()?;
-            // The time column, selected as it is, stays a time attribute.
-            let time_attribute = from.time_attribute.as_ref().and_then(|t| {
+            // `PROCTIME()` makes a processing-time attribute (and wins over
+            // event time); else the time column, selected as it is, stays
+            // a time attribute.
+            let proctime = items.iter().find_map(|(e, f, _)| match e {
+                Expr::ScalarFunction(sf) if sf.func.name() == crate::functions::PROCTIME => {
+                    Some(f.name().clone())
+                }
+                _ => None,
+            });
+            let event_time = from.time_attribute.as_ref().and_then(|t| {
                 items.iter().find_map(|(e, f, _)| match e {
                     Expr::Column(c) if c.name == *t => Some(f.name().clone()),
                     _ => None,
@@ -454,7 +485,8 @@ impl QueryPlanner<'_> {
             });
             return Ok(QueryPlan {
                 changelog: from.changelog,
-                time_attribute,
+                proctime: proctime.is_some(),
+                time_attribute: proctime.or(event_time),
                 builder,
                 input,
                 input_schema: from.scope.schema.as_ref().clone(),
@@ -1289,6 +1321,7 @@ impl QueryPlanner<'_> {
         Ok(QueryPlan {
             changelog: window.is_none() || allowed_lateness_ms > 0 || early_fire_ms.is_some(),
             time_attribute: None,
+            proctime: false,
             builder,
             input: agg_id,
             input_schema: out_df,
