@@ -110,12 +110,12 @@ struct Case {
     window: Window,
     batch_size: usize,
     parallelism: usize,
-    /// Allowed lateness in ms (0: none; never for sessions).
+    /// Allowed lateness in ms (0: none).
     lateness: i64,
     /// Late rows go to a dead-letter file as well as being counted.
     dead_letter: bool,
     /// Open windows emit running results after every batch (early fire
-    /// with a delay of 0; never for sessions).
+    /// with a delay of 0).
     early_fire: bool,
 }
 
@@ -153,10 +153,6 @@ fn arb_case() -> impl Strategy<Value = Case> {
                         (k, BASE + i as i64 * 200 + jitter + late, v)
                     })
                     .collect();
-                let (lateness, early_fire) = match window {
-                    Window::Session { .. } => (0, false),
-                    _ => (lateness, early_fire),
-                };
                 Case {
                     rows,
                     window,
@@ -196,16 +192,17 @@ fn assignments(case: &Case) -> Vec<(Row, Vec<(i64, i64)>)> {
 }
 
 /// Sessions by the rules: per key, a row opens `[ts, ts + gap)`, merged
-/// with every overlapping session that has not fired; if the merged session
-/// has already ended by the watermark, the row is late. Returns each row
-/// with the (final) session it ended up in.
+/// with every overlapping session still kept (not yet past `end - 1 +
+/// lateness` by the watermark); if the merged session is past that too,
+/// the row is late. Returns each row with the (final) session it ended up
+/// in.
 fn sessions(case: &Case, gap: i64) -> Vec<(Row, Vec<(i64, i64)>)> {
     struct Open {
         key: usize,
         start: i64,
         end: i64,
         rows: Vec<Row>,
-        fired: bool,
+        expired: bool,
     }
     let mut all: Vec<Open> = Vec::new();
     let mut late = Vec::new();
@@ -217,7 +214,7 @@ fn sessions(case: &Case, gap: i64) -> Vec<(Row, Vec<(i64, i64)>)> {
             let (mut start, mut end, mut rows) = (ts, ts + gap, vec![row]);
             let mut kept = Vec::new();
             for s in all.drain(..) {
-                if s.key == k && !s.fired && s.start < end && s.end > start {
+                if s.key == k && !s.expired && s.start < end && s.end > start {
                     start = start.min(s.start);
                     end = end.max(s.end);
                     rows.extend(s.rows);
@@ -226,8 +223,8 @@ fn sessions(case: &Case, gap: i64) -> Vec<(Row, Vec<(i64, i64)>)> {
                 }
             }
             all = kept;
-            if end - 1 <= watermark {
-                // Unfired sessions all end after the watermark, so a row
+            if end - 1 + case.lateness <= watermark {
+                // Kept sessions all expire after the watermark, so a row
                 // that merged with one cannot be late: this one merged with
                 // none, and is lost alone.
                 late.push(row);
@@ -238,13 +235,13 @@ fn sessions(case: &Case, gap: i64) -> Vec<(Row, Vec<(i64, i64)>)> {
                 start,
                 end,
                 rows,
-                fired: false,
+                expired: false,
             });
         }
         max_ts = max_ts.max(batch.iter().map(|r| r.1).max().unwrap_or(i64::MIN));
         watermark = watermark.max(max_ts - DELAY);
         for s in &mut all {
-            s.fired |= s.end - 1 <= watermark;
+            s.expired |= s.end - 1 + case.lateness <= watermark;
         }
     }
     let mut out: Vec<(Row, Vec<(i64, i64)>)> = late.into_iter().map(|r| (r, vec![])).collect();

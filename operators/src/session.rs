@@ -12,17 +12,28 @@
 //! session keeps one DataFusion `Accumulator` per aggregate; merging moves
 //! the states across (`state()` then `merge_batch`).
 //!
+//! With an allowed lateness `L`, a fired session is kept until the
+//! watermark reaches `end - 1 + L`: a late row that falls into it, extends
+//! it or bridges it with another merges as usual, and the session's result
+//! is corrected at once. With early firing, open sessions emit their
+//! running results every delay. Either makes the output a changelog: a
+//! session that keeps its bounds updates its row (`-U`, `+U`); one whose
+//! bounds moved, or that swallowed others, deletes the rows they stood for
+//! (`-D`) and inserts its own (`+I`).
+//!
 //! State lives in memory: sessions are not yet written to the state store
 //! at checkpoints (the tumbling/hopping operator is).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int8Array, TimestampMillisecondArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{OwnedRow, RowConverter};
+use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
@@ -34,11 +45,19 @@ use crate::late::{LateOutput, REASON_LATE, REASON_NO_TIME};
 use crate::message::Timestamp;
 use crate::metrics::JobMetrics;
 use crate::operator::{Collector, Operator, OperatorContext};
+use crate::updating::{OP_COLUMN, OP_DELETE, OP_INSERT, OP_UPDATE_AFTER, OP_UPDATE_BEFORE};
+use crate::watermark::Clock;
 use crate::{OperatorError, Result};
+
+/// A result row: `(start, end, values)`.
+type Emitted = (i64, i64, Vec<ScalarValue>);
 
 struct Session {
     end: i64,
     accumulators: Vec<Box<dyn Accumulator>>,
+    /// The rows standing in the output for this session and the sessions
+    /// merged into it (changelog output only).
+    emitted: Vec<Emitted>,
 }
 
 /// A session window aggregate over `time_column`, grouped by `key_columns`.
@@ -54,6 +73,14 @@ pub struct SessionWindowOperator {
     sessions: HashMap<OwnedRow, std::collections::BTreeMap<i64, Session>>,
     /// Every open session as `(end, key, start)`: firing order.
     by_end: BTreeSet<(i64, OwnedRow, i64)>,
+    /// Fired sessions kept for late rows, as `(end - 1 + lateness, key, start)`.
+    by_expiry: BTreeSet<(i64, OwnedRow, i64)>,
+    allowed_lateness: i64,
+    early_fire: Option<Duration>,
+    last_early: Option<Instant>,
+    /// Open sessions that took rows since the last early firing.
+    dirty: HashSet<(OwnedRow, i64)>,
+    clock: Clock,
     watermark: Timestamp,
     late: Option<LateOutput>,
     metrics: Option<JobMetrics>,
@@ -101,6 +128,12 @@ impl SessionWindowOperator {
             output_schema: Arc::new(Schema::new(fields)),
             sessions: HashMap::new(),
             by_end: BTreeSet::new(),
+            by_expiry: BTreeSet::new(),
+            allowed_lateness: 0,
+            early_fire: None,
+            last_early: None,
+            dirty: HashSet::new(),
+            clock: Box::new(Instant::now),
             watermark: Timestamp::MIN,
             late: None,
             metrics: None,
@@ -111,6 +144,53 @@ impl SessionWindowOperator {
     pub fn with_late_output(mut self, late: LateOutput) -> Self {
         self.late = Some(late);
         self
+    }
+
+    /// Keeps fired sessions for `ms` more of event time, correcting them
+    /// with late rows; the output becomes a changelog.
+    pub fn with_allowed_lateness(mut self, ms: i64) -> Result<Self> {
+        if ms < 0 {
+            return Err(OperatorError::Internal(format!(
+                "negative allowed lateness {ms}"
+            )));
+        }
+        let was = self.changelog();
+        self.allowed_lateness = ms;
+        self.changelog_schema(was);
+        Ok(self)
+    }
+
+    /// Emits the running results of open sessions every `delay` (checked
+    /// as input arrives); the output becomes a changelog.
+    pub fn with_early_fire(mut self, delay: Option<Duration>) -> Self {
+        let was = self.changelog();
+        self.early_fire = delay;
+        self.changelog_schema(was);
+        self
+    }
+
+    /// Reads processing time from `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn changelog(&self) -> bool {
+        self.allowed_lateness > 0 || self.early_fire.is_some()
+    }
+
+    /// Adds the `_op` column when the output just became a changelog.
+    fn changelog_schema(&mut self, was: bool) {
+        if !was && self.changelog() {
+            let mut fields: Vec<Field> = self
+                .output_schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
+            self.output_schema = Arc::new(Schema::new(fields));
+        }
     }
 
     /// Takes every open session of `key` that overlaps `[start, end)` out,
@@ -131,7 +211,11 @@ impl SessionWindowOperator {
                 .collect();
             for s in overlapping {
                 if let Some(old) = open.remove(&s) {
-                    self.by_end.remove(&(old.end, key.clone(), s));
+                    if !self.by_end.remove(&(old.end, key.clone(), s)) {
+                        let expiry = old.end - 1 + self.allowed_lateness;
+                        self.by_expiry.remove(&(expiry, key.clone(), s));
+                    }
+                    self.dirty.remove(&(key.clone(), s));
                     start = start.min(s);
                     end = end.max(old.end);
                     taken.push((s, old));
@@ -147,9 +231,17 @@ impl SessionWindowOperator {
                 .iter()
                 .map(|a| a.create_accumulator())
                 .collect::<datafusion::error::Result<_>>()?;
-            return Ok((start, Session { end, accumulators }));
+            return Ok((
+                start,
+                Session {
+                    end,
+                    accumulators,
+                    emitted: Vec::new(),
+                },
+            ));
         };
         for mut other in sessions {
+            merged.emitted.append(&mut other.emitted);
             for (acc, other_acc) in merged.accumulators.iter_mut().zip(&mut other.accumulators) {
                 let state: Vec<ArrayRef> = other_acc
                     .state()?
@@ -163,26 +255,75 @@ impl SessionWindowOperator {
         Ok((start, merged))
     }
 
-    fn fire(
-        &mut self,
-        key: &OwnedRow,
-        start: i64,
-        mut session: Session,
-        out: &mut Collector,
-    ) -> Result<()> {
-        let mut columns = self.converter.convert_rows([key.row()])?;
-        columns.push(Arc::new(TimestampMillisecondArray::from_value(start, 1)));
-        columns.push(Arc::new(TimestampMillisecondArray::from_value(
-            session.end,
-            1,
-        )));
-        for (acc, field) in session
+    /// The session's current result row.
+    fn result(&self, start: i64, session: &mut Session) -> Result<Emitted> {
+        let values = session
             .accumulators
             .iter_mut()
-            .zip(self.output_schema.fields().iter().skip(columns.len()))
+            .map(|a| a.evaluate())
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        Ok((start, session.end, values))
+    }
+
+    /// Emits the session's result: appended as it is, or (changelog) as
+    /// the change from the rows standing for it, which it then replaces.
+    fn emit(
+        &self,
+        key: &OwnedRow,
+        start: i64,
+        session: &mut Session,
+        out: &mut Collector,
+    ) -> Result<()> {
+        let new = self.result(start, session)?;
+        if !self.changelog() {
+            return self.output(key, vec![(new, None)], out);
+        }
+        let rows = match session.emitted.as_slice() {
+            [] => vec![(new.clone(), Some(OP_INSERT))],
+            [old] if *old == new => vec![],
+            [old] if old.0 == new.0 && old.1 == new.1 => vec![
+                (old.clone(), Some(OP_UPDATE_BEFORE)),
+                (new.clone(), Some(OP_UPDATE_AFTER)),
+            ],
+            standing => standing
+                .iter()
+                .map(|old| (old.clone(), Some(OP_DELETE)))
+                .chain([(new.clone(), Some(OP_INSERT))])
+                .collect(),
+        };
+        session.emitted = vec![new];
+        self.output(key, rows, out)
+    }
+
+    /// One output batch of `key`'s rows, with their `_op` codes if the
+    /// output is a changelog.
+    fn output(
+        &self,
+        key: &OwnedRow,
+        rows: Vec<(Emitted, Option<i8>)>,
+        out: &mut Collector,
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let n = rows.len();
+        let mut columns = self
+            .converter
+            .convert_rows(std::iter::repeat_n(key.row(), n))?;
+        columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
+            rows.iter().map(|((s, _, _), _)| *s),
+        )));
+        columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
+            rows.iter().map(|((_, e, _), _)| *e),
+        )));
+        let fields = self.output_schema.fields();
+        for (a, field) in fields
+            .iter()
+            .skip(columns.len())
+            .take(self.aggregates.len())
+            .enumerate()
         {
-            let value = acc.evaluate()?;
-            let array = value.to_array()?;
+            let array = ScalarValue::iter_to_array(rows.iter().map(|((_, _, v), _)| v[a].clone()))?;
             let array = if array.data_type() == field.data_type() {
                 array
             } else {
@@ -190,7 +331,46 @@ impl SessionWindowOperator {
             };
             columns.push(array);
         }
+        if self.changelog() {
+            columns.push(Arc::new(Int8Array::from_iter_values(
+                rows.iter().map(|(_, op)| op.unwrap_or(OP_INSERT)),
+            )));
+        }
         out.collect(RecordBatch::try_new(self.output_schema.clone(), columns)?);
+        Ok(())
+    }
+
+    /// Puts a session back, queued to fire or (fired) to expire.
+    fn keep(&mut self, key: OwnedRow, start: i64, session: Session, fired: bool) {
+        if fired {
+            let expiry = session.end - 1 + self.allowed_lateness;
+            self.by_expiry.insert((expiry, key.clone(), start));
+        } else {
+            self.by_end.insert((session.end, key.clone(), start));
+        }
+        self.sessions.entry(key).or_default().insert(start, session);
+    }
+
+    /// Emits the running results of the sessions that took rows since the
+    /// last early firing, if `early_fire` has passed since then.
+    fn fire_early(&mut self, out: &mut Collector) -> Result<()> {
+        let Some(delay) = self.early_fire else {
+            return Ok(());
+        };
+        let now = (self.clock)();
+        let last = *self.last_early.get_or_insert(now);
+        if now.saturating_duration_since(last) < delay {
+            return Ok(());
+        }
+        self.last_early = Some(now);
+        for (key, start) in std::mem::take(&mut self.dirty) {
+            let Some(mut session) = self.sessions.get_mut(&key).and_then(|s| s.remove(&start))
+            else {
+                continue;
+            };
+            self.emit(&key, start, &mut session, out)?;
+            self.sessions.entry(key).or_default().insert(start, session);
+        }
         Ok(())
     }
 }
@@ -217,6 +397,8 @@ impl Operator for SessionWindowOperator {
         let args = evaluate_args(&self.aggregates, &batch)?;
         let masks = evaluate_filters(&self.filters, &batch)?;
         let mut late: Vec<(u32, &'static str)> = Vec::new();
+        // Fired sessions that late rows changed: corrected once per batch.
+        let mut corrected: Vec<(OwnedRow, i64)> = Vec::new();
         for row in 0..n {
             if ts.is_null(row) {
                 late.push((row as u32, REASON_NO_TIME));
@@ -225,10 +407,10 @@ impl Operator for SessionWindowOperator {
             let t = ts.value(row);
             let key = rows.row(row).owned();
             let (start, mut session) = self.merge_into_new(&key, t, t + self.gap)?;
-            if session.end - 1 <= self.watermark {
-                // Nothing open could take the row: the merged session has
-                // already ended by the watermark. (Merging only happens
-                // with open sessions, so nothing was lost.)
+            if session.end - 1 + self.allowed_lateness <= self.watermark {
+                // Nothing kept could take the row: the merged session has
+                // already ended (and expired) by the watermark. (Merging
+                // only happens with kept sessions, so nothing was lost.)
                 late.push((row as u32, REASON_LATE));
                 continue;
             }
@@ -242,7 +424,21 @@ impl Operator for SessionWindowOperator {
                     acc.update_batch(&one)?;
                 }
             }
-            self.by_end.insert((session.end, key.clone(), start));
+            let fired = session.end - 1 <= self.watermark;
+            if fired {
+                corrected.push((key.clone(), start));
+            } else if self.early_fire.is_some() {
+                self.dirty.insert((key.clone(), start));
+            }
+            self.keep(key, start, session, fired);
+        }
+        for (key, start) in corrected {
+            // Gone if a later row merged it into another session.
+            let Some(mut session) = self.sessions.get_mut(&key).and_then(|s| s.remove(&start))
+            else {
+                continue;
+            };
+            self.emit(&key, start, &mut session, out)?;
             self.sessions.entry(key).or_default().insert(start, session);
         }
         if !late.is_empty() {
@@ -253,7 +449,7 @@ impl Operator for SessionWindowOperator {
                 output.emit(&batch, &late, self.watermark, out)?;
             }
         }
-        Ok(())
+        self.fire_early(out)
     }
 
     fn handle_watermark(&mut self, watermark: Timestamp, out: &mut Collector) -> Result<()> {
@@ -266,11 +462,32 @@ impl Operator for SessionWindowOperator {
                 break;
             };
             let session = self.sessions.get_mut(&key).and_then(|s| s.remove(&start));
-            if let Some(session) = session {
-                self.fire(&key, start, session, out)?;
+            if let Some(mut session) = session {
+                self.dirty.remove(&(key.clone(), start));
+                self.emit(&key, start, &mut session, out)?;
+                if self.allowed_lateness > 0
+                    && session.end - 1 + self.allowed_lateness > self.watermark
+                {
+                    self.keep(key.clone(), start, session, true);
+                }
             }
             if self.sessions.get(&key).is_some_and(|s| s.is_empty()) {
                 self.sessions.remove(&key);
+            }
+        }
+        // Kept sessions whose lateness ran out.
+        while let Some((expiry, _, _)) = self.by_expiry.first() {
+            if *expiry > self.watermark {
+                break;
+            }
+            let Some((_, key, start)) = self.by_expiry.pop_first() else {
+                break;
+            };
+            if let Some(open) = self.sessions.get_mut(&key) {
+                open.remove(&start);
+                if open.is_empty() {
+                    self.sessions.remove(&key);
+                }
             }
         }
         out.emit_watermark(watermark);

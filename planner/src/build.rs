@@ -179,7 +179,9 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                                 gap_ms,
                                 aggs.clone(),
                                 filters.clone(),
-                            )?;
+                            )?
+                            .with_allowed_lateness(lateness)?
+                            .with_early_fire(early);
                             if let Some(late) = &late {
                                 op = op.with_late_output(late.clone());
                             }

@@ -1109,28 +1109,12 @@ impl QueryPlanner<'_> {
             _ => None,
         };
         let early_fire_ms = match window {
-            Some(w) if self.settings.early_fire_enabled => {
-                if let WindowSpec::Session { .. } = w.spec {
-                    return Err(PlanError::not_supported(
-                        "'table.exec.emit.early-fire.enabled' on SESSION windows",
-                        w.span,
-                    ));
-                }
-                self.settings.early_fire_delay_ms
-            }
+            Some(_) if self.settings.early_fire_enabled => self.settings.early_fire_delay_ms,
             _ => None,
         };
         let allowed_lateness_ms = match window {
-            Some(w) if self.settings.allowed_lateness_ms > 0 => {
-                if let WindowSpec::Session { .. } = w.spec {
-                    return Err(PlanError::not_supported(
-                        "'table.exec.emit.allow-lateness' on SESSION windows",
-                        w.span,
-                    ));
-                }
-                self.settings.allowed_lateness_ms
-            }
-            _ => 0,
+            Some(_) => self.settings.allowed_lateness_ms,
+            None => 0,
         };
         // An updating input's changes: the aggregate retracts `-U`/`-D` rows.
         let op_column = if from.changelog {
