@@ -46,6 +46,23 @@ pub const QUERIES: &[(&str, &str)] = &[
          FROM TABLE(HOP(TABLE bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) \
          GROUP BY auction, window_start, window_end",
     ),
+    (
+        "session-count",
+        "SELECT bidder, window_start, window_end, COUNT(*) AS bids \
+         FROM TABLE(SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) \
+         GROUP BY bidder, window_start, window_end",
+    ),
+    (
+        "updating-count",
+        "SELECT auction, COUNT(*) AS bids FROM bid GROUP BY auction",
+    ),
+    (
+        // Nexmark q4's aggregate over an updating aggregate, without its join.
+        "max-then-avg",
+        "SELECT auction % 10 AS category, AVG(final) AS avg_final \
+         FROM (SELECT auction, MAX(price) AS final FROM bid GROUP BY auction) t \
+         GROUP BY auction % 10",
+    ),
 ];
 
 pub fn nexmark(
