@@ -576,6 +576,49 @@ pub enum UnaryOp {
 
 impl Expr {
     /// The direct sub-expressions, in source order (for visitors).
+    /// The direct subexpressions, for rewriting in place.
+    pub fn children_mut(&mut self) -> Vec<&mut Expr> {
+        match &mut self.kind {
+            ExprKind::Identifier(_) | ExprKind::Literal(_) => vec![],
+            ExprKind::Binary { left, right, .. } => vec![left, right],
+            ExprKind::Unary { expr, .. }
+            | ExprKind::IsNull { expr, .. }
+            | ExprKind::IsBool { expr, .. }
+            | ExprKind::Cast { expr, .. }
+            | ExprKind::Extract { expr, .. }
+            | ExprKind::Nested(expr) => vec![expr],
+            ExprKind::InList { expr, list, .. } => std::iter::once(expr.as_mut())
+                .chain(list.iter_mut())
+                .collect(),
+            ExprKind::Between {
+                expr, low, high, ..
+            } => vec![expr, low, high],
+            ExprKind::Like { expr, pattern, .. } => vec![expr, pattern],
+            ExprKind::Function(f) => {
+                let mut out: Vec<&mut Expr> = f.args.iter_mut().collect();
+                out.extend(f.filter.as_deref_mut());
+                if let Some(w) = &mut f.over {
+                    out.extend(w.partition_by.iter_mut());
+                    out.extend(w.order_by.iter_mut().map(|o| &mut o.expr));
+                }
+                out
+            }
+            ExprKind::Case {
+                operand,
+                branches,
+                else_result,
+            } => {
+                let mut out: Vec<&mut Expr> = operand.iter_mut().map(|o| o.as_mut()).collect();
+                for (w, t) in branches {
+                    out.push(w);
+                    out.push(t);
+                }
+                out.extend(else_result.as_deref_mut());
+                out
+            }
+        }
+    }
+
     pub fn children(&self) -> Vec<&Expr> {
         match &self.kind {
             ExprKind::Identifier(_) | ExprKind::Literal(_) => vec![],

@@ -23,6 +23,7 @@ pub mod error;
 pub mod expr;
 pub mod functions;
 pub mod graph;
+mod legacy;
 mod plan;
 mod session;
 

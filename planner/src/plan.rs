@@ -428,6 +428,9 @@ impl QueryPlanner<'_> {
     }
 
     fn plan_select(&self, q: &ast::Select) -> Result<QueryPlan> {
+        if let Some(rewritten) = crate::legacy::rewrite_group_window(q)? {
+            return self.plan_select(&rewritten);
+        }
         if q.distinct {
             return Err(PlanError::not_supported(
                 "SELECT DISTINCT (an updating deduplication)",
