@@ -24,6 +24,7 @@
 //! - the operators: [`project`], [`watermark`], [`window`], [`sink`].
 
 mod aggregate;
+mod emit;
 pub mod late;
 pub mod message;
 pub mod metrics;

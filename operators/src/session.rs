@@ -26,7 +26,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int8Array, TimestampMillisecondArray};
 use datafusion::arrow::compute::cast;
@@ -41,11 +41,12 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use crate::aggregate::{
     aggregate_fields, evaluate_args, evaluate_filters, event_time_millis, key_converter, key_fields,
 };
+use crate::emit::EmitControl;
 use crate::late::{LateOutput, REASON_LATE, REASON_NO_TIME};
 use crate::message::Timestamp;
 use crate::metrics::JobMetrics;
 use crate::operator::{Collector, Operator, OperatorContext};
-use crate::updating::{OP_COLUMN, OP_DELETE, OP_INSERT, OP_UPDATE_AFTER, OP_UPDATE_BEFORE};
+use crate::updating::{OP_DELETE, OP_INSERT, OP_UPDATE_AFTER, OP_UPDATE_BEFORE};
 use crate::watermark::Clock;
 use crate::{OperatorError, Result};
 
@@ -75,12 +76,10 @@ pub struct SessionWindowOperator {
     by_end: BTreeSet<(i64, OwnedRow, i64)>,
     /// Fired sessions kept for late rows, as `(end - 1 + lateness, key, start)`.
     by_expiry: BTreeSet<(i64, OwnedRow, i64)>,
-    allowed_lateness: i64,
-    early_fire: Option<Duration>,
-    last_early: Option<Instant>,
+    /// Allowed lateness and early firing.
+    emit: EmitControl,
     /// Open sessions that took rows since the last early firing.
     dirty: HashSet<(OwnedRow, i64)>,
-    clock: Clock,
     watermark: Timestamp,
     late: Option<LateOutput>,
     metrics: Option<JobMetrics>,
@@ -129,11 +128,8 @@ impl SessionWindowOperator {
             sessions: HashMap::new(),
             by_end: BTreeSet::new(),
             by_expiry: BTreeSet::new(),
-            allowed_lateness: 0,
-            early_fire: None,
-            last_early: None,
+            emit: EmitControl::default(),
             dirty: HashSet::new(),
-            clock: Box::new(Instant::now),
             watermark: Timestamp::MIN,
             late: None,
             metrics: None,
@@ -149,48 +145,27 @@ impl SessionWindowOperator {
     /// Keeps fired sessions for `ms` more of event time, correcting them
     /// with late rows; the output becomes a changelog.
     pub fn with_allowed_lateness(mut self, ms: i64) -> Result<Self> {
-        if ms < 0 {
-            return Err(OperatorError::Internal(format!(
-                "negative allowed lateness {ms}"
-            )));
-        }
-        let was = self.changelog();
-        self.allowed_lateness = ms;
-        self.changelog_schema(was);
+        self.emit.set_allowed_lateness(ms)?;
+        self.output_schema = self.emit.output_schema(&self.output_schema);
         Ok(self)
     }
 
     /// Emits the running results of open sessions every `delay` (checked
     /// as input arrives); the output becomes a changelog.
     pub fn with_early_fire(mut self, delay: Option<Duration>) -> Self {
-        let was = self.changelog();
-        self.early_fire = delay;
-        self.changelog_schema(was);
+        self.emit.early_fire = delay;
+        self.output_schema = self.emit.output_schema(&self.output_schema);
         self
     }
 
     /// Reads processing time from `clock` instead of the system's.
     pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
+        self.emit.clock = clock;
         self
     }
 
     fn changelog(&self) -> bool {
-        self.allowed_lateness > 0 || self.early_fire.is_some()
-    }
-
-    /// Adds the `_op` column when the output just became a changelog.
-    fn changelog_schema(&mut self, was: bool) {
-        if !was && self.changelog() {
-            let mut fields: Vec<Field> = self
-                .output_schema
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone())
-                .collect();
-            fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
-            self.output_schema = Arc::new(Schema::new(fields));
-        }
+        self.emit.changelog()
     }
 
     /// Takes every open session of `key` that overlaps `[start, end)` out,
@@ -212,7 +187,7 @@ impl SessionWindowOperator {
             for s in overlapping {
                 if let Some(old) = open.remove(&s) {
                     if !self.by_end.remove(&(old.end, key.clone(), s)) {
-                        let expiry = old.end - 1 + self.allowed_lateness;
+                        let expiry = old.end - 1 + self.emit.allowed_lateness;
                         self.by_expiry.remove(&(expiry, key.clone(), s));
                     }
                     self.dirty.remove(&(key.clone(), s));
@@ -343,7 +318,7 @@ impl SessionWindowOperator {
     /// Puts a session back, queued to fire or (fired) to expire.
     fn keep(&mut self, key: OwnedRow, start: i64, session: Session, fired: bool) {
         if fired {
-            let expiry = session.end - 1 + self.allowed_lateness;
+            let expiry = session.end - 1 + self.emit.allowed_lateness;
             self.by_expiry.insert((expiry, key.clone(), start));
         } else {
             self.by_end.insert((session.end, key.clone(), start));
@@ -354,15 +329,9 @@ impl SessionWindowOperator {
     /// Emits the running results of the sessions that took rows since the
     /// last early firing, if `early_fire` has passed since then.
     fn fire_early(&mut self, out: &mut Collector) -> Result<()> {
-        let Some(delay) = self.early_fire else {
-            return Ok(());
-        };
-        let now = (self.clock)();
-        let last = *self.last_early.get_or_insert(now);
-        if now.saturating_duration_since(last) < delay {
+        if !self.emit.early_fire_due() {
             return Ok(());
         }
-        self.last_early = Some(now);
         for (key, start) in std::mem::take(&mut self.dirty) {
             let Some(mut session) = self.sessions.get_mut(&key).and_then(|s| s.remove(&start))
             else {
@@ -407,7 +376,7 @@ impl Operator for SessionWindowOperator {
             let t = ts.value(row);
             let key = rows.row(row).owned();
             let (start, mut session) = self.merge_into_new(&key, t, t + self.gap)?;
-            if session.end - 1 + self.allowed_lateness <= self.watermark {
+            if session.end - 1 + self.emit.allowed_lateness <= self.watermark {
                 // Nothing kept could take the row: the merged session has
                 // already ended (and expired) by the watermark. (Merging
                 // only happens with kept sessions, so nothing was lost.)
@@ -427,7 +396,7 @@ impl Operator for SessionWindowOperator {
             let fired = session.end - 1 <= self.watermark;
             if fired {
                 corrected.push((key.clone(), start));
-            } else if self.early_fire.is_some() {
+            } else if self.emit.early_fire.is_some() {
                 self.dirty.insert((key.clone(), start));
             }
             self.keep(key, start, session, fired);
@@ -465,8 +434,8 @@ impl Operator for SessionWindowOperator {
             if let Some(mut session) = session {
                 self.dirty.remove(&(key.clone(), start));
                 self.emit(&key, start, &mut session, out)?;
-                if self.allowed_lateness > 0
-                    && session.end - 1 + self.allowed_lateness > self.watermark
+                if self.emit.allowed_lateness > 0
+                    && session.end - 1 + self.emit.allowed_lateness > self.watermark
                 {
                     self.keep(key.clone(), start, session, true);
                 }

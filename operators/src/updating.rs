@@ -161,12 +161,13 @@ impl Aggregate {
                     if values[0].is_null(i) {
                         continue;
                     }
+                    let value = row.owned();
                     if !retract {
-                        *counts.entry(row.owned()).or_default() += 1;
-                    } else if let Some(n) = counts.get_mut(&row.owned()) {
+                        *counts.entry(value).or_default() += 1;
+                    } else if let Some(n) = counts.get_mut(&value) {
                         *n -= 1;
                         if *n == 0 {
-                            counts.remove(&row.owned());
+                            counts.remove(&value);
                         }
                     }
                 }

@@ -42,7 +42,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Int8Array, TimestampMillisecondArray, UInt32Array,
@@ -65,11 +65,12 @@ use crate::aggregate::{
     aggregate_fields, conform_columns, evaluate_args, evaluate_filters, event_time_millis,
     key_fields,
 };
+use crate::emit::EmitControl;
 use crate::late::{LateOutput, REASON_LATE, REASON_NO_TIME, REASON_TOO_LATE};
 use crate::message::Timestamp;
 use crate::metrics::JobMetrics;
 use crate::operator::{Collector, Operator, OperatorContext};
-use crate::updating::{OP_COLUMN, OP_INSERT, OP_UPDATE_AFTER, OP_UPDATE_BEFORE};
+use crate::updating::{OP_INSERT, OP_UPDATE_AFTER, OP_UPDATE_BEFORE};
 use crate::watermark::Clock;
 use crate::{OperatorError, Result};
 
@@ -144,14 +145,10 @@ pub struct WindowAggregateOperator {
     windows: BTreeMap<WindowKey, WindowState>,
     /// Fired windows kept for late rows (allowed lateness).
     fired: BTreeMap<WindowKey, WindowState>,
-    /// How long (ms) a fired window still takes late rows; 0 = none.
-    allowed_lateness: i64,
-    /// Emit running results of open windows this often.
-    early_fire: Option<Duration>,
-    last_early: Option<Instant>,
+    /// Allowed lateness and early firing.
+    emit: EmitControl,
     /// Open windows that took rows since the last early firing.
     dirty: BTreeSet<WindowKey>,
-    clock: Clock,
     late: Option<LateOutput>,
     watermark: Timestamp,
     table: Option<Arc<dyn StateTable>>,
@@ -258,11 +255,8 @@ impl WindowAggregateOperator {
             output_schema: Arc::new(Schema::new(fields)),
             windows: BTreeMap::new(),
             fired: BTreeMap::new(),
-            allowed_lateness: 0,
-            early_fire: None,
-            last_early: None,
+            emit: EmitControl::default(),
             dirty: BTreeSet::new(),
-            clock: Box::new(Instant::now),
             late: None,
             watermark: Timestamp::MIN,
             table: None,
@@ -288,45 +282,23 @@ impl WindowAggregateOperator {
     /// Keeps fired windows open for late rows for `ms` milliseconds; the
     /// output becomes a changelog (an `_op` column is appended).
     pub fn with_allowed_lateness(mut self, ms: i64) -> Result<Self> {
-        if ms < 0 {
-            return Err(OperatorError::Internal(format!(
-                "negative allowed lateness {ms} ms"
-            )));
-        }
-        let was = self.changelog();
-        self.allowed_lateness = ms;
-        self.changelog_schema(was);
+        self.emit.set_allowed_lateness(ms)?;
+        self.output_schema = self.emit.output_schema(&self.output_schema);
         Ok(self)
     }
 
     /// Emits the running results of open windows every `delay` (checked as
     /// input arrives); the output becomes a changelog.
     pub fn with_early_fire(mut self, delay: Option<Duration>) -> Self {
-        let was = self.changelog();
-        self.early_fire = delay;
-        self.changelog_schema(was);
+        self.emit.early_fire = delay;
+        self.output_schema = self.emit.output_schema(&self.output_schema);
         self
     }
 
     /// Reads processing time from `clock` instead of the system's.
     pub fn with_clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
+        self.emit.clock = clock;
         self
-    }
-
-    /// Appends `_op` to the output schema when the output just became a
-    /// changelog.
-    fn changelog_schema(&mut self, was_changelog: bool) {
-        if self.changelog() && !was_changelog {
-            let mut fields: Vec<Field> = self
-                .output_schema
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone())
-                .collect();
-            fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
-            self.output_schema = Arc::new(Schema::new(fields));
-        }
     }
 
     /// Sends late rows to the dead-letter side output.
@@ -340,7 +312,7 @@ impl WindowAggregateOperator {
     }
 
     fn changelog(&self) -> bool {
-        self.allowed_lateness > 0 || self.early_fire.is_some()
+        self.emit.changelog()
     }
 
     fn new_window(&self) -> Result<WindowState> {
@@ -369,7 +341,7 @@ impl WindowAggregateOperator {
     fn status(&self, (end, _): WindowKey) -> Status {
         if end - 1 > self.watermark {
             Status::Open
-        } else if end - 1 + self.allowed_lateness > self.watermark {
+        } else if end - 1 + self.emit.allowed_lateness > self.watermark {
             Status::Fired
         } else {
             Status::Expired
@@ -419,7 +391,7 @@ impl WindowAggregateOperator {
                     let w = self.new_window()?;
                     self.windows.insert(key, w);
                 }
-                if self.early_fire.is_some() {
+                if self.emit.early_fire.is_some() {
                     self.dirty.insert(key);
                 }
                 let inputs = self.inputs(batch)?;
@@ -501,7 +473,7 @@ impl WindowAggregateOperator {
     /// is an allowed lateness, else forgets it.
     fn fire(&mut self, key: WindowKey, mut window: WindowState, out: &mut Collector) -> Result<()> {
         self.dirty.remove(&key);
-        if self.allowed_lateness > 0 {
+        if self.emit.allowed_lateness > 0 {
             let kept = self.emit_changes(key, window, None, out)?;
             self.fired.insert(key, kept);
             return Ok(());
@@ -545,15 +517,9 @@ impl WindowAggregateOperator {
     /// Emits the running results of every open window that took rows
     /// since the last early firing, if `early_fire` has passed since then.
     fn fire_early(&mut self, out: &mut Collector) -> Result<()> {
-        let Some(delay) = self.early_fire else {
-            return Ok(());
-        };
-        let now = (self.clock)();
-        let last = *self.last_early.get_or_insert(now);
-        if now.saturating_duration_since(last) < delay {
+        if !self.emit.early_fire_due() {
             return Ok(());
         }
-        self.last_early = Some(now);
         for key in std::mem::take(&mut self.dirty) {
             if let Some(window) = self.windows.remove(&key) {
                 let kept = self.emit_changes(key, window, None, out)?;
@@ -898,7 +864,7 @@ impl Operator for WindowAggregateOperator {
             .filter(|(_, valid)| !valid)
             .map(|(row, _)| (row as u32, REASON_NO_TIME))
             .collect();
-        let reason = if self.allowed_lateness > 0 {
+        let reason = if self.emit.allowed_lateness > 0 {
             REASON_TOO_LATE
         } else {
             REASON_LATE
