@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use eddy_operators::checkpoint::{Checkpointing, publish};
 use eddy_operators::metrics::JobMetrics;
+use eddy_operators::runtime::RunningDataflow;
 use eddy_planner::{BuildEnv, Job, Outcome, Session, build};
-use eddy_state::RocksDbBackend;
+use eddy_state::RocksDbOptions;
+use eddy_state::checkpoint::CheckpointStore;
 
 #[derive(Parser, Debug)]
 #[command(name = "eddy", version, about = "Eddy: a streaming SQL engine")]
@@ -34,10 +37,17 @@ enum Command {
         /// How a bare SELECT prints its rows.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
-        /// Where jobs keep their state (default: a temporary directory,
-        /// removed when the run ends).
+        /// Where jobs keep their state and checkpoints. A run with the
+        /// same directory resumes each job from its latest complete
+        /// checkpoint (default: a temporary directory, removed when the
+        /// run ends).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// How often jobs checkpoint, e.g. `10s`, `500ms`; `0` for only at
+        /// the end and on Ctrl-C / SIGTERM. A SET of
+        /// 'execution.checkpointing.interval' in the file wins.
+        #[arg(long, value_parser = parse_interval)]
+        checkpoint_interval: Option<i64>,
     },
     /// Benchmarks.
     Bench {
@@ -84,7 +94,8 @@ fn main() -> ExitCode {
             parallelism,
             format,
             state_dir,
-        } => run_file(&file, parallelism, format, state_dir),
+            checkpoint_interval,
+        } => run_file(&file, parallelism, format, state_dir, checkpoint_interval),
         Command::Bench {
             bench:
                 BenchCommand::Nexmark {
@@ -115,6 +126,14 @@ fn init_tracing() {
         .init();
 }
 
+fn parse_interval(text: &str) -> Result<i64, String> {
+    if text.trim() == "0" {
+        return Ok(0);
+    }
+    eddy_connectors::parse_duration_ms(text)
+        .ok_or_else(|| format!("cannot read the duration '{text}' (write e.g. 10s or 500ms)"))
+}
+
 fn default_parallelism() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -126,10 +145,14 @@ fn run_file(
     parallelism: Option<usize>,
     format: Format,
     state_dir: Option<PathBuf>,
+    checkpoint_interval: Option<i64>,
 ) -> anyhow::Result<ExitCode> {
     let sql =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut session = Session::new(parallelism.unwrap_or_else(default_parallelism));
+    if let Some(ms) = checkpoint_interval {
+        session.settings.checkpoint_interval_ms = ms;
+    }
     if let Format::Json = format {
         session.select_sink.insert("format".into(), "json".into());
     }
@@ -182,21 +205,28 @@ pub(crate) fn run_jobs(jobs: Vec<Job>, session: &Session, state_root: &Path) -> 
             .iter()
             .any(|e| e.port == eddy_operators::operator::LATE_PORT)
     });
-    let start = |job: &Job| -> anyhow::Result<_> {
+    let stop = stop_signal();
+    let start = |job: &Job| -> anyhow::Result<Option<RunningDataflow>> {
         let dataflow =
             build(&job.graph, &env).with_context(|| format!("cannot build {}", job.name))?;
-        let dir = state_root.join(&job.name);
-        let state = RocksDbBackend::open(&dir)
-            .with_context(|| format!("cannot open state in {}", dir.display()))?;
-        tracing::info!(job = %job.name, state = %dir.display(), "starting");
-        Ok(dataflow.start(Arc::new(state), metrics.clone())?)
+        let Some(checkpointing) = recover(job, &state_root.join(&job.name), &stop)? else {
+            return Ok(None);
+        };
+        let state = Arc::new(checkpointing.db.clone());
+        Ok(Some(dataflow.start_with(
+            state,
+            metrics.clone(),
+            Some(checkpointing),
+        )?))
     };
     // Jobs into sinks run side by side; bare SELECTs print to the terminal,
     // so they run one after another, in statement order.
     let (selects, others): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.is_select);
     let mut running = Vec::new();
     for job in &others {
-        running.push((job.name.clone(), start(job)?));
+        if let Some(r) = start(job)? {
+            running.push((job.name.clone(), r));
+        }
     }
     let done = Arc::new(AtomicBool::new(false));
     // The bar shares the terminal with rows a SELECT prints: show it only
@@ -209,7 +239,8 @@ pub(crate) fn run_jobs(jobs: Vec<Job>, session: &Session, state_root: &Path) -> 
     });
     let mut first_error = None;
     for job in &selects {
-        match start(job)?.join() {
+        let Some(r) = start(job)? else { continue };
+        match r.join() {
             // `eddy run q.sql | head`: the reader has what it wanted.
             Err(e) if e.is_output_closed() => break,
             Err(e) => {
@@ -246,7 +277,79 @@ pub(crate) fn run_jobs(jobs: Vec<Job>, session: &Session, state_root: &Path) -> 
             metrics.late_rows()
         );
     }
+    if stop.load(Ordering::Acquire) && first_error.is_none() {
+        eprintln!(
+            "stopped after a final checkpoint; run again with --state-dir {} to resume",
+            state_root.display()
+        );
+    }
     first_error.map_or(Ok(()), Err)
+}
+
+/// Ctrl-C or SIGTERM asks every job to stop after a checkpoint; a second
+/// one exits at once.
+fn stop_signal() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let installed = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::AcqRel) {
+            eprintln!("stopping now, without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("stopping after a checkpoint (press Ctrl-C again to stop at once)");
+    });
+    if let Err(e) = installed {
+        tracing::warn!(error = %e, "cannot handle Ctrl-C / SIGTERM");
+    }
+    stop
+}
+
+/// Prepares a job's state from `dir`: the newest complete checkpoint there
+/// (falling back past damaged ones, each reported), its commits redone,
+/// the live database rebuilt from it. `None`: that checkpoint recorded the
+/// job as finished, so there is nothing to run.
+fn recover(job: &Job, dir: &Path, stop: &Arc<AtomicBool>) -> anyhow::Result<Option<Checkpointing>> {
+    let store = CheckpointStore::new(dir, job.checkpoints_retained)
+        .with_context(|| format!("cannot use state directory {}", dir.display()))?;
+    let recovered = store
+        .latest()
+        .with_context(|| format!("cannot recover {}", job.name))?;
+    if let Some(r) = &recovered {
+        for damage in &r.skipped {
+            eprintln!(
+                "warning: {damage}; {} falls back to checkpoint {}",
+                job.name, r.manifest.id
+            );
+        }
+        publish(&r.manifest.commits).with_context(|| {
+            format!("cannot publish the output of checkpoint {}", r.manifest.id)
+        })?;
+        if r.manifest.finished {
+            eprintln!(
+                "note: {} already finished (checkpoint {} in {}); nothing to do",
+                job.name,
+                r.manifest.id,
+                dir.display()
+            );
+            return Ok(None);
+        }
+        tracing::info!(job = %job.name, checkpoint = r.manifest.id, "resuming from checkpoint");
+    }
+    let db = store
+        .restore(recovered.as_ref(), RocksDbOptions::default())
+        .with_context(|| format!("cannot open state in {}", dir.display()))?;
+    tracing::info!(job = %job.name, state = %dir.display(), "starting");
+    let interval = u64::try_from(job.checkpoint_interval_ms)
+        .ok()
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis);
+    Ok(Some(Checkpointing {
+        store: Arc::new(store),
+        db,
+        interval,
+        restored: recovered.map(|r| r.manifest.id),
+        stop: stop.clone(),
+    }))
 }
 
 /// Live progress on stderr: a bar while bounded sources replay (how much
@@ -268,8 +371,20 @@ fn progress(done: &AtomicBool, metrics: &JobMetrics, started: Instant) {
         if last.0.elapsed() >= Duration::from_secs(1) {
             let rate = (rows - last.1) as f64 / last.0.elapsed().as_secs_f64();
             last = (Instant::now(), rows);
+            let chk = metrics.checkpoints();
+            let checkpoint = if chk.completed > 0 {
+                format!(
+                    ", checkpoint {} ({} ms, {:.1} MB, aligned in {} ms)",
+                    chk.id,
+                    chk.duration_ms,
+                    chk.size_bytes as f64 / 1e6,
+                    chk.alignment_ms
+                )
+            } else {
+                String::new()
+            };
             bar.set_message(format!(
-                "{rows} rows in ({rate:.0}/s), {} out, {} late",
+                "{rows} rows in ({rate:.0}/s), {} out, {} late{checkpoint}",
                 metrics.rows_out(),
                 metrics.late_rows()
             ));

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -132,7 +134,7 @@ fn run_query(dir: &Path, parallelism: usize) -> BTreeMap<Key, Agg> {
         "eddy failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let text = std::fs::read_to_string(out_dir.join("part-0.jsonl")).unwrap();
+    let text = common::committed_parts(&out_dir);
     let mut got = BTreeMap::new();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();

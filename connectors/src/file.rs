@@ -7,16 +7,15 @@
 //! partitions of a topic.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::csv;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::arrow::json::writer::LineDelimited;
-use datafusion::arrow::json::{self, ReaderBuilder};
+use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::RecordBatch;
-use eddy_operators::{OperatorError, Sink, Source};
+use eddy_operators::{OperatorError, Source};
 
 use crate::{ConnectorError, Options, Result, conform};
 
@@ -100,6 +99,10 @@ pub struct FileSource {
     /// File size and bytes consumed so far (JSON; CSV reports at the end).
     size: u64,
     consumed: u64,
+    /// Rows returned so far (a CSV file's position).
+    rows: u64,
+    /// Rows read past a CSV position sought to, returned first.
+    pending: Option<RecordBatch>,
 }
 
 enum Reader {
@@ -173,7 +176,55 @@ impl FileSource {
             reader,
             size,
             consumed: 0,
+            rows: 0,
+            pending: None,
         })
+    }
+
+    /// Where the next row starts: a byte offset and line for JSON lines, a
+    /// row count for CSV (whose quoted fields may span lines).
+    fn position_value(&self) -> serde_json::Value {
+        match &self.reader {
+            Reader::Json { line, .. } => serde_json::json!({"bytes": self.consumed, "line": line}),
+            Reader::Csv(_) => serde_json::json!({"rows": self.rows}),
+        }
+    }
+
+    fn seek_value(&mut self, position: &serde_json::Value) -> eddy_operators::Result<()> {
+        let bad = self.error(None, "the checkpointed position does not fit this file");
+        let csv = match &mut self.reader {
+            Reader::Json { lines, line, .. } => {
+                let bytes = position["bytes"].as_u64().filter(|&b| b <= self.size);
+                let (Some(bytes), Some(at)) = (bytes, position["line"].as_u64()) else {
+                    return Err(bad);
+                };
+                if let Err(e) = lines.seek(SeekFrom::Start(bytes)) {
+                    return Err(OperatorError::Connector(format!(
+                        "error reading {}: {e}",
+                        self.config.path.display()
+                    )));
+                }
+                *line = at;
+                self.consumed = bytes;
+                false
+            }
+            Reader::Csv(_) => true,
+        };
+        if csv {
+            let target = position["rows"].as_u64().ok_or(bad)?;
+            while self.rows < target {
+                let Some(batch) = self.next_batch()? else {
+                    return Err(self.error(None, "the file is shorter than at the checkpoint"));
+                };
+                let n = batch.num_rows();
+                if self.rows > target {
+                    let keep = (self.rows - target) as usize;
+                    self.pending = Some(batch.slice(n - keep, keep));
+                    self.rows = target;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn error(&self, line: Option<u64>, reason: impl std::fmt::Display) -> OperatorError {
@@ -263,7 +314,30 @@ impl Source for FileSource {
         Some((self.consumed, self.size))
     }
 
+    fn position(&self) -> Option<Vec<u8>> {
+        serde_json::to_vec(&self.position_value()).ok()
+    }
+
+    fn seek(&mut self, position: &[u8]) -> eddy_operators::Result<()> {
+        let value = serde_json::from_slice(position)
+            .map_err(|e| self.error(None, format!("bad checkpointed position: {e}")))?;
+        self.seek_value(&value)
+    }
+
     fn next_batch(&mut self) -> eddy_operators::Result<Option<RecordBatch>> {
+        if let Some(batch) = self.pending.take() {
+            return Ok(Some(batch));
+        }
+        let batch = self.read_batch()?;
+        if let Some(b) = &batch {
+            self.rows += b.num_rows() as u64;
+        }
+        Ok(batch)
+    }
+}
+
+impl FileSource {
+    fn read_batch(&mut self) -> eddy_operators::Result<Option<RecordBatch>> {
         match &mut self.reader {
             Reader::Json { .. } => loop {
                 match self.next_json()? {
@@ -379,80 +453,52 @@ impl Source for PartitionedFileSource {
         self.last
     }
 
+    fn position(&self) -> Option<Vec<u8>> {
+        let parts: Vec<serde_json::Value> =
+            self.parts.iter().map(FileSource::position_value).collect();
+        let value = serde_json::json!({
+            "parts": parts,
+            "live": self.live,
+            "turn": self.turn,
+        });
+        serde_json::to_vec(&value).ok()
+    }
+
+    fn seek(&mut self, position: &[u8]) -> eddy_operators::Result<()> {
+        let bad = |reason: String| {
+            OperatorError::Connector(format!(
+                "cannot resume reading {}: {reason}",
+                self.dir.display()
+            ))
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(position).map_err(|e| bad(e.to_string()))?;
+        let parts = value["parts"].as_array().cloned().unwrap_or_default();
+        if parts.len() != self.parts.len() {
+            return Err(bad(format!(
+                "it held {} files at the checkpoint and holds {} now",
+                parts.len(),
+                self.parts.len()
+            )));
+        }
+        for (part, p) in self.parts.iter_mut().zip(&parts) {
+            part.seek_value(p)?;
+        }
+        self.live = value["live"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|v| v.as_u64())
+                    .map(|v| v as usize)
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.turn = value["turn"].as_u64().unwrap_or(0) as usize;
+        Ok(())
+    }
+
     fn take_ended_partitions(&mut self) -> Vec<usize> {
         std::mem::take(&mut self.ended)
-    }
-}
-
-/// Writes JSON lines: one object per row, keys are the output column names,
-/// timestamps as ISO-8601 strings in UTC, NULL as `null`. If `path` is a
-/// directory (or ends with `/`), rows go to `part-0.jsonl` inside it.
-pub struct FileSink {
-    path: PathBuf,
-    writer: json::Writer<BufWriter<File>, LineDelimited>,
-}
-
-impl std::fmt::Debug for FileSink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileSink")
-            .field("path", &self.path)
-            .finish()
-    }
-}
-
-/// ISO-8601 in UTC, with as many fraction digits as the value needs.
-pub(crate) const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.fZ";
-
-pub(crate) fn json_writer<W: Write>(w: W) -> json::Writer<W, LineDelimited> {
-    json::WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .with_timestamp_format(TIMESTAMP_FORMAT.to_string())
-        .build::<_, LineDelimited>(w)
-}
-
-impl FileSink {
-    pub fn create(path: &Path, _schema: SchemaRef) -> Result<Self> {
-        let is_dir = path.is_dir() || path.to_string_lossy().ends_with('/');
-        let file_path = if is_dir {
-            path.join("part-0.jsonl")
-        } else {
-            path.to_path_buf()
-        };
-        let io = |source| ConnectorError::Io {
-            path: file_path.display().to_string(),
-            source,
-        };
-        if let Some(parent) = file_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        let file = File::create(&file_path).map_err(io)?;
-        Ok(Self {
-            writer: json_writer(BufWriter::with_capacity(1 << 20, file)),
-            path: file_path,
-        })
-    }
-}
-
-impl Sink for FileSink {
-    fn name(&self) -> String {
-        format!("file {}", self.path.display())
-    }
-
-    fn write_batch(&mut self, batch: &RecordBatch) -> eddy_operators::Result<()> {
-        let batch = &crate::readable_changelog(batch)?;
-        self.writer
-            .write(batch)
-            .map_err(|e| OperatorError::Connector(format!("writing {}: {e}", self.path.display())))
-    }
-
-    fn flush(&mut self) -> eddy_operators::Result<()> {
-        let err =
-            |e: String| OperatorError::Connector(format!("writing {}: {e}", self.path.display()));
-        self.writer.finish().map_err(|e| err(e.to_string()))?;
-        self.writer
-            .get_mut()
-            .flush()
-            .map_err(|e| err(e.to_string()))
     }
 }
 
@@ -460,6 +506,7 @@ impl Sink for FileSink {
 mod tests {
     use super::*;
     use datafusion::arrow::util::pretty::pretty_format_batches;
+    use eddy_operators::Sink;
 
     fn schema() -> SchemaRef {
         Arc::new(Schema::new(vec![
@@ -568,11 +615,14 @@ mod tests {
             .next_batch()
             .unwrap()
             .unwrap();
-        let out_dir = dir.path().join("out/");
-        let mut sink = FileSink::create(&out_dir, schema()).unwrap();
+        let out = dir.path().join("out.jsonl");
+        let mut sink = crate::FileSink::create(&out, schema()).unwrap();
+        sink.recover(0, None).unwrap();
         sink.write_batch(&batch).unwrap();
-        sink.flush().unwrap();
-        let text = std::fs::read_to_string(out_dir.join("part-0.jsonl")).unwrap();
+        for c in sink.pre_commit(1, true).unwrap().commits {
+            c.apply().unwrap();
+        }
+        let text = std::fs::read_to_string(&out).unwrap();
         assert_eq!(
             text,
             "{\"k\":\"a\",\"ts\":\"2024-01-01T00:00:00.500Z\",\"v\":1}\n{\"k\":null,\"ts\":\"2024-01-01T00:00:01Z\",\"v\":null}\n"

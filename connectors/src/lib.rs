@@ -18,6 +18,7 @@
 
 mod blackhole;
 mod file;
+mod file_sink;
 mod materialize;
 mod memory;
 pub mod nexmark;
@@ -33,7 +34,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use eddy_operators::{Sink, Source};
 
 pub use blackhole::BlackholeSink;
-pub use file::{FileFormat, FileSink, FileSource, PartitionedFileSource};
+pub use file::{FileFormat, FileSource, PartitionedFileSource};
+pub use file_sink::FileSink;
 pub use materialize::MaterializingSink;
 pub use memory::{MemoryCollector, MemorySink};
 pub use options::{Options, parse_duration_ms};

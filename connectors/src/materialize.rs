@@ -10,7 +10,7 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Int8Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
-use eddy_operators::operator::OperatorContext;
+use eddy_operators::operator::{OperatorContext, SinkCommit};
 use eddy_operators::updating::{OP_COLUMN, OP_DELETE, OP_UPDATE_BEFORE};
 use eddy_operators::{Result, Sink};
 
@@ -72,6 +72,22 @@ impl Sink for MaterializingSink {
 
     fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
         self.inner.open(ctx)
+    }
+
+    fn recover(&mut self, checkpoint: u64, position: Option<&[u8]>) -> Result<()> {
+        self.inner.recover(checkpoint, position)
+    }
+
+    /// The table is written to the inner sink when the input ends: only
+    /// then does a checkpoint have anything of it to commit. (The table
+    /// itself is not part of checkpoints: table mode is for results shown
+    /// at the end of a bounded query.)
+    fn pre_commit(&mut self, checkpoint: u64, last: bool) -> Result<SinkCommit> {
+        if last {
+            self.inner.pre_commit(checkpoint, last)
+        } else {
+            Ok(SinkCommit::default())
+        }
     }
 
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {

@@ -154,7 +154,7 @@ impl Sink for StdoutSink {
                 stdout.write_all(text.as_bytes()).map_err(io)?;
             }
             StdoutFormat::Json => {
-                let mut w = crate::file::json_writer(&mut stdout);
+                let mut w = crate::file_sink::json_writer(&mut stdout);
                 let closed = |e: datafusion::arrow::error::ArrowError| match e {
                     datafusion::arrow::error::ArrowError::IoError(_, io)
                         if io.kind() == std::io::ErrorKind::BrokenPipe =>

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{Field, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
@@ -107,4 +109,49 @@ pub(crate) fn key_converter(key_fields: &[Field]) -> Result<datafusion::arrow::r
             .map(|f| SortField::new(f.data_type().clone()))
             .collect(),
     )?)
+}
+
+/// The `state()` of each accumulator, one row per accumulator, appended as
+/// columns `{prefix}_0`, `{prefix}_1`... (what a checkpoint stores; see
+/// [`accumulator_from_state`]).
+pub(crate) fn accumulator_state_columns<'a>(
+    accumulators: impl Iterator<Item = &'a mut Box<dyn Accumulator>>,
+    prefix: &str,
+    fields: &mut Vec<Field>,
+    columns: &mut Vec<ArrayRef>,
+) -> Result<()> {
+    let states: Vec<Vec<ScalarValue>> = accumulators
+        .map(|a| a.state())
+        .collect::<datafusion::error::Result<_>>()?;
+    let width = states.first().map_or(0, Vec::len);
+    for j in 0..width {
+        let column = ScalarValue::iter_to_array(states.iter().map(|s| s[j].clone()))?;
+        fields.push(Field::new(
+            format!("{prefix}_{j}"),
+            column.data_type().clone(),
+            true,
+        ));
+        columns.push(column);
+    }
+    Ok(())
+}
+
+/// `fresh` merged with row `row` of the state columns that start at
+/// `*at`; `*at` moves past them.
+pub(crate) fn accumulator_from_state(
+    mut fresh: Box<dyn Accumulator>,
+    columns: &[ArrayRef],
+    at: &mut usize,
+    row: usize,
+) -> Result<Box<dyn Accumulator>> {
+    let width = fresh.state()?.len();
+    let slices: Vec<ArrayRef> = columns
+        .get(*at..*at + width)
+        .ok_or_else(|| OperatorError::Internal("fewer state columns than accumulators".into()))?
+        .iter()
+        .map(|c| c.slice(row, 1))
+        .collect();
+    fresh.merge_batch(&slices)?;
+    *at += width;
+    Ok(fresh)
 }

@@ -24,7 +24,9 @@
 //! - the operators: [`project`], [`watermark`], [`window`], [`sink`].
 
 mod aggregate;
+pub mod checkpoint;
 mod emit;
+mod keyed_state;
 pub mod late;
 pub mod message;
 pub mod metrics;

@@ -17,6 +17,23 @@ struct Counters {
     watermark: AtomicU64,
     progress_done: AtomicU64,
     progress_total: AtomicU64,
+    checkpoints: AtomicU64,
+    checkpoints_failed: AtomicU64,
+    last_checkpoint_id: AtomicU64,
+    last_checkpoint_ms: AtomicU64,
+    last_checkpoint_bytes: AtomicU64,
+    last_alignment_ms: AtomicU64,
+}
+
+/// The latest completed checkpoint, as shown in progress output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CheckpointStats {
+    pub completed: u64,
+    pub failed: u64,
+    pub id: u64,
+    pub duration_ms: u64,
+    pub size_bytes: u64,
+    pub alignment_ms: u64,
 }
 
 impl JobMetrics {
@@ -53,6 +70,41 @@ impl JobMetrics {
             self.inner.progress_done.load(Ordering::Relaxed),
             self.inner.progress_total.load(Ordering::Relaxed),
         )
+    }
+
+    pub fn checkpoint_completed(
+        &self,
+        id: u64,
+        duration: std::time::Duration,
+        size_bytes: u64,
+        alignment: std::time::Duration,
+    ) {
+        let c = &self.inner;
+        c.last_checkpoint_id.store(id, Ordering::Relaxed);
+        c.last_checkpoint_ms
+            .store(duration.as_millis() as u64, Ordering::Relaxed);
+        c.last_checkpoint_bytes.store(size_bytes, Ordering::Relaxed);
+        c.last_alignment_ms
+            .store(alignment.as_millis() as u64, Ordering::Relaxed);
+        c.checkpoints.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn checkpoint_failed(&self) {
+        self.inner
+            .checkpoints_failed
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn checkpoints(&self) -> CheckpointStats {
+        let c = &self.inner;
+        CheckpointStats {
+            completed: c.checkpoints.load(Ordering::Relaxed),
+            failed: c.checkpoints_failed.load(Ordering::Relaxed),
+            id: c.last_checkpoint_id.load(Ordering::Relaxed),
+            duration_ms: c.last_checkpoint_ms.load(Ordering::Relaxed),
+            size_bytes: c.last_checkpoint_bytes.load(Ordering::Relaxed),
+            alignment_ms: c.last_alignment_ms.load(Ordering::Relaxed),
+        }
     }
 
     /// Rows read by sources.

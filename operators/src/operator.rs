@@ -19,6 +19,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use eddy_state::StateBackend;
 
 use crate::Result;
+use crate::checkpoint::CheckpointHandle;
 use crate::message::Timestamp;
 use crate::metrics::JobMetrics;
 
@@ -79,6 +80,7 @@ pub struct OperatorContext {
     pub parallelism: usize,
     pub state: Arc<dyn StateBackend>,
     pub metrics: JobMetrics,
+    pub checkpoints: CheckpointHandle,
 }
 
 pub trait Operator: Send {
@@ -154,11 +156,31 @@ pub trait Source: Send {
         Vec::new()
     }
 
+    /// The position to resume from, taken at a checkpoint barrier (between
+    /// two batches): the Nexmark generator's event index, a file's byte
+    /// offset. `None`: the source cannot seek, and a recovered job reads it
+    /// from the start.
+    fn position(&self) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Seeks to a `position` this source returned before.
+    fn seek(&mut self, _position: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
     /// How far a bounded source has come: `(done, total)` in units of its
     /// choosing (bytes, events). `None` for unbounded sources.
     fn progress(&self) -> Option<(u64, u64)> {
         None
     }
+}
+
+/// What a sink hands a checkpoint: see [`Sink::pre_commit`].
+#[derive(Debug, Clone, Default)]
+pub struct SinkCommit {
+    pub position: Option<Vec<u8>>,
+    pub commits: Vec<eddy_state::checkpoint::Commit>,
 }
 
 /// A destination of record batches.
@@ -172,8 +194,25 @@ pub trait Sink: Send {
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()>;
 
     /// Makes everything written so far durable/visible. Called at end of
-    /// stream (and, later, at checkpoints).
+    /// stream and at checkpoint barriers.
     fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Checkpoint barrier `checkpoint`: make what was written since the
+    /// last one durable and return its position to keep in the checkpoint
+    /// (bytes, stored with the job's state), plus the renames that will
+    /// publish it once the checkpoint is complete (two-phase commit).
+    /// `last`: the input ended, this is the final part. The default
+    /// flushes: output is at-least-once.
+    fn pre_commit(&mut self, _checkpoint: u64, _last: bool) -> Result<SinkCommit> {
+        self.flush()?;
+        Ok(SinkCommit::default())
+    }
+
+    /// Resume after recovery from checkpoint `checkpoint`, whose
+    /// `pre_commit` returned `position` (`None` if this sink had none).
+    fn recover(&mut self, _checkpoint: u64, _position: Option<&[u8]>) -> Result<()> {
         Ok(())
     }
 

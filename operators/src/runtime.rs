@@ -28,11 +28,13 @@
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Select, Sender, bounded};
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_state::StateBackend;
 
+use crate::checkpoint::{CheckpointHandle, Checkpointing, Coordinator};
 use crate::message::{MAX_WATERMARK, Message, Timestamp};
 use crate::metrics::JobMetrics;
 use crate::operator::{Collector, Emit, Operator, OperatorContext, Source};
@@ -92,16 +94,37 @@ pub struct Dataflow {
 #[derive(Debug)]
 pub struct RunningDataflow {
     handles: Vec<(String, JoinHandle<Result<()>>)>,
+    coordinator: Option<Coordinator>,
     pub metrics: JobMetrics,
 }
 
 impl Dataflow {
-    /// Starts every task on its own thread.
+    /// Starts every task on its own thread, without checkpoints.
     pub fn start(
         self,
         state: Arc<dyn StateBackend>,
         metrics: JobMetrics,
     ) -> Result<RunningDataflow> {
+        self.start_with(state, metrics, None)
+    }
+
+    /// Starts every task on its own thread; with `checkpointing`, a
+    /// coordinator takes checkpoints of `state` (which must then be its
+    /// RocksDB backend).
+    pub fn start_with(
+        self,
+        state: Arc<dyn StateBackend>,
+        metrics: JobMetrics,
+        checkpointing: Option<Checkpointing>,
+    ) -> Result<RunningDataflow> {
+        let tasks = self.stages.iter().map(|s| s.parallelism).sum();
+        let coordinator = checkpointing
+            .map(|c| Coordinator::start(c, tasks, metrics.clone()))
+            .transpose()?;
+        let handle = coordinator
+            .as_ref()
+            .map(Coordinator::handle)
+            .unwrap_or_default();
         // inputs[s][j]: receivers of subtask j of stage s, one per upstream subtask.
         let mut inputs: Vec<Vec<Vec<Receiver<Message>>>> = self
             .stages
@@ -175,6 +198,7 @@ impl Dataflow {
                 let stage = stage.clone();
                 let state = state.clone();
                 let metrics = metrics.clone();
+                let handle = handle.clone();
                 let name = task_name.clone();
                 let handle = std::thread::Builder::new()
                     .name(task_name.chars().take(15).collect())
@@ -187,7 +211,9 @@ impl Dataflow {
                             task_outputs,
                             state,
                             metrics,
+                            &handle,
                         );
+                        handle.task_ended();
                         // The caller of `join` reports the error; log it for tracing only.
                         if let Err(e) = &result
                             && !e.is_secondary()
@@ -203,7 +229,11 @@ impl Dataflow {
                 handles.push((task_name, handle));
             }
         }
-        Ok(RunningDataflow { handles, metrics })
+        Ok(RunningDataflow {
+            handles,
+            coordinator,
+            metrics,
+        })
     }
 }
 
@@ -229,13 +259,18 @@ impl RunningDataflow {
                 }
             }
         }
-        match primary.or(secondary) {
+        let result = match primary.or(secondary) {
             Some(e) => Err(e),
             None => Ok(()),
+        };
+        if let Some(c) = self.coordinator {
+            c.finish(result.is_ok())?;
         }
+        result
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_subtask(
     stage: &Stage,
     subtask: usize,
@@ -244,6 +279,7 @@ fn run_subtask(
     outputs: Vec<OutEdge>,
     state: Arc<dyn StateBackend>,
     metrics: JobMetrics,
+    handle: &CheckpointHandle,
 ) -> Result<()> {
     let mut ops = (stage.operators)(subtask)?;
     for (k, op) in ops.iter_mut().enumerate() {
@@ -259,6 +295,7 @@ fn run_subtask(
             parallelism: stage.parallelism,
             state: state.clone(),
             metrics: metrics.clone(),
+            checkpoints: handle.clone(),
         };
         op.open(&ctx)
             .map_err(|e| OperatorError::Connector(format!("opening {}: {e}", op.name())))?;
@@ -274,22 +311,61 @@ fn run_subtask(
                 parallelism: stage.parallelism,
                 state,
                 metrics: metrics.clone(),
+                checkpoints: handle.clone(),
             };
             source.open(&ctx)?;
-            run_source(source.as_mut(), &mut chain, &metrics)
+            run_source(source.as_mut(), &mut chain, &ctx)
         }
-        None => run_task(inputs, &mut chain),
+        None => run_task(inputs, &mut chain, handle),
     }
 }
 
-fn run_source(source: &mut dyn Source, chain: &mut Chain, metrics: &JobMetrics) -> Result<()> {
+/// Where a source's position is kept in its state table.
+const POSITION_KEY: &[u8] = b"position";
+
+fn run_source(source: &mut dyn Source, chain: &mut Chain, ctx: &OperatorContext) -> Result<()> {
+    let (metrics, handle) = (&ctx.metrics, &ctx.checkpoints);
+    let table = ctx
+        .state
+        .open_table(&format!("{}-{}", ctx.operator_id, ctx.subtask))?;
+    if handle.restored().is_some()
+        && let Some(position) = table.get(POSITION_KEY)?
+    {
+        source.seek(&position)?;
+        tracing::info!(source = %source.name(), "source resumed from its checkpointed position");
+    }
     tracing::debug!(source = %source.name(), "source started");
     let mut reported = 0;
     if let Some((done, total)) = source.progress() {
         metrics.add_progress_total(total);
         reported = done;
     }
-    while let Some(batch) = source.next_batch()? {
+    let mut injected = 0;
+    let mut warned = false;
+    loop {
+        if let Some(id) = handle.barrier_due(&mut injected) {
+            match source.position() {
+                Some(position) => table.put(POSITION_KEY, &position)?,
+                None if !warned => {
+                    warned = true;
+                    tracing::warn!(
+                        source = %source.name(),
+                        "the source cannot seek: after a recovery it is read from the start"
+                    );
+                }
+                None => {}
+            }
+            chain.checkpoint(id)?;
+            handle.ack(id, Duration::ZERO);
+        }
+        if handle.stopping() {
+            // Stopped after a final checkpoint: end without draining, so
+            // that no window fires on a watermark the data did not bring.
+            return chain.close();
+        }
+        let Some(batch) = source.next_batch()? else {
+            break;
+        };
         metrics.add_rows_in(batch.num_rows() as u64);
         if let Some((done, _)) = source.progress() {
             metrics.add_progress_done(done.saturating_sub(reported));
@@ -307,13 +383,19 @@ fn run_source(source: &mut dyn Source, chain: &mut Chain, metrics: &JobMetrics) 
 
 /// The loop of a task with inputs: merges watermarks, aligns barriers,
 /// counts ends of stream. See the module docs.
-pub fn run_task(inputs: Vec<Receiver<Message>>, chain: &mut Chain) -> Result<()> {
+pub fn run_task(
+    inputs: Vec<Receiver<Message>>,
+    chain: &mut Chain,
+    handle: &CheckpointHandle,
+) -> Result<()> {
     let n = inputs.len();
     let mut watermarks = vec![Timestamp::MIN; n];
     let mut ended = vec![false; n];
     let mut blocked = vec![false; n];
     let mut current = Timestamp::MIN;
     let mut pending_barrier: Option<u64> = None;
+    // When the first input delivered the pending barrier.
+    let mut aligning_since = Instant::now();
     loop {
         let live: Vec<usize> = (0..n).filter(|&i| !ended[i] && !blocked[i]).collect();
         if live.is_empty() {
@@ -332,10 +414,15 @@ pub fn run_task(inputs: Vec<Receiver<Message>>, chain: &mut Chain) -> Result<()>
                         "barrier {id} arrived while aligning barrier {pending_barrier:?}"
                     )));
                 }
+                if pending_barrier.is_none() {
+                    aligning_since = Instant::now();
+                }
                 pending_barrier = Some(id);
                 blocked[idx] = true;
                 if (0..n).all(|i| ended[i] || blocked[i]) {
+                    let alignment = aligning_since.elapsed();
                     chain.checkpoint(id)?;
+                    handle.ack(id, alignment);
                     blocked.fill(false);
                     pending_barrier = None;
                 }
@@ -345,7 +432,9 @@ pub fn run_task(inputs: Vec<Receiver<Message>>, chain: &mut Chain) -> Result<()>
                 if let Some(id) = pending_barrier
                     && (0..n).all(|i| ended[i] || blocked[i])
                 {
+                    let alignment = aligning_since.elapsed();
                     chain.checkpoint(id)?;
+                    handle.ack(id, alignment);
                     blocked.fill(false);
                     pending_barrier = None;
                 }
@@ -592,6 +681,7 @@ pub fn run_operator_harness(
         parallelism: 1,
         state,
         metrics: JobMetrics::default(),
+        checkpoints: CheckpointHandle::default(),
     };
     op.open(&ctx)?;
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -611,7 +701,7 @@ pub fn run_operator_harness(
             senders: vec![tx],
         }],
     };
-    run_task(receivers, &mut chain)?;
+    run_task(receivers, &mut chain, &ctx.checkpoints)?;
     drop(chain);
     Ok(rx.try_iter().collect())
 }

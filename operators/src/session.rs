@@ -21,14 +21,18 @@
 //! bounds moved, or that swallowed others, deletes the rows they stood for
 //! (`-D`) and inserts its own (`+I`).
 //!
-//! State lives in memory: sessions are not yet written to the state store
-//! at checkpoints (the tumbling/hopping operator is).
+//! Sessions live in memory between checkpoints. At a barrier each one is
+//! written to the operator's state table under its key's key group (keys,
+//! bounds, fired or not, its accumulators' `state()`), with the result rows
+//! it stands for in a second batch, and read back on open.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int8Array, TimestampMillisecondArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int8Array, Int64Array, TimestampMillisecondArray,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -39,9 +43,11 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
 use crate::aggregate::{
-    aggregate_fields, evaluate_args, evaluate_filters, event_time_millis, key_converter, key_fields,
+    accumulator_from_state, accumulator_state_columns, aggregate_fields, evaluate_args,
+    evaluate_filters, event_time_millis, key_converter, key_fields,
 };
 use crate::emit::EmitControl;
+use crate::keyed_state::{KeyedState, int64_column, split_by_key_group};
 use crate::late::{LateOutput, REASON_LATE, REASON_NO_TIME};
 use crate::message::Timestamp;
 use crate::metrics::JobMetrics;
@@ -49,6 +55,11 @@ use crate::operator::{Collector, Operator, OperatorContext};
 use crate::updating::{OP_DELETE, OP_INSERT, OP_UPDATE_AFTER, OP_UPDATE_BEFORE};
 use crate::watermark::Clock;
 use crate::{OperatorError, Result};
+
+/// State-table tags (after the key group): sessions, and the result rows
+/// they stand for.
+const TAG_SESSION: u8 = 0;
+const TAG_EMITTED: u8 = 1;
 
 /// A result row: `(start, end, values)`.
 type Emitted = (i64, i64, Vec<ScalarValue>);
@@ -83,6 +94,7 @@ pub struct SessionWindowOperator {
     watermark: Timestamp,
     late: Option<LateOutput>,
     metrics: Option<JobMetrics>,
+    state: Option<KeyedState>,
 }
 
 impl std::fmt::Debug for SessionWindowOperator {
@@ -133,6 +145,7 @@ impl SessionWindowOperator {
             watermark: Timestamp::MIN,
             late: None,
             metrics: None,
+            state: None,
         })
     }
 
@@ -315,6 +328,151 @@ impl SessionWindowOperator {
         Ok(())
     }
 
+    /// Every session as a state row (keys, `_start`, `_end`, `_fired`, its
+    /// accumulators' states), and every result row sessions stand for
+    /// (keys, `_session`, then the row). The sessions are rebuilt from what
+    /// was written, as taking an accumulator's state may reset it.
+    fn snapshot_rows(&mut self) -> Result<(Option<RecordBatch>, Option<RecordBatch>)> {
+        let mut all: Vec<(OwnedRow, i64, Session, bool)> = Vec::new();
+        let fired: HashSet<(OwnedRow, i64)> = self
+            .by_expiry
+            .iter()
+            .map(|(_, key, start)| (key.clone(), *start))
+            .collect();
+        for (key, sessions) in self.sessions.drain() {
+            for (start, session) in sessions {
+                let was_fired = fired.contains(&(key.clone(), start));
+                all.push((key.clone(), start, session, was_fired));
+            }
+        }
+        self.by_end.clear();
+        self.by_expiry.clear();
+        if all.is_empty() {
+            return Ok((None, None));
+        }
+        let k = self.key_columns.len();
+        let key_fields: Vec<Field> = self.output_schema.fields()[..k]
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let mut fields = key_fields.clone();
+        let mut columns = self
+            .converter
+            .convert_rows(all.iter().map(|(key, ..)| key.row()))?;
+        for (name, values) in [
+            ("_start", all.iter().map(|a| a.1).collect::<Vec<_>>()),
+            ("_end", all.iter().map(|a| a.2.end).collect()),
+        ] {
+            fields.push(Field::new(name, DataType::Int64, false));
+            columns.push(Arc::new(Int64Array::from(values)));
+        }
+        fields.push(Field::new("_fired", DataType::Boolean, false));
+        columns.push(Arc::new(BooleanArray::from_iter(
+            all.iter().map(|a| Some(a.3)),
+        )));
+        for a in 0..self.aggregates.len() {
+            accumulator_state_columns(
+                all.iter_mut().map(|s| &mut s.2.accumulators[a]),
+                &format!("_state_{a}"),
+                &mut fields,
+                &mut columns,
+            )?;
+        }
+        let sessions = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        // The result rows sessions stand for (changelog output only).
+        let stood: Vec<(&OwnedRow, i64, &Emitted)> = all
+            .iter()
+            .flat_map(|(key, start, s, _)| s.emitted.iter().map(move |e| (key, *start, e)))
+            .collect();
+        let emitted = if stood.is_empty() {
+            None
+        } else {
+            let mut fields = key_fields;
+            let mut columns = self
+                .converter
+                .convert_rows(stood.iter().map(|(key, ..)| key.row()))?;
+            for (name, values) in [
+                ("_session", stood.iter().map(|e| e.1).collect::<Vec<_>>()),
+                ("_start", stood.iter().map(|e| e.2.0).collect()),
+                ("_end", stood.iter().map(|e| e.2.1).collect()),
+            ] {
+                fields.push(Field::new(name, DataType::Int64, false));
+                columns.push(Arc::new(Int64Array::from(values)));
+            }
+            for a in 0..self.aggregates.len() {
+                let column = ScalarValue::iter_to_array(stood.iter().map(|e| e.2.2[a].clone()))?;
+                fields.push(Field::new(
+                    format!("_value_{a}"),
+                    column.data_type().clone(),
+                    true,
+                ));
+                columns.push(column);
+            }
+            Some(RecordBatch::try_new(
+                Arc::new(Schema::new(fields)),
+                columns,
+            )?)
+        };
+        self.restore_sessions(&sessions)?;
+        if let Some(e) = &emitted {
+            self.restore_emitted(e)?;
+        }
+        Ok((Some(sessions), emitted))
+    }
+
+    fn restore_sessions(&mut self, rows: &RecordBatch) -> Result<()> {
+        let k = self.key_columns.len();
+        let bad = || OperatorError::Internal("bad session state".into());
+        let keys = self.converter.convert_columns(&rows.columns()[..k])?;
+        let int = |i: usize| int64_column(rows, i);
+        let (starts, ends) = (int(k)?, int(k + 1)?);
+        let fired = rows.column(k + 2).as_boolean_opt().ok_or_else(bad)?;
+        for r in 0..rows.num_rows() {
+            let mut at = k + 3;
+            let accumulators = self
+                .aggregates
+                .iter()
+                .map(|agg| {
+                    accumulator_from_state(agg.create_accumulator()?, rows.columns(), &mut at, r)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let session = Session {
+                end: ends.value(r),
+                accumulators,
+                emitted: Vec::new(),
+            };
+            self.keep(
+                keys.row(r).owned(),
+                starts.value(r),
+                session,
+                fired.value(r),
+            );
+        }
+        Ok(())
+    }
+
+    fn restore_emitted(&mut self, rows: &RecordBatch) -> Result<()> {
+        let k = self.key_columns.len();
+        let bad = || OperatorError::Internal("bad session state".into());
+        let keys = self.converter.convert_columns(&rows.columns()[..k])?;
+        let int = |i: usize| int64_column(rows, i);
+        let (sessions, starts, ends) = (int(k)?, int(k + 1)?, int(k + 2)?);
+        for r in 0..rows.num_rows() {
+            let values = (0..self.aggregates.len())
+                .map(|a| ScalarValue::try_from_array(rows.column(k + 3 + a), r))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let session = self
+                .sessions
+                .get_mut(&keys.row(r).owned())
+                .and_then(|s| s.get_mut(&sessions.value(r)))
+                .ok_or_else(bad)?;
+            session
+                .emitted
+                .push((starts.value(r), ends.value(r), values));
+        }
+        Ok(())
+    }
+
     /// Puts a session back, queued to fire or (fired) to expire.
     fn keep(&mut self, key: OwnedRow, start: i64, session: Session, fired: bool) {
         if fired {
@@ -351,7 +509,39 @@ impl Operator for SessionWindowOperator {
 
     fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
         self.metrics = Some(ctx.metrics.clone());
+        let state = KeyedState::open(ctx)?;
+        for (_, suffix, rows) in state.scan()? {
+            if suffix.first() == Some(&TAG_EMITTED) {
+                self.restore_emitted(&rows)?;
+            } else {
+                self.restore_sessions(&rows)?;
+            }
+        }
+        for meta in state.metas()? {
+            if let Ok(bytes) = <[u8; 8]>::try_from(meta.as_slice()) {
+                self.watermark = self.watermark.max(i64::from_le_bytes(bytes));
+            }
+        }
+        self.state = Some(state);
         Ok(())
+    }
+
+    fn handle_checkpoint(&mut self, _checkpoint: u64, _out: &mut Collector) -> Result<()> {
+        let Some(state) = self.state.clone() else {
+            return Ok(());
+        };
+        let k = self.key_columns.len();
+        let (sessions, emitted) = self.snapshot_rows()?;
+        let mut entries = Vec::new();
+        for (tag, rows) in [(TAG_SESSION, sessions), (TAG_EMITTED, emitted)] {
+            if let Some(rows) = rows {
+                for (kg, part) in split_by_key_group(&rows, &rows.columns()[..k])? {
+                    entries.push((kg, vec![tag], part));
+                }
+            }
+        }
+        entries.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        state.replace(&entries, &self.watermark.to_le_bytes())
     }
 
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {

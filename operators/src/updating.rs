@@ -8,8 +8,11 @@
 //!
 //! as a trailing `_op` column (Int8: 0 = +I, 1 = -U, 2 = +U, 3 = -D) so sinks
 //! can upsert or retract. Each group keeps a state per aggregate and its
-//! last emitted result. State lives in memory (not yet written at
-//! checkpoints).
+//! last emitted result, in memory between checkpoints; at a barrier every
+//! group is written to the operator's state table by key group (keys, row
+//! count, last result, and each aggregate's state: an accumulator's
+//! `state()` values, or its value counts / kept rows in row encoding), and
+//! read back on open.
 //!
 //! The input may itself be a changelog (an aggregate over an aggregate, the
 //! shape of Nexmark q4): its `+I`/`+U` rows are accumulated and its
@@ -19,14 +22,16 @@
 //!
 //! ```text
 //!   COUNT, SUM, AVG, VAR*, STDDEV*, MEDIAN   DataFusion's retracting accumulator
-//!   MIN, MAX                                 value → count, ordered (arrow row encoding)
+//!   MIN, MAX, COUNT(DISTINCT)                value → count, ordered (arrow row encoding)
 //!   anything else                            the current argument rows; recomputed
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int8Array, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, Int8Array, Int64Array, UInt32Array,
+};
 use datafusion::arrow::compute::{filter, take};
 use datafusion::arrow::datatypes::{DataType, Field, Int8Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -37,9 +42,11 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
 use crate::aggregate::{
-    aggregate_fields, evaluate_args, evaluate_filters, key_converter, key_fields,
+    accumulator_from_state, accumulator_state_columns, aggregate_fields, evaluate_args,
+    evaluate_filters, key_converter, key_fields,
 };
-use crate::operator::{Collector, Operator};
+use crate::keyed_state::{KeyedState, int64_column, split_by_key_group};
+use crate::operator::{Collector, Operator, OperatorContext};
 use crate::{OperatorError, Result};
 
 /// The changelog column's name and codes.
@@ -69,6 +76,8 @@ enum Strategy {
     Retract,
     Min,
     Max,
+    /// COUNT(DISTINCT x): the number of values with a non-zero count.
+    DistinctCount,
     Recompute,
 }
 
@@ -95,9 +104,11 @@ impl Strategy {
         match name.as_str() {
             "min" if single => Strategy::Min,
             "max" if single => Strategy::Max,
-            // Of the DISTINCT forms only COUNT's retracts by value counts.
+            // DataFusion's retracting COUNT(DISTINCT) keeps value counts,
+            // but its `state()` (what a checkpoint stores) does not.
+            "count" if single && agg.is_distinct() => Strategy::DistinctCount,
             n if ORDER_FREE_RETRACT.contains(&n)
-                && (!agg.is_distinct() || n == "count")
+                && !agg.is_distinct()
                 && agg.create_sliding_accumulator().is_ok() =>
             {
                 Strategy::Retract
@@ -131,11 +142,21 @@ struct Aggregate {
 }
 
 impl Aggregate {
+    fn new_accumulator(&self) -> Result<Box<dyn Accumulator>> {
+        Ok(match self.strategy {
+            Strategy::Retract => self.expr.create_sliding_accumulator()?,
+            _ => self.expr.create_accumulator()?,
+        })
+    }
+
     fn new_state(&self) -> Result<AggState> {
         Ok(match self.strategy {
-            Strategy::Accumulate => AggState::Accumulator(self.expr.create_accumulator()?),
-            Strategy::Retract => AggState::Accumulator(self.expr.create_sliding_accumulator()?),
-            Strategy::Min | Strategy::Max => AggState::Ordered(BTreeMap::new()),
+            Strategy::Accumulate | Strategy::Retract => {
+                AggState::Accumulator(self.new_accumulator()?)
+            }
+            Strategy::Min | Strategy::Max | Strategy::DistinctCount => {
+                AggState::Ordered(BTreeMap::new())
+            }
             Strategy::Recompute => AggState::Rows(Vec::new()),
         })
     }
@@ -196,6 +217,9 @@ impl Aggregate {
         };
         match state {
             AggState::Accumulator(acc) => Ok(acc.evaluate()?),
+            AggState::Ordered(counts) if self.strategy == Strategy::DistinctCount => {
+                Ok(ScalarValue::Int64(Some(counts.len() as i64)))
+            }
             AggState::Ordered(counts) if self.strategy == Strategy::Min => {
                 first_value(counts.keys().next())
             }
@@ -224,6 +248,7 @@ pub struct UpdatingAggregateOperator {
     converter: RowConverter,
     output_schema: SchemaRef,
     groups: HashMap<OwnedRow, Group>,
+    state: Option<KeyedState>,
 }
 
 impl std::fmt::Debug for UpdatingAggregateOperator {
@@ -303,13 +328,214 @@ impl UpdatingAggregateOperator {
             converter,
             output_schema: Arc::new(Schema::new(fields)),
             groups: HashMap::new(),
+            state: None,
         })
     }
+
+    /// Every group as one state row: keys, `_live`, `_has_last`, the last
+    /// result (one column per aggregate), then each aggregate's state
+    /// (its accumulator's `state()` columns, or one binary column of row
+    /// encodings and counts). The groups are rebuilt from what was written,
+    /// as taking an accumulator's state may reset it.
+    fn snapshot_rows(&mut self) -> Result<Option<RecordBatch>> {
+        if self.groups.is_empty() {
+            return Ok(None);
+        }
+        let mut groups: Vec<(OwnedRow, Group)> = self.groups.drain().collect();
+        let k = self.key_columns.len();
+        let mut columns = self
+            .converter
+            .convert_rows(groups.iter().map(|(key, _)| key.row()))?;
+        let mut fields: Vec<Field> = self.output_schema.fields()[..k]
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        fields.push(Field::new("_live", DataType::Int64, false));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            groups.iter().map(|(_, g)| g.live),
+        )));
+        fields.push(Field::new("_has_last", DataType::Boolean, false));
+        columns.push(Arc::new(BooleanArray::from_iter(
+            groups.iter().map(|(_, g)| Some(g.last.is_some())),
+        )));
+        for a in 0..self.aggregates.len() {
+            let typed = groups
+                .iter()
+                .find_map(|(_, g)| g.last.as_ref().map(|l| l[a].data_type()))
+                .unwrap_or_else(|| self.output_schema.field(k + a).data_type().clone());
+            let values = groups
+                .iter()
+                .map(|(_, g)| match &g.last {
+                    Some(l) => Ok(l[a].clone()),
+                    None => Ok(ScalarValue::try_from(&typed)?),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            fields.push(Field::new(format!("_last_{a}"), typed, true));
+            columns.push(ScalarValue::iter_to_array(values)?);
+        }
+        for (a, agg) in self.aggregates.iter().enumerate() {
+            match agg.strategy {
+                Strategy::Accumulate | Strategy::Retract => {
+                    let mut accumulators = Vec::with_capacity(groups.len());
+                    for (_, g) in groups.iter_mut() {
+                        match &mut g.states[a] {
+                            AggState::Accumulator(acc) => accumulators.push(acc),
+                            _ => {
+                                return Err(OperatorError::Internal("accumulator expected".into()));
+                            }
+                        }
+                    }
+                    accumulator_state_columns(
+                        accumulators.into_iter(),
+                        &format!("_state_{a}"),
+                        &mut fields,
+                        &mut columns,
+                    )?;
+                }
+                _ => {
+                    let mut encoded = BinaryBuilder::new();
+                    for (_, g) in &groups {
+                        let mut bytes = Vec::new();
+                        match &g.states[a] {
+                            AggState::Ordered(counts) => {
+                                for (value, n) in counts {
+                                    encode_row(&mut bytes, value.row().as_ref(), *n);
+                                }
+                            }
+                            AggState::Rows(kept) => {
+                                for value in kept {
+                                    encode_row(&mut bytes, value.row().as_ref(), 1);
+                                }
+                            }
+                            AggState::Accumulator(_) => {
+                                return Err(OperatorError::Internal("rows expected".into()));
+                            }
+                        }
+                        encoded.append_value(&bytes);
+                    }
+                    fields.push(Field::new(format!("_state_{a}"), DataType::Binary, false));
+                    columns.push(Arc::new(encoded.finish()));
+                }
+            }
+        }
+        let rows = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        self.restore_rows(&rows)?;
+        Ok(Some(rows))
+    }
+
+    /// Adds the groups of state rows written by [`Self::snapshot_rows`].
+    fn restore_rows(&mut self, rows: &RecordBatch) -> Result<()> {
+        let k = self.key_columns.len();
+        let m = self.aggregates.len();
+        let bad = || OperatorError::Internal("bad updating aggregate state".into());
+        let keys = self.converter.convert_columns(&rows.columns()[..k])?;
+        let live = int64_column(rows, k)?;
+        let has_last = rows.column(k + 1).as_boolean_opt().ok_or_else(bad)?;
+        for r in 0..rows.num_rows() {
+            let last = if has_last.value(r) {
+                Some(
+                    (0..m)
+                        .map(|a| ScalarValue::try_from_array(rows.column(k + 2 + a), r))
+                        .collect::<std::result::Result<Vec<_>, _>>()?,
+                )
+            } else {
+                None
+            };
+            let mut at = k + 2 + m;
+            let mut states = Vec::with_capacity(m);
+            for agg in &self.aggregates {
+                let mut state = agg.new_state()?;
+                match &mut state {
+                    AggState::Accumulator(acc) => {
+                        *acc = accumulator_from_state(
+                            agg.new_accumulator()?,
+                            rows.columns(),
+                            &mut at,
+                            r,
+                        )?;
+                    }
+                    AggState::Ordered(counts) => {
+                        let bytes = rows.column(at).as_binary_opt::<i32>().ok_or_else(bad)?;
+                        let parser = agg.converter()?.parser();
+                        decode_rows(bytes.value(r), |row, n| {
+                            counts.insert(parser.parse(row).owned(), n);
+                        })
+                        .ok_or_else(bad)?;
+                        at += 1;
+                    }
+                    AggState::Rows(kept) => {
+                        let bytes = rows.column(at).as_binary_opt::<i32>().ok_or_else(bad)?;
+                        let parser = agg.converter()?.parser();
+                        decode_rows(bytes.value(r), |row, _| {
+                            kept.push(parser.parse(row).owned());
+                        })
+                        .ok_or_else(bad)?;
+                        at += 1;
+                    }
+                }
+                states.push(state);
+            }
+            self.groups.insert(
+                keys.row(r).owned(),
+                Group {
+                    states,
+                    live: live.value(r),
+                    last,
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Appends `(length, row bytes, count)`.
+fn encode_row(out: &mut Vec<u8>, row: &[u8], count: u64) {
+    out.extend_from_slice(&(row.len() as u32).to_le_bytes());
+    out.extend_from_slice(row);
+    out.extend_from_slice(&count.to_le_bytes());
+}
+
+/// Calls `f` with every `(row bytes, count)` [`encode_row`] wrote.
+fn decode_rows(mut bytes: &[u8], mut f: impl FnMut(&[u8], u64)) -> Option<()> {
+    while !bytes.is_empty() {
+        let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+        let row = bytes.get(4..4 + len)?;
+        let count = u64::from_le_bytes(bytes.get(4 + len..12 + len)?.try_into().ok()?);
+        f(row, count);
+        bytes = &bytes[12 + len..];
+    }
+    Some(())
 }
 
 impl Operator for UpdatingAggregateOperator {
     fn name(&self) -> String {
         "UpdatingAggregate".into()
+    }
+
+    fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
+        let state = KeyedState::open(ctx)?;
+        for (_, _, rows) in state.scan()? {
+            self.restore_rows(&rows)?;
+        }
+        if !self.groups.is_empty() {
+            tracing::info!(groups = self.groups.len(), "restored groups from state");
+        }
+        self.state = Some(state);
+        Ok(())
+    }
+
+    fn handle_checkpoint(&mut self, _checkpoint: u64, _out: &mut Collector) -> Result<()> {
+        let Some(state) = self.state.clone() else {
+            return Ok(());
+        };
+        let mut entries = Vec::new();
+        if let Some(rows) = self.snapshot_rows()? {
+            let k = self.key_columns.len();
+            for (kg, part) in split_by_key_group(&rows, &rows.columns()[..k])? {
+                entries.push((kg, Vec::new(), part));
+            }
+        }
+        state.replace(&entries, &[])
     }
 
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {

@@ -35,6 +35,10 @@ use crate::message::{MAX_WATERMARK, Timestamp};
 use crate::metrics::JobMetrics;
 use crate::operator::{Collector, Operator, OperatorContext};
 use crate::{OperatorError, Result};
+use eddy_state::StateTable;
+
+/// The generator's entry in its state table.
+const STATE_KEY: &[u8] = b"watermarks";
 
 /// Where the generator reads processing time (a test sets its own).
 pub type Clock = Box<dyn Fn() -> Instant + Send>;
@@ -58,6 +62,7 @@ pub struct WatermarkOperator {
     partitions: BTreeMap<usize, Partition>,
     current: Timestamp,
     clock: Clock,
+    table: Option<Arc<dyn StateTable>>,
     metrics: Option<JobMetrics>,
 }
 
@@ -79,6 +84,7 @@ impl WatermarkOperator {
             partitions: BTreeMap::new(),
             current: Timestamp::MIN,
             clock: Box::new(Instant::now),
+            table: None,
             metrics: None,
         }
     }
@@ -109,6 +115,46 @@ impl WatermarkOperator {
                 ))
             })?;
         Ok(max(millis))
+    }
+
+    /// `current`, then `(partition, max, ended)` per partition.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = self.current.to_le_bytes().to_vec();
+        for (&id, p) in &self.partitions {
+            out.extend_from_slice(&(id as u64).to_le_bytes());
+            out.extend_from_slice(&p.max.to_le_bytes());
+            out.push(u8::from(p.ended));
+        }
+        out
+    }
+
+    fn decode(&mut self, bytes: &[u8]) -> Result<()> {
+        let bad = || OperatorError::Internal("bad watermark generator state".into());
+        let i64_at = |at: usize| -> Result<i64> {
+            let b: [u8; 8] = bytes
+                .get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(bad)?;
+            Ok(i64::from_le_bytes(b))
+        };
+        self.current = i64_at(0)?;
+        let now = (self.clock)();
+        let mut at = 8;
+        while at < bytes.len() {
+            let id = i64_at(at)? as usize;
+            let max = i64_at(at + 8)?;
+            let ended = *bytes.get(at + 16).ok_or_else(bad)? != 0;
+            self.partitions.insert(
+                id,
+                Partition {
+                    max,
+                    active_at: now,
+                    ended,
+                },
+            );
+            at += 17;
+        }
+        Ok(())
     }
 
     /// Emits the minimum over live partitions if it moved forward.
@@ -143,6 +189,23 @@ impl Operator for WatermarkOperator {
 
     fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
         self.metrics = Some(ctx.metrics.clone());
+        let table = ctx
+            .state
+            .open_table(&format!("{}-{}", ctx.operator_id, ctx.subtask))?;
+        if let Some(bytes) = table.get(STATE_KEY)? {
+            self.decode(&bytes)?;
+        }
+        self.table = Some(table);
+        Ok(())
+    }
+
+    /// The partitions' progress is part of the checkpoint, so that a
+    /// recovered job holds the same watermark: a row that was late before
+    /// the crash is late after it.
+    fn handle_checkpoint(&mut self, _checkpoint: u64, _out: &mut Collector) -> Result<()> {
+        if let Some(table) = &self.table {
+            table.put(STATE_KEY, &self.encode())?;
+        }
         Ok(())
     }
 

@@ -40,17 +40,15 @@
 //! `state()`), and on open the operator restores whatever its table holds.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int8Array, TimestampMillisecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, Int8Array, TimestampMillisecondArray, UInt32Array,
+    new_null_array,
 };
-use datafusion::arrow::compute::take;
+use datafusion::arrow::compute::{concat, take, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::arrow::ipc::reader::StreamReader;
-use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::GroupsAccumulatorAdapter;
@@ -58,7 +56,6 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
-use eddy_state::StateTable;
 use eddy_state::keys::{KeyBuilder, decode_i64};
 
 use crate::aggregate::{
@@ -66,6 +63,7 @@ use crate::aggregate::{
     key_fields,
 };
 use crate::emit::EmitControl;
+use crate::keyed_state::{self, KeyedState, split_by_key_group};
 use crate::late::{LateOutput, REASON_LATE, REASON_NO_TIME, REASON_TOO_LATE};
 use crate::message::Timestamp;
 use crate::metrics::JobMetrics;
@@ -151,7 +149,7 @@ pub struct WindowAggregateOperator {
     dirty: BTreeSet<WindowKey>,
     late: Option<LateOutput>,
     watermark: Timestamp,
-    table: Option<Arc<dyn StateTable>>,
+    state: Option<KeyedState>,
     metrics: Option<JobMetrics>,
     group_ids: Vec<usize>,
 }
@@ -259,7 +257,7 @@ impl WindowAggregateOperator {
             dirty: BTreeSet::new(),
             late: None,
             watermark: Timestamp::MIN,
-            table: None,
+            state: None,
             metrics: None,
             group_ids: Vec::new(),
         })
@@ -607,12 +605,13 @@ impl WindowAggregateOperator {
     }
 
     /// Writes every open (and every fired but kept) window to the state
-    /// table, replacing what was there: its state, and what it emitted.
+    /// table, replacing what this subtask stored before: per window and
+    /// key group, its rows (keys, accumulator states, what it emitted).
     fn snapshot(&mut self) -> Result<()> {
-        let Some(table) = self.table.clone() else {
+        let Some(state) = self.state.clone() else {
             return Ok(());
         };
-        let mut ops = Vec::new();
+        let mut entries = Vec::new();
         for tag in [TAG_OPEN, TAG_FIRED] {
             let windows = if tag == TAG_OPEN {
                 std::mem::take(&mut self.windows)
@@ -621,12 +620,13 @@ impl WindowAggregateOperator {
             };
             let mut restored_windows = BTreeMap::new();
             for (key, window) in windows {
-                let (bytes, restored) = self.encode_window(window)?;
-                if let Some(emitted) = &restored.emitted {
-                    let bytes = self.encode_emitted(emitted)?;
-                    ops.push((window_key(key, TAG_EMITTED), Some(bytes)));
+                let (rows, restored) = self.encode_rows(window)?;
+                if let Some(rows) = rows {
+                    let k = self.key_columns.len();
+                    for (kg, part) in split_by_key_group(&rows, &rows.columns()[..k])? {
+                        entries.push((kg, window_key(key, tag), part));
+                    }
                 }
-                ops.push((window_key(key, tag), Some(bytes)));
                 restored_windows.insert(key, restored);
             }
             if tag == TAG_OPEN {
@@ -635,36 +635,83 @@ impl WindowAggregateOperator {
                 self.fired = restored_windows;
             }
         }
-        table.delete_range(&[], &[0xff; 18])?;
-        table.write_batch(&ops)?;
-        Ok(())
+        entries.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        state.replace(&entries, &self.watermark.to_le_bytes())
     }
 
-    /// Serialises a window (keys + accumulator states) and rebuilds it from
-    /// those states, since DataFusion's `state()` consumes the accumulator.
-    fn encode_window(&self, mut window: WindowState) -> Result<(Vec<u8>, WindowState)> {
+    /// A window as state rows: keys, accumulator states, then what it
+    /// emitted (one nullable column per aggregate, and `_emitted`); `None`
+    /// for a window without rows. Also returns the window, rebuilt from
+    /// those states (DataFusion's `state()` consumes accumulators).
+    fn encode_rows(&self, mut window: WindowState) -> Result<(Option<RecordBatch>, WindowState)> {
         let emitted = window.emitted.take();
-        let batch = self.window_states(window)?;
-        let bytes = ipc_bytes(&batch)?;
-        let mut restored = self.decode_window(&batch)?;
+        let states = self.window_states(window)?;
+        let mut restored = self.decode_window(&states)?;
         restored.emitted = emitted;
-        Ok((bytes, restored))
-    }
-
-    /// What a window emitted, as Arrow IPC of the aggregate columns.
-    fn encode_emitted(&self, emitted: &Emitted) -> Result<Vec<u8>> {
-        let k = self.key_columns.len() + 2;
-        let fields: Vec<Field> = self.output_schema.fields()[k..k + self.aggregates.len()]
+        let n = states.num_rows();
+        if n == 0 {
+            return Ok((None, restored));
+        }
+        let mut fields: Vec<Field> = states
+            .schema()
+            .fields()
             .iter()
             .map(|f| f.as_ref().clone())
             .collect();
-        let batch = RecordBatch::try_new_with_options(
-            Arc::new(Schema::new(fields)),
-            emitted.aggs.clone(),
-            &datafusion::arrow::record_batch::RecordBatchOptions::new()
-                .with_row_count(Some(emitted.rows)),
-        )?;
-        ipc_bytes(&batch)
+        let mut columns = states.columns().to_vec();
+        let k = self.key_columns.len() + 2;
+        let done = restored.emitted.as_ref().map_or(0, |e| e.rows);
+        for (i, f) in self.output_schema.fields()[k..k + self.aggregates.len()]
+            .iter()
+            .enumerate()
+        {
+            let nulls = new_null_array(f.data_type(), n - done);
+            let column = match &restored.emitted {
+                Some(e) => concat(&[e.aggs[i].slice(0, done).as_ref(), nulls.as_ref()])?,
+                None => nulls,
+            };
+            fields.push(Field::new(
+                format!("emitted_{i}"),
+                f.data_type().clone(),
+                true,
+            ));
+            columns.push(column);
+        }
+        fields.push(Field::new("_emitted", DataType::Boolean, false));
+        columns.push(Arc::new(BooleanArray::from_iter(
+            (0..n).map(|g| Some(g < done)),
+        )));
+        let rows = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        Ok((Some(rows), restored))
+    }
+
+    /// The window [`Self::encode_rows`] stored (its key groups' rows
+    /// concatenated, in any order).
+    fn decode_rows(&self, rows: &RecordBatch) -> Result<WindowState> {
+        let m = self.aggregates.len();
+        let width = rows.num_columns();
+        let flags = rows
+            .column(width - 1)
+            .as_boolean_opt()
+            .ok_or_else(|| OperatorError::Internal("bad window state".into()))?;
+        // `Emitted` covers group ids `0..rows`: emitted groups go first.
+        let (mut order, rest): (Vec<u32>, Vec<u32>) =
+            (0..rows.num_rows() as u32).partition(|&i| flags.value(i as usize));
+        let done = order.len();
+        order.extend(rest);
+        let rows = take_record_batch(rows, &UInt32Array::from(order))?;
+        let states = rows.project(&(0..width - m - 1).collect::<Vec<_>>())?;
+        let mut window = self.decode_window(&states)?;
+        if done > 0 {
+            window.emitted = Some(Emitted {
+                aggs: rows.columns()[width - m - 1..width - 1]
+                    .iter()
+                    .map(|c| c.slice(0, done))
+                    .collect(),
+                rows: done,
+            });
+        }
+        Ok(window)
     }
 
     /// A window's group keys and accumulator states as one batch.
@@ -732,63 +779,54 @@ impl WindowAggregateOperator {
         Ok(window)
     }
 
+    /// Rebuilds the windows of the key groups this subtask owns, and the
+    /// watermark (the highest any subtask stored: all saw the same ones).
     fn restore(&mut self) -> Result<()> {
-        let Some(table) = self.table.clone() else {
+        let Some(state) = self.state.clone() else {
             return Ok(());
         };
-        for (key, value) in table.scan_range(&[], &[0xff; 18])? {
+        let mut parts: BTreeMap<(WindowKey, u8), Vec<RecordBatch>> = BTreeMap::new();
+        for (_, suffix, rows) in state.scan()? {
             let bad = || OperatorError::Internal("bad window key".into());
-            let end = decode_i64(&key).ok_or_else(bad)?;
-            let start = decode_i64(key.get(8..).unwrap_or_default()).ok_or_else(bad)?;
-            let tag = key.get(16).copied().unwrap_or(0);
-            let reader = StreamReader::try_new(Cursor::new(value), None)?;
-            for batch in reader {
-                let batch = batch?;
-                if tag == TAG_EMITTED {
-                    // After the window's own entry in key order.
-                    let emitted = Emitted {
-                        aggs: batch.columns().to_vec(),
-                        rows: batch.num_rows(),
-                    };
-                    let window = match self.windows.get_mut(&(end, start)) {
-                        Some(w) => Some(w),
-                        None => self.fired.get_mut(&(end, start)),
-                    };
-                    window.ok_or_else(bad)?.emitted = Some(emitted);
-                    continue;
-                }
-                let window = self.decode_window(&batch)?;
-                if tag == TAG_FIRED {
-                    self.fired.insert((end, start), window);
-                } else {
-                    self.windows.insert((end, start), window);
-                }
+            let end = decode_i64(&suffix).ok_or_else(bad)?;
+            let start = decode_i64(suffix.get(8..).unwrap_or_default()).ok_or_else(bad)?;
+            let tag = *suffix.get(16).ok_or_else(bad)?;
+            parts.entry(((end, start), tag)).or_default().push(rows);
+        }
+        for ((key, tag), batches) in parts {
+            let Some(rows) = keyed_state::concat(&batches)? else {
+                continue;
+            };
+            let window = self.decode_rows(&rows)?;
+            if tag == TAG_FIRED {
+                self.fired.insert(key, window);
+            } else {
+                self.windows.insert(key, window);
             }
         }
-        if !self.windows.is_empty() {
+        for meta in state.metas()? {
+            if let Ok(bytes) = <[u8; 8]>::try_from(meta.as_slice()) {
+                self.watermark = self.watermark.max(i64::from_le_bytes(bytes));
+            }
+        }
+        if !self.windows.is_empty() || !self.fired.is_empty() {
             tracing::info!(
                 windows = self.windows.len(),
-                "restored open windows from state"
+                fired = self.fired.len(),
+                "restored windows from state"
             );
         }
         Ok(())
     }
 }
 
-/// Arrow IPC stream bytes of one batch.
-fn ipc_bytes(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let mut writer = StreamWriter::try_new(Vec::new(), &batch.schema())?;
-    writer.write(batch)?;
-    Ok(writer.into_inner()?)
-}
-
-/// State-table tags after a window's `(end, start)`: its state while open,
-/// its state once fired (kept for late rows), what it emitted.
+/// State-table tags after a window's `(end, start)`: open, or fired and
+/// kept for late rows.
 const TAG_OPEN: u8 = 0;
 const TAG_FIRED: u8 = 1;
-const TAG_EMITTED: u8 = 2;
 
-/// The state-table key of a window: `(end, start)`, then its tag.
+/// A window's key in the state table (after the key group): `(end,
+/// start)`, then its tag.
 fn window_key((end, start): WindowKey, tag: u8) -> Vec<u8> {
     let mut key = KeyBuilder::new().i64(end).i64(start).build();
     key.push(tag);
@@ -846,10 +884,7 @@ impl Operator for WindowAggregateOperator {
 
     fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
         self.metrics = Some(ctx.metrics.clone());
-        self.table = Some(
-            ctx.state
-                .open_table(&format!("{}-{}", ctx.operator_id, ctx.subtask))?,
-        );
+        self.state = Some(KeyedState::open(ctx)?);
         self.restore()
     }
 

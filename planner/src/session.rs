@@ -21,6 +21,11 @@ pub struct Job {
     pub graph: PhysicalGraph,
     /// A bare SELECT, whose rows go to the session's select sink.
     pub is_select: bool,
+    /// How often the job checkpoints (ms; 0: only at the end and on a
+    /// clean stop), from `'execution.checkpointing.interval'`.
+    pub checkpoint_interval_ms: i64,
+    /// Complete checkpoints kept (`'state.checkpoints.num-retained'`).
+    pub checkpoints_retained: usize,
 }
 
 /// What one statement did.
@@ -85,7 +90,7 @@ pub enum LatePolicy {
 
 /// Settings of a session that shape how the queries after them are
 /// planned. Each is a `SET 'key' = 'value'` statement.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// `'late.policy'`: `'drop'` or `'dead-letter'`, with the sink named by
     /// `'late.dead-letter-sink'`.
@@ -102,17 +107,43 @@ pub struct Settings {
     /// bare SELECT shows the table its changelog leaves when the input
     /// ends, not every change (`'changelog'`, the default).
     pub result_table: bool,
+    /// `'execution.checkpointing.interval'` (Flink's name), in ms; 0 turns
+    /// periodic checkpoints off.
+    pub checkpoint_interval_ms: i64,
+    /// `'state.checkpoints.num-retained'` (Flink's name).
+    pub checkpoints_retained: usize,
     /// `'late.dead-letter-sink'`, kept until the policy asks for it.
     dead_letter_sink: Option<String>,
     /// `'late.policy' = 'dead-letter'` was set before its sink was named.
     dead_letter_wanted: bool,
 }
 
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            late_policy: LatePolicy::default(),
+            allowed_lateness_ms: 0,
+            early_fire_enabled: false,
+            early_fire_delay_ms: None,
+            result_table: false,
+            checkpoint_interval_ms: DEFAULT_CHECKPOINT_INTERVAL_MS,
+            checkpoints_retained: DEFAULT_CHECKPOINTS_RETAINED,
+            dead_letter_sink: None,
+            dead_letter_wanted: false,
+        }
+    }
+}
+
+/// Checkpoint every 10 s unless told otherwise.
+pub const DEFAULT_CHECKPOINT_INTERVAL_MS: i64 = 10_000;
+/// Keep the last 3 complete checkpoints: two to fall back on.
+pub const DEFAULT_CHECKPOINTS_RETAINED: usize = 3;
+
 /// The sink option a table-mode SELECT's sink gets.
 pub const RESULT_MODE: &str = "result-mode";
 
 /// The settings `SET` knows, for the message about an unknown one.
-const KNOWN_SETTINGS: &str = "parallelism, 'late.policy', 'late.dead-letter-sink', 'table.exec.emit.allow-lateness', 'table.exec.emit.early-fire.enabled', 'table.exec.emit.early-fire.delay', 'sql-client.execution.result-mode'";
+const KNOWN_SETTINGS: &str = "parallelism, 'late.policy', 'late.dead-letter-sink', 'table.exec.emit.allow-lateness', 'table.exec.emit.early-fire.enabled', 'table.exec.emit.early-fire.delay', 'sql-client.execution.result-mode', 'execution.checkpointing.interval', 'state.checkpoints.num-retained'";
 
 impl Default for Session {
     fn default() -> Self {
@@ -251,6 +282,8 @@ impl Session {
                     name,
                     graph,
                     is_select: false,
+                    checkpoint_interval_ms: self.settings.checkpoint_interval_ms,
+                    checkpoints_retained: self.settings.checkpoints_retained,
                 }))
             }
             StatementKind::Insert(ins) => {
@@ -281,6 +314,8 @@ impl Session {
                     name,
                     graph,
                     is_select: false,
+                    checkpoint_interval_ms: self.settings.checkpoint_interval_ms,
+                    checkpoints_retained: self.settings.checkpoints_retained,
                 }))
             }
             StatementKind::Query(q) => {
@@ -297,6 +332,8 @@ impl Session {
                     name,
                     graph,
                     is_select: true,
+                    checkpoint_interval_ms: self.settings.checkpoint_interval_ms,
+                    checkpoints_retained: self.settings.checkpoints_retained,
                 }))
             }
             StatementKind::CreateView(v) => {
@@ -481,6 +518,30 @@ impl Session {
                 "table.exec.emit.early-fire.delay" => {
                     let ms = duration_setting(option)?;
                     self.settings.early_fire_delay_ms = Some(ms);
+                    Ok(Outcome::Info(String::new()))
+                }
+                "execution.checkpointing.interval" => {
+                    let off = ["0", "off", "none"].contains(&option.value.trim());
+                    self.settings.checkpoint_interval_ms =
+                        if off { 0 } else { duration_setting(option)? };
+                    Ok(Outcome::Info(String::new()))
+                }
+                "state.checkpoints.num-retained" => {
+                    self.settings.checkpoints_retained = option
+                        .value
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|&n| n >= 1)
+                        .ok_or_else(|| {
+                            PlanError::user(
+                                format!(
+                                    "'state.checkpoints.num-retained' is a number of checkpoints, at least 1, not '{}'",
+                                    option.value
+                                ),
+                                option.span,
+                            )
+                        })?;
                     Ok(Outcome::Info(String::new()))
                 }
                 "sql-client.execution.result-mode" => {

@@ -20,7 +20,11 @@
 //! - a `put` is visible to every later `get`/`scan_range` on the same table;
 //! - `scan_range` returns entries in ascending byte order of their keys;
 //! - tables of one backend are independent namespaces.
+//!
+//! [`checkpoint`] makes the RocksDB backend's state durable at a point in
+//! time and finds it again after a crash.
 
+pub mod checkpoint;
 pub mod keys;
 mod memory;
 mod rocks;
@@ -29,7 +33,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 pub use memory::MemoryBackend;
-pub use rocks::RocksDbBackend;
+pub use rocks::{RocksDbBackend, RocksDbOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -47,6 +51,11 @@ pub enum StateError {
     },
     #[error("corrupt state in table '{table}': {reason}")]
     Corrupt { table: String, reason: String },
+    /// A checkpoint file that is missing, truncated or fails its checksum.
+    #[error("checkpoint file {path} is damaged: {reason}")]
+    Damaged { path: String, reason: String },
+    #[error("no usable checkpoint in {path}: {reasons}")]
+    NoUsableCheckpoint { path: String, reasons: String },
 }
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;

@@ -168,6 +168,9 @@ pub struct NexmarkSource {
     next: u64,
     native: SchemaRef,
     started: Option<Instant>,
+    /// Event time already covered when the source resumed at an offset
+    /// (ms since `base_time`): pacing goes on from there.
+    resumed_ms: i64,
 }
 
 enum Col {
@@ -209,6 +212,7 @@ impl NexmarkSource {
             next: 0,
             native,
             started: None,
+            resumed_ms: 0,
         }
     }
 
@@ -308,8 +312,9 @@ impl NexmarkSource {
         }
         if !self.config.max_emit_speed {
             let started = *self.started.get_or_insert_with(Instant::now);
-            let due =
-                Duration::from_millis((last_ts - self.config.generator.base_time).max(0) as u64);
+            let due = Duration::from_millis(
+                (last_ts - self.config.generator.base_time - self.resumed_ms).max(0) as u64,
+            );
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 std::thread::sleep(wait);
             }
@@ -337,6 +342,22 @@ impl Source for NexmarkSource {
 
     fn progress(&self) -> Option<(u64, u64)> {
         self.config.events.map(|total| (self.next, total))
+    }
+
+    /// The index of the next event: generation is a pure function of it.
+    fn position(&self) -> Option<Vec<u8>> {
+        Some(self.next.to_le_bytes().to_vec())
+    }
+
+    fn seek(&mut self, position: &[u8]) -> eddy_operators::Result<()> {
+        let bytes: [u8; 8] = position.try_into().map_err(|_| {
+            OperatorError::Connector(format!("{}: bad checkpointed position", self.name()))
+        })?;
+        self.next = u64::from_le_bytes(bytes);
+        let cfg = &self.config.generator;
+        let (number, _) = cfg.event_id(self.next);
+        self.resumed_ms = (cfg.timestamp(number) - cfg.base_time).max(0);
+        Ok(())
     }
 
     fn next_batch(&mut self) -> eddy_operators::Result<Option<RecordBatch>> {

@@ -1,0 +1,279 @@
+//! The crash test: a job with a window aggregate, an updating aggregate and
+//! a session window over a bounded Nexmark replay into file sinks is killed
+//! with SIGKILL at random moments (and, in some runs, at fixed points inside
+//! a checkpoint) and restarted from its state directory until it finishes,
+//! sometimes at another parallelism. What the sinks committed must then be
+//! exactly what an uninterrupted run commits: no row lost, none twice.
+//!
+//! The uninterrupted run's output is the reference; on its own it is
+//! checked against the generator (every bid counted once) by the window
+//! sink's totals.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use eddy_connectors::nexmark::generator::{EventType, GeneratorConfig, event_type};
+
+const ITERATIONS: usize = 20;
+const EVENTS: u64 = 24_000;
+/// Events per second of event time, paced in real time: the replay takes
+/// about a second, with a checkpoint every 100 ms.
+const RATE: u64 = 24_000;
+const SINKS: [&str; 3] = ["windows", "totals", "sessions"];
+
+fn sql(out: &Path) -> String {
+    let o = out.display();
+    format!(
+        "CREATE SOURCE bids (auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP(3),
+           WATERMARK FOR date_time AS date_time - INTERVAL '50' MILLISECOND)
+         WITH (connector = 'nexmark', table = 'bid', 'events.num' = '{EVENTS}',
+               'first-event.rate' = '{RATE}', 'max-emit-speed' = 'false', 'batch.size' = '200');
+         SET 'execution.checkpointing.interval' = '100 ms';
+         CREATE SINK windows WITH (connector = 'file', path = '{o}/windows/') AS
+         SELECT auction % 10 AS bucket, window_start, window_end, COUNT(*) AS n, MAX(price) AS top
+         FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '100' MILLISECOND))
+         GROUP BY auction % 10, window_start, window_end;
+         CREATE SINK totals WITH (connector = 'file', path = '{o}/totals/') AS
+         SELECT bidder % 7 AS b, COUNT(*) AS n, SUM(price) AS total, MAX(price) AS top
+         FROM bids GROUP BY bidder % 7;
+         CREATE SINK sessions WITH (connector = 'file', path = '{o}/sessions/') AS
+         SELECT bidder, window_start, window_end, COUNT(*) AS n
+         FROM TABLE(SESSION(TABLE bids PARTITION BY bidder, DESCRIPTOR(date_time), INTERVAL '20' MILLISECOND))
+         GROUP BY bidder, window_start, window_end;"
+    )
+}
+
+/// A small deterministic generator (xorshift), seeded per iteration.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// How one run of the job ended.
+#[derive(Debug, PartialEq)]
+enum Ended {
+    Finished,
+    Killed,
+}
+
+/// Runs the job once; kills it after `kill_after` if still running.
+fn run(
+    sql_file: &Path,
+    state: &Path,
+    parallelism: usize,
+    kill_after: Option<Duration>,
+    crash_at: Option<&str>,
+) -> Ended {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
+    cmd.args(["run", sql_file.to_str().unwrap(), "--state-dir"])
+        .arg(state)
+        .args(["--parallelism", &parallelism.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env_remove("EDDY_CRASH_AT");
+    if let Some(point) = crash_at {
+        cmd.env("EDDY_CRASH_AT", point);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            if status.success() {
+                return Ended::Finished;
+            }
+            // Killed by its own crash point (SIGKILL), or a real failure.
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), Some(9), "eddy failed ({status}): {stderr}");
+            return Ended::Killed;
+        }
+        if kill_after.is_some_and(|k| started.elapsed() >= k) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return Ended::Killed;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Each sink's committed rows, as a sorted multiset of JSON lines.
+fn committed(out: &Path) -> BTreeMap<&'static str, Vec<String>> {
+    SINKS
+        .iter()
+        .map(|&sink| {
+            let dir = out.join(sink);
+            let mut lines: Vec<String> = if dir.exists() {
+                common::committed_parts(&dir)
+                    .lines()
+                    .map(str::to_string)
+                    .collect()
+            } else {
+                vec![]
+            };
+            lines.sort();
+            (sink, lines)
+        })
+        .collect()
+}
+
+/// Fails with the rows only one side has (a few of them), not both lists.
+fn assert_same<T: Ord + std::fmt::Debug + Clone>(got: &[T], want: &[T], what: &str) {
+    if got == want {
+        return;
+    }
+    let count = |v: &[T]| {
+        let mut m: BTreeMap<T, i64> = BTreeMap::new();
+        for x in v {
+            *m.entry(x.clone()).or_default() += 1;
+        }
+        m
+    };
+    let (g, w) = (count(got), count(want));
+    let extra: Vec<_> = g
+        .iter()
+        .filter(|(k, n)| w.get(*k) < Some(*n))
+        .take(5)
+        .collect();
+    let missing: Vec<_> = w
+        .iter()
+        .filter(|(k, n)| g.get(*k) < Some(*n))
+        .take(5)
+        .collect();
+    panic!(
+        "{what}: {} rows committed, {} expected; extra (row, times): {extra:?}; missing: {missing:?}",
+        got.len(),
+        want.len()
+    );
+}
+
+/// The net effect of a changelog: rows with their multiplicity.
+fn net_effect(lines: &[String]) -> BTreeMap<String, i64> {
+    let mut net = BTreeMap::new();
+    for line in lines {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let op = v["op"].as_str().unwrap_or("+I").to_string();
+        v.as_object_mut().unwrap().remove("op");
+        let delta = if op == "-U" || op == "-D" { -1 } else { 1 };
+        *net.entry(v.to_string()).or_default() += delta;
+    }
+    net.retain(|_, n| *n != 0);
+    net
+}
+
+#[test]
+fn killed_and_restarted_jobs_commit_exactly_the_uninterrupted_output() {
+    let root = tempfile::tempdir().unwrap();
+    let reference = {
+        let dir = root.path().join("reference");
+        let sql_file = root.path().join("reference.sql");
+        std::fs::write(&sql_file, sql(&dir)).unwrap();
+        let ended = run(&sql_file, &dir.join("state"), 1, None, None);
+        assert_eq!(ended, Ended::Finished);
+        committed(&dir)
+    };
+    // The reference itself: the windows count every bid exactly once.
+    let counted: u64 = reference["windows"]
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["n"].as_u64().unwrap()
+        })
+        .sum();
+    let generator = GeneratorConfig::default();
+    let bids = (0..EVENTS)
+        .filter(|&i| event_type(generator.event_id(i).1) == EventType::Bid)
+        .count() as u64;
+    assert_eq!(counted, bids, "the uninterrupted run counts every bid");
+    assert!(!reference["totals"].is_empty() && !reference["sessions"].is_empty());
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("crash test seed {seed}");
+    let mut rng = Rng(seed);
+    let mut kills = 0;
+    let mut checkpoint_crashes = 0;
+    for iteration in 0..ITERATIONS {
+        let dir = root.path().join(format!("run-{iteration}"));
+        let sql_file = root.path().join(format!("run-{iteration}.sql"));
+        std::fs::write(&sql_file, sql(&dir)).unwrap();
+        let state = dir.join("state");
+        let mut rescaled = false;
+        let mut parallelism = 1;
+        for attempt in 0.. {
+            assert!(attempt < 40, "iteration {iteration} never finished");
+            // A quarter of the iterations restart at parallelism 2 now and
+            // then: key groups move between subtasks.
+            if iteration % 4 == 3 && attempt > 0 {
+                parallelism = 1 + rng.below(2) as usize;
+                rescaled |= parallelism != 1;
+            }
+            // Some runs die inside a checkpoint, at a fixed point.
+            let crash_at = match (attempt, iteration % 5) {
+                (0, 1) => Some("state-written"),
+                (0, 2) => Some("manifest-written"),
+                _ => None,
+            };
+            // Later attempts live longer, so every iteration finishes.
+            let kill_after = (crash_at.is_none() && attempt < 6)
+                .then(|| Duration::from_millis(rng.below(900 + 150 * attempt)));
+            match run(&sql_file, &state, parallelism, kill_after, crash_at) {
+                Ended::Finished => break,
+                Ended::Killed if crash_at.is_some() => checkpoint_crashes += 1,
+                Ended::Killed => kills += 1,
+            }
+        }
+        let got = committed(&dir);
+        let context = format!("iteration {iteration} (seed {seed})");
+        assert_same(
+            &got["windows"],
+            &reference["windows"],
+            &format!("windows, {context}"),
+        );
+        assert_same(
+            &got["sessions"],
+            &reference["sessions"],
+            &format!("sessions, {context}"),
+        );
+        if rescaled {
+            // Subtasks interleave their changes differently; what the
+            // changelog amounts to is the same.
+            let net = |lines: &[String]| -> Vec<(String, i64)> {
+                net_effect(lines).into_iter().collect()
+            };
+            assert_same(
+                &net(&got["totals"]),
+                &net(&reference["totals"]),
+                &format!("totals, {context}"),
+            );
+        } else {
+            assert_same(
+                &got["totals"],
+                &reference["totals"],
+                &format!("totals, {context}"),
+            );
+        }
+    }
+    eprintln!("{kills} random kills, {checkpoint_crashes} kills inside checkpoints");
+    assert!(kills >= ITERATIONS / 2, "too few random kills: {kills}");
+    assert!(checkpoint_crashes > 0);
+}
