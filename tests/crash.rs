@@ -70,6 +70,15 @@ impl Rng {
 enum Ended {
     Finished,
     Killed,
+    /// Stopped cleanly by SIGTERM, after a final checkpoint.
+    Stopped,
+}
+
+/// How to interrupt a run.
+#[derive(Debug, Clone, Copy)]
+enum Signal {
+    Kill,
+    Term,
 }
 
 /// Runs the job once; kills it after `kill_after` if still running.
@@ -77,7 +86,7 @@ fn run(
     sql_file: &Path,
     state: &Path,
     parallelism: usize,
-    kill_after: Option<Duration>,
+    kill_after: Option<(Duration, Signal)>,
     crash_at: Option<&str>,
 ) -> Ended {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
@@ -91,23 +100,43 @@ fn run(
         cmd.env("EDDY_CRASH_AT", point);
     }
     let mut child = cmd.spawn().unwrap();
+    let mut kill_after = kill_after;
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let mut stderr = String::new();
             std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            if status.success() && stderr.contains("stopped after a final checkpoint") {
+                return Ended::Stopped;
+            }
             if status.success() {
                 return Ended::Finished;
             }
-            // Killed by its own crash point (SIGKILL), or a real failure.
+            // Killed by its own crash point (SIGKILL, or SIGABRT should
+            // `kill` be missing), or a real failure.
             use std::os::unix::process::ExitStatusExt;
-            assert_eq!(status.signal(), Some(9), "eddy failed ({status}): {stderr}");
+            assert!(
+                matches!(status.signal(), Some(9 | 6)),
+                "eddy failed ({status}): {stderr}"
+            );
             return Ended::Killed;
         }
-        if kill_after.is_some_and(|k| started.elapsed() >= k) {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            return Ended::Killed;
+        match kill_after {
+            Some((after, Signal::Kill)) if started.elapsed() >= after => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                return Ended::Killed;
+            }
+            Some((after, Signal::Term)) if started.elapsed() >= after => {
+                let status = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+                // Now wait for the clean stop.
+                kill_after = None;
+            }
+            _ => {}
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -212,6 +241,7 @@ fn killed_and_restarted_jobs_commit_exactly_the_uninterrupted_output() {
     let mut rng = Rng(seed);
     let mut kills = 0;
     let mut checkpoint_crashes = 0;
+    let mut stops = 0;
     for iteration in 0..ITERATIONS {
         let dir = root.path().join(format!("run-{iteration}"));
         let sql_file = root.path().join(format!("run-{iteration}.sql"));
@@ -234,12 +264,22 @@ fn killed_and_restarted_jobs_commit_exactly_the_uninterrupted_output() {
                 _ => None,
             };
             // Later attempts live longer, so every iteration finishes.
-            let kill_after = (crash_at.is_none() && attempt < 6)
-                .then(|| Duration::from_millis(rng.below(900 + 150 * attempt)));
+            let signal = if rng.below(4) == 0 {
+                Signal::Term
+            } else {
+                Signal::Kill
+            };
+            let kill_after = (crash_at.is_none() && attempt < 6).then(|| {
+                (
+                    Duration::from_millis(rng.below(900 + 150 * attempt)),
+                    signal,
+                )
+            });
             match run(&sql_file, &state, parallelism, kill_after, crash_at) {
                 Ended::Finished => break,
                 Ended::Killed if crash_at.is_some() => checkpoint_crashes += 1,
                 Ended::Killed => kills += 1,
+                Ended::Stopped => stops += 1,
             }
         }
         let got = committed(&dir);
@@ -273,7 +313,10 @@ fn killed_and_restarted_jobs_commit_exactly_the_uninterrupted_output() {
             );
         }
     }
-    eprintln!("{kills} random kills, {checkpoint_crashes} kills inside checkpoints");
+    eprintln!(
+        "{kills} random kills, {checkpoint_crashes} kills inside checkpoints, {stops} clean stops"
+    );
     assert!(kills >= ITERATIONS / 2, "too few random kills: {kills}");
     assert!(checkpoint_crashes > 0);
+    assert!(stops > 0, "no run was stopped by SIGTERM");
 }

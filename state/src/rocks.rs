@@ -40,6 +40,7 @@ pub struct RocksDbBackend {
     db: Arc<Db>,
     path: PathBuf,
     cf_options: Arc<Options>,
+    creating: Arc<std::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for RocksDbBackend {
@@ -88,6 +89,7 @@ impl RocksDbBackend {
             db: Arc::new(db),
             path: dir.to_path_buf(),
             cf_options: Arc::new(cf_opts),
+            creating: Arc::default(),
         })
     }
 
@@ -122,9 +124,13 @@ fn rocks_err(path: &Path, source: rocksdb::Error) -> StateError {
 impl StateBackend for RocksDbBackend {
     fn open_table(&self, name: &str) -> Result<Arc<dyn StateTable>> {
         if self.db.cf_handle(name).is_none() {
-            self.db
-                .create_cf(name, &self.cf_options)
-                .map_err(|e| rocks_err(&self.path, e))?;
+            // Subtasks of one operator share its table and open it at once.
+            let _creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
+            if self.db.cf_handle(name).is_none() {
+                self.db
+                    .create_cf(name, &self.cf_options)
+                    .map_err(|e| rocks_err(&self.path, e))?;
+            }
         }
         Ok(Arc::new(RocksTable {
             backend: self.clone(),
