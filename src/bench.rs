@@ -71,6 +71,7 @@ pub fn nexmark(
     parallelism: usize,
     rate: u64,
     explain: bool,
+    checkpoint_interval_ms: i64,
 ) -> anyhow::Result<()> {
     let cpu0 = cpu_seconds();
     let started = Instant::now();
@@ -103,6 +104,7 @@ pub fn nexmark(
         bid_source(events, rate)
     );
     let mut session = Session::new(parallelism);
+    session.settings.checkpoint_interval_ms = checkpoint_interval_ms;
     let outcomes = session
         .execute(&sql)
         .map_err(|e| anyhow::anyhow!("{}", e.render(&sql, query)))?;

@@ -76,6 +76,10 @@ enum BenchCommand {
         /// Print the query's plan before running it.
         #[arg(long)]
         explain: bool,
+        /// Checkpoint this often (e.g. `1s`); `0`, the default, checkpoints
+        /// only at the end.
+        #[arg(long, value_parser = parse_interval, default_value = "0")]
+        checkpoint_interval: i64,
     },
 }
 
@@ -104,8 +108,17 @@ fn main() -> ExitCode {
                     parallelism,
                     rate,
                     explain,
+                    checkpoint_interval,
                 },
-        } => bench::nexmark(&query, events, parallelism, rate, explain).map(|()| ExitCode::SUCCESS),
+        } => bench::nexmark(
+            &query,
+            events,
+            parallelism,
+            rate,
+            explain,
+            checkpoint_interval,
+        )
+        .map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
