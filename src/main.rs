@@ -140,9 +140,6 @@ fn init_tracing() {
 }
 
 fn parse_interval(text: &str) -> Result<i64, String> {
-    if text.trim() == "0" {
-        return Ok(0);
-    }
     eddy_connectors::parse_duration_ms(text)
         .ok_or_else(|| format!("cannot read the duration '{text}' (write e.g. 10s or 500ms)"))
 }

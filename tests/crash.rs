@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use eddy_connectors::nexmark::generator::{EventType, GeneratorConfig, event_type};
+use eddy_connectors::nexmark::generator::{EventType, GeneratorConfig, bid, event_type};
 
 const ITERATIONS: usize = 20;
 const EVENTS: u64 = 24_000;
@@ -217,7 +217,59 @@ fn killed_and_restarted_jobs_commit_exactly_the_uninterrupted_output() {
         assert_eq!(ended, Ended::Finished);
         committed(&dir)
     };
-    // The reference itself: the windows count every bid exactly once.
+    // The reference itself, against the generator: the windows count every
+    // bid exactly once, and the totals' changelog ends at each group's
+    // count, sum and maximum.
+    let generator = GeneratorConfig {
+        first_event_rate: RATE as f64,
+        ..GeneratorConfig::default()
+    };
+    let mut expected: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
+    let mut times: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for i in 0..EVENTS {
+        let (number, id) = generator.event_id(i);
+        if event_type(id) == EventType::Bid {
+            let b = bid(&generator, id, generator.timestamp(number));
+            let e = expected.entry(b.bidder % 7).or_insert((0, 0, i64::MIN));
+            *e = (e.0 + 1, e.1 + b.price, e.2.max(b.price));
+            times.entry(b.bidder).or_default().push(b.date_time);
+        }
+    }
+    // Sessions with a 20 ms gap: per bidder, a new one wherever two
+    // consecutive bids are 20 ms or more apart. Compared as (bidder, rows).
+    let mut sessions: Vec<(i64, i64)> = Vec::new();
+    for (bidder, mut ts) in times {
+        ts.sort_unstable();
+        let mut n = 1;
+        for w in ts.windows(2) {
+            if w[1] - w[0] >= 20 {
+                sessions.push((bidder, n));
+                n = 0;
+            }
+            n += 1;
+        }
+        sessions.push((bidder, n));
+    }
+    sessions.sort_unstable();
+    let mut got_sessions: Vec<(i64, i64)> = reference["sessions"]
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["bidder"].as_i64().unwrap(), v["n"].as_i64().unwrap())
+        })
+        .collect();
+    got_sessions.sort_unstable();
+    assert_same(&got_sessions, &sessions, "the uninterrupted run's sessions");
+    let totals: BTreeMap<i64, (i64, i64, i64)> = net_effect(&reference["totals"])
+        .into_iter()
+        .map(|(row, n)| {
+            assert_eq!(n, 1, "one final row per group: {row}");
+            let v: serde_json::Value = serde_json::from_str(&row).unwrap();
+            let int = |k: &str| v[k].as_i64().unwrap();
+            (int("b"), (int("n"), int("total"), int("top")))
+        })
+        .collect();
+    assert_eq!(totals, expected, "the uninterrupted run's totals");
     let counted: u64 = reference["windows"]
         .iter()
         .map(|l| {
@@ -225,7 +277,6 @@ fn killed_and_restarted_jobs_commit_exactly_the_uninterrupted_output() {
             v["n"].as_u64().unwrap()
         })
         .sum();
-    let generator = GeneratorConfig::default();
     let bids = (0..EVENTS)
         .filter(|&i| event_type(generator.event_id(i).1) == EventType::Bid)
         .count() as u64;

@@ -167,7 +167,7 @@ struct Outcome {
 }
 
 impl Coordinator {
-    /// The handle tasks use, and the coordinator, not yet started.
+    /// Starts the coordinator's thread; tasks get its [`Self::handle`].
     pub(crate) fn start(
         config: Checkpointing,
         tasks: usize,

@@ -333,20 +333,18 @@ impl SessionWindowOperator {
     /// (keys, `_session`, then the row). The sessions are rebuilt from what
     /// was written, as taking an accumulator's state may reset it.
     fn snapshot_rows(&mut self) -> Result<(Option<RecordBatch>, Option<RecordBatch>)> {
-        let mut all: Vec<(OwnedRow, i64, Session, bool)> = Vec::new();
-        let fired: HashSet<(OwnedRow, i64)> = self
+        let fired: HashSet<(&OwnedRow, i64)> = self
             .by_expiry
             .iter()
-            .map(|(_, key, start)| (key.clone(), *start))
+            .map(|(_, key, start)| (key, *start))
             .collect();
-        for (key, sessions) in self.sessions.drain() {
-            for (start, session) in sessions {
-                let was_fired = fired.contains(&(key.clone(), start));
-                all.push((key.clone(), start, session, was_fired));
+        let mut all: Vec<(&OwnedRow, i64, &mut Session, bool)> = Vec::new();
+        for (key, sessions) in self.sessions.iter_mut() {
+            for (&start, session) in sessions.iter_mut() {
+                let was_fired = fired.contains(&(key, start));
+                all.push((key, start, session, was_fired));
             }
         }
-        self.by_end.clear();
-        self.by_expiry.clear();
         if all.is_empty() {
             return Ok((None, None));
         }
@@ -370,6 +368,7 @@ impl SessionWindowOperator {
         columns.push(Arc::new(BooleanArray::from_iter(
             all.iter().map(|a| Some(a.3)),
         )));
+        let states_at = columns.len();
         for a in 0..self.aggregates.len() {
             accumulator_state_columns(
                 all.iter_mut().map(|s| &mut s.2.accumulators[a]),
@@ -382,7 +381,7 @@ impl SessionWindowOperator {
         // The result rows sessions stand for (changelog output only).
         let stood: Vec<(&OwnedRow, i64, &Emitted)> = all
             .iter()
-            .flat_map(|(key, start, s, _)| s.emitted.iter().map(move |e| (key, *start, e)))
+            .flat_map(|(key, start, s, _)| s.emitted.iter().map(move |e| (*key, *start, e)))
             .collect();
         let emitted = if stood.is_empty() {
             None
@@ -413,9 +412,17 @@ impl SessionWindowOperator {
                 columns,
             )?)
         };
-        self.restore_sessions(&sessions)?;
-        if let Some(e) = &emitted {
-            self.restore_emitted(e)?;
+        // Taking an accumulator's state may reset it: rebuild from it.
+        for (r, (_, _, session, _)) in all.iter_mut().enumerate() {
+            let mut at = states_at;
+            for (acc, agg) in session.accumulators.iter_mut().zip(&self.aggregates) {
+                *acc = accumulator_from_state(
+                    agg.create_accumulator()?,
+                    sessions.columns(),
+                    &mut at,
+                    r,
+                )?;
+            }
         }
         Ok((Some(sessions), emitted))
     }

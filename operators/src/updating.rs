@@ -335,13 +335,13 @@ impl UpdatingAggregateOperator {
     /// Every group as one state row: keys, `_live`, `_has_last`, the last
     /// result (one column per aggregate), then each aggregate's state
     /// (its accumulator's `state()` columns, or one binary column of row
-    /// encodings and counts). The groups are rebuilt from what was written,
-    /// as taking an accumulator's state may reset it.
+    /// encodings and counts). Accumulators are rebuilt from what was
+    /// written, as taking an accumulator's state may reset it.
     fn snapshot_rows(&mut self) -> Result<Option<RecordBatch>> {
         if self.groups.is_empty() {
             return Ok(None);
         }
-        let mut groups: Vec<(OwnedRow, Group)> = self.groups.drain().collect();
+        let mut groups: Vec<(&OwnedRow, &mut Group)> = self.groups.iter_mut().collect();
         let k = self.key_columns.len();
         let mut columns = self
             .converter
@@ -373,9 +373,12 @@ impl UpdatingAggregateOperator {
             fields.push(Field::new(format!("_last_{a}"), typed, true));
             columns.push(ScalarValue::iter_to_array(values)?);
         }
+        // Where each accumulator's state columns start.
+        let mut state_at = vec![None; self.aggregates.len()];
         for (a, agg) in self.aggregates.iter().enumerate() {
             match agg.strategy {
                 Strategy::Accumulate | Strategy::Retract => {
+                    state_at[a] = Some(columns.len());
                     let mut accumulators = Vec::with_capacity(groups.len());
                     for (_, g) in groups.iter_mut() {
                         match &mut g.states[a] {
@@ -394,7 +397,7 @@ impl UpdatingAggregateOperator {
                 }
                 _ => {
                     let mut encoded = BinaryBuilder::new();
-                    for (_, g) in &groups {
+                    for (_, g) in groups.iter() {
                         let mut bytes = Vec::new();
                         match &g.states[a] {
                             AggState::Ordered(counts) => {
@@ -419,7 +422,18 @@ impl UpdatingAggregateOperator {
             }
         }
         let rows = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-        self.restore_rows(&rows)?;
+        for (r, (_, g)) in groups.iter_mut().enumerate() {
+            for (a, agg) in self.aggregates.iter().enumerate() {
+                if let Some(mut at) = state_at[a] {
+                    g.states[a] = AggState::Accumulator(accumulator_from_state(
+                        agg.new_accumulator()?,
+                        rows.columns(),
+                        &mut at,
+                        r,
+                    )?);
+                }
+            }
+        }
         Ok(Some(rows))
     }
 

@@ -521,7 +521,7 @@ impl Session {
                     Ok(Outcome::Info(String::new()))
                 }
                 "execution.checkpointing.interval" => {
-                    let off = ["0", "off", "none"].contains(&option.value.trim());
+                    let off = ["off", "none"].contains(&option.value.trim());
                     self.settings.checkpoint_interval_ms =
                         if off { 0 } else { duration_setting(option)? };
                     Ok(Outcome::Info(String::new()))
