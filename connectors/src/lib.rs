@@ -38,7 +38,7 @@ pub use file::{FileFormat, FileSource, PartitionedFileSource};
 pub use file_sink::FileSink;
 pub use materialize::MaterializingSink;
 pub use memory::{MemoryCollector, MemorySink};
-pub use options::{Options, parse_duration_ms};
+pub use options::{Options, parse_duration_ms, parse_memory_bytes};
 pub use stdout::{StdoutFormat, StdoutSink};
 
 #[derive(Debug, thiserror::Error)]

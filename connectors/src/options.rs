@@ -101,6 +101,26 @@ pub fn parse_duration_ms(text: &str) -> Option<i64> {
     (n >= 0.0).then(|| (n * millis as f64).round() as i64)
 }
 
+/// A memory size as Flink writes them: a number and a unit (`64 mb`,
+/// `512k`, `1 gb`, binary multiples); a bare number is bytes.
+pub fn parse_memory_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" | "bytes" => 0,
+        "k" | "kb" | "kib" | "kibibytes" => 10,
+        "m" | "mb" | "mib" | "mebibytes" => 20,
+        "g" | "gb" | "gib" | "gibibytes" => 30,
+        "t" | "tb" | "tib" | "tebibytes" => 40,
+        _ => return None,
+    };
+    (n >= 0.0).then(|| (n * (1u64 << shift) as f64).round() as u64)
+}
+
 /// Milliseconds in a unit spelled out, singular or plural.
 fn unit_millis(unit: &str) -> Option<i64> {
     let unit = unit.strip_suffix('s').unwrap_or(unit);
@@ -116,7 +136,17 @@ fn unit_millis(unit: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration_ms;
+    use super::{parse_duration_ms, parse_memory_bytes};
+
+    #[test]
+    fn memory_sizes_in_flink_spelling() {
+        assert_eq!(parse_memory_bytes("64 mb"), Some(64 << 20));
+        assert_eq!(parse_memory_bytes("512k"), Some(512 << 10));
+        assert_eq!(parse_memory_bytes("1.5GB"), Some(3 << 29));
+        assert_eq!(parse_memory_bytes("4096"), Some(4096));
+        assert_eq!(parse_memory_bytes("lots"), None);
+        assert_eq!(parse_memory_bytes("5 parsecs"), None);
+    }
 
     #[test]
     fn durations_in_flink_spelling() {

@@ -70,6 +70,18 @@ struct Shared {
 pub const FINAL: u64 = u64::MAX;
 
 impl CheckpointHandle {
+    /// The handle of a job resumed from checkpoint `restored`, without a
+    /// coordinator (operator tests, harnesses).
+    pub fn resumed(restored: u64) -> Self {
+        Self {
+            inner: Arc::new(Shared {
+                restored: Some(restored),
+                first_id: restored + 1,
+                ..Shared::default()
+            }),
+        }
+    }
+
     /// The checkpoint this run resumed from, if any.
     pub fn restored(&self) -> Option<u64> {
         self.inner.restored

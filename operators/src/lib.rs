@@ -36,6 +36,7 @@ pub mod project;
 pub mod runtime;
 pub mod session;
 pub mod sink;
+mod spill;
 pub mod updating;
 pub mod watermark;
 pub mod window;

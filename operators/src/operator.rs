@@ -38,13 +38,49 @@ pub enum Emit {
 /// The side output of late rows (a window operator's dead-letter output).
 pub const LATE_PORT: usize = 1;
 
-/// Collects an operator's output during one hook call.
-#[derive(Debug, Default)]
-pub struct Collector {
+/// Where a [`Collector`] hands its items on [`Collector::flush`]: the rest
+/// of the fused chain.
+pub(crate) type Downstream<'a> = &'a mut dyn FnMut(Emit) -> Result<()>;
+
+/// Collects an operator's output during one hook call. The runtime takes
+/// what was collected when the hook returns; an operator that emits a lot
+/// in one call (a window over millions of keys firing) calls
+/// [`Collector::flush`] now and then to pass it on at once instead.
+#[derive(Default)]
+pub struct Collector<'a> {
     items: Vec<Emit>,
+    downstream: Option<Downstream<'a>>,
 }
 
-impl Collector {
+impl std::fmt::Debug for Collector<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("items", &self.items.len())
+            .field("streaming", &self.downstream.is_some())
+            .finish()
+    }
+}
+
+impl<'a> Collector<'a> {
+    /// A collector whose [`Self::flush`] hands items to `downstream`.
+    pub(crate) fn streaming(downstream: Downstream<'a>) -> Self {
+        Self {
+            items: Vec::new(),
+            downstream: Some(downstream),
+        }
+    }
+
+    /// Passes what was collected so far downstream now (in order), if the
+    /// runtime allows it; otherwise it stays until the hook returns.
+    pub fn flush(&mut self) -> Result<()> {
+        if let Some(down) = self.downstream.as_mut() {
+            for item in std::mem::take(&mut self.items) {
+                down(item)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Emits a batch (empty batches are dropped).
     pub fn collect(&mut self, batch: RecordBatch) {
         if batch.num_rows() > 0 {

@@ -550,25 +550,8 @@ impl std::fmt::Debug for Chain {
 impl Chain {
     /// Feeds `item` to operator `level`, and what it emits to the next.
     fn push(&mut self, level: usize, item: Emit) -> Result<()> {
-        if level == self.ops.len() {
-            return self.emit(item);
-        }
-        // Side rows leave the chain at once.
-        if let Emit::Side(..) = item {
-            return self.emit(item);
-        }
-        let mut out = Collector::default();
-        let op = &mut self.ops[level];
-        match item {
-            Emit::Data(batch) => op.process_batch(batch, &mut out),
-            Emit::Watermark(wm) => op.handle_watermark(wm, &mut out),
-            Emit::Side(..) => Ok(()),
-        }
-        .map_err(|e| with_operator(op.as_ref(), e))?;
-        for item in out.take() {
-            self.push(level + 1, item)?;
-        }
-        Ok(())
+        let ops = self.ops.get_mut(level..).unwrap_or_default();
+        push_into(ops, &self.outputs, item)
     }
 
     /// Feeds a source's batch, read from `partition`, to the first operator.
@@ -600,28 +583,11 @@ impl Chain {
     }
 
     fn emit(&mut self, item: Emit) -> Result<()> {
-        match item {
-            Emit::Data(batch) => {
-                for edge in self.outputs.iter().filter(|e| e.port == 0) {
-                    edge.send_data(&batch)?;
-                }
-                Ok(())
-            }
-            Emit::Side(port, batch) => {
-                for edge in self.outputs.iter().filter(|e| e.port == port) {
-                    edge.send_data(&batch)?;
-                }
-                Ok(())
-            }
-            Emit::Watermark(wm) => self.broadcast(Message::Watermark(wm)),
-        }
+        emit_to(&self.outputs, item)
     }
 
     fn broadcast(&self, msg: Message) -> Result<()> {
-        for edge in &self.outputs {
-            edge.broadcast(msg.clone())?;
-        }
-        Ok(())
+        broadcast_to(&self.outputs, msg)
     }
 
     fn checkpoint(&mut self, id: u64) -> Result<()> {
@@ -651,12 +617,62 @@ impl Chain {
     }
 }
 
+/// Feeds `item` to the first of `ops` and what that emits to the rest of
+/// them (whenever it flushes, and when its hook returns); past the last
+/// operator, to `outputs`.
+fn push_into(ops: &mut [Box<dyn Operator>], outputs: &[OutEdge], item: Emit) -> Result<()> {
+    let Some((op, rest)) = ops.split_first_mut() else {
+        return emit_to(outputs, item);
+    };
+    // Side rows leave the chain at once.
+    if let Emit::Side(..) = item {
+        return emit_to(outputs, item);
+    }
+    let mut forward = |item: Emit| push_into(rest, outputs, item);
+    let mut out = Collector::streaming(&mut forward);
+    match item {
+        Emit::Data(batch) => op.process_batch(batch, &mut out),
+        Emit::Watermark(wm) => op.handle_watermark(wm, &mut out),
+        Emit::Side(..) => Ok(()),
+    }
+    .and_then(|()| out.flush())
+    .map_err(|e| with_operator(op.as_ref(), e))
+}
+
+fn emit_to(outputs: &[OutEdge], item: Emit) -> Result<()> {
+    match item {
+        Emit::Data(batch) => {
+            for edge in outputs.iter().filter(|e| e.port == 0) {
+                edge.send_data(&batch)?;
+            }
+            Ok(())
+        }
+        Emit::Side(port, batch) => {
+            for edge in outputs.iter().filter(|e| e.port == port) {
+                edge.send_data(&batch)?;
+            }
+            Ok(())
+        }
+        Emit::Watermark(wm) => broadcast_to(outputs, Message::Watermark(wm)),
+    }
+}
+
+fn broadcast_to(outputs: &[OutEdge], msg: Message) -> Result<()> {
+    for edge in outputs {
+        edge.broadcast(msg.clone())?;
+    }
+    Ok(())
+}
+
 fn with_operator(op: &dyn Operator, e: OperatorError) -> OperatorError {
     match e {
-        // Connector errors already name their file and position.
-        OperatorError::Connector(_) | OperatorError::Disconnected | OperatorError::OutputClosed => {
-            e
-        }
+        // Connector errors already name their file and position; an error
+        // of an operator further down the chain (passed up by a flush)
+        // names that one.
+        OperatorError::Connector(_)
+        | OperatorError::Disconnected
+        | OperatorError::OutputClosed
+        | OperatorError::InTask { .. } => e,
         other => OperatorError::InTask {
             task: op.name(),
             source: Box::new(other),
@@ -673,6 +689,17 @@ pub fn run_operator_harness(
     state: Arc<dyn StateBackend>,
     inputs: Vec<Vec<Message>>,
 ) -> Result<Vec<Message>> {
+    run_operator_harness_with(op, state, inputs, CheckpointHandle::default())
+}
+
+/// [`run_operator_harness`] with a checkpoint handle, e.g.
+/// [`CheckpointHandle::resumed`] for a run that recovers.
+pub fn run_operator_harness_with(
+    op: Box<dyn Operator>,
+    state: Arc<dyn StateBackend>,
+    inputs: Vec<Vec<Message>>,
+    checkpoints: CheckpointHandle,
+) -> Result<Vec<Message>> {
     let mut op = op;
     let ctx = OperatorContext {
         task_name: "harness".into(),
@@ -681,7 +708,7 @@ pub fn run_operator_harness(
         parallelism: 1,
         state,
         metrics: JobMetrics::default(),
-        checkpoints: CheckpointHandle::default(),
+        checkpoints,
     };
     op.open(&ctx)?;
     let (tx, rx) = crossbeam_channel::unbounded();

@@ -38,6 +38,16 @@
 //! entry per window, keyed by its start, order-preserving; the value is the
 //! Arrow IPC encoding of the group keys and the accumulators' serialisable
 //! `state()`), and on open the operator restores whatever its table holds.
+//!
+//! **Larger than memory.** When the open windows' in-memory state passes
+//! the cache size ([`WindowAggregateOperator::with_cache_bytes`], `SET
+//! 'state.cache.size'`), the largest windows are spilled: their groups go
+//! to the state backend as a run per key group ([`crate::spill`]) and they
+//! start afresh in memory. A spilled window fires one key group at a time,
+//! merging its runs with what memory holds, so memory holds one key group
+//! of it at once, and its output is passed on as it goes. Windows that emit
+//! a changelog (allowed lateness, early firing) are not spilled: they keep
+//! what they emitted to diff against, in memory.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -47,7 +57,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int8Array, TimestampMillisecondArray, UInt32Array,
     new_null_array,
 };
-use datafusion::arrow::compute::{concat, take, take_record_batch};
+use datafusion::arrow::compute::{concat, concat_batches, take, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
@@ -68,6 +78,7 @@ use crate::late::{LateOutput, REASON_LATE, REASON_NO_TIME, REASON_TOO_LATE};
 use crate::message::Timestamp;
 use crate::metrics::JobMetrics;
 use crate::operator::{Collector, Operator, OperatorContext};
+use crate::spill::{Scope, SpillStore};
 use crate::updating::{OP_INSERT, OP_UPDATE_AFTER, OP_UPDATE_BEFORE};
 use crate::watermark::Clock;
 use crate::{OperatorError, Result};
@@ -150,9 +161,19 @@ pub struct WindowAggregateOperator {
     late: Option<LateOutput>,
     watermark: Timestamp,
     state: Option<KeyedState>,
+    /// Open windows spill past this many bytes of in-memory state.
+    cache_bytes: usize,
+    spill: Option<SpillStore>,
     metrics: Option<JobMetrics>,
     group_ids: Vec<usize>,
 }
+
+/// In-memory state an operator subtask keeps before spilling to the state
+/// backend, unless `SET 'state.cache.size'` says otherwise.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
+/// A spilled window's output is passed on in batches of about this many rows.
+const FLUSH_ROWS: usize = 8192;
 
 impl std::fmt::Debug for WindowAggregateOperator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -199,6 +220,15 @@ struct Inputs {
 }
 
 impl WindowState {
+    /// Bytes of memory its groups and accumulators hold.
+    fn size(&self) -> usize {
+        let groups = match &self.groups {
+            Groups::Single { .. } => 0,
+            Groups::Values(values) => values.size(),
+        };
+        groups + self.accumulators.iter().map(|a| a.size()).sum::<usize>()
+    }
+
     /// Adds `inputs`; the group ids of its rows are left in `group_ids`.
     fn update(&mut self, inputs: &Inputs, group_ids: &mut Vec<usize>) -> Result<()> {
         let num_groups = intern(&mut self.groups, &inputs.keys, inputs.rows, group_ids)?;
@@ -258,6 +288,8 @@ impl WindowAggregateOperator {
             late: None,
             watermark: Timestamp::MIN,
             state: None,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            spill: None,
             metrics: None,
             group_ids: Vec::new(),
         })
@@ -290,6 +322,13 @@ impl WindowAggregateOperator {
     pub fn with_early_fire(mut self, delay: Option<Duration>) -> Self {
         self.emit.early_fire = delay;
         self.output_schema = self.emit.output_schema(&self.output_schema);
+        self
+    }
+
+    /// Spills open windows to the state backend once their in-memory state
+    /// passes `bytes`.
+    pub fn with_cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
         self
     }
 
@@ -471,6 +510,9 @@ impl WindowAggregateOperator {
     /// is an allowed lateness, else forgets it.
     fn fire(&mut self, key: WindowKey, mut window: WindowState, out: &mut Collector) -> Result<()> {
         self.dirty.remove(&key);
+        if self.spill.as_ref().is_some_and(|s| s.has(&scope(key))) {
+            return self.fire_spilled(key, window, out);
+        }
         if self.emit.allowed_lateness > 0 {
             let kept = self.emit_changes(key, window, None, out)?;
             self.fired.insert(key, kept);
@@ -486,6 +528,109 @@ impl WindowAggregateOperator {
             Some(before) => {
                 self.emit_diff(key, results, Some(&before), None, out)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Fires window `key`, part of which was spilled: one key group at a
+    /// time, its runs merged with what `window` (memory) holds for it.
+    fn fire_spilled(
+        &mut self,
+        key: WindowKey,
+        window: WindowState,
+        out: &mut Collector,
+    ) -> Result<()> {
+        let scope = scope(key);
+        let states = self.window_states(window)?;
+        let k = self.key_columns.len();
+        let mut in_memory: BTreeMap<u16, RecordBatch> = if states.num_rows() == 0 {
+            BTreeMap::new()
+        } else {
+            split_by_key_group(&states, &states.columns()[..k])?
+                .into_iter()
+                .collect()
+        };
+        drop(states);
+        let spill = self.spill.as_ref().ok_or_else(|| {
+            OperatorError::Internal("spilled window without a spill table".into())
+        })?;
+        let (mut pending, mut rows) = (Vec::new(), 0);
+        for kg in spill.key_groups() {
+            let mut parts = spill.read(&scope, kg)?;
+            parts.extend(in_memory.remove(&kg));
+            if parts.is_empty() {
+                continue;
+            }
+            let mut merged = self.new_window()?;
+            for part in &parts {
+                self.merge_states(&mut merged, part)?;
+            }
+            drop(parts);
+            if let Some(results) = self.evaluate(&mut merged)? {
+                let batch = self.output(key, results, OP_INSERT)?;
+                rows += batch.num_rows();
+                pending.push(batch);
+            }
+            if rows >= FLUSH_ROWS {
+                out.collect(concat_batches(&self.output_schema, &pending)?);
+                out.flush()?;
+                (pending, rows) = (Vec::new(), 0);
+            }
+        }
+        if !pending.is_empty() {
+            out.collect(concat_batches(&self.output_schema, &pending)?);
+        }
+        if let Some(spill) = self.spill.as_mut() {
+            spill.retire(&scope);
+        }
+        Ok(())
+    }
+
+    /// Spills the largest open windows while their in-memory state is over
+    /// the cache size, down to half of it.
+    fn spill_if_full(&mut self) -> Result<()> {
+        if self.spill.is_none() || self.changelog() || self.key_columns.is_empty() {
+            return Ok(());
+        }
+        let mut sizes: Vec<(usize, WindowKey)> =
+            self.windows.iter().map(|(k, w)| (w.size(), *k)).collect();
+        let mut total: usize = sizes.iter().map(|(s, _)| s).sum();
+        if total <= self.cache_bytes {
+            return Ok(());
+        }
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        for (size, key) in sizes {
+            if total <= self.cache_bytes / 2 {
+                break;
+            }
+            self.spill_window(key)?;
+            total -= size;
+        }
+        Ok(())
+    }
+
+    /// Writes window `key`'s groups to the spill table as one run and
+    /// starts it afresh in memory.
+    fn spill_window(&mut self, key: WindowKey) -> Result<()> {
+        let fresh = self.new_window()?;
+        let Some(window) = self.windows.insert(key, fresh) else {
+            return Ok(());
+        };
+        let states = self.window_states(window)?;
+        if states.num_rows() == 0 {
+            return Ok(());
+        }
+        let k = self.key_columns.len();
+        let parts = split_by_key_group(&states, &states.columns()[..k])?;
+        drop(states);
+        if let Some(spill) = self.spill.as_mut() {
+            spill.write(scope(key), &parts)?;
+            tracing::debug!(
+                window_end = key.0,
+                groups = parts.iter().map(|(_, p)| p.num_rows()).sum::<usize>(),
+                spilled_bytes = spill.bytes_written(),
+                "spilled a window"
+            );
         }
         Ok(())
     }
@@ -759,9 +904,16 @@ impl WindowAggregateOperator {
 
     fn decode_window(&self, batch: &RecordBatch) -> Result<WindowState> {
         let mut window = self.new_window()?;
+        self.merge_states(&mut window, batch)?;
+        Ok(window)
+    }
+
+    /// Adds the groups of `batch` (keys and accumulator states, as
+    /// [`Self::window_states`] wrote them) to `window`.
+    fn merge_states(&self, window: &mut WindowState, batch: &RecordBatch) -> Result<()> {
         let rows = batch.num_rows();
         if rows == 0 {
-            return Ok(window);
+            return Ok(());
         }
         let k = self.key_columns.len();
         let keys: Vec<ArrayRef> = batch.columns()[..k].to_vec();
@@ -776,7 +928,7 @@ impl WindowAggregateOperator {
             acc.merge_batch(state, &ids, num_groups)?;
             offset += n;
         }
-        Ok(window)
+        Ok(())
     }
 
     /// Rebuilds the windows of the key groups this subtask owns, and the
@@ -809,6 +961,20 @@ impl WindowAggregateOperator {
                 self.watermark = self.watermark.max(i64::from_le_bytes(bytes));
             }
         }
+        // Spilled windows fire from their runs even if memory held none of
+        // their groups at the checkpoint.
+        let spilled: Vec<WindowKey> = self
+            .spill
+            .iter()
+            .flat_map(|s| s.scopes())
+            .filter_map(window_of_scope)
+            .collect();
+        for key in spilled {
+            if !self.windows.contains_key(&key) {
+                let w = self.new_window()?;
+                self.windows.insert(key, w);
+            }
+        }
         if !self.windows.is_empty() || !self.fired.is_empty() {
             tracing::info!(
                 windows = self.windows.len(),
@@ -831,6 +997,17 @@ fn window_key((end, start): WindowKey, tag: u8) -> Vec<u8> {
     let mut key = KeyBuilder::new().i64(end).i64(start).build();
     key.push(tag);
     key
+}
+
+/// The spill scope of window `(end, start)`: its bounds, order-preserving.
+fn scope((end, start): WindowKey) -> Scope {
+    let mut s = [0; 16];
+    s.copy_from_slice(&KeyBuilder::new().i64(end).i64(start).build());
+    s
+}
+
+fn window_of_scope(scope: &Scope) -> Option<WindowKey> {
+    Some((decode_i64(scope)?, decode_i64(&scope[8..])?))
 }
 
 /// True if group `g` has the same result in every aggregate column.
@@ -885,7 +1062,9 @@ impl Operator for WindowAggregateOperator {
     fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
         self.metrics = Some(ctx.metrics.clone());
         self.state = Some(KeyedState::open(ctx)?);
-        self.restore()
+        self.spill = Some(SpillStore::open(ctx)?);
+        self.restore()?;
+        self.spill_if_full()
     }
 
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
@@ -954,6 +1133,7 @@ impl Operator for WindowAggregateOperator {
                 output.emit(&batch, &late, self.watermark, out)?;
             }
         }
+        self.spill_if_full()?;
         self.fire_early(out)
     }
 
@@ -977,7 +1157,10 @@ impl Operator for WindowAggregateOperator {
         Ok(())
     }
 
-    fn handle_checkpoint(&mut self, _checkpoint: u64, _out: &mut Collector) -> Result<()> {
+    fn handle_checkpoint(&mut self, checkpoint: u64, _out: &mut Collector) -> Result<()> {
+        if let Some(spill) = self.spill.as_mut() {
+            spill.on_barrier(checkpoint)?;
+        }
         self.snapshot()
     }
 }

@@ -128,6 +128,9 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                 let (aggs, filters) = aggregate_exprs(&w.aggregates, &input, env)?;
                 let (keys, time) = (w.keys.clone(), w.time_column);
                 let lateness = w.allowed_lateness_ms;
+                let cache = w
+                    .cache_bytes
+                    .map(|b| usize::try_from(b).unwrap_or(usize::MAX));
                 let early = w
                     .early_fire_ms
                     .map(|ms| std::time::Duration::from_millis(ms.max(0) as u64));
@@ -162,6 +165,9 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                         .with_filters(filters.clone())?
                         .with_allowed_lateness(lateness)?
                         .with_early_fire(early);
+                        if let Some(bytes) = cache {
+                            op = op.with_cache_bytes(bytes);
+                        }
                         if let Some(late) = &late {
                             op = op.with_late_output(late.clone());
                         }

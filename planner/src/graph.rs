@@ -93,6 +93,10 @@ pub struct WindowAggregateNode {
     /// ms); the output is then a changelog.
     #[serde(default)]
     pub early_fire_ms: Option<i64>,
+    /// In-memory state (bytes) per subtask before open windows spill to
+    /// the state backend (`'state.cache.size'`); `None`: the default.
+    #[serde(default)]
+    pub cache_bytes: Option<u64>,
 }
 
 /// The columns of a window's late rows sent to the dead-letter sink.

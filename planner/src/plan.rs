@@ -1195,6 +1195,7 @@ impl QueryPlanner<'_> {
                     allowed_lateness_ms,
                     late_output: late_columns,
                     early_fire_ms,
+                    cache_bytes: self.settings.state_cache_bytes,
                 })
             }
             None => {

@@ -112,6 +112,9 @@ pub struct Settings {
     pub checkpoint_interval_ms: i64,
     /// `'state.checkpoints.num-retained'` (Flink's name).
     pub checkpoints_retained: usize,
+    /// `'state.cache.size'`: in-memory state per operator subtask before it
+    /// spills to the state backend (`None`: the operators' default, 64 MB).
+    pub state_cache_bytes: Option<u64>,
     /// `'late.dead-letter-sink'`, kept until the policy asks for it.
     dead_letter_sink: Option<String>,
     /// `'late.policy' = 'dead-letter'` was set before its sink was named.
@@ -128,6 +131,7 @@ impl Default for Settings {
             result_table: false,
             checkpoint_interval_ms: DEFAULT_CHECKPOINT_INTERVAL_MS,
             checkpoints_retained: DEFAULT_CHECKPOINTS_RETAINED,
+            state_cache_bytes: None,
             dead_letter_sink: None,
             dead_letter_wanted: false,
         }
@@ -143,7 +147,7 @@ pub const DEFAULT_CHECKPOINTS_RETAINED: usize = 3;
 pub const RESULT_MODE: &str = "result-mode";
 
 /// The settings `SET` knows, for the message about an unknown one.
-const KNOWN_SETTINGS: &str = "parallelism, 'late.policy', 'late.dead-letter-sink', 'table.exec.emit.allow-lateness', 'table.exec.emit.early-fire.enabled', 'table.exec.emit.early-fire.delay', 'sql-client.execution.result-mode', 'execution.checkpointing.interval', 'state.checkpoints.num-retained'";
+const KNOWN_SETTINGS: &str = "parallelism, 'late.policy', 'late.dead-letter-sink', 'table.exec.emit.allow-lateness', 'table.exec.emit.early-fire.enabled', 'table.exec.emit.early-fire.delay', 'sql-client.execution.result-mode', 'execution.checkpointing.interval', 'state.checkpoints.num-retained', 'state.cache.size'";
 
 impl Default for Session {
     fn default() -> Self {
@@ -542,6 +546,21 @@ impl Session {
                                 option.span,
                             )
                         })?;
+                    Ok(Outcome::Info(String::new()))
+                }
+                "state.cache.size" => {
+                    let bytes = eddy_connectors::parse_memory_bytes(&option.value)
+                        .filter(|&b| b > 0)
+                        .ok_or_else(|| {
+                            PlanError::user(
+                                format!(
+                                    "cannot read the memory size '{}' (write e.g. '64 mb', '512 kb' or '1 gb')",
+                                    option.value
+                                ),
+                                option.span,
+                            )
+                        })?;
+                    self.settings.state_cache_bytes = Some(bytes);
                     Ok(Outcome::Info(String::new()))
                 }
                 "sql-client.execution.result-mode" => {

@@ -40,6 +40,16 @@ impl KeyBuilder {
         self
     }
 
+    pub fn u32(mut self, v: u32) -> Self {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+
+    pub fn u64(mut self, v: u64) -> Self {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+
     /// Signed integers sort correctly once the sign bit is flipped.
     pub fn i64(mut self, v: i64) -> Self {
         self.buf

@@ -70,6 +70,9 @@ pub trait StateTable: Send + Sync + Debug {
     fn delete(&self, key: &[u8]) -> Result<()>;
     /// Entries with `start <= key < end`, in key order.
     fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<Entry>>;
+    /// The first entry with `start <= key < end`, if any (a seek, without
+    /// reading the rest of the range).
+    fn first(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry>>;
     /// Removes entries with `start <= key < end`.
     fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()>;
     /// Applies several puts (value `Some`) and deletes (`None`) atomically.
@@ -103,6 +106,9 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(t.first(b"aa", b"z").unwrap().unwrap().0, b"b".to_vec());
+        assert_eq!(t.first(b"a", b"a").unwrap(), None);
+        assert_eq!(t.first(b"d", b"z").unwrap(), None);
         t.delete(b"b").unwrap();
         assert_eq!(t.get(b"b").unwrap(), None);
         t.write_batch(&[(b"d".to_vec(), Some(b"4".to_vec())), (b"a".to_vec(), None)])

@@ -56,6 +56,17 @@ impl StateTable for MemoryTable {
             .collect())
     }
 
+    fn first(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry>> {
+        if start >= end {
+            return Ok(None);
+        }
+        Ok(self
+            .map()
+            .range(start.to_vec()..end.to_vec())
+            .next()
+            .map(|(k, v)| (k.clone(), v.clone())))
+    }
+
     fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
         let mut map = self.map();
         let keys: Vec<_> = map

@@ -198,6 +198,20 @@ impl StateTable for RocksTable {
         Ok(out)
     }
 
+    fn first(&self, start: &[u8], end: &[u8]) -> Result<Option<Entry>> {
+        let cf = self.cf()?;
+        let mut iter = self
+            .db()
+            .iterator_cf(&cf, IteratorMode::From(start, rocksdb::Direction::Forward));
+        match iter.next() {
+            Some(item) => {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                Ok((&*k < end).then(|| (k.to_vec(), v.to_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+
     fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<()> {
         self.db()
             .delete_range_cf_opt(&self.cf()?, start, end, &write_options())
