@@ -25,7 +25,7 @@ const EVENTS: u64 = 24_000;
 /// Events per second of event time, paced in real time: the replay takes
 /// about a second, with a checkpoint every 100 ms.
 const RATE: u64 = 24_000;
-const SINKS: [&str; 3] = ["windows", "totals", "sessions"];
+const SINKS: [&str; 4] = ["windows", "totals", "sessions", "bidders"];
 
 fn sql(out: &Path) -> String {
     let o = out.display();
@@ -45,6 +45,11 @@ fn sql(out: &Path) -> String {
          CREATE SINK sessions WITH (connector = 'file', path = '{o}/sessions/') AS
          SELECT bidder, window_start, window_end, COUNT(*) AS n
          FROM TABLE(SESSION(TABLE bids PARTITION BY bidder, DESCRIPTOR(date_time), INTERVAL '20' MILLISECOND))
+         GROUP BY bidder, window_start, window_end;
+         SET 'state.cache.size' = '8 kb';
+         CREATE SINK bidders WITH (connector = 'file', path = '{o}/bidders/') AS
+         SELECT bidder, window_start, window_end, COUNT(*) AS n, SUM(price) AS total
+         FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '250' MILLISECOND))
          GROUP BY bidder, window_start, window_end;"
     )
 }
@@ -226,12 +231,19 @@ fn killed_and_restarted_jobs_commit_exactly_the_uninterrupted_output() {
     };
     let mut expected: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
     let mut times: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    // The bidders' windows (spilled past an 8 KB cache): by window start
+    // and bidder, the count and sum.
+    let mut by_bidder: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
     for i in 0..EVENTS {
         let (number, id) = generator.event_id(i);
         if event_type(id) == EventType::Bid {
             let b = bid(&generator, id, generator.timestamp(number));
             let e = expected.entry(b.bidder % 7).or_insert((0, 0, i64::MIN));
             *e = (e.0 + 1, e.1 + b.price, e.2.max(b.price));
+            let w = by_bidder
+                .entry((b.date_time - b.date_time % 250, b.bidder))
+                .or_default();
+            *w = (w.0 + 1, w.1 + b.price);
             times.entry(b.bidder).or_default().push(b.date_time);
         }
     }
@@ -260,6 +272,25 @@ fn killed_and_restarted_jobs_commit_exactly_the_uninterrupted_output() {
         .collect();
     got_sessions.sort_unstable();
     assert_same(&got_sessions, &sessions, "the uninterrupted run's sessions");
+    let mut bidders: Vec<(i64, i64, i64)> = by_bidder
+        .iter()
+        .map(|(&(_, bidder), &(n, total))| (bidder, n, total))
+        .collect();
+    bidders.sort_unstable();
+    let mut got_bidders: Vec<(i64, i64, i64)> = reference["bidders"]
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let int = |k: &str| v[k].as_i64().unwrap();
+            (int("bidder"), int("n"), int("total"))
+        })
+        .collect();
+    got_bidders.sort_unstable();
+    assert_same(
+        &got_bidders,
+        &bidders,
+        "the uninterrupted run's bidder windows",
+    );
     let totals: BTreeMap<i64, (i64, i64, i64)> = net_effect(&reference["totals"])
         .into_iter()
         .map(|(row, n)| {
@@ -344,6 +375,11 @@ fn killed_and_restarted_jobs_commit_exactly_the_uninterrupted_output() {
             &got["sessions"],
             &reference["sessions"],
             &format!("sessions, {context}"),
+        );
+        assert_same(
+            &got["bidders"],
+            &reference["bidders"],
+            &format!("bidder windows, {context}"),
         );
         if rescaled {
             // Subtasks interleave their changes differently; what the
