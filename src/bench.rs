@@ -2,7 +2,8 @@
 //! generator, into a blackhole sink, with throughput per core (CPU time)
 //! and peak memory.
 
-use std::time::Instant;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use eddy_connectors::nexmark::generator::{EventType, GeneratorConfig};
@@ -41,6 +42,14 @@ pub const QUERIES: &[(&str, &str)] = &[
          GROUP BY auction, window_start, window_end",
     ),
     (
+        // Close to one key per bid: the window state grows with the input
+        // (state larger than memory, with `--events` in the millions).
+        "distinct-count",
+        "SELECT bidder, price, window_start, window_end, COUNT(*) AS bids \
+         FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '1' HOUR)) \
+         GROUP BY bidder, price, window_start, window_end",
+    ),
+    (
         "hop-count",
         "SELECT auction, window_start, window_end, COUNT(*) AS bids \
          FROM TABLE(HOP(TABLE bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) \
@@ -65,14 +74,63 @@ pub const QUERIES: &[(&str, &str)] = &[
     ),
 ];
 
-pub fn nexmark(
-    query: &str,
+/// `eddy bench nexmark`'s options.
+#[derive(clap::Args, Debug)]
+pub struct NexmarkArgs {
+    /// q0, q1, q2, tumble-count, distinct-count, hop-count (q5's first
+    /// stage), session-count, updating-count, max-then-avg, or `generator`
+    /// (the generator alone).
+    #[arg(long, default_value = "q0")]
+    query: String,
+    /// Number of generated events (persons, auctions and bids).
+    #[arg(long, default_value_t = 10_000_000)]
     events: u64,
+    /// Subtasks per keyed operator.
+    #[arg(long, short = 'p', default_value_t = 1)]
     parallelism: usize,
+    /// Event-time rate of the generator (events per second of event time).
+    #[arg(long, default_value_t = 10_000_000)]
     rate: u64,
+    /// Print the query's plan before running it.
+    #[arg(long)]
     explain: bool,
-    checkpoint_interval_ms: i64,
-) -> anyhow::Result<()> {
+    /// Checkpoint this often (e.g. `1s`); `0`, the default, checkpoints
+    /// only at the end.
+    #[arg(long, value_parser = crate::parse_interval, default_value = "0")]
+    checkpoint_interval: i64,
+    /// In-memory state per operator subtask before it spills to RocksDB
+    /// (`'state.cache.size'`, e.g. `64mb`, the default).
+    #[arg(long, value_parser = parse_size)]
+    cache_size: Option<u64>,
+    /// Keep the job's state here (resuming from it if it holds a
+    /// checkpoint) instead of a temporary directory.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Stop the job (as Ctrl-C does: a checkpoint, then the end) after
+    /// this long, e.g. `2s`.
+    #[arg(long, value_parser = crate::parse_interval)]
+    stop_after: Option<i64>,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    eddy_connectors::parse_memory_bytes(text)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("cannot read the memory size '{text}' (write e.g. 64mb or 1gb)"))
+}
+
+pub fn nexmark(args: &NexmarkArgs) -> anyhow::Result<()> {
+    let NexmarkArgs {
+        ref query,
+        events,
+        parallelism,
+        rate,
+        explain,
+        checkpoint_interval,
+        cache_size,
+        ref state_dir,
+        stop_after,
+    } = *args;
+    let query = query.as_str();
     let cpu0 = cpu_seconds();
     let started = Instant::now();
     if query == "generator" {
@@ -89,7 +147,7 @@ pub fn nexmark(
         while let Some(batch) = source.next_record_batch()? {
             rows += batch.num_rows();
         }
-        report(query, events, rows as u64, started, cpu0);
+        report(query, events, rows as u64, started, cpu0, None);
         return Ok(());
     }
     let Some((_, select)) = QUERIES.iter().find(|(name, _)| *name == query) else {
@@ -104,7 +162,8 @@ pub fn nexmark(
         bid_source(events, rate)
     );
     let mut session = Session::new(parallelism);
-    session.settings.checkpoint_interval_ms = checkpoint_interval_ms;
+    session.settings.checkpoint_interval_ms = checkpoint_interval;
+    session.settings.state_cache_bytes = cache_size;
     let outcomes = session
         .execute(&sql)
         .map_err(|e| anyhow::anyhow!("{}", e.render(&sql, query)))?;
@@ -120,15 +179,29 @@ pub fn nexmark(
             print!("{}", j.graph.explain());
         }
     }
-    let state = std::env::temp_dir().join(format!("eddy-bench-{}", std::process::id()));
-    let result = crate::run_jobs(jobs, &session, &state);
-    let _ = std::fs::remove_dir_all(&state);
-    result.context("the benchmark job failed")?;
-    report(query, events, 0, started, cpu0);
+    let state = state_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("eddy-bench-{}", std::process::id())));
+    let stop_after = stop_after.map(|ms| Duration::from_millis(ms.max(0) as u64));
+    let result = crate::run_jobs(jobs, &session, &state, stop_after);
+    if state_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&state);
+    }
+    let run = result.context("the benchmark job failed")?;
+    // Events the source read (fewer than `--events` if stopped early).
+    let read = run.metrics.progress().0;
+    report(query, read, 0, started, cpu0, Some(&run));
     Ok(())
 }
 
-fn report(query: &str, events: u64, rows: u64, started: Instant, cpu0: f64) {
+fn report(
+    query: &str,
+    events: u64,
+    rows: u64,
+    started: Instant,
+    cpu0: f64,
+    run: Option<&crate::RunReport>,
+) {
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
     println!("query:              {query}");
@@ -147,6 +220,33 @@ fn report(query: &str, events: u64, rows: u64, started: Instant, cpu0: f64) {
         "peak RSS:           {:.1} MiB",
         peak_rss_kib() as f64 / 1024.0
     );
+    let Some(run) = run else { return };
+    let m = &run.metrics;
+    println!("rows out:           {}", m.rows_out());
+    let chk = m.checkpoints();
+    if chk.completed > 0 {
+        println!(
+            "checkpoints:        {} (longest {} ms; last: id {}, {} ms, {:.1} MB, aligned in {} ms)",
+            chk.completed,
+            chk.max_duration_ms,
+            chk.id,
+            chk.duration_ms,
+            chk.size_bytes as f64 / 1e6,
+            chk.alignment_ms
+        );
+    }
+    if m.spilled_bytes() > 0 {
+        println!(
+            "spilled to RocksDB: {:.1} MB",
+            m.spilled_bytes() as f64 / 1e6
+        );
+    }
+    if let Some((id, ms)) = run.restore_ms {
+        println!("resumed:            from checkpoint {id}, state restored in {ms} ms");
+    }
+    if run.stopped {
+        println!("stopped:            after a final checkpoint");
+    }
 }
 
 /// User + system CPU time of this process, from /proc (Linux).

@@ -59,28 +59,7 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
     /// Run a built-in Nexmark query over the built-in generator.
-    Nexmark {
-        /// q0, q1, q2, tumble-count, hop-count (q5's first stage), or
-        /// `generator` (the generator alone).
-        #[arg(long, default_value = "q0")]
-        query: String,
-        /// Number of generated events (persons, auctions and bids).
-        #[arg(long, default_value_t = 10_000_000)]
-        events: u64,
-        /// Subtasks per keyed operator.
-        #[arg(long, short = 'p', default_value_t = 1)]
-        parallelism: usize,
-        /// Event-time rate of the generator (events per second of event time).
-        #[arg(long, default_value_t = 10_000_000)]
-        rate: u64,
-        /// Print the query's plan before running it.
-        #[arg(long)]
-        explain: bool,
-        /// Checkpoint this often (e.g. `1s`); `0`, the default, checkpoints
-        /// only at the end.
-        #[arg(long, value_parser = parse_interval, default_value = "0")]
-        checkpoint_interval: i64,
-    },
+    Nexmark(bench::NexmarkArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -101,24 +80,8 @@ fn main() -> ExitCode {
             checkpoint_interval,
         } => run_file(&file, parallelism, format, state_dir, checkpoint_interval),
         Command::Bench {
-            bench:
-                BenchCommand::Nexmark {
-                    query,
-                    events,
-                    parallelism,
-                    rate,
-                    explain,
-                    checkpoint_interval,
-                },
-        } => bench::nexmark(
-            &query,
-            events,
-            parallelism,
-            rate,
-            explain,
-            checkpoint_interval,
-        )
-        .map(|()| ExitCode::SUCCESS),
+            bench: BenchCommand::Nexmark(args),
+        } => bench::nexmark(&args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -139,7 +102,7 @@ fn init_tracing() {
         .init();
 }
 
-fn parse_interval(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_interval(text: &str) -> Result<i64, String> {
     eddy_connectors::parse_duration_ms(text)
         .ok_or_else(|| format!("cannot read the duration '{text}' (write e.g. 10s or 500ms)"))
 }
@@ -194,21 +157,30 @@ fn run_file(
             true,
         ),
     };
-    let result = run_jobs(jobs, &session, &state_root);
+    let result = run_jobs(jobs, &session, &state_root, None);
     if temporary {
         let _ = std::fs::remove_dir_all(&state_root);
     }
-    result.map(|()| ExitCode::SUCCESS)
+    result.map(|_| ExitCode::SUCCESS)
 }
 
 /// Starts every job, shows live progress on a terminal, waits for all.
-pub(crate) fn run_jobs(jobs: Vec<Job>, session: &Session, state_root: &Path) -> anyhow::Result<()> {
+/// With `stop_after`, the jobs are stopped (as by Ctrl-C) after that long.
+pub(crate) fn run_jobs(
+    jobs: Vec<Job>,
+    session: &Session,
+    state_root: &Path,
+    stop_after: Option<Duration>,
+) -> anyhow::Result<RunReport> {
     let env = BuildEnv {
         functions: session.functions().clone(),
         memory: None,
     };
     let metrics = JobMetrics::default();
     let started = Instant::now();
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let dead_letters = jobs.iter().any(|j| {
         j.graph
             .edges
@@ -216,12 +188,23 @@ pub(crate) fn run_jobs(jobs: Vec<Job>, session: &Session, state_root: &Path) -> 
             .any(|e| e.port == eddy_operators::operator::LATE_PORT)
     });
     let stop = stop_signal();
+    if let Some(after) = stop_after {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            stop.store(true, Ordering::Release);
+        });
+    }
+    let resumed = std::cell::Cell::new(None);
     let start = |job: &Job| -> anyhow::Result<Option<RunningDataflow>> {
         let dataflow =
             build(&job.graph, &env).with_context(|| format!("cannot build {}", job.name))?;
         let Some(checkpointing) = recover(job, &state_root.join(&job.name), &stop)? else {
             return Ok(None);
         };
+        if let Some(id) = checkpointing.restored {
+            resumed.set(Some(id));
+        }
         let state = Arc::new(checkpointing.db.clone());
         Ok(Some(dataflow.start_with(
             state,
@@ -287,13 +270,37 @@ pub(crate) fn run_jobs(jobs: Vec<Job>, session: &Session, state_root: &Path) -> 
             metrics.late_rows()
         );
     }
-    if stop.load(Ordering::Acquire) && first_error.is_none() {
+    let stopped = stop.load(Ordering::Acquire) && first_error.is_none();
+    if stopped {
         eprintln!(
             "stopped after a final checkpoint; run again with --state-dir {} to resume",
             state_root.display()
         );
     }
-    first_error.map_or(Ok(()), Err)
+    let restore_ms = resumed.get().map(|id| {
+        let ms = metrics.opened_unix_ms().saturating_sub(started_unix_ms);
+        tracing::info!(checkpoint = id, restore_ms = ms, "state restored");
+        (id, ms)
+    });
+    first_error.map_or(
+        Ok(RunReport {
+            metrics,
+            restore_ms,
+            stopped,
+        }),
+        Err,
+    )
+}
+
+/// What [`run_jobs`] reports.
+#[derive(Debug)]
+pub(crate) struct RunReport {
+    pub metrics: JobMetrics,
+    /// Resumed from this checkpoint, and the ms from the start until every
+    /// task had opened (restored its state).
+    pub restore_ms: Option<(u64, u64)>,
+    /// Stopped (signal or `stop_after`) after a final checkpoint.
+    pub stopped: bool,
 }
 
 /// Ctrl-C or SIGTERM asks every job to stop after a checkpoint; a second
@@ -393,8 +400,12 @@ fn progress(done: &AtomicBool, metrics: &JobMetrics, started: Instant) {
             } else {
                 String::new()
             };
+            let spilled = match metrics.spilled_bytes() {
+                0 => String::new(),
+                b => format!(", {:.0} MB spilled", b as f64 / 1e6),
+            };
             bar.set_message(format!(
-                "{rows} rows in ({rate:.0}/s), {} out, {} late{checkpoint}",
+                "{rows} rows in ({rate:.0}/s), {} out, {} late{checkpoint}{spilled}",
                 metrics.rows_out(),
                 metrics.late_rows()
             ));

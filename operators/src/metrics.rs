@@ -23,6 +23,11 @@ struct Counters {
     last_checkpoint_ms: AtomicU64,
     last_checkpoint_bytes: AtomicU64,
     last_alignment_ms: AtomicU64,
+    max_checkpoint_ms: AtomicU64,
+    spilled_bytes: AtomicU64,
+    /// When the last task finished opening its operators (restoring their
+    /// state), in ms since the Unix epoch.
+    opened_unix_ms: AtomicU64,
 }
 
 /// The latest completed checkpoint, as shown in progress output.
@@ -34,6 +39,8 @@ pub struct CheckpointStats {
     pub duration_ms: u64,
     pub size_bytes: u64,
     pub alignment_ms: u64,
+    /// The longest any checkpoint took.
+    pub max_duration_ms: u64,
 }
 
 impl JobMetrics {
@@ -86,6 +93,8 @@ impl JobMetrics {
         c.last_checkpoint_bytes.store(size_bytes, Ordering::Relaxed);
         c.last_alignment_ms
             .store(alignment.as_millis() as u64, Ordering::Relaxed);
+        c.max_checkpoint_ms
+            .fetch_max(duration.as_millis() as u64, Ordering::Relaxed);
         c.checkpoints.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -104,7 +113,30 @@ impl JobMetrics {
             duration_ms: c.last_checkpoint_ms.load(Ordering::Relaxed),
             size_bytes: c.last_checkpoint_bytes.load(Ordering::Relaxed),
             alignment_ms: c.last_alignment_ms.load(Ordering::Relaxed),
+            max_duration_ms: c.max_checkpoint_ms.load(Ordering::Relaxed),
         }
+    }
+
+    /// State an operator moved from memory to the state backend.
+    pub fn add_spilled_bytes(&self, n: u64) {
+        self.inner.spilled_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn spilled_bytes(&self) -> u64 {
+        self.inner.spilled_bytes.load(Ordering::Relaxed)
+    }
+
+    /// A task opened its operators (and they restored their state).
+    pub fn task_opened(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.inner.opened_unix_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// When the last task to open did (ms since the Unix epoch; 0: none).
+    pub fn opened_unix_ms(&self) -> u64 {
+        self.inner.opened_unix_ms.load(Ordering::Relaxed)
     }
 
     /// Rows read by sources.

@@ -314,9 +314,13 @@ fn run_subtask(
                 checkpoints: handle.clone(),
             };
             source.open(&ctx)?;
+            metrics.task_opened();
             run_source(source.as_mut(), &mut chain, &ctx)
         }
-        None => run_task(inputs, &mut chain, handle),
+        None => {
+            metrics.task_opened();
+            run_task(inputs, &mut chain, handle)
+        }
     }
 }
 

@@ -624,7 +624,11 @@ impl WindowAggregateOperator {
         let parts = split_by_key_group(&states, &states.columns()[..k])?;
         drop(states);
         if let Some(spill) = self.spill.as_mut() {
+            let before = spill.bytes_written();
             spill.write(scope(key), &parts)?;
+            if let Some(m) = &self.metrics {
+                m.add_spilled_bytes(spill.bytes_written() - before);
+            }
             tracing::debug!(
                 window_end = key.0,
                 groups = parts.iter().map(|(_, p)| p.num_rows()).sum::<usize>(),
