@@ -83,13 +83,7 @@ impl Options {
 /// A duration as Flink writes them: a number and a unit (`5 s`, `500ms`,
 /// `1 min`, `2 hours`); a bare number is milliseconds.
 pub fn parse_duration_ms(text: &str) -> Option<i64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: f64 = number.parse().ok()?;
-    let unit = unit.trim().to_ascii_lowercase();
+    let (n, unit) = number_and_unit(text)?;
     let millis = match unit.as_str() {
         "" | "ms" | "milli" | "millis" => 1,
         "s" => 1_000,
@@ -104,13 +98,8 @@ pub fn parse_duration_ms(text: &str) -> Option<i64> {
 /// A memory size as Flink writes them: a number and a unit (`64 mb`,
 /// `512k`, `1 gb`, binary multiples); a bare number is bytes.
 pub fn parse_memory_bytes(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: f64 = number.parse().ok()?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+    let (n, unit) = number_and_unit(text)?;
+    let shift = match unit.as_str() {
         "" | "b" | "bytes" => 0,
         "k" | "kb" | "kib" | "kibibytes" => 10,
         "m" | "mb" | "mib" | "mebibytes" => 20,
@@ -119,6 +108,17 @@ pub fn parse_memory_bytes(text: &str) -> Option<u64> {
         _ => return None,
     };
     (n >= 0.0).then(|| (n * (1u64 << shift) as f64).round() as u64)
+}
+
+/// `5 s` → (5.0, "s"): the leading number and the unit after it, in
+/// lower case.
+fn number_and_unit(text: &str) -> Option<(f64, String)> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    Some((number.parse().ok()?, unit.trim().to_ascii_lowercase()))
 }
 
 /// Milliseconds in a unit spelled out, singular or plural.
