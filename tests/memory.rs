@@ -27,7 +27,11 @@ fn distinct_count(events: u64, cache: &str) -> (f64, u64) {
             .lines()
             .find(|l| l.starts_with(name))
             .unwrap_or_else(|| panic!("no '{name}' in:\n{text}"));
-        line[name.len()..].split_whitespace().next().unwrap().to_string()
+        line[name.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
     };
     (
         field("peak RSS:").parse().unwrap(),
@@ -69,5 +73,8 @@ fn a_window_over_millions_of_keys_stays_within_its_cache() {
         spilled * 2.0 < held,
         "spilling grew memory by {spilled:.0} MiB, holding everything by {held:.0} MiB"
     );
-    assert!(spilled < 100.0, "grew by {spilled:.0} MiB with a 2 MB cache");
+    assert!(
+        spilled < 100.0,
+        "grew by {spilled:.0} MiB with a 2 MB cache"
+    );
 }

@@ -760,6 +760,7 @@ impl WindowAggregateOperator {
         let Some(state) = self.state.clone() else {
             return Ok(());
         };
+        let started = std::time::Instant::now();
         let mut entries = Vec::new();
         for tag in [TAG_OPEN, TAG_FIRED] {
             let windows = if tag == TAG_OPEN {
@@ -785,7 +786,17 @@ impl WindowAggregateOperator {
             }
         }
         entries.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        state.replace(&entries, &self.watermark.to_le_bytes())
+        state.replace(&entries, &self.watermark.to_le_bytes())?;
+        tracing::debug!(
+            windows = self.windows.len() + self.fired.len(),
+            groups = entries
+                .iter()
+                .map(|(_, _, rows)| rows.num_rows())
+                .sum::<usize>(),
+            ms = started.elapsed().as_millis() as u64,
+            "window state snapshotted"
+        );
+        Ok(())
     }
 
     /// A window as state rows: keys, accumulator states, then what it
@@ -949,10 +960,12 @@ impl WindowAggregateOperator {
             let tag = *suffix.get(16).ok_or_else(bad)?;
             parts.entry(((end, start), tag)).or_default().push(rows);
         }
+        let mut groups = 0;
         for ((key, tag), batches) in parts {
             let Some(rows) = keyed_state::concat(&batches)? else {
                 continue;
             };
+            groups += rows.num_rows();
             let window = self.decode_rows(&rows)?;
             if tag == TAG_FIRED {
                 self.fired.insert(key, window);
@@ -983,6 +996,7 @@ impl WindowAggregateOperator {
             tracing::info!(
                 windows = self.windows.len(),
                 fired = self.fired.len(),
+                groups,
                 "restored windows from state"
             );
         }
