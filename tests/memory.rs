@@ -3,6 +3,8 @@
 //! key. (The full-size figure, 10M keys under the default 64 MB cache, is
 //! in BENCHMARKS.md.)
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 use std::process::Command;
 
