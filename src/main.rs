@@ -331,6 +331,7 @@ fn recover(job: &Job, dir: &Path, stop: &Arc<AtomicBool>) -> anyhow::Result<Opti
     let recovered = store
         .latest()
         .with_context(|| format!("cannot recover {}", job.name))?;
+    check_plan(job, dir, recovered.as_ref().map(|r| r.manifest.id))?;
     if let Some(r) = &recovered {
         for damage in &r.skipped {
             eprintln!(
@@ -367,6 +368,59 @@ fn recover(job: &Job, dir: &Path, stop: &Arc<AtomicBool>) -> anyhow::Result<Opti
         restored: recovered.map(|r| r.manifest.id),
         stop: stop.clone(),
     }))
+}
+
+/// Where a job's state directory records the plan its state belongs to.
+const PLAN_FILE: &str = "plan.json";
+
+/// Refuses to resume a job from state another plan wrote (its SQL changed:
+/// other operators, columns or windows would read that state wrong), and
+/// records the plan of a job that starts afresh. Parallelism and cache
+/// size may change between runs.
+fn check_plan(job: &Job, dir: &Path, checkpoint: Option<u64>) -> anyhow::Result<()> {
+    let mut shape = serde_json::to_value(&job.graph)?;
+    strip_keys(&mut shape, &["parallelism", "cache_bytes"]);
+    // Between subtasks of different counts a forward edge becomes a
+    // gather; what flows along it is the same.
+    if let Some(edges) = shape.get_mut("edges").and_then(|e| e.as_array_mut()) {
+        for edge in edges {
+            if edge.get("kind").and_then(|k| k.as_str()) == Some("Gather") {
+                edge["kind"] = serde_json::Value::from("Forward");
+            }
+        }
+    }
+    let path = dir.join(PLAN_FILE);
+    if let (Some(id), Ok(text)) = (checkpoint, std::fs::read_to_string(&path)) {
+        let stored: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if stored != shape {
+            anyhow::bail!(
+                "{} is not the job that wrote checkpoint {id} in {}: its plan changed (see {}), so its state would be read wrong. Run it with the SQL it started with, or with a new --state-dir",
+                job.name,
+                dir.display(),
+                path.display()
+            );
+        }
+        return Ok(());
+    }
+    let tmp = dir.join(format!("{PLAN_FILE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_string_pretty(&shape)?)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Removes every member named in `keys`, at any depth.
+fn strip_keys(value: &mut serde_json::Value, keys: &[&str]) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for k in keys {
+                map.remove(*k);
+            }
+            map.values_mut().for_each(|v| strip_keys(v, keys));
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| strip_keys(v, keys)),
+        _ => {}
+    }
 }
 
 /// Live progress on stderr: a bar while bounded sources replay (how much

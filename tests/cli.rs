@@ -378,3 +378,44 @@ fn processing_time_windows_count_every_row_in_wall_clock_windows() {
     }
     assert_eq!(per_auction, [17, 17, 16], "{text}");
 }
+
+#[test]
+fn a_state_directory_is_not_resumed_by_a_changed_query() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bids.json"),
+        "{\"auction\": 1, \"price\": 5, \"date_time\": \"2025-01-01T00:00:01\"}\n",
+    )
+    .unwrap();
+    let run = |select: &str| {
+        let sql = format!(
+            "{SOURCE}CREATE SINK out WITH (connector = 'file', path = 'out/') AS {select};"
+        );
+        std::fs::write(dir.path().join("q.sql"), sql).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .current_dir(dir.path())
+            .args(["run", "--state-dir", "state", "-p", "1", "q.sql"])
+            .output()
+            .unwrap()
+    };
+    let original = "SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction";
+    let first = run(original);
+    assert!(first.status.success(), "{}", stderr(&first));
+    // Another aggregate over the same sink: its state would be misread.
+    let changed = run("SELECT auction, SUM(price) AS n FROM bids GROUP BY auction");
+    assert!(!changed.status.success());
+    let message = stderr(&changed);
+    assert!(
+        message.contains("is not the job that wrote checkpoint")
+            && message.contains("plan changed"),
+        "{message}"
+    );
+    // The original query is recognised (and had finished).
+    let again = run(original);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already finished"),
+        "{}",
+        stderr(&again)
+    );
+}
