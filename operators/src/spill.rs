@@ -48,7 +48,6 @@ pub(crate) struct SpillStore {
     scopes: BTreeSet<Scope>,
     /// Scopes done with, whose runs go at the next barrier.
     retired: Vec<Scope>,
-    bytes_written: u64,
 }
 
 impl SpillStore {
@@ -68,7 +67,6 @@ impl SpillStore {
             seq: 0,
             scopes: BTreeSet::new(),
             retired: Vec::new(),
-            bytes_written: 0,
         };
         let valid = ctx.checkpoints.restored().unwrap_or(0);
         let mut cursor = Vec::new();
@@ -105,9 +103,11 @@ impl SpillStore {
         self.scopes.iter()
     }
 
-    /// Writes one run of `scope`: its rows cut by key group.
-    pub(crate) fn write(&mut self, scope: Scope, parts: &[(u16, RecordBatch)]) -> Result<()> {
+    /// Writes one run of `scope`: its rows cut by key group. Returns the
+    /// bytes written.
+    pub(crate) fn write(&mut self, scope: Scope, parts: &[(u16, RecordBatch)]) -> Result<u64> {
         let epoch = self.checkpoints.next_id(self.last_barrier);
+        let mut bytes = 0;
         let mut ops = Vec::with_capacity(parts.len());
         for (kg, rows) in parts {
             let key = KeyBuilder::new()
@@ -117,13 +117,13 @@ impl SpillStore {
                 .u32(self.seq)
                 .build();
             let value = ipc_bytes(rows)?;
-            self.bytes_written += value.len() as u64;
+            bytes += value.len() as u64;
             ops.push((key, Some(value)));
         }
         self.seq = self.seq.wrapping_add(1);
         self.table.write_batch(&ops)?;
         self.scopes.insert(scope);
-        Ok(())
+        Ok(bytes)
     }
 
     /// Every run of `scope` in key group `kg`.
@@ -155,11 +155,6 @@ impl SpillStore {
     /// The key groups this subtask owns.
     pub(crate) fn key_groups(&self) -> std::ops::Range<u16> {
         self.range.0..self.range.1
-    }
-
-    /// Bytes of runs written since the operator opened.
-    pub(crate) fn bytes_written(&self) -> u64 {
-        self.bytes_written
     }
 }
 

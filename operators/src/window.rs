@@ -541,16 +541,8 @@ impl WindowAggregateOperator {
         out: &mut Collector,
     ) -> Result<()> {
         let scope = scope(key);
-        let states = self.window_states(window)?;
-        let k = self.key_columns.len();
-        let mut in_memory: BTreeMap<u16, RecordBatch> = if states.num_rows() == 0 {
-            BTreeMap::new()
-        } else {
-            split_by_key_group(&states, &states.columns()[..k])?
-                .into_iter()
-                .collect()
-        };
-        drop(states);
+        let mut in_memory: BTreeMap<u16, RecordBatch> =
+            self.states_by_key_group(window)?.into_iter().collect();
         let spill = self.spill.as_ref().ok_or_else(|| {
             OperatorError::Internal("spilled window without a spill table".into())
         })?;
@@ -592,12 +584,12 @@ impl WindowAggregateOperator {
         if self.spill.is_none() || self.changelog() || self.key_columns.is_empty() {
             return Ok(());
         }
-        let mut sizes: Vec<(usize, WindowKey)> =
-            self.windows.iter().map(|(k, w)| (w.size(), *k)).collect();
-        let mut total: usize = sizes.iter().map(|(s, _)| s).sum();
+        let mut total: usize = self.windows.values().map(WindowState::size).sum();
         if total <= self.cache_bytes {
             return Ok(());
         }
+        let mut sizes: Vec<(usize, WindowKey)> =
+            self.windows.iter().map(|(k, w)| (w.size(), *k)).collect();
         sizes.sort_unstable_by(|a, b| b.cmp(a));
         for (size, key) in sizes {
             if total <= self.cache_bytes / 2 {
@@ -616,27 +608,33 @@ impl WindowAggregateOperator {
         let Some(window) = self.windows.insert(key, fresh) else {
             return Ok(());
         };
-        let states = self.window_states(window)?;
-        if states.num_rows() == 0 {
+        let parts = self.states_by_key_group(window)?;
+        if parts.is_empty() {
             return Ok(());
         }
-        let k = self.key_columns.len();
-        let parts = split_by_key_group(&states, &states.columns()[..k])?;
-        drop(states);
         if let Some(spill) = self.spill.as_mut() {
-            let before = spill.bytes_written();
-            spill.write(scope(key), &parts)?;
+            let bytes = spill.write(scope(key), &parts)?;
             if let Some(m) = &self.metrics {
-                m.add_spilled_bytes(spill.bytes_written() - before);
+                m.add_spilled_bytes(bytes);
             }
             tracing::debug!(
                 window_end = key.0,
                 groups = parts.iter().map(|(_, p)| p.num_rows()).sum::<usize>(),
-                spilled_bytes = spill.bytes_written(),
+                bytes,
                 "spilled a window"
             );
         }
         Ok(())
+    }
+
+    /// A window's group keys and accumulator states (consuming it), cut by
+    /// key group; empty for a window without rows.
+    fn states_by_key_group(&self, window: WindowState) -> Result<Vec<(u16, RecordBatch)>> {
+        let states = self.window_states(window)?;
+        if states.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        split_by_key_group(&states, &states.columns()[..self.key_columns.len()])
     }
 
     /// Late rows for fired window `key`: update it and emit the changes of
