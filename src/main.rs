@@ -178,9 +178,7 @@ pub(crate) fn run_jobs(
     };
     let metrics = JobMetrics::default();
     let started = Instant::now();
-    let started_unix_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let started_unix_ms = eddy_operators::metrics::unix_ms();
     let dead_letters = jobs.iter().any(|j| {
         j.graph
             .edges

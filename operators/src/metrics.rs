@@ -3,6 +3,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Wall-clock time in ms since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Counters of one running job. Cloning shares them.
 #[derive(Debug, Clone, Default)]
 pub struct JobMetrics {
@@ -128,10 +135,9 @@ impl JobMetrics {
 
     /// A task opened its operators (and they restored their state).
     pub fn task_opened(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        self.inner.opened_unix_ms.fetch_max(now, Ordering::Relaxed);
+        self.inner
+            .opened_unix_ms
+            .fetch_max(unix_ms(), Ordering::Relaxed);
     }
 
     /// When the last task to open did (ms since the Unix epoch; 0: none).
