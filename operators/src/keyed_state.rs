@@ -45,6 +45,9 @@ pub struct KeyedState {
 /// One stored entry: its key group, the rest of its key, its rows.
 pub type StoredRows = (u16, Vec<u8>, RecordBatch);
 
+/// One stored entry as bytes: its key group, the rest of its key, its value.
+pub type StoredEntry = (u16, Vec<u8>, Vec<u8>);
+
 impl KeyedState {
     /// The table of `ctx`'s operator (named after its operator id).
     pub fn open(ctx: &OperatorContext) -> Result<Self> {
@@ -91,6 +94,45 @@ impl KeyedState {
             out.push((kg, key[2..].to_vec(), read_ipc(&value)?));
         }
         Ok(out)
+    }
+
+    /// Writes single entries (key group, key suffix, value), deleting
+    /// those whose value is `None`: an incremental snapshot.
+    pub fn write(&self, entries: Vec<(u16, Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        let (start, end) = self.range;
+        let mut ops = Vec::with_capacity(entries.len());
+        for (kg, suffix, value) in entries {
+            if kg < start || kg >= end {
+                return Err(OperatorError::Internal(format!(
+                    "state of key group {kg} in a subtask owning {start}..{end}"
+                )));
+            }
+            let mut key = kg.to_be_bytes().to_vec();
+            key.extend_from_slice(&suffix);
+            ops.push((key, value));
+        }
+        if !ops.is_empty() {
+            self.table.write_batch(&ops)?;
+        }
+        Ok(())
+    }
+
+    /// Every entry in the key groups this subtask owns, in key order, as
+    /// raw bytes (see [`Self::write`]).
+    pub fn scan_raw(&self) -> Result<Vec<StoredEntry>> {
+        let (start, end) = self.range;
+        Ok(self
+            .table
+            .scan_range(&start.to_be_bytes(), &end.to_be_bytes())?
+            .into_iter()
+            .map(|(key, value)| {
+                (
+                    u16::from_be_bytes([key[0], key[1]]),
+                    key[2..].to_vec(),
+                    value,
+                )
+            })
+            .collect())
     }
 
     /// The metadata of every subtask that stored some (after a change of

@@ -26,6 +26,7 @@
 mod aggregate;
 pub mod checkpoint;
 mod emit;
+pub mod join;
 mod keyed_state;
 pub mod late;
 pub mod message;

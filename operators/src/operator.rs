@@ -131,6 +131,19 @@ pub trait Operator: Send {
     /// Processes one batch of input rows.
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()>;
 
+    /// A batch of input `input` of a multi-input operator (a join: 0 is
+    /// the left side, 1 the right). Channel `i` of
+    /// [`crate::runtime::run_operator_harness`] is input `i`. The default
+    /// ignores the input.
+    fn process_input_batch(
+        &mut self,
+        _input: usize,
+        batch: RecordBatch,
+        out: &mut Collector,
+    ) -> Result<()> {
+        self.process_batch(batch, out)
+    }
+
     /// A batch straight from a source, read from one of its `partition`s
     /// (splits). Only the first operator of a source's chain is called so;
     /// the default ignores the partition. The watermark generator keeps a

@@ -49,6 +49,9 @@ pub type SourceFactory = Box<dyn Fn(usize) -> Result<Box<dyn Source>> + Send + S
 /// Builds the operator chain of one subtask, first operator first.
 pub type ChainFactory = Box<dyn Fn(usize) -> Result<Vec<Box<dyn Operator>>> + Send + Sync>;
 
+/// A subtask's input channels, each with the index of its input.
+type TaskInputs = Vec<(usize, Receiver<Message>)>;
+
 /// How rows move from an upstream stage to a downstream one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Partitioning {
@@ -58,18 +61,39 @@ pub enum Partitioning {
     Gather,
 }
 
+/// One input of a stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageInput {
+    /// The upstream stage (an index into [`Dataflow::stages`], smaller than
+    /// the reading stage's own).
+    pub stage: usize,
+    /// How rows reach the reading stage.
+    pub partitioning: Partitioning,
+    /// Which output of the upstream stage is read: 0 for its main output,
+    /// or a side output (e.g. [`crate::operator::LATE_PORT`]).
+    pub port: usize,
+}
+
+impl StageInput {
+    /// The main output of stage `stage`.
+    pub fn new(stage: usize, partitioning: Partitioning) -> Self {
+        Self {
+            stage,
+            partitioning,
+            port: 0,
+        }
+    }
+}
+
 /// One stage of a dataflow.
 pub struct Stage {
     pub name: String,
     pub parallelism: usize,
     pub source: Option<SourceFactory>,
     pub operators: ChainFactory,
-    /// The upstream stage (an index into [`Dataflow::stages`], smaller than
-    /// this stage's own) and how rows reach this stage.
-    pub input: Option<(usize, Partitioning)>,
-    /// Which output of the upstream stage this stage reads: 0 for its main
-    /// output, or a side output (e.g. [`crate::operator::LATE_PORT`]).
-    pub input_port: usize,
+    /// The stages it reads, in input order: a join's first input is its
+    /// left side. Empty for a source stage.
+    pub inputs: Vec<StageInput>,
     /// Operator ids of the chain, used to name state tables.
     pub operator_ids: Vec<String>,
 }
@@ -79,7 +103,7 @@ impl std::fmt::Debug for Stage {
         f.debug_struct("Stage")
             .field("name", &self.name)
             .field("parallelism", &self.parallelism)
-            .field("input", &self.input)
+            .field("inputs", &self.inputs)
             .finish_non_exhaustive()
     }
 }
@@ -125,8 +149,9 @@ impl Dataflow {
             .as_ref()
             .map(Coordinator::handle)
             .unwrap_or_default();
-        // inputs[s][j]: receivers of subtask j of stage s, one per upstream subtask.
-        let mut inputs: Vec<Vec<Vec<Receiver<Message>>>> = self
+        // inputs[s][j]: receivers of subtask j of stage s, one per upstream
+        // subtask and input, each with the index of its input.
+        let mut inputs: Vec<Vec<TaskInputs>> = self
             .stages
             .iter()
             .map(|s| (0..s.parallelism).map(|_| Vec::new()).collect())
@@ -138,47 +163,46 @@ impl Dataflow {
             .map(|s| (0..s.parallelism).map(|_| Vec::new()).collect())
             .collect();
         for (s, stage) in self.stages.iter().enumerate() {
-            let Some((up, part)) = &stage.input else {
-                continue;
-            };
-            let up = *up;
-            if up >= s {
-                return Err(OperatorError::Internal(format!(
-                    "stage {s} reads from later stage {up}"
-                )));
-            }
-            let up_par = self.stages[up].parallelism;
-            let down_par = stage.parallelism;
-            match part {
-                Partitioning::Forward if up_par != down_par => {
+            for (input_index, input) in stage.inputs.iter().enumerate() {
+                let (up, part) = (input.stage, &input.partitioning);
+                if up >= s {
                     return Err(OperatorError::Internal(format!(
-                        "forward edge between parallelism {up_par} and {down_par}"
+                        "stage {s} reads from later stage {up}"
                     )));
                 }
-                Partitioning::Gather if down_par != 1 => {
-                    return Err(OperatorError::Internal(
-                        "gather into parallelism > 1".into(),
-                    ));
+                let up_par = self.stages[up].parallelism;
+                let down_par = stage.parallelism;
+                match part {
+                    Partitioning::Forward if up_par != down_par => {
+                        return Err(OperatorError::Internal(format!(
+                            "forward edge between parallelism {up_par} and {down_par}"
+                        )));
+                    }
+                    Partitioning::Gather if down_par != 1 => {
+                        return Err(OperatorError::Internal(
+                            "gather into parallelism > 1".into(),
+                        ));
+                    }
+                    _ => {}
                 }
-                _ => {}
-            }
-            for (i, out) in outputs[up].iter_mut().enumerate() {
-                let targets: Vec<usize> = match part {
-                    Partitioning::Forward => vec![i],
-                    Partitioning::Gather => vec![0],
-                    Partitioning::Hash(_) => (0..down_par).collect(),
-                };
-                let mut senders = Vec::new();
-                for j in targets {
-                    let (tx, rx) = bounded(CHANNEL_CAPACITY);
-                    senders.push(tx);
-                    inputs[s][j].push(rx);
+                for (i, out) in outputs[up].iter_mut().enumerate() {
+                    let targets: Vec<usize> = match part {
+                        Partitioning::Forward => vec![i],
+                        Partitioning::Gather => vec![0],
+                        Partitioning::Hash(_) => (0..down_par).collect(),
+                    };
+                    let mut senders = Vec::new();
+                    for j in targets {
+                        let (tx, rx) = bounded(CHANNEL_CAPACITY);
+                        senders.push(tx);
+                        inputs[s][j].push((input_index, rx));
+                    }
+                    out.push(OutEdge {
+                        port: input.port,
+                        partitioning: part.clone(),
+                        senders,
+                    });
                 }
-                out.push(OutEdge {
-                    port: stage.input_port,
-                    partitioning: part.clone(),
-                    senders,
-                });
             }
         }
 
@@ -275,7 +299,7 @@ fn run_subtask(
     stage: &Stage,
     subtask: usize,
     task_name: &str,
-    inputs: Vec<Receiver<Message>>,
+    inputs: Vec<(usize, Receiver<Message>)>,
     outputs: Vec<OutEdge>,
     state: Arc<dyn StateBackend>,
     metrics: JobMetrics,
@@ -386,12 +410,15 @@ fn run_source(source: &mut dyn Source, chain: &mut Chain, ctx: &OperatorContext)
 }
 
 /// The loop of a task with inputs: merges watermarks, aligns barriers,
-/// counts ends of stream. See the module docs.
+/// counts ends of stream. See the module docs. Each channel comes with the
+/// index of the input it belongs to (a join's side), which its rows are
+/// handed to the first operator with.
 pub fn run_task(
-    inputs: Vec<Receiver<Message>>,
+    inputs: Vec<(usize, Receiver<Message>)>,
     chain: &mut Chain,
     handle: &CheckpointHandle,
 ) -> Result<()> {
+    let (sides, inputs): (Vec<usize>, Vec<Receiver<Message>>) = inputs.into_iter().unzip();
     let n = inputs.len();
     let mut watermarks = vec![Timestamp::MIN; n];
     let mut ended = vec![false; n];
@@ -407,7 +434,7 @@ pub fn run_task(
         }
         let (idx, msg) = receive(&inputs, &live)?;
         match msg {
-            Message::Data(batch) => chain.push(0, Emit::Data(batch))?,
+            Message::Data(batch) => chain.push_input(sides[idx], batch)?,
             Message::Watermark(wm) => {
                 watermarks[idx] = watermarks[idx].max(wm);
                 advance_watermark(&watermarks, &ended, &mut current, chain)?;
@@ -556,6 +583,19 @@ impl Chain {
     fn push(&mut self, level: usize, item: Emit) -> Result<()> {
         let ops = self.ops.get_mut(level..).unwrap_or_default();
         push_into(ops, &self.outputs, item)
+    }
+
+    /// Feeds a batch of input `input` (a join's side) to the first operator.
+    fn push_input(&mut self, input: usize, batch: RecordBatch) -> Result<()> {
+        let Some((op, rest)) = self.ops.split_first_mut() else {
+            return self.emit(Emit::Data(batch));
+        };
+        let outputs = &self.outputs;
+        let mut forward = |item: Emit| push_into(rest, outputs, item);
+        let mut out = Collector::streaming(&mut forward);
+        op.process_input_batch(input, batch, &mut out)
+            .and_then(|()| out.flush())
+            .map_err(|e| with_operator(op.as_ref(), e))
     }
 
     /// Feeds a source's batch, read from `partition`, to the first operator.
@@ -717,12 +757,12 @@ pub fn run_operator_harness_with(
     op.open(&ctx)?;
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut receivers = Vec::new();
-    for messages in inputs {
+    for (i, messages) in inputs.into_iter().enumerate() {
         let (in_tx, in_rx) = crossbeam_channel::unbounded();
         for m in messages {
             in_tx.send(m).map_err(|_| OperatorError::Disconnected)?;
         }
-        receivers.push(in_rx);
+        receivers.push((i, in_rx));
     }
     let mut chain = Chain {
         ops: vec![op],
@@ -821,8 +861,7 @@ mod tests {
                 parallelism: 1,
                 source: Some(source),
                 operators: Box::new(|_| Ok(vec![])),
-                input: None,
-                input_port: 0,
+                inputs: vec![],
                 operator_ids: vec![],
             },
             Stage {
@@ -830,8 +869,7 @@ mod tests {
                 parallelism: 1,
                 source: None,
                 operators: sink,
-                input: Some((0, Partitioning::Gather)),
-                input_port: 0,
+                inputs: vec![StageInput::new(0, Partitioning::Gather)],
                 operator_ids: vec!["sink".into()],
             },
         ];

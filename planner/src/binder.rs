@@ -15,13 +15,65 @@ use eddy_parser::ast::{self, BinaryOp, DataTypeKind, ExprKind, Literal, Span, Un
 use crate::error::{PlanError, Result, did_you_mean, suggestions};
 use crate::functions::Functions;
 
-/// The names visible to an expression: one table (possibly a window TVF).
+/// The names visible to an expression: one table (possibly a window TVF),
+/// or the tables of a join.
 #[derive(Debug, Clone)]
 pub(crate) struct Scope {
+    pub tables: Vec<ScopeTable>,
+    /// Every column, qualified by its table's qualifier and named by its
+    /// field name.
+    pub schema: DFSchemaRef,
+}
+
+/// One table of a scope.
+#[derive(Debug, Clone)]
+pub(crate) struct ScopeTable {
     /// The name columns may be qualified with (alias, or the table name).
     pub qualifier: String,
     pub table: String,
-    pub schema: DFSchemaRef,
+    /// Each column as `(name in SQL, field name in the schema)`: the two
+    /// differ where the tables of a join share a column name.
+    pub columns: Vec<(String, String)>,
+}
+
+impl Scope {
+    /// The scope of one table, whose fields are its columns.
+    pub fn single(qualifier: &str, table: &str, schema: DFSchemaRef) -> Self {
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.name().clone()))
+            .collect();
+        Self {
+            tables: vec![ScopeTable {
+                qualifier: qualifier.to_string(),
+                table: table.to_string(),
+                columns,
+            }],
+            schema,
+        }
+    }
+
+    /// The qualifier of the (first) table.
+    pub fn qualifier(&self) -> &str {
+        self.tables.first().map_or("", |t| t.qualifier.as_str())
+    }
+
+    /// The table a qualifier (alias or table name) names.
+    pub fn table(&self, name: &str) -> Option<&ScopeTable> {
+        self.tables
+            .iter()
+            .find(|t| t.qualifier == name)
+            .or_else(|| self.tables.iter().find(|t| t.table == name))
+    }
+
+    /// The column of the schema's field named `name`, qualified.
+    pub fn field_column(&self, name: &str) -> Option<Column> {
+        self.schema
+            .iter()
+            .find(|(_, f)| f.name() == name)
+            .map(|(q, f)| Column::new(q.cloned(), f.name()))
+    }
 }
 
 /// How aggregate calls are treated while binding.
@@ -475,15 +527,22 @@ impl Binder<'_> {
     }
 
     fn resolve(&self, parts: &[ast::Ident], scope: &Scope, span: Span) -> Result<Column> {
-        let columns = scope
-            .schema
-            .fields()
+        let tables: Vec<(String, String, Vec<String>)> = scope
+            .tables
             .iter()
-            .map(|f| f.name().clone())
+            .map(|t| {
+                let columns = t.columns.iter().map(|(c, _)| c.clone()).collect();
+                (t.qualifier.clone(), t.table.clone(), columns)
+            })
             .collect();
-        let tables = [(scope.qualifier.clone(), scope.table.clone(), columns)];
         let (qualifier, name) = resolve_name(&tables, parts, span)?;
-        Ok(Column::new(Some(qualifier), name))
+        let field = scope
+            .tables
+            .iter()
+            .find(|t| t.qualifier == qualifier)
+            .and_then(|t| t.columns.iter().find(|(c, _)| *c == name))
+            .map_or(name, |(_, f)| f.clone());
+        Ok(Column::new(Some(qualifier), field))
     }
 
     fn literal(&self, lit: &Literal, e: &ast::Expr) -> Result<Expr> {

@@ -10,9 +10,10 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
 use eddy_connectors::{MaterializingSink, MemoryCollector, Options, SinkConfig, SourceConfig};
+use eddy_operators::join::{JoinInput, JoinOperator};
 use eddy_operators::late::LateOutput;
 use eddy_operators::project::ProjectOperator;
-use eddy_operators::runtime::{Dataflow, Partitioning, Stage};
+use eddy_operators::runtime::{Dataflow, Partitioning, Stage, StageInput};
 use eddy_operators::session::SessionWindowOperator;
 use eddy_operators::sink::SinkOperator;
 use eddy_operators::updating::UpdatingAggregateOperator;
@@ -39,8 +40,7 @@ struct StageDraft {
     parallelism: usize,
     source: Option<SourceConfig>,
     operators: Vec<(String, OperatorFactory)>,
-    input: Option<(usize, Partitioning)>,
-    input_port: usize,
+    inputs: Vec<StageInput>,
     last_node: usize,
 }
 
@@ -63,8 +63,7 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                     parallelism: node.parallelism,
                     source: Some(config),
                     operators: vec![],
-                    input: None,
-                    input_port: 0,
+                    inputs: vec![],
                     last_node: node.id,
                 });
                 None
@@ -197,6 +196,50 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                 };
                 Some(validated(factory)?)
             }
+            NodeKind::Join(j) => {
+                let input = |i: usize| -> Result<SchemaRef> {
+                    graph
+                        .input_edges(node.id)
+                        .iter()
+                        .find(|e| e.input == i)
+                        .and_then(|e| graph.node(e.from))
+                        .map(|n| Arc::new(n.schema.clone()))
+                        .ok_or_else(|| PlanError::internal("a join without two inputs"))
+                };
+                let left = JoinInput {
+                    schema: input(0)?,
+                    keys: j.left_keys.clone(),
+                    op_column: j.left_op,
+                };
+                let right = JoinInput {
+                    schema: input(1)?,
+                    keys: j.right_keys.clone(),
+                    op_column: j.right_op,
+                };
+                let pair_fields: Vec<_> = [&left, &right]
+                    .iter()
+                    .flat_map(|side| {
+                        let width = side.op_column.unwrap_or(side.schema.fields().len());
+                        side.schema.fields()[..width].to_vec()
+                    })
+                    .collect();
+                let pairs = Arc::new(datafusion::arrow::datatypes::Schema::new(pair_fields));
+                let residual = j
+                    .residual
+                    .as_ref()
+                    .map(|r| r.to_physical(&pairs, &env.functions))
+                    .transpose()?;
+                let join_type = j.join_type;
+                Some(validated(Arc::new(move || {
+                    let op = JoinOperator::try_new(
+                        join_type,
+                        left.clone(),
+                        right.clone(),
+                        residual.clone(),
+                    )?;
+                    Ok(Box::new(op) as Box<dyn Operator>)
+                }))?)
+            }
             NodeKind::Sink(s) => {
                 let connector = s.options.get("connector").map(String::as_str);
                 // A sink of a side output (late rows) has its own schema.
@@ -233,11 +276,16 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
             }
         };
         let Some(factory) = factory else { continue };
-        let edge = graph
-            .input_edge(node.id)
-            .ok_or_else(|| PlanError::internal(format!("node {} has no input", node.id)))?;
+        let edges = graph.input_edges(node.id);
+        let Some(edge) = edges.first() else {
+            return Err(PlanError::internal(format!(
+                "node {} has no input",
+                node.id
+            )));
+        };
         let from_stage = stage_of[edge.from];
-        let fuse = edge.kind == EdgeKind::Forward
+        let fuse = edges.len() == 1
+            && edge.kind == EdgeKind::Forward
             && edge.port == 0
             && stages[from_stage].parallelism == node.parallelism
             && stages[from_stage].last_node == edge.from;
@@ -246,19 +294,25 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
             stages[from_stage].last_node = node.id;
             stage_of[node.id] = from_stage;
         } else {
-            let partitioning = match &edge.kind {
-                EdgeKind::Forward => Partitioning::Forward,
-                EdgeKind::Gather => Partitioning::Gather,
-                EdgeKind::Shuffle { keys } => Partitioning::Hash(keys.clone()),
-            };
+            let inputs = edges
+                .iter()
+                .map(|edge| StageInput {
+                    stage: stage_of[edge.from],
+                    partitioning: match &edge.kind {
+                        EdgeKind::Forward => Partitioning::Forward,
+                        EdgeKind::Gather => Partitioning::Gather,
+                        EdgeKind::Shuffle { keys } => Partitioning::Hash(keys.clone()),
+                    },
+                    port: edge.port,
+                })
+                .collect();
             stage_of[node.id] = stages.len();
             stages.push(StageDraft {
                 name: stage_name(&node.kind),
                 parallelism: node.parallelism,
                 source: None,
                 operators: vec![(op_id, factory)],
-                input: Some((from_stage, partitioning)),
-                input_port: edge.port,
+                inputs,
                 last_node: node.id,
             });
         }
@@ -277,8 +331,7 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                 parallelism: d.parallelism,
                 source,
                 operators: Box::new(move |_subtask| factories.iter().map(|f| f()).collect()),
-                input: d.input,
-                input_port: d.input_port,
+                inputs: d.inputs,
                 operator_ids,
             }
         })
@@ -339,6 +392,7 @@ fn stage_name(kind: &NodeKind) -> String {
         NodeKind::Project(_) => "project".into(),
         NodeKind::WindowAggregate(_) => "window".into(),
         NodeKind::UpdatingAggregate(_) => "aggregate".into(),
+        NodeKind::Join(_) => "join".into(),
         NodeKind::Sink(s) => format!("sink:{}", s.name),
     }
 }

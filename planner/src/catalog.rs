@@ -144,11 +144,7 @@ impl Catalog {
                     ));
                 }
                 let df = DFSchema::try_from_qualified_schema(s.name.value.as_str(), &schema)?;
-                let scope = Scope {
-                    qualifier: s.name.value.clone(),
-                    table: s.name.value.clone(),
-                    schema: Arc::new(df),
-                };
+                let scope = Scope::single(&s.name.value, &s.name.value, Arc::new(df));
                 let bound = binder.bind(
                     &w.expr,
                     &scope,

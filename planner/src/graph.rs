@@ -12,6 +12,8 @@ use std::fmt::Write as _;
 use datafusion::arrow::datatypes::{DataType, Schema};
 use serde::{Deserialize, Serialize};
 
+pub use eddy_operators::join::JoinType;
+
 use crate::expr::ScalarExpr;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -36,6 +38,7 @@ pub enum NodeKind {
     Project(ProjectNode),
     WindowAggregate(WindowAggregateNode),
     UpdatingAggregate(UpdatingAggregateNode),
+    Join(JoinNode),
     Sink(SinkNode),
 }
 
@@ -118,6 +121,30 @@ pub struct UpdatingAggregateNode {
     pub op_column: Option<usize>,
 }
 
+/// A regular join of its input 0 (left) and input 1 (right). Its rows are
+/// the left input's row columns, then the right's, then `_op` if
+/// [`JoinNode::emits_changelog`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinNode {
+    pub join_type: JoinType,
+    /// Pairwise equal key columns of the left input and of the right (the
+    /// edges shuffle by them); empty: every row meets every row, at
+    /// parallelism 1.
+    pub left_keys: Vec<usize>,
+    pub right_keys: Vec<usize>,
+    /// Each input's changelog column (its last), when it is updating.
+    pub left_op: Option<usize>,
+    pub right_op: Option<usize>,
+    /// The rest of the condition, over left row columns ++ right row columns.
+    pub residual: Option<ScalarExpr>,
+}
+
+impl JoinNode {
+    pub fn emits_changelog(&self) -> bool {
+        self.join_type != JoinType::Inner || self.left_op.is_some() || self.right_op.is_some()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AggregateCall {
     pub function: String,
@@ -145,6 +172,9 @@ pub struct PlanEdge {
     /// Which output of `from`: 0 = its rows, 1 = its late rows.
     #[serde(default)]
     pub port: usize,
+    /// Which input of `to`: 0, or 1 for a join's right side.
+    #[serde(default)]
+    pub input: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,9 +189,16 @@ impl PhysicalGraph {
         self.nodes.iter().find(|n| n.id == id)
     }
 
-    /// The edge that feeds `id`, if any.
+    /// The edge that feeds `id` (its first input), if any.
     pub fn input_edge(&self, id: usize) -> Option<&PlanEdge> {
-        self.edges.iter().find(|e| e.to == id)
+        self.edges.iter().find(|e| e.to == id && e.input == 0)
+    }
+
+    /// Every edge that feeds `id`, by input.
+    pub fn input_edges(&self, id: usize) -> Vec<&PlanEdge> {
+        let mut edges: Vec<&PlanEdge> = self.edges.iter().filter(|e| e.to == id).collect();
+        edges.sort_by_key(|e| e.input);
+        edges
     }
 
     /// A readable rendering for EXPLAIN: one node per line (top = source),
@@ -169,7 +206,8 @@ impl PhysicalGraph {
     pub fn explain(&self) -> String {
         let mut out = String::from("Dataflow\n");
         for node in &self.nodes {
-            if let Some(edge) = self.input_edge(node.id) {
+            let edges = self.input_edges(node.id);
+            for edge in &edges {
                 let mut how = match &edge.kind {
                     EdgeKind::Forward => "forward".to_string(),
                     EdgeKind::Gather => "gather".to_string(),
@@ -186,6 +224,9 @@ impl PhysicalGraph {
                 };
                 if edge.port != 0 {
                     how = format!("late rows of [{}], {how}", edge.from);
+                } else if edges.len() > 1 {
+                    let side = if edge.input == 0 { "left" } else { "right" };
+                    how = format!("{side} input [{}], {how}", edge.from);
                 }
                 let _ = writeln!(out, "  │ {how}");
             }
@@ -193,7 +234,7 @@ impl PhysicalGraph {
                 out,
                 "  [{}] {}  (parallelism {})",
                 node.id,
-                describe(&node.kind, node),
+                describe(self, &node.kind, node),
                 node.parallelism
             );
             let cols: Vec<String> = node
@@ -208,7 +249,7 @@ impl PhysicalGraph {
     }
 }
 
-fn describe(kind: &NodeKind, node: &PlanNode) -> String {
+fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
     match kind {
         NodeKind::Source(s) => {
             let opts: Vec<String> = s
@@ -331,6 +372,45 @@ fn describe(kind: &NodeKind, node: &PlanNode) -> String {
                     .collect::<Vec<_>>()
                     .join(", "),
                 aggs.join(", ")
+            )
+        }
+        NodeKind::Join(j) => {
+            let edges = graph.input_edges(node.id);
+            let name = |input: usize, k: usize| {
+                edges
+                    .iter()
+                    .find(|e| e.input == input)
+                    .and_then(|e| graph.node(e.from))
+                    .map_or(format!("#{k}"), |n| n.schema.field(k).name().clone())
+            };
+            let mut on: Vec<String> = j
+                .left_keys
+                .iter()
+                .zip(&j.right_keys)
+                .map(|(&l, &r)| format!("{} = {}", name(0, l), name(1, r)))
+                .collect();
+            if let Some(r) = &j.residual {
+                on.push(r.to_string());
+            }
+            let on = if on.is_empty() {
+                "TRUE".to_string()
+            } else {
+                on.join(" AND ")
+            };
+            let input = match (j.left_op.is_some(), j.right_op.is_some()) {
+                (false, false) => "",
+                (true, false) => " over an updating left input",
+                (false, true) => " over an updating right input",
+                (true, true) => " over updating inputs",
+            };
+            let out = if j.emits_changelog() {
+                " → changelog (_op)"
+            } else {
+                " → append-only"
+            };
+            format!(
+                "Join {} ON {on}{input}{out}; state: every row of both inputs, UNBOUNDED (grows with the inputs)",
+                j.join_type.as_sql()
             )
         }
         NodeKind::Sink(s) => {

@@ -80,6 +80,7 @@ impl GraphBuilder {
                 to: id,
                 kind,
                 port: 0,
+                input: 0,
             });
         }
         id
@@ -98,8 +99,39 @@ impl GraphBuilder {
             to: id,
             kind,
             port,
+            input: 0,
         });
         id
+    }
+
+    /// Adds a node reading input 1 (a join's right side) from `from` too.
+    fn add_second_input(&mut self, to: usize, from: usize, kind: EdgeKind) {
+        self.graph.edges.push(PlanEdge {
+            from,
+            to,
+            kind,
+            port: 0,
+            input: 1,
+        });
+    }
+
+    /// Moves `other`'s nodes into this graph; returns the offset added to
+    /// their ids.
+    fn merge(&mut self, other: GraphBuilder) -> usize {
+        let offset = self.graph.nodes.len();
+        for mut node in other.graph.nodes {
+            node.id += offset;
+            self.graph.nodes.push(node);
+        }
+        for mut edge in other.graph.edges {
+            edge.from += offset;
+            edge.to += offset;
+            self.graph.edges.push(edge);
+        }
+        for (from, port, sink, schema) in other.side_sinks {
+            self.side_sinks.push((from + offset, port, sink, schema));
+        }
+        offset
     }
 
     fn parallelism(&self, id: usize) -> usize {
@@ -227,6 +259,8 @@ impl QueryPlan {
         Ok((self.builder, id, schema))
     }
 }
+
+mod join;
 
 pub(crate) struct QueryPlanner<'a> {
     pub catalog: &'a Catalog,
@@ -437,10 +471,7 @@ impl QueryPlanner<'_> {
                 q.span,
             ));
         }
-        if q.from.len() > 1 || matches!(q.from[0].kind, TableRefKind::Join(_)) {
-            return Err(self.check_join_names(q));
-        }
-        let (from, builder, input) = self.resolve_from(&q.from)?;
+        let (from, builder, input) = self.resolve_from(&q.from, q.selection.as_ref())?;
 
         let filter = match &q.selection {
             Some(w) => Some(self.bind_predicate(w, &from, "WHERE")?),
@@ -500,99 +531,22 @@ impl QueryPlanner<'_> {
         self.plan_window_aggregate(q, &from, builder, input, filter, &aggregate_calls)
     }
 
-    /// Joins do not run yet, but their names are checked first, so a typo
-    /// or an ambiguous column is reported as such. Returns the first name
-    /// error, or `not supported yet` for the join itself.
-    fn check_join_names(&self, q: &ast::Select) -> PlanError {
-        let join_error = match (&q.from[0].kind, q.from.get(1)) {
-            (_, Some(second)) => {
-                PlanError::not_supported("comma joins (several tables in FROM)", second.span)
-            }
-            (TableRefKind::Join(j), None) => {
-                PlanError::not_supported(format!("{} (joins)", j.kind.as_str()), q.from[0].span)
-            }
-            _ => PlanError::internal("not a join"),
-        };
-        let mut tables = Vec::new();
-        let mut exprs: Vec<&ast::Expr> = Vec::new();
-        fn leaves<'a>(
-            t: &'a ast::TableRef,
-            out: &mut Vec<&'a ast::TableRef>,
-            on: &mut Vec<&'a ast::Expr>,
-        ) {
-            if let TableRefKind::Join(j) = &t.kind {
-                leaves(&j.left, out, on);
-                leaves(&j.right, out, on);
-                if let ast::JoinConstraint::On(e) = &j.constraint {
-                    on.push(e);
-                }
-            } else {
-                out.push(t);
-            }
+    /// Resolves the FROM clause: one table, or a join of several (whose
+    /// planning may use `selection`, the WHERE clause, for keys).
+    fn resolve_from(
+        &self,
+        items: &[ast::TableRef],
+        selection: Option<&ast::Expr>,
+    ) -> Result<(From, GraphBuilder, usize)> {
+        match items {
+            [] => Err(PlanError::internal("a SELECT without FROM")),
+            [t] if !matches!(t.kind, TableRefKind::Join(_)) => self.resolve_table(t),
+            _ => self.plan_joins(items, selection),
         }
-        let mut leaf_refs = Vec::new();
-        for t in &q.from {
-            leaves(t, &mut leaf_refs, &mut exprs);
-        }
-        for t in leaf_refs {
-            let (name, window) = match &t.kind {
-                TableRefKind::Named(n) => (n, false),
-                TableRefKind::Window(w) => (&w.table, true),
-                // Columns of a subquery are not known before it is planned.
-                _ => return join_error,
-            };
-            if self.ctes.iter().any(|(n, _)| *n == name.value) {
-                return join_error;
-            }
-            let Some(source) = self.catalog.source(&name.value) else {
-                let names: Vec<&str> = self.catalog.source_names().collect();
-                let hint = did_you_mean(&suggestions(&name.value, names.iter().copied()));
-                return PlanError::user(format!("unknown table '{}'{hint}", name.value), name.span);
-            };
-            let qualifier = t
-                .alias
-                .as_ref()
-                .map_or(name.value.clone(), |a| a.name.value.clone());
-            let mut columns: Vec<String> = source
-                .schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect();
-            if window {
-                columns.extend([WINDOW_START, WINDOW_END, WINDOW_TIME].map(String::from));
-            }
-            tables.push((qualifier, name.value.clone(), columns));
-        }
-        for item in &q.projection {
-            if let SelectItem::Expr { expr, .. } = item {
-                exprs.push(expr);
-            }
-        }
-        exprs.extend(q.selection.iter());
-        exprs.extend(q.group_by.iter());
-        exprs.extend(q.having.iter());
-        let mut first_error = None;
-        for e in exprs {
-            visit_identifiers(e, &mut |parts, span| {
-                if first_error.is_none() {
-                    first_error = crate::binder::resolve_name(&tables, parts, span).err();
-                }
-            });
-        }
-        first_error.unwrap_or(join_error)
     }
 
-    fn resolve_from(&self, items: &[ast::TableRef]) -> Result<(From, GraphBuilder, usize)> {
-        if let Some(second) = items.get(1) {
-            return Err(PlanError::not_supported(
-                "comma joins (several tables in FROM)",
-                second.span,
-            ));
-        }
-        let Some(t) = items.first() else {
-            return Err(PlanError::internal("a SELECT without FROM"));
-        };
+    /// Resolves one FROM item that is not a join.
+    fn resolve_table(&self, t: &ast::TableRef) -> Result<(From, GraphBuilder, usize)> {
         if let Some(e) = &t.for_system_time {
             return Err(PlanError::not_supported(
                 "FOR SYSTEM_TIME AS OF (temporal joins)",
@@ -613,11 +567,8 @@ impl QueryPlanner<'_> {
                 let name = alias.clone().unwrap_or_else(|| "subquery".to_string());
                 (self.plan_derived(q, &name)?, None)
             }
-            TableRefKind::Join(j) => {
-                return Err(PlanError::not_supported(
-                    format!("{} (joins)", j.kind.as_str()),
-                    t.span,
-                ));
+            TableRefKind::Join(_) => {
+                return Err(PlanError::internal("a join planned as one table"));
             }
         };
         let Relation {
@@ -763,11 +714,7 @@ impl QueryPlanner<'_> {
             fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
         }
         let schema = DFSchema::try_from_qualified_schema(qualifier.as_str(), &Schema::new(fields))?;
-        let scope = Scope {
-            qualifier,
-            table: table.clone(),
-            schema: Arc::new(schema),
-        };
+        let scope = Scope::single(&qualifier, &table, Arc::new(schema));
         let from = From {
             columns,
             time_attribute,
@@ -798,7 +745,7 @@ impl QueryPlanner<'_> {
             .functions()
             .scalar("date_bin")
             .ok_or_else(|| PlanError::internal("date_bin is missing"))?;
-        let q = from.scope.qualifier.clone();
+        let q = from.scope.qualifier().to_string();
         let time = Expr::Cast(Cast::new(
             Box::new(Expr::Column(Column::new(Some(q), &w.time_column))),
             ts_ms(),
@@ -878,28 +825,38 @@ impl QueryPlanner<'_> {
         for (i, item) in q.projection.iter().enumerate() {
             match item {
                 SelectItem::QualifiedWildcard { table: t, .. }
-                    if t.value != scope.qualifier && t.value != scope.table =>
+                    if scope.table(&t.value).is_none() =>
                 {
+                    let names: Vec<&str> =
+                        scope.tables.iter().map(|t| t.qualifier.as_str()).collect();
                     return Err(PlanError::user(
                         format!(
-                            "unknown table '{}' in {}.*; the query reads '{}'",
-                            t.value, t.value, scope.qualifier
+                            "unknown table '{}' in {}.*; the query reads {}",
+                            t.value,
+                            t.value,
+                            names
+                                .iter()
+                                .map(|n| format!("'{n}'"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                         t.span,
                     ));
                 }
                 SelectItem::Wildcard { span } | SelectItem::QualifiedWildcard { span, .. } => {
+                    let tables: Vec<&crate::binder::ScopeTable> = match item {
+                        SelectItem::QualifiedWildcard { table: t, .. } => {
+                            scope.table(&t.value).into_iter().collect()
+                        }
+                        _ => scope.tables.iter().collect(),
+                    };
                     // A changelog's `_op` is passed on by the plan, not by `*`.
-                    for f in scope
-                        .schema
-                        .fields()
-                        .iter()
-                        .filter(|f| f.name() != OP_COLUMN)
-                    {
-                        let col =
-                            Expr::Column(Column::new(Some(scope.qualifier.clone()), f.name()));
-                        let (expr, field) = coerce(rewrite(col)?, output_schema, *span)?;
-                        items.push((expr, field.with_name(unique(f.name(), &mut used)), *span));
+                    for t in tables {
+                        for (name, field) in t.columns.iter().filter(|(c, _)| c != OP_COLUMN) {
+                            let col = Expr::Column(Column::new(Some(t.qualifier.clone()), field));
+                            let (expr, field) = coerce(rewrite(col)?, output_schema, *span)?;
+                            items.push((expr, field.with_name(unique(name, &mut used)), *span));
+                        }
                     }
                 }
                 SelectItem::Expr { expr, alias } => {
@@ -1017,10 +974,7 @@ impl QueryPlanner<'_> {
         }
         let time_index = pre_exprs.len();
         if let Some(window) = window {
-            let time = Expr::Column(Column::new(
-                Some(scope.qualifier.clone()),
-                &window.time_column,
-            ));
+            let time = Expr::Column(Column::new(Some(scope.qualifier()), &window.time_column));
             let (time, time_field) = coerce(time, &scope.schema, q.span)?;
             pre_fields.push(time_field.with_name(unique(&window.time_column, &mut used)));
             pre_exprs.push(time);
@@ -1094,7 +1048,7 @@ impl QueryPlanner<'_> {
                 let mut columns = Vec::new();
                 let mut names = Vec::new();
                 for field in &from.columns {
-                    let e = Expr::Column(Column::new(Some(scope.qualifier.clone()), field.name()));
+                    let e = Expr::Column(Column::new(Some(scope.qualifier()), field.name()));
                     let idx = match pre_exprs.iter().position(|x| *x == e) {
                         Some(idx) => idx,
                         None => {
@@ -1121,7 +1075,11 @@ impl QueryPlanner<'_> {
         };
         // An updating input's changes: the aggregate retracts `-U`/`-D` rows.
         let op_column = if from.changelog {
-            let op = Expr::Column(Column::new(Some(scope.qualifier.clone()), OP_COLUMN));
+            let op = Expr::Column(
+                scope
+                    .field_column(OP_COLUMN)
+                    .ok_or_else(|| PlanError::internal("a changelog without _op"))?,
+            );
             pre_fields.push(Field::new(
                 unique(OP_COLUMN, &mut used),
                 DataType::Int8,
@@ -1375,13 +1333,4 @@ pub fn sink_schema(graph: &PhysicalGraph) -> Option<SchemaRef> {
         .filter(|n| matches!(n.kind, NodeKind::Sink(_)))
         .find(|n| graph.edges.iter().any(|e| e.to == n.id && e.port == 0))
         .map(|n| Arc::new(n.schema.clone()))
-}
-
-fn visit_identifiers(e: &ast::Expr, f: &mut impl FnMut(&[ast::Ident], Span)) {
-    if let ExprKind::Identifier(parts) = &e.kind {
-        f(parts, e.span);
-    }
-    for c in e.children() {
-        visit_identifiers(c, f);
-    }
 }

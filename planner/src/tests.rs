@@ -50,6 +50,7 @@ fn kinds(g: &PhysicalGraph) -> Vec<&'static str> {
             NodeKind::Project(_) => "Project",
             NodeKind::WindowAggregate(_) => "WindowAggregate",
             NodeKind::UpdatingAggregate(_) => "UpdatingAggregate",
+            NodeKind::Join(_) => "Join",
             NodeKind::Sink(_) => "Sink",
         })
         .collect()
@@ -249,7 +250,7 @@ const PEOPLE: &str = "CREATE SOURCE person (id BIGINT, name VARCHAR, date_time T
   WITH (connector = 'nexmark', table = 'person', 'events.num' = '1000');\n";
 
 #[test]
-fn join_names_are_checked_before_joins_are_refused() {
+fn join_names_are_checked() {
     let err = |sql: &str| {
         let full = format!("{BIDS}{PEOPLE}{sql}");
         let e = Session::new(1).execute(&full).expect_err("an error");
@@ -280,7 +281,88 @@ fn join_names_are_checked_before_joins_are_refused() {
         msg.contains("unknown table 'x'") && msg.contains("the query reads b, p"),
         "{msg}"
     );
-    let (kind, msg, _) = err("SELECT b.price, p.name FROM bid b JOIN person p ON b.bidder = p.id");
+    let (_, msg, at) = err("SELECT * FROM bid b LEFT JOIN person p ON b.bidder = x.id");
+    assert!(msg.contains("unknown table 'x'"), "{msg}");
+    assert_eq!(at, "x");
+    let (kind, msg, _) = err("SELECT * FROM bid b JOIN person p USING (date_time)");
     assert_eq!(kind, PlanErrorKind::NotSupported);
-    assert_eq!(msg, "not supported yet: JOIN (joins)");
+    assert!(msg.contains("USING"), "{msg}");
+    let (_, msg, _) = err("SELECT * FROM bid, bid");
+    assert!(msg.contains("give each an alias"), "{msg}");
+}
+
+#[test]
+fn a_join_shuffles_both_inputs_by_its_keys_and_pushes_filters_down() {
+    let mut session = Session::new(4);
+    let full = format!(
+        "{BIDS}{PEOPLE}SELECT b.price, p.name, p.date_time FROM bid b, person p \
+         WHERE b.bidder = p.id AND p.name = 'x' AND b.price > p.id;"
+    );
+    let outcomes = session.execute(&full).unwrap();
+    let Some(Outcome::Job(job)) = outcomes.into_iter().last() else {
+        panic!("no job")
+    };
+    let g = job.graph;
+    assert_eq!(
+        kinds(&g),
+        [
+            "Source",
+            "Watermark",
+            "Project",
+            "Source",
+            "Project",
+            "Join",
+            "Project",
+            "Sink"
+        ]
+    );
+    let join = g
+        .nodes
+        .iter()
+        .find(|n| matches!(n.kind, NodeKind::Join(_)))
+        .unwrap();
+    let NodeKind::Join(j) = &join.kind else {
+        unreachable!()
+    };
+    assert_eq!(
+        (j.left_keys.as_slice(), j.right_keys.as_slice()),
+        (&[1][..], &[0][..])
+    );
+    assert_eq!(j.residual.as_ref().unwrap().to_string(), "(price > id)");
+    assert!(!j.emits_changelog());
+    assert_eq!(join.parallelism, 4);
+    let inputs = g.input_edges(join.id);
+    assert_eq!(inputs.len(), 2);
+    assert_eq!(inputs[0].kind, EdgeKind::Shuffle { keys: vec![1] });
+    assert_eq!(inputs[1].kind, EdgeKind::Shuffle { keys: vec![0] });
+    // `p.name = 'x'` runs below the join, on person's rows.
+    let NodeKind::Project(person) = &g.nodes[4].kind else {
+        panic!()
+    };
+    assert_eq!(person.filter.as_ref().unwrap().to_string(), "(name = 'x')");
+    // The second date_time is renamed apart inside the plan.
+    let names: Vec<&str> = join
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "auction",
+            "bidder",
+            "price",
+            "date_time",
+            "id",
+            "name",
+            "date_time_1"
+        ]
+    );
+    let explain = g.explain();
+    assert!(
+        explain.contains("Join INNER ON bidder = id AND (price > id)"),
+        "{explain}"
+    );
+    assert!(explain.contains("UNBOUNDED"), "{explain}");
 }

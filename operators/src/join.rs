@@ -1,0 +1,613 @@
+//! The regular (updating) join: `INNER`, `LEFT`, `RIGHT` and `FULL` joins on
+//! equi-keys plus a residual predicate, over append-only or changelog inputs.
+//!
+//! Each side keeps every row it has seen, by join key. A row that arrives is
+//! joined with the other side's rows of its key (those that pass the
+//! residual predicate) and then stored; a retraction (`-U`/`-D`) retracts the
+//! rows it produced and is removed. The output is a changelog (`_op` last)
+//! unless the join is `INNER` over two append-only inputs:
+//!
+//! ```text
+//!   left row arrives, n matches     +I (l, r) for each match
+//!   ... and none, LEFT/FULL join    +I (l, NULL)
+//!   a right row's first match, RIGHT/FULL join: -D (NULL, r) before its +I (l, r)
+//!   retraction                      the same rows as -D, and a preserved
+//!                                   row's last match gone: +I (NULL, r)
+//! ```
+//!
+//! A row of a preserved (outer) side counts the other side's rows it joins
+//! with, so the NULL-padded row is retracted when the first match arrives and
+//! emitted again when the last one is retracted. Rows with a NULL in a key
+//! never match and are not stored.
+//!
+//! Rows are held in memory in arrow's row format and written to the state
+//! backend at each checkpoint barrier, *incrementally*: only the keys that
+//! changed since the last barrier are rewritten (or deleted), each as one
+//! entry:
+//!
+//! ```text
+//!   key group | side (0 left, 1 right) | join key (row format)  →  rows, match counts
+//! ```
+//!
+//! so a job restarted with another parallelism reads the keys it owns now.
+//! The row format is arrow's (stable for the arrow version a build uses; the
+//! job's plan check refuses state written by another plan).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int8Array, UInt32Array};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, Field, Int8Type, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::hash_utils::RandomState;
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::keyed_state::KeyedState;
+use crate::operator::{Collector, Operator, OperatorContext};
+use crate::partition::key_groups;
+use crate::updating::{OP_COLUMN, OP_DELETE, OP_INSERT, OP_UPDATE_AFTER};
+use crate::{OperatorError, Result};
+
+/// Which sides of a join keep their unmatched rows (NULL-padded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum JoinType {
+    Inner,
+    Left,
+    Right,
+    Full,
+}
+
+impl JoinType {
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            JoinType::Inner => "INNER",
+            JoinType::Left => "LEFT",
+            JoinType::Right => "RIGHT",
+            JoinType::Full => "FULL",
+        }
+    }
+
+    /// Whether side `side` (0 left, 1 right) is preserved.
+    fn preserves(self, side: usize) -> bool {
+        matches!(
+            (self, side),
+            (JoinType::Left | JoinType::Full, 0) | (JoinType::Right | JoinType::Full, 1)
+        )
+    }
+}
+
+/// One input of a join.
+#[derive(Debug, Clone)]
+pub struct JoinInput {
+    /// The input's schema: its row columns, then its `_op` if it is a
+    /// changelog.
+    pub schema: SchemaRef,
+    /// The key columns (the other side's keys have the same types).
+    pub keys: Vec<usize>,
+    /// The input's changelog column, which must be its last.
+    pub op_column: Option<usize>,
+}
+
+impl JoinInput {
+    /// How many row columns the input has (all but `_op`).
+    fn width(&self) -> usize {
+        self.op_column.unwrap_or(self.schema.fields().len())
+    }
+}
+
+/// The rows of one side with one join key.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct KeyRows {
+    /// Rows (row format), back to back; row `i` ends at `ends[i]`.
+    data: Vec<u8>,
+    ends: Vec<u32>,
+    /// Per row: how many rows of the other side it joins with (kept for a
+    /// preserved side only; zeros otherwise).
+    matches: Vec<u32>,
+}
+
+impl KeyRows {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn row(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.data[start..self.ends[i] as usize]
+    }
+
+    fn push(&mut self, row: &[u8], matches: u32) {
+        self.data.extend_from_slice(row);
+        self.ends.push(self.data.len() as u32);
+        self.matches.push(matches);
+    }
+
+    /// Removes one row equal to `row`; false if there is none.
+    fn remove(&mut self, row: &[u8]) -> bool {
+        let Some(i) = (0..self.len()).find(|&i| self.row(i) == row) else {
+            return false;
+        };
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        let len = row.len() as u32;
+        self.data.drain(start..self.ends[i] as usize);
+        self.ends.remove(i);
+        self.matches.remove(i);
+        for end in &mut self.ends[i..] {
+            *end -= len;
+        }
+        true
+    }
+
+    /// `n | ends | matches | data`, integers little-endian.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + 8 * self.len() + self.data.len());
+        out.extend_from_slice(&(self.len() as u32).to_le_bytes());
+        for v in self.ends.iter().chain(&self.matches) {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&self.data);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let bad = || OperatorError::Internal("a join state entry is corrupt".into());
+        let u32_at = |at: usize| -> Result<u32> {
+            let b = bytes.get(at..at + 4).ok_or_else(bad)?;
+            Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let n = u32_at(0)? as usize;
+        let ends = (0..n)
+            .map(|i| u32_at(4 + 4 * i))
+            .collect::<Result<Vec<_>>>()?;
+        let matches = (0..n)
+            .map(|i| u32_at(4 + 4 * (n + i)))
+            .collect::<Result<Vec<_>>>()?;
+        let data = bytes.get(4 + 8 * n..).ok_or_else(bad)?.to_vec();
+        if ends.last().map_or(0, |&e| e as usize) != data.len() {
+            return Err(bad());
+        }
+        Ok(Self {
+            data,
+            ends,
+            matches,
+        })
+    }
+}
+
+type KeyMap<V> = HashMap<Box<[u8]>, V, RandomState>;
+
+/// One side's state.
+struct Side {
+    input: JoinInput,
+    /// Its row columns (nullable: they are NULL in padded output rows).
+    rows_schema: SchemaRef,
+    key_converter: RowConverter,
+    row_converter: RowConverter,
+    preserved: bool,
+    rows: KeyMap<KeyRows>,
+    /// Keys changed since the last barrier, with their key group.
+    dirty: KeyMap<u16>,
+}
+
+impl Side {
+    fn new(input: JoinInput, preserved: bool) -> Result<Self> {
+        let width = input.width();
+        if input
+            .op_column
+            .is_some_and(|c| c + 1 != input.schema.fields().len())
+        {
+            return Err(OperatorError::Internal(
+                "a join input's _op must be its last column".into(),
+            ));
+        }
+        let fields: Vec<Field> = input.schema.fields()[..width]
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let sort = |dt: &DataType| SortField::new(dt.clone());
+        let key_converter = RowConverter::new(
+            input
+                .keys
+                .iter()
+                .map(|&k| sort(input.schema.field(k).data_type()))
+                .collect(),
+        )?;
+        let row_converter =
+            RowConverter::new(fields.iter().map(|f| sort(f.data_type())).collect())?;
+        Ok(Self {
+            input,
+            rows_schema: Arc::new(Schema::new(fields)),
+            key_converter,
+            row_converter,
+            preserved,
+            rows: KeyMap::default(),
+            dirty: KeyMap::default(),
+        })
+    }
+}
+
+/// What one input row produced: an output row made of an input row and a
+/// candidate (a stored row of the other side), either of which may be NULL.
+struct Out {
+    op: i8,
+    input: Option<u32>,
+    candidate: Option<u32>,
+}
+
+/// The regular join operator (see the module docs).
+pub struct JoinOperator {
+    sides: [Side; 2],
+    /// Non-equi condition over left rows ++ right rows.
+    residual: Option<Arc<dyn PhysicalExpr>>,
+    /// Left row columns ++ right row columns.
+    pair_schema: SchemaRef,
+    output: SchemaRef,
+    changelog: bool,
+    state: Option<KeyedState>,
+    /// Retractions of rows this join never stored (already logged).
+    unknown_retractions: u64,
+}
+
+impl std::fmt::Debug for JoinOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = |s: &Side| s.rows.len();
+        f.debug_struct("JoinOperator")
+            .field("left_keys", &keys(&self.sides[0]))
+            .field("right_keys", &keys(&self.sides[1]))
+            .field("changelog", &self.changelog)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JoinOperator {
+    pub fn try_new(
+        join_type: JoinType,
+        left: JoinInput,
+        right: JoinInput,
+        residual: Option<Arc<dyn PhysicalExpr>>,
+    ) -> Result<Self> {
+        if left.keys.len() != right.keys.len() {
+            return Err(OperatorError::Internal(
+                "join sides have different numbers of keys".into(),
+            ));
+        }
+        for (&l, &r) in left.keys.iter().zip(&right.keys) {
+            let (lt, rt) = (
+                left.schema.field(l).data_type(),
+                right.schema.field(r).data_type(),
+            );
+            if lt != rt {
+                return Err(OperatorError::Internal(format!(
+                    "join keys of types {lt} and {rt} differ"
+                )));
+            }
+        }
+        let changelog =
+            join_type != JoinType::Inner || left.op_column.is_some() || right.op_column.is_some();
+        let sides = [
+            Side::new(left, join_type.preserves(0))?,
+            Side::new(right, join_type.preserves(1))?,
+        ];
+        let mut fields: Vec<Field> = sides
+            .iter()
+            .flat_map(|s| s.rows_schema.fields().iter().map(|f| f.as_ref().clone()))
+            .collect();
+        let pair_schema = Arc::new(Schema::new(fields.clone()));
+        if changelog {
+            fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
+        }
+        Ok(Self {
+            sides,
+            residual,
+            pair_schema,
+            output: Arc::new(Schema::new(fields)),
+            changelog,
+            state: None,
+            unknown_retractions: 0,
+        })
+    }
+
+    /// The schema of the rows it emits: left rows, right rows, `_op` when
+    /// the output is a changelog.
+    pub fn output_schema(&self) -> SchemaRef {
+        self.output.clone()
+    }
+
+    /// Joins a batch of side `s` with the other side's rows, then stores it.
+    fn process_side(&mut self, s: usize, batch: RecordBatch, out: &mut Collector) -> Result<()> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let [left, right] = &mut self.sides;
+        let (this, other) = if s == 0 { (left, right) } else { (right, left) };
+        let width = this.input.width();
+        let values: Vec<ArrayRef> = batch.columns()[..width].to_vec();
+        let key_arrays: Vec<ArrayRef> = this
+            .input
+            .keys
+            .iter()
+            .map(|&k| batch.column(k).clone())
+            .collect();
+        let keys = this.key_converter.convert_columns(&key_arrays)?;
+        let rows = this.row_converter.convert_columns(&values)?;
+        let null_keys = key_arrays.iter().fold(None::<NullBuffer>, |acc, a| {
+            NullBuffer::union(acc.as_ref(), a.logical_nulls().as_ref())
+        });
+        let has_key = |i: usize| null_keys.as_ref().is_none_or(|nb| nb.is_valid(i));
+        let ops = match this.input.op_column {
+            Some(c) => Some(
+                batch
+                    .column(c)
+                    .as_primitive_opt::<Int8Type>()
+                    .ok_or_else(|| OperatorError::Internal("_op is not Int8".into()))?
+                    .clone(),
+            ),
+            None => None,
+        };
+        let mut groups = Vec::with_capacity(n);
+        key_groups(&key_arrays, n, &mut groups)?;
+
+        // The candidates: every stored row of the other side with the same key.
+        let mut starts = Vec::with_capacity(n + 1);
+        let mut pair_input: Vec<u32> = Vec::new();
+        let mut pair_slot: Vec<u32> = Vec::new();
+        let candidates = {
+            let parser = other.row_converter.parser();
+            let mut cand_rows = Vec::new();
+            for i in 0..n {
+                starts.push(pair_input.len());
+                if !has_key(i) {
+                    continue;
+                }
+                if let Some(stored) = other.rows.get(keys.row(i).as_ref()) {
+                    for slot in 0..stored.len() {
+                        pair_input.push(i as u32);
+                        pair_slot.push(slot as u32);
+                        cand_rows.push(parser.parse(stored.row(slot)));
+                    }
+                }
+            }
+            starts.push(pair_input.len());
+            if cand_rows.is_empty() {
+                other
+                    .rows_schema
+                    .fields()
+                    .iter()
+                    .map(|f| datafusion::arrow::array::new_empty_array(f.data_type()))
+                    .collect()
+            } else {
+                other.row_converter.convert_rows(cand_rows)?
+            }
+        };
+        let pairs = pair_input.len();
+        let pass: Option<Vec<bool>> = match (&self.residual, pairs) {
+            (Some(residual), p) if p > 0 => {
+                let idx = UInt32Array::from(pair_input.clone());
+                let mine = values
+                    .iter()
+                    .map(|a| take(a, &idx, None))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let columns = if s == 0 {
+                    [mine, candidates.clone()].concat()
+                } else {
+                    [candidates.clone(), mine].concat()
+                };
+                let pair_batch = RecordBatch::try_new(self.pair_schema.clone(), columns)?;
+                let result = residual.evaluate(&pair_batch)?.into_array(pairs)?;
+                let result = result.as_boolean_opt().ok_or_else(|| {
+                    OperatorError::Internal("a join condition is not boolean".into())
+                })?;
+                Some(
+                    (0..pairs)
+                        .map(|p| result.is_valid(p) && result.value(p))
+                        .collect(),
+                )
+            }
+            _ => None,
+        };
+        let passes = |p: usize| pass.as_ref().is_none_or(|m| m[p]);
+
+        // Walk the rows in order: emit, count matches, store or remove.
+        let mut emitted: Vec<Out> = Vec::new();
+        for i in 0..n {
+            let accumulate = ops
+                .as_ref()
+                .is_none_or(|o| matches!(o.value(i), OP_INSERT | OP_UPDATE_AFTER));
+            let key = keys.row(i);
+            let matching: Vec<usize> = (starts[i]..starts[i + 1]).filter(|&p| passes(p)).collect();
+            let (joined_op, padded_other_op) = if accumulate {
+                (OP_INSERT, OP_DELETE)
+            } else {
+                (OP_DELETE, OP_INSERT)
+            };
+            let mut other_first_or_last = Vec::new();
+            if other.preserved && !matching.is_empty() {
+                let stored = other
+                    .rows
+                    .get_mut(key.as_ref())
+                    .ok_or_else(|| OperatorError::Internal("join candidates vanished".into()))?;
+                for &p in &matching {
+                    let m = &mut stored.matches[pair_slot[p] as usize];
+                    if accumulate {
+                        if *m == 0 {
+                            other_first_or_last.push(p);
+                        }
+                        *m += 1;
+                    } else {
+                        *m = m.saturating_sub(1);
+                        if *m == 0 {
+                            other_first_or_last.push(p);
+                        }
+                    }
+                }
+                other.dirty.insert(key.as_ref().into(), groups[i]);
+            }
+            let padded = |op| Out {
+                op,
+                input: None,
+                candidate: None,
+            };
+            // A preserved row of the other side loses its padded row before
+            // its first join row, and gets it back after its last is gone.
+            if accumulate {
+                emitted.extend(other_first_or_last.iter().map(|&p| Out {
+                    candidate: Some(p as u32),
+                    ..padded(padded_other_op)
+                }));
+            }
+            emitted.extend(matching.iter().map(|&p| Out {
+                op: joined_op,
+                input: Some(i as u32),
+                candidate: Some(p as u32),
+            }));
+            if this.preserved && matching.is_empty() {
+                emitted.push(Out {
+                    input: Some(i as u32),
+                    ..padded(joined_op)
+                });
+            }
+            if !accumulate {
+                emitted.extend(other_first_or_last.iter().map(|&p| Out {
+                    candidate: Some(p as u32),
+                    ..padded(padded_other_op)
+                }));
+            }
+            if !has_key(i) {
+                continue;
+            }
+            let row = rows.row(i);
+            if accumulate {
+                let matches = if this.preserved {
+                    matching.len() as u32
+                } else {
+                    0
+                };
+                match this.rows.get_mut(key.as_ref()) {
+                    Some(stored) => stored.push(row.as_ref(), matches),
+                    None => {
+                        let mut stored = KeyRows::default();
+                        stored.push(row.as_ref(), matches);
+                        this.rows.insert(key.as_ref().into(), stored);
+                    }
+                }
+            } else {
+                let removed = match this.rows.get_mut(key.as_ref()) {
+                    Some(stored) => {
+                        let removed = stored.remove(row.as_ref());
+                        if stored.len() == 0 {
+                            this.rows.remove(key.as_ref());
+                        }
+                        removed
+                    }
+                    None => false,
+                };
+                if !removed {
+                    if self.unknown_retractions == 0 {
+                        tracing::warn!(
+                            "a join input retracted a row it never sent (or whose state expired); ignored"
+                        );
+                    }
+                    self.unknown_retractions += 1;
+                    continue;
+                }
+            }
+            this.dirty.insert(key.as_ref().into(), groups[i]);
+        }
+        if emitted.is_empty() {
+            return Ok(());
+        }
+        let input_idx: UInt32Array = emitted.iter().map(|o| o.input).collect();
+        let cand_idx: UInt32Array = emitted.iter().map(|o| o.candidate).collect();
+        let mine = values
+            .iter()
+            .map(|a| take(a, &input_idx, None))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let theirs = candidates
+            .iter()
+            .map(|a| take(a, &cand_idx, None))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut columns = if s == 0 {
+            [mine, theirs].concat()
+        } else {
+            [theirs, mine].concat()
+        };
+        if self.changelog {
+            let ops: Int8Array = emitted.iter().map(|o| Some(o.op)).collect();
+            columns.push(Arc::new(ops));
+        }
+        out.collect(RecordBatch::try_new(self.output.clone(), columns)?);
+        Ok(())
+    }
+}
+
+impl Operator for JoinOperator {
+    fn name(&self) -> String {
+        "Join".into()
+    }
+
+    fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
+        let state = KeyedState::open(ctx)?;
+        let mut restored = 0usize;
+        for (_, suffix, value) in state.scan_raw()? {
+            let Some((&side, key)) = suffix.split_first() else {
+                return Err(OperatorError::Internal(
+                    "a join state key is corrupt".into(),
+                ));
+            };
+            let side = self
+                .sides
+                .get_mut(side as usize)
+                .ok_or_else(|| OperatorError::Internal("a join state key is corrupt".into()))?;
+            let rows = KeyRows::decode(&value)?;
+            restored += rows.len();
+            side.rows.insert(key.into(), rows);
+        }
+        if restored > 0 {
+            tracing::info!(rows = restored, "join restored its rows from state");
+        }
+        self.state = Some(state);
+        Ok(())
+    }
+
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
+        self.process_input_batch(0, batch, out)
+    }
+
+    fn process_input_batch(
+        &mut self,
+        input: usize,
+        batch: RecordBatch,
+        out: &mut Collector,
+    ) -> Result<()> {
+        if input > 1 {
+            return Err(OperatorError::Internal(format!(
+                "a join has two inputs, not input {input}"
+            )));
+        }
+        self.process_side(input, batch, out)
+    }
+
+    fn handle_checkpoint(&mut self, _checkpoint: u64, _out: &mut Collector) -> Result<()> {
+        let Some(state) = &self.state else {
+            return Ok(());
+        };
+        let mut ops = Vec::new();
+        for (s, side) in self.sides.iter_mut().enumerate() {
+            for (key, kg) in side.dirty.drain() {
+                let mut suffix = Vec::with_capacity(1 + key.len());
+                suffix.push(s as u8);
+                suffix.extend_from_slice(&key);
+                let value = side.rows.get(&key).map(KeyRows::encode);
+                ops.push((kg, suffix, value));
+            }
+        }
+        state.write(ops)
+    }
+}
+
+#[cfg(test)]
+mod tests;

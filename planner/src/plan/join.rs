@@ -1,0 +1,540 @@
+//! Planning joins: a FROM clause with several tables (comma joins) or
+//! `JOIN ... ON`.
+//!
+//! ```text
+//!  leaf:  Source ─► [Watermark] ─► Project(pushed-down filter; columns renamed apart)
+//!  join:  left ══ shuffle by left keys ══►┐
+//!                                          Join(type, residual) ─► ...
+//!  right: ══ shuffle by right keys ═══════►┘
+//! ```
+//!
+//! Several tables plan as a left-deep chain, in the order written. The
+//! conjuncts of each join's condition (its `ON`, and for inner joins the
+//! WHERE clause's) are placed where they cut the most work:
+//! - a conjunct on one input only goes below the join, as a filter of that
+//!   input, when the join does not preserve that input's unmatched rows
+//!   (and the input is a table or an inner join);
+//! - `left.col = right.col` of equal types becomes a key: both inputs are
+//!   shuffled by their keys, and rows meet only their key's rows;
+//! - everything else is the join's residual condition, evaluated on each
+//!   pair of rows with the same key.
+//!
+//! WHERE is still applied after the join as well, which is harmless (a row
+//! that passed a conjunct passes it again) and keeps outer joins exact.
+//! Columns keep their SQL names for qualified references; where two tables
+//! share a name, the later one's field is renamed (`id_1`) inside the plan.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{Column, DFSchema, TableReference};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
+use eddy_parser::ast::{self, TableRefKind};
+
+use super::{From, GraphBuilder, OP_COLUMN, QueryPlanner, unique};
+use crate::binder::{AggMode, Scope, ScopeTable, coerce};
+use crate::error::{PlanError, Result};
+use crate::expr::ScalarExpr;
+use crate::graph::{EdgeKind, JoinNode, JoinType, NodeKind, ProjectNode};
+
+/// The FROM clause as a tree of joins over its tables (leaves, by index).
+enum JoinTree<'a> {
+    Leaf(usize),
+    Join {
+        join_type: JoinType,
+        left: Box<JoinTree<'a>>,
+        right: Box<JoinTree<'a>>,
+        on: Option<&'a ast::Expr>,
+    },
+}
+
+impl JoinTree<'_> {
+    /// A filter can go below this input: it is a table or an inner join.
+    fn accepts_filters(&self) -> bool {
+        matches!(
+            self,
+            JoinTree::Leaf(_)
+                | JoinTree::Join {
+                    join_type: JoinType::Inner,
+                    ..
+                }
+        )
+    }
+}
+
+/// One table of the join, resolved, waiting to be placed in the graph.
+struct Leaf {
+    from: From,
+    builder: Option<GraphBuilder>,
+    node: usize,
+    /// Its columns' field names in the join (renamed apart).
+    fields: Vec<String>,
+}
+
+/// One conjunct of a join condition or WHERE clause.
+#[derive(Clone)]
+struct Conjunct<'a> {
+    ast: &'a ast::Expr,
+    /// Bound over all tables of the join, coerced.
+    expr: Expr,
+    /// The qualifiers of the tables it reads.
+    tables: BTreeSet<String>,
+}
+
+/// A planned input of a join (a table or a join).
+struct Planned {
+    builder: GraphBuilder,
+    node: usize,
+    /// Its row columns: qualifier and field (without `_op`).
+    fields: Vec<(String, Field)>,
+    /// Rows come with `_op` after `fields`.
+    changelog: bool,
+}
+
+impl Planned {
+    fn index_of(&self, c: &Column) -> Option<usize> {
+        let q = c.relation.as_ref().map(|r| r.table().to_string());
+        self.fields
+            .iter()
+            .position(|(fq, f)| Some(fq) == q.as_ref() && *f.name() == c.name)
+    }
+}
+
+fn split_conjuncts<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
+    match &e.kind {
+        ast::ExprKind::Binary {
+            op: ast::BinaryOp::And,
+            left,
+            right,
+        } => {
+            split_conjuncts(left, out);
+            split_conjuncts(right, out);
+        }
+        ast::ExprKind::Nested(inner) => split_conjuncts(inner, out),
+        _ => out.push(e),
+    }
+}
+
+fn tables_of(e: &Expr) -> BTreeSet<String> {
+    let mut tables = BTreeSet::new();
+    let _ = e.apply(|x| {
+        if let Expr::Column(c) = x
+            && let Some(r) = &c.relation
+        {
+            tables.insert(r.table().to_string());
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    tables
+}
+
+fn and_all(exprs: Vec<Expr>) -> Option<Expr> {
+    exprs
+        .into_iter()
+        .reduce(|a, b| Expr::BinaryExpr(BinaryExpr::new(Box::new(a), Operator::And, Box::new(b))))
+}
+
+fn qualified_schema(fields: &[(String, Field)]) -> Result<DFSchema> {
+    let fields = fields
+        .iter()
+        .map(|(q, f)| (Some(TableReference::bare(q.as_str())), Arc::new(f.clone())))
+        .collect();
+    Ok(DFSchema::new_with_metadata(fields, Default::default())?)
+}
+
+impl QueryPlanner<'_> {
+    /// Plans the join of FROM's tables (see the module docs).
+    pub(super) fn plan_joins(
+        &self,
+        items: &[ast::TableRef],
+        selection: Option<&ast::Expr>,
+    ) -> Result<(From, GraphBuilder, usize)> {
+        // The tree, and its tables in the order written.
+        let mut refs = Vec::new();
+        let mut tree: Option<JoinTree> = None;
+        for item in items {
+            let t = flatten(item, &mut refs)?;
+            tree = Some(match tree {
+                None => t,
+                Some(left) => JoinTree::Join {
+                    join_type: JoinType::Inner,
+                    left: Box::new(left),
+                    right: Box::new(t),
+                    on: None,
+                },
+            });
+        }
+        let tree = tree.ok_or_else(|| PlanError::internal("a join without tables"))?;
+
+        let mut leaves = Vec::new();
+        let mut used: HashSet<String> = HashSet::from([OP_COLUMN.to_string()]);
+        let mut tables: Vec<ScopeTable> = Vec::new();
+        let mut all_fields: Vec<(String, Field)> = Vec::new();
+        for t in refs {
+            let (from, builder, node) = self.resolve_table(t)?;
+            if from.window.is_some() {
+                return Err(PlanError::not_supported(
+                    "a window TVF as a join input (join window aggregates instead)",
+                    t.span,
+                ));
+            }
+            let qualifier = from.scope.qualifier().to_string();
+            if tables.iter().any(|x| x.qualifier == qualifier) {
+                return Err(PlanError::user(
+                    format!(
+                        "table name '{qualifier}' appears more than once in FROM; give each an alias"
+                    ),
+                    t.span,
+                ));
+            }
+            let fields: Vec<String> = from
+                .columns
+                .iter()
+                .map(|f| unique(f.name(), &mut used))
+                .collect();
+            let table = from.scope.tables[0].table.clone();
+            tables.push(ScopeTable {
+                qualifier: qualifier.clone(),
+                table,
+                columns: from
+                    .columns
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .zip(fields.iter().cloned())
+                    .collect(),
+            });
+            for (f, name) in from.columns.iter().zip(&fields) {
+                let field = f.clone().with_name(name).with_nullable(true);
+                all_fields.push((qualifier.clone(), field));
+            }
+            leaves.push(Leaf {
+                from,
+                builder: Some(builder),
+                node,
+                fields,
+            });
+        }
+        let rows_scope = Scope {
+            tables: tables.clone(),
+            schema: Arc::new(qualified_schema(&all_fields)?),
+        };
+        // WHERE conjuncts help an inner join (errors are reported when
+        // WHERE itself is planned).
+        let mut pushed = Vec::new();
+        if let (Some(w), true) = (selection, tree.accepts_filters()) {
+            let mut parts = Vec::new();
+            split_conjuncts(w, &mut parts);
+            for ast in parts {
+                if let Ok(c) = self.conjunct(ast, &rows_scope, "WHERE") {
+                    pushed.push(c);
+                }
+            }
+        }
+        let planned = self.plan_tree(&tree, pushed, &mut leaves, &rows_scope)?;
+        let mut fields = all_fields;
+        let columns: Vec<Field> = fields.iter().map(|(_, f)| f.clone()).collect();
+        if planned.changelog {
+            let q = tables[0].qualifier.clone();
+            fields.push((q, Field::new(OP_COLUMN, DataType::Int8, false)));
+        }
+        let scope = Scope {
+            tables,
+            schema: Arc::new(qualified_schema(&fields)?),
+        };
+        let from = From {
+            columns,
+            time_attribute: None,
+            changelog: planned.changelog,
+            scope,
+            window: None,
+        };
+        Ok((from, planned.builder, planned.node))
+    }
+
+    fn conjunct<'a>(
+        &self,
+        ast: &'a ast::Expr,
+        scope: &Scope,
+        clause: &'static str,
+    ) -> Result<Conjunct<'a>> {
+        let bound = self.binder.bind(ast, scope, AggMode::Forbidden(clause))?;
+        let (expr, field) = coerce(bound, &scope.schema, ast.span)?;
+        if !matches!(field.data_type(), DataType::Boolean | DataType::Null) {
+            return Err(PlanError::user(
+                format!(
+                    "{clause} must be a boolean condition, not {}",
+                    field.data_type()
+                ),
+                ast.span,
+            ));
+        }
+        Ok(Conjunct {
+            tables: tables_of(&expr),
+            ast,
+            expr,
+        })
+    }
+
+    fn plan_tree(
+        &self,
+        tree: &JoinTree,
+        pushed: Vec<Conjunct>,
+        leaves: &mut [Leaf],
+        scope: &Scope,
+    ) -> Result<Planned> {
+        let (join_type, left, right, on) = match tree {
+            JoinTree::Leaf(i) => return self.plan_leaf(&mut leaves[*i], pushed),
+            JoinTree::Join {
+                join_type,
+                left,
+                right,
+                on,
+            } => (*join_type, left, right, on),
+        };
+        let leaf_tables = |t: &JoinTree| -> BTreeSet<String> {
+            let mut out = BTreeSet::new();
+            collect_leaves(t, &mut |i| {
+                out.insert(leaves[i].from.scope.qualifier().to_string());
+            });
+            out
+        };
+        let (left_tables, right_tables) = (leaf_tables(left), leaf_tables(right));
+        let mut conjuncts = pushed;
+        if let Some(on) = on {
+            let mut parts = Vec::new();
+            split_conjuncts(on, &mut parts);
+            for ast in parts {
+                let c = self.conjunct(ast, scope, "ON")?;
+                if let Some(t) = c
+                    .tables
+                    .iter()
+                    .find(|t| !left_tables.contains(*t) && !right_tables.contains(*t))
+                {
+                    return Err(PlanError::user(
+                        format!(
+                            "this ON condition reads table '{t}', which is not part of its join"
+                        ),
+                        ast.span,
+                    ));
+                }
+                conjuncts.push(c);
+            }
+        }
+        let push_left = join_type == JoinType::Inner || join_type == JoinType::Right;
+        let push_right = join_type == JoinType::Inner || join_type == JoinType::Left;
+        let (mut to_left, mut to_right, mut keys, mut residual) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for c in conjuncts {
+            let on_left = !c.tables.is_empty() && c.tables.is_subset(&left_tables);
+            let on_right = !c.tables.is_empty() && c.tables.is_subset(&right_tables);
+            if on_left && push_left && left.accepts_filters() {
+                to_left.push(c);
+            } else if on_right && push_right && right.accepts_filters() {
+                to_right.push(c);
+            } else if let Some(pair) = equi_key(&c.expr, &left_tables, &right_tables) {
+                keys.push(pair);
+            } else {
+                residual.push(c.expr);
+            }
+        }
+        let left = self.plan_tree(left, to_left, leaves, scope)?;
+        let right = self.plan_tree(right, to_right, leaves, scope)?;
+        let mut left_keys = Vec::new();
+        let mut right_keys = Vec::new();
+        for (l, r) in keys {
+            let (Some(li), Some(ri)) = (left.index_of(&l), right.index_of(&r)) else {
+                return Err(PlanError::internal(
+                    "a join key is not a column of its input",
+                ));
+            };
+            left_keys.push(li);
+            right_keys.push(ri);
+        }
+        let pair_fields: Vec<(String, Field)> =
+            left.fields.iter().chain(&right.fields).cloned().collect();
+        let residual = and_all(residual)
+            .map(|e| ScalarExpr::from_df(&e, &qualified_schema(&pair_fields)?))
+            .transpose()?;
+        let node = JoinNode {
+            join_type,
+            left_keys: left_keys.clone(),
+            right_keys: right_keys.clone(),
+            left_op: left.changelog.then_some(left.fields.len()),
+            right_op: right.changelog.then_some(right.fields.len()),
+            residual,
+        };
+        let changelog = node.emits_changelog();
+        let mut schema_fields: Vec<Field> = pair_fields.iter().map(|(_, f)| f.clone()).collect();
+        if changelog {
+            schema_fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
+        }
+        let mut builder = left.builder;
+        let offset = builder.merge(right.builder);
+        let right_node = right.node + offset;
+        let (p, left_edge, right_edge) = if left_keys.is_empty() {
+            let edge = |b: &GraphBuilder, id: usize| {
+                if b.parallelism(id) == 1 {
+                    EdgeKind::Forward
+                } else {
+                    EdgeKind::Gather
+                }
+            };
+            (1, edge(&builder, left.node), edge(&builder, right_node))
+        } else {
+            (
+                self.parallelism,
+                EdgeKind::Shuffle { keys: left_keys },
+                EdgeKind::Shuffle { keys: right_keys },
+            )
+        };
+        let id = builder.add(
+            NodeKind::Join(node),
+            p,
+            Schema::new(schema_fields),
+            Some((left.node, left_edge)),
+        );
+        builder.add_second_input(id, right_node, right_edge);
+        Ok(Planned {
+            builder,
+            node: id,
+            fields: pair_fields,
+            changelog,
+        })
+    }
+
+    /// A table as a join input: its pushed-down filter, and its columns
+    /// renamed to their field names in the join.
+    fn plan_leaf(&self, leaf: &mut Leaf, pushed: Vec<Conjunct>) -> Result<Planned> {
+        let mut builder = leaf
+            .builder
+            .take()
+            .ok_or_else(|| PlanError::internal("a join table planned twice"))?;
+        let from = &leaf.from;
+        let schema = &from.scope.schema;
+        let mut filters = Vec::new();
+        for c in pushed {
+            filters.push(self.bind_predicate(c.ast, from, "WHERE")?.0);
+        }
+        let filter = and_all(filters)
+            .map(|f| ScalarExpr::from_df(&f, schema))
+            .transpose()?;
+        let qualifier = from.scope.qualifier().to_string();
+        let mut exprs = Vec::new();
+        let mut fields = Vec::new();
+        let mut out_fields = Vec::new();
+        for (f, name) in from.columns.iter().zip(&leaf.fields) {
+            let col = Expr::Column(Column::new(Some(qualifier.as_str()), f.name()));
+            exprs.push(ScalarExpr::from_df(&col, schema)?);
+            let field = f.clone().with_name(name).with_nullable(true);
+            out_fields.push(field.clone());
+            fields.push((qualifier.clone(), field));
+        }
+        if from.changelog {
+            let op = Expr::Column(
+                from.scope
+                    .field_column(OP_COLUMN)
+                    .ok_or_else(|| PlanError::internal("a changelog without _op"))?,
+            );
+            exprs.push(ScalarExpr::from_df(&op, schema)?);
+            out_fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
+        }
+        let p = builder.parallelism(leaf.node);
+        let node = builder.add(
+            NodeKind::Project(ProjectNode { filter, exprs }),
+            p,
+            Schema::new(out_fields),
+            Some((leaf.node, EdgeKind::Forward)),
+        );
+        Ok(Planned {
+            builder,
+            node,
+            fields,
+            changelog: from.changelog,
+        })
+    }
+}
+
+fn collect_leaves(t: &JoinTree, f: &mut impl FnMut(usize)) {
+    match t {
+        JoinTree::Leaf(i) => f(*i),
+        JoinTree::Join { left, right, .. } => {
+            collect_leaves(left, f);
+            collect_leaves(right, f);
+        }
+    }
+}
+
+/// `l = r` with one column of each side (of the same type: coercion added
+/// no cast): the (left, right) key columns.
+fn equi_key(
+    e: &Expr,
+    left: &BTreeSet<String>,
+    right: &BTreeSet<String>,
+) -> Option<(Column, Column)> {
+    let Expr::BinaryExpr(b) = e else { return None };
+    if b.op != Operator::Eq {
+        return None;
+    }
+    let (Expr::Column(a), Expr::Column(c)) = (b.left.as_ref(), b.right.as_ref()) else {
+        return None;
+    };
+    let side = |col: &Column, set: &BTreeSet<String>| {
+        col.relation
+            .as_ref()
+            .is_some_and(|r| set.contains(r.table()))
+    };
+    if side(a, left) && side(c, right) {
+        Some((a.clone(), c.clone()))
+    } else if side(a, right) && side(c, left) {
+        Some((c.clone(), a.clone()))
+    } else {
+        None
+    }
+}
+
+/// The join tree of one FROM item; its tables are appended to `refs`.
+fn flatten<'a>(t: &'a ast::TableRef, refs: &mut Vec<&'a ast::TableRef>) -> Result<JoinTree<'a>> {
+    let TableRefKind::Join(j) = &t.kind else {
+        refs.push(t);
+        return Ok(JoinTree::Leaf(refs.len() - 1));
+    };
+    if let Some(a) = &t.alias {
+        return Err(PlanError::not_supported(
+            "an alias on a parenthesised join (wrap it in a subquery)",
+            a.name.span,
+        ));
+    }
+    let join_type = match j.kind {
+        ast::JoinKind::Inner | ast::JoinKind::Cross => JoinType::Inner,
+        ast::JoinKind::Left => JoinType::Left,
+        ast::JoinKind::Right => JoinType::Right,
+        ast::JoinKind::Full => JoinType::Full,
+    };
+    let on = match &j.constraint {
+        ast::JoinConstraint::On(e) => Some(e),
+        ast::JoinConstraint::None => None,
+        ast::JoinConstraint::Using(cols) => {
+            let span = cols.first().map_or(t.span, |c| c.span);
+            return Err(PlanError::not_supported(
+                "JOIN ... USING (write ON a.col = b.col)",
+                span,
+            ));
+        }
+    };
+    if on.is_none() && join_type != JoinType::Inner {
+        return Err(PlanError::user(
+            format!("{} needs an ON condition", j.kind.as_str()),
+            t.span,
+        ));
+    }
+    let left = flatten(&j.left, refs)?;
+    let right = flatten(&j.right, refs)?;
+    Ok(JoinTree::Join {
+        join_type,
+        left: Box::new(left),
+        right: Box::new(right),
+        on,
+    })
+}
