@@ -20,6 +20,15 @@
 //! emitted again when the last one is retracted. Rows with a NULL in a key
 //! never match and are not stored.
 //!
+//! **Interval and window joins** are this operator with an expiry per side
+//! ([`JoinInput::expiry`]): a row that no later row of the other side can
+//! match (the watermark passed its time plus a bound) is dropped from
+//! state, so state stays bounded by the interval. A preserved side whose
+//! rows expire emits its NULL-padded rows when they expire unmatched
+//! rather than on arrival, so such a join's output is append-only, as in
+//! Flink. A row that arrives already expired is joined with what is still
+//! stored and not kept.
+//!
 //! Rows are held in memory in arrow's row format and written to the state
 //! backend at each checkpoint barrier, *incrementally*: only the keys that
 //! changed since the last barrier are rewritten (or deleted), each as one
@@ -33,7 +42,8 @@
 //! The row format is arrow's (stable for the arrow version a build uses; the
 //! job's plan check refuses state written by another plan).
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int8Array, UInt32Array};
@@ -89,6 +99,17 @@ pub struct JoinInput {
     pub keys: Vec<usize>,
     /// The input's changelog column, which must be its last.
     pub op_column: Option<usize>,
+    /// When its rows can no longer match (an interval or window join): a
+    /// row expires once the watermark reaches its time column plus
+    /// `after_ms`. Only for append-only inputs.
+    pub expiry: Option<Expiry>,
+}
+
+/// See [`JoinInput::expiry`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Expiry {
+    pub time_column: usize,
+    pub after_ms: i64,
 }
 
 impl JoinInput {
@@ -107,6 +128,9 @@ struct KeyRows {
     /// Per row: how many rows of the other side it joins with (kept for a
     /// preserved side only; zeros otherwise).
     matches: Vec<u32>,
+    /// Per row: the watermark at which it can no longer match (`i64::MAX`
+    /// for a side whose rows never expire).
+    expires: Vec<i64>,
 }
 
 impl KeyRows {
@@ -119,10 +143,11 @@ impl KeyRows {
         &self.data[start..self.ends[i] as usize]
     }
 
-    fn push(&mut self, row: &[u8], matches: u32) {
+    fn push(&mut self, row: &[u8], matches: u32, expires: i64) {
         self.data.extend_from_slice(row);
         self.ends.push(self.data.len() as u32);
         self.matches.push(matches);
+        self.expires.push(expires);
     }
 
     /// Removes one row equal to `row`; false if there is none.
@@ -130,22 +155,44 @@ impl KeyRows {
         let Some(i) = (0..self.len()).find(|&i| self.row(i) == row) else {
             return false;
         };
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        let len = row.len() as u32;
-        self.data.drain(start..self.ends[i] as usize);
-        self.ends.remove(i);
-        self.matches.remove(i);
-        for end in &mut self.ends[i..] {
-            *end -= len;
-        }
+        self.remove_at(i);
         true
     }
 
-    /// `n | ends | matches | data`, integers little-endian.
+    fn remove_at(&mut self, i: usize) {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        let len = self.ends[i] - start;
+        self.data.drain(start as usize..self.ends[i] as usize);
+        self.ends.remove(i);
+        self.matches.remove(i);
+        self.expires.remove(i);
+        for end in &mut self.ends[i..] {
+            *end -= len;
+        }
+    }
+
+    /// Removes the rows that expire at or before `watermark`, handing each
+    /// (its bytes and match count) to `f` first.
+    fn expire(&mut self, watermark: i64, mut f: impl FnMut(&[u8], u32)) {
+        let mut i = 0;
+        while i < self.len() {
+            if self.expires[i] <= watermark {
+                f(self.row(i), self.matches[i]);
+                self.remove_at(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// `n | ends | matches | expires | data`, integers little-endian.
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 + 8 * self.len() + self.data.len());
+        let mut out = Vec::with_capacity(4 + 16 * self.len() + self.data.len());
         out.extend_from_slice(&(self.len() as u32).to_le_bytes());
         for v in self.ends.iter().chain(&self.matches) {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in &self.expires {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(&self.data);
@@ -165,7 +212,14 @@ impl KeyRows {
         let matches = (0..n)
             .map(|i| u32_at(4 + 4 * (n + i)))
             .collect::<Result<Vec<_>>>()?;
-        let data = bytes.get(4 + 8 * n..).ok_or_else(bad)?.to_vec();
+        let expires = (0..n)
+            .map(|i| {
+                let at = 4 + 8 * n + 8 * i;
+                let b = bytes.get(at..at + 8).ok_or_else(bad)?;
+                Ok(i64::from_le_bytes(b.try_into().map_err(|_| bad())?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let data = bytes.get(4 + 16 * n..).ok_or_else(bad)?.to_vec();
         if ends.last().map_or(0, |&e| e as usize) != data.len() {
             return Err(bad());
         }
@@ -173,11 +227,15 @@ impl KeyRows {
             data,
             ends,
             matches,
+            expires,
         })
     }
 }
 
 type KeyMap<V> = HashMap<Box<[u8]>, V, RandomState>;
+
+/// When a key's rows expire: `(expiry, key group, key)`.
+type Timer = (i64, u16, Box<[u8]>);
 
 /// One side's state.
 struct Side {
@@ -190,11 +248,25 @@ struct Side {
     rows: KeyMap<KeyRows>,
     /// Keys changed since the last barrier, with their key group.
     dirty: KeyMap<u16>,
+    /// When rows expire: `(expiry, key group, key)`, earliest first (one
+    /// entry per stored row; a key already expired is skipped).
+    timers: BinaryHeap<Reverse<Timer>>,
 }
 
 impl Side {
+    /// A preserved side whose rows expire emits its NULL-padded rows when
+    /// they expire unmatched, not on arrival: its output is append-only.
+    fn pads_on_expiry(&self) -> bool {
+        self.preserved && self.input.expiry.is_some()
+    }
+
     fn new(input: JoinInput, preserved: bool) -> Result<Self> {
         let width = input.width();
+        if input.expiry.is_some() && input.op_column.is_some() {
+            return Err(OperatorError::Internal(
+                "the rows of an updating join input cannot expire".into(),
+            ));
+        }
         if input
             .op_column
             .is_some_and(|c| c + 1 != input.schema.fields().len())
@@ -225,6 +297,7 @@ impl Side {
             preserved,
             rows: KeyMap::default(),
             dirty: KeyMap::default(),
+            timers: BinaryHeap::new(),
         })
     }
 }
@@ -249,6 +322,7 @@ pub struct JoinOperator {
     state: Option<KeyedState>,
     /// Retractions of rows this join never stored (already logged).
     unknown_retractions: u64,
+    watermark: i64,
 }
 
 impl std::fmt::Debug for JoinOperator {
@@ -285,8 +359,13 @@ impl JoinOperator {
                 )));
             }
         }
-        let changelog =
-            join_type != JoinType::Inner || left.op_column.is_some() || right.op_column.is_some();
+        // Padded rows are retracted later unless they wait for expiry.
+        let retracts_padding =
+            |side: usize, input: &JoinInput| join_type.preserves(side) && input.expiry.is_none();
+        let changelog = left.op_column.is_some()
+            || right.op_column.is_some()
+            || retracts_padding(0, &left)
+            || retracts_padding(1, &right);
         let sides = [
             Side::new(left, join_type.preserves(0))?,
             Side::new(right, join_type.preserves(1))?,
@@ -307,6 +386,7 @@ impl JoinOperator {
             changelog,
             state: None,
             unknown_retractions: 0,
+            watermark: i64::MIN,
         })
     }
 
@@ -347,6 +427,19 @@ impl JoinOperator {
                     .clone(),
             ),
             None => None,
+        };
+        let expiry = match this.input.expiry {
+            Some(e) => {
+                let times = crate::aggregate::event_time_millis(&batch, e.time_column)?;
+                Some((times, e.after_ms))
+            }
+            None => None,
+        };
+        let expires_at = |i: usize| match &expiry {
+            Some((t, after)) if t.is_valid(i) => t.value(i).saturating_add(*after),
+            // A row without a time never matches a time condition.
+            Some(_) => i64::MIN,
+            None => i64::MAX,
         };
         let mut groups = Vec::with_capacity(n);
         key_groups(&key_arrays, n, &mut groups)?;
@@ -425,6 +518,7 @@ impl JoinOperator {
                 (OP_DELETE, OP_INSERT)
             };
             let mut other_first_or_last = Vec::new();
+            let other_pads_later = other.pads_on_expiry();
             if other.preserved && !matching.is_empty() {
                 let stored = other
                     .rows
@@ -453,6 +547,9 @@ impl JoinOperator {
             };
             // A preserved row of the other side loses its padded row before
             // its first join row, and gets it back after its last is gone.
+            if other_pads_later {
+                other_first_or_last.clear();
+            }
             if accumulate {
                 emitted.extend(other_first_or_last.iter().map(|&p| Out {
                     candidate: Some(p as u32),
@@ -464,7 +561,14 @@ impl JoinOperator {
                 input: Some(i as u32),
                 candidate: Some(p as u32),
             }));
-            if this.preserved && matching.is_empty() {
+            // A row that waits for expiry and is already expired is padded
+            // at once (it is not stored).
+            let expires = expires_at(i);
+            let stored_until_expiry = has_key(i) && expires > self.watermark;
+            if this.preserved
+                && matching.is_empty()
+                && (!this.pads_on_expiry() || !stored_until_expiry)
+            {
                 emitted.push(Out {
                     input: Some(i as u32),
                     ..padded(joined_op)
@@ -476,7 +580,7 @@ impl JoinOperator {
                     ..padded(padded_other_op)
                 }));
             }
-            if !has_key(i) {
+            if !has_key(i) || expires <= self.watermark {
                 continue;
             }
             let row = rows.row(i);
@@ -487,12 +591,16 @@ impl JoinOperator {
                     0
                 };
                 match this.rows.get_mut(key.as_ref()) {
-                    Some(stored) => stored.push(row.as_ref(), matches),
+                    Some(stored) => stored.push(row.as_ref(), matches, expires),
                     None => {
                         let mut stored = KeyRows::default();
-                        stored.push(row.as_ref(), matches);
+                        stored.push(row.as_ref(), matches, expires);
                         this.rows.insert(key.as_ref().into(), stored);
                     }
+                }
+                if expires != i64::MAX {
+                    this.timers
+                        .push(Reverse((expires, groups[i], key.as_ref().into())));
                 }
             } else {
                 let removed = match this.rows.get_mut(key.as_ref()) {
@@ -544,6 +652,61 @@ impl JoinOperator {
     }
 }
 
+impl JoinOperator {
+    /// Drops side `s`'s rows that the watermark has expired; a preserved
+    /// side emits those that never matched, NULL-padded.
+    fn expire(&mut self, s: usize, out: &mut Collector) -> Result<()> {
+        let watermark = self.watermark;
+        let side = &mut self.sides[s];
+        let pads = side.pads_on_expiry();
+        let mut unmatched: Vec<Vec<u8>> = Vec::new();
+        while let Some(Reverse((at, _, _))) = side.timers.peek() {
+            if *at > watermark {
+                break;
+            }
+            let Some(Reverse((_, kg, key))) = side.timers.pop() else {
+                break;
+            };
+            let Some(stored) = side.rows.get_mut(&key) else {
+                continue;
+            };
+            stored.expire(watermark, |row, matches| {
+                if pads && matches == 0 {
+                    unmatched.push(row.to_vec());
+                }
+            });
+            if stored.len() == 0 {
+                side.rows.remove(&key);
+            }
+            side.dirty.insert(key, kg);
+        }
+        if unmatched.is_empty() {
+            return Ok(());
+        }
+        let parser = side.row_converter.parser();
+        let mine = side
+            .row_converter
+            .convert_rows(unmatched.iter().map(|r| parser.parse(r)))?;
+        let n = unmatched.len();
+        let theirs: Vec<ArrayRef> = self.sides[1 - s]
+            .rows_schema
+            .fields()
+            .iter()
+            .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), n))
+            .collect();
+        let mut columns = if s == 0 {
+            [mine, theirs].concat()
+        } else {
+            [theirs, mine].concat()
+        };
+        if self.changelog {
+            columns.push(Arc::new(Int8Array::from(vec![OP_INSERT; n])));
+        }
+        out.collect(RecordBatch::try_new(self.output.clone(), columns)?);
+        Ok(())
+    }
+}
+
 impl Operator for JoinOperator {
     fn name(&self) -> String {
         "Join".into()
@@ -552,7 +715,7 @@ impl Operator for JoinOperator {
     fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
         let state = KeyedState::open(ctx)?;
         let mut restored = 0usize;
-        for (_, suffix, value) in state.scan_raw()? {
+        for (kg, suffix, value) in state.scan_raw()? {
             let Some((&side, key)) = suffix.split_first() else {
                 return Err(OperatorError::Internal(
                     "a join state key is corrupt".into(),
@@ -564,6 +727,9 @@ impl Operator for JoinOperator {
                 .ok_or_else(|| OperatorError::Internal("a join state key is corrupt".into()))?;
             let rows = KeyRows::decode(&value)?;
             restored += rows.len();
+            for &e in rows.expires.iter().filter(|&&e| e != i64::MAX) {
+                side.timers.push(Reverse((e, kg, key.into())));
+            }
             side.rows.insert(key.into(), rows);
         }
         if restored > 0 {
@@ -589,6 +755,15 @@ impl Operator for JoinOperator {
             )));
         }
         self.process_side(input, batch, out)
+    }
+
+    fn handle_watermark(&mut self, watermark: i64, out: &mut Collector) -> Result<()> {
+        self.watermark = self.watermark.max(watermark);
+        for s in 0..2 {
+            self.expire(s, out)?;
+        }
+        out.emit_watermark(watermark);
+        Ok(())
     }
 
     fn handle_checkpoint(&mut self, _checkpoint: u64, _out: &mut Collector) -> Result<()> {

@@ -210,11 +210,13 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                     schema: input(0)?,
                     keys: j.left_keys.clone(),
                     op_column: j.left_op,
+                    expiry: j.left_expiry,
                 };
                 let right = JoinInput {
                     schema: input(1)?,
                     keys: j.right_keys.clone(),
                     op_column: j.right_op,
+                    expiry: j.right_expiry,
                 };
                 let pair_fields: Vec<_> = [&left, &right]
                     .iter()

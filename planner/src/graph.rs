@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use datafusion::arrow::datatypes::{DataType, Schema};
 use serde::{Deserialize, Serialize};
 
-pub use eddy_operators::join::JoinType;
+pub use eddy_operators::join::{Expiry, JoinType};
 
 use crate::expr::ScalarExpr;
 
@@ -137,11 +137,26 @@ pub struct JoinNode {
     pub right_op: Option<usize>,
     /// The rest of the condition, over left row columns ++ right row columns.
     pub residual: Option<ScalarExpr>,
+    /// When a left row can no longer match (an interval or window join):
+    /// once the watermark passes its time column (of the left input) plus
+    /// `after_ms`. `None`: kept for ever.
+    #[serde(default)]
+    pub left_expiry: Option<Expiry>,
+    #[serde(default)]
+    pub right_expiry: Option<Expiry>,
 }
 
 impl JoinNode {
+    /// Updating inputs, or a preserved side whose padded rows are retracted
+    /// when matches arrive (a preserved side whose rows expire pads them
+    /// when they expire instead).
     pub fn emits_changelog(&self) -> bool {
-        self.join_type != JoinType::Inner || self.left_op.is_some() || self.right_op.is_some()
+        self.left_op.is_some()
+            || self.right_op.is_some()
+            || (matches!(self.join_type, JoinType::Left | JoinType::Full)
+                && self.left_expiry.is_none())
+            || (matches!(self.join_type, JoinType::Right | JoinType::Full)
+                && self.right_expiry.is_none())
     }
 }
 
@@ -408,9 +423,24 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
             } else {
                 " → append-only"
             };
+            let retention = |input: usize, e: &Option<Expiry>| match e {
+                Some(e) => format!(
+                    "until the watermark passes {} + {}",
+                    name(input, e.time_column),
+                    format_duration(e.after_ms)
+                ),
+                None => "UNBOUNDED (for ever)".to_string(),
+            };
+            let kind = match (&j.left_expiry, &j.right_expiry) {
+                (Some(l), Some(_)) if j.left_keys.contains(&l.time_column) => "WindowJoin",
+                (Some(_), Some(_)) => "IntervalJoin",
+                _ => "Join",
+            };
             format!(
-                "Join {} ON {on}{input}{out}; state: every row of both inputs, UNBOUNDED (grows with the inputs)",
-                j.join_type.as_sql()
+                "{kind} {} ON {on}{input}{out}; state: left rows {}, right rows {}",
+                j.join_type.as_sql(),
+                retention(0, &j.left_expiry),
+                retention(1, &j.right_expiry),
             )
         }
         NodeKind::Sink(s) => {

@@ -162,6 +162,9 @@ pub(crate) struct QueryPlan {
     time_attribute: Option<String>,
     /// `time_attribute` is processing time: a reader generates its watermark.
     proctime: bool,
+    /// The output column that is still a window aggregate's `window_end`
+    /// (its rows of a window are complete once the watermark reaches it).
+    window_end: Option<String>,
 }
 
 impl QueryPlan {
@@ -280,6 +283,8 @@ struct Relation {
     /// The column the watermark follows, while rows still carry it.
     time_attribute: Option<String>,
     changelog: bool,
+    /// See [`QueryPlan::window_end`].
+    window_end: Option<String>,
     builder: GraphBuilder,
     node: usize,
 }
@@ -291,6 +296,8 @@ struct From {
     time_attribute: Option<String>,
     /// Rows come with a changelog `_op` column (the last of the scope).
     changelog: bool,
+    /// See [`QueryPlan::window_end`].
+    window_end: Option<String>,
     scope: Scope,
     window: Option<Window>,
 }
@@ -421,6 +428,7 @@ impl QueryPlanner<'_> {
             fields: schema.fields().iter().map(|f| f.as_ref().clone()).collect(),
             time_attribute: source.watermark.as_ref().map(|w| w.column.clone()),
             changelog: false,
+            window_end: None,
             builder,
             node: id,
         }
@@ -430,6 +438,7 @@ impl QueryPlanner<'_> {
     fn plan_derived(&self, q: &ast::Query, name: &str) -> Result<Relation> {
         let plan = self.plan(q)?;
         let (changelog, time_attribute) = (plan.changelog, plan.time_attribute.clone());
+        let window_end = plan.window_end.clone();
         let proctime = plan.proctime;
         let (mut builder, mut node, schema) = plan.into_node(None)?;
         if let (true, Some(column)) = (proctime, &time_attribute) {
@@ -456,6 +465,7 @@ impl QueryPlanner<'_> {
             fields: schema.fields().iter().map(|f| f.as_ref().clone()).collect(),
             time_attribute,
             changelog,
+            window_end,
             builder,
             node,
         })
@@ -517,10 +527,17 @@ impl QueryPlanner<'_> {
                     _ => None,
                 })
             });
+            let window_end = from.window_end.as_ref().and_then(|t| {
+                items.iter().find_map(|(e, f, _)| match e {
+                    Expr::Column(c) if c.name == *t => Some(f.name().clone()),
+                    _ => None,
+                })
+            });
             return Ok(QueryPlan {
                 changelog: from.changelog,
                 proctime: proctime.is_some(),
                 time_attribute: proctime.or(event_time),
+                window_end,
                 builder,
                 input,
                 input_schema: from.scope.schema.as_ref().clone(),
@@ -576,6 +593,7 @@ impl QueryPlanner<'_> {
             fields: relation_fields,
             time_attribute,
             changelog,
+            window_end,
             builder,
             node,
         } = relation;
@@ -719,6 +737,7 @@ impl QueryPlanner<'_> {
             columns,
             time_attribute,
             changelog,
+            window_end,
             scope,
             window,
         };
@@ -1264,8 +1283,17 @@ impl QueryPlanner<'_> {
                 .side_sinks
                 .push((agg_id, eddy_operators::operator::LATE_PORT, sink, schema));
         }
+        let changelog = window.is_none() || allowed_lateness_ms > 0 || early_fire_ms.is_some();
+        // An append-only window aggregate's window_end, selected as it is.
+        let window_end = items.iter().find_map(|(e, f, _)| match e {
+            Expr::Column(c) if !changelog && c.relation.is_none() && c.name == WINDOW_END => {
+                Some(f.name().clone())
+            }
+            _ => None,
+        });
         Ok(QueryPlan {
-            changelog: window.is_none() || allowed_lateness_ms > 0 || early_fire_ms.is_some(),
+            changelog,
+            window_end,
             time_attribute: None,
             proctime: false,
             builder,

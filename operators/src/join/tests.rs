@@ -23,14 +23,19 @@ use crate::updating::{OP_DELETE, OP_INSERT, OP_UPDATE_BEFORE};
 #[test]
 fn key_rows_remove_and_round_trip() {
     let mut rows = KeyRows::default();
-    rows.push(b"aa", 0);
-    rows.push(b"b", 2);
-    rows.push(b"ccc", 1);
+    rows.push(b"aa", 0, 7);
+    rows.push(b"b", 2, 8);
+    rows.push(b"ccc", 1, i64::MAX);
     assert!(rows.remove(b"b"));
     assert!(!rows.remove(b"zz"));
     assert_eq!(rows.len(), 2);
     assert_eq!(rows.row(1), b"ccc");
     assert_eq!(rows.matches, vec![0, 1]);
+    let mut expired = Vec::new();
+    let mut after = rows.clone();
+    after.expire(7, |row, m| expired.push((row.to_vec(), m)));
+    assert_eq!(expired, vec![(b"aa".to_vec(), 0)]);
+    assert_eq!(after.row(0), b"ccc");
     assert_eq!(KeyRows::decode(&rows.encode()).unwrap(), rows);
     assert!(KeyRows::decode(&[9, 0, 0, 0]).is_err());
 }
@@ -82,6 +87,7 @@ fn join(kind: JoinType, with_residual: bool) -> Box<JoinOperator> {
         schema: schema(v),
         keys: vec![0],
         op_column: Some(2),
+        expiry: None,
     };
     let residual = with_residual.then(residual);
     Box::new(JoinOperator::try_new(kind, input("v"), input("w"), residual).unwrap())
@@ -322,4 +328,173 @@ fn a_restored_join_continues_from_its_checkpoint() {
         all.extend(changes(&out, None));
         assert_eq!(net(&all), model(kind, true, &live_l, &live_r), "{kind:?}");
     }
+}
+
+/// `(k, t)` rows of an interval join's input: the key and event time.
+fn timed_schema(time: &str) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, true),
+        Field::new(
+            time,
+            DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None),
+            false,
+        ),
+    ]))
+}
+
+fn timed(time: &str, rows: &[(Option<i64>, i64)]) -> Message {
+    let batch = RecordBatch::try_new(
+        timed_schema(time),
+        vec![
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.0))),
+            Arc::new(
+                datafusion::arrow::array::TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.1),
+                ),
+            ),
+        ],
+    )
+    .unwrap();
+    Message::Data(batch)
+}
+
+#[test]
+fn an_interval_join_frees_expired_rows_and_pads_unmatched_ones_when_they_expire() {
+    // r.t BETWEEN l.t - 30 AND l.t + 20: a left row can match until the
+    // watermark passes l.t + 20, a right row until r.t + 30.
+    let ts = |name: &str, i: usize| {
+        Arc::new(datafusion::physical_expr::expressions::CastExpr::new(
+            Arc::new(Column::new(name, i)),
+            DataType::Int64,
+            None,
+        )) as Arc<dyn PhysicalExpr>
+    };
+    let bound = |e: Arc<dyn PhysicalExpr>, op, ms: i64| {
+        Arc::new(BinaryExpr::new(
+            e,
+            op,
+            Arc::new(Literal::new(ScalarValue::Int64(Some(ms)))),
+        )) as Arc<dyn PhysicalExpr>
+    };
+    let low = Arc::new(BinaryExpr::new(
+        ts("rt", 3),
+        BinOp::GtEq,
+        bound(ts("lt", 1), BinOp::Minus, 30),
+    ));
+    let high = Arc::new(BinaryExpr::new(
+        ts("rt", 3),
+        BinOp::LtEq,
+        bound(ts("lt", 1), BinOp::Plus, 20),
+    ));
+    let residual = Arc::new(BinaryExpr::new(low, BinOp::And, high));
+    let input = |time: &str, after_ms| JoinInput {
+        schema: timed_schema(time),
+        keys: vec![0],
+        op_column: None,
+        expiry: Some(super::Expiry {
+            time_column: 1,
+            after_ms,
+        }),
+    };
+    let op = JoinOperator::try_new(
+        JoinType::Left,
+        input("lt", 20),
+        input("rt", 30),
+        Some(residual),
+    )
+    .unwrap();
+    assert_eq!(op.output_schema().fields().len(), 4, "append-only: no _op");
+
+    let mut rng = Lcg(7);
+    let (mut left, mut right) = (Vec::new(), Vec::new());
+    let (mut lm, mut rm) = (Vec::new(), Vec::new());
+    for i in 0..400i64 {
+        let t = 1_000 + i * 5;
+        let k = match rng.next(6) {
+            0 => None,
+            k => Some(k as i64),
+        };
+        let (rows, msgs) = if rng.next(2) == 0 {
+            (&mut lm, &mut left)
+        } else {
+            (&mut rm, &mut right)
+        };
+        rows.push((k, t));
+        msgs.push(timed("x", &[(k, t)]));
+        // Watermarks lag by 50 ms; no row is late.
+        msgs.push(Message::Watermark(t - 50));
+    }
+    // Fix the schemas' time column names (one per side).
+    let rename = |msgs: Vec<Message>, time: &str| -> Vec<Message> {
+        msgs.into_iter()
+            .map(|m| match m {
+                Message::Data(b) => Message::Data(
+                    RecordBatch::try_new(timed_schema(time), b.columns().to_vec()).unwrap(),
+                ),
+                other => other,
+            })
+            .collect()
+    };
+    let mut left = rename(left, "lt");
+    let mut right = rename(right, "rt");
+    let last = 1_000 + 399 * 5 - 50;
+    for side in [&mut left, &mut right] {
+        side.push(Message::Watermark(last));
+        side.push(Message::Barrier(1));
+        // The end of the input expires (and pads) everything left.
+        side.push(Message::Watermark(crate::message::MAX_WATERMARK));
+        side.push(Message::EndOfStream);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state: Arc<dyn StateBackend> = Arc::new(RocksDbBackend::open(dir.path()).unwrap());
+    let out = run(Box::new(op), state.clone(), vec![left, right]);
+
+    // What the state holds after the last barrier: only rows that can
+    // still match (expiry past the last watermark).
+    let table = state.open_table("harness-op").unwrap();
+    let mut kept = 0;
+    for (_, value) in table.scan_range(&[0, 0], &[0xff, 0xff]).unwrap() {
+        let rows = KeyRows::decode(&value).unwrap();
+        assert!(rows.expires.iter().all(|&e| e > last), "{:?}", rows.expires);
+        kept += rows.len();
+    }
+    assert!(kept > 0 && kept < 40, "kept {kept} of 400 rows");
+
+    // The output, before and after the end of the input, is the model's.
+    let mut got = BTreeMap::new();
+    for m in &out {
+        if let Message::Data(b) = m {
+            assert_eq!(b.num_columns(), 4);
+            let t = |i: usize| {
+                b.column(i)
+                    .as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>()
+                    .clone()
+            };
+            let k = |i: usize| b.column(i).as_primitive::<Int64Type>().clone();
+            let (lk, lt, rk, rt) = (k(0), t(1), k(2), t(3));
+            for r in 0..b.num_rows() {
+                let row = (
+                    lk.is_valid(r).then(|| lk.value(r)),
+                    lt.value(r),
+                    rk.is_valid(r).then(|| rk.value(r)),
+                    rt.is_valid(r).then(|| rt.value(r)),
+                );
+                *got.entry(row).or_insert(0) += 1;
+            }
+        }
+    }
+    let mut want = BTreeMap::new();
+    for &(k, t) in &lm {
+        let matches: Vec<_> = rm
+            .iter()
+            .filter(|(rk, rt)| k.is_some() && *rk == k && *rt >= t - 30 && *rt <= t + 20)
+            .collect();
+        for &&(rk, rt) in &matches {
+            *want.entry((k, t, rk, Some(rt))).or_insert(0) += 1;
+        }
+        if matches.is_empty() {
+            *want.entry((k, t, None, None)).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(got, want);
 }

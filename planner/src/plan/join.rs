@@ -37,7 +37,7 @@ use super::{From, GraphBuilder, OP_COLUMN, QueryPlanner, unique};
 use crate::binder::{AggMode, Scope, ScopeTable, coerce};
 use crate::error::{PlanError, Result};
 use crate::expr::ScalarExpr;
-use crate::graph::{EdgeKind, JoinNode, JoinType, NodeKind, ProjectNode};
+use crate::graph::{EdgeKind, Expiry, JoinNode, JoinType, NodeKind, ProjectNode};
 
 /// The FROM clause as a tree of joins over its tables (leaves, by index).
 enum JoinTree<'a> {
@@ -91,6 +91,10 @@ struct Planned {
     fields: Vec<(String, Field)>,
     /// Rows come with `_op` after `fields`.
     changelog: bool,
+    /// The field that is a table's event-time attribute (watermarked).
+    time: Option<String>,
+    /// The field that is a window aggregate's `window_end`.
+    window_end: Option<String>,
 }
 
 impl Planned {
@@ -247,6 +251,7 @@ impl QueryPlanner<'_> {
             columns,
             time_attribute: None,
             changelog: planned.changelog,
+            window_end: None,
             scope,
             window: None,
         };
@@ -354,6 +359,11 @@ impl QueryPlanner<'_> {
         }
         let pair_fields: Vec<(String, Field)> =
             left.fields.iter().chain(&right.fields).cloned().collect();
+        let (left_expiry, right_expiry) = if left.changelog || right.changelog {
+            (None, None)
+        } else {
+            expiries(&left, &right, &left_keys, &right_keys, &residual)
+        };
         let residual = and_all(residual)
             .map(|e| ScalarExpr::from_df(&e, &qualified_schema(&pair_fields)?))
             .transpose()?;
@@ -364,6 +374,8 @@ impl QueryPlanner<'_> {
             left_op: left.changelog.then_some(left.fields.len()),
             right_op: right.changelog.then_some(right.fields.len()),
             residual,
+            left_expiry,
+            right_expiry,
         };
         let changelog = node.emits_changelog();
         let mut schema_fields: Vec<Field> = pair_fields.iter().map(|(_, f)| f.clone()).collect();
@@ -401,6 +413,8 @@ impl QueryPlanner<'_> {
             node: id,
             fields: pair_fields,
             changelog,
+            time: None,
+            window_end: None,
         })
     }
 
@@ -447,11 +461,23 @@ impl QueryPlanner<'_> {
             Schema::new(out_fields),
             Some((leaf.node, EdgeKind::Forward)),
         );
+        // The time attribute and window end, by their names in the join.
+        let renamed = |column: &Option<String>| {
+            column.as_ref().and_then(|c| {
+                from.columns
+                    .iter()
+                    .zip(&leaf.fields)
+                    .find(|(f, _)| f.name() == c)
+                    .map(|(_, name)| name.clone())
+            })
+        };
         Ok(Planned {
             builder,
             node,
             fields,
             changelog: from.changelog,
+            time: renamed(&from.time_attribute),
+            window_end: renamed(&from.window_end),
         })
     }
 }
@@ -537,4 +563,129 @@ fn flatten<'a>(t: &'a ast::TableRef, refs: &mut Vec<&'a ast::TableRef>) -> Resul
         right: Box::new(right),
         on,
     })
+}
+
+/// When each input's rows stop matching, if the condition bounds it:
+/// - a **window join**: the keys pair the two inputs' `window_end`s; a
+///   window's rows are complete once the watermark reaches its end;
+/// - an **interval join**: the residual bounds `right.time - left.time` to
+///   `[lower, upper]` (from `BETWEEN`, `>=`, `<=`, `>`, `<` with interval
+///   offsets) on both inputs' time attributes. Rows that arrive later than
+///   the watermark have a later time, so a left row expires at
+///   `time + upper`, a right row at `time - lower`.
+fn expiries(
+    left: &Planned,
+    right: &Planned,
+    left_keys: &[usize],
+    right_keys: &[usize],
+    residual: &[Expr],
+) -> (Option<Expiry>, Option<Expiry>) {
+    let field = |p: &Planned, name: &Option<String>| {
+        name.as_ref()
+            .and_then(|n| p.fields.iter().position(|(_, f)| f.name() == n))
+    };
+    if let (Some(l), Some(r)) = (
+        field(left, &left.window_end),
+        field(right, &right.window_end),
+    ) && left_keys
+        .iter()
+        .zip(right_keys)
+        .any(|(&a, &b)| (a, b) == (l, r))
+    {
+        let at_end = |time_column| Expiry {
+            time_column,
+            after_ms: 0,
+        };
+        return (Some(at_end(l)), Some(at_end(r)));
+    }
+    // An append-only window aggregate's later rows have a later window_end
+    // than the watermark, like an event-time attribute.
+    let time = |p: &Planned| field(p, &p.time).or_else(|| field(p, &p.window_end));
+    let (Some(lt), Some(rt)) = (time(left), time(right)) else {
+        return (None, None);
+    };
+    let column = |p: &Planned, i: usize| {
+        let (q, f) = &p.fields[i];
+        Column::new(Some(q.as_str()), f.name())
+    };
+    let (lcol, rcol) = (column(left, lt), column(right, rt));
+    let (mut lower, mut upper) = (None::<i64>, None::<i64>);
+    let mut bound = |a: &Expr, op: Operator, b: &Expr| {
+        let (Some((ca, oa)), Some((cb, ob))) = (time_offset(a), time_offset(b)) else {
+            return;
+        };
+        // Normalise to `right - left  op  k`.
+        let (op, k) = if ca == rcol && cb == lcol {
+            (op, ob - oa)
+        } else if ca == lcol && cb == rcol {
+            match op.swap() {
+                Some(swapped) => (swapped, oa - ob),
+                None => return,
+            }
+        } else {
+            return;
+        };
+        match op {
+            Operator::GtEq | Operator::Gt => lower = Some(lower.map_or(k, |l| l.max(k))),
+            Operator::LtEq | Operator::Lt => upper = Some(upper.map_or(k, |u| u.min(k))),
+            _ => {}
+        }
+    };
+    let mut parts: Vec<&Expr> = residual.iter().collect();
+    while let Some(e) = parts.pop() {
+        match e {
+            Expr::Between(b) if !b.negated => {
+                bound(&b.expr, Operator::GtEq, &b.low);
+                bound(&b.expr, Operator::LtEq, &b.high);
+            }
+            Expr::BinaryExpr(b) if b.op == Operator::And => parts.extend([&*b.left, &*b.right]),
+            Expr::BinaryExpr(b) => bound(&b.left, b.op, &b.right),
+            _ => {}
+        }
+    }
+    let expiry = |time_column, after_ms: Option<i64>| {
+        after_ms.map(|after_ms| Expiry {
+            time_column,
+            after_ms,
+        })
+    };
+    (expiry(lt, upper), expiry(rt, lower.map(|l| -l)))
+}
+
+/// `column`, `column ± INTERVAL ...` (through casts between timestamp
+/// types): the column and the offset in milliseconds.
+fn time_offset(e: &Expr) -> Option<(Column, i64)> {
+    match e {
+        Expr::Column(c) => Some((c.clone(), 0)),
+        Expr::Cast(c) if matches!(c.field.data_type(), DataType::Timestamp(..)) => {
+            time_offset(&c.expr)
+        }
+        Expr::BinaryExpr(b) if matches!(b.op, Operator::Plus | Operator::Minus) => {
+            let (c, o) = time_offset(&b.left)?;
+            let ms = interval_ms(&b.right)?;
+            Some((
+                c,
+                if b.op == Operator::Plus {
+                    o + ms
+                } else {
+                    o - ms
+                },
+            ))
+        }
+        _ => None,
+    }
+}
+
+fn interval_ms(e: &Expr) -> Option<i64> {
+    use datafusion::common::ScalarValue;
+    match e {
+        Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
+            Some(v.days as i64 * 86_400_000 + v.nanoseconds / 1_000_000)
+        }
+        Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
+            Some(v.days as i64 * 86_400_000 + v.milliseconds as i64)
+        }
+        Expr::Cast(c) => interval_ms(&c.expr),
+        _ => None,
+    }
 }
