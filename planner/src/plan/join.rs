@@ -568,11 +568,13 @@ fn flatten<'a>(t: &'a ast::TableRef, refs: &mut Vec<&'a ast::TableRef>) -> Resul
 /// When each input's rows stop matching, if the condition bounds it:
 /// - a **window join**: the keys pair the two inputs' `window_end`s; a
 ///   window's rows are complete once the watermark reaches its end;
-/// - an **interval join**: the residual bounds `right.time - left.time` to
-///   `[lower, upper]` (from `BETWEEN`, `>=`, `<=`, `>`, `<` with interval
-///   offsets) on both inputs' time attributes. Rows that arrive later than
-///   the watermark have a later time, so a left row expires at
-///   `time + upper`, a right row at `time - lower`.
+/// - an **interval join**: the residual holds `x <= y + k` (from
+///   `BETWEEN`, `>=`, `<=`, `>`, `<`, with interval offsets) where `x` is
+///   one input's time attribute and `y` a timestamp column of the other.
+///   Rows that arrive later than the watermark have a later time, so the
+///   other input's row expires once the watermark reaches its `y + k`:
+///   `b.ts BETWEEN a.ts - 10 s AND a.ts` expires a's rows at `ts + 10 s` and
+///   b's at `ts`; `b.ts <= a.expires` expires a's rows at `expires` (q4).
 fn expiries(
     left: &Planned,
     right: &Planned,
@@ -601,34 +603,45 @@ fn expiries(
     // An append-only window aggregate's later rows have a later window_end
     // than the watermark, like an event-time attribute.
     let time = |p: &Planned| field(p, &p.time).or_else(|| field(p, &p.window_end));
-    let (Some(lt), Some(rt)) = (time(left), time(right)) else {
-        return (None, None);
-    };
     let column = |p: &Planned, i: usize| {
         let (q, f) = &p.fields[i];
         Column::new(Some(q.as_str()), f.name())
     };
-    let (lcol, rcol) = (column(left, lt), column(right, rt));
-    let (mut lower, mut upper) = (None::<i64>, None::<i64>);
-    let mut bound = |a: &Expr, op: Operator, b: &Expr| {
-        let (Some((ca, oa)), Some((cb, ob))) = (time_offset(a), time_offset(b)) else {
+    let index = |p: &Planned, c: &Column| {
+        p.index_of(c)
+            .filter(|&i| matches!(p.fields[i].1.data_type(), DataType::Timestamp(..)))
+    };
+    let (lt, rt) = (
+        time(left).map(|i| column(left, i)),
+        time(right).map(|i| column(right, i)),
+    );
+    let (mut left_expiry, mut right_expiry) = (None, None);
+    // `x <= y + k`: when x is one input's time attribute and y a timestamp
+    // column of the other, the other's row can only meet rows whose time is
+    // at most its y + k: it expires then.
+    let mut bound = |x: &Expr, op: Operator, y: &Expr| {
+        let (Some((cx, ox)), Some((cy, oy))) = (time_offset(x), time_offset(y)) else {
             return;
         };
-        // Normalise to `right - left  op  k`.
-        let (op, k) = if ca == rcol && cb == lcol {
-            (op, ob - oa)
-        } else if ca == lcol && cb == rcol {
-            match op.swap() {
-                Some(swapped) => (swapped, oa - ob),
-                None => return,
-            }
-        } else {
-            return;
+        let (x, y, k) = match op {
+            Operator::LtEq | Operator::Lt => (cx, cy, oy - ox),
+            Operator::GtEq | Operator::Gt => (cy, cx, ox - oy),
+            _ => return,
         };
-        match op {
-            Operator::GtEq | Operator::Gt => lower = Some(lower.map_or(k, |l| l.max(k))),
-            Operator::LtEq | Operator::Lt => upper = Some(upper.map_or(k, |u| u.min(k))),
-            _ => {}
+        if rt.as_ref() == Some(&x)
+            && let Some(i) = index(left, &y)
+        {
+            left_expiry.get_or_insert(Expiry {
+                time_column: i,
+                after_ms: k,
+            });
+        } else if lt.as_ref() == Some(&x)
+            && let Some(i) = index(right, &y)
+        {
+            right_expiry.get_or_insert(Expiry {
+                time_column: i,
+                after_ms: k,
+            });
         }
     };
     let mut parts: Vec<&Expr> = residual.iter().collect();
@@ -643,13 +656,7 @@ fn expiries(
             _ => {}
         }
     }
-    let expiry = |time_column, after_ms: Option<i64>| {
-        after_ms.map(|after_ms| Expiry {
-            time_column,
-            after_ms,
-        })
-    };
-    (expiry(lt, upper), expiry(rt, lower.map(|l| -l)))
+    (left_expiry, right_expiry)
 }
 
 /// `column`, `column ± INTERVAL ...` (through casts between timestamp
