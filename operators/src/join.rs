@@ -174,15 +174,19 @@ impl KeyRows {
     /// Removes the rows that expire at or before `watermark`, handing each
     /// (its bytes and match count) to `f` first.
     fn expire(&mut self, watermark: i64, mut f: impl FnMut(&[u8], u32)) {
-        let mut i = 0;
-        while i < self.len() {
+        if self.expires.iter().all(|&e| e > watermark) {
+            return;
+        }
+        // One pass: keep the rows that live on, in order.
+        let mut kept = KeyRows::default();
+        for i in 0..self.len() {
             if self.expires[i] <= watermark {
                 f(self.row(i), self.matches[i]);
-                self.remove_at(i);
             } else {
-                i += 1;
+                kept.push(self.row(i), self.matches[i], self.expires[i]);
             }
         }
+        *self = kept;
     }
 
     /// `n | ends | matches | expires | data`, integers little-endian.
@@ -660,6 +664,9 @@ impl JoinOperator {
         let side = &mut self.sides[s];
         let pads = side.pads_on_expiry();
         let mut unmatched: Vec<Vec<u8>> = Vec::new();
+        // Each key is cleaned once per watermark, however many of its rows
+        // expire (each row has a timer).
+        let mut cleaned: KeyMap<()> = KeyMap::default();
         while let Some(Reverse((at, _, _))) = side.timers.peek() {
             if *at > watermark {
                 break;
@@ -667,6 +674,9 @@ impl JoinOperator {
             let Some(Reverse((_, kg, key))) = side.timers.pop() else {
                 break;
             };
+            if cleaned.contains_key(&key) {
+                continue;
+            }
             let Some(stored) = side.rows.get_mut(&key) else {
                 continue;
             };
@@ -678,7 +688,8 @@ impl JoinOperator {
             if stored.len() == 0 {
                 side.rows.remove(&key);
             }
-            side.dirty.insert(key, kg);
+            side.dirty.insert(key.clone(), kg);
+            cleaned.insert(key, ());
         }
         if unmatched.is_empty() {
             return Ok(());
