@@ -43,7 +43,7 @@
 //! job's plan check refuses state written by another plan).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int8Array, UInt32Array};
@@ -116,6 +116,48 @@ impl JoinInput {
     /// How many row columns the input has (all but `_op`).
     fn width(&self) -> usize {
         self.op_column.unwrap_or(self.schema.fields().len())
+    }
+
+    /// Its row columns, nullable (they are NULL in padded output rows).
+    fn row_fields(&self) -> Vec<Field> {
+        self.schema.fields()[..self.width()]
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect()
+    }
+}
+
+/// The rows a join's residual condition is evaluated on: the left input's
+/// row columns, then the right's.
+pub fn pair_schema(left: &JoinInput, right: &JoinInput) -> SchemaRef {
+    Arc::new(Schema::new(
+        [left.row_fields(), right.row_fields()].concat(),
+    ))
+}
+
+/// Whether a join's output is a changelog: an input is one (`updating`), or
+/// a preserved side's padded rows are retracted when matches arrive (a
+/// preserved side whose rows expire pads them when they expire instead).
+pub fn emits_changelog(join_type: JoinType, updating: [bool; 2], expires: [bool; 2]) -> bool {
+    updating.iter().any(|&u| u) || (0..2).any(|s| join_type.preserves(s) && !expires[s])
+}
+
+/// Side `s`'s columns and the other side's, in output order (left first).
+fn in_order<T>(s: usize, mine: Vec<T>, theirs: Vec<T>) -> Vec<T> {
+    let (mut first, second) = if s == 0 {
+        (mine, theirs)
+    } else {
+        (theirs, mine)
+    };
+    first.extend(second);
+    first
+}
+
+/// Marks `key` changed since the last barrier, copying it only the first
+/// time.
+fn mark_dirty(dirty: &mut KeyMap<u16>, key: &[u8], kg: u16) {
+    if !dirty.contains_key(key) {
+        dirty.insert(key.into(), kg);
     }
 }
 
@@ -265,7 +307,6 @@ impl Side {
     }
 
     fn new(input: JoinInput, preserved: bool) -> Result<Self> {
-        let width = input.width();
         if input.expiry.is_some() && input.op_column.is_some() {
             return Err(OperatorError::Internal(
                 "the rows of an updating join input cannot expire".into(),
@@ -279,10 +320,7 @@ impl Side {
                 "a join input's _op must be its last column".into(),
             ));
         }
-        let fields: Vec<Field> = input.schema.fields()[..width]
-            .iter()
-            .map(|f| f.as_ref().clone().with_nullable(true))
-            .collect();
+        let fields = input.row_fields();
         let sort = |dt: &DataType| SortField::new(dt.clone());
         let key_converter = RowConverter::new(
             input
@@ -363,22 +401,21 @@ impl JoinOperator {
                 )));
             }
         }
-        // Padded rows are retracted later unless they wait for expiry.
-        let retracts_padding =
-            |side: usize, input: &JoinInput| join_type.preserves(side) && input.expiry.is_none();
-        let changelog = left.op_column.is_some()
-            || right.op_column.is_some()
-            || retracts_padding(0, &left)
-            || retracts_padding(1, &right);
+        let changelog = emits_changelog(
+            join_type,
+            [left.op_column.is_some(), right.op_column.is_some()],
+            [left.expiry.is_some(), right.expiry.is_some()],
+        );
+        let pair_schema = pair_schema(&left, &right);
+        let mut fields: Vec<Field> = pair_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         let sides = [
             Side::new(left, join_type.preserves(0))?,
             Side::new(right, join_type.preserves(1))?,
         ];
-        let mut fields: Vec<Field> = sides
-            .iter()
-            .flat_map(|s| s.rows_schema.fields().iter().map(|f| f.as_ref().clone()))
-            .collect();
-        let pair_schema = Arc::new(Schema::new(fields.clone()));
         if changelog {
             fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
         }
@@ -488,11 +525,7 @@ impl JoinOperator {
                     .iter()
                     .map(|a| take(a, &idx, None))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
-                let columns = if s == 0 {
-                    [mine, candidates.clone()].concat()
-                } else {
-                    [candidates.clone(), mine].concat()
-                };
+                let columns = in_order(s, mine, candidates.clone());
                 let pair_batch = RecordBatch::try_new(self.pair_schema.clone(), columns)?;
                 let result = residual.evaluate(&pair_batch)?.into_array(pairs)?;
                 let result = result.as_boolean_opt().ok_or_else(|| {
@@ -515,7 +548,8 @@ impl JoinOperator {
                 .as_ref()
                 .is_none_or(|o| matches!(o.value(i), OP_INSERT | OP_UPDATE_AFTER));
             let key = keys.row(i);
-            let matching: Vec<usize> = (starts[i]..starts[i + 1]).filter(|&p| passes(p)).collect();
+            let matching = || (starts[i]..starts[i + 1]).filter(|&p| passes(p));
+            let matched = matching().count();
             let (joined_op, padded_other_op) = if accumulate {
                 (OP_INSERT, OP_DELETE)
             } else {
@@ -523,12 +557,12 @@ impl JoinOperator {
             };
             let mut other_first_or_last = Vec::new();
             let other_pads_later = other.pads_on_expiry();
-            if other.preserved && !matching.is_empty() {
+            if other.preserved && matched > 0 {
                 let stored = other
                     .rows
                     .get_mut(key.as_ref())
                     .ok_or_else(|| OperatorError::Internal("join candidates vanished".into()))?;
-                for &p in &matching {
+                for p in matching() {
                     let m = &mut stored.matches[pair_slot[p] as usize];
                     if accumulate {
                         if *m == 0 {
@@ -542,7 +576,7 @@ impl JoinOperator {
                         }
                     }
                 }
-                other.dirty.insert(key.as_ref().into(), groups[i]);
+                mark_dirty(&mut other.dirty, key.as_ref(), groups[i]);
             }
             let padded = |op| Out {
                 op,
@@ -560,7 +594,7 @@ impl JoinOperator {
                     ..padded(padded_other_op)
                 }));
             }
-            emitted.extend(matching.iter().map(|&p| Out {
+            emitted.extend(matching().map(|p| Out {
                 op: joined_op,
                 input: Some(i as u32),
                 candidate: Some(p as u32),
@@ -569,10 +603,7 @@ impl JoinOperator {
             // at once (it is not stored).
             let expires = expires_at(i);
             let stored_until_expiry = has_key(i) && expires > self.watermark;
-            if this.preserved
-                && matching.is_empty()
-                && (!this.pads_on_expiry() || !stored_until_expiry)
-            {
+            if this.preserved && matched == 0 && (!this.pads_on_expiry() || !stored_until_expiry) {
                 emitted.push(Out {
                     input: Some(i as u32),
                     ..padded(joined_op)
@@ -589,11 +620,7 @@ impl JoinOperator {
             }
             let row = rows.row(i);
             if accumulate {
-                let matches = if this.preserved {
-                    matching.len() as u32
-                } else {
-                    0
-                };
+                let matches = if this.preserved { matched as u32 } else { 0 };
                 match this.rows.get_mut(key.as_ref()) {
                     Some(stored) => stored.push(row.as_ref(), matches, expires),
                     None => {
@@ -627,7 +654,7 @@ impl JoinOperator {
                     continue;
                 }
             }
-            this.dirty.insert(key.as_ref().into(), groups[i]);
+            mark_dirty(&mut this.dirty, key.as_ref(), groups[i]);
         }
         if emitted.is_empty() {
             return Ok(());
@@ -642,11 +669,7 @@ impl JoinOperator {
             .iter()
             .map(|a| take(a, &cand_idx, None))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let mut columns = if s == 0 {
-            [mine, theirs].concat()
-        } else {
-            [theirs, mine].concat()
-        };
+        let mut columns = in_order(s, mine, theirs);
         if self.changelog {
             let ops: Int8Array = emitted.iter().map(|o| Some(o.op)).collect();
             columns.push(Arc::new(ops));
@@ -666,7 +689,7 @@ impl JoinOperator {
         let mut unmatched: Vec<Vec<u8>> = Vec::new();
         // Each key is cleaned once per watermark, however many of its rows
         // expire (each row has a timer).
-        let mut cleaned: KeyMap<()> = KeyMap::default();
+        let mut cleaned: HashSet<Box<[u8]>, RandomState> = HashSet::default();
         while let Some(Reverse((at, _, _))) = side.timers.peek() {
             if *at > watermark {
                 break;
@@ -674,7 +697,7 @@ impl JoinOperator {
             let Some(Reverse((_, kg, key))) = side.timers.pop() else {
                 break;
             };
-            if cleaned.contains_key(&key) {
+            if cleaned.contains(&key) {
                 continue;
             }
             let Some(stored) = side.rows.get_mut(&key) else {
@@ -688,8 +711,8 @@ impl JoinOperator {
             if stored.len() == 0 {
                 side.rows.remove(&key);
             }
-            side.dirty.insert(key.clone(), kg);
-            cleaned.insert(key, ());
+            mark_dirty(&mut side.dirty, &key, kg);
+            cleaned.insert(key);
         }
         if unmatched.is_empty() {
             return Ok(());
@@ -705,11 +728,7 @@ impl JoinOperator {
             .iter()
             .map(|f| datafusion::arrow::array::new_null_array(f.data_type(), n))
             .collect();
-        let mut columns = if s == 0 {
-            [mine, theirs].concat()
-        } else {
-            [theirs, mine].concat()
-        };
+        let mut columns = in_order(s, mine, theirs);
         if self.changelog {
             columns.push(Arc::new(Int8Array::from(vec![OP_INSERT; n])));
         }

@@ -218,14 +218,7 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                     op_column: j.right_op,
                     expiry: j.right_expiry,
                 };
-                let pair_fields: Vec<_> = [&left, &right]
-                    .iter()
-                    .flat_map(|side| {
-                        let width = side.op_column.unwrap_or(side.schema.fields().len());
-                        side.schema.fields()[..width].to_vec()
-                    })
-                    .collect();
-                let pairs = Arc::new(datafusion::arrow::datatypes::Schema::new(pair_fields));
+                let pairs = eddy_operators::join::pair_schema(&left, &right);
                 let residual = j
                     .residual
                     .as_ref()

@@ -147,16 +147,13 @@ pub struct JoinNode {
 }
 
 impl JoinNode {
-    /// Updating inputs, or a preserved side whose padded rows are retracted
-    /// when matches arrive (a preserved side whose rows expire pads them
-    /// when they expire instead).
+    /// See [`eddy_operators::join::emits_changelog`].
     pub fn emits_changelog(&self) -> bool {
-        self.left_op.is_some()
-            || self.right_op.is_some()
-            || (matches!(self.join_type, JoinType::Left | JoinType::Full)
-                && self.left_expiry.is_none())
-            || (matches!(self.join_type, JoinType::Right | JoinType::Full)
-                && self.right_expiry.is_none())
+        eddy_operators::join::emits_changelog(
+            self.join_type,
+            [self.left_op.is_some(), self.right_op.is_some()],
+            [self.left_expiry.is_some(), self.right_expiry.is_some()],
+        )
     }
 }
 

@@ -521,18 +521,8 @@ impl QueryPlanner<'_> {
                 }
                 _ => None,
             });
-            let event_time = from.time_attribute.as_ref().and_then(|t| {
-                items.iter().find_map(|(e, f, _)| match e {
-                    Expr::Column(c) if c.name == *t => Some(f.name().clone()),
-                    _ => None,
-                })
-            });
-            let window_end = from.window_end.as_ref().and_then(|t| {
-                items.iter().find_map(|(e, f, _)| match e {
-                    Expr::Column(c) if c.name == *t => Some(f.name().clone()),
-                    _ => None,
-                })
-            });
+            let event_time = selected_as_is(&items, from.time_attribute.as_deref());
+            let window_end = selected_as_is(&items, from.window_end.as_deref());
             return Ok(QueryPlan {
                 changelog: from.changelog,
                 proctime: proctime.is_some(),
@@ -806,17 +796,7 @@ impl QueryPlanner<'_> {
             .binder
             .bind(e, &from.scope, AggMode::Forbidden(clause))?;
         let bound = self.window_columns(bound, from)?;
-        let (expr, field) = coerce(bound, &from.scope.schema, e.span)?;
-        if !matches!(field.data_type(), DataType::Boolean | DataType::Null) {
-            return Err(PlanError::user(
-                format!(
-                    "{clause} must be a boolean condition, not {}",
-                    field.data_type()
-                ),
-                e.span,
-            ));
-        }
-        Ok((expr, field))
+        coerce_condition(bound, &from.scope.schema, e.span, clause)
     }
 
     /// Binds the SELECT list; `rewrite` maps each bound expression before
@@ -1303,6 +1283,37 @@ impl QueryPlanner<'_> {
             items,
         })
     }
+}
+
+/// Coerces a bound condition of `clause` (WHERE, ON...), which must be
+/// boolean.
+fn coerce_condition(
+    bound: Expr,
+    schema: &DFSchema,
+    span: Span,
+    clause: &str,
+) -> Result<(Expr, Field)> {
+    let (expr, field) = coerce(bound, schema, span)?;
+    if !matches!(field.data_type(), DataType::Boolean | DataType::Null) {
+        return Err(PlanError::user(
+            format!(
+                "{clause} must be a boolean condition, not {}",
+                field.data_type()
+            ),
+            span,
+        ));
+    }
+    Ok((expr, field))
+}
+
+/// The output name of the SELECT item that is input column `column`
+/// unchanged, if any.
+fn selected_as_is(items: &[(Expr, Field, Span)], column: Option<&str>) -> Option<String> {
+    let column = column?;
+    items.iter().find_map(|(e, f, _)| match e {
+        Expr::Column(c) if c.name == column => Some(f.name().clone()),
+        _ => None,
+    })
 }
 
 /// Errors from `to_output` have no span; point them at the select item.

@@ -34,7 +34,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use eddy_parser::ast::{self, TableRefKind};
 
 use super::{From, GraphBuilder, OP_COLUMN, QueryPlanner, unique};
-use crate::binder::{AggMode, Scope, ScopeTable, coerce};
+use crate::binder::{AggMode, Scope, ScopeTable};
 use crate::error::{PlanError, Result};
 use crate::expr::ScalarExpr;
 use crate::graph::{EdgeKind, Expiry, JoinNode, JoinType, NodeKind, ProjectNode};
@@ -265,16 +265,7 @@ impl QueryPlanner<'_> {
         clause: &'static str,
     ) -> Result<Conjunct<'a>> {
         let bound = self.binder.bind(ast, scope, AggMode::Forbidden(clause))?;
-        let (expr, field) = coerce(bound, &scope.schema, ast.span)?;
-        if !matches!(field.data_type(), DataType::Boolean | DataType::Null) {
-            return Err(PlanError::user(
-                format!(
-                    "{clause} must be a boolean condition, not {}",
-                    field.data_type()
-                ),
-                ast.span,
-            ));
-        }
+        let (expr, _) = super::coerce_condition(bound, &scope.schema, ast.span, clause)?;
         Ok(Conjunct {
             tables: tables_of(&expr),
             ast,
