@@ -106,6 +106,7 @@ fn run(
     }
     let mut child = cmd.spawn().unwrap();
     let mut kill_after = kill_after;
+    let mut sent_term = false;
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -118,10 +119,13 @@ fn run(
                 return Ended::Finished;
             }
             // Killed by its own crash point (SIGKILL, or SIGABRT should
-            // `kill` be missing), or a real failure.
+            // `kill` be missing), by a SIGTERM that came before it installed
+            // its handler (while it was still starting: nothing ran yet),
+            // or a real failure.
             use std::os::unix::process::ExitStatusExt;
+            let early_term = sent_term && status.signal() == Some(15);
             assert!(
-                matches!(status.signal(), Some(9 | 6)),
+                early_term || matches!(status.signal(), Some(9 | 6)),
                 "eddy failed ({status}): {stderr}"
             );
             return Ended::Killed;
@@ -138,6 +142,7 @@ fn run(
                     .status()
                     .unwrap();
                 assert!(status.success());
+                sent_term = true;
                 // Now wait for the clean stop.
                 kill_after = None;
             }
