@@ -117,6 +117,15 @@ impl KeyedState {
         Ok(())
     }
 
+    /// Stores this subtask's metadata (what [`Self::metas`] returns), next
+    /// to entries written with [`Self::write`].
+    pub fn write_meta(&self, meta: &[u8]) -> Result<()> {
+        let mut key = META_PREFIX.to_vec();
+        key.extend_from_slice(&self.subtask.to_be_bytes());
+        self.table.write_batch(&[(key, Some(meta.to_vec()))])?;
+        Ok(())
+    }
+
     /// Every entry in the key groups this subtask owns, in key order, as
     /// raw bytes (see [`Self::write`]).
     pub fn scan_raw(&self) -> Result<Vec<StoredEntry>> {

@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod operator;
 pub mod partition;
 pub mod project;
+pub mod rank;
 pub mod runtime;
 pub mod session;
 pub mod sink;

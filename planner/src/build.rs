@@ -13,6 +13,7 @@ use eddy_connectors::{MaterializingSink, MemoryCollector, Options, SinkConfig, S
 use eddy_operators::join::{JoinInput, JoinOperator};
 use eddy_operators::late::LateOutput;
 use eddy_operators::project::ProjectOperator;
+use eddy_operators::rank::RankOperator;
 use eddy_operators::runtime::{Dataflow, Partitioning, Stage, StageInput};
 use eddy_operators::session::SessionWindowOperator;
 use eddy_operators::sink::SinkOperator;
@@ -235,6 +236,16 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                     Ok(Box::new(op) as Box<dyn Operator>)
                 }))?)
             }
+            NodeKind::Rank(r) => {
+                let input = input_schema
+                    .clone()
+                    .ok_or_else(|| PlanError::internal("a Top-N without an input"))?;
+                let spec = r.clone();
+                Some(validated(Arc::new(move || {
+                    let op = RankOperator::try_new(&input, spec.clone())?;
+                    Ok(Box::new(op) as Box<dyn Operator>)
+                }))?)
+            }
             NodeKind::Sink(s) => {
                 let connector = s.options.get("connector").map(String::as_str);
                 // A sink of a side output (late rows) has its own schema.
@@ -388,6 +399,7 @@ fn stage_name(kind: &NodeKind) -> String {
         NodeKind::WindowAggregate(_) => "window".into(),
         NodeKind::UpdatingAggregate(_) => "aggregate".into(),
         NodeKind::Join(_) => "join".into(),
+        NodeKind::Rank(_) => "topn".into(),
         NodeKind::Sink(s) => format!("sink:{}", s.name),
     }
 }

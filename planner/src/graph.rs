@@ -13,6 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Schema};
 use serde::{Deserialize, Serialize};
 
 pub use eddy_operators::join::{Expiry, JoinType};
+pub use eddy_operators::rank::{RankFunction, RankMode, RankSpec};
 
 use crate::expr::ScalarExpr;
 
@@ -39,6 +40,8 @@ pub enum NodeKind {
     WindowAggregate(WindowAggregateNode),
     UpdatingAggregate(UpdatingAggregateNode),
     Join(JoinNode),
+    /// Top-N and deduplication (see [`eddy_operators::rank`]).
+    Rank(RankSpec),
     Sink(SinkNode),
 }
 
@@ -439,6 +442,53 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
                 retention(0, &j.left_expiry),
                 retention(1, &j.right_expiry),
             )
+        }
+        NodeKind::Rank(r) => {
+            let input = graph
+                .input_edge(node.id)
+                .and_then(|e| graph.node(e.from))
+                .map(|n| &n.schema);
+            let name = |k: usize| input.map_or(format!("#{k}"), |s| s.field(k).name().clone());
+            let partition: Vec<String> = r.partition.iter().map(|&k| name(k)).collect();
+            let order: Vec<String> = r
+                .order
+                .iter()
+                .map(|&(k, desc)| format!("{} {}", name(k), if desc { "DESC" } else { "ASC" }))
+                .collect();
+            let rank = match &r.rank_column {
+                Some(c) => format!(", emits {c}"),
+                None => String::new(),
+            };
+            let over = format!(
+                "{}() OVER (PARTITION BY {} ORDER BY {}) <= {}{rank}",
+                r.function.as_sql(),
+                if partition.is_empty() {
+                    "()".to_string()
+                } else {
+                    partition.join(", ")
+                },
+                order.join(", "),
+                r.limit,
+            );
+            let kept = if r.op_column.is_some() {
+                "every row of each partition (an updating input)".to_string()
+            } else {
+                format!("the top {} rows of each partition", r.limit)
+            };
+            match r.mode {
+                RankMode::Updating => {
+                    format!("TopN {over} → changelog (_op); state: {kept}, UNBOUNDED (for ever)")
+                }
+                RankMode::WindowClose { window_end } => format!(
+                    "WindowTopN {over} → append-only, when each window closes; state: {kept} until the watermark passes {}",
+                    name(window_end)
+                ),
+                RankMode::FirstByTime { time } => format!(
+                    "FirstRows {over} → append-only, once the watermark passes {}; state: a count per partition UNBOUNDED (for ever), rows until the watermark passes {}",
+                    name(time),
+                    name(time)
+                ),
+            }
         }
         NodeKind::Sink(s) => {
             let opts: Vec<String> = s

@@ -264,6 +264,7 @@ impl QueryPlan {
 }
 
 mod join;
+mod rank;
 
 pub(crate) struct QueryPlanner<'a> {
     pub catalog: &'a Catalog,
@@ -318,6 +319,12 @@ impl QueryPlanner<'_> {
     /// Plans a query. What streaming cannot run yet is rejected with
     /// `not supported yet: <feature>` at the feature's position.
     pub fn plan(&self, q: &ast::Query) -> Result<QueryPlan> {
+        self.plan_query(q, None)
+    }
+
+    /// [`Self::plan`], with the bound a reader puts on the query's rank
+    /// (a Top-N; see [`rank`]).
+    fn plan_query(&self, q: &ast::Query, top_n: Option<rank::TopN>) -> Result<QueryPlan> {
         if !q.with.is_empty() {
             let mut inner = self.with_ctes(self.ctes.len());
             let mut names = HashSet::new();
@@ -341,7 +348,7 @@ impl QueryPlanner<'_> {
                 with: Vec::new(),
                 ..q.clone()
             };
-            return inner.plan(&body);
+            return inner.plan_query(&body, top_n);
         }
         if let Some(o) = q.order_by.first() {
             return Err(PlanError::not_supported(
@@ -353,8 +360,8 @@ impl QueryPlanner<'_> {
             return Err(PlanError::not_supported("LIMIT on a stream", l.span));
         }
         match &q.body {
-            SetExpr::Select(s) => self.plan_select(s),
-            SetExpr::Query(inner) => self.plan(inner),
+            SetExpr::Select(s) => self.plan_select(s, top_n),
+            SetExpr::Query(inner) => self.plan_query(inner, top_n),
             SetExpr::UnionAll { .. } => Err(PlanError::not_supported("UNION ALL", q.span)),
         }
     }
@@ -377,7 +384,7 @@ impl QueryPlanner<'_> {
     fn read_table(&self, name: &ast::Ident) -> Result<Relation> {
         if let Some(i) = self.ctes.iter().rposition(|(n, _)| *n == name.value) {
             let query = &self.ctes[i].1;
-            return self.with_ctes(i).plan_derived(query, &name.value);
+            return self.with_ctes(i).plan_derived(query, &name.value, None);
         }
         let source = self.catalog.source(&name.value).ok_or_else(|| {
             let mut names: Vec<&str> = self.catalog.source_names().collect();
@@ -435,8 +442,13 @@ impl QueryPlanner<'_> {
     }
 
     /// A subquery or `WITH` query, planned up to its final projection.
-    fn plan_derived(&self, q: &ast::Query, name: &str) -> Result<Relation> {
-        let plan = self.plan(q)?;
+    fn plan_derived(
+        &self,
+        q: &ast::Query,
+        name: &str,
+        top_n: Option<rank::TopN>,
+    ) -> Result<Relation> {
+        let plan = self.plan_query(q, top_n)?;
         let (changelog, time_attribute) = (plan.changelog, plan.time_attribute.clone());
         let window_end = plan.window_end.clone();
         let proctime = plan.proctime;
@@ -471,17 +483,33 @@ impl QueryPlanner<'_> {
         })
     }
 
-    fn plan_select(&self, q: &ast::Select) -> Result<QueryPlan> {
+    fn plan_select(&self, q: &ast::Select, top_n: Option<rank::TopN>) -> Result<QueryPlan> {
         if let Some(rewritten) = crate::legacy::rewrite_group_window(q)? {
-            return self.plan_select(&rewritten);
+            return self.plan_select(&rewritten, top_n);
         }
+        // A bound on the rank of the one subquery read: a Top-N there.
+        if let Some((rewritten, inner)) = self.top_n_filter(q)? {
+            return self.plan_select_over(&rewritten, top_n, Some(inner));
+        }
+        self.plan_select_over(q, top_n, None)
+    }
+
+    /// Plans a SELECT; `top_n` bounds its rank, `inner_top_n` that of the
+    /// subquery it reads.
+    fn plan_select_over(
+        &self,
+        q: &ast::Select,
+        top_n: Option<rank::TopN>,
+        inner_top_n: Option<rank::TopN>,
+    ) -> Result<QueryPlan> {
         if q.distinct {
             return Err(PlanError::not_supported(
                 "SELECT DISTINCT (an updating deduplication)",
                 q.span,
             ));
         }
-        let (from, builder, input) = self.resolve_from(&q.from, q.selection.as_ref())?;
+        let (from, builder, input) =
+            self.resolve_from(&q.from, q.selection.as_ref(), inner_top_n)?;
 
         let filter = match &q.selection {
             Some(w) => Some(self.bind_predicate(w, &from, "WHERE")?),
@@ -504,6 +532,9 @@ impl QueryPlanner<'_> {
                     "HAVING needs GROUP BY or an aggregate function",
                     h.span,
                 ));
+            }
+            if rank::has_rank(q) {
+                return self.plan_rank(q, &from, builder, input, filter, top_n);
             }
             let items =
                 self.select_items(q, &from.scope, AggMode::Forbidden("this query"), &|e| {
@@ -544,16 +575,21 @@ impl QueryPlanner<'_> {
         &self,
         items: &[ast::TableRef],
         selection: Option<&ast::Expr>,
+        top_n: Option<rank::TopN>,
     ) -> Result<(From, GraphBuilder, usize)> {
         match items {
             [] => Err(PlanError::internal("a SELECT without FROM")),
-            [t] if !matches!(t.kind, TableRefKind::Join(_)) => self.resolve_table(t),
+            [t] if !matches!(t.kind, TableRefKind::Join(_)) => self.resolve_table(t, top_n),
             _ => self.plan_joins(items, selection),
         }
     }
 
     /// Resolves one FROM item that is not a join.
-    fn resolve_table(&self, t: &ast::TableRef) -> Result<(From, GraphBuilder, usize)> {
+    fn resolve_table(
+        &self,
+        t: &ast::TableRef,
+        top_n: Option<rank::TopN>,
+    ) -> Result<(From, GraphBuilder, usize)> {
         if let Some(e) = &t.for_system_time {
             return Err(PlanError::not_supported(
                 "FOR SYSTEM_TIME AS OF (temporal joins)",
@@ -572,7 +608,7 @@ impl QueryPlanner<'_> {
             TableRefKind::Window(tvf) => (self.read_table(&tvf.table)?, Some(tvf)),
             TableRefKind::Subquery(q) => {
                 let name = alias.clone().unwrap_or_else(|| "subquery".to_string());
-                (self.plan_derived(q, &name)?, None)
+                (self.plan_derived(q, &name, top_n)?, None)
             }
             TableRefKind::Join(_) => {
                 return Err(PlanError::internal("a join planned as one table"));

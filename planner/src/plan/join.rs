@@ -177,7 +177,7 @@ impl QueryPlanner<'_> {
         let mut tables: Vec<ScopeTable> = Vec::new();
         let mut all_fields: Vec<(String, Field)> = Vec::new();
         for t in refs {
-            let (from, builder, node) = self.resolve_table(t)?;
+            let (from, builder, node) = self.resolve_table(t, None)?;
             if from.window.is_some() {
                 return Err(PlanError::not_supported(
                     "a window TVF as a join input (join window aggregates instead)",

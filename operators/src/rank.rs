@@ -1,0 +1,816 @@
+//! Top-N and deduplication: `ROW_NUMBER()`, `RANK()` or `DENSE_RANK()`
+//! `OVER (PARTITION BY p ORDER BY o)` kept where the rank is at most N.
+//!
+//! Each partition keeps its rows sorted by the ORDER BY key (rows with
+//! equal keys in arrival order). Three modes:
+//!
+//! ```text
+//!   Updating      the visible top N changes as rows come and go: a changelog
+//!                 (`_op` last). A row that enters pushes the last one out:
+//!                   -U out, +U in  (-D or +I when only one happens)
+//!                 With the rank in the output, every row whose rank moved is
+//!                 retracted with its old rank and emitted with its new one.
+//!   WindowClose   the partition holds one window (its keys include
+//!                 window_end): its top N are emitted once, append-only,
+//!                 when the watermark reaches window_end - 1; then dropped.
+//!   FirstByTime   ROW_NUMBER ordered by the event-time attribute ascending
+//!                 (keep-first deduplication when N = 1): a row is final
+//!                 once the watermark passes its time, so it is emitted then,
+//!                 append-only, and later rows of a full partition are dropped.
+//! ```
+//!
+//! An append-only input keeps only the rows that rank within N (the others
+//! can never come back); a changelog input keeps every row, so that a
+//! retraction lets the next one move up. In the append-only modes a row
+//! that is already behind the watermark is late: it is dropped and counted.
+//!
+//! NULLs sort first in ascending order and last in descending order (as in
+//! Flink). At each checkpoint barrier the partitions changed since the
+//! last one are written to the state backend (incrementally), keyed by key
+//! group and partition key, with the watermark as the subtask's metadata.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int8Array, Int64Array};
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::{DataType, Field, Int8Type, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::hash_utils::RandomState;
+use serde::{Deserialize, Serialize};
+
+use crate::keyed_state::KeyedState;
+use crate::metrics::JobMetrics;
+use crate::operator::{Collector, Operator, OperatorContext};
+use crate::partition::key_groups;
+use crate::updating::{OP_COLUMN, OP_DELETE, OP_INSERT, OP_UPDATE_AFTER, OP_UPDATE_BEFORE};
+use crate::{OperatorError, Result};
+
+/// How rows are numbered within a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RankFunction {
+    /// 1, 2, 3, 4: ties in arrival order.
+    RowNumber,
+    /// 1, 2, 2, 4: ties share a rank, and leave a gap.
+    Rank,
+    /// 1, 2, 2, 3: ties share a rank, without gaps.
+    DenseRank,
+}
+
+impl RankFunction {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "row_number" => Some(RankFunction::RowNumber),
+            "rank" => Some(RankFunction::Rank),
+            "dense_rank" => Some(RankFunction::DenseRank),
+            _ => None,
+        }
+    }
+
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            RankFunction::RowNumber => "ROW_NUMBER",
+            RankFunction::Rank => "RANK",
+            RankFunction::DenseRank => "DENSE_RANK",
+        }
+    }
+}
+
+/// When results are emitted (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RankMode {
+    Updating,
+    /// The input column holding each row's `window_end` (a partition key).
+    WindowClose {
+        window_end: usize,
+    },
+    /// The input column holding event time (the first ORDER BY key).
+    FirstByTime {
+        time: usize,
+    },
+}
+
+/// A Top-N over an input: which columns, which function, how many.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankSpec {
+    pub function: RankFunction,
+    /// Input columns of the partition key (empty: one partition).
+    pub partition: Vec<usize>,
+    /// Input columns of the ORDER BY key, each with `true` for DESC.
+    pub order: Vec<(usize, bool)>,
+    /// Rows with a rank of at most this are kept.
+    pub limit: u64,
+    /// The name of the rank column in the output, if it has one (after the
+    /// input's columns).
+    pub rank_column: Option<String>,
+    /// The input's changelog column (its last), when it is updating.
+    pub op_column: Option<usize>,
+    pub mode: RankMode,
+}
+
+impl RankSpec {
+    /// Only the `Updating` mode emits a changelog.
+    pub fn emits_changelog(&self) -> bool {
+        self.mode == RankMode::Updating
+    }
+
+    /// The input's columns (without `_op`), the rank if emitted, and `_op`
+    /// if the output is a changelog.
+    pub fn output_schema(&self, input: &Schema) -> SchemaRef {
+        let width = self.op_column.unwrap_or(input.fields().len());
+        let mut fields: Vec<Field> = input.fields()[..width]
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        if let Some(name) = &self.rank_column {
+            fields.push(Field::new(name, DataType::Int64, false));
+        }
+        if self.emits_changelog() {
+            fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
+        }
+        Arc::new(Schema::new(fields))
+    }
+}
+
+/// One stored row: its ORDER BY key and the row (both in row format) and
+/// its event time (`FirstByTime` only; 0 otherwise).
+#[derive(Debug, Clone, PartialEq)]
+struct Entry {
+    key: Box<[u8]>,
+    row: Box<[u8]>,
+    time: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Partition {
+    /// Sorted by key; equal keys in arrival order.
+    entries: Vec<Entry>,
+    /// `FirstByTime`: rows emitted so far.
+    emitted: u64,
+    /// `WindowClose`: when the window fires (`window_end - 1`).
+    fires_at: i64,
+}
+
+impl Partition {
+    fn new() -> Self {
+        Self {
+            entries: Vec::new(),
+            emitted: 0,
+            fires_at: i64::MAX,
+        }
+    }
+
+    /// `emitted | fires_at | n | per entry: time, key length, row length,
+    /// key, row`; integers little-endian.
+    fn encode(&self) -> Vec<u8> {
+        let size: usize = self
+            .entries
+            .iter()
+            .map(|e| 16 + e.key.len() + e.row.len())
+            .sum();
+        let mut out = Vec::with_capacity(20 + size);
+        out.extend_from_slice(&self.emitted.to_le_bytes());
+        out.extend_from_slice(&self.fires_at.to_le_bytes());
+        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for e in &self.entries {
+            out.extend_from_slice(&e.time.to_le_bytes());
+            out.extend_from_slice(&(e.key.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(e.row.len() as u32).to_le_bytes());
+            out.extend_from_slice(&e.key);
+            out.extend_from_slice(&e.row);
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let bad = || OperatorError::Internal("a Top-N state entry is corrupt".into());
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Result<&[u8]> {
+            let b = bytes.get(at..at + n).ok_or_else(bad)?;
+            at += n;
+            Ok(b)
+        };
+        let u64_of =
+            |b: &[u8]| -> Result<u64> { Ok(u64::from_le_bytes(b.try_into().map_err(|_| bad())?)) };
+        let u32_of =
+            |b: &[u8]| -> Result<u32> { Ok(u32::from_le_bytes(b.try_into().map_err(|_| bad())?)) };
+        let emitted = u64_of(take(8)?)?;
+        let fires_at = u64_of(take(8)?)? as i64;
+        let n = u32_of(take(4)?)? as usize;
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let time = u64_of(take(8)?)? as i64;
+            let key_len = u32_of(take(4)?)? as usize;
+            let row_len = u32_of(take(4)?)? as usize;
+            let key = take(key_len)?.into();
+            let row = take(row_len)?.into();
+            entries.push(Entry { key, row, time });
+        }
+        if at != bytes.len() {
+            return Err(bad());
+        }
+        Ok(Self {
+            entries,
+            emitted,
+            fires_at,
+        })
+    }
+}
+
+/// The ranks of the visible prefix of `entries` (those ranked at most
+/// `limit`), into `out`.
+fn visible_ranks(function: RankFunction, entries: &[Entry], limit: u64, out: &mut Vec<u64>) {
+    out.clear();
+    let mut rank = 0u64;
+    for (i, e) in entries.iter().enumerate() {
+        let tie = i > 0 && entries[i - 1].key == e.key;
+        rank = match function {
+            RankFunction::RowNumber => i as u64 + 1,
+            RankFunction::Rank if tie => rank,
+            RankFunction::Rank => i as u64 + 1,
+            RankFunction::DenseRank if tie => rank,
+            RankFunction::DenseRank => rank + 1,
+        };
+        if rank > limit {
+            return;
+        }
+        out.push(rank);
+    }
+}
+
+/// Output rows being collected: row-format rows, their ranks and ops.
+#[derive(Debug, Default)]
+struct Emitted {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    ranks: Vec<i64>,
+    ops: Vec<i8>,
+}
+
+impl Emitted {
+    fn push(&mut self, row: &[u8], rank: u64, op: i8) {
+        self.data.extend_from_slice(row);
+        self.ends.push(self.data.len());
+        self.ranks.push(rank as i64);
+        self.ops.push(op);
+    }
+
+    fn row(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.data[start..self.ends[i]]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
+/// How one insertion or removal changed a partition, for [`emit_change`].
+enum Change<'a> {
+    /// A row was inserted at this index.
+    Inserted(usize),
+    /// This row was removed from this index.
+    Removed(usize, &'a Entry),
+}
+
+/// Emits the difference between the visible rows before a change (their
+/// ranks `before`) and after it (`after`, over `entries` as they are now):
+/// retractions first, then additions.
+fn emit_change(
+    entries: &[Entry],
+    before: &[u64],
+    after: &[u64],
+    change: Change<'_>,
+    with_rank: bool,
+    out: &mut Emitted,
+) {
+    // Rows before the change keep their places and ranks.
+    let (start, removed) = match change {
+        Change::Inserted(at) => (at, None),
+        Change::Removed(at, row) => (at, Some((at, row))),
+    };
+    // The entry that sits at index `k` now sat at `old(k)` before.
+    let old = |k: usize| -> Option<usize> {
+        match change {
+            Change::Inserted(at) if k == at => None,
+            Change::Inserted(at) if k > at => Some(k - 1),
+            Change::Removed(at, _) if k >= at => Some(k + 1),
+            _ => Some(k),
+        }
+    };
+    let mut retract: Vec<(&[u8], u64)> = Vec::new();
+    let mut add: Vec<(&[u8], u64)> = Vec::new();
+    if let Some((at, row)) = removed
+        && let Some(&r) = before.get(at)
+    {
+        retract.push((&row.row, r));
+    }
+    let end = after.len().max(before.len() + 1).min(entries.len());
+    for (k, entry) in entries.iter().enumerate().take(end).skip(start) {
+        let was = old(k).and_then(|o| before.get(o).copied());
+        let is = after.get(k).copied();
+        let moved = with_rank && was != is;
+        match (was, is) {
+            (Some(w), Some(i)) if moved => {
+                retract.push((&entry.row, w));
+                add.push((&entry.row, i));
+            }
+            (Some(w), None) => retract.push((&entry.row, w)),
+            (None, Some(i)) => add.push((&entry.row, i)),
+            _ => {}
+        }
+    }
+    // As many retractions as additions pair up as updates; the rest are
+    // deletions or insertions.
+    let updates = retract.len().min(add.len());
+    for (i, (row, rank)) in retract.into_iter().enumerate() {
+        let op = if i < updates {
+            OP_UPDATE_BEFORE
+        } else {
+            OP_DELETE
+        };
+        out.push(row, rank, op);
+    }
+    for (i, (row, rank)) in add.into_iter().enumerate() {
+        let op = if i < updates {
+            OP_UPDATE_AFTER
+        } else {
+            OP_INSERT
+        };
+        out.push(row, rank, op);
+    }
+}
+
+type PartitionMap<V> = HashMap<Box<[u8]>, V, RandomState>;
+
+/// When a partition needs attention: `(time, key group, partition key)`.
+type Timer = (i64, u16, Box<[u8]>);
+
+/// The Top-N operator (see the module docs).
+pub struct RankOperator {
+    spec: RankSpec,
+    /// Input columns that form a row (all but `_op`).
+    width: usize,
+    output: SchemaRef,
+    partition_converter: Option<RowConverter>,
+    order_converter: RowConverter,
+    row_converter: RowConverter,
+    partitions: PartitionMap<Partition>,
+    /// Partitions changed since the last barrier, with their key group.
+    dirty: PartitionMap<u16>,
+    timers: BinaryHeap<Reverse<Timer>>,
+    watermark: i64,
+    state: Option<KeyedState>,
+    metrics: Option<JobMetrics>,
+    unknown_retractions: u64,
+    /// Scratch space for ranks before and after a change.
+    before: Vec<u64>,
+    after: Vec<u64>,
+}
+
+impl std::fmt::Debug for RankOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RankOperator")
+            .field("spec", &self.spec)
+            .field("partitions", &self.partitions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RankOperator {
+    pub fn try_new(input: &SchemaRef, spec: RankSpec) -> Result<Self> {
+        let n = input.fields().len();
+        if let Some(op) = spec.op_column {
+            if op + 1 != n {
+                return Err(OperatorError::Internal(
+                    "a Top-N input's _op must be its last column".into(),
+                ));
+            }
+            if spec.mode != RankMode::Updating {
+                return Err(OperatorError::Internal(
+                    "a window or first-rows Top-N needs an append-only input".into(),
+                ));
+            }
+        }
+        let width = spec.op_column.unwrap_or(n);
+        let in_range = |c: usize| c < width;
+        let mode_column = match spec.mode {
+            RankMode::Updating => None,
+            RankMode::WindowClose { window_end } => Some(window_end),
+            RankMode::FirstByTime { time } => Some(time),
+        };
+        if !spec.partition.iter().copied().all(in_range)
+            || !spec.order.iter().all(|&(c, _)| in_range(c))
+            || !mode_column.is_none_or(in_range)
+        {
+            return Err(OperatorError::Internal(
+                "a Top-N column is out of range".into(),
+            ));
+        }
+        if spec.limit == 0 {
+            return Err(OperatorError::Internal("a Top-N of 0 rows".into()));
+        }
+        let field = |c: usize| input.field(c).data_type().clone();
+        let partition_converter = if spec.partition.is_empty() {
+            None
+        } else {
+            Some(RowConverter::new(
+                spec.partition
+                    .iter()
+                    .map(|&c| SortField::new(field(c)))
+                    .collect(),
+            )?)
+        };
+        let order_converter = RowConverter::new(
+            spec.order
+                .iter()
+                .map(|&(c, descending)| {
+                    let options = SortOptions {
+                        descending,
+                        nulls_first: !descending,
+                    };
+                    SortField::new_with_options(field(c), options)
+                })
+                .collect(),
+        )?;
+        let row_converter =
+            RowConverter::new((0..width).map(|c| SortField::new(field(c))).collect())?;
+        let output = spec.output_schema(input);
+        Ok(Self {
+            spec,
+            width,
+            output,
+            partition_converter,
+            order_converter,
+            row_converter,
+            partitions: PartitionMap::default(),
+            dirty: PartitionMap::default(),
+            timers: BinaryHeap::new(),
+            watermark: i64::MIN,
+            state: None,
+            metrics: None,
+            unknown_retractions: 0,
+            before: Vec::new(),
+            after: Vec::new(),
+        })
+    }
+
+    pub fn output_schema(&self) -> SchemaRef {
+        self.output.clone()
+    }
+
+    fn mark_dirty(&mut self, key: &[u8], kg: u16) {
+        if !self.dirty.contains_key(key) {
+            self.dirty.insert(key.into(), kg);
+        }
+    }
+
+    fn count_late(&self, n: u64) {
+        if let (Some(m), true) = (&self.metrics, n > 0) {
+            m.add_late_rows(n);
+        }
+    }
+
+    /// Turns collected rows into an output batch.
+    fn collect(&self, emitted: Emitted, out: &mut Collector) -> Result<()> {
+        if emitted.is_empty() {
+            return Ok(());
+        }
+        let parser = self.row_converter.parser();
+        let rows = (0..emitted.ends.len()).map(|i| parser.parse(emitted.row(i)));
+        let mut columns = self.row_converter.convert_rows(rows)?;
+        if self.spec.rank_column.is_some() {
+            columns.push(Arc::new(Int64Array::from(emitted.ranks)));
+        }
+        if self.spec.emits_changelog() {
+            columns.push(Arc::new(Int8Array::from(emitted.ops)));
+        }
+        out.collect(RecordBatch::try_new(self.output.clone(), columns)?);
+        Ok(())
+    }
+
+    /// Applies one input row to its partition in the `Updating` mode.
+    fn update(&mut self, pkey: &[u8], entry: Entry, accumulate: bool, emitted: &mut Emitted) {
+        let function = self.spec.function;
+        let limit = self.spec.limit;
+        let with_rank = self.spec.rank_column.is_some();
+        let keep_all = self.spec.op_column.is_some();
+        let part = match self.partitions.get_mut(pkey) {
+            Some(p) => p,
+            None if !accumulate => {
+                self.unknown_retraction();
+                return;
+            }
+            None => self
+                .partitions
+                .entry(pkey.into())
+                .or_insert_with(Partition::new),
+        };
+        visible_ranks(function, &part.entries, limit, &mut self.before);
+        if accumulate {
+            let at = part.entries.partition_point(|e| e.key <= entry.key);
+            part.entries.insert(at, entry);
+            visible_ranks(function, &part.entries, limit, &mut self.after);
+            emit_change(
+                &part.entries,
+                &self.before,
+                &self.after,
+                Change::Inserted(at),
+                with_rank,
+                emitted,
+            );
+            // Rows ranked beyond the limit of an append-only input can
+            // never come back.
+            if !keep_all {
+                part.entries.truncate(self.after.len());
+            }
+        } else {
+            let first = part.entries.partition_point(|e| e.key < entry.key);
+            let found = part.entries[first..]
+                .iter()
+                .take_while(|e| e.key == entry.key)
+                .position(|e| e.row == entry.row);
+            let Some(offset) = found else {
+                self.unknown_retraction();
+                return;
+            };
+            let at = first + offset;
+            let removed = part.entries.remove(at);
+            visible_ranks(function, &part.entries, limit, &mut self.after);
+            emit_change(
+                &part.entries,
+                &self.before,
+                &self.after,
+                Change::Removed(at, &removed),
+                with_rank,
+                emitted,
+            );
+            if part.entries.is_empty() {
+                self.partitions.remove(pkey);
+            }
+        }
+    }
+
+    fn unknown_retraction(&mut self) {
+        if self.unknown_retractions == 0 {
+            tracing::warn!(
+                "a Top-N input retracted a row it never sent (or whose state expired); ignored"
+            );
+        }
+        self.unknown_retractions += 1;
+    }
+
+    /// Keeps a row of an append-only mode in its partition (or counts it
+    /// late); returns whether the partition changed.
+    fn hold(&mut self, pkey: &[u8], kg: u16, entry: Entry, at_time: i64) -> bool {
+        let limit = self.spec.limit;
+        let function = self.spec.function;
+        match self.spec.mode {
+            RankMode::WindowClose { .. } => {
+                let fires_at = at_time.saturating_sub(1);
+                if fires_at <= self.watermark {
+                    self.count_late(1);
+                    return false;
+                }
+                let part = match self.partitions.get_mut(pkey) {
+                    Some(p) => p,
+                    None => {
+                        self.timers.push(Reverse((fires_at, kg, pkey.into())));
+                        let part = self
+                            .partitions
+                            .entry(pkey.into())
+                            .or_insert_with(Partition::new);
+                        part.fires_at = fires_at;
+                        part
+                    }
+                };
+                let at = part.entries.partition_point(|e| e.key <= entry.key);
+                part.entries.insert(at, entry);
+                visible_ranks(function, &part.entries, limit, &mut self.after);
+                part.entries.truncate(self.after.len());
+                true
+            }
+            RankMode::FirstByTime { .. } => {
+                if entry.time <= self.watermark {
+                    self.count_late(1);
+                    return false;
+                }
+                let part = match self.partitions.get_mut(pkey) {
+                    Some(p) => p,
+                    None => self
+                        .partitions
+                        .entry(pkey.into())
+                        .or_insert_with(Partition::new),
+                };
+                if part.emitted >= limit {
+                    return false;
+                }
+                let at = part.entries.partition_point(|e| e.key <= entry.key);
+                let time = entry.time;
+                part.entries.insert(at, entry);
+                part.entries.truncate((limit - part.emitted) as usize);
+                if at == 0 {
+                    self.timers.push(Reverse((time, kg, pkey.into())));
+                }
+                true
+            }
+            RankMode::Updating => false,
+        }
+    }
+
+    /// Emits what the watermark completed: fired windows, and first rows
+    /// now behind the watermark.
+    fn fire(&mut self, out: &mut Collector) -> Result<()> {
+        let mut emitted = Emitted::default();
+        let limit = self.spec.limit;
+        while let Some(Reverse((at, _, _))) = self.timers.peek() {
+            if *at > self.watermark {
+                break;
+            }
+            let Some(Reverse((_, kg, key))) = self.timers.pop() else {
+                break;
+            };
+            match self.spec.mode {
+                RankMode::WindowClose { .. } => {
+                    let Some(part) = self.partitions.remove(&key) else {
+                        continue;
+                    };
+                    visible_ranks(self.spec.function, &part.entries, limit, &mut self.after);
+                    for (e, &rank) in part.entries.iter().zip(&self.after) {
+                        emitted.push(&e.row, rank, OP_INSERT);
+                    }
+                }
+                RankMode::FirstByTime { .. } => {
+                    let Some(part) = self.partitions.get_mut(&key) else {
+                        continue;
+                    };
+                    let ready = part
+                        .entries
+                        .iter()
+                        .take_while(|e| e.time <= self.watermark)
+                        .count();
+                    if ready == 0 {
+                        continue;
+                    }
+                    for e in part.entries.drain(..ready) {
+                        part.emitted += 1;
+                        emitted.push(&e.row, part.emitted, OP_INSERT);
+                    }
+                    if part.emitted >= limit {
+                        part.entries.clear();
+                    } else if let Some(next) = part.entries.first() {
+                        self.timers.push(Reverse((next.time, kg, key.clone())));
+                    }
+                }
+                RankMode::Updating => continue,
+            }
+            self.mark_dirty(&key, kg);
+        }
+        self.collect(emitted, out)
+    }
+}
+
+impl Operator for RankOperator {
+    fn name(&self) -> String {
+        "TopN".into()
+    }
+
+    fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
+        let state = KeyedState::open(ctx)?;
+        for meta in state.metas()? {
+            if let Ok(bytes) = <[u8; 8]>::try_from(meta.as_slice()) {
+                self.watermark = self.watermark.max(i64::from_le_bytes(bytes));
+            }
+        }
+        let mut restored = 0usize;
+        for (kg, key, value) in state.scan_raw()? {
+            let part = Partition::decode(&value)?;
+            restored += part.entries.len();
+            match self.spec.mode {
+                RankMode::WindowClose { .. } => {
+                    self.timers
+                        .push(Reverse((part.fires_at, kg, key.clone().into())));
+                }
+                RankMode::FirstByTime { .. } => {
+                    if let Some(first) = part.entries.first() {
+                        self.timers
+                            .push(Reverse((first.time, kg, key.clone().into())));
+                    }
+                }
+                RankMode::Updating => {}
+            }
+            self.partitions.insert(key.into(), part);
+        }
+        if restored > 0 {
+            tracing::info!(rows = restored, "Top-N restored its rows from state");
+        }
+        self.state = Some(state);
+        self.metrics = Some(ctx.metrics.clone());
+        Ok(())
+    }
+
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let columns = |cs: &mut dyn Iterator<Item = usize>| -> Vec<ArrayRef> {
+            cs.map(|c| batch.column(c).clone()).collect()
+        };
+        let partition_arrays = columns(&mut self.spec.partition.iter().copied());
+        let pkeys = match &self.partition_converter {
+            Some(c) => Some(c.convert_columns(&partition_arrays)?),
+            None => None,
+        };
+        let order_arrays = columns(&mut self.spec.order.iter().map(|&(c, _)| c));
+        let keys = self.order_converter.convert_columns(&order_arrays)?;
+        let rows = self
+            .row_converter
+            .convert_columns(&columns(&mut (0..self.width)))?;
+        let mut groups = Vec::with_capacity(n);
+        key_groups(&partition_arrays, n, &mut groups)?;
+        let ops = match self.spec.op_column {
+            Some(c) => Some(
+                batch
+                    .column(c)
+                    .as_primitive_opt::<Int8Type>()
+                    .ok_or_else(|| OperatorError::Internal("_op is not Int8".into()))?
+                    .clone(),
+            ),
+            None => None,
+        };
+        let times = match self.spec.mode {
+            RankMode::Updating => None,
+            RankMode::WindowClose { window_end: c } | RankMode::FirstByTime { time: c } => {
+                Some(crate::aggregate::event_time_millis(&batch, c)?)
+            }
+        };
+        let mut emitted = Emitted::default();
+        let mut no_time = 0u64;
+        for (i, &kg) in groups.iter().enumerate() {
+            let pkey: &[u8] = match &pkeys {
+                Some(p) => p.row(i).data(),
+                None => &[],
+            };
+            let mut entry = Entry {
+                key: keys.row(i).data().into(),
+                row: rows.row(i).data().into(),
+                time: 0,
+            };
+            let changed = match &times {
+                None => {
+                    let accumulate = ops
+                        .as_ref()
+                        .is_none_or(|o| matches!(o.value(i), OP_INSERT | OP_UPDATE_AFTER));
+                    self.update(pkey, entry, accumulate, &mut emitted);
+                    true
+                }
+                Some(t) if t.is_null(i) => {
+                    no_time += 1;
+                    false
+                }
+                Some(t) => {
+                    let time = t.value(i);
+                    entry.time = time;
+                    self.hold(pkey, kg, entry, time)
+                }
+            };
+            if changed {
+                self.mark_dirty(pkey, kg);
+            }
+        }
+        if no_time > 0 {
+            // A row without a time belongs to no window and is never final.
+            self.count_late(no_time);
+        }
+        self.collect(emitted, out)
+    }
+
+    fn handle_watermark(&mut self, watermark: i64, out: &mut Collector) -> Result<()> {
+        self.watermark = self.watermark.max(watermark);
+        self.fire(out)?;
+        out.emit_watermark(watermark);
+        Ok(())
+    }
+
+    fn handle_checkpoint(&mut self, _checkpoint: u64, _out: &mut Collector) -> Result<()> {
+        let Some(state) = &self.state else {
+            return Ok(());
+        };
+        let ops = self
+            .dirty
+            .drain()
+            .map(|(key, kg)| {
+                let value = self.partitions.get(&key).map(Partition::encode);
+                (kg, key.into_vec(), value)
+            })
+            .collect();
+        state.write(ops)?;
+        state.write_meta(&self.watermark.to_le_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests;
