@@ -43,19 +43,19 @@
 //! job's plan check refuses state written by another plan).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int8Array, UInt32Array};
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::{DataType, Field, Int8Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::hash_utils::RandomState;
 use datafusion::physical_expr::PhysicalExpr;
 
-use crate::keyed_state::KeyedState;
+use crate::keyed_state::{KeyMap, KeyedState, mark_dirty};
 use crate::operator::{Collector, Operator, OperatorContext};
 use crate::partition::key_groups;
 use crate::updating::{OP_COLUMN, OP_DELETE, OP_INSERT, OP_UPDATE_AFTER};
@@ -151,14 +151,6 @@ fn in_order<T>(s: usize, mine: Vec<T>, theirs: Vec<T>) -> Vec<T> {
     };
     first.extend(second);
     first
-}
-
-/// Marks `key` changed since the last barrier, copying it only the first
-/// time.
-fn mark_dirty(dirty: &mut KeyMap<u16>, key: &[u8], kg: u16) {
-    if !dirty.contains_key(key) {
-        dirty.insert(key.into(), kg);
-    }
 }
 
 /// The rows of one side with one join key.
@@ -277,8 +269,6 @@ impl KeyRows {
         })
     }
 }
-
-type KeyMap<V> = HashMap<Box<[u8]>, V, RandomState>;
 
 /// When a key's rows expire: `(expiry, key group, key)`.
 type Timer = (i64, u16, Box<[u8]>);
@@ -459,16 +449,7 @@ impl JoinOperator {
             NullBuffer::union(acc.as_ref(), a.logical_nulls().as_ref())
         });
         let has_key = |i: usize| null_keys.as_ref().is_none_or(|nb| nb.is_valid(i));
-        let ops = match this.input.op_column {
-            Some(c) => Some(
-                batch
-                    .column(c)
-                    .as_primitive_opt::<Int8Type>()
-                    .ok_or_else(|| OperatorError::Internal("_op is not Int8".into()))?
-                    .clone(),
-            ),
-            None => None,
-        };
+        let ops = crate::updating::changelog_ops(&batch, this.input.op_column)?;
         let expiry = match this.input.expiry {
             Some(e) => {
                 let times = crate::aggregate::event_time_millis(&batch, e.time_column)?;

@@ -158,6 +158,53 @@ impl KeyedState {
     }
 }
 
+/// Keys (row format) mapped to `V`.
+pub(crate) type KeyMap<V> =
+    std::collections::HashMap<Box<[u8]>, V, datafusion::common::hash_utils::RandomState>;
+
+/// Marks `key` changed since the last barrier, copying it only the first
+/// time.
+pub(crate) fn mark_dirty(dirty: &mut KeyMap<u16>, key: &[u8], kg: u16) {
+    if !dirty.contains_key(key) {
+        dirty.insert(key.into(), kg);
+    }
+}
+
+impl KeyedState {
+    /// Writes the entries of the `dirty` keys (deleting those `entries` no
+    /// longer has), then the watermark as this subtask's metadata: an
+    /// incremental snapshot of an operator keyed by row-format keys.
+    pub(crate) fn write_dirty<V>(
+        &self,
+        dirty: &mut KeyMap<u16>,
+        entries: &KeyMap<V>,
+        encode: impl Fn(&V) -> Vec<u8>,
+        watermark: i64,
+    ) -> Result<()> {
+        let ops = dirty
+            .drain()
+            .map(|(key, kg)| {
+                let value = entries.get(&key).map(&encode);
+                (kg, key.into_vec(), value)
+            })
+            .collect();
+        self.write(ops)?;
+        self.write_meta(&watermark.to_le_bytes())
+    }
+
+    /// The watermark [`Self::write_dirty`] stored: the highest any subtask
+    /// stored (all saw the same ones), or `i64::MIN`.
+    pub(crate) fn stored_watermark(&self) -> Result<i64> {
+        let mut watermark = i64::MIN;
+        for meta in self.metas()? {
+            if let Ok(bytes) = <[u8; 8]>::try_from(meta.as_slice()) {
+                watermark = watermark.max(i64::from_le_bytes(bytes));
+            }
+        }
+        Ok(watermark)
+    }
+}
+
 /// The key group of every row of `keys` (all rows in group 0 without keys),
 /// and `batch` cut into one batch per key group, in key-group order.
 pub fn split_by_key_group(

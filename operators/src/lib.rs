@@ -32,6 +32,7 @@ pub mod late;
 pub mod message;
 pub mod metrics;
 pub mod operator;
+pub mod over;
 pub mod partition;
 pub mod project;
 pub mod rank;

@@ -30,18 +30,17 @@
 //! group and partition key, with the watermark as the subtask's metadata.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int8Array, Int64Array};
+use datafusion::arrow::array::{Array, ArrayRef, Int8Array, Int64Array};
 use datafusion::arrow::compute::SortOptions;
-use datafusion::arrow::datatypes::{DataType, Field, Int8Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::common::hash_utils::RandomState;
 use serde::{Deserialize, Serialize};
 
-use crate::keyed_state::KeyedState;
+use crate::keyed_state::{KeyMap, KeyedState, mark_dirty};
 use crate::metrics::JobMetrics;
 use crate::operator::{Collector, Operator, OperatorContext};
 use crate::partition::key_groups;
@@ -137,24 +136,26 @@ impl RankSpec {
 /// One stored row: its ORDER BY key and the row (both in row format) and
 /// its event time (`FirstByTime` only; 0 otherwise).
 #[derive(Debug, Clone, PartialEq)]
-struct Entry {
-    key: Box<[u8]>,
-    row: Box<[u8]>,
-    time: i64,
+pub(crate) struct Entry {
+    pub key: Box<[u8]>,
+    pub row: Box<[u8]>,
+    pub time: i64,
 }
 
+/// A partition's rows (also the OVER aggregate's, [`crate::over`]).
 #[derive(Debug, Clone, PartialEq)]
-struct Partition {
+pub(crate) struct Partition {
     /// Sorted by key; equal keys in arrival order.
-    entries: Vec<Entry>,
-    /// `FirstByTime`: rows emitted so far.
-    emitted: u64,
+    pub entries: Vec<Entry>,
+    /// `FirstByTime`: rows emitted so far (OVER: the leading entries
+    /// already emitted).
+    pub emitted: u64,
     /// `WindowClose`: when the window fires (`window_end - 1`).
-    fires_at: i64,
+    pub fires_at: i64,
 }
 
 impl Partition {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             entries: Vec::new(),
             emitted: 0,
@@ -164,7 +165,7 @@ impl Partition {
 
     /// `emitted | fires_at | n | per entry: time, key length, row length,
     /// key, row`; integers little-endian.
-    fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let size: usize = self
             .entries
             .iter()
@@ -184,7 +185,7 @@ impl Partition {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self> {
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
         let bad = || OperatorError::Internal("a Top-N state entry is corrupt".into());
         let mut at = 0usize;
         let mut take = |n: usize| -> Result<&[u8]> {
@@ -343,10 +344,10 @@ fn emit_change(
     }
 }
 
-type PartitionMap<V> = HashMap<Box<[u8]>, V, RandomState>;
+pub(crate) type PartitionMap<V> = KeyMap<V>;
 
 /// When a partition needs attention: `(time, key group, partition key)`.
-type Timer = (i64, u16, Box<[u8]>);
+pub(crate) type Timer = (i64, u16, Box<[u8]>);
 
 /// The Top-N operator (see the module docs).
 pub struct RankOperator {
@@ -462,9 +463,7 @@ impl RankOperator {
     }
 
     fn mark_dirty(&mut self, key: &[u8], kg: u16) {
-        if !self.dirty.contains_key(key) {
-            self.dirty.insert(key.into(), kg);
-        }
+        mark_dirty(&mut self.dirty, key, kg);
     }
 
     fn count_late(&self, n: u64) {
@@ -679,11 +678,7 @@ impl Operator for RankOperator {
 
     fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
         let state = KeyedState::open(ctx)?;
-        for meta in state.metas()? {
-            if let Ok(bytes) = <[u8; 8]>::try_from(meta.as_slice()) {
-                self.watermark = self.watermark.max(i64::from_le_bytes(bytes));
-            }
-        }
+        self.watermark = self.watermark.max(state.stored_watermark()?);
         let mut restored = 0usize;
         for (kg, key, value) in state.scan_raw()? {
             let part = Partition::decode(&value)?;
@@ -731,16 +726,7 @@ impl Operator for RankOperator {
             .convert_columns(&columns(&mut (0..self.width)))?;
         let mut groups = Vec::with_capacity(n);
         key_groups(&partition_arrays, n, &mut groups)?;
-        let ops = match self.spec.op_column {
-            Some(c) => Some(
-                batch
-                    .column(c)
-                    .as_primitive_opt::<Int8Type>()
-                    .ok_or_else(|| OperatorError::Internal("_op is not Int8".into()))?
-                    .clone(),
-            ),
-            None => None,
-        };
+        let ops = crate::updating::changelog_ops(&batch, self.spec.op_column)?;
         let times = match self.spec.mode {
             RankMode::Updating => None,
             RankMode::WindowClose { window_end: c } | RankMode::FirstByTime { time: c } => {
@@ -799,16 +785,12 @@ impl Operator for RankOperator {
         let Some(state) = &self.state else {
             return Ok(());
         };
-        let ops = self
-            .dirty
-            .drain()
-            .map(|(key, kg)| {
-                let value = self.partitions.get(&key).map(Partition::encode);
-                (kg, key.into_vec(), value)
-            })
-            .collect();
-        state.write(ops)?;
-        state.write_meta(&self.watermark.to_le_bytes())
+        state.write_dirty(
+            &mut self.dirty,
+            &self.partitions,
+            Partition::encode,
+            self.watermark,
+        )
     }
 }
 

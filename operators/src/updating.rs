@@ -56,6 +56,22 @@ pub const OP_UPDATE_BEFORE: i8 = 1;
 pub const OP_UPDATE_AFTER: i8 = 2;
 pub const OP_DELETE: i8 = 3;
 
+/// The `_op` codes of a changelog batch whose changelog column is
+/// `op_column` (`None`: append-only, no codes).
+pub(crate) fn changelog_ops(
+    batch: &RecordBatch,
+    op_column: Option<usize>,
+) -> Result<Option<Int8Array>> {
+    let Some(c) = op_column else {
+        return Ok(None);
+    };
+    let ops = batch
+        .column(c)
+        .as_primitive_opt::<Int8Type>()
+        .ok_or_else(|| OperatorError::Internal("_op is not Int8".into()))?;
+    Ok(Some(ops.clone()))
+}
+
 /// The text of a changelog code (`+I`, `-U`, `+U`, `-D`).
 pub fn op_name(op: i8) -> &'static str {
     match op {
@@ -560,16 +576,7 @@ impl Operator for UpdatingAggregateOperator {
             .map(|&i| batch.column(i).clone())
             .collect();
         let rows = self.converter.convert_columns(&keys)?;
-        let ops = match self.op_column {
-            Some(c) => Some(
-                batch
-                    .column(c)
-                    .as_primitive_opt::<Int8Type>()
-                    .ok_or_else(|| OperatorError::Internal("_op is not Int8".into()))?
-                    .clone(),
-            ),
-            None => None,
-        };
+        let ops = crate::updating::changelog_ops(&batch, self.op_column)?;
         // Rows per group (added, retracted), groups in order of first appearance.
         let mut order: Vec<OwnedRow> = Vec::new();
         let mut members: HashMap<OwnedRow, (Vec<u32>, Vec<u32>)> = HashMap::new();

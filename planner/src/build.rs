@@ -12,6 +12,7 @@ use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFuncti
 use eddy_connectors::{MaterializingSink, MemoryCollector, Options, SinkConfig, SourceConfig};
 use eddy_operators::join::{JoinInput, JoinOperator};
 use eddy_operators::late::LateOutput;
+use eddy_operators::over::OverAggregateOperator;
 use eddy_operators::project::ProjectOperator;
 use eddy_operators::rank::RankOperator;
 use eddy_operators::runtime::{Dataflow, Partitioning, Stage, StageInput};
@@ -246,6 +247,20 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                     Ok(Box::new(op) as Box<dyn Operator>)
                 }))?)
             }
+            NodeKind::OverAggregate(o) => {
+                let input = input_schema
+                    .clone()
+                    .ok_or_else(|| PlanError::internal("an OVER aggregate without an input"))?;
+                let (aggs, filters) = aggregate_exprs(&o.aggregates, &input, env)?;
+                if filters.iter().any(Option::is_some) {
+                    return Err(PlanError::internal("FILTER in an OVER aggregate"));
+                }
+                let spec = o.spec.clone();
+                Some(validated(Arc::new(move || {
+                    let op = OverAggregateOperator::try_new(&input, spec.clone(), aggs.clone())?;
+                    Ok(Box::new(op) as Box<dyn Operator>)
+                }))?)
+            }
             NodeKind::Sink(s) => {
                 let connector = s.options.get("connector").map(String::as_str);
                 // A sink of a side output (late rows) has its own schema.
@@ -400,6 +415,7 @@ fn stage_name(kind: &NodeKind) -> String {
         NodeKind::UpdatingAggregate(_) => "aggregate".into(),
         NodeKind::Join(_) => "join".into(),
         NodeKind::Rank(_) => "topn".into(),
+        NodeKind::OverAggregate(_) => "over".into(),
         NodeKind::Sink(s) => format!("sink:{}", s.name),
     }
 }

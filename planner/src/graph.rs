@@ -13,6 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Schema};
 use serde::{Deserialize, Serialize};
 
 pub use eddy_operators::join::{Expiry, JoinType};
+pub use eddy_operators::over::{OverFrame, OverMode, OverSpec};
 pub use eddy_operators::rank::{RankFunction, RankMode, RankSpec};
 
 use crate::expr::ScalarExpr;
@@ -42,6 +43,7 @@ pub enum NodeKind {
     Join(JoinNode),
     /// Top-N and deduplication (see [`eddy_operators::rank`]).
     Rank(RankSpec),
+    OverAggregate(OverAggregateNode),
     Sink(SinkNode),
 }
 
@@ -158,6 +160,15 @@ impl JoinNode {
             [self.left_expiry.is_some(), self.right_expiry.is_some()],
         )
     }
+}
+
+/// `agg(...) OVER (...)`: the input's rows, each with its aggregates (see
+/// [`eddy_operators::over`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverAggregateNode {
+    pub spec: OverSpec,
+    /// Over the node's input; no FILTER.
+    pub aggregates: Vec<AggregateCall>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -487,6 +498,64 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
                     "FirstRows {over} → append-only, once the watermark passes {}; state: a count per partition UNBOUNDED (for ever), rows until the watermark passes {}",
                     name(time),
                     name(time)
+                ),
+            }
+        }
+        NodeKind::OverAggregate(o) => {
+            let input = graph
+                .input_edge(node.id)
+                .and_then(|e| graph.node(e.from))
+                .map(|n| &n.schema);
+            let name = |k: usize| input.map_or(format!("#{k}"), |s| s.field(k).name().clone());
+            let aggs: Vec<String> = o
+                .aggregates
+                .iter()
+                .map(|a| {
+                    let args: Vec<String> = a.args.iter().map(ToString::to_string).collect();
+                    let d = if a.distinct { "DISTINCT " } else { "" };
+                    format!(
+                        "{}({d}{}) AS {}",
+                        a.function,
+                        args.join(", "),
+                        a.output_name
+                    )
+                })
+                .collect();
+            let partition: Vec<String> = o.spec.partition.iter().map(|&k| name(k)).collect();
+            let (order, desc) = o.spec.order;
+            let frame = match o.spec.frame {
+                OverFrame::Rows(n) => format!("ROWS BETWEEN {n} PRECEDING AND CURRENT ROW"),
+                OverFrame::RangeMs(d) => format!(
+                    "RANGE BETWEEN {} PRECEDING AND CURRENT ROW",
+                    format_duration(d)
+                ),
+            };
+            let over = format!(
+                "{} OVER (PARTITION BY {} ORDER BY {} {} {frame})",
+                aggs.join(", "),
+                if partition.is_empty() {
+                    "()".to_string()
+                } else {
+                    partition.join(", ")
+                },
+                name(order),
+                if desc { "DESC" } else { "ASC" },
+            );
+            match (o.spec.mode, o.spec.frame) {
+                (OverMode::EventTime, frame) => {
+                    let kept = match frame {
+                        OverFrame::Rows(n) => format!("the last {n} rows of each partition"),
+                        OverFrame::RangeMs(d) => {
+                            format!("the rows within {} of the watermark", format_duration(d))
+                        }
+                    };
+                    format!(
+                        "OverAggregate {over} → append-only, once the watermark passes {}; state: {kept}",
+                        name(order)
+                    )
+                }
+                (OverMode::Updating, _) => format!(
+                    "OverAggregate {over} → changelog (_op), kept equal to the query over the current rows; state: every row, UNBOUNDED (for ever)"
                 ),
             }
         }

@@ -264,6 +264,8 @@ impl QueryPlan {
 }
 
 mod join;
+mod keyed;
+mod over;
 mod rank;
 
 pub(crate) struct QueryPlanner<'a> {
@@ -535,6 +537,9 @@ impl QueryPlanner<'_> {
             }
             if rank::has_rank(q) {
                 return self.plan_rank(q, &from, builder, input, filter, top_n);
+            }
+            if over::has_over(q) {
+                return self.plan_over(q, &from, builder, input, filter);
             }
             let items =
                 self.select_items(q, &from.scope, AggMode::Forbidden("this query"), &|e| {

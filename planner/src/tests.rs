@@ -52,6 +52,7 @@ fn kinds(g: &PhysicalGraph) -> Vec<&'static str> {
             NodeKind::UpdatingAggregate(_) => "UpdatingAggregate",
             NodeKind::Join(_) => "Join",
             NodeKind::Rank(_) => "Rank",
+            NodeKind::OverAggregate(_) => "OverAggregate",
             NodeKind::Sink(_) => "Sink",
         })
         .collect()

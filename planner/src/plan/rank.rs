@@ -27,18 +27,15 @@
 //! - anything else: an updating Top-N with a changelog output (keep-last
 //!   deduplication is `ORDER BY time DESC` with N = 1).
 
-use std::collections::HashSet;
-
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::common::{Column, DFSchema};
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::common::DFSchema;
 use datafusion::logical_expr::Expr;
 use eddy_parser::ast::{self, ExprKind, SelectItem, SetExpr, Span, TableRefKind};
 
-use super::{From, GraphBuilder, OP_COLUMN, QueryPlan, QueryPlanner, WINDOW_END, unique};
-use crate::binder::{AggMode, coerce};
+use super::keyed::{PreProjection, passed_on, select_list};
+use super::{From, GraphBuilder, QueryPlan, QueryPlanner, WINDOW_END};
 use crate::error::{PlanError, Result};
-use crate::expr::ScalarExpr;
-use crate::graph::{EdgeKind, NodeKind, ProjectNode, RankFunction, RankMode, RankSpec};
+use crate::graph::{NodeKind, RankFunction, RankMode, RankSpec};
 
 /// The bound an outer query puts on a subquery's rank.
 #[derive(Debug, Clone, Copy)]
@@ -258,46 +255,14 @@ impl QueryPlanner<'_> {
                 rank_span,
             ));
         }
-        let scope = &from.scope;
-        let mut rest = q.clone();
-        rest.projection.remove(index);
-        let mut items =
-            self.select_items(&rest, scope, AggMode::Forbidden("this query"), &|e| {
-                self.window_columns(e, from)
-            })?;
-        let bind = |e: &ast::Expr, clause: &'static str| -> Result<(Expr, Expr, Field)> {
-            let raw = self.binder.bind(e, scope, AggMode::Forbidden(clause))?;
-            let (bound, field) = coerce(
-                self.window_columns(raw.clone(), from)?,
-                &scope.schema,
-                e.span,
-            )?;
-            Ok((raw, bound, field))
-        };
-
-        // The pre-projection: the items, then the keys they do not hold.
-        let mut used: HashSet<String> = items.iter().map(|(_, f, _)| f.name().clone()).collect();
-        used.insert(OP_COLUMN.to_string());
-        let mut exprs: Vec<Expr> = items.iter().map(|(e, _, _)| e.clone()).collect();
-        let mut fields: Vec<Field> = items.iter().map(|(_, f, _)| f.clone()).collect();
-        // A key the items do not hold is added, named after its column.
-        let mut column_of = |e: Expr, f: Field, hidden: &str| -> usize {
-            if let Some(i) = exprs.iter().position(|x| *x == e) {
-                return i;
-            }
-            let name = match &e {
-                Expr::Column(c) => c.name.clone(),
-                _ => hidden.to_string(),
-            };
-            fields.push(f.with_name(unique(&name, &mut used)));
-            exprs.push(e);
-            exprs.len() - 1
-        };
+        let items = self.items_without(q, from, &[index])?;
+        let bind = |e: &ast::Expr, clause: &'static str| self.bind_key(e, from, clause);
+        let mut pre = PreProjection::new(&items);
         let mut partition = Vec::new();
         let mut window_end = None;
         for (i, p) in over.partition_by.iter().enumerate() {
             let (raw, bound, field) = bind(p, "PARTITION BY")?;
-            let c = column_of(bound, field, &format!("partition{i}"));
+            let c = pre.column_of(bound, field, &format!("partition{i}"));
             let is_window_end = matches!(&raw, Expr::Column(col)
                 if (from.window.is_some() && col.name == WINDOW_END)
                     || from.window_end.as_deref() == Some(col.name.as_str()));
@@ -316,21 +281,12 @@ impl QueryPlanner<'_> {
                     && matches!(&raw, Expr::Column(col)
                         if from.time_attribute.as_deref() == Some(col.name.as_str()));
             }
-            order.push((column_of(bound, field, &format!("order{i}")), descending));
+            order.push((
+                pre.column_of(bound, field, &format!("order{i}")),
+                descending,
+            ));
         }
-        let op_column = if from.changelog {
-            let op = Expr::Column(
-                scope
-                    .field_column(OP_COLUMN)
-                    .ok_or_else(|| PlanError::internal("a changelog without _op"))?,
-            );
-            let f = Field::new(OP_COLUMN, DataType::Int8, false);
-            exprs.push(op);
-            fields.push(f);
-            Some(exprs.len() - 1)
-        } else {
-            None
-        };
+        let op_column = pre.push_op(from)?;
         let mode = match (window_end, first_is_time) {
             (Some(end), _) if !from.changelog => RankMode::WindowClose { window_end: end },
             (None, true) if function == RankFunction::RowNumber && !from.changelog => {
@@ -338,24 +294,7 @@ impl QueryPlanner<'_> {
             }
             _ => RankMode::Updating,
         };
-        let pre = ProjectNode {
-            filter: filter
-                .map(|(e, _)| ScalarExpr::from_df(&e, &scope.schema))
-                .transpose()?,
-            exprs: exprs
-                .iter()
-                .map(|e| ScalarExpr::from_df(e, &scope.schema))
-                .collect::<Result<_>>()?,
-        };
-        let pre_schema = Schema::new(fields);
-        let pre_p = builder.parallelism(input);
-        let pre_id = builder.add(
-            NodeKind::Project(pre),
-            pre_p,
-            pre_schema.clone(),
-            Some((input, EdgeKind::Forward)),
-        );
-        let rank_column = top_n.emit_rank.then(|| unique(&rank_name, &mut used));
+        let rank_column = top_n.emit_rank.then(|| pre.unique(&rank_name));
         let spec = RankSpec {
             function,
             partition: partition.clone(),
@@ -365,69 +304,43 @@ impl QueryPlanner<'_> {
             op_column,
             mode,
         };
-        let (p, edge) = if partition.is_empty() {
-            let edge = if pre_p == 1 {
-                EdgeKind::Forward
-            } else {
-                EdgeKind::Gather
-            };
-            (1, edge)
-        } else {
-            (self.parallelism, EdgeKind::Shuffle { keys: partition })
-        };
-        let out_schema = spec.output_schema(&pre_schema);
+        let out_schema = spec.output_schema(&pre.schema());
         let changelog = spec.emits_changelog();
-        let rank_id = builder.add(
+        let rank_id = self.add_keyed(
+            &mut builder,
+            input,
+            pre,
+            filter,
+            from,
+            partition,
             NodeKind::Rank(spec),
-            p,
             out_schema.as_ref().clone(),
-            Some((pre_id, edge)),
-        );
+        )?;
 
         // The SELECT list over the Rank node's output, the rank in its place.
         let out_df = DFSchema::try_from(out_schema.as_ref().clone())?;
-        let window_end_name = match mode {
-            RankMode::WindowClose { window_end } => {
-                Some(out_schema.field(window_end).name().clone())
-            }
-            _ => None,
-        };
-        let time_name = match mode {
-            RankMode::FirstByTime { time } => Some(out_schema.field(time).name().clone()),
-            _ => None,
-        };
-        let at = items
-            .iter()
-            .position(|(_, _, span)| span.start > rank_span.start)
-            .unwrap_or(items.len());
-        let mut selected: Vec<(Expr, Field, Span)> = items
-            .drain(..)
-            .map(|(_, f, span)| (Expr::Column(Column::new_unqualified(f.name())), f, span))
+        let own = rank_column
+            .map(|c| (Field::new(c, DataType::Int64, false), rank_span))
+            .into_iter()
             .collect();
-        if let Some(c) = &rank_column {
-            let field = Field::new(c, DataType::Int64, false);
-            selected.insert(
-                at,
-                (Expr::Column(Column::new_unqualified(c)), field, rank_span),
-            );
-        }
-        // Columns that hold the window_end or event time unchanged stay
-        // time attributes (only item columns are selected; hidden keys are not).
-        let kept = |name: &Option<String>| {
-            name.as_ref()
-                .filter(|n| selected.iter().any(|(_, f, _)| f.name() == *n))
-                .cloned()
+        let items = select_list(items, own);
+        // A window_end or event time passed on unchanged stays a time
+        // attribute: rows come out before the watermark passes them.
+        let (window_end, time) = match mode {
+            RankMode::WindowClose { window_end } => (Some(window_end), None),
+            RankMode::FirstByTime { time } => (None, Some(time)),
+            RankMode::Updating => (None, None),
         };
         Ok(QueryPlan {
             changelog,
-            time_attribute: kept(&time_name),
+            time_attribute: passed_on(&items, &out_df, time),
             proctime: false,
-            window_end: kept(&window_end_name),
+            window_end: passed_on(&items, &out_df, window_end),
             builder,
             input: rank_id,
             input_schema: out_df,
             filter: None,
-            items: selected,
+            items,
         })
     }
 }

@@ -1,0 +1,636 @@
+//! OVER aggregates: `agg(x) OVER (PARTITION BY p ORDER BY o frame)` adds to
+//! every row the aggregate of the rows in its frame:
+//!
+//! ```text
+//!   ROWS BETWEEN n PRECEDING AND CURRENT ROW     the row and the n before it
+//!   RANGE BETWEEN INTERVAL d PRECEDING AND CURRENT ROW
+//!                                                rows with o in [o - d, o]
+//!                                                (rows tied with it included)
+//! ```
+//!
+//! Two modes:
+//! - **EventTime** (append-only input, ordered by its event-time attribute
+//!   ascending; Flink's semantics): a row waits until the watermark passes
+//!   its time, when no row can still come before it; rows are then emitted
+//!   in time order, append-only, each once. A row already behind the
+//!   watermark is late: dropped and counted. State: the rows a later frame
+//!   can still reach (the last n, or those within d of the watermark).
+//! - **Updating** (any other input or order, e.g. over an updating Top-N,
+//!   Nexmark q6, which Flink rejects): the output is kept equal to the OVER
+//!   query over the input's current rows. An inserted or retracted row
+//!   changes its own result and those of the rows whose frame reaches it;
+//!   each changed result is retracted (`-U`) and emitted anew (`+U`), as a
+//!   changelog. Rows tied on the ORDER BY key are in arrival order. State:
+//!   every current row (UNBOUNDED).
+//!
+//! Each result is computed afresh from its frame's rows with DataFusion's
+//! accumulators (frames are bounded: n rows or an interval). Rows are kept
+//! in arrow's row format per partition, written to the state backend at
+//! barriers for the partitions that changed.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Int8Array};
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::evaluate_args;
+use crate::keyed_state::{KeyedState, mark_dirty};
+use crate::metrics::JobMetrics;
+use crate::operator::{Collector, Operator, OperatorContext};
+use crate::partition::key_groups;
+use crate::rank::{Entry, Partition, PartitionMap, Timer};
+use crate::updating::{OP_COLUMN, OP_DELETE, OP_INSERT, OP_UPDATE_AFTER, OP_UPDATE_BEFORE};
+use crate::{OperatorError, Result};
+
+/// Which rows of a partition a row's aggregate covers (up to itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OverFrame {
+    /// The row and this many rows before it.
+    Rows(u64),
+    /// Rows whose ORDER BY time is within this many ms before the row's
+    /// (and the rows tied with it).
+    RangeMs(i64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OverMode {
+    EventTime,
+    Updating,
+}
+
+/// An OVER window over an input (see the module docs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverSpec {
+    /// Input columns of the partition key (empty: one partition).
+    pub partition: Vec<usize>,
+    /// The ORDER BY column and `true` for DESC. A RANGE frame needs a
+    /// timestamp in ascending order.
+    pub order: (usize, bool),
+    pub frame: OverFrame,
+    /// The input's changelog column (its last), when it is updating.
+    pub op_column: Option<usize>,
+    pub mode: OverMode,
+}
+
+impl OverSpec {
+    pub fn emits_changelog(&self) -> bool {
+        self.mode == OverMode::Updating
+    }
+
+    /// The input's columns (without `_op`), one column per aggregate, and
+    /// `_op` if the output is a changelog.
+    pub fn output_schema(&self, input: &Schema, aggregates: &[Field]) -> SchemaRef {
+        let width = self.op_column.unwrap_or(input.fields().len());
+        let mut fields: Vec<Field> = input.fields()[..width]
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.extend(aggregates.iter().cloned());
+        if self.emits_changelog() {
+            fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
+        }
+        Arc::new(Schema::new(fields))
+    }
+}
+
+/// The frame `[lo, hi]` of entry `i`.
+fn frame_of(frame: OverFrame, entries: &[Entry], i: usize) -> (usize, usize) {
+    match frame {
+        OverFrame::Rows(n) => (i.saturating_sub(n as usize), i),
+        OverFrame::RangeMs(d) => {
+            let t = entries[i].time;
+            let lo = entries.partition_point(|e| e.time < t.saturating_sub(d));
+            let hi = entries.partition_point(|e| e.time <= t) - 1;
+            (lo, hi)
+        }
+    }
+}
+
+/// The OVER aggregate operator (see the module docs).
+pub struct OverAggregateOperator {
+    spec: OverSpec,
+    aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// Input columns that form a row (all but `_op`).
+    width: usize,
+    /// The input without `_op`: what stored rows decode to.
+    rows_schema: SchemaRef,
+    output: SchemaRef,
+    partition_converter: Option<RowConverter>,
+    order_converter: RowConverter,
+    row_converter: RowConverter,
+    partitions: PartitionMap<Partition>,
+    dirty: PartitionMap<u16>,
+    timers: BinaryHeap<Reverse<Timer>>,
+    watermark: i64,
+    state: Option<KeyedState>,
+    metrics: Option<JobMetrics>,
+    unknown_retractions: u64,
+}
+
+impl std::fmt::Debug for OverAggregateOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OverAggregateOperator")
+            .field("spec", &self.spec)
+            .field("partitions", &self.partitions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Output rows being collected: row-format rows, aggregate values, ops.
+#[derive(Default)]
+struct Emitted {
+    rows: Vec<Box<[u8]>>,
+    values: Vec<Vec<ScalarValue>>,
+    ops: Vec<i8>,
+}
+
+impl OverAggregateOperator {
+    pub fn try_new(
+        input: &SchemaRef,
+        spec: OverSpec,
+        aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    ) -> Result<Self> {
+        let n = input.fields().len();
+        if spec.op_column.is_some_and(|op| op + 1 != n) {
+            return Err(OperatorError::Internal(
+                "an OVER aggregate's _op must be its last input column".into(),
+            ));
+        }
+        if spec.op_column.is_some() && spec.mode == OverMode::EventTime {
+            return Err(OperatorError::Internal(
+                "an event-time OVER aggregate needs an append-only input".into(),
+            ));
+        }
+        let width = spec.op_column.unwrap_or(n);
+        let (order, descending) = spec.order;
+        if order >= width || spec.partition.iter().any(|&c| c >= width) {
+            return Err(OperatorError::Internal(
+                "an OVER column is out of range".into(),
+            ));
+        }
+        let order_type = input.field(order).data_type().clone();
+        if let OverFrame::RangeMs(_) = spec.frame
+            && (descending || !matches!(order_type, DataType::Timestamp(..)))
+        {
+            return Err(OperatorError::Internal(
+                "a RANGE frame needs an ascending timestamp".into(),
+            ));
+        }
+        let field = |c: usize| input.field(c).data_type().clone();
+        let partition_converter = if spec.partition.is_empty() {
+            None
+        } else {
+            Some(RowConverter::new(
+                spec.partition
+                    .iter()
+                    .map(|&c| SortField::new(field(c)))
+                    .collect(),
+            )?)
+        };
+        let options = SortOptions {
+            descending,
+            nulls_first: !descending,
+        };
+        let order_converter =
+            RowConverter::new(vec![SortField::new_with_options(order_type, options)])?;
+        let row_converter =
+            RowConverter::new((0..width).map(|c| SortField::new(field(c))).collect())?;
+        let rows_schema = Arc::new(Schema::new(
+            input.fields()[..width]
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect::<Vec<_>>(),
+        ));
+        let agg_fields: Vec<Field> = aggregates
+            .iter()
+            .map(|a| a.field().as_ref().clone().with_nullable(true))
+            .collect();
+        let output = spec.output_schema(input, &agg_fields);
+        Ok(Self {
+            spec,
+            aggregates,
+            width,
+            rows_schema,
+            output,
+            partition_converter,
+            order_converter,
+            row_converter,
+            partitions: PartitionMap::default(),
+            dirty: PartitionMap::default(),
+            timers: BinaryHeap::new(),
+            watermark: i64::MIN,
+            state: None,
+            metrics: None,
+            unknown_retractions: 0,
+        })
+    }
+
+    pub fn output_schema(&self) -> SchemaRef {
+        self.output.clone()
+    }
+
+    fn mark_dirty(&mut self, key: &[u8], kg: u16) {
+        mark_dirty(&mut self.dirty, key, kg);
+    }
+
+    /// The aggregates of each of `targets` (entry indices) over its frame
+    /// among `entries`.
+    fn results(&self, entries: &[Entry], targets: &[usize]) -> Result<Vec<Vec<ScalarValue>>> {
+        let frames: Vec<(usize, usize)> = targets
+            .iter()
+            .map(|&i| frame_of(self.spec.frame, entries, i))
+            .collect();
+        let (Some(low), Some(high)) = (
+            frames.iter().map(|f| f.0).min(),
+            frames.iter().map(|f| f.1).max(),
+        ) else {
+            return Ok(Vec::new());
+        };
+        // Decode the rows the frames cover once; each frame is a slice.
+        let parser = self.row_converter.parser();
+        let columns = self
+            .row_converter
+            .convert_rows(entries[low..=high].iter().map(|e| parser.parse(&e.row)))?;
+        let batch = RecordBatch::try_new(self.rows_schema.clone(), columns)?;
+        let args = evaluate_args(&self.aggregates, &batch)?;
+        let mut out = Vec::with_capacity(targets.len());
+        for &(lo, hi) in &frames {
+            let mut values = Vec::with_capacity(self.aggregates.len());
+            for (agg, args) in self.aggregates.iter().zip(&args) {
+                let mut acc = agg.create_accumulator()?;
+                let slices: Vec<ArrayRef> = args
+                    .iter()
+                    .map(|a| a.slice(lo - low, hi - lo + 1))
+                    .collect();
+                acc.update_batch(&slices)?;
+                values.push(acc.evaluate()?);
+            }
+            out.push(values);
+        }
+        Ok(out)
+    }
+
+    /// The entries whose result depends on the entry at `at` (its own
+    /// included), among `entries`.
+    fn dependents(&self, entries: &[Entry], at: usize) -> Vec<usize> {
+        match self.spec.frame {
+            OverFrame::Rows(n) => (at..entries.len().min(at + n as usize + 1)).collect(),
+            OverFrame::RangeMs(d) => {
+                let t = entries[at].time;
+                let lo = entries.partition_point(|e| e.time < t);
+                let hi = entries.partition_point(|e| e.time <= t.saturating_add(d));
+                (lo..hi).collect()
+            }
+        }
+    }
+
+    /// Applies one row of the `Updating` mode: emits the changed results.
+    fn update(
+        &mut self,
+        pkey: &[u8],
+        entry: Entry,
+        accumulate: bool,
+        out: &mut Emitted,
+    ) -> Result<()> {
+        let Some(mut part) = self.partitions.remove(pkey) else {
+            if accumulate {
+                let mut part = Partition::new();
+                part.entries.push(entry);
+                let values = self.results(&part.entries, &[0])?;
+                out.rows.push(part.entries[0].row.clone());
+                out.values.extend(values);
+                out.ops.push(OP_INSERT);
+                self.partitions.insert(pkey.into(), part);
+            } else {
+                self.unknown_retraction();
+            }
+            return Ok(());
+        };
+        let entries = &mut part.entries;
+        // Results before the change, of the rows it can affect.
+        let (at, before_targets) = if accumulate {
+            let at = entries.partition_point(|e| e.key <= entry.key);
+            entries.insert(at, entry);
+            let deps = self.dependents(entries, at);
+            let removed = entries.remove(at);
+            // Before the insertion, the rows after `at` sat one lower.
+            let before: Vec<usize> = deps
+                .iter()
+                .filter(|&&k| k != at)
+                .map(|&k| if k > at { k - 1 } else { k })
+                .collect();
+            entries.insert(at, removed);
+            (at, before)
+        } else {
+            let first = entries.partition_point(|e| e.key < entry.key);
+            let found = entries[first..]
+                .iter()
+                .take_while(|e| e.key == entry.key)
+                .position(|e| e.row == entry.row);
+            let Some(offset) = found else {
+                self.partitions.insert(pkey.into(), part);
+                self.unknown_retraction();
+                return Ok(());
+            };
+            let at = first + offset;
+            (at, self.dependents(entries, at))
+        };
+        // `before_targets` index the entries as they were before the change.
+        let before = if accumulate {
+            let removed = entries.remove(at);
+            let b = self.results(entries, &before_targets)?;
+            entries.insert(at, removed);
+            b
+        } else {
+            self.results(entries, &before_targets)?
+        };
+        let removed = if accumulate {
+            None
+        } else {
+            Some(entries.remove(at))
+        };
+        // Now: the rows whose frame reaches `at`, in the new order.
+        let after_targets: Vec<usize> = if accumulate {
+            self.dependents(entries, at)
+        } else {
+            before_targets
+                .iter()
+                .filter(|&&k| k != at)
+                .map(|&k| if k > at { k - 1 } else { k })
+                .collect()
+        };
+        let after = self.results(entries, &after_targets)?;
+        // The old index of each new target, to pair its results.
+        let old_of = |k: usize| -> Option<usize> {
+            match (accumulate, k.cmp(&at)) {
+                (true, std::cmp::Ordering::Equal) => None,
+                (true, std::cmp::Ordering::Greater) => Some(k - 1),
+                (false, std::cmp::Ordering::Less) => Some(k),
+                (false, _) => Some(k + 1),
+                (true, std::cmp::Ordering::Less) => Some(k),
+            }
+        };
+        if let Some(removed) = &removed {
+            let i = before_targets.iter().position(|&k| k == at);
+            if let Some(i) = i {
+                out.rows.push(removed.row.clone());
+                out.values.push(before[i].clone());
+                out.ops.push(OP_DELETE);
+            }
+        }
+        for (k, values) in after_targets.iter().zip(after) {
+            let old = old_of(*k).and_then(|o| before_targets.iter().position(|&b| b == o));
+            let row = &entries[*k].row;
+            match old {
+                None => {
+                    out.rows.push(row.clone());
+                    out.values.push(values);
+                    out.ops.push(OP_INSERT);
+                }
+                Some(i) if before[i] != values => {
+                    out.rows.push(row.clone());
+                    out.values.push(before[i].clone());
+                    out.ops.push(OP_UPDATE_BEFORE);
+                    out.rows.push(row.clone());
+                    out.values.push(values);
+                    out.ops.push(OP_UPDATE_AFTER);
+                }
+                Some(_) => {}
+            }
+        }
+        if !part.entries.is_empty() {
+            self.partitions.insert(pkey.into(), part);
+        }
+        Ok(())
+    }
+
+    fn unknown_retraction(&mut self) {
+        if self.unknown_retractions == 0 {
+            tracing::warn!(
+                "an OVER aggregate's input retracted a row it never sent (or whose state expired); ignored"
+            );
+        }
+        self.unknown_retractions += 1;
+    }
+
+    /// Emits the rows of the `EventTime` mode that the watermark made final,
+    /// and drops the rows no later frame reaches.
+    fn fire(&mut self, out: &mut Emitted) -> Result<()> {
+        let watermark = self.watermark;
+        while let Some(Reverse((at, _, _))) = self.timers.peek() {
+            if *at > watermark {
+                break;
+            }
+            let Some(Reverse((_, kg, key))) = self.timers.pop() else {
+                break;
+            };
+            let Some(mut part) = self.partitions.remove(&key) else {
+                continue;
+            };
+            let done = part.emitted as usize;
+            let ready = done
+                + part.entries[done..]
+                    .iter()
+                    .take_while(|e| e.time <= watermark)
+                    .count();
+            if ready > done {
+                let targets: Vec<usize> = (done..ready).collect();
+                let values = self.results(&part.entries[..ready], &targets)?;
+                for (i, v) in targets.into_iter().zip(values) {
+                    out.rows.push(part.entries[i].row.clone());
+                    out.values.push(v);
+                    out.ops.push(OP_INSERT);
+                }
+                // Later rows (after the watermark) reach back n rows or d ms.
+                let keep_from = match self.spec.frame {
+                    OverFrame::Rows(n) => ready.saturating_sub(n as usize),
+                    OverFrame::RangeMs(d) => {
+                        let oldest = watermark.saturating_add(1).saturating_sub(d);
+                        part.entries[..ready].partition_point(|e| e.time < oldest)
+                    }
+                };
+                part.entries.drain(..keep_from);
+                part.emitted = (ready - keep_from) as u64;
+                self.mark_dirty(&key, kg);
+            }
+            if let Some(next) = part.entries.get(part.emitted as usize) {
+                self.timers.push(Reverse((next.time, kg, key.clone())));
+            }
+            if !part.entries.is_empty() {
+                self.partitions.insert(key, part);
+            }
+        }
+        Ok(())
+    }
+
+    fn collect(&self, emitted: Emitted, out: &mut Collector) -> Result<()> {
+        if emitted.rows.is_empty() {
+            return Ok(());
+        }
+        let parser = self.row_converter.parser();
+        let mut columns = self
+            .row_converter
+            .convert_rows(emitted.rows.iter().map(|r| parser.parse(r)))?;
+        for j in 0..self.aggregates.len() {
+            let field = self.output.field(self.width + j);
+            let values = emitted.values.iter().map(|v| v[j].clone());
+            let array = ScalarValue::iter_to_array(values)?;
+            let array = if array.data_type() == field.data_type() {
+                array
+            } else {
+                datafusion::arrow::compute::cast(&array, field.data_type())?
+            };
+            columns.push(array);
+        }
+        if self.spec.emits_changelog() {
+            columns.push(Arc::new(Int8Array::from(emitted.ops)));
+        }
+        out.collect(RecordBatch::try_new(self.output.clone(), columns)?);
+        Ok(())
+    }
+}
+
+impl Operator for OverAggregateOperator {
+    fn name(&self) -> String {
+        "OverAggregate".into()
+    }
+
+    fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
+        let state = KeyedState::open(ctx)?;
+        self.watermark = self.watermark.max(state.stored_watermark()?);
+        for (kg, key, value) in state.scan_raw()? {
+            let part = Partition::decode(&value)?;
+            if let (OverMode::EventTime, Some(next)) =
+                (self.spec.mode, part.entries.get(part.emitted as usize))
+            {
+                self.timers
+                    .push(Reverse((next.time, kg, key.clone().into())));
+            }
+            self.partitions.insert(key.into(), part);
+        }
+        self.state = Some(state);
+        self.metrics = Some(ctx.metrics.clone());
+        Ok(())
+    }
+
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let partition_arrays: Vec<ArrayRef> = self
+            .spec
+            .partition
+            .iter()
+            .map(|&c| batch.column(c).clone())
+            .collect();
+        let pkeys = match &self.partition_converter {
+            Some(c) => Some(c.convert_columns(&partition_arrays)?),
+            None => None,
+        };
+        let order = batch.column(self.spec.order.0).clone();
+        let keys = self.order_converter.convert_columns(&[order])?;
+        let rows = self
+            .row_converter
+            .convert_columns(&batch.columns()[..self.width])?;
+        let times = match (self.spec.mode, self.spec.frame) {
+            (OverMode::EventTime, _) | (_, OverFrame::RangeMs(_)) => Some(
+                crate::aggregate::event_time_millis(&batch, self.spec.order.0)?,
+            ),
+            _ => None,
+        };
+        let mut groups = Vec::with_capacity(n);
+        key_groups(&partition_arrays, n, &mut groups)?;
+        let ops = crate::updating::changelog_ops(&batch, self.spec.op_column)?;
+        let mut emitted = Emitted::default();
+        let mut late = 0u64;
+        for (i, &kg) in groups.iter().enumerate() {
+            let pkey: &[u8] = match &pkeys {
+                Some(p) => p.row(i).data(),
+                None => &[],
+            };
+            // A row without a time is never final, and has no range.
+            let time = match &times {
+                Some(t) if t.is_null(i) => {
+                    late += 1;
+                    continue;
+                }
+                Some(t) => t.value(i),
+                None => 0,
+            };
+            let entry = Entry {
+                key: keys.row(i).data().into(),
+                row: rows.row(i).data().into(),
+                time,
+            };
+            match self.spec.mode {
+                OverMode::Updating => {
+                    let accumulate = ops
+                        .as_ref()
+                        .is_none_or(|o| matches!(o.value(i), OP_INSERT | OP_UPDATE_AFTER));
+                    self.update(pkey, entry, accumulate, &mut emitted)?;
+                }
+                OverMode::EventTime => {
+                    if time <= self.watermark {
+                        late += 1;
+                        continue;
+                    }
+                    let part = match self.partitions.get_mut(pkey) {
+                        Some(p) => p,
+                        None => self
+                            .partitions
+                            .entry(pkey.into())
+                            .or_insert_with(Partition::new),
+                    };
+                    let done = part.emitted as usize;
+                    let at = done + part.entries[done..].partition_point(|e| e.time <= time);
+                    part.entries.insert(at, entry);
+                    if at == done {
+                        self.timers.push(Reverse((time, kg, pkey.into())));
+                    }
+                }
+            }
+            self.mark_dirty(pkey, kg);
+        }
+        if late > 0
+            && let Some(m) = &self.metrics
+        {
+            m.add_late_rows(late);
+        }
+        self.collect(emitted, out)
+    }
+
+    fn handle_watermark(&mut self, watermark: i64, out: &mut Collector) -> Result<()> {
+        self.watermark = self.watermark.max(watermark);
+        if self.spec.mode == OverMode::EventTime {
+            let mut emitted = Emitted::default();
+            self.fire(&mut emitted)?;
+            self.collect(emitted, out)?;
+        }
+        out.emit_watermark(watermark);
+        Ok(())
+    }
+
+    fn handle_checkpoint(&mut self, _checkpoint: u64, _out: &mut Collector) -> Result<()> {
+        let Some(state) = &self.state else {
+            return Ok(());
+        };
+        state.write_dirty(
+            &mut self.dirty,
+            &self.partitions,
+            Partition::encode,
+            self.watermark,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;
