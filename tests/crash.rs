@@ -1,5 +1,6 @@
-//! The crash test: a job with a window aggregate, an updating aggregate and
-//! a session window over a bounded Nexmark replay into file sinks is killed
+//! The crash test: a job with a window aggregate, an updating aggregate, a
+//! session window and an interval self-join under a Top-N over a bounded
+//! Nexmark replay into file sinks is killed
 //! with SIGKILL at random moments (and, in some runs, at fixed points inside
 //! a checkpoint) and restarted from its state directory until it finishes,
 //! sometimes at another parallelism. What the sinks committed must then be
@@ -25,7 +26,7 @@ const EVENTS: u64 = 24_000;
 /// Events per second of event time, paced in real time: the replay takes
 /// about a second, with a checkpoint every 100 ms.
 const RATE: u64 = 24_000;
-const SINKS: [&str; 4] = ["windows", "totals", "sessions", "bidders"];
+const SINKS: [&str; 5] = ["windows", "totals", "sessions", "bidders", "top"];
 
 fn sql(out: &Path) -> String {
     let o = out.display();
@@ -50,7 +51,15 @@ fn sql(out: &Path) -> String {
          CREATE SINK bidders WITH (connector = 'file', path = '{o}/bidders/') AS
          SELECT bidder, window_start, window_end, COUNT(*) AS n, SUM(price) AS total
          FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '250' MILLISECOND))
-         GROUP BY bidder, window_start, window_end;"
+         GROUP BY bidder, window_start, window_end;
+         CREATE SINK top WITH (connector = 'file', path = '{o}/top/') AS
+         SELECT b, auction, price, rn FROM (
+           SELECT b, auction, price,
+                  ROW_NUMBER() OVER (PARTITION BY b ORDER BY price DESC, auction DESC) AS rn
+           FROM (SELECT x.bidder % 7 AS b, x.auction AS auction, x.price + y.price AS price
+                 FROM bids x JOIN bids y ON x.auction = y.auction AND x.bidder = y.bidder
+                   AND y.date_time BETWEEN x.date_time AND x.date_time + INTERVAL '1' MILLISECOND))
+         WHERE rn <= 3;"
     )
 }
 
@@ -236,6 +245,8 @@ fn killed_and_restarted_jobs_commit_exactly_the_uninterrupted_output() {
     };
     let mut expected: BTreeMap<i64, (i64, i64, i64)> = BTreeMap::new();
     let mut times: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    // The self-join's pairs: bids by (auction, bidder), with time and price.
+    let mut pairs: BTreeMap<(i64, i64), Vec<(i64, i64)>> = BTreeMap::new();
     // The bidders' windows (spilled past an 8 KB cache): by window start
     // and bidder, the count and sum.
     let mut by_bidder: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
@@ -250,6 +261,10 @@ fn killed_and_restarted_jobs_commit_exactly_the_uninterrupted_output() {
                 .or_default();
             *w = (w.0 + 1, w.1 + b.price);
             times.entry(b.bidder).or_default().push(b.date_time);
+            pairs
+                .entry((b.auction, b.bidder))
+                .or_default()
+                .push((b.date_time, b.price));
         }
     }
     // Sessions with a 20 ms gap: per bidder, a new one wherever two
@@ -318,6 +333,39 @@ fn killed_and_restarted_jobs_commit_exactly_the_uninterrupted_output() {
         .count() as u64;
     assert_eq!(counted, bids, "the uninterrupted run counts every bid");
     assert!(!reference["totals"].is_empty() && !reference["sessions"].is_empty());
+    // The Top-N over the join: per bidder % 7, the three largest sums of
+    // two bids (x, y) of one bidder on one auction with y at most 1 ms
+    // after x (a bid pairs with itself), as (b, auction, price, rank).
+    let mut sums: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+    for ((auction, bidder), bids) in &pairs {
+        for x in bids {
+            for y in bids.iter().filter(|y| y.0 >= x.0 && y.0 <= x.0 + 1) {
+                sums.entry(bidder % 7)
+                    .or_default()
+                    .push((x.1 + y.1, *auction));
+            }
+        }
+    }
+    let mut top: Vec<String> = Vec::new();
+    for (b, mut s) in sums {
+        s.sort_unstable_by(|p, q| q.cmp(p));
+        for (rank, (price, auction)) in s.into_iter().take(3).enumerate() {
+            let rn = rank + 1;
+            top.push(format!(
+                r#"{{"auction":{auction},"b":{b},"price":{price},"rn":{rn}}}"#
+            ));
+        }
+    }
+    top.sort();
+    let got_top: Vec<String> = net_effect(&reference["top"])
+        .into_iter()
+        .flat_map(|(row, n)| std::iter::repeat_n(row, n.max(0) as usize))
+        .collect();
+    assert_same(
+        &got_top,
+        &top,
+        "the uninterrupted run's Top-N over the join",
+    );
 
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -385,6 +433,15 @@ fn killed_and_restarted_jobs_commit_exactly_the_uninterrupted_output() {
             &got["bidders"],
             &reference["bidders"],
             &format!("bidder windows, {context}"),
+        );
+        // The join's two inputs interleave differently from run to run, so
+        // its Top-N's changelog does too; what it amounts to does not.
+        let net =
+            |lines: &[String]| -> Vec<(String, i64)> { net_effect(lines).into_iter().collect() };
+        assert_same(
+            &net(&got["top"]),
+            &net(&reference["top"]),
+            &format!("Top-N over a join, {context}"),
         );
         if rescaled {
             // Subtasks interleave their changes differently; what the

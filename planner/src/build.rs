@@ -60,8 +60,20 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
             NodeKind::Source(s) => {
                 let config = SourceConfig::parse(&Options::new(s.options.clone()), &schema)?;
                 stage_of[node.id] = stages.len();
+                // A table read twice (a self-join) is two sources: each
+                // keeps its own position, under its stage's name.
+                let base = format!("source:{}", s.name);
+                let reads = stages
+                    .iter()
+                    .filter(|d| d.name.split('#').next() == Some(base.as_str()))
+                    .count();
+                let name = if reads == 0 {
+                    base
+                } else {
+                    format!("{base}#{}", reads + 1)
+                };
                 stages.push(StageDraft {
-                    name: format!("source:{}", s.name),
+                    name,
                     parallelism: node.parallelism,
                     source: Some(config),
                     operators: vec![],
