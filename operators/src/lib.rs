@@ -34,12 +34,15 @@ pub mod metrics;
 pub mod operator;
 pub mod over;
 pub mod partition;
+mod partitions;
 pub mod project;
 pub mod rank;
 pub mod runtime;
 pub mod session;
 pub mod sink;
 mod spill;
+#[cfg(test)]
+mod test_support;
 pub mod updating;
 pub mod watermark;
 pub mod window;

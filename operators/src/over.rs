@@ -29,24 +29,20 @@
 //! barriers for the partitions that changed.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int8Array};
-use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::evaluate_args;
-use crate::keyed_state::{KeyedState, mark_dirty};
-use crate::metrics::JobMetrics;
 use crate::operator::{Collector, Operator, OperatorContext};
 use crate::partition::key_groups;
-use crate::rank::{Entry, Partition, PartitionMap, Timer};
+use crate::partitions::{Converters, Entry, PartitionStore};
 use crate::updating::{OP_COLUMN, OP_DELETE, OP_INSERT, OP_UPDATE_AFTER, OP_UPDATE_BEFORE};
 use crate::{OperatorError, Result};
 
@@ -117,29 +113,30 @@ fn frame_of(frame: OverFrame, entries: &[Entry], i: usize) -> (usize, usize) {
 /// The OVER aggregate operator (see the module docs).
 pub struct OverAggregateOperator {
     spec: OverSpec,
-    aggregates: Vec<Arc<AggregateFunctionExpr>>,
     /// Input columns that form a row (all but `_op`).
     width: usize,
-    /// The input without `_op`: what stored rows decode to.
-    rows_schema: SchemaRef,
     output: SchemaRef,
     partition_converter: Option<RowConverter>,
     order_converter: RowConverter,
+    frames: Frames,
+    store: PartitionStore,
+}
+
+/// What computing a row's results takes: its frame, the aggregates, and
+/// how stored rows decode.
+struct Frames {
+    frame: OverFrame,
+    aggregates: Vec<Arc<AggregateFunctionExpr>>,
     row_converter: RowConverter,
-    partitions: PartitionMap<Partition>,
-    dirty: PartitionMap<u16>,
-    timers: BinaryHeap<Reverse<Timer>>,
-    watermark: i64,
-    state: Option<KeyedState>,
-    metrics: Option<JobMetrics>,
-    unknown_retractions: u64,
+    /// The input without `_op`: what stored rows decode to.
+    rows_schema: SchemaRef,
 }
 
 impl std::fmt::Debug for OverAggregateOperator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OverAggregateOperator")
             .field("spec", &self.spec)
-            .field("partitions", &self.partitions.len())
+            .field("partitions", &self.store.partitions.len())
             .finish_non_exhaustive()
     }
 }
@@ -150,6 +147,70 @@ struct Emitted {
     rows: Vec<Box<[u8]>>,
     values: Vec<Vec<ScalarValue>>,
     ops: Vec<i8>,
+}
+
+impl Emitted {
+    fn push(&mut self, row: Box<[u8]>, values: Vec<ScalarValue>, op: i8) {
+        self.rows.push(row);
+        self.values.push(values);
+        self.ops.push(op);
+    }
+}
+
+impl Frames {
+    /// The aggregates of each of `targets` (entry indices) over its frame
+    /// among `entries`.
+    fn results(&self, entries: &[Entry], targets: &[usize]) -> Result<Vec<Vec<ScalarValue>>> {
+        let frames: Vec<(usize, usize)> = targets
+            .iter()
+            .map(|&i| frame_of(self.frame, entries, i))
+            .collect();
+        let (Some(low), Some(high)) = (
+            frames.iter().map(|f| f.0).min(),
+            frames.iter().map(|f| f.1).max(),
+        ) else {
+            return Ok(Vec::new());
+        };
+        // Decode the rows the frames cover once; each frame is a slice.
+        let parser = self.row_converter.parser();
+        let columns = self
+            .row_converter
+            .convert_rows(entries[low..=high].iter().map(|e| parser.parse(&e.row)))?;
+        let batch = RecordBatch::try_new(self.rows_schema.clone(), columns)?;
+        let args = evaluate_args(&self.aggregates, &batch)?;
+        let mut out = Vec::with_capacity(targets.len());
+        for &(lo, hi) in &frames {
+            let mut values = Vec::with_capacity(self.aggregates.len());
+            for (agg, args) in self.aggregates.iter().zip(&args) {
+                let mut acc = agg.create_accumulator()?;
+                let slices: Vec<ArrayRef> = args
+                    .iter()
+                    .map(|a| a.slice(lo - low, hi - lo + 1))
+                    .collect();
+                acc.update_batch(&slices)?;
+                values.push(acc.evaluate()?);
+            }
+            out.push(values);
+        }
+        Ok(out)
+    }
+
+    /// The entries whose frame reaches position `at` of `entries`, a row
+    /// at `time`: before `at`'s row is removed (`includes_self`), or before
+    /// a row is inserted there (then `at` and later rows move one on).
+    fn reaching(&self, entries: &[Entry], at: usize, time: i64, includes_self: bool) -> Vec<usize> {
+        match self.frame {
+            OverFrame::Rows(n) => {
+                let reach = n as usize + usize::from(includes_self);
+                (at..entries.len().min(at + reach)).collect()
+            }
+            OverFrame::RangeMs(d) => {
+                let lo = entries.partition_point(|e| e.time < time);
+                let hi = entries.partition_point(|e| e.time <= time.saturating_add(d));
+                (lo..hi).collect()
+            }
+        }
+    }
 }
 
 impl OverAggregateOperator {
@@ -184,25 +245,11 @@ impl OverAggregateOperator {
                 "a RANGE frame needs an ascending timestamp".into(),
             ));
         }
-        let field = |c: usize| input.field(c).data_type().clone();
-        let partition_converter = if spec.partition.is_empty() {
-            None
-        } else {
-            Some(RowConverter::new(
-                spec.partition
-                    .iter()
-                    .map(|&c| SortField::new(field(c)))
-                    .collect(),
-            )?)
-        };
-        let options = SortOptions {
-            descending,
-            nulls_first: !descending,
-        };
-        let order_converter =
-            RowConverter::new(vec![SortField::new_with_options(order_type, options)])?;
-        let row_converter =
-            RowConverter::new((0..width).map(|c| SortField::new(field(c))).collect())?;
+        let Converters {
+            partition: partition_converter,
+            order: order_converter,
+            row: row_converter,
+        } = Converters::new(input, &spec.partition, &[spec.order], width)?;
         let rows_schema = Arc::new(Schema::new(
             input.fields()[..width]
                 .iter()
@@ -215,21 +262,18 @@ impl OverAggregateOperator {
             .collect();
         let output = spec.output_schema(input, &agg_fields);
         Ok(Self {
+            frames: Frames {
+                frame: spec.frame,
+                aggregates,
+                row_converter,
+                rows_schema,
+            },
             spec,
-            aggregates,
             width,
-            rows_schema,
             output,
             partition_converter,
             order_converter,
-            row_converter,
-            partitions: PartitionMap::default(),
-            dirty: PartitionMap::default(),
-            timers: BinaryHeap::new(),
-            watermark: i64::MIN,
-            state: None,
-            metrics: None,
-            unknown_retractions: 0,
+            store: PartitionStore::new("OVER aggregate"),
         })
     }
 
@@ -237,62 +281,8 @@ impl OverAggregateOperator {
         self.output.clone()
     }
 
-    fn mark_dirty(&mut self, key: &[u8], kg: u16) {
-        mark_dirty(&mut self.dirty, key, kg);
-    }
-
-    /// The aggregates of each of `targets` (entry indices) over its frame
-    /// among `entries`.
-    fn results(&self, entries: &[Entry], targets: &[usize]) -> Result<Vec<Vec<ScalarValue>>> {
-        let frames: Vec<(usize, usize)> = targets
-            .iter()
-            .map(|&i| frame_of(self.spec.frame, entries, i))
-            .collect();
-        let (Some(low), Some(high)) = (
-            frames.iter().map(|f| f.0).min(),
-            frames.iter().map(|f| f.1).max(),
-        ) else {
-            return Ok(Vec::new());
-        };
-        // Decode the rows the frames cover once; each frame is a slice.
-        let parser = self.row_converter.parser();
-        let columns = self
-            .row_converter
-            .convert_rows(entries[low..=high].iter().map(|e| parser.parse(&e.row)))?;
-        let batch = RecordBatch::try_new(self.rows_schema.clone(), columns)?;
-        let args = evaluate_args(&self.aggregates, &batch)?;
-        let mut out = Vec::with_capacity(targets.len());
-        for &(lo, hi) in &frames {
-            let mut values = Vec::with_capacity(self.aggregates.len());
-            for (agg, args) in self.aggregates.iter().zip(&args) {
-                let mut acc = agg.create_accumulator()?;
-                let slices: Vec<ArrayRef> = args
-                    .iter()
-                    .map(|a| a.slice(lo - low, hi - lo + 1))
-                    .collect();
-                acc.update_batch(&slices)?;
-                values.push(acc.evaluate()?);
-            }
-            out.push(values);
-        }
-        Ok(out)
-    }
-
-    /// The entries whose result depends on the entry at `at` (its own
-    /// included), among `entries`.
-    fn dependents(&self, entries: &[Entry], at: usize) -> Vec<usize> {
-        match self.spec.frame {
-            OverFrame::Rows(n) => (at..entries.len().min(at + n as usize + 1)).collect(),
-            OverFrame::RangeMs(d) => {
-                let t = entries[at].time;
-                let lo = entries.partition_point(|e| e.time < t);
-                let hi = entries.partition_point(|e| e.time <= t.saturating_add(d));
-                (lo..hi).collect()
-            }
-        }
-    }
-
-    /// Applies one row of the `Updating` mode: emits the changed results.
+    /// Applies one row of the `Updating` mode: emits the results it
+    /// changed, its own included.
     fn update(
         &mut self,
         pkey: &[u8],
@@ -300,35 +290,31 @@ impl OverAggregateOperator {
         accumulate: bool,
         out: &mut Emitted,
     ) -> Result<()> {
-        let Some(mut part) = self.partitions.remove(pkey) else {
-            if accumulate {
-                let mut part = Partition::new();
-                part.entries.push(entry);
-                let values = self.results(&part.entries, &[0])?;
-                out.rows.push(part.entries[0].row.clone());
-                out.values.extend(values);
-                out.ops.push(OP_INSERT);
-                self.partitions.insert(pkey.into(), part);
-            } else {
-                self.unknown_retraction();
-            }
+        if !accumulate && !self.store.partitions.contains_key(pkey) {
+            self.store.unknown_retraction();
             return Ok(());
-        };
-        let entries = &mut part.entries;
-        // Results before the change, of the rows it can affect.
-        let (at, before_targets) = if accumulate {
+        }
+        let frames = &self.frames;
+        let entries = &mut self.store.partition_mut(pkey).entries;
+        // The rows whose results change, before (old positions) and after
+        // (new positions) the change, pairwise.
+        let (before, after, changed) = if accumulate {
             let at = entries.partition_point(|e| e.key <= entry.key);
+            let old = frames.reaching(entries, at, entry.time, false);
+            let before = frames.results(entries, &old)?;
             entries.insert(at, entry);
-            let deps = self.dependents(entries, at);
-            let removed = entries.remove(at);
-            // Before the insertion, the rows after `at` sat one lower.
-            let before: Vec<usize> = deps
+            let new: Vec<usize> = old
                 .iter()
-                .filter(|&&k| k != at)
-                .map(|&k| if k > at { k - 1 } else { k })
+                .map(|&k| if k >= at { k + 1 } else { k })
                 .collect();
-            entries.insert(at, removed);
-            (at, before)
+            // The new row's own result comes last, in the same pass.
+            let mut targets = new.clone();
+            targets.push(at);
+            let mut after = frames.results(entries, &targets)?;
+            if let Some(own) = after.pop() {
+                out.push(entries[at].row.clone(), own, OP_INSERT);
+            }
+            (before, after, new)
         } else {
             let first = entries.partition_point(|e| e.key < entry.key);
             let found = entries[first..]
@@ -336,103 +322,51 @@ impl OverAggregateOperator {
                 .take_while(|e| e.key == entry.key)
                 .position(|e| e.row == entry.row);
             let Some(offset) = found else {
-                self.partitions.insert(pkey.into(), part);
-                self.unknown_retraction();
+                self.store.unknown_retraction();
                 return Ok(());
             };
             let at = first + offset;
-            (at, self.dependents(entries, at))
-        };
-        // `before_targets` index the entries as they were before the change.
-        let before = if accumulate {
+            let mut old = frames.reaching(entries, at, entry.time, true);
+            let mut before = frames.results(entries, &old)?;
+            let own = old.iter().position(|&k| k == at).map(|i| {
+                old.remove(i);
+                before.remove(i)
+            });
             let removed = entries.remove(at);
-            let b = self.results(entries, &before_targets)?;
-            entries.insert(at, removed);
-            b
-        } else {
-            self.results(entries, &before_targets)?
-        };
-        let removed = if accumulate {
-            None
-        } else {
-            Some(entries.remove(at))
-        };
-        // Now: the rows whose frame reaches `at`, in the new order.
-        let after_targets: Vec<usize> = if accumulate {
-            self.dependents(entries, at)
-        } else {
-            before_targets
+            if let Some(values) = own {
+                out.push(removed.row, values, OP_DELETE);
+            }
+            let new: Vec<usize> = old
                 .iter()
-                .filter(|&&k| k != at)
                 .map(|&k| if k > at { k - 1 } else { k })
-                .collect()
+                .collect();
+            let after = frames.results(entries, &new)?;
+            (before, after, new)
         };
-        let after = self.results(entries, &after_targets)?;
-        // The old index of each new target, to pair its results.
-        let old_of = |k: usize| -> Option<usize> {
-            match (accumulate, k.cmp(&at)) {
-                (true, std::cmp::Ordering::Equal) => None,
-                (true, std::cmp::Ordering::Greater) => Some(k - 1),
-                (false, std::cmp::Ordering::Less) => Some(k),
-                (false, _) => Some(k + 1),
-                (true, std::cmp::Ordering::Less) => Some(k),
-            }
-        };
-        if let Some(removed) = &removed {
-            let i = before_targets.iter().position(|&k| k == at);
-            if let Some(i) = i {
-                out.rows.push(removed.row.clone());
-                out.values.push(before[i].clone());
-                out.ops.push(OP_DELETE);
+        for ((old, new), k) in before.into_iter().zip(after).zip(changed) {
+            if old != new {
+                out.push(entries[k].row.clone(), old, OP_UPDATE_BEFORE);
+                out.push(entries[k].row.clone(), new, OP_UPDATE_AFTER);
             }
         }
-        for (k, values) in after_targets.iter().zip(after) {
-            let old = old_of(*k).and_then(|o| before_targets.iter().position(|&b| b == o));
-            let row = &entries[*k].row;
-            match old {
-                None => {
-                    out.rows.push(row.clone());
-                    out.values.push(values);
-                    out.ops.push(OP_INSERT);
-                }
-                Some(i) if before[i] != values => {
-                    out.rows.push(row.clone());
-                    out.values.push(before[i].clone());
-                    out.ops.push(OP_UPDATE_BEFORE);
-                    out.rows.push(row.clone());
-                    out.values.push(values);
-                    out.ops.push(OP_UPDATE_AFTER);
-                }
-                Some(_) => {}
-            }
-        }
-        if !part.entries.is_empty() {
-            self.partitions.insert(pkey.into(), part);
+        if entries.is_empty() {
+            self.store.partitions.remove(pkey);
         }
         Ok(())
-    }
-
-    fn unknown_retraction(&mut self) {
-        if self.unknown_retractions == 0 {
-            tracing::warn!(
-                "an OVER aggregate's input retracted a row it never sent (or whose state expired); ignored"
-            );
-        }
-        self.unknown_retractions += 1;
     }
 
     /// Emits the rows of the `EventTime` mode that the watermark made final,
     /// and drops the rows no later frame reaches.
     fn fire(&mut self, out: &mut Emitted) -> Result<()> {
-        let watermark = self.watermark;
-        while let Some(Reverse((at, _, _))) = self.timers.peek() {
+        let watermark = self.store.watermark;
+        while let Some(Reverse((at, _, _))) = self.store.timers.peek() {
             if *at > watermark {
                 break;
             }
-            let Some(Reverse((_, kg, key))) = self.timers.pop() else {
+            let Some(Reverse((_, kg, key))) = self.store.timers.pop() else {
                 break;
             };
-            let Some(mut part) = self.partitions.remove(&key) else {
+            let Some(mut part) = self.store.partitions.remove(&key) else {
                 continue;
             };
             let done = part.emitted as usize;
@@ -443,11 +377,9 @@ impl OverAggregateOperator {
                     .count();
             if ready > done {
                 let targets: Vec<usize> = (done..ready).collect();
-                let values = self.results(&part.entries[..ready], &targets)?;
+                let values = self.frames.results(&part.entries[..ready], &targets)?;
                 for (i, v) in targets.into_iter().zip(values) {
-                    out.rows.push(part.entries[i].row.clone());
-                    out.values.push(v);
-                    out.ops.push(OP_INSERT);
+                    out.push(part.entries[i].row.clone(), v, OP_INSERT);
                 }
                 // Later rows (after the watermark) reach back n rows or d ms.
                 let keep_from = match self.spec.frame {
@@ -459,13 +391,15 @@ impl OverAggregateOperator {
                 };
                 part.entries.drain(..keep_from);
                 part.emitted = (ready - keep_from) as u64;
-                self.mark_dirty(&key, kg);
+                self.store.mark_dirty(&key, kg);
             }
             if let Some(next) = part.entries.get(part.emitted as usize) {
-                self.timers.push(Reverse((next.time, kg, key.clone())));
+                self.store
+                    .timers
+                    .push(Reverse((next.time, kg, key.clone())));
             }
             if !part.entries.is_empty() {
-                self.partitions.insert(key, part);
+                self.store.partitions.insert(key, part);
             }
         }
         Ok(())
@@ -475,11 +409,12 @@ impl OverAggregateOperator {
         if emitted.rows.is_empty() {
             return Ok(());
         }
-        let parser = self.row_converter.parser();
+        let parser = self.frames.row_converter.parser();
         let mut columns = self
+            .frames
             .row_converter
             .convert_rows(emitted.rows.iter().map(|r| parser.parse(r)))?;
-        for j in 0..self.aggregates.len() {
+        for j in 0..self.frames.aggregates.len() {
             let field = self.output.field(self.width + j);
             let values = emitted.values.iter().map(|v| v[j].clone());
             let array = ScalarValue::iter_to_array(values)?;
@@ -504,21 +439,11 @@ impl Operator for OverAggregateOperator {
     }
 
     fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
-        let state = KeyedState::open(ctx)?;
-        self.watermark = self.watermark.max(state.stored_watermark()?);
-        for (kg, key, value) in state.scan_raw()? {
-            let part = Partition::decode(&value)?;
-            if let (OverMode::EventTime, Some(next)) =
-                (self.spec.mode, part.entries.get(part.emitted as usize))
-            {
-                self.timers
-                    .push(Reverse((next.time, kg, key.clone().into())));
-            }
-            self.partitions.insert(key.into(), part);
-        }
-        self.state = Some(state);
-        self.metrics = Some(ctx.metrics.clone());
-        Ok(())
+        let event_time = self.spec.mode == OverMode::EventTime;
+        self.store.open(ctx, |part| {
+            let next = part.entries.get(part.emitted as usize)?;
+            event_time.then_some(next.time)
+        })
     }
 
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
@@ -539,6 +464,7 @@ impl Operator for OverAggregateOperator {
         let order = batch.column(self.spec.order.0).clone();
         let keys = self.order_converter.convert_columns(&[order])?;
         let rows = self
+            .frames
             .row_converter
             .convert_columns(&batch.columns()[..self.width])?;
         let times = match (self.spec.mode, self.spec.frame) {
@@ -579,37 +505,27 @@ impl Operator for OverAggregateOperator {
                     self.update(pkey, entry, accumulate, &mut emitted)?;
                 }
                 OverMode::EventTime => {
-                    if time <= self.watermark {
+                    if time <= self.store.watermark {
                         late += 1;
                         continue;
                     }
-                    let part = match self.partitions.get_mut(pkey) {
-                        Some(p) => p,
-                        None => self
-                            .partitions
-                            .entry(pkey.into())
-                            .or_insert_with(Partition::new),
-                    };
+                    let part = self.store.partition_mut(pkey);
                     let done = part.emitted as usize;
                     let at = done + part.entries[done..].partition_point(|e| e.time <= time);
                     part.entries.insert(at, entry);
                     if at == done {
-                        self.timers.push(Reverse((time, kg, pkey.into())));
+                        self.store.timers.push(Reverse((time, kg, pkey.into())));
                     }
                 }
             }
-            self.mark_dirty(pkey, kg);
+            self.store.mark_dirty(pkey, kg);
         }
-        if late > 0
-            && let Some(m) = &self.metrics
-        {
-            m.add_late_rows(late);
-        }
+        self.store.count_late(late);
         self.collect(emitted, out)
     }
 
     fn handle_watermark(&mut self, watermark: i64, out: &mut Collector) -> Result<()> {
-        self.watermark = self.watermark.max(watermark);
+        self.store.watermark = self.store.watermark.max(watermark);
         if self.spec.mode == OverMode::EventTime {
             let mut emitted = Emitted::default();
             self.fire(&mut emitted)?;
@@ -620,15 +536,7 @@ impl Operator for OverAggregateOperator {
     }
 
     fn handle_checkpoint(&mut self, _checkpoint: u64, _out: &mut Collector) -> Result<()> {
-        let Some(state) = &self.state else {
-            return Ok(());
-        };
-        state.write_dirty(
-            &mut self.dirty,
-            &self.partitions,
-            Partition::encode,
-            self.watermark,
-        )
+        self.store.checkpoint()
     }
 }
 

@@ -30,20 +30,18 @@
 //! group and partition key, with the watermark as the subtask's metadata.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int8Array, Int64Array};
-use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::row::RowConverter;
 use serde::{Deserialize, Serialize};
 
-use crate::keyed_state::{KeyMap, KeyedState, mark_dirty};
-use crate::metrics::JobMetrics;
 use crate::operator::{Collector, Operator, OperatorContext};
 use crate::partition::key_groups;
+pub(crate) use crate::partitions::Entry;
+use crate::partitions::{Converters, PartitionStore};
 use crate::updating::{OP_COLUMN, OP_DELETE, OP_INSERT, OP_UPDATE_AFTER, OP_UPDATE_BEFORE};
 use crate::{OperatorError, Result};
 
@@ -130,93 +128,6 @@ impl RankSpec {
             fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
         }
         Arc::new(Schema::new(fields))
-    }
-}
-
-/// One stored row: its ORDER BY key and the row (both in row format) and
-/// its event time (`FirstByTime` only; 0 otherwise).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Entry {
-    pub key: Box<[u8]>,
-    pub row: Box<[u8]>,
-    pub time: i64,
-}
-
-/// A partition's rows (also the OVER aggregate's, [`crate::over`]).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Partition {
-    /// Sorted by key; equal keys in arrival order.
-    pub entries: Vec<Entry>,
-    /// `FirstByTime`: rows emitted so far (OVER: the leading entries
-    /// already emitted).
-    pub emitted: u64,
-    /// `WindowClose`: when the window fires (`window_end - 1`).
-    pub fires_at: i64,
-}
-
-impl Partition {
-    pub fn new() -> Self {
-        Self {
-            entries: Vec::new(),
-            emitted: 0,
-            fires_at: i64::MAX,
-        }
-    }
-
-    /// `emitted | fires_at | n | per entry: time, key length, row length,
-    /// key, row`; integers little-endian.
-    pub fn encode(&self) -> Vec<u8> {
-        let size: usize = self
-            .entries
-            .iter()
-            .map(|e| 16 + e.key.len() + e.row.len())
-            .sum();
-        let mut out = Vec::with_capacity(20 + size);
-        out.extend_from_slice(&self.emitted.to_le_bytes());
-        out.extend_from_slice(&self.fires_at.to_le_bytes());
-        out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        for e in &self.entries {
-            out.extend_from_slice(&e.time.to_le_bytes());
-            out.extend_from_slice(&(e.key.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(e.row.len() as u32).to_le_bytes());
-            out.extend_from_slice(&e.key);
-            out.extend_from_slice(&e.row);
-        }
-        out
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let bad = || OperatorError::Internal("a Top-N state entry is corrupt".into());
-        let mut at = 0usize;
-        let mut take = |n: usize| -> Result<&[u8]> {
-            let b = bytes.get(at..at + n).ok_or_else(bad)?;
-            at += n;
-            Ok(b)
-        };
-        let u64_of =
-            |b: &[u8]| -> Result<u64> { Ok(u64::from_le_bytes(b.try_into().map_err(|_| bad())?)) };
-        let u32_of =
-            |b: &[u8]| -> Result<u32> { Ok(u32::from_le_bytes(b.try_into().map_err(|_| bad())?)) };
-        let emitted = u64_of(take(8)?)?;
-        let fires_at = u64_of(take(8)?)? as i64;
-        let n = u32_of(take(4)?)? as usize;
-        let mut entries = Vec::with_capacity(n);
-        for _ in 0..n {
-            let time = u64_of(take(8)?)? as i64;
-            let key_len = u32_of(take(4)?)? as usize;
-            let row_len = u32_of(take(4)?)? as usize;
-            let key = take(key_len)?.into();
-            let row = take(row_len)?.into();
-            entries.push(Entry { key, row, time });
-        }
-        if at != bytes.len() {
-            return Err(bad());
-        }
-        Ok(Self {
-            entries,
-            emitted,
-            fires_at,
-        })
     }
 }
 
@@ -344,11 +255,6 @@ fn emit_change(
     }
 }
 
-pub(crate) type PartitionMap<V> = KeyMap<V>;
-
-/// When a partition needs attention: `(time, key group, partition key)`.
-pub(crate) type Timer = (i64, u16, Box<[u8]>);
-
 /// The Top-N operator (see the module docs).
 pub struct RankOperator {
     spec: RankSpec,
@@ -358,14 +264,7 @@ pub struct RankOperator {
     partition_converter: Option<RowConverter>,
     order_converter: RowConverter,
     row_converter: RowConverter,
-    partitions: PartitionMap<Partition>,
-    /// Partitions changed since the last barrier, with their key group.
-    dirty: PartitionMap<u16>,
-    timers: BinaryHeap<Reverse<Timer>>,
-    watermark: i64,
-    state: Option<KeyedState>,
-    metrics: Option<JobMetrics>,
-    unknown_retractions: u64,
+    store: PartitionStore,
     /// Scratch space for ranks before and after a change.
     before: Vec<u64>,
     after: Vec<u64>,
@@ -375,7 +274,7 @@ impl std::fmt::Debug for RankOperator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RankOperator")
             .field("spec", &self.spec)
-            .field("partitions", &self.partitions.len())
+            .field("partitions", &self.store.partitions.len())
             .finish_non_exhaustive()
     }
 }
@@ -413,31 +312,11 @@ impl RankOperator {
         if spec.limit == 0 {
             return Err(OperatorError::Internal("a Top-N of 0 rows".into()));
         }
-        let field = |c: usize| input.field(c).data_type().clone();
-        let partition_converter = if spec.partition.is_empty() {
-            None
-        } else {
-            Some(RowConverter::new(
-                spec.partition
-                    .iter()
-                    .map(|&c| SortField::new(field(c)))
-                    .collect(),
-            )?)
-        };
-        let order_converter = RowConverter::new(
-            spec.order
-                .iter()
-                .map(|&(c, descending)| {
-                    let options = SortOptions {
-                        descending,
-                        nulls_first: !descending,
-                    };
-                    SortField::new_with_options(field(c), options)
-                })
-                .collect(),
-        )?;
-        let row_converter =
-            RowConverter::new((0..width).map(|c| SortField::new(field(c))).collect())?;
+        let Converters {
+            partition: partition_converter,
+            order: order_converter,
+            row: row_converter,
+        } = Converters::new(input, &spec.partition, &spec.order, width)?;
         let output = spec.output_schema(input);
         Ok(Self {
             spec,
@@ -446,13 +325,7 @@ impl RankOperator {
             partition_converter,
             order_converter,
             row_converter,
-            partitions: PartitionMap::default(),
-            dirty: PartitionMap::default(),
-            timers: BinaryHeap::new(),
-            watermark: i64::MIN,
-            state: None,
-            metrics: None,
-            unknown_retractions: 0,
+            store: PartitionStore::new("Top-N"),
             before: Vec::new(),
             after: Vec::new(),
         })
@@ -460,16 +333,6 @@ impl RankOperator {
 
     pub fn output_schema(&self) -> SchemaRef {
         self.output.clone()
-    }
-
-    fn mark_dirty(&mut self, key: &[u8], kg: u16) {
-        mark_dirty(&mut self.dirty, key, kg);
-    }
-
-    fn count_late(&self, n: u64) {
-        if let (Some(m), true) = (&self.metrics, n > 0) {
-            m.add_late_rows(n);
-        }
     }
 
     /// Turns collected rows into an output batch.
@@ -496,17 +359,11 @@ impl RankOperator {
         let limit = self.spec.limit;
         let with_rank = self.spec.rank_column.is_some();
         let keep_all = self.spec.op_column.is_some();
-        let part = match self.partitions.get_mut(pkey) {
-            Some(p) => p,
-            None if !accumulate => {
-                self.unknown_retraction();
-                return;
-            }
-            None => self
-                .partitions
-                .entry(pkey.into())
-                .or_insert_with(Partition::new),
-        };
+        if !accumulate && !self.store.partitions.contains_key(pkey) {
+            self.store.unknown_retraction();
+            return;
+        }
+        let part = self.store.partition_mut(pkey);
         visible_ranks(function, &part.entries, limit, &mut self.before);
         if accumulate {
             let at = part.entries.partition_point(|e| e.key <= entry.key);
@@ -532,7 +389,7 @@ impl RankOperator {
                 .take_while(|e| e.key == entry.key)
                 .position(|e| e.row == entry.row);
             let Some(offset) = found else {
-                self.unknown_retraction();
+                self.store.unknown_retraction();
                 return;
             };
             let at = first + offset;
@@ -547,18 +404,9 @@ impl RankOperator {
                 emitted,
             );
             if part.entries.is_empty() {
-                self.partitions.remove(pkey);
+                self.store.partitions.remove(pkey);
             }
         }
-    }
-
-    fn unknown_retraction(&mut self) {
-        if self.unknown_retractions == 0 {
-            tracing::warn!(
-                "a Top-N input retracted a row it never sent (or whose state expired); ignored"
-            );
-        }
-        self.unknown_retractions += 1;
     }
 
     /// Keeps a row of an append-only mode in its partition (or counts it
@@ -569,22 +417,15 @@ impl RankOperator {
         match self.spec.mode {
             RankMode::WindowClose { .. } => {
                 let fires_at = at_time.saturating_sub(1);
-                if fires_at <= self.watermark {
-                    self.count_late(1);
+                if fires_at <= self.store.watermark {
+                    self.store.count_late(1);
                     return false;
                 }
-                let part = match self.partitions.get_mut(pkey) {
-                    Some(p) => p,
-                    None => {
-                        self.timers.push(Reverse((fires_at, kg, pkey.into())));
-                        let part = self
-                            .partitions
-                            .entry(pkey.into())
-                            .or_insert_with(Partition::new);
-                        part.fires_at = fires_at;
-                        part
-                    }
-                };
+                if !self.store.partitions.contains_key(pkey) {
+                    self.store.timers.push(Reverse((fires_at, kg, pkey.into())));
+                }
+                let part = self.store.partition_mut(pkey);
+                part.fires_at = fires_at;
                 let at = part.entries.partition_point(|e| e.key <= entry.key);
                 part.entries.insert(at, entry);
                 visible_ranks(function, &part.entries, limit, &mut self.after);
@@ -592,17 +433,11 @@ impl RankOperator {
                 true
             }
             RankMode::FirstByTime { .. } => {
-                if entry.time <= self.watermark {
-                    self.count_late(1);
+                if entry.time <= self.store.watermark {
+                    self.store.count_late(1);
                     return false;
                 }
-                let part = match self.partitions.get_mut(pkey) {
-                    Some(p) => p,
-                    None => self
-                        .partitions
-                        .entry(pkey.into())
-                        .or_insert_with(Partition::new),
-                };
+                let part = self.store.partition_mut(pkey);
                 if part.emitted >= limit {
                     return false;
                 }
@@ -611,7 +446,7 @@ impl RankOperator {
                 part.entries.insert(at, entry);
                 part.entries.truncate((limit - part.emitted) as usize);
                 if at == 0 {
-                    self.timers.push(Reverse((time, kg, pkey.into())));
+                    self.store.timers.push(Reverse((time, kg, pkey.into())));
                 }
                 true
             }
@@ -624,16 +459,16 @@ impl RankOperator {
     fn fire(&mut self, out: &mut Collector) -> Result<()> {
         let mut emitted = Emitted::default();
         let limit = self.spec.limit;
-        while let Some(Reverse((at, _, _))) = self.timers.peek() {
-            if *at > self.watermark {
+        while let Some(Reverse((at, _, _))) = self.store.timers.peek() {
+            if *at > self.store.watermark {
                 break;
             }
-            let Some(Reverse((_, kg, key))) = self.timers.pop() else {
+            let Some(Reverse((_, kg, key))) = self.store.timers.pop() else {
                 break;
             };
             match self.spec.mode {
                 RankMode::WindowClose { .. } => {
-                    let Some(part) = self.partitions.remove(&key) else {
+                    let Some(part) = self.store.partitions.remove(&key) else {
                         continue;
                     };
                     visible_ranks(self.spec.function, &part.entries, limit, &mut self.after);
@@ -642,13 +477,13 @@ impl RankOperator {
                     }
                 }
                 RankMode::FirstByTime { .. } => {
-                    let Some(part) = self.partitions.get_mut(&key) else {
+                    let Some(part) = self.store.partitions.get_mut(&key) else {
                         continue;
                     };
                     let ready = part
                         .entries
                         .iter()
-                        .take_while(|e| e.time <= self.watermark)
+                        .take_while(|e| e.time <= self.store.watermark)
                         .count();
                     if ready == 0 {
                         continue;
@@ -660,12 +495,14 @@ impl RankOperator {
                     if part.emitted >= limit {
                         part.entries.clear();
                     } else if let Some(next) = part.entries.first() {
-                        self.timers.push(Reverse((next.time, kg, key.clone())));
+                        self.store
+                            .timers
+                            .push(Reverse((next.time, kg, key.clone())));
                     }
                 }
                 RankMode::Updating => continue,
             }
-            self.mark_dirty(&key, kg);
+            self.store.mark_dirty(&key, kg);
         }
         self.collect(emitted, out)
     }
@@ -677,33 +514,12 @@ impl Operator for RankOperator {
     }
 
     fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
-        let state = KeyedState::open(ctx)?;
-        self.watermark = self.watermark.max(state.stored_watermark()?);
-        let mut restored = 0usize;
-        for (kg, key, value) in state.scan_raw()? {
-            let part = Partition::decode(&value)?;
-            restored += part.entries.len();
-            match self.spec.mode {
-                RankMode::WindowClose { .. } => {
-                    self.timers
-                        .push(Reverse((part.fires_at, kg, key.clone().into())));
-                }
-                RankMode::FirstByTime { .. } => {
-                    if let Some(first) = part.entries.first() {
-                        self.timers
-                            .push(Reverse((first.time, kg, key.clone().into())));
-                    }
-                }
-                RankMode::Updating => {}
-            }
-            self.partitions.insert(key.into(), part);
-        }
-        if restored > 0 {
-            tracing::info!(rows = restored, "Top-N restored its rows from state");
-        }
-        self.state = Some(state);
-        self.metrics = Some(ctx.metrics.clone());
-        Ok(())
+        let mode = self.spec.mode;
+        self.store.open(ctx, |part| match mode {
+            RankMode::WindowClose { .. } => Some(part.fires_at),
+            RankMode::FirstByTime { .. } => part.entries.first().map(|e| e.time),
+            RankMode::Updating => None,
+        })
     }
 
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
@@ -764,33 +580,25 @@ impl Operator for RankOperator {
                 }
             };
             if changed {
-                self.mark_dirty(pkey, kg);
+                self.store.mark_dirty(pkey, kg);
             }
         }
         if no_time > 0 {
             // A row without a time belongs to no window and is never final.
-            self.count_late(no_time);
+            self.store.count_late(no_time);
         }
         self.collect(emitted, out)
     }
 
     fn handle_watermark(&mut self, watermark: i64, out: &mut Collector) -> Result<()> {
-        self.watermark = self.watermark.max(watermark);
+        self.store.watermark = self.store.watermark.max(watermark);
         self.fire(out)?;
         out.emit_watermark(watermark);
         Ok(())
     }
 
     fn handle_checkpoint(&mut self, _checkpoint: u64, _out: &mut Collector) -> Result<()> {
-        let Some(state) = &self.state else {
-            return Ok(());
-        };
-        state.write_dirty(
-            &mut self.dirty,
-            &self.partitions,
-            Partition::encode,
-            self.watermark,
-        )
+        self.store.checkpoint()
     }
 }
 

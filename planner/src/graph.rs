@@ -275,6 +275,32 @@ impl PhysicalGraph {
     }
 }
 
+/// `function(args) [FILTER (WHERE ...)] AS name`.
+fn describe_call(a: &AggregateCall) -> String {
+    let args: Vec<String> = a.args.iter().map(ToString::to_string).collect();
+    let d = if a.distinct { "DISTINCT " } else { "" };
+    let filter = a
+        .filter
+        .as_ref()
+        .map_or(String::new(), |f| format!(" FILTER (WHERE {f})"));
+    format!(
+        "{}({d}{}){filter} AS {}",
+        a.function,
+        args.join(", "),
+        a.output_name
+    )
+}
+
+/// The name of column `k` of `node`'s input `input` (`#k` if unknown).
+fn input_column(graph: &PhysicalGraph, node: &PlanNode, input: usize, k: usize) -> String {
+    graph
+        .input_edges(node.id)
+        .iter()
+        .find(|e| e.input == input)
+        .and_then(|e| graph.node(e.from))
+        .map_or(format!("#{k}"), |n| n.schema.field(k).name().clone())
+}
+
 fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
     match kind {
         NodeKind::Source(s) => {
@@ -336,23 +362,7 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
                     format_duration(size_ms)
                 ),
             };
-            let aggs: Vec<String> = w
-                .aggregates
-                .iter()
-                .map(|a| {
-                    let args: Vec<String> = a.args.iter().map(ToString::to_string).collect();
-                    let d = if a.distinct { "DISTINCT " } else { "" };
-                    format!(
-                        "{}({d}{}){} AS {}",
-                        a.function,
-                        args.join(", "),
-                        a.filter
-                            .as_ref()
-                            .map_or(String::new(), |f| format!(" FILTER (WHERE {f})")),
-                        a.output_name
-                    )
-                })
-                .collect();
+            let aggs: Vec<String> = w.aggregates.iter().map(describe_call).collect();
             let lateness = if w.allowed_lateness_ms > 0 {
                 format!(
                     " allowed-lateness={} → changelog (_op)",
@@ -401,14 +411,7 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
             )
         }
         NodeKind::Join(j) => {
-            let edges = graph.input_edges(node.id);
-            let name = |input: usize, k: usize| {
-                edges
-                    .iter()
-                    .find(|e| e.input == input)
-                    .and_then(|e| graph.node(e.from))
-                    .map_or(format!("#{k}"), |n| n.schema.field(k).name().clone())
-            };
+            let name = |input: usize, k: usize| input_column(graph, node, input, k);
             let mut on: Vec<String> = j
                 .left_keys
                 .iter()
@@ -455,11 +458,7 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
             )
         }
         NodeKind::Rank(r) => {
-            let input = graph
-                .input_edge(node.id)
-                .and_then(|e| graph.node(e.from))
-                .map(|n| &n.schema);
-            let name = |k: usize| input.map_or(format!("#{k}"), |s| s.field(k).name().clone());
+            let name = |k: usize| input_column(graph, node, 0, k);
             let partition: Vec<String> = r.partition.iter().map(|&k| name(k)).collect();
             let order: Vec<String> = r
                 .order
@@ -502,25 +501,8 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
             }
         }
         NodeKind::OverAggregate(o) => {
-            let input = graph
-                .input_edge(node.id)
-                .and_then(|e| graph.node(e.from))
-                .map(|n| &n.schema);
-            let name = |k: usize| input.map_or(format!("#{k}"), |s| s.field(k).name().clone());
-            let aggs: Vec<String> = o
-                .aggregates
-                .iter()
-                .map(|a| {
-                    let args: Vec<String> = a.args.iter().map(ToString::to_string).collect();
-                    let d = if a.distinct { "DISTINCT " } else { "" };
-                    format!(
-                        "{}({d}{}) AS {}",
-                        a.function,
-                        args.join(", "),
-                        a.output_name
-                    )
-                })
-                .collect();
+            let name = |k: usize| input_column(graph, node, 0, k);
+            let aggs: Vec<String> = o.aggregates.iter().map(describe_call).collect();
             let partition: Vec<String> = o.spec.partition.iter().map(|&k| name(k)).collect();
             let (order, desc) = o.spec.order;
             let frame = match o.spec.frame {

@@ -1151,21 +1151,7 @@ impl QueryPlanner<'_> {
 
         // Stage 2: the window aggregate, partitioned by key.
         let key_indices: Vec<usize> = (0..keys.len()).collect();
-        let (p, edge) = if keys.is_empty() {
-            let edge = if pre_p == 1 {
-                EdgeKind::Forward
-            } else {
-                EdgeKind::Gather
-            };
-            (1, edge)
-        } else {
-            (
-                self.parallelism,
-                EdgeKind::Shuffle {
-                    keys: key_indices.clone(),
-                },
-            )
-        };
+        let (p, edge) = self.keyed_edge(pre_p, key_indices.clone());
         let mut out_fields: Vec<Field> = pre_fields[..keys.len()].to_vec();
         let late_schema = late_columns
             .as_ref()

@@ -18,7 +18,8 @@ use super::{JoinInput, JoinOperator, JoinType, KeyRows};
 use crate::checkpoint::CheckpointHandle;
 use crate::message::Message;
 use crate::runtime::run_operator_harness_with;
-use crate::updating::{OP_DELETE, OP_INSERT, OP_UPDATE_BEFORE};
+use crate::test_support::{Lcg, net};
+use crate::updating::{OP_DELETE, OP_INSERT};
 
 #[test]
 fn key_rows_remove_and_round_trip() {
@@ -117,20 +118,6 @@ fn changes(out: &[Message], until: Option<u64>) -> Vec<(i8, Joined)> {
     rows
 }
 
-fn net(changes: &[(i8, Joined)]) -> BTreeMap<Joined, i64> {
-    let mut net = BTreeMap::new();
-    for (op, row) in changes {
-        let d = if matches!(*op, OP_DELETE | OP_UPDATE_BEFORE) {
-            -1
-        } else {
-            1
-        };
-        *net.entry(*row).or_insert(0) += d;
-    }
-    net.retain(|_, n| *n != 0);
-    net
-}
-
 /// The join of the net rows of both sides, computed directly.
 fn model(
     kind: JoinType,
@@ -212,19 +199,6 @@ fn an_outer_join_retracts_its_padded_row_on_the_first_match_and_restores_it_afte
             (i, (None, None, Some(2), Some(40))),
         ]
     );
-}
-
-/// A small deterministic generator (an LCG): the tests need no seed file.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
 }
 
 /// A random changelog of one side: inserts, and retractions of rows still

@@ -20,7 +20,8 @@ use super::{OverAggregateOperator, OverFrame, OverMode, OverSpec};
 use crate::checkpoint::CheckpointHandle;
 use crate::message::Message;
 use crate::runtime::run_operator_harness_with;
-use crate::updating::{OP_DELETE, OP_INSERT, OP_UPDATE_BEFORE};
+use crate::test_support::{Lcg, net};
+use crate::updating::{OP_DELETE, OP_INSERT};
 
 /// `(p, t, v)`: partition, ORDER BY time (ms), value.
 type Row = (i64, i64, i64);
@@ -240,19 +241,6 @@ fn a_restored_event_time_over_emits_its_pending_rows_once() {
     );
 }
 
-/// A small deterministic generator (an LCG): the tests need no seed file.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
-
 /// Random rows and retractions of live rows; returns the batches and the
 /// rows live at the end, in arrival order.
 fn changelog(rng: &mut Lcg, n: usize) -> (Vec<Vec<(Row, i8)>>, Vec<Row>) {
@@ -303,20 +291,6 @@ fn model(frame: OverFrame, live: &[Row]) -> BTreeMap<Vec<i64>, i64> {
         }
     }
     out
-}
-
-fn net(changes: &[(i8, Vec<i64>)]) -> BTreeMap<Vec<i64>, i64> {
-    let mut net = BTreeMap::new();
-    for (op, row) in changes {
-        let d = if matches!(*op, OP_DELETE | OP_UPDATE_BEFORE) {
-            -1
-        } else {
-            1
-        };
-        *net.entry(row.clone()).or_insert(0) += d;
-    }
-    net.retain(|_, n| *n != 0);
-    net
 }
 
 #[test]

@@ -12,10 +12,12 @@ use datafusion::arrow::datatypes::{
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_state::{MemoryBackend, RocksDbBackend, StateBackend};
 
-use super::{Entry, Partition, RankFunction, RankMode, RankOperator, RankSpec};
+use super::{Entry, RankFunction, RankMode, RankOperator, RankSpec};
 use crate::checkpoint::CheckpointHandle;
 use crate::message::Message;
+use crate::partitions::Partition;
 use crate::runtime::run_operator_harness_with;
+use crate::test_support::{Lcg, net};
 use crate::updating::{OP_DELETE, OP_INSERT, OP_UPDATE_AFTER, OP_UPDATE_BEFORE};
 
 /// `(p, o, v)`: partition, order key, payload.
@@ -82,20 +84,6 @@ fn changes(out: &[Message], with_rank: bool, until: Option<u64>) -> Vec<(i8, Ran
         }
     }
     rows
-}
-
-fn net(changes: &[(i8, Ranked)]) -> BTreeMap<Ranked, i64> {
-    let mut net = BTreeMap::new();
-    for (op, row) in changes {
-        let d = if matches!(*op, OP_DELETE | OP_UPDATE_BEFORE) {
-            -1
-        } else {
-            1
-        };
-        *net.entry(*row).or_insert(0) += d;
-    }
-    net.retain(|_, n| *n != 0);
-    net
 }
 
 /// Ranks the live rows (in arrival order) directly: per partition, a
@@ -213,19 +201,6 @@ fn a_top_two_with_its_rank_updates_every_row_whose_rank_moves() {
         changes(&out, false, None),
         vec![(i, r(10, 0)), (i, r(20, 0)), (ub, r(10, 0)), (ua, r(15, 0)),]
     );
-}
-
-/// A small deterministic generator (an LCG): the tests need no seed file.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
 }
 
 /// Random rows, with retractions of live rows when `changelog`; returns

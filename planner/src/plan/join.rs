@@ -376,22 +376,9 @@ impl QueryPlanner<'_> {
         let mut builder = left.builder;
         let offset = builder.merge(right.builder);
         let right_node = right.node + offset;
-        let (p, left_edge, right_edge) = if left_keys.is_empty() {
-            let edge = |b: &GraphBuilder, id: usize| {
-                if b.parallelism(id) == 1 {
-                    EdgeKind::Forward
-                } else {
-                    EdgeKind::Gather
-                }
-            };
-            (1, edge(&builder, left.node), edge(&builder, right_node))
-        } else {
-            (
-                self.parallelism,
-                EdgeKind::Shuffle { keys: left_keys },
-                EdgeKind::Shuffle { keys: right_keys },
-            )
-        };
+        // Both sides have keys or neither has: both get the same parallelism.
+        let (p, left_edge) = self.keyed_edge(builder.parallelism(left.node), left_keys);
+        let (_, right_edge) = self.keyed_edge(builder.parallelism(right_node), right_keys);
         let id = builder.add(
             NodeKind::Join(node),
             p,

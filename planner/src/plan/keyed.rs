@@ -151,17 +151,23 @@ impl QueryPlanner<'_> {
             pre.schema(),
             Some((input, EdgeKind::Forward)),
         );
-        let (p, edge) = if partition.is_empty() {
-            let edge = if pre_p == 1 {
-                EdgeKind::Forward
-            } else {
-                EdgeKind::Gather
-            };
-            (1, edge)
-        } else {
-            (self.parallelism, EdgeKind::Shuffle { keys: partition })
-        };
+        let (p, edge) = self.keyed_edge(pre_p, partition);
         Ok(builder.add(kind, p, out_schema, Some((pre_id, edge))))
+    }
+
+    /// The parallelism of a keyed operator and the edge into it from an
+    /// input of parallelism `input_p`: a shuffle by `keys`, or without keys
+    /// everything to one subtask.
+    pub(super) fn keyed_edge(&self, input_p: usize, keys: Vec<usize>) -> (usize, EdgeKind) {
+        if !keys.is_empty() {
+            return (self.parallelism, EdgeKind::Shuffle { keys });
+        }
+        let edge = if input_p == 1 {
+            EdgeKind::Forward
+        } else {
+            EdgeKind::Gather
+        };
+        (1, edge)
     }
 }
 
