@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use eddy_connectors::nexmark::generator::{EventType, GeneratorConfig};
 use eddy_connectors::nexmark::{NexmarkConfig, NexmarkSource};
-use eddy_planner::{Outcome, Session};
+use eddy_planner::Outcome;
 
 /// The bid stream as Flink's Nexmark DDL declares it.
 fn bid_source(events: u64, rate: u64) -> String {
@@ -201,7 +201,7 @@ pub fn nexmark(args: &NexmarkArgs) -> anyhow::Result<()> {
             );
         }
     };
-    let mut session = Session::new(parallelism);
+    let mut session = crate::new_session(parallelism);
     session.settings.checkpoint_interval_ms = checkpoint_interval;
     session.settings.state_cache_bytes = cache_size;
     let outcomes = session

@@ -107,6 +107,20 @@ pub(crate) fn parse_interval(text: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("cannot read the duration '{text}' (write e.g. 10s or 500ms)"))
 }
 
+/// A session with the functions eddy ships beyond the built-in ones,
+/// registered through the same API an embedding program uses: the Nexmark
+/// benchmark's `count_char`.
+pub(crate) fn new_session(parallelism: usize) -> Session {
+    let mut session = Session::new(parallelism);
+    for f in eddy_connectors::nexmark::functions() {
+        if let Err(e) = session.register_function(f) {
+            // Only a second registration of the same name can fail.
+            tracing::warn!("{e}");
+        }
+    }
+    session
+}
+
 fn default_parallelism() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -122,7 +136,7 @@ fn run_file(
 ) -> anyhow::Result<ExitCode> {
     let sql =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut session = Session::new(parallelism.unwrap_or_else(default_parallelism));
+    let mut session = new_session(parallelism.unwrap_or_else(default_parallelism));
     if let Some(ms) = checkpoint_interval {
         session.settings.checkpoint_interval_ms = ms;
     }

@@ -24,23 +24,19 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    AsArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
-};
+use common::{render, run_select};
+use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos;
-use datafusion::arrow::datatypes::{DataType, Field, Int8Type, Schema, TimeUnit};
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::functions_aggregate::expr_fn::{
     avg, bool_or, count, count_distinct, max, median, min, sum,
 };
 use datafusion::logical_expr::ExprFunctionExt;
 use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
-use eddy_connectors::MemoryCollector;
-use eddy_operators::metrics::JobMetrics;
-use eddy_planner::{BuildEnv, Outcome, Session, build};
-use eddy_state::MemoryBackend;
 use proptest::prelude::*;
 
 const BASE: i64 = 1_704_067_200_000;
@@ -251,44 +247,6 @@ fn sessions(case: &Case, gap: i64) -> Vec<(Row, Vec<(i64, i64)>)> {
     out
 }
 
-/// The rows of `batches`, one string each, sorted. A changelog (an `_op`
-/// column) is rendered as its net effect: the rows it leaves in place.
-fn render(batches: &[RecordBatch]) -> Vec<String> {
-    let options = FormatOptions::default().with_null("NULL");
-    let mut out: Vec<String> = Vec::new();
-    for b in batches {
-        let op = b.schema().index_of("_op").ok();
-        let fmts: Vec<_> = b
-            .columns()
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != op)
-            .map(|(_, c)| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-            .collect();
-        for row in 0..b.num_rows() {
-            let text = fmts
-                .iter()
-                .map(|f| f.value(row).to_string())
-                .collect::<Vec<_>>()
-                .join(" | ");
-            let code = op.map(|i| b.column(i).as_primitive::<Int8Type>().value(row));
-            match code {
-                // -U, -D: the row must be there to be taken away.
-                Some(1 | 3) => {
-                    let at = out
-                        .iter()
-                        .position(|r| *r == text)
-                        .unwrap_or_else(|| panic!("retraction of a row never emitted: {text}"));
-                    out.swap_remove(at);
-                }
-                _ => out.push(text),
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// The rows the model calls late, as `(key, ts, value)`, sorted: those
 /// left in no window, less those that never had one (in a gap between
 /// hopping windows).
@@ -430,33 +388,6 @@ fn stream_run(case: &Case) -> (Vec<String>, Vec<LateRow>) {
         vec![]
     };
     (render(&batches), late)
-}
-
-/// Runs `sql`, whose last statement is a SELECT, at `parallelism`: the
-/// batches its sink received.
-fn run_select(sql: &str, parallelism: usize) -> Vec<RecordBatch> {
-    let mut session = Session::new(parallelism);
-    session.select_sink = [("connector".to_string(), "memory".to_string())]
-        .into_iter()
-        .collect();
-    let outcomes = session
-        .execute(sql)
-        .unwrap_or_else(|e| panic!("{}", e.render(sql, "case")));
-    let Some(Outcome::Job(job)) = outcomes.into_iter().last() else {
-        panic!("no job")
-    };
-    let collector = MemoryCollector::default();
-    let env = BuildEnv {
-        functions: session.functions().clone(),
-        memory: Some(collector.clone()),
-    };
-    build(&job.graph, &env)
-        .unwrap()
-        .start(Arc::new(MemoryBackend::default()), JobMetrics::default())
-        .unwrap()
-        .join()
-        .unwrap();
-    collector.batches()
 }
 
 /// An aggregate over an updating aggregate (Nexmark q4's shape): random

@@ -44,6 +44,9 @@ struct EddyDb {
 impl EddyDb {
     fn new(parallelism: usize) -> Self {
         let mut session = Session::new(parallelism);
+        for f in eddy_connectors::nexmark::functions() {
+            session.register_function(f).unwrap();
+        }
         session.select_sink = [("connector".to_string(), "memory".to_string())]
             .into_iter()
             .collect();

@@ -471,11 +471,34 @@ impl Binder<'_> {
                             vec![part, bind(a)?],
                         )));
                     }
-                    (
-                        "regexp_extract" | "split_index" | "count_char" | "date_format"
-                        | "dayofmonth" | "dayofweek" | "timestampadd" | "timestampdiff",
-                        _,
-                    ) => {
+                    ("dayofmonth" | "dayofyear" | "dayofweek", [a]) => {
+                        let udf = self
+                            .functions
+                            .scalar("date_part")
+                            .ok_or_else(|| PlanError::internal("date_part is missing"))?;
+                        let part = match name.value.as_str() {
+                            "dayofmonth" => "day",
+                            "dayofyear" => "doy",
+                            _ => "dow",
+                        };
+                        let part = Expr::Literal(ScalarValue::Utf8(Some(part.into())), None);
+                        let call = Expr::ScalarFunction(ScalarFunction::new_udf(
+                            udf,
+                            vec![part, bind(a)?],
+                        ));
+                        // Flink counts days of the week from 1 (Sunday),
+                        // DataFusion from 0.
+                        return Ok(if name.value == "dayofweek" {
+                            Expr::BinaryExpr(BinaryExpr::new(
+                                Box::new(call),
+                                Operator::Plus,
+                                Box::new(Expr::Literal(ScalarValue::Int32(Some(1)), None)),
+                            ))
+                        } else {
+                            call
+                        });
+                    }
+                    ("timestampadd" | "timestampdiff", _) => {
                         return Err(PlanError::not_supported(
                             format!("the function {}", name.value.to_uppercase()),
                             name.span,
@@ -520,8 +543,9 @@ impl Binder<'_> {
                         e.span,
                     ));
                 }
-                let args = args.iter().map(bind).collect::<Result<Vec<_>>>()?;
-                Expr::ScalarFunction(ScalarFunction::new_udf(udf, args))
+                let bound = args.iter().map(bind).collect::<Result<Vec<_>>>()?;
+                check_constant_pattern(&name.value, args, &bound)?;
+                Expr::ScalarFunction(ScalarFunction::new_udf(udf, bound))
             }
         })
     }
@@ -571,6 +595,22 @@ impl Binder<'_> {
         };
         Ok(Expr::Literal(value, None))
     }
+}
+
+/// A constant date pattern or regex is checked when the query is planned,
+/// so that a typo is an error at its position rather than a failed job.
+fn check_constant_pattern(name: &str, args: &[ast::Expr], bound: &[Expr]) -> Result<()> {
+    let check: fn(&str) -> std::result::Result<(), String> = match name {
+        "date_format" => |p| crate::functions::flink::java_date_pattern(p).map(drop),
+        "regexp_extract" => |p| crate::functions::flink::compile_regex(p).map(drop),
+        _ => return Ok(()),
+    };
+    if let (Some(Expr::Literal(ScalarValue::Utf8(Some(p)), _)), Some(arg)) =
+        (bound.get(1), args.get(1))
+    {
+        check(p).map_err(|m| PlanError::user(m, arg.span))?;
+    }
+    Ok(())
 }
 
 /// Inserts the casts DataFusion's kernels need (e.g. `BIGINT * DOUBLE`), and

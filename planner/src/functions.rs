@@ -1,5 +1,7 @@
 //! The function registry: DataFusion's built-in scalar and aggregate
-//! functions, by name and alias.
+//! functions by name and alias, Flink's functions that DataFusion lacks
+//! ([`flink`]), and the scalar functions an embedding program registers
+//! ([`Functions::register_scalar`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +12,8 @@ use datafusion::logical_expr::{
     AggregateUDF, ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     Volatility,
 };
+
+pub mod flink;
 
 /// The name of the processing-time function.
 pub const PROCTIME: &str = "proctime";
@@ -66,6 +70,11 @@ impl Default for Functions {
             signature: Signature::nullary(Volatility::Volatile),
         });
         scalars.insert(PROCTIME.to_string(), Arc::new(proctime));
+        // Flink's spelling wins: DataFusion's `date_format` is an alias of
+        // `to_char`, with chrono's patterns instead of Java's.
+        for f in flink::all() {
+            scalars.insert(f.name().to_string(), f);
+        }
         let mut aggregates = HashMap::new();
         for f in datafusion::functions_aggregate::all_default_aggregate_functions() {
             for name in std::iter::once(f.name()).chain(f.aliases().iter().map(String::as_str)) {
@@ -79,7 +88,39 @@ impl Default for Functions {
     }
 }
 
+/// Why a function cannot be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    #[error("a function named '{0}' already exists")]
+    Exists(String),
+}
+
 impl Functions {
+    /// Registers a scalar function under its name and aliases (matched
+    /// case-insensitively, like every function name). A name that is
+    /// already a function, built-in or registered, is refused: a query
+    /// must never change meaning because a function was added.
+    ///
+    /// `Session::register_function` is the same, for a session; the test
+    /// `registered_function_plans_and_runs` shows a whole registration.
+    pub fn register_scalar(&mut self, udf: ScalarUDF) -> Result<(), FunctionError> {
+        let names: Vec<String> = std::iter::once(udf.name())
+            .chain(udf.aliases().iter().map(String::as_str))
+            .map(str::to_lowercase)
+            .collect();
+        if let Some(taken) = names
+            .iter()
+            .find(|n| self.scalars.contains_key(*n) || self.aggregates.contains_key(*n))
+        {
+            return Err(FunctionError::Exists(taken.clone()));
+        }
+        let udf = Arc::new(udf);
+        for name in names {
+            self.scalars.insert(name, udf.clone());
+        }
+        Ok(())
+    }
+
     pub fn scalar(&self, name: &str) -> Option<Arc<ScalarUDF>> {
         self.scalars.get(&name.to_lowercase()).cloned()
     }

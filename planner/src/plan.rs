@@ -505,10 +505,7 @@ impl QueryPlanner<'_> {
         inner_top_n: Option<rank::TopN>,
     ) -> Result<QueryPlan> {
         if q.distinct {
-            return Err(PlanError::not_supported(
-                "SELECT DISTINCT (an updating deduplication)",
-                q.span,
-            ));
+            return self.plan_select_over(&self.distinct_as_group_by(q)?, top_n, inner_top_n);
         }
         let (from, builder, input) =
             self.resolve_from(&q.from, q.selection.as_ref(), inner_top_n)?;
@@ -572,6 +569,36 @@ impl QueryPlanner<'_> {
             });
         }
         self.plan_window_aggregate(q, &from, builder, input, filter, &aggregate_calls)
+    }
+
+    /// `SELECT DISTINCT a, b ... FROM t` is `SELECT a, b ... FROM t GROUP
+    /// BY a, b ...` (as in Flink): an updating aggregate without aggregate
+    /// functions, or a window aggregate over a window TVF.
+    fn distinct_as_group_by(&self, q: &ast::Select) -> Result<ast::Select> {
+        let mut group_by = Vec::new();
+        for item in &q.projection {
+            let SelectItem::Expr { expr, .. } = item else {
+                return Err(PlanError::not_supported(
+                    "SELECT DISTINCT * (list the columns)",
+                    q.span,
+                ));
+            };
+            let mut aggregate = false;
+            self.binder
+                .visit_aggregates(expr, &mut |_| aggregate = true);
+            if aggregate || !q.group_by.is_empty() {
+                return Err(PlanError::not_supported(
+                    "SELECT DISTINCT with GROUP BY or aggregate functions",
+                    q.span,
+                ));
+            }
+            group_by.push(expr.clone());
+        }
+        Ok(ast::Select {
+            distinct: false,
+            group_by,
+            ..q.clone()
+        })
     }
 
     /// Resolves the FROM clause: one table, or a join of several (whose

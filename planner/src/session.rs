@@ -171,6 +171,18 @@ impl Session {
         }
     }
 
+    /// Registers a scalar function (a DataFusion [`ScalarUDF`]) for the
+    /// statements this session plans and the jobs it builds. The name and
+    /// aliases must be new (see [`Functions::register_scalar`]).
+    ///
+    /// [`ScalarUDF`]: datafusion::logical_expr::ScalarUDF
+    pub fn register_function(
+        &mut self,
+        udf: datafusion::logical_expr::ScalarUDF,
+    ) -> Result<(), crate::functions::FunctionError> {
+        self.functions.register_scalar(udf)
+    }
+
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }

@@ -1,6 +1,17 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests (each test crate uses some).
+
+#![allow(dead_code)]
 
 use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::Int8Type;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use eddy_connectors::MemoryCollector;
+use eddy_operators::metrics::JobMetrics;
+use eddy_planner::{BuildEnv, Outcome, Session, build};
+use eddy_state::MemoryBackend;
 
 /// The committed output of a file sink writing to directory `dir`: its
 /// `part-*` files (in-progress parts are hidden files) concatenated in
@@ -16,4 +27,80 @@ pub fn committed_parts(dir: &Path) -> String {
         .iter()
         .map(|n| std::fs::read_to_string(dir.join(n)).unwrap())
         .collect()
+}
+
+/// The rows of `batches`, one string each (columns joined by ` | `),
+/// sorted. A changelog (an `_op` column) is rendered as its net effect: the
+/// rows it leaves in place; a retraction of a row that is not there fails.
+pub fn render(batches: &[RecordBatch]) -> Vec<String> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows: std::collections::BTreeMap<String, usize> = Default::default();
+    for b in batches {
+        let op = b.schema().index_of("_op").ok();
+        let fmts: Vec<_> = b
+            .columns()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != op)
+            .map(|(_, c)| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        for row in 0..b.num_rows() {
+            let text = fmts
+                .iter()
+                .map(|f| f.value(row).to_string())
+                .collect::<Vec<_>>()
+                .join(" | ");
+            let code = op.map(|i| b.column(i).as_primitive::<Int8Type>().value(row));
+            match code {
+                // -U, -D: the row must be there to be taken away.
+                Some(1 | 3) => {
+                    let n = rows
+                        .get_mut(&text)
+                        .filter(|n| **n > 0)
+                        .unwrap_or_else(|| panic!("retraction of a row never emitted: {text}"));
+                    *n -= 1;
+                }
+                _ => *rows.entry(text).or_default() += 1,
+            }
+        }
+    }
+    rows.into_iter()
+        .flat_map(|(row, n)| std::iter::repeat_n(row, n))
+        .collect()
+}
+
+/// Runs `sql`, whose last statement is a SELECT, at `parallelism`, with
+/// the functions eddy registers: the batches its sink received.
+pub fn run_select(sql: &str, parallelism: usize) -> Vec<RecordBatch> {
+    let mut session = Session::new(parallelism);
+    for f in eddy_connectors::nexmark::functions() {
+        session.register_function(f).unwrap();
+    }
+    run_in(session, sql)
+}
+
+/// Runs `sql`, whose last statement is a SELECT, in `session`: the batches
+/// its sink received.
+pub fn run_in(mut session: Session, sql: &str) -> Vec<RecordBatch> {
+    session.select_sink = [("connector".to_string(), "memory".to_string())]
+        .into_iter()
+        .collect();
+    let outcomes = session
+        .execute(sql)
+        .unwrap_or_else(|e| panic!("{}", e.render(sql, "case")));
+    let Some(Outcome::Job(job)) = outcomes.into_iter().last() else {
+        panic!("no job")
+    };
+    let collector = MemoryCollector::default();
+    let env = BuildEnv {
+        functions: session.functions().clone(),
+        memory: Some(collector.clone()),
+    };
+    build(&job.graph, &env)
+        .unwrap()
+        .start(Arc::new(MemoryBackend::default()), JobMetrics::default())
+        .unwrap()
+        .join()
+        .unwrap();
+    collector.batches()
 }

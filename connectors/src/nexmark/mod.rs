@@ -2,7 +2,10 @@
 //! Arrow builders (no per-row objects for bids), deterministically for a
 //! given seed. See [`generator`] for the event model.
 
+mod count_char;
 pub mod generator;
+
+pub use count_char::{count_char, functions};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
