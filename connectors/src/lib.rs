@@ -31,6 +31,7 @@ use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use eddy_operators::lookup::LookupTable;
 use eddy_operators::{Sink, Source};
 
 pub use blackhole::BlackholeSink;
@@ -109,6 +110,57 @@ impl SourceConfig {
             }
             SourceConfig::File(c) => Box::new(FileSource::open(c.clone())?),
         })
+    }
+}
+
+impl SourceConfig {
+    /// The table a lookup join reads whole (`JOIN t FOR SYSTEM_TIME AS OF
+    /// s.proc_time`): files only, which are bounded; `None` for sources
+    /// that are not.
+    pub fn lookup_table(&self) -> Option<Arc<dyn LookupTable>> {
+        match self {
+            SourceConfig::File(c) => Some(Arc::new(FileLookupTable {
+                source: self.clone(),
+                files: c.files.clone(),
+                path: c.path.clone(),
+            })),
+            SourceConfig::Nexmark(_) => None,
+        }
+    }
+}
+
+/// A file (or a directory's files, as listed when the job was planned) read
+/// whole, again whenever one of the files changes length or modification
+/// time.
+#[derive(Debug)]
+struct FileLookupTable {
+    source: SourceConfig,
+    files: Vec<std::path::PathBuf>,
+    path: std::path::PathBuf,
+}
+
+impl LookupTable for FileLookupTable {
+    fn name(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+
+    fn load(&self) -> eddy_operators::Result<Vec<RecordBatch>> {
+        let mut source = self.source.build()?;
+        let mut batches = Vec::new();
+        while let Some(b) = source.next_batch()? {
+            batches.push(b);
+        }
+        Ok(batches)
+    }
+
+    fn version(&self) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for f in &self.files {
+            let meta = std::fs::metadata(f).ok()?;
+            (meta.len(), meta.modified().ok()?).hash(&mut hasher);
+        }
+        Some(hasher.finish())
     }
 }
 

@@ -29,6 +29,7 @@ mod emit;
 pub mod join;
 mod keyed_state;
 pub mod late;
+pub mod lookup;
 pub mod message;
 pub mod metrics;
 pub mod operator;

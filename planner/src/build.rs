@@ -6,12 +6,13 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
 use eddy_connectors::{MaterializingSink, MemoryCollector, Options, SinkConfig, SourceConfig};
 use eddy_operators::join::{JoinInput, JoinOperator};
 use eddy_operators::late::LateOutput;
+use eddy_operators::lookup::{LookupJoinOperator, LookupJoinSpec};
 use eddy_operators::over::OverAggregateOperator;
 use eddy_operators::project::ProjectOperator;
 use eddy_operators::rank::RankOperator;
@@ -26,6 +27,9 @@ use eddy_operators::{Operator, Sink};
 use crate::error::{PlanError, Result};
 use crate::functions::Functions;
 use crate::graph::{AggregateCall, EdgeKind, NodeKind, PhysicalGraph, WindowSpec};
+
+/// How often a lookup join checks whether its table's files changed.
+const LOOKUP_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What building needs besides the graph.
 #[derive(Debug, Clone, Default)]
@@ -209,6 +213,46 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                     }
                 };
                 Some(validated(factory)?)
+            }
+            NodeKind::LookupJoin(l) => {
+                let input = input_schema
+                    .clone()
+                    .ok_or_else(|| PlanError::internal("a lookup join without input"))?;
+                let table_schema = Arc::new(l.table_schema.clone());
+                let config =
+                    SourceConfig::parse(&Options::new(l.table.options.clone()), &table_schema)?;
+                let table = config.lookup_table().ok_or_else(|| {
+                    PlanError::internal(format!("'{}' cannot be read whole", l.table.name))
+                })?;
+                let probe_keys = l
+                    .probe_keys
+                    .iter()
+                    .map(|k| k.to_physical(&input, &env.functions))
+                    .collect::<Result<Vec<_>>>()?;
+                let width = schema.fields().len() - usize::from(l.op_column.is_some());
+                let pairs = Arc::new(Schema::new(schema.fields()[..width].to_vec()));
+                let residual = l
+                    .residual
+                    .as_ref()
+                    .map(|r| r.to_physical(&pairs, &env.functions))
+                    .transpose()?;
+                let (join_type, table_keys, op_column) =
+                    (l.join_type, l.table_keys.clone(), l.op_column);
+                let output = schema.clone();
+                Some(validated(Arc::new(move || {
+                    let op = LookupJoinOperator::try_new(LookupJoinSpec {
+                        table: table.clone(),
+                        table_schema: table_schema.clone(),
+                        table_keys: table_keys.clone(),
+                        probe_keys: probe_keys.clone(),
+                        join_type,
+                        residual: residual.clone(),
+                        output: output.clone(),
+                        op_column,
+                        recheck: LOOKUP_RECHECK,
+                    })?;
+                    Ok(Box::new(op) as Box<dyn Operator>)
+                }))?)
             }
             NodeKind::Join(j) => {
                 let input = |i: usize| -> Result<SchemaRef> {
@@ -426,6 +470,7 @@ fn stage_name(kind: &NodeKind) -> String {
         NodeKind::WindowAggregate(_) => "window".into(),
         NodeKind::UpdatingAggregate(_) => "aggregate".into(),
         NodeKind::Join(_) => "join".into(),
+        NodeKind::LookupJoin(_) => "lookup".into(),
         NodeKind::Rank(_) => "topn".into(),
         NodeKind::OverAggregate(_) => "over".into(),
         NodeKind::Sink(s) => format!("sink:{}", s.name),

@@ -41,6 +41,9 @@ pub enum NodeKind {
     WindowAggregate(WindowAggregateNode),
     UpdatingAggregate(UpdatingAggregateNode),
     Join(JoinNode),
+    /// A join with a table read whole (`FOR SYSTEM_TIME AS OF` processing
+    /// time; see [`eddy_operators::lookup`]).
+    LookupJoin(LookupJoinNode),
     /// Top-N and deduplication (see [`eddy_operators::rank`]).
     Rank(RankSpec),
     OverAggregate(OverAggregateNode),
@@ -149,6 +152,24 @@ pub struct JoinNode {
     pub left_expiry: Option<Expiry>,
     #[serde(default)]
     pub right_expiry: Option<Expiry>,
+}
+
+/// A lookup join: one input; its output is the input's row columns, then
+/// the table's (renamed apart, nullable), then `_op` if the input has it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LookupJoinNode {
+    pub join_type: eddy_operators::lookup::LookupJoinType,
+    /// The table's source, as declared.
+    pub table: SourceNode,
+    /// The columns the table's source reads.
+    pub table_schema: Schema,
+    /// Over the input, one per table key, of the same types.
+    pub probe_keys: Vec<ScalarExpr>,
+    pub table_keys: Vec<usize>,
+    /// The rest of the condition, over input row columns ++ table columns.
+    pub residual: Option<ScalarExpr>,
+    /// The input's changelog column (its last), carried to each output row.
+    pub op_column: Option<usize>,
 }
 
 impl JoinNode {
@@ -455,6 +476,37 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
                 j.join_type.as_sql(),
                 retention(0, &j.left_expiry),
                 retention(1, &j.right_expiry),
+            )
+        }
+        NodeKind::LookupJoin(l) => {
+            let table_key = |k: usize| {
+                let offset = node.schema.fields().len()
+                    - l.table_schema.fields().len()
+                    - usize::from(l.op_column.is_some());
+                node.schema.field(offset + k).name().clone()
+            };
+            let mut on: Vec<String> = l
+                .probe_keys
+                .iter()
+                .zip(&l.table_keys)
+                .map(|(p, &t)| format!("{p} = {}", table_key(t)))
+                .collect();
+            if let Some(r) = &l.residual {
+                on.push(r.to_string());
+            }
+            let join = match l.join_type {
+                eddy_operators::lookup::LookupJoinType::Inner => "INNER",
+                eddy_operators::lookup::LookupJoinType::Left => "LEFT",
+            };
+            let out = if l.op_column.is_some() {
+                "changelog (_op) in, changelog out"
+            } else {
+                "append-only"
+            };
+            format!(
+                "LookupJoin {join} {} ON {} → {out}; state: none (the table is read whole at start, and again when its files change)",
+                l.table.name,
+                on.join(" AND ")
             )
         }
         NodeKind::Rank(r) => {

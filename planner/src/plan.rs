@@ -265,6 +265,7 @@ impl QueryPlan {
 
 mod join;
 mod keyed;
+mod lookup;
 mod over;
 mod rank;
 
@@ -285,6 +286,8 @@ struct Relation {
     fields: Vec<Field>,
     /// The column the watermark follows, while rows still carry it.
     time_attribute: Option<String>,
+    /// `time_attribute` holds `PROCTIME()`.
+    proctime: bool,
     changelog: bool,
     /// See [`QueryPlan::window_end`].
     window_end: Option<String>,
@@ -297,6 +300,8 @@ struct From {
     /// The table's own columns (no window columns, no `_op`).
     columns: Vec<Field>,
     time_attribute: Option<String>,
+    /// `time_attribute` holds `PROCTIME()`.
+    proctime: bool,
     /// Rows come with a changelog `_op` column (the last of the scope).
     changelog: bool,
     /// See [`QueryPlan::window_end`].
@@ -436,6 +441,7 @@ impl QueryPlanner<'_> {
             name: source.name.clone(),
             fields: schema.fields().iter().map(|f| f.as_ref().clone()).collect(),
             time_attribute: source.watermark.as_ref().map(|w| w.column.clone()),
+            proctime: false,
             changelog: false,
             window_end: None,
             builder,
@@ -478,6 +484,7 @@ impl QueryPlanner<'_> {
             name: name.to_string(),
             fields: schema.fields().iter().map(|f| f.as_ref().clone()).collect(),
             time_attribute,
+            proctime,
             changelog,
             window_end,
             builder,
@@ -623,8 +630,8 @@ impl QueryPlanner<'_> {
         top_n: Option<rank::TopN>,
     ) -> Result<(From, GraphBuilder, usize)> {
         if let Some(e) = &t.for_system_time {
-            return Err(PlanError::not_supported(
-                "FOR SYSTEM_TIME AS OF (temporal joins)",
+            return Err(PlanError::user(
+                "FOR SYSTEM_TIME AS OF is only valid on the right side of a JOIN",
                 e.span,
             ));
         }
@@ -650,6 +657,7 @@ impl QueryPlanner<'_> {
             name: table,
             fields: relation_fields,
             time_attribute,
+            proctime,
             changelog,
             window_end,
             builder,
@@ -794,6 +802,7 @@ impl QueryPlanner<'_> {
         let from = From {
             columns,
             time_attribute,
+            proctime,
             changelog,
             window_end,
             scope,

@@ -51,6 +51,7 @@ fn kinds(g: &PhysicalGraph) -> Vec<&'static str> {
             NodeKind::WindowAggregate(_) => "WindowAggregate",
             NodeKind::UpdatingAggregate(_) => "UpdatingAggregate",
             NodeKind::Join(_) => "Join",
+            NodeKind::LookupJoin(_) => "LookupJoin",
             NodeKind::Rank(_) => "Rank",
             NodeKind::OverAggregate(_) => "OverAggregate",
             NodeKind::Sink(_) => "Sink",

@@ -18,6 +18,7 @@ CREATE SOURCE bid (
   WATERMARK FOR dateTime AS dateTime - INTERVAL '4' SECOND
 ) WITH (connector = 'nexmark', table = 'bid', 'events.num' = '100000');
 
--- q13's side input: a bounded table keyed by auction % 10000.
+-- q13's side input: a bounded table keyed by auction % 10000 (keys 0 to
+-- 9999, values side-<key>).
 CREATE SOURCE side_input (key BIGINT, `value` VARCHAR)
 WITH (connector = 'file', path = 'tests/nexmark/side_input.csv', format = 'csv');

@@ -40,7 +40,7 @@ use crate::expr::ScalarExpr;
 use crate::graph::{EdgeKind, Expiry, JoinNode, JoinType, NodeKind, ProjectNode};
 
 /// The FROM clause as a tree of joins over its tables (leaves, by index).
-enum JoinTree<'a> {
+pub(super) enum JoinTree<'a> {
     Leaf(usize),
     Join {
         join_type: JoinType,
@@ -52,7 +52,7 @@ enum JoinTree<'a> {
 
 impl JoinTree<'_> {
     /// A filter can go below this input: it is a table or an inner join.
-    fn accepts_filters(&self) -> bool {
+    pub(super) fn accepts_filters(&self) -> bool {
         matches!(
             self,
             JoinTree::Leaf(_)
@@ -65,40 +65,45 @@ impl JoinTree<'_> {
 }
 
 /// One table of the join, resolved, waiting to be placed in the graph.
-struct Leaf {
-    from: From,
+pub(super) struct Leaf {
+    pub(super) from: From,
     builder: Option<GraphBuilder>,
     node: usize,
     /// Its columns' field names in the join (renamed apart).
-    fields: Vec<String>,
+    pub(super) fields: Vec<String>,
+    /// A table read `FOR SYSTEM_TIME AS OF` (a lookup join's table): not
+    /// in the graph, read by the join itself.
+    pub(super) lookup: Option<super::lookup::LookupTarget>,
 }
 
 /// One conjunct of a join condition or WHERE clause.
 #[derive(Clone)]
-struct Conjunct<'a> {
-    ast: &'a ast::Expr,
+pub(super) struct Conjunct<'a> {
+    pub(super) ast: &'a ast::Expr,
     /// Bound over all tables of the join, coerced.
-    expr: Expr,
+    pub(super) expr: Expr,
     /// The qualifiers of the tables it reads.
-    tables: BTreeSet<String>,
+    pub(super) tables: BTreeSet<String>,
 }
 
 /// A planned input of a join (a table or a join).
-struct Planned {
-    builder: GraphBuilder,
-    node: usize,
+pub(super) struct Planned {
+    pub(super) builder: GraphBuilder,
+    pub(super) node: usize,
     /// Its row columns: qualifier and field (without `_op`).
-    fields: Vec<(String, Field)>,
+    pub(super) fields: Vec<(String, Field)>,
     /// Rows come with `_op` after `fields`.
-    changelog: bool,
-    /// The field that is a table's event-time attribute (watermarked).
-    time: Option<String>,
+    pub(super) changelog: bool,
+    /// The field that is a table's time attribute (watermarked).
+    pub(super) time: Option<String>,
+    /// `time` holds `PROCTIME()`.
+    pub(super) proctime: bool,
     /// The field that is a window aggregate's `window_end`.
-    window_end: Option<String>,
+    pub(super) window_end: Option<String>,
 }
 
 impl Planned {
-    fn index_of(&self, c: &Column) -> Option<usize> {
+    pub(super) fn index_of(&self, c: &Column) -> Option<usize> {
         let q = c.relation.as_ref().map(|r| r.table().to_string());
         self.fields
             .iter()
@@ -106,7 +111,7 @@ impl Planned {
     }
 }
 
-fn split_conjuncts<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
+pub(super) fn split_conjuncts<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
     match &e.kind {
         ast::ExprKind::Binary {
             op: ast::BinaryOp::And,
@@ -121,7 +126,7 @@ fn split_conjuncts<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
     }
 }
 
-fn tables_of(e: &Expr) -> BTreeSet<String> {
+pub(super) fn tables_of(e: &Expr) -> BTreeSet<String> {
     let mut tables = BTreeSet::new();
     let _ = e.apply(|x| {
         if let Expr::Column(c) = x
@@ -134,13 +139,13 @@ fn tables_of(e: &Expr) -> BTreeSet<String> {
     tables
 }
 
-fn and_all(exprs: Vec<Expr>) -> Option<Expr> {
+pub(super) fn and_all(exprs: Vec<Expr>) -> Option<Expr> {
     exprs
         .into_iter()
         .reduce(|a, b| Expr::BinaryExpr(BinaryExpr::new(Box::new(a), Operator::And, Box::new(b))))
 }
 
-fn qualified_schema(fields: &[(String, Field)]) -> Result<DFSchema> {
+pub(super) fn qualified_schema(fields: &[(String, Field)]) -> Result<DFSchema> {
     let fields = fields
         .iter()
         .map(|(q, f)| (Some(TableReference::bare(q.as_str())), Arc::new(f.clone())))
@@ -177,7 +182,16 @@ impl QueryPlanner<'_> {
         let mut tables: Vec<ScopeTable> = Vec::new();
         let mut all_fields: Vec<(String, Field)> = Vec::new();
         for t in refs {
-            let (from, builder, node) = self.resolve_table(t, None)?;
+            let (from, builder, node, lookup) = match &t.for_system_time {
+                Some(as_of) => {
+                    let (from, target) = self.lookup_target(t, as_of)?;
+                    (from, None, usize::MAX, Some(target))
+                }
+                None => {
+                    let (from, builder, node) = self.resolve_table(t, None)?;
+                    (from, Some(builder), node, None)
+                }
+            };
             if from.window.is_some() {
                 return Err(PlanError::not_supported(
                     "a window TVF as a join input (join window aggregates instead)",
@@ -215,9 +229,10 @@ impl QueryPlanner<'_> {
             }
             leaves.push(Leaf {
                 from,
-                builder: Some(builder),
+                builder,
                 node,
                 fields,
+                lookup,
             });
         }
         let rows_scope = Scope {
@@ -250,6 +265,7 @@ impl QueryPlanner<'_> {
         let from = From {
             columns,
             time_attribute: None,
+            proctime: false,
             changelog: planned.changelog,
             window_end: None,
             scope,
@@ -258,7 +274,7 @@ impl QueryPlanner<'_> {
         Ok((from, planned.builder, planned.node))
     }
 
-    fn conjunct<'a>(
+    pub(super) fn conjunct<'a>(
         &self,
         ast: &'a ast::Expr,
         scope: &Scope,
@@ -273,7 +289,33 @@ impl QueryPlanner<'_> {
         })
     }
 
-    fn plan_tree(
+    /// The conjuncts of a join's ON condition, each of which may read only
+    /// the tables `in_join` accepts.
+    pub(super) fn on_conjuncts<'a>(
+        &self,
+        on: Option<&'a ast::Expr>,
+        scope: &Scope,
+        in_join: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<Conjunct<'a>>> {
+        let mut parts = Vec::new();
+        if let Some(on) = on {
+            split_conjuncts(on, &mut parts);
+        }
+        let mut conjuncts = Vec::new();
+        for ast in parts {
+            let c = self.conjunct(ast, scope, "ON")?;
+            if let Some(t) = c.tables.iter().find(|t| !in_join(t)) {
+                return Err(PlanError::user(
+                    format!("this ON condition reads table '{t}', which is not part of its join"),
+                    ast.span,
+                ));
+            }
+            conjuncts.push(c);
+        }
+        Ok(conjuncts)
+    }
+
+    pub(super) fn plan_tree(
         &self,
         tree: &JoinTree,
         pushed: Vec<Conjunct>,
@@ -289,6 +331,11 @@ impl QueryPlanner<'_> {
                 on,
             } => (*join_type, left, right, on),
         };
+        if let JoinTree::Leaf(i) = right.as_ref()
+            && leaves[*i].lookup.is_some()
+        {
+            return self.plan_lookup_join(join_type, left, *i, *on, pushed, leaves, scope);
+        }
         let leaf_tables = |t: &JoinTree| -> BTreeSet<String> {
             let mut out = BTreeSet::new();
             collect_leaves(t, &mut |i| {
@@ -298,26 +345,9 @@ impl QueryPlanner<'_> {
         };
         let (left_tables, right_tables) = (leaf_tables(left), leaf_tables(right));
         let mut conjuncts = pushed;
-        if let Some(on) = on {
-            let mut parts = Vec::new();
-            split_conjuncts(on, &mut parts);
-            for ast in parts {
-                let c = self.conjunct(ast, scope, "ON")?;
-                if let Some(t) = c
-                    .tables
-                    .iter()
-                    .find(|t| !left_tables.contains(*t) && !right_tables.contains(*t))
-                {
-                    return Err(PlanError::user(
-                        format!(
-                            "this ON condition reads table '{t}', which is not part of its join"
-                        ),
-                        ast.span,
-                    ));
-                }
-                conjuncts.push(c);
-            }
-        }
+        conjuncts.extend(self.on_conjuncts(*on, scope, &|t| {
+            left_tables.contains(t) || right_tables.contains(t)
+        })?);
         let push_left = join_type == JoinType::Inner || join_type == JoinType::Right;
         let push_right = join_type == JoinType::Inner || join_type == JoinType::Left;
         let (mut to_left, mut to_right, mut keys, mut residual) =
@@ -392,6 +422,7 @@ impl QueryPlanner<'_> {
             fields: pair_fields,
             changelog,
             time: None,
+            proctime: false,
             window_end: None,
         })
     }
@@ -399,6 +430,12 @@ impl QueryPlanner<'_> {
     /// A table as a join input: its pushed-down filter, and its columns
     /// renamed to their field names in the join.
     fn plan_leaf(&self, leaf: &mut Leaf, pushed: Vec<Conjunct>) -> Result<Planned> {
+        if let Some(target) = &leaf.lookup {
+            return Err(PlanError::user(
+                "FOR SYSTEM_TIME AS OF is only valid on the right side of a JOIN",
+                target.as_of.span,
+            ));
+        }
         let mut builder = leaf
             .builder
             .take()
@@ -455,12 +492,13 @@ impl QueryPlanner<'_> {
             fields,
             changelog: from.changelog,
             time: renamed(&from.time_attribute),
+            proctime: from.proctime,
             window_end: renamed(&from.window_end),
         })
     }
 }
 
-fn collect_leaves(t: &JoinTree, f: &mut impl FnMut(usize)) {
+pub(super) fn collect_leaves(t: &JoinTree, f: &mut impl FnMut(usize)) {
     match t {
         JoinTree::Leaf(i) => f(*i),
         JoinTree::Join { left, right, .. } => {
