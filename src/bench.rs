@@ -52,16 +52,25 @@ const NEXMARK: [&str; 24] = [
 const NEXMARK_DDL: &str = include_str!("../tests/nexmark/ddl.sql");
 
 /// The SQL of Nexmark query `qN`: its sources, sized to `events` at `rate`,
-/// and the query into a blackhole sink.
-fn nexmark_sql(name: &str, events: u64, rate: u64) -> Option<String> {
+/// and the query into a blackhole sink; q10 writes into a file sink under
+/// `dir` partitioned by day and minute, as in Flink's suite.
+fn nexmark_sql(name: &str, events: u64, rate: u64, dir: &std::path::Path) -> Option<String> {
     let n: usize = name.strip_prefix('q')?.parse().ok()?;
     let query = NEXMARK.get(n)?;
     let ddl = NEXMARK_DDL.replace(
         "'events.num' = '100000'",
         &format!("'events.num' = '{events}', 'first-event.rate' = '{rate}'"),
     );
+    let sink = if n == 10 {
+        format!(
+            "PARTITIONED BY (dt, hm) WITH (connector = 'file', path = '{}/', format = 'json')",
+            dir.join("q10").display()
+        )
+    } else {
+        "WITH (connector = 'blackhole')".to_string()
+    };
     Some(format!(
-        "{ddl}\nCREATE SINK out WITH (connector = 'blackhole') AS {};",
+        "{ddl}\nCREATE SINK out {sink} AS {};",
         query.trim().trim_end_matches(';')
     ))
 }
@@ -184,8 +193,11 @@ pub fn nexmark(args: &NexmarkArgs) -> anyhow::Result<()> {
         report(query, events, rows as u64, started, cpu0, None);
         return Ok(());
     }
+    let state = state_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("eddy-bench-{}", std::process::id())));
     let sql = match (
-        nexmark_sql(query, events, rate),
+        nexmark_sql(query, events, rate, &state),
         QUERIES.iter().find(|(name, _)| *name == query),
     ) {
         (Some(sql), _) => sql,
@@ -219,9 +231,6 @@ pub fn nexmark(args: &NexmarkArgs) -> anyhow::Result<()> {
             print!("{}", j.graph.explain());
         }
     }
-    let state = state_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("eddy-bench-{}", std::process::id())));
     let stop_after = stop_after.map(|ms| Duration::from_millis(ms.max(0) as u64));
     let result = crate::run_jobs(jobs, &session, &state, stop_after);
     if state_dir.is_none() {

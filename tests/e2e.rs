@@ -167,3 +167,91 @@ fn tumbling_aggregate_matches_an_independent_answer_at_parallelism_1_and_4() {
     assert_eq!(run_query(dir.path(), 1), want);
     assert_eq!(run_query(dir.path(), 4), want);
 }
+
+/// A partitioned file sink through the binary, over `tests/slt/data/
+/// orders.json`: rows go to `customer=<c>/minute=<m>/` (the minute's ':'
+/// escaped as Hive does), without the partition columns, and each
+/// partition ends with a `_SUCCESS` file. Expected rows worked out by hand:
+/// ann has orders 1, 3, 6, 8, bob 2, 5, 7, 10, cid 4 and 9, all in the
+/// first minute of 2024; order 4 has a NULL amount, which partitions under
+/// Hive's default name.
+#[test]
+fn a_partitioned_file_sink_writes_one_directory_per_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let sql = format!(
+        "CREATE SOURCE orders (id BIGINT, customer VARCHAR, amount DOUBLE, qty BIGINT, ts TIMESTAMP(3))
+         WITH (connector = 'file', path = '{input}', format = 'json', 'batch.size' = '3');
+         CREATE SINK parts PARTITIONED BY (customer, minute, big)
+         WITH (connector = 'file', path = '{out}/', format = 'json') AS
+         SELECT id, customer, DATE_FORMAT(ts, 'yyyy-MM-dd HH:mm') AS minute,
+                CASE WHEN amount > 5 THEN 'yes' WHEN amount <= 5 THEN 'no' END AS big
+         FROM orders;",
+        input = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/slt/data/orders.json")
+            .display(),
+        out = out.display(),
+    );
+    let sql_path = dir.path().join("q.sql");
+    std::fs::write(&sql_path, sql).unwrap();
+    for parallelism in ["1", "3"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .args([
+                "run",
+                sql_path.to_str().unwrap(),
+                "--parallelism",
+                parallelism,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "eddy failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let minute = "minute=2024-01-01 00%3A00";
+        let expected: &[(&str, &[i64])] = &[
+            ("ann", &[1, 3]),
+            ("ann", &[6, 8]),
+            ("bob", &[2, 7]),
+            ("bob", &[5, 10]),
+            ("cid", &[9]),
+            ("cid", &[4]),
+        ];
+        let bigs = ["yes", "no", "yes", "no", "yes", "__DEFAULT_PARTITION__"];
+        let mut dirs = Vec::new();
+        for ((customer, ids), big) in expected.iter().zip(bigs) {
+            let part = out.join(format!("customer={customer}/{minute}/big={big}"));
+            let text = common::committed_parts(&part);
+            let mut got: Vec<i64> = text
+                .lines()
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    assert_eq!(v.as_object().unwrap().len(), 1, "only id is written: {l}");
+                    v["id"].as_i64().unwrap()
+                })
+                .collect();
+            got.sort();
+            assert_eq!(got, *ids, "{}", part.display());
+            assert!(part.join("_SUCCESS").exists(), "{}", part.display());
+            dirs.push(part);
+        }
+        // Nothing else was written.
+        let mut all = Vec::new();
+        let mut stack = vec![out.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if !p.ends_with("_SUCCESS") {
+                    all.push(p.parent().unwrap().to_path_buf());
+                }
+            }
+        }
+        all.sort();
+        all.dedup();
+        dirs.sort();
+        assert_eq!(all, dirs);
+    }
+}

@@ -616,7 +616,7 @@ mod tests {
             .unwrap()
             .unwrap();
         let out = dir.path().join("out.jsonl");
-        let mut sink = crate::FileSink::create(&out, schema()).unwrap();
+        let mut sink = crate::FileSink::create(&out, schema(), &[]).unwrap();
         sink.recover(0, None).unwrap();
         sink.write_batch(&batch).unwrap();
         for c in sink.pre_commit(1, true).unwrap().commits {

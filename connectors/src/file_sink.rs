@@ -11,6 +11,14 @@
 //! the end of input publishes the last part the same way. A reader of the
 //! directory sees whole parts, each row exactly once, in name order.
 //!
+//! **Partitions** (`PARTITIONED BY (a, b)`): a directory sink writes each
+//! row under `a=<value>/b=<value>/` (Hive's layout: values escaped as
+//! `%XX` where a path needs it, NULL as `__DEFAULT_PARTITION__`), without
+//! the partition columns, each partition with its own parts, committed
+//! the same way. When the input ends, each partition written gets an empty
+//! `_SUCCESS` file with its last part. (A continuous job's partitions get
+//! none: committing a partition by the watermark is not built.)
+//!
 //! **A file**: all rows go to `<path>.inprogress`, whose length is part of
 //! every checkpoint; it is renamed to `<path>` when the input ends.
 //!
@@ -22,18 +30,21 @@
 //! that the job fell back to `n`) are deleted too. A fresh start (no
 //! checkpoint) therefore replaces earlier output, as a batch job would.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use datafusion::arrow::array::{Array, UInt32Array};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::json::{self, writer::LineDelimited};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use eddy_operators::operator::SinkCommit;
 use eddy_operators::{OperatorContext, OperatorError, Sink};
 use eddy_state::checkpoint::{Commit, sync_parent};
 
-use crate::Result;
+use crate::{ConnectorError, Result};
 
 /// ISO-8601 in UTC, with as many fraction digits as the value needs.
 pub(crate) const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.fZ";
@@ -53,6 +64,14 @@ enum Target {
 
 type Writer = json::Writer<BufWriter<File>, LineDelimited>;
 
+/// The name Hive, Flink and Spark give the directory of a NULL partition
+/// value.
+pub const DEFAULT_PARTITION: &str = "__DEFAULT_PARTITION__";
+
+/// The file a partition's directory gets when its last part is committed
+/// at the end of the input.
+pub const SUCCESS_FILE: &str = "_SUCCESS";
+
 pub struct FileSink {
     target: Target,
     subtask: usize,
@@ -60,7 +79,13 @@ pub struct FileSink {
     attempt: String,
     /// Parts started by this run (for unique in-progress names).
     parts: u64,
-    writer: Option<(PathBuf, Writer)>,
+    /// The open part of each partition directory (`""`: not partitioned).
+    writers: BTreeMap<String, (PathBuf, Writer)>,
+    /// `PARTITIONED BY` columns, and the columns written to the files.
+    partition_by: Vec<(usize, String)>,
+    data_columns: Vec<usize>,
+    /// Partition directories this run wrote to (for their success files).
+    written: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for FileSink {
@@ -82,15 +107,51 @@ fn part_checkpoint(name: &str) -> Option<u64> {
     rest.split('-').next()?.parse().ok()
 }
 
+/// A partition value as a directory name: the characters Hive escapes
+/// (path separators, `=`, `:`, quotes, wildcards, controls...) as `%XX`.
+fn escape_partition_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if c.is_control() || "\"#%'*/:=?\\{[]^".contains(c) || c == '\u{7f}' {
+            for b in c.to_string().bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl FileSink {
     /// A sink writing to `path`; nothing is touched before the job starts.
-    pub fn create(path: &Path, _schema: SchemaRef) -> Result<Self> {
+    /// With `partition_by`, rows go to `path/<col>=<value>/...` directories
+    /// by those columns' values, which are left out of the files.
+    pub fn create(path: &Path, schema: SchemaRef, partition_by: &[String]) -> Result<Self> {
         let is_dir = path.is_dir() || path.to_string_lossy().ends_with('/');
         let target = if is_dir {
             Target::Dir(path.to_path_buf())
         } else {
             Target::File(path.to_path_buf())
         };
+        if !partition_by.is_empty() && !is_dir {
+            return Err(ConnectorError::Config(format!(
+                "a partitioned file sink writes to a directory: end the path '{}' with /",
+                path.display()
+            )));
+        }
+        let mut partitions = Vec::new();
+        for name in partition_by {
+            let index = schema.index_of(name).map_err(|_| {
+                ConnectorError::Config(format!(
+                    "PARTITIONED BY column '{name}' is not an output column"
+                ))
+            })?;
+            partitions.push((index, name.clone()));
+        }
+        let data_columns = (0..schema.fields().len())
+            .filter(|i| !partitions.iter().any(|(p, _)| p == i))
+            .collect();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -99,7 +160,10 @@ impl FileSink {
             subtask: 0,
             attempt: format!("{}-{nanos:09}", std::process::id()),
             parts: 0,
-            writer: None,
+            writers: BTreeMap::new(),
+            partition_by: partitions,
+            data_columns,
+            written: BTreeSet::new(),
         })
     }
 
@@ -119,56 +183,73 @@ impl FileSink {
         PathBuf::from(name)
     }
 
-    /// The writer of the current part, started if there is none.
-    fn writer(&mut self) -> eddy_operators::Result<&mut Writer> {
-        if self.writer.is_none() {
+    /// The writer of a partition's current part, started if there is none.
+    fn writer(&mut self, partition: &str) -> eddy_operators::Result<&mut Writer> {
+        if !self.writers.contains_key(partition) {
             let path = match &self.target {
-                Target::Dir(dir) => dir.join(format!(
-                    ".part-{}-{}-{}.inprogress",
-                    self.subtask, self.attempt, self.parts
-                )),
+                Target::Dir(dir) => {
+                    let dir = dir.join(partition);
+                    std::fs::create_dir_all(&dir).map_err(|e| self.err(&dir, e))?;
+                    dir.join(format!(
+                        ".part-{}-{}-{}.inprogress",
+                        self.subtask, self.attempt, self.parts
+                    ))
+                }
                 Target::File(file) => Self::in_progress_file(file),
             };
             self.parts += 1;
             let file = File::create(&path).map_err(|e| self.err(&path, e))?;
-            self.writer = Some((path, json_writer(BufWriter::with_capacity(1 << 20, file))));
+            let writer = json_writer(BufWriter::with_capacity(1 << 20, file));
+            self.writers.insert(partition.to_string(), (path, writer));
+            self.written.insert(partition.to_string());
         }
-        match &mut self.writer {
+        match self.writers.get_mut(partition) {
             Some((_, w)) => Ok(w),
             None => Err(OperatorError::Internal("no part file".into())),
         }
     }
 
-    /// Flushes and fsyncs the current part; returns its path and length.
-    fn sync(&mut self) -> eddy_operators::Result<Option<(PathBuf, u64)>> {
-        let Some((path, writer)) = &mut self.writer else {
-            return Ok(None);
-        };
-        let err = |e: &dyn std::fmt::Display| {
-            OperatorError::Connector(format!("writing {}: {e}", path.display()))
-        };
-        writer.finish().map_err(|e| err(&e))?;
-        let buffered = writer.get_mut();
-        buffered.flush().map_err(|e| err(&e))?;
-        let file = buffered.get_mut();
-        file.sync_data().map_err(|e| err(&e))?;
-        let len = file.stream_position().map_err(|e| err(&e))?;
-        Ok(Some((path.clone(), len)))
+    /// Flushes and fsyncs every open part; returns each one's partition,
+    /// path and length.
+    fn sync(&mut self) -> eddy_operators::Result<Vec<(String, PathBuf, u64)>> {
+        let mut synced = Vec::new();
+        for (partition, (path, writer)) in &mut self.writers {
+            let err = |e: &dyn std::fmt::Display| {
+                OperatorError::Connector(format!("writing {}: {e}", path.display()))
+            };
+            writer.finish().map_err(|e| err(&e))?;
+            let buffered = writer.get_mut();
+            buffered.flush().map_err(|e| err(&e))?;
+            let file = buffered.get_mut();
+            file.sync_data().map_err(|e| err(&e))?;
+            let len = file.stream_position().map_err(|e| err(&e))?;
+            synced.push((partition.clone(), path.clone(), len));
+        }
+        Ok(synced)
     }
 
-    /// Deletes in-progress parts and parts of checkpoints after `checkpoint`.
+    /// Deletes in-progress parts and parts of checkpoints after
+    /// `checkpoint`, in `dir` and its partition directories.
     fn clean_dir(&self, dir: &Path, checkpoint: u64) -> eddy_operators::Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| self.err(dir, e))?;
-        let entries = std::fs::read_dir(dir).map_err(|e| self.err(dir, e))?;
         let mut removed = 0;
-        for entry in entries {
-            let entry = entry.map_err(|e| self.err(dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let stale = (name.starts_with(".part-") && name.ends_with(".inprogress"))
-                || part_checkpoint(&name).is_some_and(|c| c > checkpoint);
-            if stale {
-                std::fs::remove_file(entry.path()).map_err(|e| self.err(&entry.path(), e))?;
-                removed += 1;
+        let mut dirs = vec![dir.to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            let entries = std::fs::read_dir(&d).map_err(|e| self.err(&d, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| self.err(&d, e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let path = entry.path();
+                if !self.partition_by.is_empty() && path.is_dir() && name.contains('=') {
+                    dirs.push(path);
+                    continue;
+                }
+                let stale = (name.starts_with('.') && name.ends_with(".inprogress"))
+                    || part_checkpoint(&name).is_some_and(|c| c > checkpoint);
+                if stale {
+                    std::fs::remove_file(&path).map_err(|e| self.err(&path, e))?;
+                    removed += 1;
+                }
             }
         }
         if removed > 0 {
@@ -179,6 +260,33 @@ impl FileSink {
             );
         }
         Ok(())
+    }
+
+    /// Each row's partition directory, `col=value/col=value`.
+    fn partitions_of(&self, batch: &RecordBatch) -> eddy_operators::Result<Vec<String>> {
+        let options = FormatOptions::default().with_timestamp_format(Some(TIMESTAMP_FORMAT));
+        let formatters = self
+            .partition_by
+            .iter()
+            .map(|(i, _)| ArrayFormatter::try_new(batch.column(*i).as_ref(), &options))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let mut dir = String::new();
+            for ((i, name), f) in self.partition_by.iter().zip(&formatters) {
+                if !dir.is_empty() {
+                    dir.push('/');
+                }
+                let value = if batch.column(*i).is_null(row) {
+                    DEFAULT_PARTITION.to_string()
+                } else {
+                    escape_partition_value(&f.value(row).to_string())
+                };
+                dir.push_str(&format!("{}={value}", escape_partition_value(name)));
+            }
+            out.push(dir);
+        }
+        Ok(out)
     }
 }
 
@@ -211,11 +319,11 @@ impl Sink for FileSink {
                             .map_err(|e| self.err(&path, e))?;
                         f.set_len(len).map_err(|e| self.err(&path, e))?;
                         f.seek(SeekFrom::End(0)).map_err(|e| self.err(&path, e))?;
-                        self.writer =
-                            Some((path, json_writer(BufWriter::with_capacity(1 << 20, f))));
+                        let writer = json_writer(BufWriter::with_capacity(1 << 20, f));
+                        self.writers.insert(String::new(), (path, writer));
                     }
                     _ => {
-                        self.writer()?;
+                        self.writer("")?;
                     }
                 }
                 Ok(())
@@ -224,11 +332,27 @@ impl Sink for FileSink {
     }
 
     fn write_batch(&mut self, batch: &RecordBatch) -> eddy_operators::Result<()> {
-        let batch = &crate::readable_changelog(batch)?;
         let path = self.path().to_path_buf();
-        self.writer()?
-            .write(batch)
-            .map_err(|e| OperatorError::Connector(format!("writing {}: {e}", path.display())))
+        let write_err = |e: datafusion::arrow::error::ArrowError| {
+            OperatorError::Connector(format!("writing {}: {e}", path.display()))
+        };
+        if self.partition_by.is_empty() {
+            let batch = &crate::readable_changelog(batch)?;
+            return self.writer("")?.write(batch).map_err(write_err);
+        }
+        let partitions = self.partitions_of(batch)?;
+        let mut rows: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for (row, p) in partitions.iter().enumerate() {
+            rows.entry(p.as_str()).or_default().push(row as u32);
+        }
+        let data = batch.project(&self.data_columns)?;
+        for (partition, indices) in rows {
+            let indices = UInt32Array::from(indices);
+            let part = datafusion::arrow::compute::take_record_batch(&data, &indices)?;
+            let part = crate::readable_changelog(&part)?;
+            self.writer(partition)?.write(&part).map_err(write_err)?;
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> eddy_operators::Result<()> {
@@ -240,26 +364,45 @@ impl Sink for FileSink {
         match &self.target {
             Target::Dir(dir) => {
                 let dir = dir.clone();
-                self.writer = None;
-                let Some((from, _)) = synced else {
-                    return Ok(SinkCommit::default());
-                };
-                sync_parent(&from).map_err(|e| self.err(&from, e))?;
+                self.writers.clear();
+                let mut commits = Vec::new();
+                for (partition, from, _) in synced {
+                    sync_parent(&from).map_err(|e| self.err(&from, e))?;
+                    commits.push(Commit {
+                        from,
+                        to: dir
+                            .join(&partition)
+                            .join(part_name(checkpoint, self.subtask)),
+                    });
+                }
+                if last && !self.partition_by.is_empty() {
+                    // A partition is complete when the input ends: its
+                    // success file is published with its last part.
+                    for partition in std::mem::take(&mut self.written) {
+                        let from = dir.join(&partition).join(format!(
+                            ".success-{}-{}.inprogress",
+                            self.subtask, self.attempt
+                        ));
+                        File::create(&from).map_err(|e| self.err(&from, e))?;
+                        sync_parent(&from).map_err(|e| self.err(&from, e))?;
+                        commits.push(Commit {
+                            from,
+                            to: dir.join(&partition).join(SUCCESS_FILE),
+                        });
+                    }
+                }
                 Ok(SinkCommit {
                     position: None,
-                    commits: vec![Commit {
-                        from,
-                        to: dir.join(part_name(checkpoint, self.subtask)),
-                    }],
+                    commits,
                 })
             }
             Target::File(file) => {
-                let Some((from, len)) = synced else {
+                let Some((_, from, len)) = synced.into_iter().next() else {
                     return Ok(SinkCommit::default());
                 };
                 sync_parent(&from).map_err(|e| self.err(&from, e))?;
                 let commits = if last {
-                    self.writer = None;
+                    self.writers.clear();
                     vec![Commit {
                         from,
                         to: file.clone(),

@@ -164,10 +164,18 @@ impl LookupTable for FileLookupTable {
     }
 }
 
+/// The sink option that carries `CREATE SINK ... PARTITIONED BY (a, b)`:
+/// `'partitioned-by' = 'a,b'`.
+pub const PARTITIONED_BY: &str = "partitioned-by";
+
 /// A validated sink definition.
 #[derive(Debug, Clone)]
 pub enum SinkConfig {
-    File { path: std::path::PathBuf },
+    File {
+        path: std::path::PathBuf,
+        /// `PARTITIONED BY` columns (see [`PARTITIONED_BY`]).
+        partition_by: Vec<String>,
+    },
     Stdout(StdoutFormat),
     Blackhole,
 }
@@ -186,7 +194,11 @@ impl SinkConfig {
                         )));
                     }
                 }
-                SinkConfig::File { path }
+                let partition_by = options
+                    .get(PARTITIONED_BY)
+                    .map(|v| v.split(',').map(|c| c.trim().to_string()).collect())
+                    .unwrap_or_default();
+                SinkConfig::File { path, partition_by }
             }
             "stdout" | "print" => {
                 SinkConfig::Stdout(StdoutFormat::parse(options.get("format").as_deref())?)
@@ -204,7 +216,9 @@ impl SinkConfig {
 
     pub fn build(&self, schema: SchemaRef) -> Result<Box<dyn Sink>> {
         Ok(match self {
-            SinkConfig::File { path } => Box::new(FileSink::create(path, schema)?),
+            SinkConfig::File { path, partition_by } => {
+                Box::new(FileSink::create(path, schema, partition_by)?)
+            }
             SinkConfig::Stdout(format) => Box::new(StdoutSink::new(*format, schema)),
             SinkConfig::Blackhole => Box::new(BlackholeSink),
         })

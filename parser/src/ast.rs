@@ -130,6 +130,10 @@ pub struct CreateSource {
 pub struct CreateSink {
     pub name: Ident,
     pub columns: Option<Vec<ColumnDef>>,
+    /// `PARTITIONED BY (a, b)`: a file sink writes each row under
+    /// `a=<value>/b=<value>/`.
+    #[serde(default)]
+    pub partitioned_by: Vec<Ident>,
     pub options: Vec<SqlOption>,
     pub query: Option<Query>,
 }

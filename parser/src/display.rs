@@ -401,6 +401,9 @@ impl Display for Statement {
                 if let Some(cols) = &s.columns {
                     write!(f, " ({})", columns(cols))?;
                 }
+                if !s.partitioned_by.is_empty() {
+                    write!(f, " PARTITIONED BY ({})", list(&s.partitioned_by, ", "))?;
+                }
                 write!(f, " WITH ({})", list(&s.options, ", "))?;
                 if let Some(q) = &s.query {
                     write!(f, " AS {q}")?;

@@ -551,3 +551,33 @@ fn every_error_of_a_file_is_reported() {
         ]
     );
 }
+
+#[test]
+fn sink_partitioned_by_columns() {
+    let sql = "CREATE SINK logs PARTITIONED BY (dt, hm) WITH (connector = 'file', path = 'out/') AS SELECT dt, hm FROM bid";
+    let stmts = parse_statements(sql).unwrap();
+    let StatementKind::CreateSink(sink) = &stmts[0].kind else {
+        panic!()
+    };
+    let names: Vec<&str> = sink
+        .partitioned_by
+        .iter()
+        .map(|c| c.value.as_str())
+        .collect();
+    assert_eq!(names, ["dt", "hm"]);
+    assert_eq!(
+        &sql[sink.partitioned_by[1].span.start..sink.partitioned_by[1].span.end],
+        "hm"
+    );
+    // Printed back the same way.
+    let printed = stmts[0].to_string();
+    assert!(
+        printed.starts_with("CREATE SINK logs PARTITIONED BY (dt, hm) WITH ("),
+        "{printed}"
+    );
+    let again = parse_statements(&printed).unwrap();
+    let StatementKind::CreateSink(again) = &again[0].kind else {
+        panic!()
+    };
+    assert_eq!(again.partitioned_by.len(), 2);
+}

@@ -249,6 +249,7 @@ impl Session {
                 ))
             }
             StatementKind::CreateSink(s) => {
+                let options = sink_options(s)?;
                 let declared = s
                     .columns
                     .as_ref()
@@ -266,12 +267,12 @@ impl Session {
                     // whatever is written to it (an INSERT's query, or a
                     // window's late rows).
                     self.catalog
-                        .create_sink(&s.name, declared, &s.options, stmt.span)?;
+                        .create_sink(&s.name, declared, &options, stmt.span)?;
                     return Ok(Outcome::Created(s.name.value.clone()));
                 };
-                let def =
-                    self.catalog
-                        .sink_def(&s.name, declared.clone(), &s.options, stmt.span)?;
+                let def = self
+                    .catalog
+                    .sink_def(&s.name, declared.clone(), &options, stmt.span)?;
                 if self.catalog.sink(&s.name.value).is_some()
                     || self.catalog.source(&s.name.value).is_some()
                 {
@@ -288,11 +289,26 @@ impl Session {
                     def.options.clone(),
                     declared.as_deref(),
                 )?;
+                let schema = sink_schema(&graph);
+                if let Some(c) = s.partitioned_by.iter().find(|c| {
+                    schema
+                        .as_ref()
+                        .is_some_and(|sc| sc.index_of(&c.value).is_err())
+                }) {
+                    return Err(PlanError::user(
+                        format!(
+                            "PARTITIONED BY column '{}' is not a column of the query",
+                            c.value
+                        ),
+                        c.span,
+                    )
+                    .into());
+                }
                 if explain {
                     return Ok(Outcome::Explain(graph.explain()));
                 }
                 self.catalog
-                    .create_sink(&s.name, sink_schema(&graph), &s.options, stmt.span)?;
+                    .create_sink(&s.name, schema, &options, stmt.span)?;
                 let name = self.next_job_name(&s.name.value);
                 Ok(Outcome::Job(Job {
                     name,
@@ -655,4 +671,41 @@ fn duration_setting(option: &eddy_parser::ast::SqlOption) -> Result<i64, PlanErr
             option.span,
         )
     })
+}
+
+/// A sink's options, with `PARTITIONED BY (a, b)` as the file sink's
+/// `'partitioned-by' = 'a,b'`.
+fn sink_options(
+    s: &eddy_parser::ast::CreateSink,
+) -> Result<Vec<eddy_parser::ast::SqlOption>, PlanError> {
+    let mut options = s.options.clone();
+    let Some(first) = s.partitioned_by.first() else {
+        return Ok(options);
+    };
+    let connector = options
+        .iter()
+        .find(|o| o.key == "connector")
+        .map(|o| o.value.as_str());
+    if !matches!(connector, Some("file" | "filesystem")) {
+        return Err(PlanError::user(
+            "PARTITIONED BY needs a file sink (connector = 'file')",
+            first.span,
+        ));
+    }
+    if let Some(o) = options
+        .iter()
+        .find(|o| o.key == eddy_connectors::PARTITIONED_BY)
+    {
+        return Err(PlanError::user(
+            "write the partition columns once: PARTITIONED BY (...) or 'partitioned-by'",
+            o.span,
+        ));
+    }
+    let columns: Vec<&str> = s.partitioned_by.iter().map(|c| c.value.as_str()).collect();
+    options.push(eddy_parser::ast::SqlOption {
+        key: eddy_connectors::PARTITIONED_BY.to_string(),
+        value: columns.join(","),
+        span: first.span,
+    });
+    Ok(options)
 }

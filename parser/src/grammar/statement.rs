@@ -161,6 +161,10 @@ fn create(i: Input<'_>) -> PResult<'_, StatementKind> {
             Err(nom::Err::Error(_)) => (rest, None),
             Err(e) => return Err(e),
         };
+        let (rest, partitioned_by) = match (kw("PARTITIONED"), kw("BY")).parse(rest) {
+            Ok((r, _)) => required(column_names(r))?,
+            Err(_) => (rest, Vec::new()),
+        };
         let (rest, options) = required(with_options(rest))?;
         let (rest, query) = match kw("AS")(rest) {
             Ok((r, _)) => required(query(r)).map(|(r, q)| (r, Some(q)))?,
@@ -171,6 +175,7 @@ fn create(i: Input<'_>) -> PResult<'_, StatementKind> {
             StatementKind::CreateSink(CreateSink {
                 name,
                 columns,
+                partitioned_by,
                 options,
                 query,
             }),
