@@ -105,6 +105,24 @@ fn expected(rows: &[Row]) -> BTreeMap<Key, Agg> {
     out
 }
 
+/// `eddy run sql_path --parallelism p`, which must succeed.
+fn run_eddy(sql_path: &Path, parallelism: usize) {
+    let output = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args([
+            "run",
+            sql_path.to_str().unwrap(),
+            "--parallelism",
+            &parallelism.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "eddy failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn run_query(dir: &Path, parallelism: usize) -> BTreeMap<Key, Agg> {
     let out_dir = dir.join(format!("out-p{parallelism}/"));
     let sql = format!(
@@ -120,20 +138,7 @@ fn run_query(dir: &Path, parallelism: usize) -> BTreeMap<Key, Agg> {
     );
     let sql_path = dir.join(format!("q{parallelism}.sql"));
     std::fs::write(&sql_path, sql).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args([
-            "run",
-            sql_path.to_str().unwrap(),
-            "--parallelism",
-            &parallelism.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "eddy failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_eddy(&sql_path, parallelism);
     let text = common::committed_parts(&out_dir);
     let mut got = BTreeMap::new();
     for line in text.lines() {
@@ -194,21 +199,8 @@ fn a_partitioned_file_sink_writes_one_directory_per_partition() {
     );
     let sql_path = dir.path().join("q.sql");
     std::fs::write(&sql_path, sql).unwrap();
-    for parallelism in ["1", "3"] {
-        let output = Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .args([
-                "run",
-                sql_path.to_str().unwrap(),
-                "--parallelism",
-                parallelism,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "eddy failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+    for parallelism in [1, 3] {
+        run_eddy(&sql_path, parallelism);
         let minute = "minute=2024-01-01 00%3A00";
         let expected: &[(&str, &[i64])] = &[
             ("ann", &[1, 3]),

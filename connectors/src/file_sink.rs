@@ -81,7 +81,8 @@ pub struct FileSink {
     parts: u64,
     /// The open part of each partition directory (`""`: not partitioned).
     writers: BTreeMap<String, (PathBuf, Writer)>,
-    /// `PARTITIONED BY` columns, and the columns written to the files.
+    /// `PARTITIONED BY` columns (index, escaped name), and the columns
+    /// written to the files.
     partition_by: Vec<(usize, String)>,
     data_columns: Vec<usize>,
     /// Partition directories this run wrote to (for their success files).
@@ -147,7 +148,7 @@ impl FileSink {
                     "PARTITIONED BY column '{name}' is not an output column"
                 ))
             })?;
-            partitions.push((index, name.clone()));
+            partitions.push((index, escape_partition_value(name)));
         }
         let data_columns = (0..schema.fields().len())
             .filter(|i| !partitions.iter().any(|(p, _)| p == i))
@@ -282,7 +283,9 @@ impl FileSink {
                 } else {
                     escape_partition_value(&f.value(row).to_string())
                 };
-                dir.push_str(&format!("{}={value}", escape_partition_value(name)));
+                dir.push_str(name);
+                dir.push('=');
+                dir.push_str(&value);
             }
             out.push(dir);
         }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt32Array, UInt32Builder};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch, take};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::operator::{Collector, Operator, OperatorContext};
@@ -66,9 +66,10 @@ pub struct LookupJoinOperator {
     pair_schema: SchemaRef,
     output: SchemaRef,
     converter: RowConverter,
-    /// The table, and its rows by key.
+    /// The table, and its rows by key (in the converter's row format; a
+    /// probe looks up its row's bytes, with no copy).
     rows: RecordBatch,
-    index: HashMap<OwnedRow, Vec<u32>>,
+    index: HashMap<Box<[u8]>, Vec<u32>>,
     version: Option<u64>,
     checked: Instant,
     recheck: Duration,
@@ -153,10 +154,10 @@ impl LookupJoinOperator {
             .map(|&k| rows.column(k).clone())
             .collect();
         let converted = self.converter.convert_columns(&keys)?;
-        let mut index: HashMap<OwnedRow, Vec<u32>> = HashMap::new();
+        let mut index: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();
         for (i, key) in converted.iter().enumerate() {
             if keys.iter().all(|k| k.is_valid(i)) {
-                index.entry(key.owned()).or_default().push(i as u32);
+                index.entry(key.as_ref().into()).or_default().push(i as u32);
             }
         }
         tracing::info!(
@@ -211,7 +212,7 @@ impl Operator for LookupJoinOperator {
             if !keys.iter().all(|k| k.is_valid(i)) {
                 continue;
             }
-            if let Some(matches) = self.index.get(&converted.row(i).owned()) {
+            if let Some(matches) = self.index.get(converted.row(i).as_ref()) {
                 for &j in matches {
                     probe.append_value(i as u32);
                     table.append_value(j);

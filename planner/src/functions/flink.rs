@@ -21,12 +21,20 @@ use regex::Regex;
 
 type DfResult<T> = datafusion::error::Result<T>;
 
-/// The Flink functions, to register by their names.
+/// The Flink functions, to register by their names. Each coerces its own
+/// arguments (`coerce_types`).
 pub fn all() -> Vec<Arc<ScalarUDF>> {
+    let signature = || Signature::user_defined(Volatility::Immutable);
     vec![
-        Arc::new(ScalarUDF::new_from_impl(DateFormat::default())),
-        Arc::new(ScalarUDF::new_from_impl(RegexpExtract::default())),
-        Arc::new(ScalarUDF::new_from_impl(SplitIndex::default())),
+        Arc::new(ScalarUDF::new_from_impl(DateFormat {
+            signature: signature(),
+        })),
+        Arc::new(ScalarUDF::new_from_impl(RegexpExtract {
+            signature: signature(),
+        })),
+        Arc::new(ScalarUDF::new_from_impl(SplitIndex {
+            signature: signature(),
+        })),
     ]
 }
 
@@ -89,14 +97,6 @@ impl<T> LastCompiled<T> {
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct DateFormat {
     signature: Signature,
-}
-
-impl Default for DateFormat {
-    fn default() -> Self {
-        Self {
-            signature: Signature::user_defined(Volatility::Immutable),
-        }
-    }
 }
 
 /// The timestamp type DATE_FORMAT computes on: microseconds cover every
@@ -275,14 +275,6 @@ struct RegexpExtract {
     signature: Signature,
 }
 
-impl Default for RegexpExtract {
-    fn default() -> Self {
-        Self {
-            signature: Signature::user_defined(Volatility::Immutable),
-        }
-    }
-}
-
 /// Compiles a regex, with the message users see for a bad one.
 pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
     Regex::new(pattern).map_err(|e| format!("invalid regular expression '{pattern}': {e}"))
@@ -357,14 +349,6 @@ impl ScalarUDFImpl for RegexpExtract {
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct SplitIndex {
     signature: Signature,
-}
-
-impl Default for SplitIndex {
-    fn default() -> Self {
-        Self {
-            signature: Signature::user_defined(Volatility::Immutable),
-        }
-    }
 }
 
 fn split_index<'a>(text: &'a str, separator: &str, index: usize) -> Option<&'a str> {

@@ -336,14 +336,7 @@ impl QueryPlanner<'_> {
         {
             return self.plan_lookup_join(join_type, left, *i, *on, pushed, leaves, scope);
         }
-        let leaf_tables = |t: &JoinTree| -> BTreeSet<String> {
-            let mut out = BTreeSet::new();
-            collect_leaves(t, &mut |i| {
-                out.insert(leaves[i].from.scope.qualifier().to_string());
-            });
-            out
-        };
-        let (left_tables, right_tables) = (leaf_tables(left), leaf_tables(right));
+        let (left_tables, right_tables) = (leaf_tables(left, leaves), leaf_tables(right, leaves));
         let mut conjuncts = pushed;
         conjuncts.extend(self.on_conjuncts(*on, scope, &|t| {
             left_tables.contains(t) || right_tables.contains(t)
@@ -498,7 +491,16 @@ impl QueryPlanner<'_> {
     }
 }
 
-pub(super) fn collect_leaves(t: &JoinTree, f: &mut impl FnMut(usize)) {
+/// The qualifiers of the tables of a join tree.
+pub(super) fn leaf_tables(t: &JoinTree, leaves: &[Leaf]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    collect_leaves(t, &mut |i| {
+        out.insert(leaves[i].from.scope.qualifier().to_string());
+    });
+    out
+}
+
+fn collect_leaves(t: &JoinTree, f: &mut impl FnMut(usize)) {
     match t {
         JoinTree::Leaf(i) => f(*i),
         JoinTree::Join { left, right, .. } => {

@@ -23,7 +23,7 @@ use datafusion::logical_expr::{Expr, Operator};
 use eddy_parser::ast::{self, TableRefKind};
 use std::collections::BTreeSet;
 
-use super::join::{Conjunct, JoinTree, Leaf, Planned, and_all, collect_leaves, qualified_schema};
+use super::join::{Conjunct, JoinTree, Leaf, Planned, and_all, leaf_tables, qualified_schema};
 use super::{From, OP_COLUMN, QueryPlanner};
 use crate::binder::{AggMode, Scope};
 use crate::catalog::SourceDef;
@@ -109,10 +109,7 @@ impl QueryPlanner<'_> {
                 ));
             }
         };
-        let mut left_tables = BTreeSet::new();
-        collect_leaves(left, &mut |i| {
-            left_tables.insert(leaves[i].from.scope.qualifier().to_string());
-        });
+        let left_tables = leaf_tables(left, leaves);
         let mut conjuncts = pushed;
         conjuncts
             .extend(self.on_conjuncts(on, scope, &|t| left_tables.contains(t) || t == qualifier)?);

@@ -32,6 +32,7 @@ use datafusion::common::DFSchema;
 use datafusion::logical_expr::Expr;
 use eddy_parser::ast::{self, ExprKind, SelectItem, SetExpr, Span, TableRefKind};
 
+use super::join::split_conjuncts;
 use super::keyed::{PreProjection, passed_on, select_list};
 use super::{From, GraphBuilder, QueryPlan, QueryPlanner, WINDOW_END};
 use crate::error::{PlanError, Result};
@@ -75,21 +76,6 @@ fn mentions(e: &ast::Expr, name: &str) -> bool {
         return true;
     }
     e.children().into_iter().any(|c| mentions(c, name))
-}
-
-fn split_conjuncts<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
-    match &e.kind {
-        ExprKind::Binary {
-            op: ast::BinaryOp::And,
-            left,
-            right,
-        } => {
-            split_conjuncts(left, out);
-            split_conjuncts(right, out);
-        }
-        ExprKind::Nested(inner) => split_conjuncts(inner, out),
-        _ => out.push(e),
-    }
 }
 
 /// The row limit a conjunct such as `rn <= 10` puts on column `name` (of
