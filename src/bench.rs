@@ -296,6 +296,9 @@ fn report(
             m.spilled_bytes() as f64 / 1e6
         );
     }
+    if m.expired_keys() > 0 {
+        println!("idle keys expired:  {}", m.expired_keys());
+    }
     if let Some((id, ms)) = run.restore_ms {
         println!("resumed:            from checkpoint {id}, state restored in {ms} ms");
     }

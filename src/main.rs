@@ -268,6 +268,7 @@ pub(crate) fn run_jobs(
         rows_in = metrics.rows_in(),
         rows_out = metrics.rows_out(),
         late_rows = metrics.late_rows(),
+        expired_keys = metrics.expired_keys(),
         seconds = started.elapsed().as_secs_f64(),
         "finished"
     );
@@ -387,11 +388,11 @@ const PLAN_FILE: &str = "plan.json";
 
 /// Refuses to resume a job from state another plan wrote (its SQL changed:
 /// other operators, columns or windows would read that state wrong), and
-/// records the plan of a job that starts afresh. Parallelism and cache
-/// size may change between runs.
+/// records the plan of a job that starts afresh. Parallelism, cache size
+/// and state time-to-live may change between runs.
 fn check_plan(job: &Job, dir: &Path, checkpoint: Option<u64>) -> anyhow::Result<()> {
     let mut shape = serde_json::to_value(&job.graph)?;
-    strip_keys(&mut shape, &["parallelism", "cache_bytes"]);
+    strip_keys(&mut shape, &["parallelism", "cache_bytes", "state_ttl_ms"]);
     // Between subtasks of different counts a forward edge becomes a
     // gather; what flows along it is the same.
     if let Some(edges) = shape.get_mut("edges").and_then(|e| e.as_array_mut()) {
@@ -470,8 +471,12 @@ fn progress(done: &AtomicBool, metrics: &JobMetrics, started: Instant) {
                 0 => String::new(),
                 b => format!(", {:.0} MB spilled", b as f64 / 1e6),
             };
+            let expired = match metrics.expired_keys() {
+                0 => String::new(),
+                n => format!(", {n} idle keys expired"),
+            };
             bar.set_message(format!(
-                "{rows} rows in ({rate:.0}/s), {} out, {} late{checkpoint}{spilled}",
+                "{rows} rows in ({rate:.0}/s), {} out, {} late{checkpoint}{spilled}{expired}",
                 metrics.rows_out(),
                 metrics.late_rows()
             ));

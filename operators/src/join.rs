@@ -58,6 +58,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use crate::keyed_state::{KeyMap, KeyedState, mark_dirty};
 use crate::operator::{Collector, Operator, OperatorContext};
 use crate::partition::key_groups;
+use crate::ttl::{IdleKeys, NEVER_WRITTEN, StateTtl};
 use crate::updating::{OP_COLUMN, OP_DELETE, OP_INSERT, OP_UPDATE_AFTER};
 use crate::{OperatorError, Result};
 
@@ -154,7 +155,7 @@ fn in_order<T>(s: usize, mine: Vec<T>, theirs: Vec<T>) -> Vec<T> {
 }
 
 /// The rows of one side with one join key.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct KeyRows {
     /// Rows (row format), back to back; row `i` ends at `ends[i]`.
     data: Vec<u8>,
@@ -165,6 +166,20 @@ struct KeyRows {
     /// Per row: the watermark at which it can no longer match (`i64::MAX`
     /// for a side whose rows never expire).
     expires: Vec<i64>,
+    /// When the key was last written, under a time-to-live.
+    written: i64,
+}
+
+impl Default for KeyRows {
+    fn default() -> Self {
+        Self {
+            data: Vec::new(),
+            ends: Vec::new(),
+            matches: Vec::new(),
+            expires: Vec::new(),
+            written: NEVER_WRITTEN,
+        }
+    }
 }
 
 impl KeyRows {
@@ -212,7 +227,10 @@ impl KeyRows {
             return;
         }
         // One pass: keep the rows that live on, in order.
-        let mut kept = KeyRows::default();
+        let mut kept = KeyRows {
+            written: self.written,
+            ..KeyRows::default()
+        };
         for i in 0..self.len() {
             if self.expires[i] <= watermark {
                 f(self.row(i), self.matches[i]);
@@ -223,9 +241,11 @@ impl KeyRows {
         *self = kept;
     }
 
-    /// `n | ends | matches | expires | data`, integers little-endian.
+    /// `written | n | ends | matches | expires | data`, integers
+    /// little-endian.
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 + 16 * self.len() + self.data.len());
+        let mut out = Vec::with_capacity(12 + 16 * self.len() + self.data.len());
+        out.extend_from_slice(&self.written.to_le_bytes());
         out.extend_from_slice(&(self.len() as u32).to_le_bytes());
         for v in self.ends.iter().chain(&self.matches) {
             out.extend_from_slice(&v.to_le_bytes());
@@ -239,6 +259,13 @@ impl KeyRows {
 
     fn decode(bytes: &[u8]) -> Result<Self> {
         let bad = || OperatorError::Internal("a join state entry is corrupt".into());
+        let written = i64::from_le_bytes(
+            bytes
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(bad)?,
+        );
+        let bytes = &bytes[8..];
         let u32_at = |at: usize| -> Result<u32> {
             let b = bytes.get(at..at + 4).ok_or_else(bad)?;
             Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -266,6 +293,7 @@ impl KeyRows {
             ends,
             matches,
             expires,
+            written,
         })
     }
 }
@@ -287,6 +315,9 @@ struct Side {
     /// When rows expire: `(expiry, key group, key)`, earliest first (one
     /// entry per stored row; a key already expired is skipped).
     timers: BinaryHeap<Reverse<Timer>>,
+    /// Keys by last write, under a time-to-live (sides whose rows do not
+    /// expire by the watermark).
+    idle: IdleKeys<Box<[u8]>>,
 }
 
 impl Side {
@@ -330,7 +361,26 @@ impl Side {
             rows: KeyMap::default(),
             dirty: KeyMap::default(),
             timers: BinaryHeap::new(),
+            idle: IdleKeys::new(None),
         })
+    }
+
+    /// The rows of `key` changed (or are gone): written at the next
+    /// barrier, and the key's time-to-live starts again.
+    fn touch(&mut self, key: &[u8], kg: u16) {
+        mark_dirty(&mut self.dirty, key, kg);
+        if self.idle.enabled()
+            && let Some(stored) = self.rows.get_mut(key)
+        {
+            self.idle.written(&mut stored.written, kg, || key.into());
+        }
+    }
+
+    /// Reads the clock and drops the keys idle for the time-to-live.
+    fn expire_idle(&mut self) {
+        for (kg, key) in self.idle.drop_idle(&mut self.rows, |r| Some(r.written)) {
+            mark_dirty(&mut self.dirty, &key, kg);
+        }
     }
 }
 
@@ -427,12 +477,31 @@ impl JoinOperator {
         self.output.clone()
     }
 
+    /// Drops a join key's rows on a side once they are not written for the
+    /// time-to-live (see [`crate::ttl`]); a side whose rows expire by the
+    /// watermark (an interval or window join) does not need it.
+    pub fn with_state_ttl(mut self, ttl: Option<StateTtl>) -> Self {
+        for side in &mut self.sides {
+            if side.input.expiry.is_none() {
+                side.idle.set_ttl(ttl.clone());
+            }
+        }
+        self
+    }
+
+    fn expire_idle(&mut self) {
+        for side in &mut self.sides {
+            side.expire_idle();
+        }
+    }
+
     /// Joins a batch of side `s` with the other side's rows, then stores it.
     fn process_side(&mut self, s: usize, batch: RecordBatch, out: &mut Collector) -> Result<()> {
         let n = batch.num_rows();
         if n == 0 {
             return Ok(());
         }
+        self.expire_idle();
         let [left, right] = &mut self.sides;
         let (this, other) = if s == 0 { (left, right) } else { (right, left) };
         let width = this.input.width();
@@ -557,7 +626,7 @@ impl JoinOperator {
                         }
                     }
                 }
-                mark_dirty(&mut other.dirty, key.as_ref(), groups[i]);
+                other.touch(key.as_ref(), groups[i]);
             }
             let padded = |op| Out {
                 op,
@@ -635,7 +704,7 @@ impl JoinOperator {
                     continue;
                 }
             }
-            mark_dirty(&mut this.dirty, key.as_ref(), groups[i]);
+            this.touch(key.as_ref(), groups[i]);
         }
         if emitted.is_empty() {
             return Ok(());
@@ -741,10 +810,14 @@ impl Operator for JoinOperator {
             for &e in rows.expires.iter().filter(|&&e| e != i64::MAX) {
                 side.timers.push(Reverse((e, kg, key.into())));
             }
+            side.idle.restored(rows.written, kg, key.into());
             side.rows.insert(key.into(), rows);
         }
         if restored > 0 {
             tracing::info!(rows = restored, "join restored its rows from state");
+        }
+        for side in &mut self.sides {
+            side.idle.set_metrics(ctx.metrics.clone());
         }
         self.state = Some(state);
         Ok(())
@@ -770,6 +843,7 @@ impl Operator for JoinOperator {
 
     fn handle_watermark(&mut self, watermark: i64, out: &mut Collector) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
+        self.expire_idle();
         for s in 0..2 {
             self.expire(s, out)?;
         }
@@ -778,6 +852,7 @@ impl Operator for JoinOperator {
     }
 
     fn handle_checkpoint(&mut self, _checkpoint: u64, _out: &mut Collector) -> Result<()> {
+        self.expire_idle();
         let Some(state) = &self.state else {
             return Ok(());
         };

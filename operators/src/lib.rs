@@ -44,6 +44,7 @@ pub mod sink;
 mod spill;
 #[cfg(test)]
 mod test_support;
+pub mod ttl;
 pub mod updating;
 pub mod watermark;
 pub mod window;

@@ -32,6 +32,8 @@ struct Counters {
     last_alignment_ms: AtomicU64,
     max_checkpoint_ms: AtomicU64,
     spilled_bytes: AtomicU64,
+    /// Keys whose state expired (`'table.exec.state.ttl'`).
+    expired_keys: AtomicU64,
     /// When the last task finished opening its operators (restoring their
     /// state), in ms since the Unix epoch.
     opened_unix_ms: AtomicU64,
@@ -131,6 +133,15 @@ impl JobMetrics {
 
     pub fn spilled_bytes(&self) -> u64 {
         self.inner.spilled_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Keys whose state was dropped, idle for the time-to-live.
+    pub fn add_expired_keys(&self, n: u64) {
+        self.inner.expired_keys.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn expired_keys(&self) -> u64 {
+        self.inner.expired_keys.load(Ordering::Relaxed)
     }
 
     /// A task opened its operators (and they restored their state).

@@ -43,6 +43,7 @@ use crate::aggregate::evaluate_args;
 use crate::operator::{Collector, Operator, OperatorContext};
 use crate::partition::key_groups;
 use crate::partitions::{Converters, Entry, PartitionStore};
+use crate::ttl::StateTtl;
 use crate::updating::{OP_COLUMN, OP_DELETE, OP_INSERT, OP_UPDATE_AFTER, OP_UPDATE_BEFORE};
 use crate::{OperatorError, Result};
 
@@ -74,6 +75,11 @@ pub struct OverSpec {
     /// The input's changelog column (its last), when it is updating.
     pub op_column: Option<usize>,
     pub mode: OverMode,
+    /// Partitions idle this long (processing time) are dropped
+    /// (`'table.exec.state.ttl'`; see [`crate::ttl`]); rows still waiting
+    /// for the watermark are kept.
+    #[serde(default)]
+    pub state_ttl_ms: Option<i64>,
 }
 
 impl OverSpec {
@@ -261,6 +267,8 @@ impl OverAggregateOperator {
             .map(|a| a.field().as_ref().clone().with_nullable(true))
             .collect();
         let output = spec.output_schema(input, &agg_fields);
+        let mut store = PartitionStore::new("OVER aggregate");
+        store.set_ttl(spec.state_ttl_ms.map(StateTtl::new));
         Ok(Self {
             frames: Frames {
                 frame: spec.frame,
@@ -273,12 +281,25 @@ impl OverAggregateOperator {
             output,
             partition_converter,
             order_converter,
-            store: PartitionStore::new("OVER aggregate"),
+            store,
         })
     }
 
     pub fn output_schema(&self) -> SchemaRef {
         self.output.clone()
+    }
+
+    /// Measures the time-to-live on another clock (tests).
+    pub fn with_state_ttl(mut self, ttl: Option<StateTtl>) -> Self {
+        self.store.set_ttl(ttl);
+        self
+    }
+
+    /// Drops partitions idle for the time-to-live, except those with rows
+    /// still waiting for the watermark.
+    fn expire_idle(&mut self) {
+        self.store
+            .expire_idle(|part| part.entries.len() > part.emitted as usize);
     }
 
     /// Applies one row of the `Updating` mode: emits the results it
@@ -451,6 +472,7 @@ impl Operator for OverAggregateOperator {
         if n == 0 {
             return Ok(());
         }
+        self.expire_idle();
         let partition_arrays: Vec<ArrayRef> = self
             .spec
             .partition
@@ -526,6 +548,7 @@ impl Operator for OverAggregateOperator {
 
     fn handle_watermark(&mut self, watermark: i64, out: &mut Collector) -> Result<()> {
         self.store.watermark = self.store.watermark.max(watermark);
+        self.expire_idle();
         if self.spec.mode == OverMode::EventTime {
             let mut emitted = Emitted::default();
             self.fire(&mut emitted)?;
@@ -536,6 +559,7 @@ impl Operator for OverAggregateOperator {
     }
 
     fn handle_checkpoint(&mut self, _checkpoint: u64, _out: &mut Collector) -> Result<()> {
+        self.expire_idle();
         self.store.checkpoint()
     }
 }

@@ -18,6 +18,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use crate::keyed_state::{KeyMap, KeyedState, mark_dirty};
 use crate::metrics::JobMetrics;
 use crate::operator::OperatorContext;
+use crate::ttl::{IdleKeys, NEVER_WRITTEN, StateTtl};
 use crate::{OperatorError, Result};
 
 /// One stored row: its ORDER BY key and the row (both in row format) and
@@ -39,6 +40,8 @@ pub(crate) struct Partition {
     pub emitted: u64,
     /// `WindowClose`: when the window fires (`window_end - 1`).
     pub fires_at: i64,
+    /// When it was last written, under a time-to-live (see [`crate::ttl`]).
+    pub written: i64,
 }
 
 impl Partition {
@@ -47,20 +50,22 @@ impl Partition {
             entries: Vec::new(),
             emitted: 0,
             fires_at: i64::MAX,
+            written: NEVER_WRITTEN,
         }
     }
 
-    /// `emitted | fires_at | n | per entry: time, key length, row length,
-    /// key, row`; integers little-endian.
+    /// `emitted | fires_at | written | n | per entry: time, key length,
+    /// row length, key, row`; integers little-endian.
     pub fn encode(&self) -> Vec<u8> {
         let size: usize = self
             .entries
             .iter()
             .map(|e| 16 + e.key.len() + e.row.len())
             .sum();
-        let mut out = Vec::with_capacity(20 + size);
+        let mut out = Vec::with_capacity(28 + size);
         out.extend_from_slice(&self.emitted.to_le_bytes());
         out.extend_from_slice(&self.fires_at.to_le_bytes());
+        out.extend_from_slice(&self.written.to_le_bytes());
         out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         for e in &self.entries {
             out.extend_from_slice(&e.time.to_le_bytes());
@@ -86,6 +91,7 @@ impl Partition {
             |b: &[u8]| -> Result<u32> { Ok(u32::from_le_bytes(b.try_into().map_err(|_| bad())?)) };
         let emitted = u64_of(take(8)?)?;
         let fires_at = u64_of(take(8)?)? as i64;
+        let written = u64_of(take(8)?)? as i64;
         let n = u32_of(take(4)?)? as usize;
         let mut entries = Vec::with_capacity(n);
         for _ in 0..n {
@@ -103,6 +109,7 @@ impl Partition {
             entries,
             emitted,
             fires_at,
+            written,
         })
     }
 }
@@ -120,6 +127,8 @@ pub(crate) struct PartitionStore {
     pub watermark: i64,
     state: Option<KeyedState>,
     metrics: Option<JobMetrics>,
+    /// Partitions by last write, under a time-to-live.
+    idle: IdleKeys<Box<[u8]>>,
     unknown_retractions: u64,
     /// Names the operator in logs.
     what: &'static str,
@@ -134,6 +143,7 @@ impl PartitionStore {
             watermark: i64::MIN,
             state: None,
             metrics: None,
+            idle: IdleKeys::new(None),
             unknown_retractions: 0,
             what,
         }
@@ -155,6 +165,7 @@ impl PartitionStore {
             if let Some(t) = timer_of(&part) {
                 self.timers.push(Reverse((t, kg, key.clone().into())));
             }
+            self.idle.restored(part.written, kg, key.clone().into());
             self.partitions.insert(key.into(), part);
         }
         if restored > 0 {
@@ -166,7 +177,26 @@ impl PartitionStore {
         }
         self.state = Some(state);
         self.metrics = Some(ctx.metrics.clone());
+        self.idle.set_metrics(ctx.metrics.clone());
         Ok(())
+    }
+
+    /// Partitions idle for `ttl` expire (set before [`Self::open`]).
+    pub fn set_ttl(&mut self, ttl: Option<StateTtl>) {
+        self.idle.set_ttl(ttl);
+    }
+
+    /// Reads the clock and drops the partitions idle for the time-to-live,
+    /// except those `pending` keeps (rows still waiting for the watermark).
+    /// Call it before the writes of a batch: they are stamped with this
+    /// time.
+    pub fn expire_idle(&mut self, pending: impl Fn(&Partition) -> bool) {
+        let expired = self
+            .idle
+            .drop_idle(&mut self.partitions, |p| (!pending(p)).then_some(p.written));
+        for (kg, key) in expired {
+            mark_dirty(&mut self.dirty, &key, kg);
+        }
     }
 
     /// The partition of `key`, created empty if there is none.
@@ -179,8 +209,15 @@ impl PartitionStore {
             .unwrap_or_else(|| unreachable!("inserted above"))
     }
 
+    /// The partition of `key` changed (or is gone): written at the next
+    /// barrier, and its time-to-live starts again.
     pub fn mark_dirty(&mut self, key: &[u8], kg: u16) {
         mark_dirty(&mut self.dirty, key, kg);
+        if self.idle.enabled()
+            && let Some(part) = self.partitions.get_mut(key)
+        {
+            self.idle.written(&mut part.written, kg, || key.into());
+        }
     }
 
     pub fn count_late(&self, n: u64) {

@@ -42,6 +42,7 @@ use crate::operator::{Collector, Operator, OperatorContext};
 use crate::partition::key_groups;
 pub(crate) use crate::partitions::Entry;
 use crate::partitions::{Converters, PartitionStore};
+use crate::ttl::StateTtl;
 use crate::updating::{OP_COLUMN, OP_DELETE, OP_INSERT, OP_UPDATE_AFTER, OP_UPDATE_BEFORE};
 use crate::{OperatorError, Result};
 
@@ -105,6 +106,11 @@ pub struct RankSpec {
     /// The input's changelog column (its last), when it is updating.
     pub op_column: Option<usize>,
     pub mode: RankMode,
+    /// Partitions idle this long (processing time) are dropped
+    /// (`'table.exec.state.ttl'`; see [`crate::ttl`]). Not for
+    /// `WindowClose`, whose state ends with each window.
+    #[serde(default)]
+    pub state_ttl_ms: Option<i64>,
 }
 
 impl RankSpec {
@@ -318,6 +324,8 @@ impl RankOperator {
             row: row_converter,
         } = Converters::new(input, &spec.partition, &spec.order, width)?;
         let output = spec.output_schema(input);
+        let mut store = PartitionStore::new("Top-N");
+        store.set_ttl(spec.state_ttl_ms.map(StateTtl::new));
         Ok(Self {
             spec,
             width,
@@ -325,7 +333,7 @@ impl RankOperator {
             partition_converter,
             order_converter,
             row_converter,
-            store: PartitionStore::new("Top-N"),
+            store,
             before: Vec::new(),
             after: Vec::new(),
         })
@@ -333,6 +341,23 @@ impl RankOperator {
 
     pub fn output_schema(&self) -> SchemaRef {
         self.output.clone()
+    }
+
+    /// Measures the time-to-live on another clock (tests).
+    pub fn with_state_ttl(mut self, ttl: Option<StateTtl>) -> Self {
+        self.store.set_ttl(ttl);
+        self
+    }
+
+    /// Drops partitions idle for the time-to-live, except first rows
+    /// still waiting for the watermark; a window's partition never idles.
+    fn expire_idle(&mut self) {
+        let mode = self.spec.mode;
+        self.store.expire_idle(|part| match mode {
+            RankMode::Updating => false,
+            RankMode::FirstByTime { .. } => !part.entries.is_empty(),
+            RankMode::WindowClose { .. } => true,
+        });
     }
 
     /// Turns collected rows into an output batch.
@@ -527,6 +552,7 @@ impl Operator for RankOperator {
         if n == 0 {
             return Ok(());
         }
+        self.expire_idle();
         let columns = |cs: &mut dyn Iterator<Item = usize>| -> Vec<ArrayRef> {
             cs.map(|c| batch.column(c).clone()).collect()
         };
@@ -592,12 +618,14 @@ impl Operator for RankOperator {
 
     fn handle_watermark(&mut self, watermark: i64, out: &mut Collector) -> Result<()> {
         self.store.watermark = self.store.watermark.max(watermark);
+        self.expire_idle();
         self.fire(out)?;
         out.emit_watermark(watermark);
         Ok(())
     }
 
     fn handle_checkpoint(&mut self, _checkpoint: u64, _out: &mut Collector) -> Result<()> {
+        self.expire_idle();
         self.store.checkpoint()
     }
 }

@@ -47,6 +47,7 @@ use crate::aggregate::{
 };
 use crate::keyed_state::{KeyedState, int64_column, split_by_key_group};
 use crate::operator::{Collector, Operator, OperatorContext};
+use crate::ttl::{IdleKeys, NEVER_WRITTEN, StateTtl};
 use crate::{OperatorError, Result};
 
 /// The changelog column's name and codes.
@@ -147,6 +148,8 @@ struct Group {
     /// Input rows in the group: accumulated minus retracted.
     live: i64,
     last: Option<Vec<ScalarValue>>,
+    /// When it was last updated, under a time-to-live.
+    written: i64,
 }
 
 /// One aggregate: its expression, how it is kept, and an encoder of its
@@ -265,6 +268,8 @@ pub struct UpdatingAggregateOperator {
     output_schema: SchemaRef,
     groups: HashMap<OwnedRow, Group>,
     state: Option<KeyedState>,
+    /// Groups by last update, under a time-to-live.
+    idle: IdleKeys<OwnedRow>,
 }
 
 impl std::fmt::Debug for UpdatingAggregateOperator {
@@ -345,10 +350,22 @@ impl UpdatingAggregateOperator {
             output_schema: Arc::new(Schema::new(fields)),
             groups: HashMap::new(),
             state: None,
+            idle: IdleKeys::new(None),
         })
     }
 
-    /// Every group as one state row: keys, `_live`, `_has_last`, the last
+    /// Drops a group once it is not updated for the time-to-live (see
+    /// [`crate::ttl`]): a later row of its key starts it again, with `+I`.
+    pub fn with_state_ttl(mut self, ttl: Option<StateTtl>) -> Self {
+        self.idle.set_ttl(ttl);
+        self
+    }
+
+    fn expire_idle(&mut self) {
+        self.idle.drop_idle(&mut self.groups, |g| Some(g.written));
+    }
+
+    /// Every group as one state row: keys, `_live`, `_written`, `_has_last`, the last
     /// result (one column per aggregate), then each aggregate's state
     /// (its accumulator's `state()` columns, or one binary column of row
     /// encodings and counts). Accumulators are rebuilt from what was
@@ -369,6 +386,10 @@ impl UpdatingAggregateOperator {
         fields.push(Field::new("_live", DataType::Int64, false));
         columns.push(Arc::new(Int64Array::from_iter_values(
             groups.iter().map(|(_, g)| g.live),
+        )));
+        fields.push(Field::new("_written", DataType::Int64, false));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            groups.iter().map(|(_, g)| g.written),
         )));
         fields.push(Field::new("_has_last", DataType::Boolean, false));
         columns.push(Arc::new(BooleanArray::from_iter(
@@ -460,18 +481,19 @@ impl UpdatingAggregateOperator {
         let bad = || OperatorError::Internal("bad updating aggregate state".into());
         let keys = self.converter.convert_columns(&rows.columns()[..k])?;
         let live = int64_column(rows, k)?;
-        let has_last = rows.column(k + 1).as_boolean_opt().ok_or_else(bad)?;
+        let written = int64_column(rows, k + 1)?;
+        let has_last = rows.column(k + 2).as_boolean_opt().ok_or_else(bad)?;
         for r in 0..rows.num_rows() {
             let last = if has_last.value(r) {
                 Some(
                     (0..m)
-                        .map(|a| ScalarValue::try_from_array(rows.column(k + 2 + a), r))
+                        .map(|a| ScalarValue::try_from_array(rows.column(k + 3 + a), r))
                         .collect::<std::result::Result<Vec<_>, _>>()?,
                 )
             } else {
                 None
             };
-            let mut at = k + 2 + m;
+            let mut at = k + 3 + m;
             let mut states = Vec::with_capacity(m);
             for agg in &self.aggregates {
                 let mut state = agg.new_state()?;
@@ -505,12 +527,15 @@ impl UpdatingAggregateOperator {
                 }
                 states.push(state);
             }
+            let key = keys.row(r).owned();
+            self.idle.restored(written.value(r), 0, key.clone());
             self.groups.insert(
-                keys.row(r).owned(),
+                key,
                 Group {
                     states,
                     live: live.value(r),
                     last,
+                    written: written.value(r),
                 },
             );
         }
@@ -550,11 +575,13 @@ impl Operator for UpdatingAggregateOperator {
         if !self.groups.is_empty() {
             tracing::info!(groups = self.groups.len(), "restored groups from state");
         }
+        self.idle.set_metrics(ctx.metrics.clone());
         self.state = Some(state);
         Ok(())
     }
 
     fn handle_checkpoint(&mut self, _checkpoint: u64, _out: &mut Collector) -> Result<()> {
+        self.expire_idle();
         let Some(state) = self.state.clone() else {
             return Ok(());
         };
@@ -569,6 +596,7 @@ impl Operator for UpdatingAggregateOperator {
     }
 
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
+        self.expire_idle();
         let n = batch.num_rows();
         let keys: Vec<ArrayRef> = self
             .key_columns
@@ -615,10 +643,12 @@ impl Operator for UpdatingAggregateOperator {
                         states,
                         live: 0,
                         last: None,
+                        written: NEVER_WRITTEN,
                     })
                 }
             };
             group.live += added.len() as i64 - retracted.len() as i64;
+            self.idle.written(&mut group.written, 0, || key.clone());
             let (added, retracted) = (UInt32Array::from(added), UInt32Array::from(retracted));
             for (((agg, state), values), mask) in self
                 .aggregates

@@ -19,6 +19,7 @@ use eddy_operators::rank::RankOperator;
 use eddy_operators::runtime::{Dataflow, Partitioning, Stage, StageInput};
 use eddy_operators::session::SessionWindowOperator;
 use eddy_operators::sink::SinkOperator;
+use eddy_operators::ttl::StateTtl;
 use eddy_operators::updating::UpdatingAggregateOperator;
 use eddy_operators::watermark::WatermarkOperator;
 use eddy_operators::window::{WindowAggregateOperator, WindowAssigner};
@@ -127,6 +128,7 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                     .ok_or_else(|| PlanError::internal("aggregate without input"))?;
                 let (aggs, filters) = aggregate_exprs(&u.aggregates, &input, env)?;
                 let (keys, op_column) = (u.keys.clone(), u.op_column);
+                let ttl = u.state_ttl_ms;
                 Some(validated(Arc::new(move || {
                     let op = UpdatingAggregateOperator::try_new(
                         &input,
@@ -134,7 +136,8 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                         aggs.clone(),
                         filters.clone(),
                         op_column,
-                    )?;
+                    )?
+                    .with_state_ttl(ttl.map(StateTtl::new));
                     Ok(Box::new(op) as Box<dyn Operator>)
                 }))?)
             }
@@ -282,14 +285,15 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                     .as_ref()
                     .map(|r| r.to_physical(&pairs, &env.functions))
                     .transpose()?;
-                let join_type = j.join_type;
+                let (join_type, ttl) = (j.join_type, j.state_ttl_ms);
                 Some(validated(Arc::new(move || {
                     let op = JoinOperator::try_new(
                         join_type,
                         left.clone(),
                         right.clone(),
                         residual.clone(),
-                    )?;
+                    )?
+                    .with_state_ttl(ttl.map(StateTtl::new));
                     Ok(Box::new(op) as Box<dyn Operator>)
                 }))?)
             }

@@ -127,6 +127,10 @@ pub struct UpdatingAggregateNode {
     /// The input's changelog column, when the input is updating.
     #[serde(default)]
     pub op_column: Option<usize>,
+    /// Groups not updated for this long (processing time, ms) are dropped
+    /// (`'table.exec.state.ttl'`); `None`: kept for ever.
+    #[serde(default)]
+    pub state_ttl_ms: Option<i64>,
 }
 
 /// A regular join of its input 0 (left) and input 1 (right). Its rows are
@@ -152,6 +156,11 @@ pub struct JoinNode {
     pub left_expiry: Option<Expiry>,
     #[serde(default)]
     pub right_expiry: Option<Expiry>,
+    /// A join key's rows on a side whose rows do not expire are dropped
+    /// once not written for this long (processing time, ms;
+    /// `'table.exec.state.ttl'`). `None`: kept for ever.
+    #[serde(default)]
+    pub state_ttl_ms: Option<i64>,
 }
 
 /// A lookup join: one input; its output is the input's row columns, then
@@ -404,8 +413,15 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
             } else {
                 "; late rows dropped"
             };
+            let kept = match w.allowed_lateness_ms {
+                0 => "until the watermark passes its end".to_string(),
+                ms => format!(
+                    "until the watermark passes its end + {}",
+                    format_duration(ms)
+                ),
+            };
             format!(
-                "{window} keys=[{}] aggregates=[{}]{lateness}{late}",
+                "{window} keys=[{}] aggregates=[{}]{lateness}{late}; state: each open window {kept}",
                 w.keys
                     .iter()
                     .map(|k| format!("#{k}"))
@@ -422,13 +438,14 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
                 ""
             };
             format!(
-                "UpdatingAggregate keys=[{}] aggregates=[{}]{input} → changelog (_op); state grows with the number of keys",
+                "UpdatingAggregate keys=[{}] aggregates=[{}]{input} → changelog (_op); state: a group per key, {}",
                 u.keys
                     .iter()
                     .map(|k| format!("#{k}"))
                     .collect::<Vec<_>>()
                     .join(", "),
-                aggs.join(", ")
+                aggs.join(", "),
+                retention(u.state_ttl_ms)
             )
         }
         NodeKind::Join(j) => {
@@ -464,7 +481,7 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
                     name(input, e.time_column),
                     format_duration(e.after_ms)
                 ),
-                None => "UNBOUNDED (for ever)".to_string(),
+                None => retention(j.state_ttl_ms),
             };
             let kind = match (&j.left_expiry, &j.right_expiry) {
                 (Some(l), Some(_)) if j.left_keys.contains(&l.time_column) => "WindowJoin",
@@ -538,16 +555,18 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
                 format!("the top {} rows of each partition", r.limit)
             };
             match r.mode {
-                RankMode::Updating => {
-                    format!("TopN {over} → changelog (_op); state: {kept}, UNBOUNDED (for ever)")
-                }
+                RankMode::Updating => format!(
+                    "TopN {over} → changelog (_op); state: {kept}, {}",
+                    retention(r.state_ttl_ms)
+                ),
                 RankMode::WindowClose { window_end } => format!(
                     "WindowTopN {over} → append-only, when each window closes; state: {kept} until the watermark passes {}",
                     name(window_end)
                 ),
                 RankMode::FirstByTime { time } => format!(
-                    "FirstRows {over} → append-only, once the watermark passes {}; state: a count per partition UNBOUNDED (for ever), rows until the watermark passes {}",
+                    "FirstRows {over} → append-only, once the watermark passes {}; state: a count per partition {}, rows until the watermark passes {}",
                     name(time),
+                    retention(r.state_ttl_ms),
                     name(time)
                 ),
             }
@@ -578,7 +597,10 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
             match (o.spec.mode, o.spec.frame) {
                 (OverMode::EventTime, frame) => {
                     let kept = match frame {
-                        OverFrame::Rows(n) => format!("the last {n} rows of each partition"),
+                        OverFrame::Rows(n) => format!(
+                            "the last {n} rows of each partition, {}",
+                            retention(o.spec.state_ttl_ms)
+                        ),
                         OverFrame::RangeMs(d) => {
                             format!("the rows within {} of the watermark", format_duration(d))
                         }
@@ -589,7 +611,8 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
                     )
                 }
                 (OverMode::Updating, _) => format!(
-                    "OverAggregate {over} → changelog (_op), kept equal to the query over the current rows; state: every row, UNBOUNDED (for ever)"
+                    "OverAggregate {over} → changelog (_op), kept equal to the query over the current rows; state: every row, {}",
+                    retention(o.spec.state_ttl_ms)
                 ),
             }
         }
@@ -601,6 +624,18 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
                 .collect();
             format!("Sink {} [{}]", s.name, opts.join(", "))
         }
+    }
+}
+
+/// How long state kept per key lives: for ever (marked), or until idle
+/// for the time-to-live.
+fn retention(ttl_ms: Option<i64>) -> String {
+    match ttl_ms {
+        None => "UNBOUNDED (for ever)".into(),
+        Some(ms) => format!(
+            "until idle for {} (table.exec.state.ttl)",
+            format_duration(ms)
+        ),
     }
 }
 

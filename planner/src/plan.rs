@@ -1225,6 +1225,7 @@ impl QueryPlanner<'_> {
                     keys: key_indices,
                     aggregates: calls_out,
                     op_column,
+                    state_ttl_ms: self.settings.state_ttl_ms,
                 })
             }
         };

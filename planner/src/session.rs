@@ -115,6 +115,11 @@ pub struct Settings {
     /// `'state.cache.size'`: in-memory state per operator subtask before it
     /// spills to the state backend (`None`: the operators' default, 64 MB).
     pub state_cache_bytes: Option<u64>,
+    /// `'table.exec.state.ttl'` (Flink's name; `'state.ttl'` for short):
+    /// the state of a key of a regular join, Top-N, deduplication, OVER or
+    /// updating aggregate that is not written for this long (processing
+    /// time, ms) is dropped. `None`: kept for ever.
+    pub state_ttl_ms: Option<i64>,
     /// `'late.dead-letter-sink'`, kept until the policy asks for it.
     dead_letter_sink: Option<String>,
     /// `'late.policy' = 'dead-letter'` was set before its sink was named.
@@ -132,6 +137,7 @@ impl Default for Settings {
             checkpoint_interval_ms: DEFAULT_CHECKPOINT_INTERVAL_MS,
             checkpoints_retained: DEFAULT_CHECKPOINTS_RETAINED,
             state_cache_bytes: None,
+            state_ttl_ms: None,
             dead_letter_sink: None,
             dead_letter_wanted: false,
         }
@@ -147,7 +153,7 @@ pub const DEFAULT_CHECKPOINTS_RETAINED: usize = 3;
 pub const RESULT_MODE: &str = "result-mode";
 
 /// The settings `SET` knows, for the message about an unknown one.
-const KNOWN_SETTINGS: &str = "parallelism, 'late.policy', 'late.dead-letter-sink', 'table.exec.emit.allow-lateness', 'table.exec.emit.early-fire.enabled', 'table.exec.emit.early-fire.delay', 'sql-client.execution.result-mode', 'execution.checkpointing.interval', 'state.checkpoints.num-retained', 'state.cache.size'";
+const KNOWN_SETTINGS: &str = "parallelism, 'late.policy', 'late.dead-letter-sink', 'table.exec.emit.allow-lateness', 'table.exec.emit.early-fire.enabled', 'table.exec.emit.early-fire.delay', 'sql-client.execution.result-mode', 'execution.checkpointing.interval', 'state.checkpoints.num-retained', 'state.cache.size', 'table.exec.state.ttl'";
 
 impl Default for Session {
     fn default() -> Self {
@@ -589,6 +595,16 @@ impl Session {
                             )
                         })?;
                     self.settings.state_cache_bytes = Some(bytes);
+                    Ok(Outcome::Info(String::new()))
+                }
+                "table.exec.state.ttl" | "state.ttl" => {
+                    // 0 turns it off, as in Flink.
+                    let off = ["off", "none"].contains(&option.value.trim());
+                    self.settings.state_ttl_ms = if off {
+                        None
+                    } else {
+                        Some(duration_setting(option)?).filter(|&ms| ms > 0)
+                    };
                     Ok(Outcome::Info(String::new()))
                 }
                 "sql-client.execution.result-mode" => {

@@ -369,3 +369,98 @@ fn a_join_shuffles_both_inputs_by_its_keys_and_pushes_filters_down() {
     );
     assert!(explain.contains("UNBOUNDED"), "{explain}");
 }
+
+/// The retention EXPLAIN states for each stateful operator of `query`.
+fn retention_lines(settings: &str, query: &str) -> Vec<String> {
+    let mut session = Session::new(1);
+    let full = format!("{BIDS}{PEOPLE}{settings}EXPLAIN {query};");
+    let outcomes = session
+        .execute(&full)
+        .unwrap_or_else(|e| panic!("{}", e.render(&full, "test")));
+    let Some(Outcome::Explain(text)) = outcomes.into_iter().last() else {
+        panic!("no EXPLAIN")
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (_, state) = l.split_once("; state: ")?;
+            let (state, _) = state.rsplit_once("  (parallelism")?;
+            Some(state.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn state_ttl_bounds_joins_top_n_over_and_updating_aggregates_and_explain_says_so() {
+    let join = "SELECT b.price, p.name FROM bid b JOIN person p ON b.bidder = p.id";
+    let count = "SELECT auction, COUNT(*) AS n FROM bid GROUP BY auction";
+    let top = "SELECT * FROM (SELECT auction, price, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rn FROM bid) WHERE rn <= 3";
+    let over = "SELECT auction, SUM(price) OVER (PARTITION BY auction ORDER BY date_time ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS s FROM bid";
+    let window = "SELECT auction, window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end";
+    let forever = "UNBOUNDED (for ever)";
+    let idle = "until idle for 3600s (table.exec.state.ttl)";
+    for (query, without, with) in [
+        (
+            join,
+            vec![format!("left rows {forever}, right rows {forever}")],
+            vec![format!("left rows {idle}, right rows {idle}")],
+        ),
+        (
+            count,
+            vec![format!("a group per key, {forever}")],
+            vec![format!("a group per key, {idle}")],
+        ),
+        (
+            top,
+            vec![format!("the top 3 rows of each partition, {forever}")],
+            vec![format!("the top 3 rows of each partition, {idle}")],
+        ),
+        (
+            over,
+            vec![format!("the last 2 rows of each partition, {forever}")],
+            vec![format!("the last 2 rows of each partition, {idle}")],
+        ),
+        (
+            // A window's state ends with the window: the setting changes
+            // nothing.
+            window,
+            vec!["each open window until the watermark passes its end".to_string()],
+            vec!["each open window until the watermark passes its end".to_string()],
+        ),
+    ] {
+        assert_eq!(retention_lines("", query), without, "{query}");
+        for set in [
+            "SET 'table.exec.state.ttl' = '1 h';",
+            "SET 'state.ttl' = '60 min';",
+        ] {
+            assert_eq!(retention_lines(set, query), with, "{set} {query}");
+        }
+        // 0 turns it off again, as in Flink.
+        assert_eq!(
+            retention_lines("SET 'state.ttl' = '1 h'; SET 'state.ttl' = '0';", query),
+            without,
+            "{query}"
+        );
+    }
+    // The rows of an interval join's side leave by the watermark, not the
+    // setting. Here only person's do: bids (with a watermark) can join
+    // persons of any later time, as person has no watermark.
+    let interval = "SELECT b.price, p.name FROM bid b JOIN person p ON b.bidder = p.id \
+        AND p.date_time BETWEEN b.date_time - INTERVAL '1' SECOND AND b.date_time";
+    assert_eq!(
+        retention_lines("SET 'table.exec.state.ttl' = '1 h';", interval),
+        [format!(
+            "left rows {idle}, right rows until the watermark passes date_time_1 + 1s"
+        )]
+    );
+}
+
+#[test]
+fn a_state_ttl_that_is_not_a_duration_is_an_error_at_its_value() {
+    let (err, at) = plan_error("SET 'table.exec.state.ttl' = 'forever';");
+    assert!(
+        err.to_string()
+            .contains("cannot read the duration 'forever'"),
+        "{err}"
+    );
+    assert!(at.ends_with("'forever'"), "{at}");
+}

@@ -94,6 +94,7 @@ fn run(
         frame,
         op_column: changelog.then_some(3),
         mode,
+        state_ttl_ms: None,
     };
     let op = OverAggregateOperator::try_new(&schema(changelog), spec, aggregates(changelog, count))
         .unwrap();

@@ -58,6 +58,7 @@ fn spec(function: RankFunction, limit: u64, with_rank: bool, changelog: bool) ->
         rank_column: with_rank.then(|| "rn".to_string()),
         op_column: changelog.then_some(3),
         mode: RankMode::Updating,
+        state_ttl_ms: None,
     }
 }
 
@@ -154,6 +155,7 @@ fn partition_state_round_trips() {
         ],
         emitted: 2,
         fires_at: 999,
+        written: 1_700_000_000_000,
     };
     assert_eq!(Partition::decode(&part.encode()).unwrap(), part);
     assert!(Partition::decode(&part.encode()[..30]).is_err());
@@ -372,6 +374,7 @@ fn run_timed(
         rank_column: Some("rn".into()),
         op_column: None,
         mode,
+        state_ttl_ms: None,
     };
     let op = RankOperator::try_new(&timed_schema(), spec).unwrap();
     run_operator_harness_with(Box::new(op), state, vec![input], checkpoints).unwrap()

@@ -390,6 +390,7 @@ impl QueryPlanner<'_> {
             residual,
             left_expiry,
             right_expiry,
+            state_ttl_ms: self.settings.state_ttl_ms,
         };
         let changelog = node.emits_changelog();
         let mut schema_fields: Vec<Field> = pair_fields.iter().map(|(_, f)| f.clone()).collect();

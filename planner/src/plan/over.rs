@@ -190,6 +190,7 @@ impl QueryPlanner<'_> {
                 frame,
                 op_column: None,
                 mode,
+                state_ttl_ms: self.settings.state_ttl_ms,
             });
         }
         let mut spec = spec.ok_or_else(|| PlanError::internal("no OVER aggregate"))?;

@@ -289,6 +289,11 @@ impl QueryPlanner<'_> {
             rank_column: rank_column.clone(),
             op_column,
             mode,
+            // A window's partition ends with the window.
+            state_ttl_ms: match mode {
+                RankMode::WindowClose { .. } => None,
+                _ => self.settings.state_ttl_ms,
+            },
         };
         let out_schema = spec.output_schema(&pre.schema());
         let changelog = spec.emits_changelog();
