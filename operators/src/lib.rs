@@ -42,6 +42,7 @@ pub mod runtime;
 pub mod session;
 pub mod sink;
 mod spill;
+pub mod temporal;
 #[cfg(test)]
 mod test_support;
 pub mod ttl;

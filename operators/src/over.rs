@@ -461,7 +461,7 @@ impl Operator for OverAggregateOperator {
 
     fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
         let event_time = self.spec.mode == OverMode::EventTime;
-        self.store.open(ctx, |part| {
+        self.store.open(ctx, |_, part| {
             let next = part.entries.get(part.emitted as usize)?;
             event_time.then_some(next.time)
         })

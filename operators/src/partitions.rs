@@ -154,7 +154,7 @@ impl PartitionStore {
     pub fn open(
         &mut self,
         ctx: &OperatorContext,
-        timer_of: impl Fn(&Partition) -> Option<i64>,
+        timer_of: impl Fn(&[u8], &Partition) -> Option<i64>,
     ) -> Result<()> {
         let state = KeyedState::open(ctx)?;
         self.watermark = self.watermark.max(state.stored_watermark()?);
@@ -162,7 +162,7 @@ impl PartitionStore {
         for (kg, key, value) in state.scan_raw()? {
             let part = Partition::decode(&value)?;
             restored += part.entries.len();
-            if let Some(t) = timer_of(&part) {
+            if let Some(t) = timer_of(&key, &part) {
                 self.timers.push(Reverse((t, kg, key.clone().into())));
             }
             self.idle.restored(part.written, kg, key.clone().into());

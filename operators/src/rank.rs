@@ -540,7 +540,7 @@ impl Operator for RankOperator {
 
     fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
         let mode = self.spec.mode;
-        self.store.open(ctx, |part| match mode {
+        self.store.open(ctx, |_, part| match mode {
             RankMode::WindowClose { .. } => Some(part.fires_at),
             RankMode::FirstByTime { .. } => part.entries.first().map(|e| e.time),
             RankMode::Updating => None,

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
 use eddy_connectors::{MaterializingSink, MemoryCollector, Options, SinkConfig, SourceConfig};
@@ -19,6 +19,7 @@ use eddy_operators::rank::RankOperator;
 use eddy_operators::runtime::{Dataflow, Partitioning, Stage, StageInput};
 use eddy_operators::session::SessionWindowOperator;
 use eddy_operators::sink::SinkOperator;
+use eddy_operators::temporal::TemporalJoinOperator;
 use eddy_operators::ttl::StateTtl;
 use eddy_operators::updating::UpdatingAggregateOperator;
 use eddy_operators::watermark::WatermarkOperator;
@@ -27,7 +28,7 @@ use eddy_operators::{Operator, Sink};
 
 use crate::error::{PlanError, Result};
 use crate::functions::Functions;
-use crate::graph::{AggregateCall, EdgeKind, NodeKind, PhysicalGraph, WindowSpec};
+use crate::graph::{AggregateCall, EdgeKind, NodeKind, PhysicalGraph, PlanNode, WindowSpec};
 
 /// How often a lookup join checks whether its table's files changed.
 const LOOKUP_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -257,16 +258,33 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
                     Ok(Box::new(op) as Box<dyn Operator>)
                 }))?)
             }
+            NodeKind::TemporalJoin(t) => {
+                let input = |i: usize| input_of(graph, node, i);
+                let (probe, versions) = (input(0)?, input(1)?);
+                let pairs: Vec<Field> = probe
+                    .fields()
+                    .iter()
+                    .chain(versions.fields())
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect();
+                let residual = t
+                    .residual
+                    .as_ref()
+                    .map(|r| r.to_physical(&Arc::new(Schema::new(pairs)), &env.functions))
+                    .transpose()?;
+                let t = t.clone();
+                Some(validated(Arc::new(move || {
+                    let op = TemporalJoinOperator::try_new(
+                        t.join_type,
+                        (&probe, t.probe.clone()),
+                        (&versions, t.versions.clone()),
+                        residual.clone(),
+                    )?;
+                    Ok(Box::new(op) as Box<dyn Operator>)
+                }))?)
+            }
             NodeKind::Join(j) => {
-                let input = |i: usize| -> Result<SchemaRef> {
-                    graph
-                        .input_edges(node.id)
-                        .iter()
-                        .find(|e| e.input == i)
-                        .and_then(|e| graph.node(e.from))
-                        .map(|n| Arc::new(n.schema.clone()))
-                        .ok_or_else(|| PlanError::internal("a join without two inputs"))
-                };
+                let input = |i: usize| input_of(graph, node, i);
                 let left = JoinInput {
                     schema: input(0)?,
                     keys: j.left_keys.clone(),
@@ -475,8 +493,20 @@ fn stage_name(kind: &NodeKind) -> String {
         NodeKind::UpdatingAggregate(_) => "aggregate".into(),
         NodeKind::Join(_) => "join".into(),
         NodeKind::LookupJoin(_) => "lookup".into(),
+        NodeKind::TemporalJoin(_) => "temporal-join".into(),
         NodeKind::Rank(_) => "topn".into(),
         NodeKind::OverAggregate(_) => "over".into(),
         NodeKind::Sink(s) => format!("sink:{}", s.name),
     }
+}
+
+/// The schema of input `i` of a node of two inputs (a join).
+fn input_of(graph: &PhysicalGraph, node: &PlanNode, i: usize) -> Result<SchemaRef> {
+    graph
+        .input_edges(node.id)
+        .iter()
+        .find(|e| e.input == i)
+        .and_then(|e| graph.node(e.from))
+        .map(|n| Arc::new(n.schema.clone()))
+        .ok_or_else(|| PlanError::internal("a join without two inputs"))
 }

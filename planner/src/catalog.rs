@@ -19,6 +19,10 @@ pub struct SourceDef {
     pub watermark: Option<WatermarkDef>,
     pub options: BTreeMap<String, String>,
     pub config: SourceConfig,
+    /// `PRIMARY KEY (...) NOT ENFORCED`: its rows are versions of their
+    /// key, for an event-time temporal join. Elsewhere they are read as
+    /// they come (append-only), as in Flink.
+    pub primary_key: Vec<String>,
 }
 
 /// `WATERMARK FOR column AS expr`, bound over the source's columns.
@@ -117,13 +121,15 @@ impl Catalog {
         span: Span,
     ) -> Result<String> {
         self.check_free(&s.name)?;
-        if let Some(k) = s.primary_key.first() {
-            return Err(PlanError::not_supported(
-                "PRIMARY KEY on a source (upsert sources)",
-                k.span,
-            ));
-        }
         let schema = Arc::new(columns_schema(&s.columns)?);
+        for k in &s.primary_key {
+            if schema.field_with_name(&k.value).is_err() {
+                return Err(PlanError::user(
+                    format!("PRIMARY KEY names unknown column '{}'", k.value),
+                    k.span,
+                ));
+            }
+        }
         let watermark = match &s.watermark {
             None => None,
             Some(w) => {
@@ -178,6 +184,7 @@ impl Catalog {
                 watermark,
                 options,
                 config,
+                primary_key: s.primary_key.iter().map(|k| k.value.clone()).collect(),
             },
         );
         Ok(name)

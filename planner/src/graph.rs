@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use eddy_operators::join::{Expiry, JoinType};
 pub use eddy_operators::over::{OverFrame, OverMode, OverSpec};
 pub use eddy_operators::rank::{RankFunction, RankMode, RankSpec};
+pub use eddy_operators::temporal::TemporalSide;
 
 use crate::expr::ScalarExpr;
 
@@ -44,6 +45,9 @@ pub enum NodeKind {
     /// A join with a table read whole (`FOR SYSTEM_TIME AS OF` processing
     /// time; see [`eddy_operators::lookup`]).
     LookupJoin(LookupJoinNode),
+    /// A join of its input 0 with the versions of input 1 valid at each
+    /// row's event time (see [`eddy_operators::temporal`]).
+    TemporalJoin(TemporalJoinNode),
     /// Top-N and deduplication (see [`eddy_operators::rank`]).
     Rank(RankSpec),
     OverAggregate(OverAggregateNode),
@@ -179,6 +183,19 @@ pub struct LookupJoinNode {
     pub residual: Option<ScalarExpr>,
     /// The input's changelog column (its last), carried to each output row.
     pub op_column: Option<usize>,
+}
+
+/// An event-time temporal join: input 0's rows (probe), each with the
+/// version of its key in input 1 valid at its time. Its rows are input 0's
+/// columns, then input 1's (nullable); append-only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TemporalJoinNode {
+    pub join_type: eddy_operators::lookup::LookupJoinType,
+    pub probe: TemporalSide,
+    /// Its keys are the versioned table's primary key.
+    pub versions: TemporalSide,
+    /// The rest of the condition, over probe columns ++ version columns.
+    pub residual: Option<ScalarExpr>,
 }
 
 impl JoinNode {
@@ -524,6 +541,30 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
                 "LookupJoin {join} {} ON {} → {out}; state: none (the table is read whole at start, and again when its files change)",
                 l.table.name,
                 on.join(" AND ")
+            )
+        }
+        NodeKind::TemporalJoin(t) => {
+            let name = |input: usize, k: usize| input_column(graph, node, input, k);
+            let mut on: Vec<String> = t
+                .probe
+                .keys
+                .iter()
+                .zip(&t.versions.keys)
+                .map(|(&p, &v)| format!("{} = {}", name(0, p), name(1, v)))
+                .collect();
+            if let Some(r) = &t.residual {
+                on.push(r.to_string());
+            }
+            let join = match t.join_type {
+                eddy_operators::lookup::LookupJoinType::Inner => "INNER",
+                eddy_operators::lookup::LookupJoinType::Left => "LEFT",
+            };
+            format!(
+                "TemporalJoin {join} ON {} AS OF {} → append-only, once the watermark passes {}; state: left rows until the watermark passes {}, per key the versions from the one valid at the watermark on",
+                on.join(" AND "),
+                name(0, t.probe.time),
+                name(0, t.probe.time),
+                name(0, t.probe.time),
             )
         }
         NodeKind::Rank(r) => {

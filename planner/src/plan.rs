@@ -268,6 +268,7 @@ mod keyed;
 mod lookup;
 mod over;
 mod rank;
+mod temporal;
 
 pub(crate) struct QueryPlanner<'a> {
     pub catalog: &'a Catalog,

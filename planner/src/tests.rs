@@ -52,6 +52,7 @@ fn kinds(g: &PhysicalGraph) -> Vec<&'static str> {
             NodeKind::UpdatingAggregate(_) => "UpdatingAggregate",
             NodeKind::Join(_) => "Join",
             NodeKind::LookupJoin(_) => "LookupJoin",
+            NodeKind::TemporalJoin(_) => "TemporalJoin",
             NodeKind::Rank(_) => "Rank",
             NodeKind::OverAggregate(_) => "OverAggregate",
             NodeKind::Sink(_) => "Sink",

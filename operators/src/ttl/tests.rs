@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use datafusion::arrow::array::{Int64Array, RecordBatch, TimestampMillisecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::physical_expr::aggregate::AggregateExprBuilder;
@@ -18,12 +17,12 @@ use datafusion::physical_expr::expressions::{col, lit};
 use eddy_state::{MemoryBackend, StateBackend};
 
 use super::*;
-use crate::checkpoint::CheckpointHandle;
 use crate::join::{JoinInput, JoinOperator, JoinType};
-use crate::operator::{Collector, Emit, Operator, OperatorContext};
+use crate::operator::Operator;
 use crate::over::{OverAggregateOperator, OverFrame, OverMode, OverSpec};
 use crate::rank::{RankFunction, RankMode, RankOperator, RankSpec};
-use crate::updating::{OP_COLUMN, UpdatingAggregateOperator, op_name};
+use crate::test_support::Driven;
+use crate::updating::UpdatingAggregateOperator;
 
 /// A clock at `start` ms that the test moves, and a 100 ms time-to-live
 /// measured on it.
@@ -93,78 +92,6 @@ fn without_a_ttl_nothing_is_tracked() {
     idle.written(&mut written, 0, || 0);
     assert_eq!(written, NEVER_WRITTEN);
     assert!(idle.expired(|_| Some(i64::MIN)).is_empty());
-}
-
-/// An operator driven hook by hook, with what it emitted rendered as
-/// `a,b,c` rows (`+I a,b` with a changelog).
-struct Driven {
-    op: Box<dyn Operator>,
-    ctx: OperatorContext,
-}
-
-impl Driven {
-    fn open(op: Box<dyn Operator>, state: &Arc<dyn StateBackend>) -> Self {
-        let mut op = op;
-        let ctx = OperatorContext {
-            task_name: "ttl-test".into(),
-            operator_id: "ttl-op".into(),
-            subtask: 0,
-            parallelism: 1,
-            state: state.clone(),
-            metrics: crate::metrics::JobMetrics::default(),
-            checkpoints: CheckpointHandle::default(),
-        };
-        op.open(&ctx).unwrap();
-        Self { op, ctx }
-    }
-
-    fn input(&mut self, input: usize, batch: RecordBatch) -> Vec<String> {
-        let mut out = Collector::default();
-        self.op.process_input_batch(input, batch, &mut out).unwrap();
-        render(out.take())
-    }
-
-    fn watermark(&mut self, watermark: i64) -> Vec<String> {
-        let mut out = Collector::default();
-        self.op.handle_watermark(watermark, &mut out).unwrap();
-        render(out.take())
-    }
-
-    fn checkpoint(&mut self) {
-        self.op
-            .handle_checkpoint(1, &mut Collector::default())
-            .unwrap();
-    }
-
-    fn expired_keys(&self) -> u64 {
-        self.ctx.metrics.expired_keys()
-    }
-}
-
-fn render(items: Vec<Emit>) -> Vec<String> {
-    let mut rows = Vec::new();
-    for item in items {
-        let Emit::Data(b) = item else { continue };
-        let op = b.schema().index_of(OP_COLUMN).ok();
-        for r in 0..b.num_rows() {
-            let values: Vec<String> = (0..b.num_columns())
-                .filter(|&c| Some(c) != op)
-                .map(|c| array_value_to_string(b.column(c), r).unwrap())
-                .collect();
-            let values = values.join(",");
-            rows.push(match op {
-                Some(c) => {
-                    let code = b
-                        .column(c)
-                        .as_any()
-                        .downcast_ref::<datafusion::arrow::array::Int8Array>();
-                    format!("{} {values}", op_name(code.unwrap().value(r)))
-                }
-                None => values,
-            });
-        }
-    }
-    rows
 }
 
 fn memory() -> Arc<dyn StateBackend> {

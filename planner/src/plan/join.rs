@@ -184,8 +184,8 @@ impl QueryPlanner<'_> {
         for t in refs {
             let (from, builder, node, lookup) = match &t.for_system_time {
                 Some(as_of) => {
-                    let (from, target) = self.lookup_target(t, as_of)?;
-                    (from, None, usize::MAX, Some(target))
+                    let (from, builder, node, target) = self.lookup_target(t, as_of)?;
+                    (from, Some(builder), node, Some(target))
                 }
                 None => {
                     let (from, builder, node) = self.resolve_table(t, None)?;
@@ -262,9 +262,11 @@ impl QueryPlanner<'_> {
             tables,
             schema: Arc::new(qualified_schema(&fields)?),
         };
+        // A temporal join keeps its left input's event-time attribute;
+        // other joins have none.
         let from = From {
             columns,
-            time_attribute: None,
+            time_attribute: planned.time.clone().filter(|_| !planned.proctime),
             proctime: false,
             changelog: planned.changelog,
             window_end: None,
@@ -397,19 +399,12 @@ impl QueryPlanner<'_> {
         if changelog {
             schema_fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
         }
-        let mut builder = left.builder;
-        let offset = builder.merge(right.builder);
-        let right_node = right.node + offset;
-        // Both sides have keys or neither has: both get the same parallelism.
-        let (p, left_edge) = self.keyed_edge(builder.parallelism(left.node), left_keys);
-        let (_, right_edge) = self.keyed_edge(builder.parallelism(right_node), right_keys);
-        let id = builder.add(
+        let (builder, id) = self.add_two_inputs(
+            (left.builder, left.node, left_keys),
+            (right.builder, right.node, right_keys),
             NodeKind::Join(node),
-            p,
             Schema::new(schema_fields),
-            Some((left.node, left_edge)),
         );
-        builder.add_second_input(id, right_node, right_edge);
         Ok(Planned {
             builder,
             node: id,
@@ -421,9 +416,29 @@ impl QueryPlanner<'_> {
         })
     }
 
+    /// Adds a node of two inputs (a join) over the graphs of `left` and
+    /// `right`, each shuffled by its keys. Both sides have keys or neither
+    /// has: both get the same parallelism.
+    pub(super) fn add_two_inputs(
+        &self,
+        left: (GraphBuilder, usize, Vec<usize>),
+        right: (GraphBuilder, usize, Vec<usize>),
+        kind: NodeKind,
+        schema: Schema,
+    ) -> (GraphBuilder, usize) {
+        let (mut builder, left_node, left_keys) = left;
+        let offset = builder.merge(right.0);
+        let right_node = right.1 + offset;
+        let (p, left_edge) = self.keyed_edge(builder.parallelism(left_node), left_keys);
+        let (_, right_edge) = self.keyed_edge(builder.parallelism(right_node), right.2);
+        let id = builder.add(kind, p, schema, Some((left_node, left_edge)));
+        builder.add_second_input(id, right_node, right_edge);
+        (builder, id)
+    }
+
     /// A table as a join input: its pushed-down filter, and its columns
     /// renamed to their field names in the join.
-    fn plan_leaf(&self, leaf: &mut Leaf, pushed: Vec<Conjunct>) -> Result<Planned> {
+    pub(super) fn plan_leaf(&self, leaf: &mut Leaf, pushed: Vec<Conjunct>) -> Result<Planned> {
         if let Some(target) = &leaf.lookup {
             return Err(PlanError::user(
                 "FOR SYSTEM_TIME AS OF is only valid on the right side of a JOIN",

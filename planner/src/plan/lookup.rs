@@ -24,7 +24,7 @@ use eddy_parser::ast::{self, TableRefKind};
 use std::collections::BTreeSet;
 
 use super::join::{Conjunct, JoinTree, Leaf, Planned, and_all, leaf_tables, qualified_schema};
-use super::{From, OP_COLUMN, QueryPlanner};
+use super::{From, GraphBuilder, OP_COLUMN, QueryPlanner};
 use crate::binder::{AggMode, Scope};
 use crate::catalog::SourceDef;
 use crate::error::{PlanError, Result};
@@ -34,18 +34,19 @@ use eddy_operators::lookup::LookupJoinType;
 
 /// A table read `FOR SYSTEM_TIME AS OF`, waiting for its join.
 pub(crate) struct LookupTarget {
-    source: SourceDef,
+    pub(super) source: SourceDef,
     pub(super) as_of: ast::Expr,
 }
 
 impl QueryPlanner<'_> {
     /// Resolves a FROM item read `FOR SYSTEM_TIME AS OF`: a source table,
-    /// whose columns join the scope but which adds nothing to the graph.
+    /// whose columns join the scope, and its read as a stream (which only
+    /// an event-time temporal join puts in the graph).
     pub(super) fn lookup_target(
         &self,
         t: &ast::TableRef,
         as_of: &ast::Expr,
-    ) -> Result<(From, LookupTarget)> {
+    ) -> Result<(From, GraphBuilder, usize, LookupTarget)> {
         let TableRefKind::Named(name) = &t.kind else {
             return Err(PlanError::not_supported(
                 "FOR SYSTEM_TIME AS OF a subquery or window (name a table)",
@@ -61,8 +62,7 @@ impl QueryPlanner<'_> {
             for_system_time: None,
             ..t.clone()
         };
-        // Its scope as a plain read (the graph nodes that makes are dropped).
-        let (from, _, _) = self.resolve_table(&plain, None)?;
+        let (from, builder, node) = self.resolve_table(&plain, None)?;
         let Some(source) = source else {
             return Err(PlanError::not_supported(
                 "FOR SYSTEM_TIME AS OF a WITH query (name a source table)",
@@ -71,6 +71,8 @@ impl QueryPlanner<'_> {
         };
         Ok((
             from,
+            builder,
+            node,
             LookupTarget {
                 source,
                 as_of: as_of.clone(),
@@ -126,11 +128,16 @@ impl QueryPlanner<'_> {
             }
         }
         let left = self.plan_tree(left, to_left, leaves, scope)?;
+        let Some(target) = leaves[table].lookup.as_ref() else {
+            return Err(PlanError::internal("a lookup join without its table"));
+        };
+        if self.as_of_event_time(&target.as_of, &left, scope)? {
+            return self.plan_temporal_join(join_type, left, &mut leaves[table], keys, residual);
+        }
         let leaf = &leaves[table];
         let Some(target) = leaf.lookup.as_ref() else {
             return Err(PlanError::internal("a lookup join without its table"));
         };
-        self.check_as_of(&target.as_of, &left, scope, &target.source)?;
         if target.source.config.lookup_table().is_none() {
             let connector = target
                 .source
@@ -216,34 +223,24 @@ impl QueryPlanner<'_> {
         })
     }
 
-    /// `AS OF` must be the left input's processing-time attribute.
-    fn check_as_of(
-        &self,
-        as_of: &ast::Expr,
-        left: &Planned,
-        scope: &Scope,
-        source: &SourceDef,
-    ) -> Result<()> {
+    /// `AS OF` must be the left input's processing-time attribute (a
+    /// lookup join: false) or its event-time attribute (a temporal join:
+    /// true).
+    fn as_of_event_time(&self, as_of: &ast::Expr, left: &Planned, scope: &Scope) -> Result<bool> {
         let bound = self
             .binder
             .bind(as_of, scope, AggMode::Forbidden("FOR SYSTEM_TIME AS OF"))?;
-        let is_proctime = match &bound {
-            Expr::Column(c) => left.index_of(c).is_some_and(|i| {
-                left.proctime && left.time.as_deref() == Some(left.fields[i].1.name().as_str())
-            }),
+        let is_time = match &bound {
+            Expr::Column(c) => left
+                .index_of(c)
+                .is_some_and(|i| left.time.as_deref() == Some(left.fields[i].1.name().as_str())),
             _ => false,
         };
-        if is_proctime {
-            return Ok(());
-        }
-        if source.watermark.is_some() {
-            return Err(PlanError::not_supported(
-                "event-time temporal joins (FOR SYSTEM_TIME AS OF an event-time attribute, against a versioned table)",
-                as_of.span,
-            ));
+        if is_time {
+            return Ok(!left.proctime);
         }
         Err(PlanError::user(
-            "FOR SYSTEM_TIME AS OF needs the other input's processing-time attribute: select PROCTIME() AS p_time in it, and write AS OF p_time",
+            "FOR SYSTEM_TIME AS OF needs a time attribute of the other input: its event-time attribute (a temporal join against a versioned table) or a PROCTIME() column (a lookup join: select PROCTIME() AS p_time in it, and write AS OF p_time)",
             as_of.span,
         ))
     }
