@@ -150,6 +150,18 @@ impl std::fmt::Debug for TemporalJoinOperator {
     }
 }
 
+/// The rows a temporal join's residual condition is evaluated on: the
+/// probe's columns, then the versions', all nullable.
+pub fn pair_schema(probe: &Schema, versions: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = probe
+        .fields()
+        .iter()
+        .chain(versions.fields())
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
 /// A store key: the side, then the join key.
 fn store_key(side: u8, key: &[u8]) -> Box<[u8]> {
     let mut k = Vec::with_capacity(1 + key.len());
@@ -193,18 +205,11 @@ impl TemporalJoinOperator {
             .collect();
         fields.extend(inputs[1].schema.fields().iter().map(|f| f.as_ref().clone()));
         let output = Arc::new(Schema::new(fields));
-        let mut pair: Vec<Field> = inputs[0]
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        pair.extend(inputs[1].schema.fields().iter().map(|f| f.as_ref().clone()));
         Ok(Self {
             join_type,
             inputs,
             residual,
-            pair_schema: Arc::new(Schema::new(pair)),
+            pair_schema: pair_schema(probe.0, versions.0),
             output,
             store: PartitionStore::new("temporal join"),
         })
@@ -214,27 +219,34 @@ impl TemporalJoinOperator {
         self.output.clone()
     }
 
-    /// Drops the versions of `key` older than the one valid at the
+    /// The time of the second version kept for `vkey`: when the first
+    /// stops being valid.
+    fn second_version(&self, vkey: &[u8]) -> Option<i64> {
+        self.store
+            .partitions
+            .get(vkey)
+            .and_then(|p| p.entries.get(1))
+            .map(|e| e.time)
+    }
+
+    /// Drops the versions of `vkey` older than the one valid at the
     /// watermark: no probe row still to come can choose them. While it
-    /// keeps more than one, a timer at the second one's time (when the
-    /// first stops being valid) trims it again.
-    fn trim_versions(&mut self, key: &[u8], kg: u16) {
+    /// keeps more than one, a timer at the second one's time trims it
+    /// again; one is set whenever that time changed from `before`, so a
+    /// key has one live timer (`fire` skips the stale ones).
+    fn trim_versions(&mut self, vkey: Box<[u8]>, kg: u16, before: Option<i64>) {
         let watermark = self.store.watermark;
-        let vkey = store_key(VERSIONS, key);
         let Some(part) = self.store.partitions.get_mut(&vkey) else {
             return;
         };
         let valid = part.entries.partition_point(|e| e.time <= watermark);
-        let trimmed = valid > 1;
-        if trimmed {
+        if valid > 1 {
             part.entries.drain(..valid - 1);
-        }
-        let next = part.entries.get(1).map(|e| e.time);
-        if trimmed {
             self.store.mark_dirty(&vkey, kg);
         }
-        if let Some(t) = next {
-            self.store.timers.push(Reverse((t, kg, vkey)));
+        match self.second_version(&vkey) {
+            Some(t) if Some(t) != before => self.store.timers.push(Reverse((t, kg, vkey))),
+            _ => {}
         }
     }
 
@@ -274,8 +286,9 @@ impl TemporalJoinOperator {
             let time = times.value(i);
             let key = key_rows.row(i);
             let vkey = store_key(VERSIONS, key.as_ref());
+            let before = self.second_version(&vkey);
             self.insert_by_time(&vkey, kg, rows.row(i).as_ref(), time);
-            self.trim_versions(key.as_ref(), kg);
+            self.trim_versions(vkey, kg, before);
         }
         // A version without a time is valid at no time.
         self.store.count_late(no_time);
@@ -323,11 +336,14 @@ impl TemporalJoinOperator {
             if *at > watermark {
                 break;
             }
-            let Some(Reverse((_, kg, pkey))) = self.store.timers.pop() else {
+            let Some(Reverse((at, kg, pkey))) = self.store.timers.pop() else {
                 break;
             };
             if pkey.first() == Some(&VERSIONS) {
-                self.trim_versions(&pkey[1..], kg);
+                // Only the timer of the current second version is live.
+                if self.second_version(&pkey) == Some(at) {
+                    self.trim_versions(pkey, kg, Some(at));
+                }
                 continue;
             }
             let Some(probes) = self.store.partitions.get_mut(&pkey) else {
@@ -346,8 +362,8 @@ impl TemporalJoinOperator {
                 self.store.partitions.remove(&pkey);
             }
             self.store.mark_dirty(&pkey, kg);
-            let key = &pkey[1..];
-            let versions = self.store.partitions.get(&store_key(VERSIONS, key));
+            let vkey = store_key(VERSIONS, &pkey[1..]);
+            let versions = self.store.partitions.get(&vkey);
             for probe in done {
                 let version = versions.and_then(|v| {
                     let valid = v.entries.partition_point(|e| e.time <= probe.time);
@@ -355,7 +371,8 @@ impl TemporalJoinOperator {
                 });
                 pairs.push((probe.row, version));
             }
-            self.trim_versions(key, kg);
+            let before = self.second_version(&vkey);
+            self.trim_versions(vkey, kg, before);
         }
         self.emit(pairs, out)
     }

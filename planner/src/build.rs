@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
 use eddy_connectors::{MaterializingSink, MemoryCollector, Options, SinkConfig, SourceConfig};
@@ -261,16 +261,11 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
             NodeKind::TemporalJoin(t) => {
                 let input = |i: usize| input_of(graph, node, i);
                 let (probe, versions) = (input(0)?, input(1)?);
-                let pairs: Vec<Field> = probe
-                    .fields()
-                    .iter()
-                    .chain(versions.fields())
-                    .map(|f| f.as_ref().clone().with_nullable(true))
-                    .collect();
+                let pairs = eddy_operators::temporal::pair_schema(&probe, &versions);
                 let residual = t
                     .residual
                     .as_ref()
-                    .map(|r| r.to_physical(&Arc::new(Schema::new(pairs)), &env.functions))
+                    .map(|r| r.to_physical(&pairs, &env.functions))
                     .transpose()?;
                 let t = t.clone();
                 Some(validated(Arc::new(move || {

@@ -141,6 +141,11 @@ impl QueryPlanner<'_> {
                 .ok_or_else(|| PlanError::internal(format!("{what} has no time attribute")))
         };
         let (left_keys, right_keys): (Vec<usize>, Vec<usize>) = pairs.into_iter().flatten().unzip();
+        let pair_fields: Vec<(String, Field)> =
+            left.fields.iter().chain(&right.fields).cloned().collect();
+        let residual = and_all(residual)
+            .map(|e| ScalarExpr::from_df(&e, &qualified_schema(&pair_fields)?))
+            .transpose()?;
         let node = TemporalJoinNode {
             join_type,
             probe: TemporalSide {
@@ -151,14 +156,8 @@ impl QueryPlanner<'_> {
                 keys: right_keys.clone(),
                 time: time_of(&right, "the versioned table")?,
             },
-            residual: None,
+            residual,
         };
-        let pair_fields: Vec<(String, Field)> =
-            left.fields.iter().chain(&right.fields).cloned().collect();
-        let residual = and_all(residual)
-            .map(|e| ScalarExpr::from_df(&e, &qualified_schema(&pair_fields)?))
-            .transpose()?;
-        let node = TemporalJoinNode { residual, ..node };
         let schema_fields: Vec<Field> = pair_fields.iter().map(|(_, f)| f.clone()).collect();
         let (builder, id) = self.add_two_inputs(
             (left.builder, left.node, left_keys),
