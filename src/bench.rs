@@ -239,7 +239,7 @@ pub fn nexmark(args: &NexmarkArgs) -> anyhow::Result<()> {
     let run = result.context("the benchmark job failed")?;
     // Events read (fewer than `--events` if stopped early): a query of
     // several sources reads every generated event once per source.
-    let (done, total) = run.metrics.progress();
+    let (done, total) = run.totals.progress;
     let read = if total > 0 {
         (events as u128 * done as u128 / total as u128) as u64
     } else {
@@ -276,9 +276,9 @@ fn report(
         peak_rss_kib() as f64 / 1024.0
     );
     let Some(run) = run else { return };
-    let m = &run.metrics;
-    println!("rows out:           {}", m.rows_out());
-    let chk = m.checkpoints();
+    let m = &run.totals;
+    println!("rows out:           {}", m.rows_out);
+    let chk = m.checkpoints;
     if chk.completed > 0 {
         println!(
             "checkpoints:        {} (longest {} ms; last: id {}, {} ms, {:.1} MB, aligned in {} ms)",
@@ -290,14 +290,11 @@ fn report(
             chk.alignment_ms
         );
     }
-    if m.spilled_bytes() > 0 {
-        println!(
-            "spilled to RocksDB: {:.1} MB",
-            m.spilled_bytes() as f64 / 1e6
-        );
+    if m.spilled_bytes > 0 {
+        println!("spilled to RocksDB: {:.1} MB", m.spilled_bytes as f64 / 1e6);
     }
-    if m.expired_keys() > 0 {
-        println!("idle keys expired:  {}", m.expired_keys());
+    if m.expired_keys > 0 {
+        println!("idle keys expired:  {}", m.expired_keys);
     }
     if let Some((id, ms)) = run.restore_ms {
         println!("resumed:            from checkpoint {id}, state restored in {ms} ms");

@@ -11,12 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use eddy_operators::checkpoint::{Checkpointing, publish};
-use eddy_operators::metrics::JobMetrics;
-use eddy_operators::runtime::RunningDataflow;
-use eddy_planner::{BuildEnv, Job, Outcome, Session, build};
-use eddy_state::RocksDbOptions;
-use eddy_state::checkpoint::CheckpointStore;
+use eddy_engine::{JobId, JobManager, JobState, JobStatus};
+use eddy_operators::metrics::CheckpointStats;
+use eddy_planner::{Job, Outcome, Session};
 
 #[derive(Parser, Debug)]
 #[command(name = "eddy", version, about = "Eddy: a streaming SQL engine")]
@@ -178,60 +175,38 @@ fn run_file(
     result.map(|_| ExitCode::SUCCESS)
 }
 
-/// Starts every job, shows live progress on a terminal, waits for all.
-/// With `stop_after`, the jobs are stopped (as by Ctrl-C) after that long.
+/// Starts every job through a job manager, shows live progress on a
+/// terminal, waits for all. With `stop_after`, the jobs are stopped (as by
+/// Ctrl-C) after that long.
 pub(crate) fn run_jobs(
     jobs: Vec<Job>,
     session: &Session,
     state_root: &Path,
     stop_after: Option<Duration>,
 ) -> anyhow::Result<RunReport> {
-    let env = BuildEnv {
-        functions: session.functions().clone(),
-        memory: None,
-    };
-    let metrics = JobMetrics::default();
+    let manager = Arc::new(JobManager::new(state_root, session.build_env()));
     let started = Instant::now();
-    let started_unix_ms = eddy_operators::metrics::unix_ms();
     let dead_letters = jobs.iter().any(|j| {
         j.graph
             .edges
             .iter()
             .any(|e| e.port == eddy_operators::operator::LATE_PORT)
     });
-    let stop = stop_signal();
+    let stop_requested = stop_on_signal(&manager);
     if let Some(after) = stop_after {
-        let stop = stop.clone();
+        let (manager, stop_requested) = (manager.clone(), stop_requested.clone());
         std::thread::spawn(move || {
             std::thread::sleep(after);
-            stop.store(true, Ordering::Release);
+            stop_requested.store(true, Ordering::Release);
+            manager.stop_all();
         });
     }
-    let resumed = std::cell::Cell::new(None);
-    let start = |job: &Job| -> anyhow::Result<Option<RunningDataflow>> {
-        let dataflow =
-            build(&job.graph, &env).with_context(|| format!("cannot build {}", job.name))?;
-        let Some(checkpointing) = recover(job, &state_root.join(&job.name), &stop)? else {
-            return Ok(None);
-        };
-        if let Some(id) = checkpointing.restored {
-            resumed.set(Some(id));
-        }
-        let state = Arc::new(checkpointing.db.clone());
-        Ok(Some(dataflow.start_with(
-            state,
-            metrics.clone(),
-            Some(checkpointing),
-        )?))
-    };
     // Jobs into sinks run side by side; bare SELECTs print to the terminal,
     // so they run one after another, in statement order.
     let (selects, others): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.is_select);
-    let mut running = Vec::new();
-    for job in &others {
-        if let Some(r) = start(job)? {
-            running.push((job.name.clone(), r));
-        }
+    let mut ids = Vec::new();
+    for job in others {
+        ids.push(submit(&manager, job)?);
     }
     let done = Arc::new(AtomicBool::new(false));
     // The bar shares the terminal with rows a SELECT prints: show it only
@@ -239,40 +214,58 @@ pub(crate) fn run_jobs(
     let show_progress =
         std::io::stderr().is_terminal() && (selects.is_empty() || !std::io::stdout().is_terminal());
     let reporter = show_progress.then(|| {
-        let (done, metrics) = (done.clone(), metrics.clone());
-        std::thread::spawn(move || progress(&done, &metrics, started))
+        let (done, manager) = (done.clone(), manager.clone());
+        std::thread::spawn(move || progress(&done, &manager, started))
     });
     let mut first_error = None;
-    for job in &selects {
-        let Some(r) = start(job)? else { continue };
-        match r.join() {
+    let mut statuses = Vec::new();
+    for job in selects {
+        let id = submit(&manager, job)?;
+        let status = manager.wait(&id)?;
+        let failed = match &status.state {
             // `eddy run q.sql | head`: the reader has what it wanted.
-            Err(e) if e.is_output_closed() => break,
-            Err(e) => {
-                first_error.get_or_insert(anyhow::anyhow!("{} failed: {e}", job.name));
-                break;
+            JobState::OutputClosed => true,
+            JobState::Failed(e) => {
+                first_error.get_or_insert(anyhow::anyhow!("{id} failed: {e}"));
+                true
             }
-            Ok(()) => {}
+            _ => false,
+        };
+        statuses.push(status);
+        if failed {
+            break;
         }
     }
-    for (name, job) in running {
-        if let Err(e) = job.join() {
-            first_error.get_or_insert(anyhow::anyhow!("{name} failed: {e}"));
+    for id in &ids {
+        let status = manager.wait(id)?;
+        if let JobState::Failed(e) = &status.state {
+            first_error.get_or_insert(anyhow::anyhow!("{id} failed: {e}"));
         }
+        statuses.push(status);
     }
     done.store(true, Ordering::Relaxed);
     if let Some(r) = reporter {
         let _ = r.join();
     }
+    let totals = Totals::of(&statuses);
     tracing::info!(
-        rows_in = metrics.rows_in(),
-        rows_out = metrics.rows_out(),
-        late_rows = metrics.late_rows(),
-        expired_keys = metrics.expired_keys(),
+        rows_in = totals.rows_in,
+        rows_out = totals.rows_out,
+        late_rows = totals.late_rows,
+        expired_keys = totals.expired_keys,
         seconds = started.elapsed().as_secs_f64(),
         "finished"
     );
-    if metrics.late_rows() > 0 {
+    for status in &statuses {
+        if let JobState::AlreadyFinished { checkpoint } = status.state {
+            eprintln!(
+                "note: {} already finished (checkpoint {checkpoint} in {}); nothing to do",
+                status.id,
+                status.state_dir.display()
+            );
+        }
+    }
+    if totals.late_rows > 0 {
         let fate = if dead_letters {
             "were dropped or written to the dead-letter sink"
         } else {
@@ -280,24 +273,25 @@ pub(crate) fn run_jobs(
         };
         eprintln!(
             "note: {} late rows {fate} (their windows had already fired)",
-            metrics.late_rows()
+            totals.late_rows
         );
     }
-    let stopped = stop.load(Ordering::Acquire) && first_error.is_none();
+    let stopped = stop_requested.load(Ordering::Acquire) && first_error.is_none();
     if stopped {
         eprintln!(
             "stopped after a final checkpoint; run again with --state-dir {} to resume",
             state_root.display()
         );
     }
-    let restore_ms = resumed.get().map(|id| {
-        let ms = metrics.opened_unix_ms().saturating_sub(started_unix_ms);
+    let restore_ms = statuses
+        .iter()
+        .find_map(|s| s.resumed_from.zip(s.restore_ms));
+    if let Some((id, ms)) = restore_ms {
         tracing::info!(checkpoint = id, restore_ms = ms, "state restored");
-        (id, ms)
-    });
+    }
     first_error.map_or(
         Ok(RunReport {
-            metrics,
+            totals,
             restore_ms,
             stopped,
         }),
@@ -305,10 +299,18 @@ pub(crate) fn run_jobs(
     )
 }
 
+/// Submits a job; a failure to start it names the job.
+fn submit(manager: &JobManager, job: Job) -> anyhow::Result<JobId> {
+    let name = job.name.clone();
+    manager
+        .submit(job)
+        .with_context(|| format!("cannot start {name}"))
+}
+
 /// What [`run_jobs`] reports.
 #[derive(Debug)]
 pub(crate) struct RunReport {
-    pub metrics: JobMetrics,
+    pub totals: Totals,
     /// Resumed from this checkpoint, and the ms from the start until every
     /// task had opened (restored its state).
     pub restore_ms: Option<(u64, u64)>,
@@ -316,17 +318,58 @@ pub(crate) struct RunReport {
     pub stopped: bool,
 }
 
+/// The metrics of several jobs, added up.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Totals {
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub late_rows: u64,
+    pub expired_keys: u64,
+    pub spilled_bytes: u64,
+    pub progress: (u64, u64),
+    /// The latest completed checkpoint of any job.
+    pub checkpoints: CheckpointStats,
+}
+
+impl Totals {
+    fn of(statuses: &[JobStatus]) -> Self {
+        let mut t = Totals::default();
+        for s in statuses {
+            let m = &s.metrics;
+            t.rows_in += m.rows_in();
+            t.rows_out += m.rows_out();
+            t.late_rows += m.late_rows();
+            t.expired_keys += m.expired_keys();
+            t.spilled_bytes += m.spilled_bytes();
+            let (done, total) = m.progress();
+            t.progress = (t.progress.0 + done, t.progress.1 + total);
+            let c = m.checkpoints();
+            if c.id >= t.checkpoints.id {
+                let max = t.checkpoints.max_duration_ms.max(c.max_duration_ms);
+                let completed = t.checkpoints.completed + c.completed;
+                t.checkpoints = CheckpointStats {
+                    completed,
+                    max_duration_ms: max,
+                    ..c
+                };
+            }
+        }
+        t
+    }
+}
+
 /// Ctrl-C or SIGTERM asks every job to stop after a checkpoint; a second
-/// one exits at once.
-fn stop_signal() -> Arc<AtomicBool> {
+/// one exits at once, whatever the jobs are doing.
+fn stop_on_signal(manager: &Arc<JobManager>) -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
+    let (flag, manager) = (stop.clone(), manager.clone());
     let installed = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::AcqRel) {
             eprintln!("stopping now, without a checkpoint");
             std::process::exit(130);
         }
         eprintln!("stopping after a checkpoint (press Ctrl-C again to stop at once)");
+        manager.stop_all();
     });
     if let Err(e) = installed {
         tracing::warn!(error = %e, "cannot handle Ctrl-C / SIGTERM");
@@ -334,111 +377,9 @@ fn stop_signal() -> Arc<AtomicBool> {
     stop
 }
 
-/// Prepares a job's state from `dir`: the newest complete checkpoint there
-/// (falling back past damaged ones, each reported), its commits redone,
-/// the live database rebuilt from it. `None`: that checkpoint recorded the
-/// job as finished, so there is nothing to run.
-fn recover(job: &Job, dir: &Path, stop: &Arc<AtomicBool>) -> anyhow::Result<Option<Checkpointing>> {
-    let store = CheckpointStore::new(dir, job.checkpoints_retained)
-        .with_context(|| format!("cannot use state directory {}", dir.display()))?;
-    let recovered = store
-        .latest()
-        .with_context(|| format!("cannot recover {}", job.name))?;
-    check_plan(job, dir, recovered.as_ref().map(|r| r.manifest.id))?;
-    if let Some(r) = &recovered {
-        for damage in &r.skipped {
-            eprintln!(
-                "warning: {damage}; {} falls back to checkpoint {}",
-                job.name, r.manifest.id
-            );
-        }
-        publish(&r.manifest.commits).with_context(|| {
-            format!("cannot publish the output of checkpoint {}", r.manifest.id)
-        })?;
-        if r.manifest.finished {
-            eprintln!(
-                "note: {} already finished (checkpoint {} in {}); nothing to do",
-                job.name,
-                r.manifest.id,
-                dir.display()
-            );
-            return Ok(None);
-        }
-        tracing::info!(job = %job.name, checkpoint = r.manifest.id, "resuming from checkpoint");
-    }
-    let db = store
-        .restore(recovered.as_ref(), RocksDbOptions::default())
-        .with_context(|| format!("cannot open state in {}", dir.display()))?;
-    tracing::info!(job = %job.name, state = %dir.display(), "starting");
-    let interval = u64::try_from(job.checkpoint_interval_ms)
-        .ok()
-        .filter(|&ms| ms > 0)
-        .map(Duration::from_millis);
-    Ok(Some(Checkpointing {
-        store: Arc::new(store),
-        db,
-        interval,
-        restored: recovered.map(|r| r.manifest.id),
-        stop: stop.clone(),
-    }))
-}
-
-/// Where a job's state directory records the plan its state belongs to.
-const PLAN_FILE: &str = "plan.json";
-
-/// Refuses to resume a job from state another plan wrote (its SQL changed:
-/// other operators, columns or windows would read that state wrong), and
-/// records the plan of a job that starts afresh. Parallelism, cache size
-/// and state time-to-live may change between runs.
-fn check_plan(job: &Job, dir: &Path, checkpoint: Option<u64>) -> anyhow::Result<()> {
-    let mut shape = serde_json::to_value(&job.graph)?;
-    strip_keys(&mut shape, &["parallelism", "cache_bytes", "state_ttl_ms"]);
-    // Between subtasks of different counts a forward edge becomes a
-    // gather; what flows along it is the same.
-    if let Some(edges) = shape.get_mut("edges").and_then(|e| e.as_array_mut()) {
-        for edge in edges {
-            if edge.get("kind").and_then(|k| k.as_str()) == Some("Gather") {
-                edge["kind"] = serde_json::Value::from("Forward");
-            }
-        }
-    }
-    let path = dir.join(PLAN_FILE);
-    if let (Some(id), Ok(text)) = (checkpoint, std::fs::read_to_string(&path)) {
-        let stored: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if stored != shape {
-            anyhow::bail!(
-                "{} is not the job that wrote checkpoint {id} in {}: its plan changed (see {}), so its state would be read wrong. Run it with the SQL it started with, or with a new --state-dir",
-                job.name,
-                dir.display(),
-                path.display()
-            );
-        }
-        return Ok(());
-    }
-    let tmp = dir.join(format!("{PLAN_FILE}.tmp"));
-    std::fs::write(&tmp, serde_json::to_string_pretty(&shape)?)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// Removes every member named in `keys`, at any depth.
-fn strip_keys(value: &mut serde_json::Value, keys: &[&str]) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for k in keys {
-                map.remove(*k);
-            }
-            map.values_mut().for_each(|v| strip_keys(v, keys));
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| strip_keys(v, keys)),
-        _ => {}
-    }
-}
-
 /// Live progress on stderr: a bar while bounded sources replay (how much
 /// of their input is read), with rows in and out, late rows and the rate.
-fn progress(done: &AtomicBool, metrics: &JobMetrics, started: Instant) {
+fn progress(done: &AtomicBool, manager: &JobManager, started: Instant) {
     let bar = indicatif::ProgressBar::new(0);
     let style =
         indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {percent:>3}% {msg}")
@@ -448,14 +389,15 @@ fn progress(done: &AtomicBool, metrics: &JobMetrics, started: Instant) {
     let mut last = (Instant::now(), 0u64);
     while !done.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
-        let (work_done, total) = metrics.progress();
+        let t = Totals::of(&manager.list());
+        let (work_done, total) = t.progress;
         bar.set_length(total.max(1));
         bar.set_position(work_done.min(total));
-        let rows = metrics.rows_in();
+        let rows = t.rows_in;
         if last.0.elapsed() >= Duration::from_secs(1) {
             let rate = (rows - last.1) as f64 / last.0.elapsed().as_secs_f64();
             last = (Instant::now(), rows);
-            let chk = metrics.checkpoints();
+            let chk = t.checkpoints;
             let checkpoint = if chk.completed > 0 {
                 format!(
                     ", checkpoint {} ({} ms, {:.1} MB, aligned in {} ms)",
@@ -467,18 +409,17 @@ fn progress(done: &AtomicBool, metrics: &JobMetrics, started: Instant) {
             } else {
                 String::new()
             };
-            let spilled = match metrics.spilled_bytes() {
+            let spilled = match t.spilled_bytes {
                 0 => String::new(),
                 b => format!(", {:.0} MB spilled", b as f64 / 1e6),
             };
-            let expired = match metrics.expired_keys() {
+            let expired = match t.expired_keys {
                 0 => String::new(),
                 n => format!(", {n} idle keys expired"),
             };
             bar.set_message(format!(
                 "{rows} rows in ({rate:.0}/s), {} out, {} late{checkpoint}{spilled}{expired}",
-                metrics.rows_out(),
-                metrics.late_rows()
+                t.rows_out, t.late_rows
             ));
         }
     }

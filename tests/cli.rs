@@ -277,7 +277,7 @@ fn a_dead_letter_policy_needs_a_declared_sink() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).starts_with(
-            "error: unknown sink 'nowhere': declare it first with CREATE SINK nowhere WITH (...)\n --> q.sql:1:5"
+            "error: unknown sink 'nowhere': declare it first with CREATE SINK nowhere WITH (...)\n --> q.sql:1:31"
         ),
         "{}",
         stderr(&out)

@@ -17,10 +17,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use eddy_connectors::MemoryCollector;
+use eddy_connectors::{MemoryCollector, MemoryConnector};
 use eddy_operators::metrics::JobMetrics;
-use eddy_planner::{BuildEnv, Outcome, Session, build};
+use eddy_planner::{Outcome, Session, build};
 use eddy_state::RocksDbBackend;
 use libtest_mimic::{Arguments, Failed, Trial};
 use sqllogictest::{DBOutput, DefaultColumnType};
@@ -39,6 +40,8 @@ impl std::error::Error for SltError {}
 struct EddyDb {
     session: Session,
     state: tempfile::TempDir,
+    /// Rows of the `memory` select sink.
+    collector: MemoryCollector,
 }
 
 impl EddyDb {
@@ -47,21 +50,25 @@ impl EddyDb {
         for f in eddy_connectors::nexmark::functions() {
             session.register_function(f).unwrap();
         }
+        let collector = MemoryCollector::default();
+        session
+            .register_connector(Arc::new(MemoryConnector {
+                collector: collector.clone(),
+            }))
+            .unwrap();
         session.select_sink = [("connector".to_string(), "memory".to_string())]
             .into_iter()
             .collect();
         Self {
             session,
             state: tempfile::tempdir().expect("temp dir"),
+            collector,
         }
     }
 
-    fn run_job(&self, job: &eddy_planner::Job) -> Result<MemoryCollector, SltError> {
-        let collector = MemoryCollector::default();
-        let env = BuildEnv {
-            functions: self.session.functions().clone(),
-            memory: Some(collector.clone()),
-        };
+    fn run_job(&self, job: &eddy_planner::Job) -> Result<Vec<RecordBatch>, SltError> {
+        self.collector.take();
+        let env = self.session.build_env();
         let dataflow = build(&job.graph, &env).map_err(|e| SltError(e.to_string()))?;
         let state = RocksDbBackend::open(&self.state.path().join(&job.name))
             .map_err(|e| SltError(e.to_string()))?;
@@ -69,7 +76,7 @@ impl EddyDb {
             .start(Arc::new(state), JobMetrics::default())
             .map_err(|e| SltError(e.to_string()))?;
         running.join().map_err(|e| SltError(e.to_string()))?;
-        Ok(collector)
+        Ok(self.collector.take())
     }
 }
 
@@ -92,9 +99,9 @@ impl sqllogictest::DB for EddyDb {
                 },
                 Outcome::Job(job) => {
                     let is_select = job.is_select;
-                    let collector = self.run_job(&job)?;
+                    let batches = self.run_job(&job)?;
                     if is_select {
-                        rows(&job, &collector)?
+                        rows(&job, batches)?
                     } else {
                         DBOutput::StatementComplete(0)
                     }
@@ -111,9 +118,8 @@ impl sqllogictest::DB for EddyDb {
 
 fn rows(
     job: &eddy_planner::Job,
-    collector: &MemoryCollector,
+    batches: Vec<RecordBatch>,
 ) -> Result<DBOutput<DefaultColumnType>, SltError> {
-    let batches = collector.batches();
     // What the sink received (a table-mode result has no `_op`), else what
     // the plan promised.
     let schema = match batches.first() {

@@ -10,7 +10,8 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Int8Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
-use eddy_operators::operator::{OperatorContext, SinkCommit};
+use eddy_operators::OperatorContext;
+use eddy_operators::sink::SinkCommit;
 use eddy_operators::updating::{OP_COLUMN, OP_DELETE, OP_UPDATE_BEFORE};
 use eddy_operators::{Result, Sink};
 

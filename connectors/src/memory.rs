@@ -1,10 +1,56 @@
 //! An in-process sink that keeps rows in memory, for embedding Eddy and for
-//! tests. Not reachable from SQL options.
+//! tests: an embedding program registers a [`MemoryConnector`] (named
+//! `memory`) with its own collector, and reads the rows from it.
 
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::record_batch::RecordBatch;
-use eddy_operators::{Result, Sink};
+use eddy_operators::{DeliveryGuarantee, Result, Sink, SinkProvider};
+
+use crate::options::{OptionDecl, Options};
+use crate::registry::{Connector, ConnectorContext};
+
+/// `connector = 'memory'`: rows into a [`MemoryCollector`].
+#[derive(Debug, Default)]
+pub struct MemoryConnector {
+    pub collector: MemoryCollector,
+}
+
+impl Connector for MemoryConnector {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn help(&self) -> &'static str {
+        "rows kept in the memory of the program that embeds eddy"
+    }
+
+    fn options(&self) -> Vec<OptionDecl> {
+        Vec::new()
+    }
+
+    fn is_sink(&self) -> bool {
+        true
+    }
+
+    fn sink(&self, _ctx: &ConnectorContext<'_>) -> crate::Result<Arc<dyn SinkProvider>> {
+        Ok(Arc::new(self.collector.clone()))
+    }
+
+    fn guarantee(&self, _options: &Options) -> DeliveryGuarantee {
+        DeliveryGuarantee::AtLeastOnce
+    }
+}
+
+impl SinkProvider for MemoryCollector {
+    fn writer(&self) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(self.sink()))
+    }
+
+    fn guarantee(&self) -> DeliveryGuarantee {
+        DeliveryGuarantee::AtLeastOnce
+    }
+}
 
 /// A shared handle to the rows a [`MemorySink`] received.
 #[derive(Debug, Clone, Default)]
@@ -18,6 +64,11 @@ impl MemoryCollector {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The rows received so far, leaving none.
+    pub fn take(&self) -> Vec<RecordBatch> {
+        std::mem::take(&mut *self.batches.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub fn sink(&self) -> MemorySink {

@@ -3,12 +3,76 @@
 
 use std::io::Write;
 
+use std::sync::Arc;
+
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use eddy_operators::{OperatorError, Sink};
+use eddy_operators::{DeliveryGuarantee, OperatorError, Sink, SinkProvider};
 
+use crate::format::{Encoder, Format, JsonFormat};
+use crate::options::{OptionDecl, OptionType, Options};
+use crate::registry::{Connector, ConnectorContext};
 use crate::{ConnectorError, Result};
+
+/// `connector = 'stdout'` (also `print`, Flink's name): rows on the
+/// terminal.
+#[derive(Debug)]
+pub struct StdoutConnector;
+
+impl Connector for StdoutConnector {
+    fn name(&self) -> &'static str {
+        "stdout"
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        &["print"]
+    }
+
+    fn help(&self) -> &'static str {
+        "the terminal: rows as a table that grows as results arrive, or as JSON lines; at-least-once"
+    }
+
+    fn options(&self) -> Vec<OptionDecl> {
+        vec![OptionDecl::optional(
+            "format",
+            OptionType::OneOf(&["table", "json"]),
+            "table",
+            "a table, or one JSON object per line",
+        )]
+    }
+
+    fn is_sink(&self) -> bool {
+        true
+    }
+
+    fn sink(&self, ctx: &ConnectorContext<'_>) -> Result<Arc<dyn SinkProvider>> {
+        Ok(Arc::new(StdoutProvider {
+            format: StdoutFormat::parse(ctx.options.get("format"))?,
+            schema: ctx.schema.clone(),
+        }))
+    }
+
+    fn guarantee(&self, _options: &Options) -> DeliveryGuarantee {
+        DeliveryGuarantee::AtLeastOnce
+    }
+}
+
+#[derive(Debug)]
+struct StdoutProvider {
+    format: StdoutFormat,
+    schema: SchemaRef,
+}
+
+impl SinkProvider for StdoutProvider {
+    fn writer(&self) -> eddy_operators::Result<Box<dyn Sink>> {
+        Ok(Box::new(StdoutSink::new(self.format, self.schema.clone())))
+    }
+
+    fn guarantee(&self) -> DeliveryGuarantee {
+        DeliveryGuarantee::AtLeastOnce
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StdoutFormat {
@@ -34,6 +98,7 @@ pub struct StdoutSink {
     schema: SchemaRef,
     widths: Option<Vec<usize>>,
     rows: usize,
+    json: Option<Box<dyn Encoder>>,
 }
 
 const MAX_WIDTH: usize = 60;
@@ -46,6 +111,10 @@ impl StdoutSink {
             schema: crate::readable_schema(&schema),
             widths: None,
             rows: 0,
+            json: JsonFormat
+                .encoder(&schema, &Options::default())
+                .ok()
+                .flatten(),
         }
     }
 
@@ -142,7 +211,6 @@ impl Sink for StdoutSink {
 
     fn write_batch(&mut self, batch: &RecordBatch) -> eddy_operators::Result<()> {
         self.rows += batch.num_rows();
-        let batch = &crate::readable_changelog(batch)?;
         let mut stdout = std::io::stdout().lock();
         let io = |e: std::io::Error| match e.kind() {
             std::io::ErrorKind::BrokenPipe => OperatorError::OutputClosed,
@@ -150,21 +218,16 @@ impl Sink for StdoutSink {
         };
         match self.format {
             StdoutFormat::Table => {
+                let batch = &crate::readable_changelog(batch)?;
                 let text = self.render_table(batch)?;
                 stdout.write_all(text.as_bytes()).map_err(io)?;
             }
             StdoutFormat::Json => {
-                let mut w = crate::file_sink::json_writer(&mut stdout);
-                let closed = |e: datafusion::arrow::error::ArrowError| match e {
-                    datafusion::arrow::error::ArrowError::IoError(_, io)
-                        if io.kind() == std::io::ErrorKind::BrokenPipe =>
-                    {
-                        OperatorError::OutputClosed
-                    }
-                    other => other.into(),
-                };
-                w.write(batch).map_err(closed)?;
-                w.finish().map_err(closed)?;
+                let mut bytes = Vec::new();
+                if let Some(json) = self.json.as_mut() {
+                    json.encode(batch, &mut bytes)?;
+                }
+                stdout.write_all(&bytes).map_err(io)?;
             }
         }
         stdout.flush().map_err(io)

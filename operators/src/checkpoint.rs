@@ -5,7 +5,7 @@
 //!  coordinator ──requested = n──► sources: snapshot offset, Barrier(n) ──► tasks align,
 //!       ▲                                                                   snapshot, pass it on
 //!       └────────────── Ack(n) from every subtask ◄──────────────────────────────┘
-//!  all acked: RocksDB checkpoint + manifest (state crate), then the sinks' commits
+//!  all acked: RocksDB checkpoint + manifest (state crate), then the sinks' committers
 //! ```
 //!
 //! One checkpoint is in flight at a time. Operators write their state to
@@ -28,9 +28,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use eddy_state::RocksDbBackend;
-use eddy_state::checkpoint::{CheckpointStore, Commit};
+use eddy_state::checkpoint::{CheckpointStore, Committable};
 
 use crate::metrics::JobMetrics;
+use crate::sink::Committer;
 use crate::{OperatorError, Result};
 
 /// What tasks tell the coordinator.
@@ -56,13 +57,15 @@ struct Shared {
     requested: AtomicU64,
     /// Sources end without draining (after a final checkpoint).
     stop: AtomicBool,
+    /// A task failed: every other task stops at once.
+    cancel: AtomicBool,
     /// The checkpoint this run resumed from.
     restored: Option<u64>,
     /// The id the first checkpoint of this run will have.
     first_id: u64,
     /// Sink output waiting for the checkpoint that publishes it, by the
     /// checkpoint whose barrier closed it ([`FINAL`]: the end of input).
-    commits: std::sync::Mutex<BTreeMap<u64, Vec<Commit>>>,
+    commits: std::sync::Mutex<BTreeMap<u64, Vec<Committable>>>,
     events: Option<Sender<Event>>,
 }
 
@@ -108,6 +111,16 @@ impl CheckpointHandle {
         self.inner.stop.load(Ordering::Acquire)
     }
 
+    /// A task failed: asks every other task of the job to stop now.
+    pub fn cancel(&self) {
+        self.inner.cancel.store(true, Ordering::Release);
+    }
+
+    /// True once a task of the job failed.
+    pub fn cancelled(&self) -> bool {
+        self.inner.cancel.load(Ordering::Acquire)
+    }
+
     /// True if the job takes checkpoints.
     pub fn enabled(&self) -> bool {
         self.inner.events.is_some()
@@ -125,9 +138,20 @@ impl CheckpointHandle {
         }
     }
 
-    /// A sink's output up to barrier `id` ([`FINAL`] at end of input),
-    /// published by renaming once a checkpoint covering it is complete.
-    pub fn add_commits(&self, id: u64, commits: Vec<Commit>) {
+    /// The committable of sink `sink`'s output up to barrier `id`
+    /// ([`FINAL`] at end of input), committed once a checkpoint covering
+    /// it is complete.
+    pub fn add_committable(&self, id: u64, sink: &str, payload: serde_json::Value) {
+        self.add_commits(
+            id,
+            vec![Committable {
+                sink: sink.to_string(),
+                payload,
+            }],
+        );
+    }
+
+    fn add_commits(&self, id: u64, commits: Vec<Committable>) {
         if commits.is_empty() {
             return;
         }
@@ -137,7 +161,7 @@ impl CheckpointHandle {
 
     /// Takes the commits a checkpoint `id` publishes: all closed by
     /// barriers up to `id`.
-    fn take_commits(&self, id: u64) -> Vec<Commit> {
+    fn take_commits(&self, id: u64) -> Vec<Committable> {
         let mut map = self.inner.commits.lock().unwrap_or_else(|e| e.into_inner());
         let later = match id.checked_add(1) {
             Some(next) => map.split_off(&next),
@@ -161,6 +185,27 @@ pub struct Checkpointing {
     pub stop: Arc<AtomicBool>,
 }
 
+/// Each sink's committer, by sink operator id.
+pub type Committers = BTreeMap<String, Arc<dyn Committer>>;
+
+/// Has every committable committed by its sink's committer: phase two,
+/// when a checkpoint is complete and again when a job is restored from it.
+pub fn commit_all(committers: &Committers, commits: &[Committable]) -> Result<()> {
+    let mut by_sink: BTreeMap<&str, Vec<serde_json::Value>> = BTreeMap::new();
+    for c in commits {
+        by_sink.entry(&c.sink).or_default().push(c.payload.clone());
+    }
+    for (sink, payloads) in by_sink {
+        let committer = committers.get(sink).ok_or_else(|| {
+            OperatorError::Internal(format!(
+                "the checkpoint holds output of sink {sink}, which the job does not have"
+            ))
+        })?;
+        committer.commit(&payloads)?;
+    }
+    Ok(())
+}
+
 /// The running coordinator of one job.
 #[derive(Debug)]
 pub(crate) struct Coordinator {
@@ -169,6 +214,7 @@ pub(crate) struct Coordinator {
     store: Arc<CheckpointStore>,
     db: RocksDbBackend,
     metrics: JobMetrics,
+    committers: Arc<Committers>,
 }
 
 /// How the coordinator ended.
@@ -184,7 +230,9 @@ impl Coordinator {
         config: Checkpointing,
         tasks: usize,
         metrics: JobMetrics,
+        committers: Committers,
     ) -> Result<Coordinator> {
+        let committers = Arc::new(committers);
         let first_id = config.store.highest_id()? + 1;
         let (tx, rx) = unbounded();
         let handle = CheckpointHandle {
@@ -204,6 +252,7 @@ impl Coordinator {
             stop: config.stop,
             tasks,
             metrics: metrics.clone(),
+            committers: committers.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("checkpoints".into())
@@ -215,6 +264,7 @@ impl Coordinator {
             store: config.store,
             db: config.db,
             metrics,
+            committers,
         })
     }
 
@@ -237,7 +287,7 @@ impl Coordinator {
         let commits = self.handle.take_commits(FINAL);
         let manifest = self.store.write(&self.db, outcome.next_id, true, commits)?;
         eddy_state::checkpoint::crash_point("manifest-written");
-        publish(&manifest.commits)?;
+        commit_all(&self.committers, &manifest.commits)?;
         self.metrics.checkpoint_completed(
             manifest.id,
             started.elapsed(),
@@ -253,14 +303,6 @@ impl Coordinator {
     }
 }
 
-/// Makes sink output visible: the second phase of the commit.
-pub fn publish(commits: &[Commit]) -> Result<()> {
-    for c in commits {
-        c.apply()?;
-    }
-    Ok(())
-}
-
 struct Loop {
     handle: CheckpointHandle,
     events: Receiver<Event>,
@@ -270,6 +312,7 @@ struct Loop {
     stop: Arc<AtomicBool>,
     tasks: usize,
     metrics: JobMetrics,
+    committers: Arc<Committers>,
 }
 
 /// What waiting for the next event came to.
@@ -375,9 +418,9 @@ impl Loop {
         }
         if let Ok(m) = &result {
             eddy_state::checkpoint::crash_point("manifest-written");
-            // Once the manifest is durable the commit is decided: a rename
+            // Once the manifest is durable the commit is decided: a commit
             // that fails here is redone at recovery.
-            if let Err(e) = publish(&m.commits) {
+            if let Err(e) = commit_all(&self.committers, &m.commits) {
                 tracing::error!(checkpoint = id, error = %e, "cannot publish sink output");
             }
         }

@@ -48,7 +48,8 @@ impl EmitControl {
     }
 
     /// Whether an early firing is due: `early_fire` has passed since the
-    /// last one (the first call starts the count). Checked as input arrives.
+    /// last one (the first call starts the count). Checked as input
+    /// arrives, and on the runtime's timer ([`Self::next_early_fire`]).
     pub fn early_fire_due(&mut self) -> bool {
         let Some(delay) = self.early_fire else {
             return false;
@@ -60,6 +61,19 @@ impl EmitControl {
         }
         self.last_early = Some(now);
         true
+    }
+
+    /// When the next early firing is due, if one is (`pending`: open
+    /// windows took rows since the last one): the runtime's timer.
+    pub fn next_early_fire(&self, pending: bool) -> Option<Instant> {
+        let delay = self.early_fire?;
+        if !pending {
+            return None;
+        }
+        Some(
+            self.last_early
+                .map_or_else(|| (self.clock)(), |last| last + delay),
+        )
     }
 
     /// `schema`, with `_op` appended if the output is a changelog and

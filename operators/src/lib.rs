@@ -41,6 +41,7 @@ pub mod rank;
 pub mod runtime;
 pub mod session;
 pub mod sink;
+pub mod source;
 mod spill;
 pub mod temporal;
 #[cfg(test)]
@@ -51,7 +52,9 @@ pub mod watermark;
 pub mod window;
 
 pub use message::Message;
-pub use operator::{Collector, Operator, OperatorContext, Sink, Source};
+pub use operator::{Collector, Operator, OperatorContext};
+pub use sink::{Committer, DeliveryGuarantee, Sink, SinkProvider};
+pub use source::{SourceProvider, SourceReader};
 
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
@@ -83,6 +86,12 @@ pub enum OperatorError {
     /// A neighbouring task went away; the root cause is reported by that task.
     #[error("a connected task stopped unexpectedly")]
     Disconnected,
+    /// Another task of the job failed, and this one was stopped for it.
+    #[error("stopped: another task of the job failed")]
+    Cancelled,
+    /// The task panicked (a bug): the panic's message.
+    #[error("panicked: {0}")]
+    Panicked(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -97,10 +106,19 @@ impl OperatorError {
         }
     }
 
+    /// True if the job was cancelled (and nothing else failed).
+    pub fn is_cancelled(&self) -> bool {
+        match self {
+            OperatorError::Cancelled => true,
+            OperatorError::InTask { source, .. } => source.is_cancelled(),
+            _ => false,
+        }
+    }
+
     /// True for errors that only echo another task's failure.
     pub fn is_secondary(&self) -> bool {
         match self {
-            OperatorError::Disconnected => true,
+            OperatorError::Disconnected | OperatorError::Cancelled => true,
             OperatorError::InTask { source, .. } => source.is_secondary(),
             _ => false,
         }

@@ -7,6 +7,9 @@
 //! - `Watermark(t)`: no row with event time `<= t` is expected any more (in
 //!   milliseconds since the epoch). Watermarks on one edge never decrease.
 //! - `Barrier(n)`: marks the cut for checkpoint `n`.
+//! - `Idle`: the sender will have no rows for a while; the receiver's
+//!   watermark does not wait for this edge until it sends rows or a
+//!   watermark again.
 //! - `EndOfStream`: the last message on an edge. A bounded source sends
 //!   `Watermark(i64::MAX)` before it, so every open window fires.
 
@@ -23,5 +26,6 @@ pub enum Message {
     Data(RecordBatch),
     Watermark(Timestamp),
     Barrier(u64),
+    Idle,
     EndOfStream,
 }

@@ -7,13 +7,17 @@
 //! that and calls the hooks in a fixed order:
 //!
 //! ```text
-//! open ─► (process_batch | handle_watermark | handle_checkpoint)* ─► on_close
+//! open ─► (process_batch | handle_watermark | handle_checkpoint | on_timer)* ─► on_close
 //! ```
 //!
 //! `handle_watermark` is called once per *merged* watermark advance (the
 //! minimum over all inputs), never with a smaller value than before.
+//! `on_timer` is called on processing time, between messages, once the
+//! instant [`Operator::next_timer`] names has passed, whether or not input
+//! arrives: early firings, idle timeouts, processing-time watermarks.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_state::StateBackend;
@@ -33,6 +37,10 @@ pub enum Emit {
     /// the fused chain and leave by the edges attached to that port.
     Side(usize, RecordBatch),
     Watermark(Timestamp),
+    /// The output will have no rows for a while (every split of a source
+    /// subtask is idle): downstream, the watermark does not wait for it
+    /// until it sends rows or a watermark again.
+    Idle,
 }
 
 /// The side output of late rows (a window operator's dead-letter output).
@@ -99,6 +107,11 @@ impl<'a> Collector<'a> {
         self.items.push(Emit::Watermark(watermark));
     }
 
+    /// Marks the output idle (see [`Emit::Idle`]).
+    pub fn emit_idle(&mut self) {
+        self.items.push(Emit::Idle);
+    }
+
     pub(crate) fn take(&mut self) -> Vec<Emit> {
         std::mem::take(&mut self.items)
     }
@@ -157,9 +170,31 @@ pub trait Operator: Send {
         self.process_batch(batch, out)
     }
 
+    /// The source was given `partition` (split `split`) to read: from now
+    /// on it holds the watermark back, until it ends or idles.
+    fn start_partition(
+        &mut self,
+        _partition: usize,
+        _split: &str,
+        _out: &mut Collector,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// The source read the last row of `partition`: it no longer holds
     /// the watermark back.
     fn end_partition(&mut self, _partition: usize, _out: &mut Collector) -> Result<()> {
+        Ok(())
+    }
+
+    /// When (processing time) the operator next wants [`Self::on_timer`]
+    /// called. Asked after every hook; `None`: no timer.
+    fn next_timer(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Processing time reached the operator's [`Self::next_timer`].
+    fn on_timer(&mut self, _now: Instant, _out: &mut Collector) -> Result<()> {
         Ok(())
     }
 
@@ -179,94 +214,5 @@ pub trait Operator: Send {
     /// Every input ended. Emit anything still held.
     fn on_close(&mut self, _out: &mut Collector) -> Result<()> {
         Ok(())
-    }
-}
-
-/// A source of record batches. Bounded sources return `None` at the end.
-pub trait Source: Send {
-    /// Names the source and its position for errors (`file data.json`).
-    fn name(&self) -> String;
-
-    fn open(&mut self, _ctx: &OperatorContext) -> Result<()> {
-        Ok(())
-    }
-
-    /// The next batch, or `None` once a bounded input is exhausted.
-    fn next_batch(&mut self) -> Result<Option<RecordBatch>>;
-
-    /// The partition (split) the batch last returned was read from, for
-    /// sources that read several, each with its own event-time order.
-    fn partition(&self) -> usize {
-        0
-    }
-
-    /// Partitions that ended since the last call.
-    fn take_ended_partitions(&mut self) -> Vec<usize> {
-        Vec::new()
-    }
-
-    /// The position to resume from, taken at a checkpoint barrier (between
-    /// two batches): the Nexmark generator's event index, a file's byte
-    /// offset. `None`: the source cannot seek, and a recovered job reads it
-    /// from the start.
-    fn position(&self) -> Option<Vec<u8>> {
-        None
-    }
-
-    /// Seeks to a `position` this source returned before.
-    fn seek(&mut self, _position: &[u8]) -> Result<()> {
-        Ok(())
-    }
-
-    /// How far a bounded source has come: `(done, total)` in units of its
-    /// choosing (bytes, events). `None` for unbounded sources.
-    fn progress(&self) -> Option<(u64, u64)> {
-        None
-    }
-}
-
-/// What a sink hands a checkpoint: see [`Sink::pre_commit`].
-#[derive(Debug, Clone, Default)]
-pub struct SinkCommit {
-    pub position: Option<Vec<u8>>,
-    pub commits: Vec<eddy_state::checkpoint::Commit>,
-}
-
-/// A destination of record batches.
-pub trait Sink: Send {
-    fn name(&self) -> String;
-
-    fn open(&mut self, _ctx: &OperatorContext) -> Result<()> {
-        Ok(())
-    }
-
-    fn write_batch(&mut self, batch: &RecordBatch) -> Result<()>;
-
-    /// Makes everything written so far durable/visible. Called at end of
-    /// stream and at checkpoint barriers.
-    fn flush(&mut self) -> Result<()> {
-        Ok(())
-    }
-
-    /// Checkpoint barrier `checkpoint`: make what was written since the
-    /// last one durable and return its position to keep in the checkpoint
-    /// (bytes, stored with the job's state), plus the renames that will
-    /// publish it once the checkpoint is complete (two-phase commit).
-    /// `last`: the input ended, this is the final part. The default
-    /// flushes: output is at-least-once.
-    fn pre_commit(&mut self, _checkpoint: u64, _last: bool) -> Result<SinkCommit> {
-        self.flush()?;
-        Ok(SinkCommit::default())
-    }
-
-    /// Resume after recovery from checkpoint `checkpoint`, whose
-    /// `pre_commit` returned `position` (`None` if this sink had none).
-    fn recover(&mut self, _checkpoint: u64, _position: Option<&[u8]>) -> Result<()> {
-        Ok(())
-    }
-
-    /// The stream ended: write any trailer and flush.
-    fn finish(&mut self) -> Result<()> {
-        self.flush()
     }
 }

@@ -618,6 +618,15 @@ impl Operator for SessionWindowOperator {
         self.fire_early(out)
     }
 
+    /// Early firings happen on time, also when no row arrives.
+    fn next_timer(&self) -> Option<std::time::Instant> {
+        self.emit.next_early_fire(!self.dirty.is_empty())
+    }
+
+    fn on_timer(&mut self, _now: std::time::Instant, out: &mut Collector) -> Result<()> {
+        self.fire_early(out)
+    }
+
     fn handle_watermark(&mut self, watermark: Timestamp, out: &mut Collector) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
         while let Some((end, _, _)) = self.by_end.first() {

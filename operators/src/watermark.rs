@@ -1,25 +1,36 @@
 //! The watermark generator: bounded out-of-orderness from `WATERMARK FOR`,
-//! per source partition.
+//! per split of the source.
 //!
-//! Each partition (split) of a source has its own watermark: the highest
-//! value of the `WATERMARK FOR col AS expr` expression over its rows. The
-//! source's watermark is the minimum over its partitions, so a partition
+//! Each split (partition) a source subtask reads has its own watermark:
+//! the highest value of the `WATERMARK FOR col AS expr` expression over its
+//! rows. The subtask's watermark is the minimum over its splits, so a split
 //! that is behind holds the others back and its rows are not made late by
-//! the others' progress. Two kinds of partitions do not hold it back:
+//! the others' progress; downstream, the runtime takes the minimum over
+//! subtasks. Two kinds of splits do not hold it back:
 //!
-//! - one that **ended** (its file was read to the end);
+//! - one that **ended** (its file or range was read to the end);
 //! - one that is **idle**: it has produced no rows for the source's
-//!   `'watermark.idle-timeout'` (processing time). When it produces rows
-//!   again it holds the watermark back again, from where it stands.
+//!   `'watermark.idle-timeout'` (processing time, checked on a timer, so
+//!   also when no row arrives anywhere). When it produces rows again it
+//!   holds the watermark back again, from where it stands. When every
+//!   split is idle the output is marked idle, and downstream stops waiting
+//!   for this subtask.
 //!
 //! ```text
-//!  partition 0:  12:00:07 ─┐
-//!  partition 1:  12:00:03 ─┼─ min ─► 12:00:03 (partition 2 idle: left out)
-//!  partition 2:  11:59:40 ─┘
+//!  split a:  12:00:07 ─┐
+//!  split b:  12:00:03 ─┼─ min ─► 12:00:03 (split c idle: left out)
+//!  split c:  11:59:40 ─┘
 //! ```
 //!
-//! The emitted watermark never moves backwards. A partition counts from its
-//! first batch on.
+//! A split counts from when it is assigned. Each split's watermark is kept
+//! in checkpoints by split id, so after a restore (at any parallelism) the
+//! subtask that gets a split starts from its watermark: a row that was
+//! late before the crash is late after it. The emitted watermark never
+//! moves backwards.
+//!
+//! Over `PROCTIME()` ([`WatermarkOperator::with_processing_time`]) the
+//! watermark is the wall clock, advanced on a timer whether or not rows
+//! arrive, so processing-time windows close when their end passes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,19 +43,22 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::message::{MAX_WATERMARK, Timestamp};
-use crate::metrics::JobMetrics;
+use crate::metrics::{JobMetrics, unix_ms};
 use crate::operator::{Collector, Operator, OperatorContext};
 use crate::{OperatorError, Result};
 use eddy_state::StateTable;
 
-/// The generator's entry in its state table.
-const STATE_KEY: &[u8] = b"watermarks";
-
 /// Where the generator reads processing time (a test sets its own).
 pub type Clock = Box<dyn Fn() -> Instant + Send>;
 
-#[derive(Debug, Clone, Copy)]
+/// How often a processing-time watermark follows the wall clock (Flink's
+/// default auto-watermark interval).
+const PROCESSING_TIME_TICK: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone)]
 struct Partition {
+    /// The split's id (its key in the state table), if it came from one.
+    split: Option<String>,
     /// Highest watermark expression value seen, `Timestamp::MIN` if none.
     max: Timestamp,
     /// When it last delivered rows.
@@ -52,15 +66,18 @@ struct Partition {
     ended: bool,
 }
 
-/// Emits the minimum over the source's live partitions of their
-/// `max(expr)` as the watermark, after the batch that advanced it.
-/// Upstream watermarks are ignored, except the final one that ends a
-/// bounded input.
+/// Emits the minimum over the subtask's live splits of their `max(expr)`
+/// as the watermark, after the batch that advanced it. Upstream
+/// watermarks are ignored, except the final one that ends a bounded input.
 pub struct WatermarkOperator {
     expr: Arc<dyn PhysicalExpr>,
     idle_timeout: Option<Duration>,
+    processing_time: bool,
     partitions: BTreeMap<usize, Partition>,
     current: Timestamp,
+    /// Every live split is idle, and `Idle` was emitted.
+    idle: bool,
+    last_tick: Option<Instant>,
     clock: Clock,
     table: Option<Arc<dyn StateTable>>,
     metrics: Option<JobMetrics>,
@@ -81,18 +98,27 @@ impl WatermarkOperator {
         Self {
             expr,
             idle_timeout: None,
+            processing_time: false,
             partitions: BTreeMap::new(),
             current: Timestamp::MIN,
+            idle: false,
+            last_tick: None,
             clock: Box::new(Instant::now),
             table: None,
             metrics: None,
         }
     }
 
-    /// A partition without rows for this long stops holding the watermark
+    /// A split without rows for this long stops holding the watermark
     /// back.
     pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// The watermark also follows the wall clock (a `PROCTIME()` column).
+    pub fn with_processing_time(mut self, on: bool) -> Self {
+        self.processing_time = on;
         self
     }
 
@@ -117,68 +143,47 @@ impl WatermarkOperator {
         Ok(max(millis))
     }
 
-    /// `current`, then `(partition, max, ended)` per partition.
-    fn encode(&self) -> Vec<u8> {
-        let mut out = self.current.to_le_bytes().to_vec();
-        for (&id, p) in &self.partitions {
-            out.extend_from_slice(&(id as u64).to_le_bytes());
-            out.extend_from_slice(&p.max.to_le_bytes());
-            out.push(u8::from(p.ended));
-        }
-        out
+    fn is_idle(&self, p: &Partition, now: Instant) -> bool {
+        self.idle_timeout
+            .is_some_and(|t| now.saturating_duration_since(p.active_at) >= t)
     }
 
-    fn decode(&mut self, bytes: &[u8]) -> Result<()> {
-        let bad = || OperatorError::Internal("bad watermark generator state".into());
-        let i64_at = |at: usize| -> Result<i64> {
-            let b: [u8; 8] = bytes
-                .get(at..at + 8)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(bad)?;
-            Ok(i64::from_le_bytes(b))
-        };
-        self.current = i64_at(0)?;
-        let now = (self.clock)();
-        let mut at = 8;
-        while at < bytes.len() {
-            let id = i64_at(at)? as usize;
-            let max = i64_at(at + 8)?;
-            let ended = *bytes.get(at + 16).ok_or_else(bad)? != 0;
-            self.partitions.insert(
-                id,
-                Partition {
-                    max,
-                    active_at: now,
-                    ended,
-                },
-            );
-            at += 17;
-        }
-        Ok(())
-    }
-
-    /// Emits the minimum over live partitions if it moved forward.
+    /// Emits the minimum over live splits if it moved forward; marks the
+    /// output idle when every live split is.
     fn advance(&mut self, now: Instant, out: &mut Collector) {
-        let idle = |p: &Partition| {
-            self.idle_timeout
-                .is_some_and(|t| now.saturating_duration_since(p.active_at) >= t)
-        };
-        let Some(wm) = self
-            .partitions
-            .values()
-            .filter(|p| !p.ended && !idle(p))
-            .map(|p| p.max)
-            .min()
-        else {
+        let live: Vec<&Partition> = self.partitions.values().filter(|p| !p.ended).collect();
+        let active: Vec<&&Partition> = live.iter().filter(|p| !self.is_idle(p, now)).collect();
+        if !live.is_empty() && active.is_empty() {
+            if !self.idle {
+                self.idle = true;
+                out.emit_idle();
+            }
+            return;
+        }
+        let Some(wm) = active.iter().map(|p| p.max).min() else {
             return;
         };
+        self.emit(wm, out);
+    }
+
+    fn emit(&mut self, wm: Timestamp, out: &mut Collector) {
         if wm > self.current {
             self.current = wm;
+            self.idle = false;
             if let Some(m) = &self.metrics {
                 m.set_watermark(wm);
             }
             out.emit_watermark(wm);
         }
+    }
+
+    fn partition(&mut self, partition: usize, now: Instant) -> &mut Partition {
+        self.partitions.entry(partition).or_insert(Partition {
+            split: None,
+            max: Timestamp::MIN,
+            active_at: now,
+            ended: false,
+        })
     }
 }
 
@@ -189,22 +194,22 @@ impl Operator for WatermarkOperator {
 
     fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
         self.metrics = Some(ctx.metrics.clone());
-        let table = ctx
-            .state
-            .open_table(&format!("{}-{}", ctx.operator_id, ctx.subtask))?;
-        if let Some(bytes) = table.get(STATE_KEY)? {
-            self.decode(&bytes)?;
-        }
-        self.table = Some(table);
+        // Shared by the subtasks: each writes the splits it holds.
+        self.table = Some(ctx.state.open_table(&ctx.operator_id)?);
         Ok(())
     }
 
-    /// The partitions' progress is part of the checkpoint, so that a
-    /// recovered job holds the same watermark: a row that was late before
-    /// the crash is late after it.
+    /// Each live split's watermark is part of the checkpoint, by split id.
     fn handle_checkpoint(&mut self, _checkpoint: u64, _out: &mut Collector) -> Result<()> {
-        if let Some(table) = &self.table {
-            table.put(STATE_KEY, &self.encode())?;
+        let Some(table) = &self.table else {
+            return Ok(());
+        };
+        for p in self.partitions.values().filter(|p| !p.ended) {
+            if let Some(split) = &p.split
+                && p.max > Timestamp::MIN
+            {
+                table.put(split.as_bytes(), &p.max.to_le_bytes())?;
+            }
         }
         Ok(())
     }
@@ -221,11 +226,7 @@ impl Operator for WatermarkOperator {
     ) -> Result<()> {
         let batch_max = self.batch_max(&batch)?;
         let now = (self.clock)();
-        let p = self.partitions.entry(partition).or_insert(Partition {
-            max: Timestamp::MIN,
-            active_at: now,
-            ended: false,
-        });
+        let p = self.partition(partition, now);
         if batch.num_rows() > 0 {
             p.active_at = now;
         }
@@ -237,12 +238,63 @@ impl Operator for WatermarkOperator {
         Ok(())
     }
 
+    /// A new split holds the watermark back from its checkpointed
+    /// watermark, or from nothing.
+    fn start_partition(
+        &mut self,
+        partition: usize,
+        split: &str,
+        out: &mut Collector,
+    ) -> Result<()> {
+        let restored = match &self.table {
+            Some(table) => table.get(split.as_bytes())?,
+            None => None,
+        };
+        let now = (self.clock)();
+        let p = self.partition(partition, now);
+        p.split = Some(split.to_string());
+        p.ended = false;
+        p.active_at = now;
+        if let Some(bytes) = restored.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()) {
+            p.max = p.max.max(i64::from_le_bytes(bytes));
+        }
+        self.advance(now, out);
+        Ok(())
+    }
+
     fn end_partition(&mut self, partition: usize, out: &mut Collector) -> Result<()> {
         if let Some(p) = self.partitions.get_mut(&partition) {
             p.ended = true;
         }
         let now = (self.clock)();
         self.advance(now, out);
+        Ok(())
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        let tick = self.processing_time.then(|| {
+            self.last_tick
+                .map_or_else(Instant::now, |t| t + PROCESSING_TIME_TICK)
+        });
+        let idle = self.idle_timeout.and_then(|timeout| {
+            let now = (self.clock)();
+            self.partitions
+                .values()
+                .filter(|p| !p.ended && now.saturating_duration_since(p.active_at) < timeout)
+                .map(|p| p.active_at + timeout)
+                .min()
+        });
+        [tick, idle].into_iter().flatten().min()
+    }
+
+    fn on_timer(&mut self, now: Instant, out: &mut Collector) -> Result<()> {
+        if self.processing_time {
+            self.last_tick = Some(now);
+            // Rows stamped before now (in this chain, before this call)
+            // are not late: the watermark stays a millisecond behind.
+            self.emit(unix_ms() as Timestamp - 1, out);
+        }
+        self.advance((self.clock)(), out);
         Ok(())
     }
 

@@ -56,6 +56,8 @@ pub enum StatementKind {
     Show(ShowKind),
     /// `DESCRIBE name`.
     Describe(Ident),
+    /// `DESCRIBE CONNECTOR name`: the connector's options.
+    DescribeConnector(Ident),
     /// `SET key = value`.
     Set(SqlOption),
 }
@@ -100,6 +102,7 @@ pub enum ShowKind {
     Sinks,
     Views,
     Jobs,
+    Connectors,
 }
 
 impl ShowKind {
@@ -109,6 +112,7 @@ impl ShowKind {
             ShowKind::Sinks => "SINKS",
             ShowKind::Views => "VIEWS",
             ShowKind::Jobs => "JOBS",
+            ShowKind::Connectors => "CONNECTORS",
         }
     }
 }
@@ -166,6 +170,12 @@ pub struct SqlOption {
     pub key: String,
     pub value: String,
     pub span: Span,
+    /// Where the key is written (for errors about an unknown option).
+    #[serde(default)]
+    pub key_span: Span,
+    /// Where the value is written (for errors about a bad value).
+    #[serde(default)]
+    pub value_span: Span,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

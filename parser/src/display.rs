@@ -427,6 +427,7 @@ impl Display for Statement {
             }
             StatementKind::Show(what) => write!(f, "SHOW {}", what.as_str()),
             StatementKind::Describe(name) => write!(f, "DESCRIBE {name}"),
+            StatementKind::DescribeConnector(name) => write!(f, "DESCRIBE CONNECTOR {name}"),
             StatementKind::Set(o) => write!(f, "SET {o}"),
         }
     }

@@ -370,7 +370,7 @@ fn without_spans<T: serde::Serialize>(t: &T) -> serde_json::Value {
     fn strip(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(map) => {
-                map.remove("span");
+                map.retain(|k, _| k != "span" && !k.ends_with("_span"));
                 map.values_mut().for_each(strip);
             }
             serde_json::Value::Array(items) => items.iter_mut().for_each(strip),

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::DFSchema;
-use eddy_connectors::{Options, SinkConfig, SourceConfig};
+use eddy_connectors::{ConnectorError, ConnectorRegistry, OptionError, Role, Validated};
+use eddy_operators::{DeliveryGuarantee, SourceProvider};
 use eddy_parser::ast::{self, Span};
 
 use crate::binder::{AggMode, Binder, Scope, coerce, sql_type};
@@ -17,8 +18,13 @@ pub struct SourceDef {
     pub name: String,
     pub schema: SchemaRef,
     pub watermark: Option<WatermarkDef>,
+    /// The connector's name, as registered.
+    pub connector: String,
+    /// The options given (under their declared names), `connector` too.
     pub options: BTreeMap<String, String>,
-    pub config: SourceConfig,
+    /// Made when the source was declared: its splits, parallelism limit
+    /// and lookup table.
+    pub provider: Arc<dyn SourceProvider>,
     /// `PRIMARY KEY (...) NOT ENFORCED`: its rows are versions of their
     /// key, for an event-time temporal join. Elsewhere they are read as
     /// they come (append-only), as in Flink.
@@ -37,8 +43,11 @@ pub struct SinkDef {
     pub name: String,
     /// Declared columns, or those of the query that created the sink.
     pub schema: Option<SchemaRef>,
+    /// The connector's name, as registered.
+    pub connector: String,
+    /// The options given (under their declared names), `connector` too.
     pub options: BTreeMap<String, String>,
-    pub config: SinkConfig,
+    pub guarantee: DeliveryGuarantee,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -47,19 +56,82 @@ pub struct Catalog {
     sinks: BTreeMap<String, SinkDef>,
 }
 
-fn options_map(options: &[ast::SqlOption]) -> BTreeMap<String, String> {
-    options
-        .iter()
-        .map(|o| (o.key.to_ascii_lowercase(), o.value.clone()))
-        .collect()
-}
-
 /// The span of `WITH (...)`: from the first option to the last.
 fn options_span(options: &[ast::SqlOption], fallback: Span) -> Span {
     match (options.first(), options.last()) {
         (Some(a), Some(b)) => a.span.union(b.span),
         _ => fallback,
     }
+}
+
+/// Where an error about option `key` points: its value or its key.
+fn option_span(options: &[ast::SqlOption], key: &str, value: bool, fallback: Span) -> Span {
+    options
+        .iter()
+        .find(|o| o.key.eq_ignore_ascii_case(key))
+        .map_or(fallback, |o| {
+            let span = if value { o.value_span } else { o.key_span };
+            if span == Span::default() {
+                o.span
+            } else {
+                span
+            }
+        })
+}
+
+/// Checks a `WITH (...)` list against the registry, with errors at the
+/// option they are about.
+pub(crate) fn validate_options(
+    registry: &ConnectorRegistry,
+    options: &[ast::SqlOption],
+    role: Role,
+    span: Span,
+) -> Result<Validated> {
+    let given: Vec<(String, String)> = options
+        .iter()
+        .map(|o| (o.key.to_ascii_lowercase(), o.value.clone()))
+        .collect();
+    registry.validate(&given, role).map_err(|e: OptionError| {
+        let at = match e.key() {
+            Some(key) => option_span(
+                options,
+                key,
+                e.is_about_value(),
+                options_span(options, span),
+            ),
+            None => options_span(options, span),
+        };
+        PlanError::user(e.to_string(), at)
+    })
+}
+
+/// A connector's error, at the option it is about when it names one.
+pub(crate) fn connector_error(
+    e: ConnectorError,
+    options: &[ast::SqlOption],
+    span: Span,
+) -> PlanError {
+    let at = match &e {
+        ConnectorError::Option { option, .. } => {
+            option_span(options, option, true, options_span(options, span))
+        }
+        _ => options_span(options, span),
+    };
+    PlanError::user(e.to_string(), at)
+}
+
+/// The options as stored in the catalog and the plan.
+fn given_options(validated: &Validated) -> BTreeMap<String, String> {
+    let mut map: BTreeMap<String, String> = validated
+        .options
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    map.insert(
+        eddy_connectors::registry::CONNECTOR.to_string(),
+        validated.connector.name().to_string(),
+    );
+    map
 }
 
 pub(crate) fn columns_schema(columns: &[ast::ColumnDef]) -> Result<Schema> {
@@ -118,6 +190,7 @@ impl Catalog {
         &mut self,
         s: &ast::CreateSource,
         binder: &Binder<'_>,
+        registry: &ConnectorRegistry,
         span: Span,
     ) -> Result<String> {
         self.check_free(&s.name)?;
@@ -172,9 +245,10 @@ impl Catalog {
                 })
             }
         };
-        let options = options_map(&s.options);
-        let config = SourceConfig::parse(&Options::new(options.clone()), &schema)
-            .map_err(|e| PlanError::user(e.to_string(), options_span(&s.options, span)))?;
+        let validated = validate_options(registry, &s.options, Role::Source, span)?;
+        let provider = registry
+            .source(&validated, &schema)
+            .map_err(|e| connector_error(e, &s.options, span))?;
         let name = s.name.value.clone();
         self.sources.insert(
             name.clone(),
@@ -182,8 +256,9 @@ impl Catalog {
                 name: name.clone(),
                 schema,
                 watermark,
-                options,
-                config,
+                connector: validated.connector.name().to_string(),
+                options: given_options(&validated),
+                provider,
                 primary_key: s.primary_key.iter().map(|k| k.value.clone()).collect(),
             },
         );
@@ -195,10 +270,11 @@ impl Catalog {
         name: &ast::Ident,
         schema: Option<SchemaRef>,
         options: &[ast::SqlOption],
+        registry: &ConnectorRegistry,
         span: Span,
     ) -> Result<SinkDef> {
         self.check_free(name)?;
-        let sink = self.sink_def(name, schema, options, span)?;
+        let sink = self.sink_def(name, schema, options, registry, span)?;
         self.sinks.insert(sink.name.clone(), sink.clone());
         Ok(sink)
     }
@@ -209,16 +285,23 @@ impl Catalog {
         name: &ast::Ident,
         schema: Option<SchemaRef>,
         options: &[ast::SqlOption],
+        registry: &ConnectorRegistry,
         span: Span,
     ) -> Result<SinkDef> {
-        let map = options_map(options);
-        let config = SinkConfig::parse(&Options::new(map.clone()))
-            .map_err(|e| PlanError::user(e.to_string(), options_span(options, span)))?;
+        let validated = validate_options(registry, options, Role::Sink, span)?;
+        if let Some(schema) = &schema {
+            // What only the connector can check (a partition column, a
+            // path), now rather than when the job starts.
+            registry
+                .sink(&validated, schema)
+                .map_err(|e| connector_error(e, options, span))?;
+        }
         Ok(SinkDef {
             name: name.value.clone(),
             schema,
-            options: map,
-            config,
+            connector: validated.connector.name().to_string(),
+            guarantee: validated.connector.guarantee(&validated.options),
+            options: given_options(&validated),
         })
     }
 }

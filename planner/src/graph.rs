@@ -71,6 +71,11 @@ pub struct WatermarkNode {
     /// for this long stops holding the watermark back.
     #[serde(default)]
     pub idle_timeout_ms: Option<i64>,
+    /// The column holds `PROCTIME()`: the watermark also follows the wall
+    /// clock, so processing-time windows close when their end passes
+    /// whether or not rows arrive.
+    #[serde(default)]
+    pub processing_time: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -234,7 +239,26 @@ pub struct AggregateCall {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SinkNode {
     pub name: String,
+    /// The connector's options (`connector` among them), as validated.
     pub options: BTreeMap<String, String>,
+    /// What the connector promises with these options.
+    pub guarantee: eddy_operators::DeliveryGuarantee,
+    /// A table-mode SELECT (`'sql-client.execution.result-mode' =
+    /// 'table'`): the sink gets the table the changelog leaves, at the end.
+    #[serde(default)]
+    pub result_table: bool,
+}
+
+impl SinkNode {
+    /// A sink node for a catalog sink.
+    pub fn of(def: &crate::catalog::SinkDef) -> Self {
+        Self {
+            name: def.name.clone(),
+            options: def.options.clone(),
+            guarantee: def.guarantee,
+            result_table: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -363,11 +387,17 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
             format!("Source {} [{}] {time}", s.name, opts.join(", "))
         }
         NodeKind::Watermark(w) => {
+            if w.processing_time {
+                return format!(
+                    "Watermark for {}: processing time (the wall clock, also without rows)",
+                    w.column
+                );
+            }
             let idle = w.idle_timeout_ms.map_or(String::new(), |ms| {
-                format!(", idle partitions after {}", format_duration(ms))
+                format!(", idle splits after {}", format_duration(ms))
             });
             format!(
-                "Watermark for {}: min over partitions of max({}){idle}",
+                "Watermark for {}: min over splits of max({}){idle}",
                 w.column, w.expr
             )
         }
@@ -663,7 +693,13 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
                 .iter()
                 .map(|(k, v)| format!("{k}='{v}'"))
                 .collect();
-            format!("Sink {} [{}]", s.name, opts.join(", "))
+            let table = if s.result_table { " (table mode)" } else { "" };
+            format!(
+                "Sink {} [{}]{table} {}",
+                s.name,
+                opts.join(", "),
+                s.guarantee.as_str()
+            )
         }
     }
 }

@@ -33,6 +33,9 @@ pub use graph::PhysicalGraph;
 pub use plan::sink_schema;
 pub use session::{Job, LatePolicy, Outcome, Session, SessionError, Settings};
 
+/// Connectors: the registry and the trait an embedding program implements.
+pub use eddy_connectors::{Connector, ConnectorRegistry};
+
 impl From<eddy_operators::OperatorError> for PlanError {
     fn from(e: eddy_operators::OperatorError) -> Self {
         PlanError::internal(e.to_string())

@@ -7,7 +7,7 @@
 //!                     ══ gather ══► Sink
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -175,21 +175,12 @@ impl QueryPlan {
 
     /// Adds the final projection, cast and renamed to `target` if given,
     /// then the sink.
-    pub fn into_graph(
-        self,
-        sink_name: &str,
-        sink_options: BTreeMap<String, String>,
-        target: Option<&Schema>,
-    ) -> Result<PhysicalGraph> {
-        let (mut builder, id, schema) = self.into_node(target.map(|t| (sink_name, t)))?;
+    pub fn into_graph(self, sink: SinkNode, target: Option<&Schema>) -> Result<PhysicalGraph> {
+        let (mut builder, id, schema) = self.into_node(target.map(|t| (sink.name.as_str(), t)))?;
         let edge = if builder.parallelism(id) == 1 {
             EdgeKind::Forward
         } else {
             EdgeKind::Gather
-        };
-        let sink = SinkNode {
-            name: sink_name.to_string(),
-            options: sink_options,
         };
         builder.add(NodeKind::Sink(sink), 1, schema, Some((id, edge)));
         Ok(builder.finish())
@@ -420,20 +411,25 @@ impl QueryPlanner<'_> {
             options: source.options.clone(),
             event_time: source.watermark.as_ref().map(|w| w.column.clone()),
         };
-        let mut id = builder.add(NodeKind::Source(node), 1, schema.clone(), None);
+        // Validated with the source's other options.
+        let option = |key: &str| source.options.get(key).map(|v| v.trim());
+        let parallelism = option(eddy_connectors::registry::SCAN_PARALLELISM)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(self.parallelism)
+            .min(source.provider.max_parallelism().unwrap_or(usize::MAX))
+            .max(1);
+        let mut id = builder.add(NodeKind::Source(node), parallelism, schema.clone(), None);
         if let Some(wm) = &source.watermark {
             let node = WatermarkNode {
                 column: wm.column.clone(),
                 expr: wm.expr.clone(),
-                // Validated with the source's other options.
-                idle_timeout_ms: source
-                    .options
-                    .get("watermark.idle-timeout")
-                    .and_then(|v| eddy_connectors::parse_duration_ms(v)),
+                idle_timeout_ms: option(eddy_connectors::registry::IDLE_TIMEOUT)
+                    .and_then(eddy_connectors::parse_duration_ms),
+                processing_time: false,
             };
             id = builder.add(
                 NodeKind::Watermark(node),
-                1,
+                parallelism,
                 schema.clone(),
                 Some((id, EdgeKind::Forward)),
             );
@@ -472,6 +468,7 @@ impl QueryPlanner<'_> {
                 column: column.clone(),
                 expr: ScalarExpr::column(column.clone(), index),
                 idle_timeout_ms: None,
+                processing_time: true,
             };
             let p = builder.parallelism(node);
             node = builder.add(
@@ -1320,10 +1317,7 @@ impl QueryPlanner<'_> {
             let def = self.catalog.sink(name).ok_or_else(|| {
                 PlanError::user(format!("the dead-letter sink '{name}' was dropped"), q.span)
             })?;
-            let sink = SinkNode {
-                name: def.name.clone(),
-                options: def.options.clone(),
-            };
+            let sink = SinkNode::of(def);
             builder
                 .side_sinks
                 .push((agg_id, eddy_operators::operator::LATE_PORT, sink, schema));

@@ -4,18 +4,21 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use eddy_parser::ast::{Query, Statement, StatementKind};
+use eddy_connectors::registry::CONNECTOR;
+use eddy_parser::ast::{self, Query, Span, Statement, StatementKind};
 use eddy_parser::{ParseError, parse_statements, render_diagnostic};
+
+use eddy_connectors::{Connector, ConnectorRegistry, Role};
 
 use crate::binder::Binder;
 use crate::catalog::{Catalog, columns_schema};
-use crate::error::{PlanError, PlanErrorKind};
+use crate::error::{PlanError, PlanErrorKind, did_you_mean, suggestions};
 use crate::functions::Functions;
-use crate::graph::PhysicalGraph;
+use crate::graph::{PhysicalGraph, SinkNode};
 use crate::plan::{QueryPlanner, sink_schema};
 
 /// A continuous query ready to run: its graph ends in a sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Job {
     pub name: String,
     pub graph: PhysicalGraph,
@@ -68,6 +71,7 @@ impl SessionError {
 pub struct Session {
     catalog: Catalog,
     functions: Functions,
+    connectors: ConnectorRegistry,
     /// Parallelism of keyed operators (window aggregates).
     pub parallelism: usize,
     /// Options of the sink that receives a bare SELECT's rows.
@@ -149,9 +153,6 @@ pub const DEFAULT_CHECKPOINT_INTERVAL_MS: i64 = 10_000;
 /// Keep the last 3 complete checkpoints: two to fall back on.
 pub const DEFAULT_CHECKPOINTS_RETAINED: usize = 3;
 
-/// The sink option a table-mode SELECT's sink gets.
-pub const RESULT_MODE: &str = "result-mode";
-
 /// The settings `SET` knows, for the message about an unknown one.
 const KNOWN_SETTINGS: &str = "parallelism, 'late.policy', 'late.dead-letter-sink', 'table.exec.emit.allow-lateness', 'table.exec.emit.early-fire.enabled', 'table.exec.emit.early-fire.delay', 'sql-client.execution.result-mode', 'execution.checkpointing.interval', 'state.checkpoints.num-retained', 'state.cache.size', 'table.exec.state.ttl'";
 
@@ -170,6 +171,7 @@ impl Session {
         Self {
             catalog: Catalog::default(),
             functions: Functions::default(),
+            connectors: ConnectorRegistry::default(),
             parallelism: parallelism.max(1),
             select_sink,
             settings: Settings::default(),
@@ -187,6 +189,29 @@ impl Session {
         udf: datafusion::logical_expr::ScalarUDF,
     ) -> Result<(), crate::functions::FunctionError> {
         self.functions.register_scalar(udf)
+    }
+
+    /// Registers a connector (a source and/or a sink, with its options)
+    /// for the statements this session plans and the jobs it builds. Its
+    /// name and aliases must be new.
+    pub fn register_connector(
+        &mut self,
+        connector: std::sync::Arc<dyn Connector>,
+    ) -> Result<(), eddy_connectors::ConnectorError> {
+        self.connectors.register(connector)
+    }
+
+    pub fn connectors(&self) -> &ConnectorRegistry {
+        &self.connectors
+    }
+
+    /// What building this session's jobs needs: its functions and
+    /// connectors.
+    pub fn build_env(&self) -> crate::BuildEnv {
+        crate::BuildEnv {
+            functions: self.functions.clone(),
+            connectors: self.connectors.clone(),
+        }
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -228,152 +253,30 @@ impl Session {
         Ok(out)
     }
 
-    fn next_job_name(&mut self, what: &str) -> String {
-        self.jobs += 1;
-        format!("job{}-{what}", self.jobs)
-    }
-
     fn statement(
         &mut self,
         stmt: &Statement,
         sql: &str,
         explain: bool,
     ) -> Result<Outcome, SessionError> {
-        let binder = Binder {
-            functions: &self.functions,
-            sql,
-        };
+        let span = stmt.span;
         match &stmt.kind {
             StatementKind::CreateSource(s) => {
                 if explain {
-                    return Err(
-                        PlanError::not_supported("EXPLAIN of CREATE SOURCE", stmt.span).into(),
-                    );
+                    return Err(PlanError::not_supported("EXPLAIN of CREATE SOURCE", span).into());
                 }
-                Ok(Outcome::Created(
-                    self.catalog.create_source(s, &binder, stmt.span)?,
-                ))
-            }
-            StatementKind::CreateSink(s) => {
-                let options = sink_options(s)?;
-                let declared = s
-                    .columns
-                    .as_ref()
-                    .map(|c| columns_schema(c).map(Arc::new))
-                    .transpose()?;
-                let Some(query) = &s.query else {
-                    if explain {
-                        return Err(PlanError::not_supported(
-                            "EXPLAIN of CREATE SINK without AS SELECT",
-                            stmt.span,
-                        )
-                        .into());
-                    }
-                    // Without a column list the sink takes the columns of
-                    // whatever is written to it (an INSERT's query, or a
-                    // window's late rows).
-                    self.catalog
-                        .create_sink(&s.name, declared, &options, stmt.span)?;
-                    return Ok(Outcome::Created(s.name.value.clone()));
+                let binder = Binder {
+                    functions: &self.functions,
+                    sql,
                 };
-                let def = self
+                let name = self
                     .catalog
-                    .sink_def(&s.name, declared.clone(), &options, stmt.span)?;
-                if self.catalog.sink(&s.name.value).is_some()
-                    || self.catalog.source(&s.name.value).is_some()
-                {
-                    return Err(PlanError::user(
-                        format!("'{}' is already defined", s.name.value),
-                        s.name.span,
-                    )
-                    .into());
-                }
-                let graph = self.plan_query(
-                    query,
-                    sql,
-                    &def.name,
-                    def.options.clone(),
-                    declared.as_deref(),
-                )?;
-                let schema = sink_schema(&graph);
-                if let Some(c) = s.partitioned_by.iter().find(|c| {
-                    schema
-                        .as_ref()
-                        .is_some_and(|sc| sc.index_of(&c.value).is_err())
-                }) {
-                    return Err(PlanError::user(
-                        format!(
-                            "PARTITIONED BY column '{}' is not a column of the query",
-                            c.value
-                        ),
-                        c.span,
-                    )
-                    .into());
-                }
-                if explain {
-                    return Ok(Outcome::Explain(graph.explain()));
-                }
-                self.catalog
-                    .create_sink(&s.name, schema, &options, stmt.span)?;
-                let name = self.next_job_name(&s.name.value);
-                Ok(Outcome::Job(Job {
-                    name,
-                    graph,
-                    is_select: false,
-                    checkpoint_interval_ms: self.settings.checkpoint_interval_ms,
-                    checkpoints_retained: self.settings.checkpoints_retained,
-                }))
+                    .create_source(s, &binder, &self.connectors, span)?;
+                Ok(Outcome::Created(name))
             }
-            StatementKind::Insert(ins) => {
-                let Some(sink) = self.catalog.sink(&ins.target.value).cloned() else {
-                    let names: Vec<&str> = self.catalog.sink_names().collect();
-                    let hint = crate::error::did_you_mean(&crate::error::suggestions(
-                        &ins.target.value,
-                        names.iter().copied(),
-                    ));
-                    return Err(PlanError::user(
-                        format!("unknown sink '{}'{hint}", ins.target.value),
-                        ins.target.span,
-                    )
-                    .into());
-                };
-                let graph = self.plan_query(
-                    &ins.query,
-                    sql,
-                    &sink.name,
-                    sink.options.clone(),
-                    sink.schema.as_deref(),
-                )?;
-                if explain {
-                    return Ok(Outcome::Explain(graph.explain()));
-                }
-                let name = self.next_job_name(&sink.name);
-                Ok(Outcome::Job(Job {
-                    name,
-                    graph,
-                    is_select: false,
-                    checkpoint_interval_ms: self.settings.checkpoint_interval_ms,
-                    checkpoints_retained: self.settings.checkpoints_retained,
-                }))
-            }
-            StatementKind::Query(q) => {
-                let mut sink = self.select_sink.clone();
-                if self.settings.result_table {
-                    sink.insert(RESULT_MODE.to_string(), "table".to_string());
-                }
-                let graph = self.plan_query(q, sql, "select", sink, None)?;
-                if explain {
-                    return Ok(Outcome::Explain(graph.explain()));
-                }
-                let name = self.next_job_name("select");
-                Ok(Outcome::Job(Job {
-                    name,
-                    graph,
-                    is_select: true,
-                    checkpoint_interval_ms: self.settings.checkpoint_interval_ms,
-                    checkpoints_retained: self.settings.checkpoints_retained,
-                }))
-            }
+            StatementKind::CreateSink(s) => self.create_sink(s, sql, span, explain),
+            StatementKind::Insert(ins) => self.insert(ins, sql, explain),
+            StatementKind::Query(q) => self.select(q, sql, explain),
             StatementKind::CreateView(v) => {
                 let what = if v.materialized {
                     "CREATE MATERIALIZED VIEW"
@@ -382,270 +285,426 @@ impl Session {
                 };
                 Err(PlanError::not_supported(what, v.name.span).into())
             }
-            StatementKind::Drop(d) => {
-                use eddy_parser::ast::ObjectKind;
-                let dropped = match d.kind {
-                    ObjectKind::Source => self.catalog.drop_source(&d.name.value),
-                    ObjectKind::Sink => self.catalog.drop_sink(&d.name.value),
-                    ObjectKind::View | ObjectKind::MaterializedView => false,
-                };
-                if !dropped && !d.if_exists {
-                    let msg = format!(
-                        "there is no {} named '{}'",
-                        d.kind.as_str().to_lowercase(),
-                        d.name.value
-                    );
-                    return Err(PlanError::user(msg, d.name.span).into());
-                }
-                Ok(Outcome::Info(if dropped {
-                    format!("dropped {}", d.name.value)
-                } else {
-                    String::new()
-                }))
+            StatementKind::Drop(d) => self.drop(d),
+            StatementKind::Show(what) => self.show(*what, span),
+            StatementKind::Describe(name) => self.describe(name),
+            StatementKind::DescribeConnector(name) => self.describe_connector(name),
+            StatementKind::Set(option) => {
+                self.set(option)?;
+                Ok(Outcome::Info(String::new()))
             }
-            StatementKind::Show(what) => {
-                use eddy_parser::ast::ShowKind;
-                let names: Vec<&str> = match what {
-                    ShowKind::Sources => self.catalog.source_names().collect(),
-                    ShowKind::Sinks => self.catalog.sink_names().collect(),
-                    ShowKind::Views => vec![],
-                    ShowKind::Jobs => {
-                        return Err(PlanError::not_supported(
-                            "SHOW JOBS (it needs `eddy server`)",
-                            stmt.span,
-                        )
-                        .into());
-                    }
-                };
-                Ok(Outcome::Info(
-                    names.iter().map(|n| format!("{n}\n")).collect(),
-                ))
-            }
-            StatementKind::Describe(name) => {
-                let schema = match (
-                    self.catalog.source(&name.value),
-                    self.catalog.sink(&name.value),
-                ) {
-                    (Some(s), _) => s.schema.clone(),
-                    (None, Some(k)) => k
-                        .schema
-                        .clone()
-                        .unwrap_or_else(|| Arc::new(datafusion::arrow::datatypes::Schema::empty())),
-                    (None, None) => {
-                        let names: Vec<&str> = self
-                            .catalog
-                            .source_names()
-                            .chain(self.catalog.sink_names())
-                            .collect();
-                        let hint = crate::error::did_you_mean(&crate::error::suggestions(
-                            &name.value,
-                            names.iter().copied(),
-                        ));
-                        return Err(PlanError::user(
-                            format!("unknown table '{}'{hint}", name.value),
-                            name.span,
-                        )
-                        .into());
-                    }
-                };
-                let text = schema
-                    .fields()
-                    .iter()
-                    .map(|f| format!("{} {}\n", f.name(), f.data_type()))
-                    .collect();
-                Ok(Outcome::Info(text))
-            }
-            StatementKind::Set(option) => match option.key.as_str() {
-                "parallelism" => {
-                    let n: usize =
-                        option
-                            .value
-                            .parse()
-                            .ok()
-                            .filter(|n| *n > 0)
-                            .ok_or_else(|| {
-                                PlanError::user(
-                                    format!(
-                                        "parallelism must be a positive integer, not '{}'",
-                                        option.value
-                                    ),
-                                    option.span,
-                                )
-                            })?;
-                    self.parallelism = n;
-                    Ok(Outcome::Info(String::new()))
-                }
-                "late.policy" => {
-                    match option.value.to_ascii_lowercase().as_str() {
-                        "drop" => {
-                            self.settings.late_policy = LatePolicy::Drop;
-                            self.settings.dead_letter_wanted = false;
-                        }
-                        "dead-letter" => {
-                            self.settings.dead_letter_wanted = true;
-                            if let Some(sink) = &self.settings.dead_letter_sink {
-                                self.settings.late_policy = LatePolicy::DeadLetter(sink.clone());
-                            }
-                        }
-                        other => {
-                            return Err(PlanError::user(
-                                format!("'late.policy' is 'drop' or 'dead-letter', not '{other}'"),
-                                option.span,
-                            )
-                            .into());
-                        }
-                    }
-                    Ok(Outcome::Info(String::new()))
-                }
-                "late.dead-letter-sink" => {
-                    let name = &option.value;
-                    let Some(sink) = self.catalog.sink(name) else {
-                        let names: Vec<&str> = self.catalog.sink_names().collect();
-                        let hint = crate::error::did_you_mean(&crate::error::suggestions(
-                            name,
-                            names.iter().copied(),
-                        ));
-                        return Err(PlanError::user(
-                            format!(
-                                "unknown sink '{name}'{hint}: declare it first with CREATE SINK {name} WITH (...)"
-                            ),
-                            option.span,
-                        )
-                        .into());
-                    };
-                    if sink.schema.is_some() {
-                        return Err(PlanError::user(
-                            format!(
-                                "the dead-letter sink '{name}' has a column list; declare it without one (it takes the late rows' columns, `_reason` and `_watermark`)"
-                            ),
-                            option.span,
-                        )
-                        .into());
-                    }
-                    self.settings.dead_letter_sink = Some(sink.name.clone());
-                    if self.settings.dead_letter_wanted {
-                        self.settings.late_policy = LatePolicy::DeadLetter(sink.name.clone());
-                    }
-                    Ok(Outcome::Info(String::new()))
-                }
-                "table.exec.emit.allow-lateness" => {
-                    let ms = duration_setting(option)?;
-                    self.settings.allowed_lateness_ms = ms;
-                    Ok(Outcome::Info(String::new()))
-                }
-                "table.exec.emit.early-fire.enabled" => {
-                    self.settings.early_fire_enabled = match option
-                        .value
-                        .to_ascii_lowercase()
-                        .as_str()
-                    {
-                        "true" => true,
-                        "false" => false,
-                        other => {
-                            return Err(PlanError::user(
-                                    format!(
-                                        "'table.exec.emit.early-fire.enabled' is 'true' or 'false', not '{other}'"
-                                    ),
-                                    option.span,
-                                )
-                                .into());
-                        }
-                    };
-                    Ok(Outcome::Info(String::new()))
-                }
-                "table.exec.emit.early-fire.delay" => {
-                    let ms = duration_setting(option)?;
-                    self.settings.early_fire_delay_ms = Some(ms);
-                    Ok(Outcome::Info(String::new()))
-                }
-                "execution.checkpointing.interval" => {
-                    let off = ["off", "none"].contains(&option.value.trim());
-                    self.settings.checkpoint_interval_ms =
-                        if off { 0 } else { duration_setting(option)? };
-                    Ok(Outcome::Info(String::new()))
-                }
-                "state.checkpoints.num-retained" => {
-                    self.settings.checkpoints_retained = option
-                        .value
-                        .trim()
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|&n| n >= 1)
-                        .ok_or_else(|| {
-                            PlanError::user(
-                                format!(
-                                    "'state.checkpoints.num-retained' is a number of checkpoints, at least 1, not '{}'",
-                                    option.value
-                                ),
-                                option.span,
-                            )
-                        })?;
-                    Ok(Outcome::Info(String::new()))
-                }
-                "state.cache.size" => {
-                    let bytes = eddy_connectors::parse_memory_bytes(&option.value)
-                        .filter(|&b| b > 0)
-                        .ok_or_else(|| {
-                            PlanError::user(
-                                format!(
-                                    "cannot read the memory size '{}' (write e.g. '64 mb', '512 kb' or '1 gb')",
-                                    option.value
-                                ),
-                                option.span,
-                            )
-                        })?;
-                    self.settings.state_cache_bytes = Some(bytes);
-                    Ok(Outcome::Info(String::new()))
-                }
-                "table.exec.state.ttl" | "state.ttl" => {
-                    // 0 turns it off, as in Flink.
-                    let off = ["off", "none"].contains(&option.value.trim());
-                    self.settings.state_ttl_ms = if off {
-                        None
-                    } else {
-                        Some(duration_setting(option)?).filter(|&ms| ms > 0)
-                    };
-                    Ok(Outcome::Info(String::new()))
-                }
-                "sql-client.execution.result-mode" => {
-                    self.settings.result_table = match option.value.to_ascii_lowercase().as_str() {
-                        "table" => true,
-                        "changelog" | "tableau" => false,
-                        other => {
-                            return Err(PlanError::user(
-                                    format!(
-                                        "'sql-client.execution.result-mode' is 'table' or 'changelog', not '{other}'"
-                                    ),
-                                    option.span,
-                                )
-                                .into());
-                        }
-                    };
-                    Ok(Outcome::Info(String::new()))
-                }
-                other => Err(PlanError::not_supported(
-                    format!("the setting '{other}' (known: {KNOWN_SETTINGS})"),
-                    option.span,
-                )
-                .into()),
-            },
             StatementKind::Explain(inner) => {
                 if explain {
-                    return Err(
-                        PlanError::user("EXPLAIN EXPLAIN is not meaningful", stmt.span).into(),
-                    );
+                    return Err(PlanError::user("EXPLAIN EXPLAIN is not meaningful", span).into());
                 }
                 self.statement(inner, sql, true)
             }
         }
     }
 
+    /// A job of this session's settings.
+    fn job(&mut self, what: &str, graph: PhysicalGraph, is_select: bool) -> Outcome {
+        self.jobs += 1;
+        Outcome::Job(Job {
+            name: format!("job{}-{what}", self.jobs),
+            graph,
+            is_select,
+            checkpoint_interval_ms: self.settings.checkpoint_interval_ms,
+            checkpoints_retained: self.settings.checkpoints_retained,
+        })
+    }
+
+    /// `CREATE SINK name [(columns)] WITH (...) [AS query]`.
+    fn create_sink(
+        &mut self,
+        s: &ast::CreateSink,
+        sql: &str,
+        span: Span,
+        explain: bool,
+    ) -> Result<Outcome, SessionError> {
+        let options = self.sink_options(s)?;
+        let declared = s
+            .columns
+            .as_ref()
+            .map(|c| columns_schema(c).map(Arc::new))
+            .transpose()?;
+        let Some(query) = &s.query else {
+            if explain {
+                return Err(PlanError::not_supported(
+                    "EXPLAIN of CREATE SINK without AS SELECT",
+                    span,
+                )
+                .into());
+            }
+            // Without a column list the sink takes the columns of
+            // whatever is written to it (an INSERT's query, or a window's
+            // late rows).
+            self.catalog
+                .create_sink(&s.name, declared, &options, &self.connectors, span)?;
+            return Ok(Outcome::Created(s.name.value.clone()));
+        };
+        let def =
+            self.catalog
+                .sink_def(&s.name, declared.clone(), &options, &self.connectors, span)?;
+        if self.catalog.sink(&s.name.value).is_some()
+            || self.catalog.source(&s.name.value).is_some()
+        {
+            return Err(PlanError::user(
+                format!("'{}' is already defined", s.name.value),
+                s.name.span,
+            )
+            .into());
+        }
+        let graph = self.plan_query(query, sql, SinkNode::of(&def), declared.as_deref())?;
+        let schema = sink_schema(&graph);
+        if let Some(c) = s.partitioned_by.iter().find(|c| {
+            schema
+                .as_ref()
+                .is_some_and(|sc| sc.index_of(&c.value).is_err())
+        }) {
+            return Err(PlanError::user(
+                format!(
+                    "PARTITIONED BY column '{}' is not a column of the query",
+                    c.value
+                ),
+                c.span,
+            )
+            .into());
+        }
+        if explain {
+            return Ok(Outcome::Explain(graph.explain()));
+        }
+        self.catalog
+            .create_sink(&s.name, schema, &options, &self.connectors, span)?;
+        Ok(self.job(&s.name.value, graph, false))
+    }
+
+    /// `INSERT INTO sink query`.
+    fn insert(
+        &mut self,
+        ins: &ast::Insert,
+        sql: &str,
+        explain: bool,
+    ) -> Result<Outcome, SessionError> {
+        let Some(sink) = self.catalog.sink(&ins.target.value).cloned() else {
+            let names: Vec<&str> = self.catalog.sink_names().collect();
+            let hint = did_you_mean(&suggestions(&ins.target.value, names.iter().copied()));
+            return Err(PlanError::user(
+                format!("unknown sink '{}'{hint}", ins.target.value),
+                ins.target.span,
+            )
+            .into());
+        };
+        let graph =
+            self.plan_query(&ins.query, sql, SinkNode::of(&sink), sink.schema.as_deref())?;
+        if explain {
+            return Ok(Outcome::Explain(graph.explain()));
+        }
+        Ok(self.job(&sink.name, graph, false))
+    }
+
+    /// A bare `SELECT`: its rows go to the session's select sink.
+    fn select(
+        &mut self,
+        q: &ast::Query,
+        sql: &str,
+        explain: bool,
+    ) -> Result<Outcome, SessionError> {
+        let given: Vec<(String, String)> = self
+            .select_sink
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let validated = self
+            .connectors
+            .validate(&given, Role::Sink)
+            .map_err(|e| PlanError::user(format!("the select sink: {e}"), q.span))?;
+        let sink = SinkNode {
+            name: "select".into(),
+            options: self.select_sink.clone(),
+            guarantee: validated.connector.guarantee(&validated.options),
+            result_table: self.settings.result_table,
+        };
+        let graph = self.plan_query(q, sql, sink, None)?;
+        if explain {
+            return Ok(Outcome::Explain(graph.explain()));
+        }
+        Ok(self.job("select", graph, true))
+    }
+
+    /// `DROP SOURCE | SINK [IF EXISTS] name`.
+    fn drop(&mut self, d: &ast::Drop) -> Result<Outcome, SessionError> {
+        use eddy_parser::ast::ObjectKind;
+        let dropped = match d.kind {
+            ObjectKind::Source => self.catalog.drop_source(&d.name.value),
+            ObjectKind::Sink => self.catalog.drop_sink(&d.name.value),
+            ObjectKind::View | ObjectKind::MaterializedView => false,
+        };
+        if !dropped && !d.if_exists {
+            let msg = format!(
+                "there is no {} named '{}'",
+                d.kind.as_str().to_lowercase(),
+                d.name.value
+            );
+            return Err(PlanError::user(msg, d.name.span).into());
+        }
+        Ok(Outcome::Info(if dropped {
+            format!("dropped {}", d.name.value)
+        } else {
+            String::new()
+        }))
+    }
+
+    /// `SHOW SOURCES | SINKS | VIEWS | CONNECTORS`.
+    fn show(&self, what: ast::ShowKind, span: Span) -> Result<Outcome, SessionError> {
+        use eddy_parser::ast::ShowKind;
+        let names: Vec<&str> = match what {
+            ShowKind::Sources => self.catalog.source_names().collect(),
+            ShowKind::Sinks => self.catalog.sink_names().collect(),
+            ShowKind::Views => vec![],
+            ShowKind::Connectors => return Ok(Outcome::Info(self.connectors.show())),
+            ShowKind::Jobs => {
+                return Err(
+                    PlanError::not_supported("SHOW JOBS (it needs `eddy server`)", span).into(),
+                );
+            }
+        };
+        Ok(Outcome::Info(
+            names.iter().map(|n| format!("{n}\n")).collect(),
+        ))
+    }
+
+    /// `DESCRIBE name`: a source's or sink's columns.
+    fn describe(&self, name: &ast::Ident) -> Result<Outcome, SessionError> {
+        let schema = match (
+            self.catalog.source(&name.value),
+            self.catalog.sink(&name.value),
+        ) {
+            (Some(s), _) => s.schema.clone(),
+            (None, Some(k)) => k
+                .schema
+                .clone()
+                .unwrap_or_else(|| Arc::new(datafusion::arrow::datatypes::Schema::empty())),
+            (None, None) => {
+                let names: Vec<&str> = self
+                    .catalog
+                    .source_names()
+                    .chain(self.catalog.sink_names())
+                    .collect();
+                let hint = did_you_mean(&suggestions(&name.value, names.iter().copied()));
+                return Err(PlanError::user(
+                    format!("unknown table '{}'{hint}", name.value),
+                    name.span,
+                )
+                .into());
+            }
+        };
+        let text = schema
+            .fields()
+            .iter()
+            .map(|f| format!("{} {}\n", f.name(), f.data_type()))
+            .collect();
+        Ok(Outcome::Info(text))
+    }
+
+    /// `DESCRIBE CONNECTOR name`: its options.
+    fn describe_connector(&self, name: &ast::Ident) -> Result<Outcome, SessionError> {
+        match self.connectors.describe(&name.value) {
+            Some(text) => Ok(Outcome::Info(text)),
+            None => {
+                let hint = self
+                    .connectors
+                    .suggest_name(&name.value)
+                    .map_or(String::new(), |n| format!(" (did you mean '{n}'?)"));
+                let names: Vec<&str> = self.connectors.iter().map(|c| c.name()).collect();
+                Err(PlanError::user(
+                    format!(
+                        "unknown connector '{}'{hint}; connectors: {}",
+                        name.value,
+                        names.join(", ")
+                    ),
+                    name.span,
+                )
+                .into())
+            }
+        }
+    }
+
+    /// A sink's options, with `PARTITIONED BY (a, b)` as the connector's
+    /// `'partitioned-by' = 'a,b'`, for connectors that declare it.
+    fn sink_options(&self, s: &ast::CreateSink) -> Result<Vec<ast::SqlOption>, PlanError> {
+        let mut options = s.options.clone();
+        let Some(first) = s.partitioned_by.first() else {
+            return Ok(options);
+        };
+        let connector = options
+            .iter()
+            .find(|o| o.key.eq_ignore_ascii_case(CONNECTOR))
+            .and_then(|o| self.connectors.get(&o.value));
+        let takes_it = connector.is_some_and(|c| {
+            c.options()
+                .iter()
+                .any(|d| d.name == eddy_connectors::file::PARTITIONED_BY)
+        });
+        if !takes_it {
+            return Err(PlanError::user(
+                "PARTITIONED BY needs a sink whose connector writes partitions (connector = 'file')",
+                first.span,
+            ));
+        }
+        if let Some(o) = options.iter().find(|o| {
+            o.key
+                .eq_ignore_ascii_case(eddy_connectors::file::PARTITIONED_BY)
+        }) {
+            return Err(PlanError::user(
+                "write the partition columns once: PARTITIONED BY (...) or 'partitioned-by'",
+                o.span,
+            ));
+        }
+        let columns: Vec<&str> = s.partitioned_by.iter().map(|c| c.value.as_str()).collect();
+        options.push(ast::SqlOption {
+            key: eddy_connectors::file::PARTITIONED_BY.to_string(),
+            value: columns.join(","),
+            span: first.span,
+            key_span: first.span,
+            value_span: first.span,
+        });
+        Ok(options)
+    }
+
+    /// `SET 'key' = 'value'`: one function per setting family.
+    fn set(&mut self, option: &ast::SqlOption) -> Result<(), PlanError> {
+        let value = option.value.trim();
+        let off = ["off", "none"].contains(&value);
+        match option.key.as_str() {
+            "parallelism" => {
+                self.parallelism = value
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| invalid(option, "parallelism must be a positive integer"))?;
+            }
+            "late.policy" | "late.dead-letter-sink" => self.set_late_policy(option)?,
+            "table.exec.emit.allow-lateness" => {
+                self.settings.allowed_lateness_ms = duration_setting(option)?;
+            }
+            "table.exec.emit.early-fire.enabled" => {
+                self.settings.early_fire_enabled = bool_setting(option)?;
+            }
+            "table.exec.emit.early-fire.delay" => {
+                self.settings.early_fire_delay_ms = Some(duration_setting(option)?);
+            }
+            "execution.checkpointing.interval" => {
+                self.settings.checkpoint_interval_ms =
+                    if off { 0 } else { duration_setting(option)? };
+            }
+            "state.checkpoints.num-retained" => {
+                self.settings.checkpoints_retained = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| {
+                        invalid(
+                            option,
+                            "'state.checkpoints.num-retained' is a number of checkpoints, at least 1",
+                        )
+                    })?;
+            }
+            "state.cache.size" => {
+                let bytes = eddy_connectors::parse_memory_bytes(value)
+                    .filter(|&b| b > 0)
+                    .ok_or_else(|| {
+                        PlanError::user(
+                            format!(
+                                "cannot read the memory size '{}' (write e.g. '64 mb', '512 kb' or '1 gb')",
+                                option.value
+                            ),
+                            value_span(option),
+                        )
+                    })?;
+                self.settings.state_cache_bytes = Some(bytes);
+            }
+            "table.exec.state.ttl" | "state.ttl" => {
+                // 0 turns it off, as in Flink.
+                self.settings.state_ttl_ms = if off {
+                    None
+                } else {
+                    Some(duration_setting(option)?).filter(|&ms| ms > 0)
+                };
+            }
+            "sql-client.execution.result-mode" => {
+                self.settings.result_table = match value.to_ascii_lowercase().as_str() {
+                    "table" => true,
+                    "changelog" | "tableau" => false,
+                    _ => {
+                        return Err(invalid(
+                            option,
+                            "'sql-client.execution.result-mode' is 'table' or 'changelog'",
+                        ));
+                    }
+                };
+            }
+            other => {
+                return Err(PlanError::not_supported(
+                    format!("the setting '{other}' (known: {KNOWN_SETTINGS})"),
+                    option.key_span,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `'late.policy'` (`'drop'` or `'dead-letter'`) and the sink it names,
+    /// `'late.dead-letter-sink'`, in either order.
+    fn set_late_policy(&mut self, option: &ast::SqlOption) -> Result<(), PlanError> {
+        let settings = &mut self.settings;
+        if option.key == "late.policy" {
+            match option.value.to_ascii_lowercase().as_str() {
+                "drop" => {
+                    settings.late_policy = LatePolicy::Drop;
+                    settings.dead_letter_wanted = false;
+                }
+                "dead-letter" => {
+                    settings.dead_letter_wanted = true;
+                    if let Some(sink) = &settings.dead_letter_sink {
+                        settings.late_policy = LatePolicy::DeadLetter(sink.clone());
+                    }
+                }
+                _ => return Err(invalid(option, "'late.policy' is 'drop' or 'dead-letter'")),
+            }
+            return Ok(());
+        }
+        let name = &option.value;
+        let Some(sink) = self.catalog.sink(name) else {
+            let names: Vec<&str> = self.catalog.sink_names().collect();
+            let hint = did_you_mean(&suggestions(name, names.iter().copied()));
+            return Err(PlanError::user(
+                format!(
+                    "unknown sink '{name}'{hint}: declare it first with CREATE SINK {name} WITH (...)"
+                ),
+                option.value_span,
+            ));
+        };
+        if sink.schema.is_some() {
+            return Err(PlanError::user(
+                format!(
+                    "the dead-letter sink '{name}' has a column list; declare it without one (it takes the late rows' columns, `_reason` and `_watermark`)"
+                ),
+                option.value_span,
+            ));
+        }
+        settings.dead_letter_sink = Some(sink.name.clone());
+        if settings.dead_letter_wanted {
+            settings.late_policy = LatePolicy::DeadLetter(sink.name.clone());
+        }
+        Ok(())
+    }
+
     fn plan_query(
         &self,
         q: &Query,
         sql: &str,
-        sink: &str,
-        sink_options: BTreeMap<String, String>,
+        sink: SinkNode,
         target: Option<&datafusion::arrow::datatypes::Schema>,
     ) -> Result<PhysicalGraph, SessionError> {
         if self.settings.early_fire_enabled && self.settings.early_fire_delay_ms.is_none() {
@@ -672,56 +731,42 @@ impl Session {
             settings: &self.settings,
             ctes: Vec::new(),
         };
-        Ok(planner.plan(q)?.into_graph(sink, sink_options, target)?)
+        Ok(planner.plan(q)?.into_graph(sink, target)?)
     }
 }
 
+/// Where an error about a `SET` value points: the value.
+fn value_span(option: &ast::SqlOption) -> Span {
+    if option.value_span == Span::default() {
+        option.span
+    } else {
+        option.value_span
+    }
+}
+
+/// A `SET` value that does not fit: the rule, at the value.
+fn invalid(option: &ast::SqlOption, rule: &str) -> PlanError {
+    PlanError::user(
+        format!("{rule}, not '{}'", option.value),
+        value_span(option),
+    )
+}
+
 /// The value of a `SET` whose value is a duration, in milliseconds.
-fn duration_setting(option: &eddy_parser::ast::SqlOption) -> Result<i64, PlanError> {
+fn duration_setting(option: &ast::SqlOption) -> Result<i64, PlanError> {
     eddy_connectors::parse_duration_ms(&option.value).ok_or_else(|| {
         PlanError::user(
             format!(
                 "cannot read the duration '{}' (write e.g. '5 s', '500 ms' or '1 min')",
                 option.value
             ),
-            option.span,
+            value_span(option),
         )
     })
 }
 
-/// A sink's options, with `PARTITIONED BY (a, b)` as the file sink's
-/// `'partitioned-by' = 'a,b'`.
-fn sink_options(
-    s: &eddy_parser::ast::CreateSink,
-) -> Result<Vec<eddy_parser::ast::SqlOption>, PlanError> {
-    let mut options = s.options.clone();
-    let Some(first) = s.partitioned_by.first() else {
-        return Ok(options);
-    };
-    let connector = options
-        .iter()
-        .find(|o| o.key == "connector")
-        .map(|o| o.value.as_str());
-    if !matches!(connector, Some("file" | "filesystem")) {
-        return Err(PlanError::user(
-            "PARTITIONED BY needs a file sink (connector = 'file')",
-            first.span,
-        ));
-    }
-    if let Some(o) = options
-        .iter()
-        .find(|o| o.key == eddy_connectors::PARTITIONED_BY)
-    {
-        return Err(PlanError::user(
-            "write the partition columns once: PARTITIONED BY (...) or 'partitioned-by'",
-            o.span,
-        ));
-    }
-    let columns: Vec<&str> = s.partitioned_by.iter().map(|c| c.value.as_str()).collect();
-    options.push(eddy_parser::ast::SqlOption {
-        key: eddy_connectors::PARTITIONED_BY.to_string(),
-        value: columns.join(","),
-        span: first.span,
-    });
-    Ok(options)
+/// The value of a `SET` whose value is `'true'` or `'false'`.
+fn bool_setting(option: &ast::SqlOption) -> Result<bool, PlanError> {
+    eddy_connectors::options::parse_bool(&option.value)
+        .ok_or_else(|| invalid(option, &format!("'{}' is 'true' or 'false'", option.key)))
 }

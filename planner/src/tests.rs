@@ -210,16 +210,45 @@ fn errors_point_at_the_offending_text() {
     assert!(e.is_not_supported(), "{e}");
     assert_eq!(at, "TUMBLE(t, date_time, INTERVAL '10' SECOND)");
 
-    let (e, _) =
+    let (e, at) =
         plan_error("CREATE SINK s WITH (connector = 'fille', path = 'x') AS SELECT price FROM bid");
+    assert_eq!(
+        e.to_string(),
+        "unknown sink connector 'fille' (did you mean 'file'?)"
+    );
+    assert_eq!(at, "'fille'");
+
+    let (e, at) =
+        plan_error("CREATE SOURCE t (price BIGINT) WITH (connector = 'nexmark', evnts.num = '5')");
+    assert_eq!(
+        e.to_string(),
+        "unknown option 'evnts.num' for connector 'nexmark' (did you mean 'events.num'?)"
+    );
+    assert_eq!(at, "evnts.num");
+
+    let (e, at) = plan_error(
+        "CREATE SOURCE t (price BIGINT) WITH (connector = 'nexmark', 'events.num' = 'many')",
+    );
+    assert_eq!(
+        e.to_string(),
+        "option 'events.num' has an invalid value 'many': expected a whole number"
+    );
+    assert_eq!(at, "'many'");
+
+    let (e, _) = plan_error("CREATE SOURCE t (price BIGINT) WITH (connector = 'file')");
     assert!(
-        e.to_string().contains("unknown sink connector 'fille'"),
+        e.to_string()
+            .starts_with("missing option 'path' for connector 'file'"),
         "{e}"
     );
 
-    let (e, _) =
-        plan_error("CREATE SOURCE t (price BIGINT) WITH (connector = 'nexmark', evnts.num = '5')");
-    assert!(e.to_string().contains("unknown option 'evnts.num'"), "{e}");
+    let (e, at) = plan_error("CREATE SOURCE t (price BIGINT) WITH (connector = 'blackhole')");
+    assert!(
+        e.to_string()
+            .starts_with("the 'blackhole' connector cannot be used as a source"),
+        "{e}"
+    );
+    assert_eq!(at, "'blackhole'");
 
     let (e, at) = plan_error(
         "CREATE SINK s (a BIGINT, b BIGINT) WITH (connector = 'blackhole'); INSERT INTO s SELECT price FROM bid",

@@ -20,11 +20,11 @@
 //! the small mutable files copied), so nothing written after the
 //! checkpoint survives.
 //!
-//! Besides the state, a manifest carries the checkpoint's *commits*: the
-//! renames that publish sink output written up to it (two-phase commit).
-//! They are done once the manifest is durable, and again at recovery
-//! (renaming is idempotent here: a commit whose file is already in place is
-//! skipped).
+//! Besides the state, a manifest carries the checkpoint's *committables*:
+//! what each sink handed over at its barrier to publish its output written
+//! up to it (two-phase commit: file renames, a transaction's id). They are
+//! opaque here; the runtime has them committed once the manifest is
+//! durable, and again at recovery (committing is idempotent).
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -39,7 +39,8 @@ use crate::{Result, RocksDbBackend, RocksDbOptions, StateError};
 
 /// The manifest's file name inside a checkpoint directory.
 pub const MANIFEST_FILE: &str = "_eddy_checkpoint.json";
-const FORMAT: u32 = 1;
+/// Format 2: committables of any sink (format 1 held file renames).
+const FORMAT: u32 = 2;
 
 /// What a complete checkpoint holds, as written in its manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,7 +51,7 @@ pub struct Manifest {
     /// The job's input was exhausted and all its output committed.
     pub finished: bool,
     /// Sink output published by this checkpoint.
-    pub commits: Vec<Commit>,
+    pub commits: Vec<Committable>,
     pub files: Vec<FileEntry>,
 }
 
@@ -61,25 +62,13 @@ impl Manifest {
     }
 }
 
-/// Publishes a finished part file: `from` (in progress) becomes `to`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Commit {
-    pub from: PathBuf,
-    pub to: PathBuf,
-}
-
-impl Commit {
-    /// Renames `from` to `to`, unless that was done already.
-    pub fn apply(&self) -> Result<()> {
-        match fs::rename(&self.from, &self.to) {
-            Ok(()) => sync_parent(&self.to),
-            Err(_) if self.to.exists() && !self.from.exists() => Ok(()),
-            Err(source) => Err(StateError::Io {
-                path: self.from.display().to_string(),
-                source,
-            }),
-        }
-    }
+/// What one sink subtask handed a checkpoint to publish its output: opaque
+/// to the state crate, given back to that sink's committer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Committable {
+    /// The sink operator's id in the job's plan.
+    pub sink: String,
+    pub payload: serde_json::Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,7 +172,7 @@ impl CheckpointStore {
         db: &RocksDbBackend,
         id: u64,
         finished: bool,
-        commits: Vec<Commit>,
+        commits: Vec<Committable>,
     ) -> Result<Manifest> {
         let dir = self.checkpoint_dir(id);
         if dir.exists() {
@@ -346,14 +335,19 @@ pub fn crash_point(point: &str) {
 pub fn verify(dir: &Path) -> Result<Manifest> {
     let path = dir.join(MANIFEST_FILE);
     let text = fs::read(&path).map_err(|e| damaged(&path, e.to_string()))?;
-    let manifest: Manifest =
+    let value: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| damaged(&path, format!("unreadable: {e}")))?;
-    if manifest.format != FORMAT {
-        return Err(damaged(
-            &path,
-            format!("unknown format {}", manifest.format),
-        ));
+    let format = value.get("format").and_then(|f| f.as_u64()).unwrap_or(0);
+    if format != u64::from(FORMAT) {
+        let hint = if format < u64::from(FORMAT) {
+            " (written by an older eddy: start the job with a new state directory)"
+        } else {
+            ""
+        };
+        return Err(damaged(&path, format!("unknown format {format}{hint}")));
     }
+    let manifest: Manifest =
+        serde_json::from_value(value).map_err(|e| damaged(&path, format!("unreadable: {e}")))?;
     for f in &manifest.files {
         let file = dir.join(&f.name);
         let meta = fs::metadata(&file).map_err(|_| damaged(&file, "missing"))?;
@@ -495,18 +489,5 @@ mod tests {
         fs::create_dir_all(store.checkpoint_dir(2)).unwrap();
         assert_eq!(store.latest().unwrap().unwrap().manifest.id, 1);
         assert_eq!(store.highest_id().unwrap(), 2);
-    }
-
-    #[test]
-    fn commits_are_idempotent() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = Commit {
-            from: dir.path().join(".part.inprogress"),
-            to: dir.path().join("part"),
-        };
-        fs::write(&c.from, b"rows").unwrap();
-        c.apply().unwrap();
-        c.apply().unwrap();
-        assert_eq!(fs::read(&c.to).unwrap(), b"rows");
     }
 }

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int8Type;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use eddy_connectors::MemoryCollector;
+use eddy_connectors::{MemoryCollector, MemoryConnector};
 use eddy_operators::metrics::JobMetrics;
-use eddy_planner::{BuildEnv, Outcome, Session, build};
+use eddy_planner::{Outcome, Session, build};
 use eddy_state::MemoryBackend;
 
 /// The committed output of a file sink writing to directory `dir`: its
@@ -82,6 +82,12 @@ pub fn run_select(sql: &str, parallelism: usize) -> Vec<RecordBatch> {
 /// Runs `sql`, whose last statement is a SELECT, in `session`: the batches
 /// its sink received.
 pub fn run_in(mut session: Session, sql: &str) -> Vec<RecordBatch> {
+    let collector = MemoryCollector::default();
+    session
+        .register_connector(Arc::new(MemoryConnector {
+            collector: collector.clone(),
+        }))
+        .unwrap();
     session.select_sink = [("connector".to_string(), "memory".to_string())]
         .into_iter()
         .collect();
@@ -91,12 +97,7 @@ pub fn run_in(mut session: Session, sql: &str) -> Vec<RecordBatch> {
     let Some(Outcome::Job(job)) = outcomes.into_iter().last() else {
         panic!("no job")
     };
-    let collector = MemoryCollector::default();
-    let env = BuildEnv {
-        functions: session.functions().clone(),
-        memory: Some(collector.clone()),
-    };
-    build(&job.graph, &env)
+    build(&job.graph, &session.build_env())
         .unwrap()
         .start(Arc::new(MemoryBackend::default()), JobMetrics::default())
         .unwrap()

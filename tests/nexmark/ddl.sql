@@ -21,4 +21,4 @@ CREATE SOURCE bid (
 -- q13's side input: a bounded table keyed by auction % 10000 (keys 0 to
 -- 9999, values side-<key>).
 CREATE SOURCE side_input (key BIGINT, `value` VARCHAR)
-WITH (connector = 'file', path = 'tests/nexmark/side_input.csv', format = 'csv');
+WITH (connector = 'file', path = 'tests/nexmark/side_input.csv', format = 'csv', 'csv.header' = 'true');

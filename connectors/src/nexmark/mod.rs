@@ -10,13 +10,17 @@ pub use count_char::{count_char, functions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use eddy_operators::source::{Poll, SourceProvider, SourceReader, Split, SplitEnumerator};
+
 use datafusion::arrow::array::{
     ArrayRef, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
-use eddy_operators::{OperatorError, Source};
+use eddy_operators::OperatorError;
 
+use crate::options::{OptionDecl, OptionType};
+use crate::registry::{Connector, ConnectorContext};
 use crate::{ConnectorError, Options, Result, conform};
 use generator::{EventType, GeneratorConfig, auction, bid, event_type, person};
 
@@ -89,36 +93,45 @@ fn normalize(name: &str) -> String {
 
 impl NexmarkConfig {
     pub fn parse(options: &Options, schema: &SchemaRef) -> Result<Self> {
-        let table = match options
-            .get_any(&["table", "event.type"])
-            .as_deref()
-            .unwrap_or("bid")
-        {
+        let table = match options.get("table").unwrap_or("bid") {
             "person" | "persons" => EventType::Person,
             "auction" | "auctions" => EventType::Auction,
             "bid" | "bids" => EventType::Bid,
             other => {
-                return Err(ConnectorError::Config(format!(
-                    "unknown nexmark table '{other}' (expected 'person', 'auction' or 'bid')"
-                )));
+                return Err(ConnectorError::Option {
+                    option: "table".into(),
+                    message: format!(
+                        "unknown nexmark table '{other}' (expected 'person', 'auction' or 'bid')"
+                    ),
+                });
             }
         };
         let defaults = GeneratorConfig::default();
-        let rate: f64 = options.parse(&["first-event.rate", "event.rate"], 10_000_000.0)?;
+        let rate = options.number("first-event.rate")?.unwrap_or(10_000_000.0);
         if rate.is_nan() || rate <= 0.0 {
-            return Err(ConnectorError::Config(
-                "option 'first-event.rate' must be positive".into(),
-            ));
+            return Err(ConnectorError::Option {
+                option: "first-event.rate".into(),
+                message: "option 'first-event.rate' must be positive".into(),
+            });
         }
+        let int = |key: &str, default: i64| -> Result<i64> {
+            match options.get(key) {
+                None => Ok(default),
+                Some(v) => v.trim().parse().map_err(|_| ConnectorError::Option {
+                    option: key.into(),
+                    message: format!("option '{key}' has an invalid value '{v}'"),
+                }),
+            }
+        };
         let generator = GeneratorConfig {
             first_event_rate: rate,
-            base_time: options.parse(&["base-time"], defaults.base_time)?,
-            seed: options.parse(&["seed"], defaults.seed)?,
-            flink_compat: options.parse(&["flink-compat"], false)?,
+            base_time: int("base-time", defaults.base_time)?,
+            seed: options.count("seed")?.unwrap_or(defaults.seed),
+            flink_compat: options.bool("flink-compat")?.unwrap_or(false),
         };
-        let events: u64 = options.parse(&["events.num"], 100_000_000)?;
-        let batch_size: usize = options.parse(&["batch.size"], 8192)?;
-        let max_emit_speed = options.parse(&["max-emit-speed"], true)?;
+        let events = options.count("events.num")?.unwrap_or(100_000_000);
+        let batch_size = options.count("batch.size")?.unwrap_or(8192) as usize;
+        let max_emit_speed = options.bool("max-emit-speed")?.unwrap_or(true);
         let native = native_schema(table);
         let mut columns = Vec::new();
         for field in schema.fields() {
@@ -164,6 +177,106 @@ impl NexmarkConfig {
     }
 }
 
+/// The `nexmark` connector: the benchmark's generator as a source.
+#[derive(Debug)]
+pub struct NexmarkConnector;
+
+impl Connector for NexmarkConnector {
+    fn name(&self) -> &'static str {
+        "nexmark"
+    }
+
+    fn help(&self) -> &'static str {
+        "the Nexmark benchmark's auction events (person, auction, bid), generated deterministically; one split"
+    }
+
+    fn options(&self) -> Vec<OptionDecl> {
+        vec![
+            OptionDecl::optional(
+                "table",
+                OptionType::OneOf(&["bid", "auction", "person", "bids", "auctions", "persons"]),
+                "bid",
+                "which events' rows the source has",
+            )
+            .with_aliases(&["event.type"]),
+            OptionDecl::optional(
+                "events.num",
+                OptionType::Count,
+                "100000000",
+                "events of all three kinds to generate (0: unbounded)",
+            ),
+            OptionDecl::optional(
+                "first-event.rate",
+                OptionType::Number,
+                "10000000",
+                "events per second of event time",
+            )
+            .with_aliases(&["event.rate"]),
+            OptionDecl::optional("seed", OptionType::Count, "0", "the generator's seed"),
+            OptionDecl::unset(
+                "base-time",
+                OptionType::String,
+                "the first event's time, in ms since the epoch (default: Flink's 2015-07-15)",
+            ),
+            OptionDecl::optional(
+                "flink-compat",
+                OptionType::Bool,
+                "false",
+                "generate as Flink's nexmark generator does (its prices and names)",
+            ),
+            OptionDecl::optional(
+                "max-emit-speed",
+                OptionType::Bool,
+                "true",
+                "emit as fast as possible; false paces events by their event time",
+            ),
+            OptionDecl::optional("batch.size", OptionType::Count, "8192", "rows per batch"),
+        ]
+    }
+
+    fn is_source(&self) -> bool {
+        true
+    }
+
+    fn source(&self, ctx: &ConnectorContext<'_>) -> Result<Arc<dyn SourceProvider>> {
+        Ok(Arc::new(NexmarkConfig::parse(ctx.options, ctx.schema)?))
+    }
+}
+
+/// The one split of the generator: its stream does not depend on
+/// parallelism.
+const SPLIT: &str = "nexmark";
+
+impl SourceProvider for NexmarkConfig {
+    fn enumerator(&self) -> eddy_operators::Result<Box<dyn SplitEnumerator>> {
+        Ok(Box::new(OneSplit(self.events)))
+    }
+
+    fn reader(&self) -> eddy_operators::Result<Box<dyn SourceReader>> {
+        Ok(Box::new(NexmarkReader {
+            source: NexmarkSource::new(self.clone()),
+            split: None,
+            ahead: None,
+        }))
+    }
+
+    fn max_parallelism(&self) -> Option<usize> {
+        Some(1)
+    }
+}
+
+struct OneSplit(Option<u64>);
+
+impl SplitEnumerator for OneSplit {
+    fn list(&mut self) -> eddy_operators::Result<Vec<Split>> {
+        Ok(vec![Split {
+            id: SPLIT.into(),
+            position: 0u64.to_le_bytes().to_vec(),
+            size: self.0,
+        }])
+    }
+}
+
 /// Generates the configured table's rows, `batch_size` at a time.
 #[derive(Debug)]
 pub struct NexmarkSource {
@@ -174,6 +287,84 @@ pub struct NexmarkSource {
     /// Event time already covered when the source resumed at an offset
     /// (ms since `base_time`): pacing goes on from there.
     resumed_ms: i64,
+}
+
+/// Reads the generator's one split; when paced, a batch generated ahead of
+/// its time waits in `ahead` (the split's position stays before it).
+struct NexmarkReader {
+    source: NexmarkSource,
+    split: Option<usize>,
+    ahead: Option<Ahead>,
+}
+
+struct Ahead {
+    batch: RecordBatch,
+    due: Instant,
+    /// The event index before the batch.
+    from: u64,
+}
+
+impl SourceReader for NexmarkReader {
+    fn name(&self) -> String {
+        self.source.name()
+    }
+
+    fn add_split(&mut self, split: usize, assigned: Split) -> eddy_operators::Result<()> {
+        if !assigned.position.is_empty() {
+            self.source.seek(&assigned.position)?;
+        }
+        self.split = Some(split);
+        Ok(())
+    }
+
+    fn poll(&mut self) -> eddy_operators::Result<Poll> {
+        let Some(split) = self.split else {
+            return Ok(Poll::Pending);
+        };
+        if let Some(ahead) = &self.ahead {
+            if Instant::now() < ahead.due {
+                return Ok(Poll::Pending);
+            }
+            let ahead = self.ahead.take().map(|a| a.batch);
+            return Ok(ahead.map_or(Poll::Pending, |b| Poll::Batch(split, b)));
+        }
+        let from = self.source.next;
+        match self
+            .source
+            .generate_batch()
+            .map_err(|e| OperatorError::Connector(format!("{}: {e}", self.source.name())))?
+        {
+            None => {
+                self.split = None;
+                Ok(Poll::Finished(split))
+            }
+            Some((batch, None)) => Ok(Poll::Batch(split, batch)),
+            Some((batch, Some(due))) => {
+                self.ahead = Some(Ahead { batch, due, from });
+                Ok(Poll::Pending)
+            }
+        }
+    }
+
+    fn wait(&mut self, timeout: Duration) {
+        let wait = match &self.ahead {
+            Some(a) => a.due.saturating_duration_since(Instant::now()).min(timeout),
+            None => timeout,
+        };
+        std::thread::sleep(wait);
+    }
+
+    fn positions(&self) -> Vec<(usize, Vec<u8>)> {
+        let at = self.ahead.as_ref().map_or(self.source.next, |a| a.from);
+        self.split
+            .map(|s| (s, at.to_le_bytes().to_vec()))
+            .into_iter()
+            .collect()
+    }
+
+    fn progress(&self) -> u64 {
+        self.source.next
+    }
 }
 
 enum Col {
@@ -306,21 +497,23 @@ impl NexmarkSource {
         (rows, last_ts)
     }
 
-    /// Builds the next batch, or `None` when the configured events are done.
-    pub fn next_record_batch(&mut self) -> Result<Option<RecordBatch>> {
+    /// Builds the next batch, or `None` when the configured events are
+    /// done; when paced by event time, with the instant it is due if that
+    /// is still to come.
+    fn generate_batch(&mut self) -> Result<Option<(RecordBatch, Option<Instant>)>> {
         let mut cols = self.builders();
         let (rows, last_ts) = self.generate(&mut cols);
         if rows == 0 {
             return Ok(None);
         }
+        let mut due = None;
         if !self.config.max_emit_speed {
             let started = *self.started.get_or_insert_with(Instant::now);
-            let due = Duration::from_millis(
-                (last_ts - self.config.generator.base_time - self.resumed_ms).max(0) as u64,
-            );
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
-            }
+            let at = started
+                + Duration::from_millis(
+                    (last_ts - self.config.generator.base_time - self.resumed_ms).max(0) as u64,
+                );
+            due = (at > Instant::now()).then_some(at);
         }
         let fields: Vec<Field> = self
             .config
@@ -330,11 +523,14 @@ impl NexmarkSource {
             .collect();
         let columns = cols.iter_mut().map(Col::finish).collect();
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-        Ok(Some(conform(batch, &self.config.schema)?))
+        Ok(Some((conform(batch, &self.config.schema)?, due)))
     }
-}
 
-impl Source for NexmarkSource {
+    /// Builds the next batch at once (no pacing), or `None` at the end.
+    pub fn next_record_batch(&mut self) -> Result<Option<RecordBatch>> {
+        Ok(self.generate_batch()?.map(|(b, _)| b))
+    }
+
     fn name(&self) -> String {
         format!(
             "nexmark {:?} source at event {}",
@@ -343,15 +539,7 @@ impl Source for NexmarkSource {
         .to_lowercase()
     }
 
-    fn progress(&self) -> Option<(u64, u64)> {
-        self.config.events.map(|total| (self.next, total))
-    }
-
-    /// The index of the next event: generation is a pure function of it.
-    fn position(&self) -> Option<Vec<u8>> {
-        Some(self.next.to_le_bytes().to_vec())
-    }
-
+    /// Goes on from the event index a checkpoint recorded.
     fn seek(&mut self, position: &[u8]) -> eddy_operators::Result<()> {
         let bytes: [u8; 8] = position.try_into().map_err(|_| {
             OperatorError::Connector(format!("{}: bad checkpointed position", self.name()))
@@ -361,11 +549,6 @@ impl Source for NexmarkSource {
         let (number, _) = cfg.event_id(self.next);
         self.resumed_ms = (cfg.timestamp(number) - cfg.base_time).max(0);
         Ok(())
-    }
-
-    fn next_batch(&mut self) -> eddy_operators::Result<Option<RecordBatch>> {
-        self.next_record_batch()
-            .map_err(|e| OperatorError::Connector(format!("{}: {e}", self.name())))
     }
 }
 
@@ -386,11 +569,7 @@ mod tests {
             Field::new("price", DataType::Float64, true),
             Field::new("auction", DataType::Int64, true),
         ]));
-        let opts = options(&[
-            ("connector", "nexmark"),
-            ("events.num", "1000"),
-            ("batch.size", "100"),
-        ]);
+        let opts = options(&[("events.num", "1000"), ("batch.size", "100")]);
         let cfg = NexmarkConfig::parse(&opts, &schema).unwrap();
         let mut src = NexmarkSource::new(cfg);
         let mut total = 0;
@@ -432,7 +611,7 @@ mod tests {
             DataType::Int64,
             true,
         )]));
-        let err = NexmarkConfig::parse(&options(&[("connector", "nexmark")]), &schema).unwrap_err();
+        let err = NexmarkConfig::parse(&options(&[]), &schema).unwrap_err();
         assert!(err.to_string().contains("has no column 'prize'"), "{err}");
         let err = NexmarkConfig::parse(&options(&[("table", "bidz")]), &schema).unwrap_err();
         assert!(

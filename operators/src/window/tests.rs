@@ -80,6 +80,7 @@ fn render(out: &[Message]) -> Vec<String> {
             Message::Watermark(w) if *w == MAX_WATERMARK => "WM max".into(),
             Message::Watermark(w) => format!("WM {w}"),
             Message::Barrier(b) => format!("BARRIER {b}"),
+            Message::Idle => "IDLE".into(),
             Message::EndOfStream => "END".into(),
         })
         .collect()

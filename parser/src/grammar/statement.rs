@@ -120,7 +120,9 @@ fn with_options(i: Input<'_>) -> PResult<'_, Vec<SqlOption>> {
     let option = |i| {
         let start = skip_ws(i);
         let (r, key) = option_key(i)?;
+        let key_span = span_of(start, r);
         let (r, _) = required(sym("=")(r))?;
+        let value_start = skip_ws(r);
         let (r, value) = required(option_value(r))?;
         Ok((
             r,
@@ -128,6 +130,8 @@ fn with_options(i: Input<'_>) -> PResult<'_, Vec<SqlOption>> {
                 key,
                 value,
                 span: span_of(start, r),
+                key_span,
+                value_span: span_of(value_start, r),
             },
         ))
     };
@@ -255,6 +259,7 @@ fn show(i: Input<'_>) -> PResult<'_, StatementKind> {
             kw("SINKS").map(|_| ShowKind::Sinks),
             kw("VIEWS").map(|_| ShowKind::Views),
             kw("JOBS").map(|_| ShowKind::Jobs),
+            kw("CONNECTORS").map(|_| ShowKind::Connectors),
         ))
         .parse(rest),
     )?;
@@ -263,6 +268,10 @@ fn show(i: Input<'_>) -> PResult<'_, StatementKind> {
 
 fn describe(i: Input<'_>) -> PResult<'_, StatementKind> {
     let (rest, _) = alt((kw("DESCRIBE"), kw("DESC"))).parse(i)?;
+    if let Ok((after, _)) = kw("CONNECTOR")(rest) {
+        let (rest, name) = required(ident(after))?;
+        return Ok((rest, StatementKind::DescribeConnector(name)));
+    }
     let (rest, name) = required(ident(rest))?;
     Ok((rest, StatementKind::Describe(name)))
 }
@@ -271,7 +280,9 @@ fn set(i: Input<'_>) -> PResult<'_, StatementKind> {
     let (rest, _) = kw("SET")(i)?;
     let start = skip_ws(rest);
     let (rest, key) = required(option_key(rest))?;
+    let key_span = span_of(start, rest);
     let (rest, _) = required(sym("=")(rest))?;
+    let value_start = skip_ws(rest);
     let (rest, value) = required(option_value(rest))?;
     Ok((
         rest,
@@ -279,6 +290,8 @@ fn set(i: Input<'_>) -> PResult<'_, StatementKind> {
             key,
             value,
             span: span_of(start, rest),
+            key_span,
+            value_span: span_of(value_start, rest),
         }),
     ))
 }

@@ -138,16 +138,11 @@ impl QueryPlanner<'_> {
         let Some(target) = leaf.lookup.as_ref() else {
             return Err(PlanError::internal("a lookup join without its table"));
         };
-        if target.source.config.lookup_table().is_none() {
-            let connector = target
-                .source
-                .options
-                .get("connector")
-                .cloned()
-                .unwrap_or_default();
+        if target.source.provider.lookup_table().is_none() {
             return Err(PlanError::not_supported(
                 format!(
-                    "FOR SYSTEM_TIME AS OF a '{connector}' table (a lookup join reads a table from files)"
+                    "FOR SYSTEM_TIME AS OF a '{}' table (a lookup join reads a bounded table whole, such as files)",
+                    target.source.connector
                 ),
                 as_of_span,
             ));

@@ -1,13 +1,15 @@
-//! The file sink: JSON lines, exactly once by two-phase commit.
+//! The file sink: rows in a format of the registry (JSON lines by default),
+//! exactly once by two-phase commit.
 //!
-//! One object per row, keys are the output column names, timestamps as
-//! ISO-8601 strings in UTC, NULL as `null`; a changelog's `_op` becomes an
-//! `op` field (`+I`, `-U`, `+U`, `-D`).
+//! In JSON: one object per row, keys are the output column names,
+//! timestamps as ISO-8601 strings in UTC, NULL as `null`; a changelog's
+//! `_op` becomes an `op` field (`+I`, `-U`, `+U`, `-D`).
 //!
 //! **A directory** (`path` is one, or ends with `/`): rows written between
 //! two checkpoints go to a hidden in-progress file. At the barrier of
 //! checkpoint `n` it is closed and fsynced (phase one); once `n` is
-//! complete it is renamed to `part-<n>-<subtask>.jsonl` (phase two), and
+//! complete it is renamed to `part-<n>-<subtask>.<ext>` (phase two; `ext`
+//! is the format's: `jsonl`, `csv`), and
 //! the end of input publishes the last part the same way. A reader of the
 //! directory sees whole parts, each row exactly once, in name order.
 //!
@@ -34,27 +36,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, UInt32Array};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::json::{self, writer::LineDelimited};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use eddy_operators::operator::SinkCommit;
+use eddy_operators::sink::{Committer, DeliveryGuarantee, SinkCommit, SinkProvider};
 use eddy_operators::{OperatorContext, OperatorError, Sink};
-use eddy_state::checkpoint::{Commit, sync_parent};
+use eddy_state::checkpoint::sync_parent;
+use serde::{Deserialize, Serialize};
 
+use crate::format::TIMESTAMP_FORMAT;
+use crate::format::{Encoder, Format};
+use crate::options::Options;
 use crate::{ConnectorError, Result};
-
-/// ISO-8601 in UTC, with as many fraction digits as the value needs.
-pub(crate) const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.fZ";
-
-pub(crate) fn json_writer<W: Write>(w: W) -> json::Writer<W, LineDelimited> {
-    json::WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .with_timestamp_format(TIMESTAMP_FORMAT.to_string())
-        .build::<_, LineDelimited>(w)
-}
 
 #[derive(Debug, Clone)]
 enum Target {
@@ -62,7 +58,118 @@ enum Target {
     File(PathBuf),
 }
 
-type Writer = json::Writer<BufWriter<File>, LineDelimited>;
+type Writer = BufWriter<File>;
+
+/// Publishes a finished part: `from` (in progress) becomes `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rename {
+    pub from: PathBuf,
+    pub to: PathBuf,
+}
+
+impl Rename {
+    /// Renames `from` to `to`, unless that was done already.
+    pub fn apply(&self) -> eddy_operators::Result<()> {
+        match std::fs::rename(&self.from, &self.to) {
+            Ok(()) => Ok(sync_parent(&self.to)?),
+            Err(_) if self.to.exists() && !self.from.exists() => Ok(()),
+            Err(e) => Err(OperatorError::Connector(format!(
+                "publishing {}: {e}",
+                self.from.display()
+            ))),
+        }
+    }
+}
+
+/// A file sink's committable: the parts one barrier closed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Renames {
+    renames: Vec<Rename>,
+}
+
+/// Publishes parts by renaming them into place (idempotent).
+#[derive(Debug)]
+pub struct FileCommitter;
+
+impl Committer for FileCommitter {
+    fn commit(&self, committables: &[serde_json::Value]) -> eddy_operators::Result<()> {
+        for c in committables {
+            let parts: Renames = serde_json::from_value(c.clone()).map_err(|e| {
+                OperatorError::Internal(format!("a file sink committable that does not read: {e}"))
+            })?;
+            for r in &parts.renames {
+                r.apply()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A checked file sink: makes the writer of each subtask.
+#[derive(Debug)]
+pub struct FileSinkProvider {
+    path: PathBuf,
+    schema: SchemaRef,
+    partition_by: Vec<String>,
+    format: Arc<dyn Format>,
+    options: Options,
+}
+
+impl FileSinkProvider {
+    pub(crate) fn try_new(
+        options: &Options,
+        schema: &SchemaRef,
+        format: Arc<dyn Format>,
+    ) -> Result<Self> {
+        let partition_by = options
+            .get(super::PARTITIONED_BY)
+            .map(|v| v.split(',').map(|c| c.trim().to_string()).collect())
+            .unwrap_or_default();
+        let provider = Self {
+            path: PathBuf::from(options.require("path")?),
+            schema: schema.clone(),
+            partition_by,
+            format,
+            options: options.clone(),
+        };
+        // Checks the columns and the path now, not in the first subtask.
+        provider.create()?;
+        Ok(provider)
+    }
+
+    fn create(&self) -> Result<FileSink> {
+        let encoder = self
+            .format
+            .encoder(&self.schema, &self.options)?
+            .ok_or_else(|| {
+                ConnectorError::Config(format!(
+                    "the format '{}' cannot be written",
+                    self.format.name()
+                ))
+            })?;
+        FileSink::create(
+            &self.path,
+            self.schema.clone(),
+            &self.partition_by,
+            encoder,
+            self.format.extension(),
+        )
+    }
+}
+
+impl SinkProvider for FileSinkProvider {
+    fn writer(&self) -> eddy_operators::Result<Box<dyn Sink>> {
+        Ok(Box::new(self.create()?))
+    }
+
+    fn committer(&self) -> Option<Arc<dyn Committer>> {
+        Some(Arc::new(FileCommitter))
+    }
+
+    fn guarantee(&self) -> DeliveryGuarantee {
+        DeliveryGuarantee::ExactlyOnce
+    }
+}
 
 /// The name Hive, Flink and Spark give the directory of a NULL partition
 /// value.
@@ -74,6 +181,9 @@ pub const SUCCESS_FILE: &str = "_SUCCESS";
 
 pub struct FileSink {
     target: Target,
+    encoder: Box<dyn Encoder>,
+    /// The extension of part files (`jsonl`).
+    extension: &'static str,
     subtask: usize,
     /// Tells this run's in-progress files from those a crashed run left.
     attempt: String,
@@ -97,14 +207,15 @@ impl std::fmt::Debug for FileSink {
     }
 }
 
-/// A committed part's name: `part-<checkpoint>-<subtask>.jsonl`.
-fn part_name(checkpoint: u64, subtask: usize) -> String {
-    format!("part-{checkpoint:010}-{subtask}.jsonl")
+/// A committed part's name: `part-<checkpoint>-<subtask>.<extension>`.
+fn part_name(checkpoint: u64, subtask: usize, extension: &str) -> String {
+    format!("part-{checkpoint:010}-{subtask}.{extension}")
 }
 
 /// The checkpoint in a committed part's name.
 fn part_checkpoint(name: &str) -> Option<u64> {
-    let rest = name.strip_prefix("part-")?.strip_suffix(".jsonl")?;
+    let rest = name.strip_prefix("part-")?;
+    let (rest, _) = rest.rsplit_once('.')?;
     rest.split('-').next()?.parse().ok()
 }
 
@@ -128,7 +239,13 @@ impl FileSink {
     /// A sink writing to `path`; nothing is touched before the job starts.
     /// With `partition_by`, rows go to `path/<col>=<value>/...` directories
     /// by those columns' values, which are left out of the files.
-    pub fn create(path: &Path, schema: SchemaRef, partition_by: &[String]) -> Result<Self> {
+    pub fn create(
+        path: &Path,
+        schema: SchemaRef,
+        partition_by: &[String],
+        encoder: Box<dyn Encoder>,
+        extension: &'static str,
+    ) -> Result<Self> {
         let is_dir = path.is_dir() || path.to_string_lossy().ends_with('/');
         let target = if is_dir {
             Target::Dir(path.to_path_buf())
@@ -158,6 +275,8 @@ impl FileSink {
             .map_or(0, |d| d.subsec_nanos());
         Ok(Self {
             target,
+            encoder,
+            extension,
             subtask: 0,
             attempt: format!("{}-{nanos:09}", std::process::id()),
             parts: 0,
@@ -200,7 +319,10 @@ impl FileSink {
             };
             self.parts += 1;
             let file = File::create(&path).map_err(|e| self.err(&path, e))?;
-            let writer = json_writer(BufWriter::with_capacity(1 << 20, file));
+            let mut writer = BufWriter::with_capacity(1 << 20, file);
+            if let Some(header) = self.encoder.header() {
+                writer.write_all(&header).map_err(|e| self.err(&path, e))?;
+            }
             self.writers.insert(partition.to_string(), (path, writer));
             self.written.insert(partition.to_string());
         }
@@ -218,10 +340,8 @@ impl FileSink {
             let err = |e: &dyn std::fmt::Display| {
                 OperatorError::Connector(format!("writing {}: {e}", path.display()))
             };
-            writer.finish().map_err(|e| err(&e))?;
-            let buffered = writer.get_mut();
-            buffered.flush().map_err(|e| err(&e))?;
-            let file = buffered.get_mut();
+            writer.flush().map_err(|e| err(&e))?;
+            let file = writer.get_mut();
             file.sync_data().map_err(|e| err(&e))?;
             let len = file.stream_position().map_err(|e| err(&e))?;
             synced.push((partition.clone(), path.clone(), len));
@@ -261,6 +381,16 @@ impl FileSink {
             );
         }
         Ok(())
+    }
+
+    /// Encodes `batch` into the current part of `partition`.
+    fn write_part(&mut self, partition: &str, batch: &RecordBatch) -> eddy_operators::Result<()> {
+        let mut bytes = Vec::with_capacity(batch.num_rows() * 64);
+        self.encoder.encode(batch, &mut bytes)?;
+        let path = self.path().to_path_buf();
+        self.writer(partition)?
+            .write_all(&bytes)
+            .map_err(|e| OperatorError::Connector(format!("writing {}: {e}", path.display())))
     }
 
     /// Each row's partition directory, `col=value/col=value`.
@@ -322,7 +452,7 @@ impl Sink for FileSink {
                             .map_err(|e| self.err(&path, e))?;
                         f.set_len(len).map_err(|e| self.err(&path, e))?;
                         f.seek(SeekFrom::End(0)).map_err(|e| self.err(&path, e))?;
-                        let writer = json_writer(BufWriter::with_capacity(1 << 20, f));
+                        let writer = BufWriter::with_capacity(1 << 20, f);
                         self.writers.insert(String::new(), (path, writer));
                     }
                     _ => {
@@ -335,13 +465,8 @@ impl Sink for FileSink {
     }
 
     fn write_batch(&mut self, batch: &RecordBatch) -> eddy_operators::Result<()> {
-        let path = self.path().to_path_buf();
-        let write_err = |e: datafusion::arrow::error::ArrowError| {
-            OperatorError::Connector(format!("writing {}: {e}", path.display()))
-        };
         if self.partition_by.is_empty() {
-            let batch = &crate::readable_changelog(batch)?;
-            return self.writer("")?.write(batch).map_err(write_err);
+            return self.write_part("", batch);
         }
         let partitions = self.partitions_of(batch)?;
         let mut rows: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
@@ -352,8 +477,7 @@ impl Sink for FileSink {
         for (partition, indices) in rows {
             let indices = UInt32Array::from(indices);
             let part = datafusion::arrow::compute::take_record_batch(&data, &indices)?;
-            let part = crate::readable_changelog(&part)?;
-            self.writer(partition)?.write(&part).map_err(write_err)?;
+            self.write_part(partition, &part)?;
         }
         Ok(())
     }
@@ -371,11 +495,13 @@ impl Sink for FileSink {
                 let mut commits = Vec::new();
                 for (partition, from, _) in synced {
                     sync_parent(&from).map_err(|e| self.err(&from, e))?;
-                    commits.push(Commit {
+                    commits.push(Rename {
                         from,
-                        to: dir
-                            .join(&partition)
-                            .join(part_name(checkpoint, self.subtask)),
+                        to: dir.join(&partition).join(part_name(
+                            checkpoint,
+                            self.subtask,
+                            self.extension,
+                        )),
                     });
                 }
                 if last && !self.partition_by.is_empty() {
@@ -388,7 +514,7 @@ impl Sink for FileSink {
                         ));
                         File::create(&from).map_err(|e| self.err(&from, e))?;
                         sync_parent(&from).map_err(|e| self.err(&from, e))?;
-                        commits.push(Commit {
+                        commits.push(Rename {
                             from,
                             to: dir.join(&partition).join(SUCCESS_FILE),
                         });
@@ -396,7 +522,7 @@ impl Sink for FileSink {
                 }
                 Ok(SinkCommit {
                     position: None,
-                    commits,
+                    committable: committable(commits),
                 })
             }
             Target::File(file) => {
@@ -406,7 +532,7 @@ impl Sink for FileSink {
                 sync_parent(&from).map_err(|e| self.err(&from, e))?;
                 let commits = if last {
                     self.writers.clear();
-                    vec![Commit {
+                    vec![Rename {
                         from,
                         to: file.clone(),
                     }]
@@ -415,11 +541,19 @@ impl Sink for FileSink {
                 };
                 Ok(SinkCommit {
                     position: Some(len.to_le_bytes().to_vec()),
-                    commits,
+                    committable: committable(commits),
                 })
             }
         }
     }
+}
+
+/// The committable of `renames`, if there are any.
+fn committable(renames: Vec<Rename>) -> Option<serde_json::Value> {
+    if renames.is_empty() {
+        return None;
+    }
+    serde_json::to_value(Renames { renames }).ok()
 }
 
 #[cfg(test)]
@@ -428,9 +562,24 @@ mod tests {
 
     #[test]
     fn part_names_sort_by_checkpoint() {
-        assert_eq!(part_name(7, 0), "part-0000000007-0.jsonl");
+        assert_eq!(part_name(7, 0, "jsonl"), "part-0000000007-0.jsonl");
         assert_eq!(part_checkpoint("part-0000000007-0.jsonl"), Some(7));
+        assert_eq!(part_checkpoint("part-0000000007-3.csv"), Some(7));
         assert_eq!(part_checkpoint(".part-0-1-2.inprogress"), None);
-        assert!(part_name(9, 0) < part_name(10, 0));
+        assert!(part_name(9, 0, "csv") < part_name(10, 0, "csv"));
+    }
+
+    #[test]
+    fn renames_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Rename {
+            from: dir.path().join(".part.inprogress"),
+            to: dir.path().join("part"),
+        };
+        std::fs::write(&r.from, b"rows").unwrap();
+        let c = committable(vec![r.clone()]).unwrap();
+        FileCommitter.commit(std::slice::from_ref(&c)).unwrap();
+        FileCommitter.commit(&[c]).unwrap();
+        assert_eq!(std::fs::read(&r.to).unwrap(), b"rows");
     }
 }

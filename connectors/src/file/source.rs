@@ -1,0 +1,611 @@
+//! The file source: JSON lines or CSV (any line format of the registry),
+//! bounded, or a directory watched for new files.
+//!
+//! Splits:
+//! - a **directory**: each file (by name order, hidden files skipped) is a
+//!   split, and the files are read side by side (spread over the subtasks,
+//!   a batch from each in turn), each with its own watermark, as the
+//!   partitions of a topic: a file that lags does not see its rows made
+//!   late by the others;
+//! - a **file**: cut into byte ranges of `'source.split-size'` at line
+//!   boundaries, handed to whichever subtask is free and read one after
+//!   another. A range that starts in the middle of a line leaves that line
+//!   to the range before it; a CSV header is read once, by the first.
+//!
+//! A split's position is the byte offset of its next line. A malformed
+//! record stops the job naming the file, the line and the reason (the line
+//! is counted when needed, from the start of the file), unless the format
+//! ignores parse errors.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use eddy_operators::lookup::LookupTable;
+use eddy_operators::source::{
+    Poll, SourceProvider, SourceReader, Split, SplitAssignment, SplitEnumerator, read_all,
+};
+use eddy_operators::{OperatorContext, OperatorError};
+use serde::{Deserialize, Serialize};
+
+use crate::format::{Decoder, Format, decode_lines};
+use crate::options::Options;
+use crate::{ConnectorError, Result};
+
+/// A checked `connector = 'file'` source.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    /// A file, or a directory of files.
+    pub path: PathBuf,
+    directory: bool,
+    schema: SchemaRef,
+    format: Arc<dyn Format>,
+    options: Options,
+    batch_size: usize,
+    split_size: u64,
+    /// `'source.monitor-interval'`: list the directory again this often.
+    monitor: Option<Duration>,
+    /// Splits when the source was declared (for the planner's parallelism).
+    splits_at_start: usize,
+}
+
+/// Where a split is, as kept in checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Position {
+    file: PathBuf,
+    /// The next byte to read.
+    offset: u64,
+    /// Lines starting at or after it belong to the next range (`None`: to
+    /// the end of the file).
+    end: Option<u64>,
+    /// Lines still to skip before records (a CSV header).
+    skip: u64,
+    /// `offset` is the start of a line; if not, the partial line there
+    /// belongs to the range before.
+    aligned: bool,
+}
+
+impl Position {
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+fn io_error(path: &Path, e: impl std::fmt::Display) -> OperatorError {
+    OperatorError::Connector(format!("error reading {}: {e}", path.display()))
+}
+
+/// The files of `path`: itself, or a directory's visible files by name.
+fn list_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let io = |source| ConnectorError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+impl FileSource {
+    pub(crate) fn try_new(
+        options: &Options,
+        schema: &SchemaRef,
+        format: Arc<dyn Format>,
+    ) -> Result<Self> {
+        let path = PathBuf::from(options.require("path")?);
+        let directory = path.is_dir();
+        if !directory && !path.is_file() {
+            return Err(ConnectorError::Option {
+                option: "path".into(),
+                message: format!("source file {} does not exist", path.display()),
+            });
+        }
+        let monitor = options.duration_ms(super::MONITOR_INTERVAL)?;
+        if monitor.is_some() && !directory {
+            return Err(ConnectorError::Option {
+                option: super::MONITOR_INTERVAL.into(),
+                message: format!(
+                    "'{}' watches a directory for new files, and {} is a file",
+                    super::MONITOR_INTERVAL,
+                    path.display()
+                ),
+            });
+        }
+        // Fails early if the format cannot be read.
+        format.decoder(schema, options)?.ok_or_else(|| {
+            ConnectorError::Config(format!("the format '{}' cannot be read", format.name()))
+        })?;
+        let mut source = Self {
+            directory,
+            schema: schema.clone(),
+            format,
+            options: options.clone(),
+            batch_size: options.count("batch.size")?.unwrap_or(8192).max(1) as usize,
+            split_size: options
+                .memory_bytes(super::SPLIT_SIZE)?
+                .unwrap_or(32 << 20)
+                .max(1),
+            monitor: monitor.map(|ms| Duration::from_millis(ms.max(1) as u64)),
+            splits_at_start: 0,
+            path,
+        };
+        let splits = FileEnumerator {
+            source: source.clone(),
+        }
+        .list()
+        .map_err(|e| ConnectorError::Config(e.to_string()))?;
+        if splits.is_empty() && source.monitor.is_none() {
+            return Err(ConnectorError::Option {
+                option: "path".into(),
+                message: format!("source directory {} has no files", source.path.display()),
+            });
+        }
+        source.splits_at_start = splits.len();
+        Ok(source)
+    }
+
+    fn decoder(&self) -> eddy_operators::Result<Box<dyn Decoder>> {
+        self.format
+            .decoder(&self.schema, &self.options)?
+            .ok_or_else(|| OperatorError::Internal("the format cannot be read".into()))
+    }
+}
+
+impl SourceProvider for FileSource {
+    fn enumerator(&self) -> eddy_operators::Result<Box<dyn SplitEnumerator>> {
+        Ok(Box::new(FileEnumerator {
+            source: self.clone(),
+        }))
+    }
+
+    fn reader(&self) -> eddy_operators::Result<Box<dyn SourceReader>> {
+        Ok(Box::new(FileReader {
+            name: format!("file {}", self.path.display()),
+            decoder: self.decoder()?,
+            batch_size: self.batch_size,
+            splits: Vec::new(),
+            turn: 0,
+            done: 0,
+            skipped: 0,
+        }))
+    }
+
+    fn assignment(&self) -> SplitAssignment {
+        if self.directory {
+            SplitAssignment::Spread
+        } else {
+            SplitAssignment::OnDemand
+        }
+    }
+
+    fn max_parallelism(&self) -> Option<usize> {
+        match self.monitor {
+            Some(_) => None,
+            None => Some(self.splits_at_start.max(1)),
+        }
+    }
+
+    fn lookup_table(&self) -> Option<Arc<dyn LookupTable>> {
+        Some(Arc::new(FileTable {
+            source: self.clone(),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct FileEnumerator {
+    source: FileSource,
+}
+
+impl FileEnumerator {
+    /// A directory's file, whole.
+    fn whole_file(&self, file: &Path, len: u64, header: u64) -> Split {
+        let name = file
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+        Split {
+            id: name,
+            position: Position {
+                file: file.to_path_buf(),
+                offset: 0,
+                end: None,
+                skip: header,
+                aligned: true,
+            }
+            .encode(),
+            size: Some(len),
+        }
+    }
+
+    /// A file cut into byte ranges of about the split size.
+    fn ranges(&self, file: &Path, len: u64, header: u64) -> Vec<Split> {
+        let size = self.source.split_size;
+        let name = file.display().to_string();
+        let mut splits = Vec::new();
+        let mut start = 0;
+        while start < len || splits.is_empty() {
+            let end = (start + size).min(len);
+            splits.push(Split {
+                id: format!("{name}@{start}"),
+                position: Position {
+                    file: file.to_path_buf(),
+                    offset: start,
+                    end: (end < len).then_some(end),
+                    skip: if start == 0 { header } else { 0 },
+                    aligned: start == 0,
+                }
+                .encode(),
+                size: Some(end - start),
+            });
+            start = end;
+        }
+        splits
+    }
+}
+
+impl SplitEnumerator for FileEnumerator {
+    fn list(&mut self) -> eddy_operators::Result<Vec<Split>> {
+        let source = &self.source;
+        let header = source.decoder()?.header_lines() as u64;
+        let files =
+            list_files(&source.path).map_err(|e| OperatorError::Connector(e.to_string()))?;
+        let mut splits = Vec::new();
+        for file in files {
+            let len = std::fs::metadata(&file)
+                .map_err(|e| io_error(&file, e))?
+                .len();
+            if source.directory {
+                splits.push(self.whole_file(&file, len, header));
+            } else {
+                splits.extend(self.ranges(&file, len, header));
+            }
+        }
+        Ok(splits)
+    }
+
+    fn discovery_interval(&self) -> Option<Duration> {
+        self.source.monitor
+    }
+}
+
+/// A split being read.
+struct OpenSplit {
+    index: usize,
+    position: Position,
+    /// Where the split's range began (for progress).
+    reader: BufReader<File>,
+}
+
+impl OpenSplit {
+    fn open(index: usize, position: Position) -> eddy_operators::Result<Self> {
+        let path = position.file.clone();
+        let file = File::open(&path).map_err(|e| io_error(&path, e))?;
+        let mut split = Self {
+            index,
+            position,
+            reader: BufReader::with_capacity(256 << 10, file),
+        };
+        let at = split.position.offset;
+        if split.position.aligned {
+            split.seek(at)?;
+        } else {
+            // The line under `offset` belongs to the range before: skip to
+            // the first line that starts at or after it.
+            split.seek(at.saturating_sub(1))?;
+            let mut partial = Vec::new();
+            let n = split
+                .reader
+                .read_until(b'\n', &mut partial)
+                .map_err(|e| io_error(&path, e))?;
+            split.position.offset = at.saturating_sub(1) + n as u64;
+            split.position.aligned = true;
+        }
+        Ok(split)
+    }
+
+    fn seek(&mut self, at: u64) -> eddy_operators::Result<()> {
+        self.reader
+            .seek(SeekFrom::Start(at))
+            .map_err(|e| io_error(&self.position.file, e))?;
+        Ok(())
+    }
+
+    /// Reads up to `max` lines into `buf`; returns the lines read and the
+    /// length of each.
+    fn read_lines(&mut self, max: usize, buf: &mut Vec<u8>) -> eddy_operators::Result<Vec<usize>> {
+        let mut lengths = Vec::new();
+        while lengths.len() < max {
+            if self
+                .position
+                .end
+                .is_some_and(|end| self.position.offset >= end)
+            {
+                break;
+            }
+            let start = buf.len();
+            let n = self
+                .reader
+                .read_until(b'\n', buf)
+                .map_err(|e| io_error(&self.position.file, e))?;
+            if n == 0 {
+                break;
+            }
+            self.position.offset += n as u64;
+            if self.position.skip > 0 {
+                self.position.skip -= 1;
+                buf.truncate(start);
+                continue;
+            }
+            lengths.push(n);
+        }
+        Ok(lengths)
+    }
+}
+
+/// Reads the splits it holds side by side, a batch from each in turn.
+struct FileReader {
+    name: String,
+    decoder: Box<dyn Decoder>,
+    batch_size: usize,
+    splits: Vec<OpenSplit>,
+    turn: usize,
+    /// Bytes read (progress).
+    done: u64,
+    /// Records skipped as unparsable (`'*.ignore-parse-errors'`).
+    skipped: u64,
+}
+
+impl FileReader {
+    /// The 1-based line of the file that starts at byte `offset`.
+    fn line_at(path: &Path, offset: u64) -> Option<u64> {
+        let mut file = File::open(path).ok()?.take(offset);
+        let mut buf = vec![0u8; 1 << 16];
+        let mut lines = 1;
+        loop {
+            let n = file.read(&mut buf).ok()?;
+            if n == 0 {
+                return Some(lines);
+            }
+            lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+    }
+
+    /// Reads one batch from split `at`: `None` once it is at its end.
+    fn read_batch(&mut self, at: usize) -> eddy_operators::Result<Option<RecordBatch>> {
+        loop {
+            let split = &mut self.splits[at];
+            let first = split.position.offset;
+            let mut buf = Vec::with_capacity(self.batch_size * 128);
+            let lengths = split.read_lines(self.batch_size, &mut buf)?;
+            self.done += split.position.offset - first;
+            if lengths.is_empty() {
+                return Ok(None);
+            }
+            match decode_lines(self.decoder.as_mut(), &buf, lengths.len()) {
+                Ok(decoded) => {
+                    if decoded.skipped > 0 {
+                        self.skipped += decoded.skipped as u64;
+                        tracing::debug!(source = %self.name, skipped = decoded.skipped, "unparsable records skipped");
+                    }
+                    if let Some(batch) = decoded.batch {
+                        return Ok(Some(batch));
+                    }
+                }
+                Err(bad) => {
+                    let offset = first + lengths[..bad.line].iter().sum::<usize>() as u64;
+                    let path = &split.position.file;
+                    let line = Self::line_at(path, offset)
+                        .map_or(format!("byte {offset}"), |l| format!("line {l}"));
+                    return Err(OperatorError::Connector(format!(
+                        "malformed record in {} at {line}: {}",
+                        path.display(),
+                        bad.reason
+                    )));
+                }
+            }
+        }
+    }
+}
+
+impl SourceReader for FileReader {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn open(&mut self, _ctx: &OperatorContext) -> eddy_operators::Result<()> {
+        Ok(())
+    }
+
+    fn add_split(&mut self, split: usize, assigned: Split) -> eddy_operators::Result<()> {
+        let position: Position = serde_json::from_slice(&assigned.position).map_err(|e| {
+            OperatorError::Connector(format!(
+                "cannot resume reading split {} of {}: {e}",
+                assigned.id, self.name
+            ))
+        })?;
+        let open = OpenSplit::open(split, position)?;
+        self.splits.push(open);
+        Ok(())
+    }
+
+    fn poll(&mut self) -> eddy_operators::Result<Poll> {
+        if self.splits.is_empty() {
+            return Ok(Poll::Pending);
+        }
+        let at = self.turn % self.splits.len();
+        match self.read_batch(at)? {
+            Some(batch) => {
+                self.turn = at + 1;
+                Ok(Poll::Batch(self.splits[at].index, batch))
+            }
+            None => {
+                let finished = self.splits.remove(at);
+                self.turn = at;
+                Ok(Poll::Finished(finished.index))
+            }
+        }
+    }
+
+    fn positions(&self) -> Vec<(usize, Vec<u8>)> {
+        self.splits
+            .iter()
+            .map(|s| (s.index, s.position.encode()))
+            .collect()
+    }
+
+    fn progress(&self) -> u64 {
+        self.done
+    }
+}
+
+/// A file (or a directory's files) read whole for a lookup join, again
+/// whenever a file changes length or modification time.
+#[derive(Debug)]
+struct FileTable {
+    source: FileSource,
+}
+
+impl LookupTable for FileTable {
+    fn name(&self) -> String {
+        format!("file {}", self.source.path.display())
+    }
+
+    fn load(&self) -> eddy_operators::Result<Vec<RecordBatch>> {
+        read_all(&self.source)
+    }
+
+    fn version(&self) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for f in list_files(&self.source.path).ok()? {
+            let meta = std::fs::metadata(&f).ok()?;
+            (f, meta.len(), meta.modified().ok()?).hash(&mut hasher);
+        }
+        Some(hasher.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{CsvFormat, JsonFormat};
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+
+    fn schema() -> SchemaRef {
+        crate::format::test_schema()
+    }
+
+    fn source(path: &Path, format: Arc<dyn Format>, extra: &[(&str, &str)]) -> Result<FileSource> {
+        let mut pairs = vec![
+            ("path".to_string(), path.display().to_string()),
+            ("batch.size".to_string(), "2".to_string()),
+        ];
+        pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        FileSource::try_new(&Options::new(pairs), &schema(), format)
+    }
+
+    fn read(
+        text: &str,
+        format: Arc<dyn Format>,
+        extra: &[(&str, &str)],
+    ) -> eddy_operators::Result<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in");
+        std::fs::write(&path, text).unwrap();
+        let batches = read_all(&source(&path, format, extra).unwrap())?;
+        Ok(pretty_format_batches(&batches).unwrap().to_string())
+    }
+
+    #[test]
+    fn malformed_json_names_file_and_line_in_any_range() {
+        let text =
+            "{\"k\": \"a\", \"v\": 1}\n{\"k\": \"b\", \"v\": 2}\n{\"k\": \"c\", \"v\": \"x\"}\n";
+        for split in ["1 mb", "20", "7"] {
+            let err = read(
+                text,
+                Arc::new(JsonFormat),
+                &[(super::super::SPLIT_SIZE, split)],
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("/in at line 3:"), "split size {split}: {err}");
+        }
+        let err = read("{\"k\": \"a\"}\n{\"k\": \n", Arc::new(JsonFormat), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at line 2:"), "{err}");
+    }
+
+    #[test]
+    fn csv_with_a_header_read_once() {
+        let text = "k,ts,v\na,2024-01-01T00:00:01,1\nb,2024-01-01 00:00:02,\n";
+        let out = read(
+            text,
+            Arc::new(CsvFormat),
+            &[("csv.header", "true"), (super::super::SPLIT_SIZE, "10")],
+        )
+        .unwrap();
+        assert!(out.contains("| b | 2024-01-01T00:00:02 |   |"), "{out}");
+        assert_eq!(out.lines().count(), 6, "{out}");
+        let text =
+            "k,ts,v\na,2024-01-01T00:00:01,1\nb,2024-01-01T00:00:01,2\nc,2024-01-01T00:00:01,z\n";
+        let err = read(text, Arc::new(CsvFormat), &[("csv.header", "true")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/in at line 4: Error while parsing value 'z'"),
+            "{err}"
+        );
+    }
+
+    /// Every line is read exactly once, whatever the ranges.
+    #[test]
+    fn byte_ranges_cover_every_line_once() {
+        let mut text = String::new();
+        for i in 0..200 {
+            let pad = "x".repeat(i % 13);
+            text.push_str(&format!("{{\"k\": \"{pad}\", \"v\": {i}}}\n"));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in");
+        std::fs::write(&path, &text).unwrap();
+        for size in ["1", "17", "64", "1000", "1 mb"] {
+            let src = source(
+                &path,
+                Arc::new(JsonFormat),
+                &[(super::super::SPLIT_SIZE, size)],
+            )
+            .unwrap();
+            let mut values: Vec<i64> = read_all(&src)
+                .unwrap()
+                .iter()
+                .flat_map(|b| {
+                    let c = b
+                        .column(2)
+                        .as_any()
+                        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                        .unwrap();
+                    c.values().to_vec()
+                })
+                .collect();
+            values.sort_unstable();
+            assert_eq!(values, (0..200).collect::<Vec<_>>(), "split size {size}");
+        }
+    }
+}

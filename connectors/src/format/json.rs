@@ -1,0 +1,201 @@
+//! `'format' = 'json'`: one JSON object per line.
+//!
+//! Reading: keys are the column names; missing keys and `null` are NULL;
+//! other keys are ignored. A timestamp may be an RFC 3339 string (with or
+//! without a zone, `T` or a space) or integer epoch milliseconds.
+//! Writing: one object per row with every column (NULL as `null`),
+//! timestamps as ISO-8601 in UTC, a changelog's `_op` as an `op` field
+//! (`+I`, `-U`, `+U`, `-D`).
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::json::{ReaderBuilder, WriterBuilder, writer::LineDelimited};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::{Decoder, Encoder, Format};
+use crate::options::{OptionDecl, OptionType, Options};
+use crate::{Result, conform, readable_changelog};
+
+/// ISO-8601 in UTC, with as many fraction digits as the value needs.
+pub(crate) const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.fZ";
+
+const IGNORE_PARSE_ERRORS: &str = "json.ignore-parse-errors";
+
+#[derive(Debug)]
+pub struct JsonFormat;
+
+impl Format for JsonFormat {
+    fn name(&self) -> &'static str {
+        "json"
+    }
+
+    fn help(&self) -> &'static str {
+        "JSON lines: one object per row, keys are column names"
+    }
+
+    fn options(&self) -> Vec<OptionDecl> {
+        vec![OptionDecl::optional(
+            IGNORE_PARSE_ERRORS,
+            OptionType::Bool,
+            "false",
+            "skip (and count) records that are not valid JSON of the declared types, instead of failing",
+        )]
+    }
+
+    fn decoder(&self, schema: &SchemaRef, options: &Options) -> Result<Option<Box<dyn Decoder>>> {
+        Ok(Some(Box::new(JsonDecoder {
+            declared: schema.clone(),
+            decode_schema: decode_schema(schema),
+            ignore_parse_errors: options.bool(IGNORE_PARSE_ERRORS)?.unwrap_or(false),
+        })))
+    }
+
+    fn encoder(&self, _schema: &SchemaRef, _options: &Options) -> Result<Option<Box<dyn Encoder>>> {
+        Ok(Some(Box::new(JsonEncoder)))
+    }
+
+    fn extension(&self) -> &'static str {
+        "jsonl"
+    }
+}
+
+/// Timestamps are decoded as milliseconds (which also takes integers),
+/// then cast to the declared type; every column may be missing.
+fn decode_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Timestamp(_, tz) => f
+                .as_ref()
+                .clone()
+                .with_data_type(DataType::Timestamp(TimeUnit::Millisecond, tz.clone())),
+            _ => f.as_ref().clone(),
+        })
+        .map(|f| f.with_nullable(true))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+#[derive(Debug)]
+struct JsonDecoder {
+    declared: SchemaRef,
+    decode_schema: SchemaRef,
+    ignore_parse_errors: bool,
+}
+
+impl Decoder for JsonDecoder {
+    fn decode(&mut self, buf: &[u8], rows: usize) -> std::result::Result<RecordBatch, String> {
+        let clean = |e: &dyn std::fmt::Display| {
+            let s = e.to_string();
+            s.strip_prefix("Json error: ").unwrap_or(&s).to_string()
+        };
+        let mut decoder = ReaderBuilder::new(self.decode_schema.clone())
+            .with_batch_size(rows + 1)
+            .build_decoder()
+            .map_err(|e| clean(&e))?;
+        let mut at = 0;
+        while at < buf.len() {
+            let consumed = decoder.decode(&buf[at..]).map_err(|e| clean(&e))?;
+            if consumed == 0 {
+                break;
+            }
+            at += consumed;
+        }
+        let batch = decoder
+            .flush()
+            .map_err(|e| clean(&e))?
+            .unwrap_or_else(|| RecordBatch::new_empty(self.decode_schema.clone()));
+        conform(batch, &self.declared).map_err(|e| clean(&e))
+    }
+
+    fn ignore_parse_errors(&self) -> bool {
+        self.ignore_parse_errors
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.declared.clone()
+    }
+}
+
+#[derive(Debug)]
+struct JsonEncoder;
+
+impl Encoder for JsonEncoder {
+    fn encode(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+        let batch = readable_changelog(batch)?;
+        let mut writer = WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .with_timestamp_format(TIMESTAMP_FORMAT.to_string())
+            .build::<_, LineDelimited>(out);
+        writer.write(&batch)?;
+        writer.finish()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::decode_lines;
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+
+    fn schema() -> SchemaRef {
+        crate::format::test_schema()
+    }
+
+    fn decoder(ignore: bool) -> Box<dyn Decoder> {
+        let value = if ignore { "true" } else { "false" };
+        let options = Options::new([(IGNORE_PARSE_ERRORS.to_string(), value.to_string())]);
+        JsonFormat.decoder(&schema(), &options).unwrap().unwrap()
+    }
+
+    #[test]
+    fn timestamps_in_every_accepted_spelling() {
+        let text = r#"{"k": "a", "ts": "2024-01-01T00:00:01Z", "v": 1}
+{"k": "b", "ts": "2024-01-01 00:00:02", "v": null}
+
+{"k": "c", "ts": 1704067203000, "extra": true}
+{"k": "d", "ts": "2024-01-01T02:00:04+02:00", "v": 4}
+"#;
+        let batch = decoder(false).decode(text.as_bytes(), 5).unwrap();
+        let expected = "\
++---+---------------------+---+
+| k | ts                  | v |
++---+---------------------+---+
+| a | 2024-01-01T00:00:01 | 1 |
+| b | 2024-01-01T00:00:02 |   |
+| c | 2024-01-01T00:00:03 |   |
+| d | 2024-01-01T00:00:04 | 4 |
++---+---------------------+---+";
+        assert_eq!(
+            pretty_format_batches(&[batch]).unwrap().to_string(),
+            expected
+        );
+    }
+
+    #[test]
+    fn the_bad_line_is_found_or_skipped() {
+        let text =
+            b"{\"k\": \"a\", \"v\": 1}\n{\"k\": \"b\", \"v\": \"x\"}\n{\"k\": \"c\", \"v\": 3}\n";
+        let bad = decode_lines(decoder(false).as_mut(), text, 3).unwrap_err();
+        assert_eq!(bad.line, 1);
+        assert!(bad.reason.contains("\"x\""), "{}", bad.reason);
+        let decoded = decode_lines(decoder(true).as_mut(), text, 3).unwrap();
+        assert_eq!(decoded.skipped, 1);
+        assert_eq!(decoded.batch.unwrap().num_rows(), 2);
+    }
+
+    #[test]
+    fn writes_utc_timestamps_and_nulls() {
+        let text = b"{\"k\": \"a\", \"ts\": 1704067200500, \"v\": 1}\n{\"k\": null, \"ts\": 1704067201000}\n";
+        let batch = decoder(false).decode(text, 2).unwrap();
+        let mut out = Vec::new();
+        JsonEncoder.encode(&batch, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"k\":\"a\",\"ts\":\"2024-01-01T00:00:00.500Z\",\"v\":1}\n{\"k\":null,\"ts\":\"2024-01-01T00:00:01Z\",\"v\":null}\n"
+        );
+    }
+}

@@ -1,0 +1,288 @@
+//! The job manager: owns running jobs, each with its own metrics, stop
+//! request and outcome.
+//!
+//! ```text
+//!  submit(job) ─► state dir: recover (commit the restored checkpoint, check the plan)
+//!              ─► build ─► start tasks + checkpoint coordinator ─► a waiter thread joins them
+//!  status / list: state, metrics      stop: final checkpoint, then end      cancel: end now
+//!  wait(id): the outcome (finished, stopped, cancelled, or failed with the subtask and message)
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use eddy_operators::checkpoint::CheckpointHandle;
+use eddy_operators::metrics::JobMetrics;
+use eddy_planner::{BuildEnv, Job, build};
+
+use crate::recovery::{Recovery, prepare, read_job};
+use crate::{EngineError, Result};
+
+/// A job's name, unique within a manager.
+pub type JobId = String;
+
+/// Where a job stands.
+#[derive(Debug, Clone)]
+pub enum JobState {
+    Running,
+    /// The input ended and every output was committed.
+    Finished,
+    /// Stopped after a final checkpoint: it resumes from there.
+    Stopped,
+    /// Cancelled without a checkpoint.
+    Cancelled,
+    /// The reader of its output went away (`eddy run q.sql | head`).
+    OutputClosed,
+    /// A subtask failed: the error names it.
+    Failed(Arc<eddy_operators::OperatorError>),
+    /// Its state directory recorded it as finished: nothing was run.
+    AlreadyFinished {
+        checkpoint: u64,
+    },
+}
+
+impl JobState {
+    pub fn is_running(&self) -> bool {
+        matches!(self, JobState::Running)
+    }
+}
+
+/// A job as `status` and `list` show it.
+#[derive(Debug, Clone)]
+pub struct JobStatus {
+    pub id: JobId,
+    pub state: JobState,
+    /// The checkpoint it resumed from, if any.
+    pub resumed_from: Option<u64>,
+    /// How long restoring its state took (until every task had opened).
+    pub restore_ms: Option<u64>,
+    pub metrics: JobMetrics,
+    pub state_dir: PathBuf,
+}
+
+/// One job the manager owns.
+struct Entry {
+    job: Job,
+    metrics: JobMetrics,
+    /// A stop request: a final checkpoint, then the end.
+    stop: Arc<AtomicBool>,
+    /// The running tasks' handle: cancels them.
+    tasks: Option<CheckpointHandle>,
+    state: Mutex<JobState>,
+    done: Condvar,
+    resumed_from: Option<u64>,
+    started_unix_ms: u64,
+    state_dir: PathBuf,
+}
+
+impl Entry {
+    fn set_state(&self, state: JobState) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+        self.done.notify_all();
+    }
+
+    fn status(&self) -> JobStatus {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let opened = self.metrics.opened_unix_ms();
+        JobStatus {
+            id: self.job.name.clone(),
+            restore_ms: self
+                .resumed_from
+                .filter(|_| opened > 0)
+                .map(|_| opened.saturating_sub(self.started_unix_ms)),
+            state,
+            resumed_from: self.resumed_from,
+            metrics: self.metrics.clone(),
+            state_dir: self.state_dir.clone(),
+        }
+    }
+}
+
+/// Runs jobs: see the module docs.
+#[derive(Debug)]
+pub struct JobManager {
+    state_root: PathBuf,
+    env: BuildEnv,
+    jobs: Mutex<BTreeMap<JobId, Arc<Entry>>>,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("job", &self.job.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobManager {
+    /// A manager keeping each job's state under `state_root/<job>/`,
+    /// building with `env`'s functions and connectors.
+    pub fn new(state_root: impl Into<PathBuf>, env: BuildEnv) -> Self {
+        Self {
+            state_root: state_root.into(),
+            env,
+            jobs: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn state_root(&self) -> &Path {
+        &self.state_root
+    }
+
+    fn jobs(&self) -> std::sync::MutexGuard<'_, BTreeMap<JobId, Arc<Entry>>> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn entry(&self, id: &str) -> Result<Arc<Entry>> {
+        self.jobs()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownJob(id.to_string()))
+    }
+
+    /// Starts `job` from its state directory (resuming from its newest
+    /// checkpoint there, if any). Returns at once; [`Self::wait`] waits.
+    /// Damaged checkpoints skipped on the way are logged.
+    pub fn submit(&self, job: Job) -> Result<JobId> {
+        let id = job.name.clone();
+        if self
+            .jobs()
+            .get(&id)
+            .is_some_and(|e| e.status().state.is_running())
+        {
+            return Err(EngineError::AlreadyRunning(id));
+        }
+        let started = Instant::now();
+        let dataflow = build(&job.graph, &self.env).map_err(|source| EngineError::Build {
+            job: id.clone(),
+            source,
+        })?;
+        let dir = self.state_root.join(&job.name);
+        let stop = Arc::new(AtomicBool::new(false));
+        let metrics = JobMetrics::default();
+        let started_unix_ms = eddy_operators::metrics::unix_ms();
+        let prepared = match prepare(&job, &dir, &dataflow.committers, stop.clone())? {
+            Recovery::AlreadyFinished { checkpoint } => {
+                let entry = Entry {
+                    job,
+                    metrics,
+                    stop,
+                    tasks: None,
+                    state: Mutex::new(JobState::AlreadyFinished { checkpoint }),
+                    done: Condvar::new(),
+                    resumed_from: Some(checkpoint),
+                    started_unix_ms,
+                    state_dir: dir,
+                };
+                self.jobs().insert(id.clone(), Arc::new(entry));
+                return Ok(id);
+            }
+            Recovery::Ready(prepared) => prepared,
+        };
+        for warning in &prepared.warnings {
+            tracing::warn!(job = %id, "{warning}");
+        }
+        let state = Arc::new(prepared.checkpointing.db.clone());
+        let running = dataflow
+            .start_with(state, metrics.clone(), Some(prepared.checkpointing))
+            .map_err(|source| EngineError::Runtime {
+                job: id.clone(),
+                source,
+            })?;
+        tracing::info!(job = %id, state = %dir.display(), ms = started.elapsed().as_millis() as u64, "started");
+        let entry = Arc::new(Entry {
+            tasks: Some(running.handle()),
+            job,
+            metrics,
+            stop,
+            state: Mutex::new(JobState::Running),
+            done: Condvar::new(),
+            resumed_from: prepared.restored,
+            started_unix_ms,
+            state_dir: dir,
+        });
+        self.jobs().insert(id.clone(), entry.clone());
+        std::thread::Builder::new()
+            .name(format!("wait {}", id.chars().take(10).collect::<String>()))
+            .spawn(move || {
+                let result = running.join();
+                let stopped = entry.stop.load(Ordering::Acquire);
+                let state = match result {
+                    Ok(()) if stopped => JobState::Stopped,
+                    Ok(()) => JobState::Finished,
+                    Err(e) if e.is_cancelled() => JobState::Cancelled,
+                    Err(e) if e.is_output_closed() => JobState::OutputClosed,
+                    Err(e) => JobState::Failed(Arc::new(e)),
+                };
+                tracing::info!(job = %entry.job.name, state = ?state, "ended");
+                entry.set_state(state);
+            })
+            .map_err(|e| EngineError::Io {
+                path: "a thread".into(),
+                source: e,
+            })?;
+        Ok(id)
+    }
+
+    /// Starts the job recorded in `dir` (a job's state directory, as
+    /// `submit` left it) from its newest checkpoint, without its SQL.
+    pub fn resume(&self, dir: &Path) -> Result<JobId> {
+        let job = read_job(dir)?;
+        let expected = self.state_root.join(&job.name);
+        if dir != expected {
+            return Err(EngineError::Unreadable {
+                path: dir.display().to_string(),
+                reason: format!(
+                    "it holds job {}, whose state belongs in {}",
+                    job.name,
+                    expected.display()
+                ),
+            });
+        }
+        self.submit(job)
+    }
+
+    /// Asks a job to stop after a final checkpoint (it can resume from
+    /// there).
+    pub fn stop(&self, id: &str) -> Result<()> {
+        self.entry(id)?.stop.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Asks every running job to stop after a final checkpoint.
+    pub fn stop_all(&self) {
+        for entry in self.jobs().values() {
+            entry.stop.store(true, Ordering::Release);
+        }
+    }
+
+    /// Ends a job now, without a checkpoint.
+    pub fn cancel(&self, id: &str) -> Result<()> {
+        if let Some(tasks) = &self.entry(id)?.tasks {
+            tasks.cancel();
+        }
+        Ok(())
+    }
+
+    pub fn status(&self, id: &str) -> Result<JobStatus> {
+        Ok(self.entry(id)?.status())
+    }
+
+    pub fn list(&self) -> Vec<JobStatus> {
+        self.jobs().values().map(|e| e.status()).collect()
+    }
+
+    /// Waits until the job is no longer running; its final status.
+    pub fn wait(&self, id: &str) -> Result<JobStatus> {
+        let entry = self.entry(id)?;
+        let mut state = entry.state.lock().unwrap_or_else(|e| e.into_inner());
+        while state.is_running() {
+            state = entry.done.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(state);
+        Ok(entry.status())
+    }
+}

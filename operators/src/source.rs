@@ -1,0 +1,169 @@
+//! Sources as splits: the model of Flink's FLIP-27 and RisingWave.
+//!
+//! A source is cut into independent *splits*: a file or a byte range of
+//! one, a Kafka partition, the Nexmark generator's one stream. Each split
+//! has its own position (kept in checkpoints) and its own watermark. Three
+//! small traits, each with one job:
+//!
+//! ```text
+//!  SourceProvider (one per source in the plan: options already checked)
+//!     ├─ enumerator() ─► SplitEnumerator: lists the splits (again every
+//!     │                  discovery interval, for new partitions or files)
+//!     └─ reader()     ─► SourceReader, one per subtask: reads the splits
+//!                        the runtime assigns it, never blocking
+//!
+//!  runtime: enumerator ──splits──► assigner ──Spread: split i to reader i % n──► readers
+//!                                           └─OnDemand: the next split to a reader with none
+//! ```
+//!
+//! The runtime owns coordination: it assigns splits, keeps every split's
+//! position in the checkpoint (by split id, so a restore at another
+//! parallelism reassigns them), injects barriers, fires processing-time
+//! timers and marks idleness on its own clock. A reader only reads:
+//! [`SourceReader::poll`] returns what is there *now* (rows of one split,
+//! the end of a split, or [`Poll::Pending`]) and never waits for data;
+//! [`SourceReader::wait`] is where the runtime lets it wait, for a bounded
+//! time, when it has nothing. A reader that does I/O on a tokio runtime
+//! hands its batches over a bounded channel and waits on that channel.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::Result;
+use crate::lookup::LookupTable;
+use crate::operator::OperatorContext;
+
+/// One independent piece of a source, read by one reader at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// Names the split in checkpoints and messages; the same in every run
+    /// of the job (`data.json:0+67108864`, `bids-3`).
+    pub id: String,
+    /// Where reading starts, in the connector's own encoding: the split's
+    /// beginning when listed, a checkpointed position after a restore.
+    pub position: Vec<u8>,
+    /// The split's amount of work, in the units of
+    /// [`SourceReader::progress`] (bytes, events), when known: bounded
+    /// sources report progress against the sum.
+    pub size: Option<u64>,
+}
+
+/// How the runtime hands splits to a source's readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitAssignment {
+    /// Split `i` (in listing order) goes to reader `i % readers`, all at
+    /// once: each reader reads its splits side by side (partitions of a
+    /// topic).
+    Spread,
+    /// A reader gets the next unread split whenever it holds none: readers
+    /// that finish early take more (byte ranges of files).
+    OnDemand,
+}
+
+/// What a reader has now.
+#[derive(Debug)]
+pub enum Poll {
+    /// Rows of the split the runtime numbered `split` when it assigned it.
+    Batch(usize, RecordBatch),
+    /// Split `split` was read to its end.
+    Finished(usize),
+    /// Nothing at the moment: the runtime goes on with barriers, timers
+    /// and idleness, then calls [`SourceReader::wait`].
+    Pending,
+}
+
+/// Lists a source's splits.
+pub trait SplitEnumerator: Send {
+    /// Every split the source has now, in a stable order. Called once at
+    /// the start of a run and then every [`Self::discovery_interval`]; the
+    /// runtime adds the splits whose id it has not seen.
+    fn list(&mut self) -> Result<Vec<Split>>;
+
+    /// How often to list again for new splits. `None` (the default): the
+    /// splits are fixed, and the source is bounded once they are read.
+    fn discovery_interval(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Reads the splits assigned to one subtask. See the module docs.
+pub trait SourceReader: Send {
+    /// Names the source for logs and errors (`file data.json`).
+    fn name(&self) -> String;
+
+    fn open(&mut self, _ctx: &OperatorContext) -> Result<()> {
+        Ok(())
+    }
+
+    /// Takes split `split` (the runtime's number for it, used in
+    /// [`Poll`]), to read from its position on.
+    fn add_split(&mut self, split: usize, assigned: Split) -> Result<()>;
+
+    /// Rows, the end of a split, or nothing now. Must not wait for data.
+    fn poll(&mut self) -> Result<Poll>;
+
+    /// Called after [`Poll::Pending`]: wait until data may be there, at
+    /// most `timeout`. The default sleeps for `timeout`; a reader fed by
+    /// another thread waits on its channel instead.
+    fn wait(&mut self, timeout: Duration) {
+        std::thread::sleep(timeout);
+    }
+
+    /// The position to resume from of every split it holds and has not
+    /// finished, taken at a checkpoint barrier (between two polls).
+    fn positions(&self) -> Vec<(usize, Vec<u8>)>;
+
+    /// Units of work done since the reader was created, for progress (see
+    /// [`Split::size`]).
+    fn progress(&self) -> u64 {
+        0
+    }
+}
+
+/// A source as the plan declares it, its options checked: makes the
+/// enumerator and the readers of each run.
+pub trait SourceProvider: Send + Sync + Debug {
+    fn enumerator(&self) -> Result<Box<dyn SplitEnumerator>>;
+
+    /// A reader for one subtask; it gets its splits through
+    /// [`SourceReader::add_split`].
+    fn reader(&self) -> Result<Box<dyn SourceReader>>;
+
+    fn assignment(&self) -> SplitAssignment {
+        SplitAssignment::OnDemand
+    }
+
+    /// The most subtasks that can have work: the planner gives the source
+    /// no more (the Nexmark generator is one split; a file has as many as
+    /// it was cut into when the job was planned). `None`: no limit.
+    fn max_parallelism(&self) -> Option<usize> {
+        None
+    }
+
+    /// The source read whole, for a lookup join, if it is bounded.
+    fn lookup_table(&self) -> Option<std::sync::Arc<dyn LookupTable>> {
+        None
+    }
+}
+
+/// Reads every split of `provider` to its end with one reader: a bounded
+/// source as a list of batches (a lookup join's table, tests).
+pub fn read_all(provider: &dyn SourceProvider) -> Result<Vec<RecordBatch>> {
+    let splits = provider.enumerator()?.list()?;
+    let mut reader = provider.reader()?;
+    let mut open = splits.len();
+    for (i, split) in splits.into_iter().enumerate() {
+        reader.add_split(i, split)?;
+    }
+    let mut batches = Vec::new();
+    while open > 0 {
+        match reader.poll()? {
+            Poll::Batch(_, batch) => batches.push(batch),
+            Poll::Finished(_) => open -= 1,
+            Poll::Pending => reader.wait(Duration::from_millis(1)),
+        }
+    }
+    Ok(batches)
+}
