@@ -419,3 +419,54 @@ fn a_state_directory_is_not_resumed_by_a_changed_query() {
         stderr(&again)
     );
 }
+
+#[test]
+fn a_mistyped_option_is_shown_at_its_key_with_the_declared_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = eddy_run(
+        dir.path(),
+        "CREATE SOURCE bids (auction BIGINT)\n  WITH (connector = 'nexmark', tabel = 'bid');\n",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "error: unknown option 'tabel' for connector 'nexmark' (did you mean 'table'?)\n --> q.sql:2:32\n  |\n2 |   WITH (connector = 'nexmark', tabel = 'bid');\n  |                                ^^^^^\n"
+    );
+}
+
+#[test]
+fn show_connectors_and_describe_connector_come_from_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = eddy_run(dir.path(), "SHOW CONNECTORS;\nDESCRIBE CONNECTOR file;\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for connector in ["nexmark", "file", "stdout", "blackhole"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(connector)),
+            "SHOW CONNECTORS lists {connector}: {text}"
+        );
+    }
+    // The file connector's options, its format's, with types and defaults.
+    let path = text
+        .lines()
+        .find(|l| l.starts_with("path "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(path.contains("string") && path.contains("yes"), "{path}");
+    let split = text
+        .lines()
+        .find(|l| l.starts_with("source.split-size"))
+        .unwrap();
+    assert!(
+        split.contains("'32 mb'") && split.contains("source"),
+        "{split}"
+    );
+    assert!(text.contains("json.ignore-parse-errors"), "{text}");
+    assert!(text.contains("csv.field-delimiter"), "{text}");
+    let out = eddy_run(dir.path(), "DESCRIBE CONNECTOR fiel;\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).starts_with("error: unknown connector 'fiel' (did you mean 'file'?)"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -382,17 +382,17 @@ impl ConnectorRegistry {
         if !connector.aliases().is_empty() {
             let _ = writeln!(out, "also called: {}", connector.aliases().join(", "));
         }
-        let role = match (connector.is_source(), connector.is_sink()) {
-            (true, false) => Role::Source,
-            (false, true) => Role::Sink,
-            _ => Role::Both,
-        };
+        let role = roles(connector.as_ref());
+        if connector.is_sink() {
+            let guarantee = connector.guarantee(&Options::default());
+            let _ = writeln!(out, "as a sink: {}", guarantee.as_str());
+        }
         let decls = self.declarations(connector.as_ref(), role, Some(""));
-        out.push_str(&options_table(&decls.decls));
+        out.push_str(&options_table(&decls.decls, role));
         if connector.format() != FormatSupport::None {
             for format in self.formats.iter() {
                 let _ = writeln!(out, "\nformat '{}': {}", format.name(), format.help());
-                out.push_str(&options_table(&format.options()));
+                out.push_str(&options_table(&format.options(), role));
             }
         }
         Some(out)
@@ -405,8 +405,34 @@ impl ConnectorRegistry {
     }
 }
 
+/// Where an option applies, as tables show it: a connector that is only
+/// a source (or only a sink) shows that for the options of both.
+fn role_of(d: &OptionDecl, connector: Role) -> &'static str {
+    match (d.role, connector) {
+        (Role::Both, Role::Source | Role::Sink) => connector.as_str(),
+        (role, _) => role.as_str(),
+    }
+}
+
+/// The role a connector can play.
+fn roles(c: &dyn Connector) -> Role {
+    match (c.is_source(), c.is_sink()) {
+        (true, false) => Role::Source,
+        (false, true) => Role::Sink,
+        _ => Role::Both,
+    }
+}
+
+/// `help`, capitalised, as a sentence.
+fn sentence(help: &str) -> String {
+    let mut chars = help.chars();
+    chars.next().map_or(String::new(), |c| {
+        format!("{}{}.", c.to_uppercase(), chars.as_str())
+    })
+}
+
 /// The rows of an options table: name, type, default, required, role, help.
-pub fn options_table(decls: &[OptionDecl]) -> String {
+pub fn options_table(decls: &[OptionDecl], connector: Role) -> String {
     let rows: Vec<Vec<String>> = decls
         .iter()
         .map(|d| {
@@ -419,7 +445,7 @@ pub fn options_table(decls: &[OptionDecl]) -> String {
                 d.ty.describe(),
                 d.default.map_or(String::new(), |v| format!("'{v}'")),
                 if d.required { "yes" } else { "" }.to_string(),
-                d.role.as_str().to_string(),
+                role_of(d, connector).to_string(),
                 d.help.to_string(),
             ]
         })
@@ -469,26 +495,37 @@ pub fn markdown(registry: &ConnectorRegistry) -> String {
     let mut out = String::new();
     let cell = |s: &str| s.replace('|', "\\|");
     for c in registry.iter() {
-        let roles = match (c.is_source(), c.is_sink()) {
-            (true, true) => "source and sink",
-            (true, false) => "source",
-            (false, true) => "sink",
-            (false, false) => "neither",
+        let role = roles(c.as_ref());
+        let what = match role {
+            Role::Both => "source and sink",
+            r => r.as_str(),
         };
-        let _ = writeln!(out, "#### `{}` ({roles})\n\n{}.\n", c.name(), c.help());
+        let _ = writeln!(
+            out,
+            "#### `{}` ({what})\n\n{}\n",
+            c.name(),
+            sentence(c.help())
+        );
         if !c.aliases().is_empty() {
             let aliases: Vec<String> = c.aliases().iter().map(|a| format!("`{a}`")).collect();
             let _ = writeln!(out, "Also called {}.\n", aliases.join(", "));
         }
-        let role = match (c.is_source(), c.is_sink()) {
-            (true, false) => Role::Source,
-            (false, true) => Role::Sink,
-            _ => Role::Both,
-        };
+        if c.is_sink() {
+            let _ = writeln!(
+                out,
+                "As a sink: **{}**.\n",
+                c.guarantee(&Options::default()).as_str()
+            );
+        }
         let decls = registry.declarations(c.as_ref(), role, Some(""));
+        let decls: Vec<&OptionDecl> = decls.decls.iter().filter(|d| d.name != CONNECTOR).collect();
+        if decls.is_empty() {
+            out.push_str("No options.\n\n");
+            continue;
+        }
         out.push_str("| option | type | default | required | for | description |\n");
         out.push_str("|---|---|---|---|---|---|\n");
-        for d in decls.decls.iter().filter(|d| d.name != CONNECTOR) {
+        for d in decls {
             let mut name = format!("`{}`", d.name);
             for alias in d.aliases {
                 let _ = write!(name, " (or `{alias}`)");
@@ -500,7 +537,7 @@ pub fn markdown(registry: &ConnectorRegistry) -> String {
                 d.default
                     .map_or(String::new(), |v| format!("`{}`", cell(v))),
                 if d.required { "yes" } else { "" },
-                d.role.as_str(),
+                role_of(d, role),
                 cell(d.help)
             );
         }
@@ -508,7 +545,7 @@ pub fn markdown(registry: &ConnectorRegistry) -> String {
     }
     out.push_str("#### Formats\n\n");
     for f in registry.formats().iter() {
-        let _ = writeln!(out, "`{}`: {}.\n", f.name(), f.help());
+        let _ = writeln!(out, "`{}`: {}\n", f.name(), sentence(f.help()));
         out.push_str("| option | type | default | description |\n|---|---|---|---|\n");
         for d in f.options() {
             let _ = writeln!(

@@ -64,6 +64,8 @@ struct Partition {
     /// When it last delivered rows.
     active_at: Instant,
     ended: bool,
+    /// Its idleness was taken into account (see `advance`).
+    marked_idle: bool,
 }
 
 /// Emits the minimum over the subtask's live splits of their `max(expr)`
@@ -143,25 +145,48 @@ impl WatermarkOperator {
         Ok(max(millis))
     }
 
-    fn is_idle(&self, p: &Partition, now: Instant) -> bool {
-        self.idle_timeout
-            .is_some_and(|t| now.saturating_duration_since(p.active_at) >= t)
+    /// When `p` is (or was) idle from, if there is an idle timeout.
+    fn idle_at(&self, p: &Partition) -> Option<Instant> {
+        self.idle_timeout.map(|t| p.active_at + t)
     }
 
-    /// Emits the minimum over live splits if it moved forward; marks the
-    /// output idle when every live split is.
+    /// Emits the minimum over live, active splits if it moved forward.
+    /// When every live split is idle, the watermark is where it was when
+    /// the last of them went idle (that split's own), and the output is
+    /// marked idle.
     fn advance(&mut self, now: Instant, out: &mut Collector) {
-        let live: Vec<&Partition> = self.partitions.values().filter(|p| !p.ended).collect();
-        let active: Vec<&&Partition> = live.iter().filter(|p| !self.is_idle(p, now)).collect();
-        if !live.is_empty() && active.is_empty() {
-            if !self.idle {
-                self.idle = true;
-                out.emit_idle();
-            }
+        let idle_at: Vec<(usize, Option<Instant>)> = self
+            .partitions
+            .iter()
+            .filter(|(_, p)| !p.ended)
+            .map(|(&id, p)| (id, self.idle_at(p)))
+            .collect();
+        if idle_at.is_empty() {
             return;
         }
-        let Some(wm) = active.iter().map(|p| p.max).min() else {
-            return;
+        for (id, at) in &idle_at {
+            if let Some(p) = self.partitions.get_mut(id) {
+                p.marked_idle = at.is_some_and(|at| at <= now);
+            }
+        }
+        let live = || self.partitions.values().filter(|p| !p.ended);
+        let wm = match live().filter(|p| !p.marked_idle).map(|p| p.max).min() {
+            Some(wm) => wm,
+            None => {
+                // The splits that went idle last (at once, if several).
+                let latest = live().map(|p| p.active_at).max();
+                let last = live()
+                    .filter(|p| Some(p.active_at) == latest)
+                    .map(|p| p.max)
+                    .min()
+                    .unwrap_or(Timestamp::MIN);
+                self.emit(last, out);
+                if !self.idle {
+                    self.idle = true;
+                    out.emit_idle();
+                }
+                return;
+            }
         };
         self.emit(wm, out);
     }
@@ -169,7 +194,6 @@ impl WatermarkOperator {
     fn emit(&mut self, wm: Timestamp, out: &mut Collector) {
         if wm > self.current {
             self.current = wm;
-            self.idle = false;
             if let Some(m) = &self.metrics {
                 m.set_watermark(wm);
             }
@@ -183,6 +207,7 @@ impl WatermarkOperator {
             max: Timestamp::MIN,
             active_at: now,
             ended: false,
+            marked_idle: false,
         })
     }
 }
@@ -194,6 +219,7 @@ impl Operator for WatermarkOperator {
 
     fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
         self.metrics = Some(ctx.metrics.clone());
+        self.last_tick = Some((self.clock)());
         // Shared by the subtasks: each writes the splits it holds.
         self.table = Some(ctx.state.open_table(&ctx.operator_id)?);
         Ok(())
@@ -226,12 +252,17 @@ impl Operator for WatermarkOperator {
     ) -> Result<()> {
         let batch_max = self.batch_max(&batch)?;
         let now = (self.clock)();
+        let rows = batch.num_rows() > 0;
         let p = self.partition(partition, now);
-        if batch.num_rows() > 0 {
+        if rows {
             p.active_at = now;
         }
         if let Some(m) = batch_max {
             p.max = p.max.max(m);
+        }
+        if rows {
+            // The rows go downstream: the output is active again.
+            self.idle = false;
         }
         out.collect(batch);
         self.advance(now, out);
@@ -255,9 +286,11 @@ impl Operator for WatermarkOperator {
         p.split = Some(split.to_string());
         p.ended = false;
         p.active_at = now;
+        p.marked_idle = false;
         if let Some(bytes) = restored.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()) {
             p.max = p.max.max(i64::from_le_bytes(bytes));
         }
+        self.idle = false;
         self.advance(now, out);
         Ok(())
     }
@@ -276,14 +309,14 @@ impl Operator for WatermarkOperator {
             self.last_tick
                 .map_or_else(Instant::now, |t| t + PROCESSING_TIME_TICK)
         });
-        let idle = self.idle_timeout.and_then(|timeout| {
-            let now = (self.clock)();
-            self.partitions
-                .values()
-                .filter(|p| !p.ended && now.saturating_duration_since(p.active_at) < timeout)
-                .map(|p| p.active_at + timeout)
-                .min()
-        });
+        // The next split to go idle (due at once if it went and that was
+        // not taken into account yet).
+        let idle = self
+            .partitions
+            .values()
+            .filter(|p| !p.ended && !p.marked_idle)
+            .filter_map(|p| self.idle_at(p))
+            .min();
         [tick, idle].into_iter().flatten().min()
     }
 
@@ -399,6 +432,60 @@ mod tests {
         assert_eq!(watermarks(&mut out), Vec::<Timestamp>::new());
         op.process_partition_batch(1, batch(&[7_000]), &mut out)
             .unwrap();
+        assert_eq!(watermarks(&mut out), [7_000]);
+    }
+
+    #[test]
+    fn when_every_split_idles_the_last_one_standing_sets_the_watermark() {
+        let (mut op, now) = generator(Some(Duration::from_secs(10)));
+        let mut out = Collector::default();
+        op.start_partition(0, "a", &mut out).unwrap();
+        op.start_partition(1, "b", &mut out).unwrap();
+        // Split b never has a row; a is at 12 s, held back by b.
+        *now.lock().unwrap() += Duration::from_millis(1);
+        op.process_partition_batch(0, batch(&[12_000]), &mut out)
+            .unwrap();
+        assert!(out.take().iter().all(|e| !matches!(e, Emit::Watermark(_))));
+        // Both timeouts pass before any timer runs: b went idle first, so
+        // a's watermark counts, then the output is idle.
+        *now.lock().unwrap() += Duration::from_secs(30);
+        let due = op.next_timer().unwrap();
+        op.on_timer(due, &mut out).unwrap();
+        let items = out.take();
+        assert!(
+            matches!(items[..], [Emit::Watermark(12_000), Emit::Idle]),
+            "{items:?}"
+        );
+        // Nothing more happens until rows arrive.
+        assert_eq!(op.next_timer(), None);
+    }
+
+    #[test]
+    fn a_split_keeps_its_watermark_across_a_restore_in_another_subtask() {
+        let state = Arc::new(eddy_state::MemoryBackend::default());
+        let ctx = |subtask| OperatorContext {
+            task_name: "t".into(),
+            operator_id: "wm".into(),
+            subtask,
+            parallelism: 2,
+            state: state.clone(),
+            metrics: JobMetrics::default(),
+            checkpoints: crate::checkpoint::CheckpointHandle::default(),
+        };
+        let (mut first, _) = generator(None);
+        first.open(&ctx(0)).unwrap();
+        let mut out = Collector::default();
+        first.start_partition(3, "file@0", &mut out).unwrap();
+        first
+            .process_partition_batch(3, batch(&[7_000]), &mut out)
+            .unwrap();
+        first.handle_checkpoint(1, &mut out).unwrap();
+        // Restored at another parallelism: subtask 1 gets the split, under
+        // another number, and starts from its watermark.
+        let (mut second, _) = generator(None);
+        second.open(&ctx(1)).unwrap();
+        let mut out = Collector::default();
+        second.start_partition(0, "file@0", &mut out).unwrap();
         assert_eq!(watermarks(&mut out), [7_000]);
     }
 }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod channel;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -79,9 +81,9 @@ pub fn run_select(sql: &str, parallelism: usize) -> Vec<RecordBatch> {
     run_in(session, sql)
 }
 
-/// Runs `sql`, whose last statement is a SELECT, in `session`: the batches
-/// its sink received.
-pub fn run_in(mut session: Session, sql: &str) -> Vec<RecordBatch> {
+/// Sends `session`'s bare SELECTs to a `memory` connector registered in it:
+/// the rows they produce.
+pub fn select_into_memory(session: &mut Session) -> MemoryCollector {
     let collector = MemoryCollector::default();
     session
         .register_connector(Arc::new(MemoryConnector {
@@ -91,6 +93,13 @@ pub fn run_in(mut session: Session, sql: &str) -> Vec<RecordBatch> {
     session.select_sink = [("connector".to_string(), "memory".to_string())]
         .into_iter()
         .collect();
+    collector
+}
+
+/// Runs `sql`, whose last statement is a SELECT, in `session`: the batches
+/// its sink received.
+pub fn run_in(mut session: Session, sql: &str) -> Vec<RecordBatch> {
+    let collector = select_into_memory(&mut session);
     let outcomes = session
         .execute(sql)
         .unwrap_or_else(|e| panic!("{}", e.render(sql, "case")));
