@@ -470,3 +470,77 @@ fn show_connectors_and_describe_connector_come_from_the_registry() {
         stderr(&out)
     );
 }
+
+/// A job over a watched directory never ends by itself: a SIGTERM stops it
+/// after a checkpoint; a second one ends the process at once.
+#[test]
+fn a_second_sigterm_ends_the_process_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/a.json"), "{\"k\": 1}\n").unwrap();
+    let sql = "CREATE SOURCE s (k BIGINT) WITH (connector = 'file', path = 'in',
+                 'source.monitor-interval' = '100 ms');
+               CREATE SINK out WITH (connector = 'file', path = 'out/') AS SELECT k FROM s;\n";
+    std::fs::write(dir.path().join("q.sql"), sql).unwrap();
+    let term = |pid: u32| {
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    // Once: a clean stop after a checkpoint, exit status 0.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "q.sql",
+            "--state-dir",
+            "state",
+            "--checkpoint-interval",
+            "50ms",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first row is committed by a checkpoint: the job is running and
+    // eddy's handler is in place.
+    while !dir.path().join("out").exists()
+        || std::fs::read_dir(dir.path().join("out")).unwrap().all(|e| {
+            !e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("part-")
+        })
+    {
+        assert!(child.try_wait().unwrap().is_none(), "eddy ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    term(child.id());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("stopped after a final checkpoint"));
+    // Twice: the second ends the process without waiting.
+    let child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "q.sql",
+            "--state-dir",
+            "state2",
+            "--checkpoint-interval",
+            "1h",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The job's state directory records it once eddy's handler is in place.
+    while !dir.path().join("state2/job1-out/job.json").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    term(child.id());
+    term(child.id());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("stopping now, without a checkpoint"));
+}

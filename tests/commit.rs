@@ -1,9 +1,11 @@
 //! The two-phase commit protocol with a sink that is not a file: a
 //! "ledger" that publishes rows into a table file under a log of committed
-//! transactions, as a database sink would. The job process is killed (as
-//! `kill -9`) after checkpoint 1's manifest is durable and before its
-//! committables are committed; the restarted job commits them on recovery
-//! and finishes. Every input row is in the table exactly once.
+//! transactions, as a database sink would. The job (a paced Nexmark replay
+//! of about a second, checkpointing every 30 ms) is killed (as `kill -9`)
+//! after checkpoint 1's manifest is durable and before its committables are
+//! committed; the restarted job commits them on recovery and finishes. The
+//! table then holds exactly the rows an uninterrupted run's does: each bid
+//! once.
 //!
 //! The job runs in a child process (this test binary, started again with
 //! `EDDY_COMMIT_CHILD` set), so that the kill is a real one.
@@ -17,8 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, RecordBatch};
-use datafusion::arrow::datatypes::Int64Type;
+use datafusion::arrow::array::RecordBatch;
 use eddy_connectors::options::{OptionDecl, OptionType};
 use eddy_connectors::{Connector, ConnectorContext, Options};
 use eddy_engine::{JobManager, JobState};
@@ -26,10 +27,10 @@ use eddy_operators::sink::{Committer, DeliveryGuarantee, Sink, SinkCommit, SinkP
 use eddy_planner::{Outcome, Session};
 use libtest_mimic::{Arguments, Failed, Trial};
 
-const ROWS: i64 = 20_000;
+const EVENTS: u64 = 4_000;
 const CHILD: &str = "EDDY_COMMIT_CHILD";
 
-/// `connector = 'ledger'`: rows of one BIGINT column `k`, published to
+/// `connector = 'ledger'`: rows as JSON lines, published to
 /// `path/table.txt` one transaction per checkpoint and subtask.
 #[derive(Debug)]
 struct LedgerConnector;
@@ -58,7 +59,10 @@ impl Connector for LedgerConnector {
     fn sink(&self, ctx: &ConnectorContext<'_>) -> eddy_connectors::Result<Arc<dyn SinkProvider>> {
         let dir = PathBuf::from(ctx.options.require("path")?);
         std::fs::create_dir_all(&dir).unwrap();
-        Ok(Arc::new(Ledger { dir }))
+        Ok(Arc::new(Ledger {
+            dir,
+            schema: ctx.schema.clone(),
+        }))
     }
 
     fn guarantee(&self, _options: &Options) -> DeliveryGuarantee {
@@ -69,13 +73,19 @@ impl Connector for LedgerConnector {
 #[derive(Debug, Clone)]
 struct Ledger {
     dir: PathBuf,
+    schema: datafusion::arrow::datatypes::SchemaRef,
 }
 
 impl SinkProvider for Ledger {
     fn writer(&self) -> eddy_operators::Result<Box<dyn Sink>> {
+        use eddy_connectors::format::Format as _;
+        let json = eddy_connectors::format::JsonFormat
+            .encoder(&self.schema, &Options::default())?
+            .unwrap();
         Ok(Box::new(LedgerWriter {
             ledger: self.clone(),
             subtask: 0,
+            json,
             rows: Vec::new(),
         }))
     }
@@ -132,7 +142,9 @@ impl Committer for Ledger {
 struct LedgerWriter {
     ledger: Ledger,
     subtask: usize,
-    rows: Vec<i64>,
+    json: Box<dyn eddy_connectors::format::Encoder>,
+    /// JSON lines written since the last barrier.
+    rows: Vec<u8>,
 }
 
 impl Sink for LedgerWriter {
@@ -146,8 +158,7 @@ impl Sink for LedgerWriter {
     }
 
     fn write_batch(&mut self, batch: &RecordBatch) -> eddy_operators::Result<()> {
-        let k = batch.column(0).as_primitive::<Int64Type>();
-        self.rows.extend(k.values().iter().copied());
+        self.json.encode(batch, &mut self.rows)?;
         Ok(())
     }
 
@@ -158,9 +169,8 @@ impl Sink for LedgerWriter {
         }
         let id = format!("{}-{checkpoint}", self.subtask);
         let staged = self.ledger.dir.join(format!("staged-{id}.txt"));
-        let text: String = self.rows.drain(..).map(|k| format!("{k}\n")).collect();
         let mut f = std::fs::File::create(&staged).unwrap();
-        f.write_all(text.as_bytes()).unwrap();
+        f.write_all(&std::mem::take(&mut self.rows)).unwrap();
         f.sync_all().unwrap();
         Ok(SinkCommit {
             position: None,
@@ -195,9 +205,10 @@ fn child(dir: &Path) {
         .unwrap();
     let sql = format!(
         "SET 'execution.checkpointing.interval' = '30 ms';
-         CREATE SOURCE input (k BIGINT) WITH (connector = 'file', path = '{input}', 'batch.size' = '20');
-         CREATE SINK t WITH (connector = 'ledger', path = '{ledger}') AS SELECT k FROM input;",
-        input = dir.join("input.json").display(),
+         CREATE SOURCE bid (auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP(3))
+         WITH (connector = 'nexmark', 'events.num' = '{EVENTS}', 'first-event.rate' = '{EVENTS}',
+               'max-emit-speed' = 'false', 'batch.size' = '40');
+         CREATE SINK t WITH (connector = 'ledger', path = '{ledger}') AS SELECT * FROM bid;",
         ledger = dir.join("ledger").display(),
     );
     let outcomes = session.execute(&sql).unwrap();
@@ -238,10 +249,27 @@ fn newest_manifest_commits(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The ledger's table: its lines, sorted.
+fn table(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("ledger/table.txt")).unwrap_or_default();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
 fn a_crash_between_pre_commit_and_commit_commits_exactly_once() -> Result<(), Failed> {
+    // The reference: an uninterrupted run.
+    let reference = tempfile::tempdir().unwrap();
+    assert!(run_child(reference.path(), None).success());
+    let want = table(reference.path());
+    let bids = (0..EVENTS)
+        .filter(|&i| {
+            use eddy_connectors::nexmark::generator::{EventType, GeneratorConfig, event_type};
+            event_type(GeneratorConfig::default().event_id(i).1) == EventType::Bid
+        })
+        .count();
+    assert_eq!(want.len(), bids, "the reference holds every bid");
     let dir = tempfile::tempdir().unwrap();
-    let input: String = (1..=ROWS).map(|k| format!("{{\"k\": {k}}}\n")).collect();
-    std::fs::write(dir.path().join("input.json"), input).unwrap();
     // Killed once checkpoint 1's manifest is durable, before its commit.
     let status = run_child(dir.path(), Some("manifest-written"));
     use std::os::unix::process::ExitStatusExt;
@@ -256,6 +284,7 @@ fn a_crash_between_pre_commit_and_commit_commits_exactly_once() -> Result<(), Fa
     );
     let ledger = Ledger {
         dir: dir.path().join("ledger"),
+        schema: std::sync::Arc::new(datafusion::arrow::datatypes::Schema::empty()),
     };
     for c in &pending {
         assert!(
@@ -269,15 +298,14 @@ fn a_crash_between_pre_commit_and_commit_commits_exactly_once() -> Result<(), Fa
     for c in &pending {
         assert!(ledger.committed().contains(c["id"].as_str().unwrap()));
     }
-    let table = std::fs::read_to_string(dir.path().join("ledger/table.txt")).unwrap();
-    let mut got: Vec<i64> = table.lines().map(|l| l.parse().unwrap()).collect();
-    got.sort_unstable();
-    let want: Vec<i64> = (1..=ROWS).collect();
+    let got = table(dir.path());
     if got != want {
+        let distinct: BTreeSet<&String> = got.iter().collect();
         return Err(format!(
-            "{} rows in the table, {} distinct, {ROWS} expected",
+            "{} rows in the table, {} distinct, {} expected",
             got.len(),
-            got.iter().collect::<BTreeSet<_>>().len()
+            distinct.len(),
+            want.len()
         )
         .into());
     }

@@ -1,14 +1,22 @@
-//! The crash test: a job with a window aggregate, an updating aggregate, a
-//! session window and an interval self-join under a Top-N over a bounded
-//! Nexmark replay into file sinks is killed
-//! with SIGKILL at random moments (and, in some runs, at fixed points inside
-//! a checkpoint) and restarted from its state directory until it finishes,
-//! sometimes at another parallelism. What the sinks committed must then be
-//! exactly what an uninterrupted run commits: no row lost, none twice.
+//! The crash test: jobs with a window aggregate, an updating aggregate, a
+//! session window, an interval self-join under a Top-N, a regular join of
+//! the bids with a file, a keep-first deduplication, and windows over a
+//! file read as many byte ranges, over a bounded Nexmark replay, into file
+//! sinks, are killed with SIGKILL (or stopped with SIGTERM) at random
+//! checkpoints (and, in some runs, at fixed points inside a checkpoint) and
+//! restarted from their state directory until they finish, at changing
+//! parallelism (1 → 4 → 2 and random after). What the sinks committed must
+//! then be exactly what an uninterrupted run commits: no row lost, none
+//! twice.
 //!
 //! The uninterrupted run's output is the reference; on its own it is
-//! checked against the generator (every bid counted once) by the window
-//! sink's totals.
+//! checked against answers computed here from the generator and the file.
+//!
+//! Kills are not timed: a run is killed once its job has completed a
+//! random number of checkpoints (seen in its state directory), so a slow
+//! machine changes nothing, and a signal never arrives before eddy has
+//! installed its handler. The seed is printed; `EDDY_CRASH_SEED=<n>` runs
+//! the same kills again.
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,7 +25,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use eddy_connectors::nexmark::generator::{EventType, GeneratorConfig, bid, event_type};
 
@@ -26,15 +34,38 @@ const EVENTS: u64 = 24_000;
 /// Events per second of event time, paced in real time: the replay takes
 /// about a second, with a checkpoint every 100 ms.
 const RATE: u64 = 24_000;
-const SINKS: [&str; 5] = ["windows", "totals", "sessions", "bidders", "top"];
+const SINKS: [&str; 8] = [
+    "windows",
+    "totals",
+    "sessions",
+    "bidders",
+    "top",
+    "joined",
+    "firsts",
+    "click_windows",
+];
+/// Rows of the file source, and the byte ranges it is cut into.
+const CLICKS: i64 = 30_000;
+const CLICK_KEYS: i64 = 10;
 
-fn sql(out: &Path) -> String {
+/// The file: `k` cycles over 0..10, `ts` one per millisecond from 0.
+fn write_clicks(path: &Path) {
+    let text: String = (0..CLICKS)
+        .map(|i| format!("{{\"k\": {}, \"ts\": {i}}}\n", i % CLICK_KEYS))
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn sql(out: &Path, clicks: &Path) -> String {
     let o = out.display();
+    let c = clicks.display();
     format!(
         "CREATE SOURCE bids (auction BIGINT, bidder BIGINT, price BIGINT, date_time TIMESTAMP(3),
            WATERMARK FOR date_time AS date_time - INTERVAL '50' MILLISECOND)
          WITH (connector = 'nexmark', table = 'bid', 'events.num' = '{EVENTS}',
                'first-event.rate' = '{RATE}', 'max-emit-speed' = 'false', 'batch.size' = '200');
+         CREATE SOURCE clicks (k BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+         WITH (connector = 'file', path = '{c}', 'source.split-size' = '32 kb', 'batch.size' = '10');
          SET 'execution.checkpointing.interval' = '100 ms';
          CREATE SINK windows WITH (connector = 'file', path = '{o}/windows/') AS
          SELECT auction % 10 AS bucket, window_start, window_end, COUNT(*) AS n, MAX(price) AS top
@@ -59,7 +90,20 @@ fn sql(out: &Path) -> String {
            FROM (SELECT x.bidder % 7 AS b, x.auction AS auction, x.price + y.price AS price
                  FROM bids x JOIN bids y ON x.auction = y.auction AND x.bidder = y.bidder
                    AND y.date_time BETWEEN x.date_time AND x.date_time + INTERVAL '1' MILLISECOND))
-         WHERE rn <= 3;"
+         WHERE rn <= 3;
+         SET 'state.cache.size' = '64 mb';
+         CREATE SINK joined WITH (connector = 'file', path = '{o}/joined/') AS
+         SELECT c.k AS k, COUNT(*) AS n FROM bids b JOIN clicks c ON b.auction % {CLICK_KEYS} = c.k
+         WHERE c.ts < TIMESTAMP '1970-01-01 00:00:00.300' GROUP BY c.k;
+         CREATE SINK firsts WITH (connector = 'file', path = '{o}/firsts/') AS
+         SELECT bidder, date_time FROM (
+           SELECT bidder, date_time, ROW_NUMBER() OVER (PARTITION BY bidder ORDER BY date_time ASC) AS rn
+           FROM bids)
+         WHERE rn = 1;
+         CREATE SINK click_windows WITH (connector = 'file', path = '{o}/click_windows/') AS
+         SELECT k, window_start, COUNT(*) AS n
+         FROM TABLE(TUMBLE(TABLE clicks, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+         GROUP BY k, window_start, window_end;"
     )
 }
 
@@ -95,12 +139,39 @@ enum Signal {
     Term,
 }
 
-/// Runs the job once; kills it after `kill_after` if still running.
+/// The highest checkpoint completed so far in a state directory, over all
+/// its jobs (ids only grow, across runs too).
+fn highest_checkpoint(state: &Path) -> u64 {
+    let Ok(jobs) = std::fs::read_dir(state) else {
+        return 0;
+    };
+    let mut highest = 0;
+    for job in jobs.flatten() {
+        let Ok(checkpoints) = std::fs::read_dir(job.path().join("checkpoints")) else {
+            continue;
+        };
+        for c in checkpoints.flatten() {
+            let name = c.file_name().to_string_lossy().into_owned();
+            let id = name
+                .strip_prefix("chk-")
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(id) = id
+                && c.path().join("_eddy_checkpoint.json").exists()
+            {
+                highest = highest.max(id);
+            }
+        }
+    }
+    highest
+}
+
+/// Runs the job once; with `kill`, signals it once it has completed that
+/// many more checkpoints (if it is still running then).
 fn run(
     sql_file: &Path,
     state: &Path,
     parallelism: usize,
-    kill_after: Option<(Duration, Signal)>,
+    kill: Option<(u64, Signal)>,
     crash_at: Option<&str>,
 ) -> Ended {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
@@ -113,10 +184,9 @@ fn run(
     if let Some(point) = crash_at {
         cmd.env("EDDY_CRASH_AT", point);
     }
+    let before = highest_checkpoint(state);
     let mut child = cmd.spawn().unwrap();
-    let mut kill_after = kill_after;
-    let mut sent_term = false;
-    let started = Instant::now();
+    let mut kill = kill;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let mut stderr = String::new();
@@ -128,36 +198,34 @@ fn run(
                 return Ended::Finished;
             }
             // Killed by its own crash point (SIGKILL, or SIGABRT should
-            // `kill` be missing), by a SIGTERM that came before it installed
-            // its handler (while it was still starting: nothing ran yet),
-            // or a real failure.
+            // `kill` be missing), or a real failure.
             use std::os::unix::process::ExitStatusExt;
-            let early_term = sent_term && status.signal() == Some(15);
             assert!(
-                early_term || matches!(status.signal(), Some(9 | 6)),
+                matches!(status.signal(), Some(9 | 6)),
                 "eddy failed ({status}): {stderr}"
             );
             return Ended::Killed;
         }
-        match kill_after {
-            Some((after, Signal::Kill)) if started.elapsed() >= after => {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                return Ended::Killed;
-            }
-            Some((after, Signal::Term)) if started.elapsed() >= after => {
+        match kill {
+            Some((n, signal)) if highest_checkpoint(state) >= before + n => {
+                // The job checkpointed, so eddy's handler is installed: a
+                // SIGTERM is a clean stop, never an early death.
+                if let Signal::Kill = signal {
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                    return Ended::Killed;
+                }
                 let status = Command::new("kill")
                     .args(["-TERM", &child.id().to_string()])
                     .status()
                     .unwrap();
                 assert!(status.success());
-                sent_term = true;
                 // Now wait for the clean stop.
-                kill_after = None;
+                kill = None;
             }
             _ => {}
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -225,13 +293,74 @@ fn net_effect(lines: &[String]) -> BTreeMap<String, i64> {
     net
 }
 
+/// The sinks over the file, and the join and deduplication, against
+/// answers computed here.
+fn check_new_sinks(reference: &BTreeMap<&'static str, Vec<String>>, generator: &GeneratorConfig) {
+    let int = |row: &str, k: &str| -> i64 {
+        let v: serde_json::Value = serde_json::from_str(row).unwrap();
+        v[k].as_i64().unwrap_or_else(|| panic!("{k} in {row}"))
+    };
+    // Per key of the first 300 clicks (30 each), every bid whose auction
+    // % 10 is the key, 30 times.
+    let mut bids_by_key = BTreeMap::new();
+    let mut first_bid: BTreeMap<i64, i64> = BTreeMap::new();
+    for i in 0..EVENTS {
+        let (number, id) = generator.event_id(i);
+        if event_type(id) == EventType::Bid {
+            let b = bid(generator, id, generator.timestamp(number));
+            *bids_by_key.entry(b.auction % CLICK_KEYS).or_insert(0i64) += 30;
+            let first = first_bid.entry(b.bidder).or_insert(b.date_time);
+            *first = (*first).min(b.date_time);
+        }
+    }
+    let joined: BTreeMap<i64, i64> = net_effect(&reference["joined"])
+        .into_iter()
+        .map(|(row, n)| {
+            assert_eq!(n, 1, "one final row per key: {row}");
+            (int(&row, "k"), int(&row, "n"))
+        })
+        .collect();
+    assert_eq!(joined, bids_by_key, "the regular join's counts");
+    // Keep-first deduplication: each bidder once, at its first bid's time.
+    let firsts: BTreeMap<i64, String> = reference["firsts"]
+        .iter()
+        .map(|row| {
+            let v: serde_json::Value = serde_json::from_str(row).unwrap();
+            (
+                int(row, "bidder"),
+                v["date_time"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(firsts.len(), reference["firsts"].len(), "each bidder once");
+    assert_eq!(
+        firsts.keys().copied().collect::<Vec<_>>(),
+        first_bid.keys().copied().collect::<Vec<_>>()
+    );
+    for (bidder, at) in &firsts {
+        let ms = datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(at)
+            .unwrap()
+            / 1_000_000;
+        assert_eq!(ms, first_bid[bidder], "bidder {bidder}'s first bid");
+    }
+    // The file's windows: 1000 clicks per second, 100 per key.
+    let clicks: Vec<(i64, i64)> = reference["click_windows"]
+        .iter()
+        .map(|row| (int(row, "k"), int(row, "n")))
+        .collect();
+    assert_eq!(clicks.len() as i64, CLICKS / 1000 * CLICK_KEYS);
+    assert!(clicks.iter().all(|&(_, n)| n == 100), "{clicks:?}");
+}
+
 #[test]
 fn killed_and_restarted_jobs_commit_exactly_the_uninterrupted_output() {
     let root = tempfile::tempdir().unwrap();
+    let clicks = root.path().join("clicks.json");
+    write_clicks(&clicks);
     let reference = {
         let dir = root.path().join("reference");
         let sql_file = root.path().join("reference.sql");
-        std::fs::write(&sql_file, sql(&dir)).unwrap();
+        std::fs::write(&sql_file, sql(&dir, &clicks)).unwrap();
         let ended = run(&sql_file, &dir.join("state"), 1, None, None);
         assert_eq!(ended, Ended::Finished);
         committed(&dir)
@@ -367,12 +496,19 @@ fn killed_and_restarted_jobs_commit_exactly_the_uninterrupted_output() {
         "the uninterrupted run's Top-N over the join",
     );
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
+    check_new_sinks(&reference, &generator);
+
+    let seed = std::env::var("EDDY_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
         | 1;
-    eprintln!("crash test seed {seed}");
+    eprintln!("crash test seed {seed} (EDDY_CRASH_SEED={seed} repeats these kills)");
     let mut rng = Rng(seed);
     let mut kills = 0;
     let mut checkpoint_crashes = 0;
@@ -380,16 +516,22 @@ fn killed_and_restarted_jobs_commit_exactly_the_uninterrupted_output() {
     for iteration in 0..ITERATIONS {
         let dir = root.path().join(format!("run-{iteration}"));
         let sql_file = root.path().join(format!("run-{iteration}.sql"));
-        std::fs::write(&sql_file, sql(&dir)).unwrap();
+        std::fs::write(&sql_file, sql(&dir, &clicks)).unwrap();
         let state = dir.join("state");
         let mut rescaled = false;
         let mut parallelism = 1;
         for attempt in 0.. {
             assert!(attempt < 40, "iteration {iteration} never finished");
-            // A quarter of the iterations restart at parallelism 2 now and
-            // then: key groups move between subtasks.
-            if iteration % 4 == 3 && attempt > 0 {
-                parallelism = 1 + rng.below(2) as usize;
+            // Every other iteration restarts at another parallelism: 1,
+            // then 4, then 2 (key groups and splits move in both
+            // directions), then at random.
+            if iteration % 2 == 1 {
+                parallelism = match attempt {
+                    0 => 1,
+                    1 => 4,
+                    2 => 2,
+                    _ => [1, 2, 4][rng.below(3) as usize],
+                };
                 rescaled |= parallelism != 1;
             }
             // Some runs die inside a checkpoint, at a fixed point.
@@ -398,19 +540,15 @@ fn killed_and_restarted_jobs_commit_exactly_the_uninterrupted_output() {
                 (0, 2) => Some("manifest-written"),
                 _ => None,
             };
-            // Later attempts live longer, so every iteration finishes.
+            // Killed after 1 to 4 checkpoints of its own; from the sixth
+            // attempt on, runs are left to finish.
             let signal = if rng.below(4) == 0 {
                 Signal::Term
             } else {
                 Signal::Kill
             };
-            let kill_after = (crash_at.is_none() && attempt < 6).then(|| {
-                (
-                    Duration::from_millis(rng.below(900 + 150 * attempt)),
-                    signal,
-                )
-            });
-            match run(&sql_file, &state, parallelism, kill_after, crash_at) {
+            let kill = (crash_at.is_none() && attempt < 6).then(|| (1 + rng.below(4), signal));
+            match run(&sql_file, &state, parallelism, kill, crash_at) {
                 Ended::Finished => break,
                 Ended::Killed if crash_at.is_some() => checkpoint_crashes += 1,
                 Ended::Killed => kills += 1,
@@ -443,6 +581,13 @@ fn killed_and_restarted_jobs_commit_exactly_the_uninterrupted_output() {
             &net(&reference["top"]),
             &format!("Top-N over a join, {context}"),
         );
+        for sink in ["joined", "firsts", "click_windows"] {
+            assert_same(
+                &net(&got[sink]),
+                &net(&reference[sink]),
+                &format!("{sink}, {context}"),
+            );
+        }
         if rescaled {
             // Subtasks interleave their changes differently; what the
             // changelog amounts to is the same.

@@ -207,3 +207,58 @@ fn a_stopped_job_resumes_from_its_state_directory_without_its_sql() {
     windows.dedup();
     assert_eq!(windows.len(), rows.len(), "each window committed once");
 }
+
+#[test]
+fn each_job_counts_rows_per_operator_and_subtask() {
+    let mut session = session();
+    let sql = "CREATE SOURCE bid (auction BIGINT, date_time TIMESTAMP(3),
+                 WATERMARK FOR date_time AS date_time)
+               WITH (connector = 'nexmark', 'events.num' = '1000');
+               CREATE SINK a WITH (connector = 'blackhole') AS
+               SELECT auction, window_start, COUNT(*) AS n
+               FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' MILLISECOND))
+               GROUP BY auction, window_start, window_end;
+               CREATE SINK b WITH (connector = 'blackhole') AS SELECT auction FROM bid;";
+    let outcomes = session.execute(sql).unwrap();
+    let jobs: Vec<Job> = outcomes
+        .into_iter()
+        .filter_map(|o| match o {
+            Outcome::Job(j) => Some(j),
+            _ => None,
+        })
+        .collect();
+    let state = tempfile::tempdir().unwrap();
+    let manager = JobManager::new(state.path(), session.build_env());
+    let ids: Vec<_> = jobs
+        .into_iter()
+        .map(|j| manager.submit(j).unwrap())
+        .collect();
+    let statuses: Vec<_> = ids.iter().map(|id| manager.wait(id).unwrap()).collect();
+    // 1000 events hold 920 bids: each job read them itself.
+    for s in &statuses {
+        assert!(matches!(s.state, JobState::Finished), "{s:?}");
+        assert_eq!(s.metrics.rows_in(), 920, "{}", s.id);
+    }
+    let ops = statuses[0].metrics.operators();
+    let window: Vec<_> = ops
+        .iter()
+        .filter(|o| o.operator.contains("WindowAggregate"))
+        .collect();
+    assert_eq!(window.len(), 2, "one per subtask: {ops:?}");
+    assert_eq!(window.iter().map(|o| o.rows_in).sum::<u64>(), 920);
+    assert!(
+        window
+            .iter()
+            .all(|o| o.batches_in > 0 && o.rows_out > 0 && o.watermark.is_some())
+    );
+    let source = ops.iter().find(|o| o.operator.ends_with("Source")).unwrap();
+    assert_eq!(source.rows_out, 920);
+    // The other job's operators are its own.
+    assert!(
+        statuses[1]
+            .metrics
+            .operators()
+            .iter()
+            .all(|o| !o.operator.contains("WindowAggregate"))
+    );
+}

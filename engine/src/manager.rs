@@ -162,7 +162,7 @@ impl JobManager {
         })?;
         let dir = self.state_root.join(&job.name);
         let stop = Arc::new(AtomicBool::new(false));
-        let metrics = JobMetrics::default();
+        let metrics = JobMetrics::new(&id);
         let started_unix_ms = eddy_operators::metrics::unix_ms();
         let prepared = match prepare(&job, &dir, &dataflow.committers, stop.clone())? {
             Recovery::AlreadyFinished { checkpoint } => {

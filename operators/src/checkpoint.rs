@@ -286,7 +286,9 @@ impl Coordinator {
         let started = Instant::now();
         let commits = self.handle.take_commits(FINAL);
         let manifest = self.store.write(&self.db, outcome.next_id, true, commits)?;
-        eddy_state::checkpoint::crash_point("manifest-written");
+        if !manifest.commits.is_empty() {
+            eddy_state::checkpoint::crash_point("manifest-written");
+        }
         commit_all(&self.committers, &manifest.commits)?;
         self.metrics.checkpoint_completed(
             manifest.id,
@@ -417,7 +419,9 @@ impl Loop {
             self.handle.add_commits(id, commits);
         }
         if let Ok(m) = &result {
-            eddy_state::checkpoint::crash_point("manifest-written");
+            if !m.commits.is_empty() {
+                eddy_state::checkpoint::crash_point("manifest-written");
+            }
             // Once the manifest is durable the commit is decided: a commit
             // that fails here is redone at recovery.
             if let Err(e) = commit_all(&self.committers, &m.commits) {
@@ -429,6 +433,9 @@ impl Loop {
                 let duration = started.elapsed();
                 self.metrics
                     .checkpoint_completed(id, duration, manifest.size(), alignment);
+                for (table, bytes) in self.db.table_sizes() {
+                    self.metrics.set_state_bytes(&table, bytes);
+                }
                 tracing::info!(
                     checkpoint = id,
                     duration_ms = duration.as_millis() as u64,

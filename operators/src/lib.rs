@@ -21,35 +21,41 @@
 //! - [`runtime`]: tasks on threads, watermark merging across inputs,
 //!   barrier alignment, end-of-stream counting and error context: the
 //!   runtime coordinates so operators only compute;
-//! - the operators: [`project`], [`watermark`], [`window`], [`sink`].
+//! - [`source`] and [`sink`]: splits and readers; writers, committers and
+//!   the two-phase commit;
+//! - the operators, by kind: [`windows`] (tumbling, hopping, cumulating and
+//!   session windows, late rows, early firing, spilling), [`joins`]
+//!   (regular, interval and window joins, lookup and temporal joins),
+//!   [`ranking`] (Top-N, deduplication, OVER), [`aggregate`] (the updating
+//!   aggregate), [`project`] and [`watermark`] (stateless), over [`state`]
+//!   (keyed state by key group, partitioning, time-to-live).
 
-mod aggregate;
+pub mod aggregate;
 pub mod checkpoint;
-mod emit;
-pub mod join;
-mod keyed_state;
-pub mod late;
-pub mod lookup;
+pub mod joins;
 pub mod message;
 pub mod metrics;
 pub mod operator;
-pub mod over;
-pub mod partition;
-mod partitions;
 pub mod project;
-pub mod rank;
+pub mod ranking;
 pub mod runtime;
-pub mod session;
 pub mod sink;
 pub mod source;
-mod spill;
-pub mod temporal;
+pub mod state;
 #[cfg(test)]
 mod test_support;
-pub mod ttl;
-pub mod updating;
 pub mod watermark;
-pub mod window;
+pub mod windows;
+
+// The operators by their own names, as the planner reaches them.
+pub use aggregate::updating;
+pub use joins::{join, lookup, temporal};
+pub(crate) use ranking::partitions;
+pub use ranking::{over, rank};
+pub(crate) use state::keyed_state;
+pub use state::{partition, ttl};
+pub(crate) use windows::{emit, spill};
+pub use windows::{late, session, window};
 
 pub use message::Message;
 pub use operator::{Collector, Operator, OperatorContext};

@@ -1,7 +1,28 @@
-//! Job-wide counters, cheap to update from any task.
+//! Metrics: counters of each job, and of each operator and subtask in it,
+//! cheap to update from any task.
+//!
+//! Every figure is kept twice: in atomics that the job's owner reads (the
+//! progress line, `eddy bench`, a job's status), and through the
+//! [`metrics`] crate's facade, named `eddy_*` and labelled by `job`,
+//! `operator` and `subtask`, so that a server only has to install an
+//! exporter (Prometheus) to publish them. Without an installed recorder
+//! the facade costs nothing.
+//!
+//! | metric | labels | what |
+//! |---|---|---|
+//! | `eddy_operator_rows_in_total`, `eddy_operator_batches_in_total` | job, operator, subtask | rows and batches into an operator |
+//! | `eddy_operator_rows_out_total`, `eddy_operator_batches_out_total` | job, operator, subtask | rows and batches it emitted |
+//! | `eddy_operator_late_rows_total` | job, operator, subtask | rows dropped as late |
+//! | `eddy_task_watermark_ms` | job, operator, subtask | the subtask's input watermark (its first operator's) |
+//! | `eddy_task_backpressure_ms_total` | job, operator, subtask | time blocked on a full output channel (its last operator's) |
+//! | `eddy_state_bytes` | job, table | a state table's size (RocksDB's estimate), after each checkpoint |
+//! | `eddy_checkpoint_duration_seconds`, `eddy_checkpoint_bytes` | job | the last completed checkpoint |
+//! | `eddy_checkpoints_total`, `eddy_checkpoints_failed_total` | job | checkpoints |
+//! | `eddy_source_rows_total`, `eddy_sink_rows_total` | job | rows read by sources, written by sinks |
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Wall-clock time in ms since the Unix epoch.
 pub fn unix_ms() -> u64 {
@@ -10,14 +31,21 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Counters of one running job. Cloning shares them.
+/// Counters of one running job. Cloning shares them. An operator's
+/// handle ([`JobMetrics::for_operator`]) also counts into that operator's
+/// own counters.
 #[derive(Debug, Clone, Default)]
 pub struct JobMetrics {
     inner: Arc<Counters>,
+    operator: Option<Arc<OperatorCounters>>,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
+    /// The job's name, the `job` label of every metric.
+    job: String,
+    /// Every operator subtask's counters, in the order they were made.
+    operators: Mutex<Vec<Arc<OperatorCounters>>>,
     rows_in: AtomicU64,
     rows_out: AtomicU64,
     late_rows: AtomicU64,
@@ -53,16 +81,74 @@ pub struct CheckpointStats {
 }
 
 impl JobMetrics {
+    /// The metrics of job `job`.
+    pub fn new(job: &str) -> Self {
+        Self {
+            inner: Arc::new(Counters {
+                job: job.to_string(),
+                ..Counters::default()
+            }),
+            operator: None,
+        }
+    }
+
+    pub fn job(&self) -> &str {
+        &self.inner.job
+    }
+
+    /// A handle for subtask `subtask` of operator `operator` (`node3
+    /// WindowAggregate`): what it counts also goes to its own counters.
+    pub fn for_operator(&self, operator: &str, subtask: usize) -> JobMetrics {
+        let counters = Arc::new(OperatorCounters::new(&self.inner.job, operator, subtask));
+        self.inner
+            .operators
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(counters.clone());
+        JobMetrics {
+            inner: self.inner.clone(),
+            operator: Some(counters),
+        }
+    }
+
+    /// This handle's operator counters, if it is an operator's.
+    pub fn operator(&self) -> Option<&Arc<OperatorCounters>> {
+        self.operator.as_ref()
+    }
+
+    /// Every operator subtask's figures so far.
+    pub fn operators(&self) -> Vec<OperatorSnapshot> {
+        self.inner
+            .operators
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|o| o.snapshot())
+            .collect()
+    }
+
     pub fn add_rows_in(&self, n: u64) {
         self.inner.rows_in.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!("eddy_source_rows_total", "job" => self.inner.job.clone()).increment(n);
     }
 
     pub fn add_rows_out(&self, n: u64) {
         self.inner.rows_out.fetch_add(n, Ordering::Relaxed);
+        metrics::counter!("eddy_sink_rows_total", "job" => self.inner.job.clone()).increment(n);
     }
 
     pub fn add_late_rows(&self, n: u64) {
         self.inner.late_rows.fetch_add(n, Ordering::Relaxed);
+        if let Some(op) = &self.operator {
+            op.late_rows.fetch_add(n, Ordering::Relaxed);
+            op.facade.late_rows.increment(n);
+        }
+    }
+
+    /// A state table's size, as the state backend estimates it.
+    pub fn set_state_bytes(&self, table: &str, bytes: u64) {
+        metrics::gauge!("eddy_state_bytes", "job" => self.inner.job.clone(), "table" => table.to_string())
+            .set(bytes as f64);
     }
 
     pub fn set_watermark(&self, wm: i64) {
@@ -105,12 +191,19 @@ impl JobMetrics {
         c.max_checkpoint_ms
             .fetch_max(duration.as_millis() as u64, Ordering::Relaxed);
         c.checkpoints.fetch_add(1, Ordering::Relaxed);
+        let job = c.job.clone();
+        metrics::counter!("eddy_checkpoints_total", "job" => job.clone()).increment(1);
+        metrics::gauge!("eddy_checkpoint_duration_seconds", "job" => job.clone())
+            .set(duration.as_secs_f64());
+        metrics::gauge!("eddy_checkpoint_bytes", "job" => job).set(size_bytes as f64);
     }
 
     pub fn checkpoint_failed(&self) {
         self.inner
             .checkpoints_failed
             .fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("eddy_checkpoints_failed_total", "job" => self.inner.job.clone())
+            .increment(1);
     }
 
     pub fn checkpoints(&self) -> CheckpointStats {
@@ -174,5 +267,123 @@ impl JobMetrics {
     /// The highest watermark any source has emitted (ms), 0 if none.
     pub fn watermark(&self) -> u64 {
         self.inner.watermark.load(Ordering::Relaxed)
+    }
+}
+
+/// One operator subtask's counters.
+#[derive(Debug)]
+pub struct OperatorCounters {
+    /// `node3 WindowAggregate`.
+    pub operator: String,
+    pub subtask: usize,
+    rows_in: AtomicU64,
+    batches_in: AtomicU64,
+    rows_out: AtomicU64,
+    batches_out: AtomicU64,
+    late_rows: AtomicU64,
+    blocked_ns: AtomicU64,
+    watermark: AtomicI64,
+    facade: Facade,
+}
+
+/// The same counters, through the `metrics` facade.
+#[derive(Debug)]
+struct Facade {
+    rows_in: metrics::Counter,
+    batches_in: metrics::Counter,
+    rows_out: metrics::Counter,
+    batches_out: metrics::Counter,
+    late_rows: metrics::Counter,
+    blocked: metrics::Counter,
+    watermark: metrics::Gauge,
+}
+
+/// An operator subtask's figures at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorSnapshot {
+    pub operator: String,
+    pub subtask: usize,
+    pub rows_in: u64,
+    pub batches_in: u64,
+    pub rows_out: u64,
+    pub batches_out: u64,
+    pub late_rows: u64,
+    /// Time blocked on a full output channel (backpressure).
+    pub blocked: Duration,
+    /// The subtask's input watermark (ms), if it has one.
+    pub watermark: Option<i64>,
+}
+
+impl OperatorCounters {
+    fn new(job: &str, operator: &str, subtask: usize) -> Self {
+        let labels = [
+            ("job", job.to_string()),
+            ("operator", operator.to_string()),
+            ("subtask", subtask.to_string()),
+        ];
+        Self {
+            operator: operator.to_string(),
+            subtask,
+            rows_in: AtomicU64::new(0),
+            batches_in: AtomicU64::new(0),
+            rows_out: AtomicU64::new(0),
+            batches_out: AtomicU64::new(0),
+            late_rows: AtomicU64::new(0),
+            blocked_ns: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+            facade: Facade {
+                rows_in: metrics::counter!("eddy_operator_rows_in_total", &labels),
+                batches_in: metrics::counter!("eddy_operator_batches_in_total", &labels),
+                rows_out: metrics::counter!("eddy_operator_rows_out_total", &labels),
+                batches_out: metrics::counter!("eddy_operator_batches_out_total", &labels),
+                late_rows: metrics::counter!("eddy_operator_late_rows_total", &labels),
+                blocked: metrics::counter!("eddy_task_backpressure_ms_total", &labels),
+                watermark: metrics::gauge!("eddy_task_watermark_ms", &labels),
+            },
+        }
+    }
+
+    /// A batch of `rows` rows went into the operator.
+    pub fn batch_in(&self, rows: usize) {
+        self.rows_in.fetch_add(rows as u64, Ordering::Relaxed);
+        self.batches_in.fetch_add(1, Ordering::Relaxed);
+        self.facade.rows_in.increment(rows as u64);
+        self.facade.batches_in.increment(1);
+    }
+
+    /// The operator emitted a batch of `rows` rows.
+    pub fn batch_out(&self, rows: usize) {
+        self.rows_out.fetch_add(rows as u64, Ordering::Relaxed);
+        self.batches_out.fetch_add(1, Ordering::Relaxed);
+        self.facade.rows_out.increment(rows as u64);
+        self.facade.batches_out.increment(1);
+    }
+
+    /// The subtask's input watermark advanced.
+    pub fn watermark(&self, wm: i64) {
+        self.watermark.fetch_max(wm, Ordering::Relaxed);
+        self.facade.watermark.set(wm as f64);
+    }
+
+    /// The subtask waited this long for room in an output channel.
+    pub fn blocked(&self, waited: Duration) {
+        let ns = waited.as_nanos() as u64;
+        let total = self.blocked_ns.fetch_add(ns, Ordering::Relaxed) + ns;
+        self.facade.blocked.absolute(total / 1_000_000);
+    }
+
+    pub fn snapshot(&self) -> OperatorSnapshot {
+        let wm = self.watermark.load(Ordering::Relaxed);
+        OperatorSnapshot {
+            operator: self.operator.clone(),
+            subtask: self.subtask,
+            rows_in: self.rows_in.load(Ordering::Relaxed),
+            batches_in: self.batches_in.load(Ordering::Relaxed),
+            rows_out: self.rows_out.load(Ordering::Relaxed),
+            batches_out: self.batches_out.load(Ordering::Relaxed),
+            late_rows: self.late_rows.load(Ordering::Relaxed),
+            blocked: Duration::from_nanos(self.blocked_ns.load(Ordering::Relaxed)),
+            watermark: (wm > i64::MIN).then_some(wm),
+        }
     }
 }

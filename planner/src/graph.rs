@@ -374,334 +374,360 @@ fn input_column(graph: &PhysicalGraph, node: &PlanNode, input: usize, k: usize) 
 
 fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
     match kind {
-        NodeKind::Source(s) => {
-            let opts: Vec<String> = s
-                .options
-                .iter()
-                .map(|(k, v)| format!("{k}='{v}'"))
-                .collect();
-            let time = match &s.event_time {
-                Some(c) => format!("event time: {c}"),
-                None => "processing time (no WATERMARK declared)".to_string(),
-            };
-            format!("Source {} [{}] {time}", s.name, opts.join(", "))
-        }
-        NodeKind::Watermark(w) => {
-            if w.processing_time {
-                return format!(
-                    "Watermark for {}: processing time (the wall clock, also without rows)",
-                    w.column
-                );
+        NodeKind::Source(s) => describe_source(s),
+        NodeKind::Watermark(w) => describe_watermark(w),
+        NodeKind::Project(p) => describe_project(node, p),
+        NodeKind::WindowAggregate(w) => describe_window_aggregate(w),
+        NodeKind::UpdatingAggregate(u) => describe_updating_aggregate(u),
+        NodeKind::Join(j) => describe_join(graph, node, j),
+        NodeKind::LookupJoin(l) => describe_lookup_join(node, l),
+        NodeKind::TemporalJoin(t) => describe_temporal_join(graph, node, t),
+        NodeKind::Rank(r) => describe_rank(graph, node, r),
+        NodeKind::OverAggregate(o) => describe_over_aggregate(graph, node, o),
+        NodeKind::Sink(s) => describe_sink(s),
+    }
+}
+
+fn describe_source(s: &SourceNode) -> String {
+    let opts: Vec<String> = s
+        .options
+        .iter()
+        .map(|(k, v)| format!("{k}='{v}'"))
+        .collect();
+    let time = match &s.event_time {
+        Some(c) => format!("event time: {c}"),
+        None => "processing time (no WATERMARK declared)".to_string(),
+    };
+    format!("Source {} [{}] {time}", s.name, opts.join(", "))
+}
+
+fn describe_watermark(w: &WatermarkNode) -> String {
+    if w.processing_time {
+        return format!(
+            "Watermark for {}: processing time (the wall clock, also without rows)",
+            w.column
+        );
+    }
+    let idle = w.idle_timeout_ms.map_or(String::new(), |ms| {
+        format!(", idle splits after {}", format_duration(ms))
+    });
+    format!(
+        "Watermark for {}: min over splits of max({}){idle}",
+        w.column, w.expr
+    )
+}
+
+fn describe_project(node: &PlanNode, p: &ProjectNode) -> String {
+    let exprs: Vec<String> = p
+        .exprs
+        .iter()
+        .zip(node.schema.fields())
+        .map(|(e, f)| {
+            let e = e.to_string();
+            if &e == f.name() {
+                e
+            } else {
+                format!("{e} AS {}", f.name())
             }
-            let idle = w.idle_timeout_ms.map_or(String::new(), |ms| {
-                format!(", idle splits after {}", format_duration(ms))
-            });
-            format!(
-                "Watermark for {}: min over splits of max({}){idle}",
-                w.column, w.expr
-            )
+        })
+        .collect();
+    match &p.filter {
+        Some(f) => format!("Filter {f} → Project {}", exprs.join(", ")),
+        None => format!("Project {}", exprs.join(", ")),
+    }
+}
+
+fn describe_window_aggregate(w: &WindowAggregateNode) -> String {
+    let window = match w.window {
+        WindowSpec::Tumble { size_ms } => {
+            format!("TumblingWindowAggregate size={}", format_duration(size_ms))
         }
-        NodeKind::Project(p) => {
-            let exprs: Vec<String> = p
-                .exprs
-                .iter()
-                .zip(node.schema.fields())
-                .map(|(e, f)| {
-                    let e = e.to_string();
-                    if &e == f.name() {
-                        e
-                    } else {
-                        format!("{e} AS {}", f.name())
-                    }
-                })
-                .collect();
-            match &p.filter {
-                Some(f) => format!("Filter {f} → Project {}", exprs.join(", ")),
-                None => format!("Project {}", exprs.join(", ")),
-            }
+        WindowSpec::Hop { slide_ms, size_ms } => format!(
+            "HoppingWindowAggregate slide={} size={}",
+            format_duration(slide_ms),
+            format_duration(size_ms)
+        ),
+        WindowSpec::Session { gap_ms } => {
+            format!("SessionWindowAggregate gap={}", format_duration(gap_ms))
         }
-        NodeKind::WindowAggregate(w) => {
-            let window = match w.window {
-                WindowSpec::Tumble { size_ms } => {
-                    format!("TumblingWindowAggregate size={}", format_duration(size_ms))
-                }
-                WindowSpec::Hop { slide_ms, size_ms } => format!(
-                    "HoppingWindowAggregate slide={} size={}",
-                    format_duration(slide_ms),
-                    format_duration(size_ms)
-                ),
-                WindowSpec::Session { gap_ms } => {
-                    format!("SessionWindowAggregate gap={}", format_duration(gap_ms))
-                }
-                WindowSpec::Cumulate { step_ms, size_ms } => format!(
-                    "CumulatingWindowAggregate step={} size={}",
-                    format_duration(step_ms),
-                    format_duration(size_ms)
-                ),
-            };
-            let aggs: Vec<String> = w.aggregates.iter().map(describe_call).collect();
-            let lateness = if w.allowed_lateness_ms > 0 {
-                format!(
-                    " allowed-lateness={} → changelog (_op)",
-                    format_duration(w.allowed_lateness_ms)
-                )
-            } else {
-                String::new()
-            };
-            let early = w.early_fire_ms.map_or(String::new(), |ms| {
-                format!(
-                    " early-fire every {} → changelog (_op)",
-                    format_duration(ms)
-                )
-            });
-            let lateness = format!("{lateness}{early}");
-            let late = if w.late_output.is_some() {
-                "; late rows → dead-letter"
-            } else {
-                "; late rows dropped"
-            };
-            let kept = match w.allowed_lateness_ms {
-                0 => "until the watermark passes its end".to_string(),
-                ms => format!(
-                    "until the watermark passes its end + {}",
-                    format_duration(ms)
-                ),
-            };
-            format!(
-                "{window} keys=[{}] aggregates=[{}]{lateness}{late}; state: each open window {kept}",
-                w.keys
-                    .iter()
-                    .map(|k| format!("#{k}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                aggs.join(", ")
-            )
-        }
-        NodeKind::UpdatingAggregate(u) => {
-            let aggs: Vec<String> = u.aggregates.iter().map(|a| a.output_name.clone()).collect();
-            let input = if u.op_column.is_some() {
-                " over a changelog (retracts -U/-D)"
-            } else {
-                ""
-            };
-            format!(
-                "UpdatingAggregate keys=[{}] aggregates=[{}]{input} → changelog (_op); state: a group per key, {}",
-                u.keys
-                    .iter()
-                    .map(|k| format!("#{k}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                aggs.join(", "),
-                retention(u.state_ttl_ms)
-            )
-        }
-        NodeKind::Join(j) => {
-            let name = |input: usize, k: usize| input_column(graph, node, input, k);
-            let mut on: Vec<String> = j
-                .left_keys
-                .iter()
-                .zip(&j.right_keys)
-                .map(|(&l, &r)| format!("{} = {}", name(0, l), name(1, r)))
-                .collect();
-            if let Some(r) = &j.residual {
-                on.push(r.to_string());
-            }
-            let on = if on.is_empty() {
-                "TRUE".to_string()
-            } else {
-                on.join(" AND ")
-            };
-            let input = match (j.left_op.is_some(), j.right_op.is_some()) {
-                (false, false) => "",
-                (true, false) => " over an updating left input",
-                (false, true) => " over an updating right input",
-                (true, true) => " over updating inputs",
-            };
-            let out = if j.emits_changelog() {
-                " → changelog (_op)"
-            } else {
-                " → append-only"
-            };
-            let retention = |input: usize, e: &Option<Expiry>| match e {
-                Some(e) => format!(
-                    "until the watermark passes {} + {}",
-                    name(input, e.time_column),
-                    format_duration(e.after_ms)
-                ),
-                None => retention(j.state_ttl_ms),
-            };
-            let kind = match (&j.left_expiry, &j.right_expiry) {
-                (Some(l), Some(_)) if j.left_keys.contains(&l.time_column) => "WindowJoin",
-                (Some(_), Some(_)) => "IntervalJoin",
-                _ => "Join",
-            };
-            format!(
-                "{kind} {} ON {on}{input}{out}; state: left rows {}, right rows {}",
-                j.join_type.as_sql(),
-                retention(0, &j.left_expiry),
-                retention(1, &j.right_expiry),
-            )
-        }
-        NodeKind::LookupJoin(l) => {
-            let table_key = |k: usize| {
-                let offset = node.schema.fields().len()
-                    - l.table_schema.fields().len()
-                    - usize::from(l.op_column.is_some());
-                node.schema.field(offset + k).name().clone()
-            };
-            let mut on: Vec<String> = l
-                .probe_keys
-                .iter()
-                .zip(&l.table_keys)
-                .map(|(p, &t)| format!("{p} = {}", table_key(t)))
-                .collect();
-            if let Some(r) = &l.residual {
-                on.push(r.to_string());
-            }
-            let join = match l.join_type {
-                eddy_operators::lookup::LookupJoinType::Inner => "INNER",
-                eddy_operators::lookup::LookupJoinType::Left => "LEFT",
-            };
-            let out = if l.op_column.is_some() {
-                "changelog (_op) in, changelog out"
-            } else {
-                "append-only"
-            };
-            format!(
-                "LookupJoin {join} {} ON {} → {out}; state: none (the table is read whole at start, and again when its files change)",
-                l.table.name,
-                on.join(" AND ")
-            )
-        }
-        NodeKind::TemporalJoin(t) => {
-            let name = |input: usize, k: usize| input_column(graph, node, input, k);
-            let mut on: Vec<String> = t
-                .probe
-                .keys
-                .iter()
-                .zip(&t.versions.keys)
-                .map(|(&p, &v)| format!("{} = {}", name(0, p), name(1, v)))
-                .collect();
-            if let Some(r) = &t.residual {
-                on.push(r.to_string());
-            }
-            let join = match t.join_type {
-                eddy_operators::lookup::LookupJoinType::Inner => "INNER",
-                eddy_operators::lookup::LookupJoinType::Left => "LEFT",
-            };
-            format!(
-                "TemporalJoin {join} ON {} AS OF {} → append-only, once the watermark passes {}; state: left rows until the watermark passes {}, per key the versions from the one valid at the watermark on",
-                on.join(" AND "),
-                name(0, t.probe.time),
-                name(0, t.probe.time),
-                name(0, t.probe.time),
-            )
-        }
-        NodeKind::Rank(r) => {
-            let name = |k: usize| input_column(graph, node, 0, k);
-            let partition: Vec<String> = r.partition.iter().map(|&k| name(k)).collect();
-            let order: Vec<String> = r
-                .order
-                .iter()
-                .map(|&(k, desc)| format!("{} {}", name(k), if desc { "DESC" } else { "ASC" }))
-                .collect();
-            let rank = match &r.rank_column {
-                Some(c) => format!(", emits {c}"),
-                None => String::new(),
-            };
-            let over = format!(
-                "{}() OVER (PARTITION BY {} ORDER BY {}) <= {}{rank}",
-                r.function.as_sql(),
-                if partition.is_empty() {
-                    "()".to_string()
-                } else {
-                    partition.join(", ")
-                },
-                order.join(", "),
-                r.limit,
-            );
-            let kept = if r.op_column.is_some() {
-                "every row of each partition (an updating input)".to_string()
-            } else {
-                format!("the top {} rows of each partition", r.limit)
-            };
-            match r.mode {
-                RankMode::Updating => format!(
-                    "TopN {over} → changelog (_op); state: {kept}, {}",
-                    retention(r.state_ttl_ms)
-                ),
-                RankMode::WindowClose { window_end } => format!(
-                    "WindowTopN {over} → append-only, when each window closes; state: {kept} until the watermark passes {}",
-                    name(window_end)
-                ),
-                RankMode::FirstByTime { time } => format!(
-                    "FirstRows {over} → append-only, once the watermark passes {}; state: a count per partition {}, rows until the watermark passes {}",
-                    name(time),
-                    retention(r.state_ttl_ms),
-                    name(time)
-                ),
-            }
-        }
-        NodeKind::OverAggregate(o) => {
-            let name = |k: usize| input_column(graph, node, 0, k);
-            let aggs: Vec<String> = o.aggregates.iter().map(describe_call).collect();
-            let partition: Vec<String> = o.spec.partition.iter().map(|&k| name(k)).collect();
-            let (order, desc) = o.spec.order;
-            let frame = match o.spec.frame {
-                OverFrame::Rows(n) => format!("ROWS BETWEEN {n} PRECEDING AND CURRENT ROW"),
-                OverFrame::RangeMs(d) => format!(
-                    "RANGE BETWEEN {} PRECEDING AND CURRENT ROW",
-                    format_duration(d)
-                ),
-            };
-            let over = format!(
-                "{} OVER (PARTITION BY {} ORDER BY {} {} {frame})",
-                aggs.join(", "),
-                if partition.is_empty() {
-                    "()".to_string()
-                } else {
-                    partition.join(", ")
-                },
-                name(order),
-                if desc { "DESC" } else { "ASC" },
-            );
-            match (o.spec.mode, o.spec.frame) {
-                (OverMode::EventTime, frame) => {
-                    let kept = match frame {
-                        OverFrame::Rows(n) => format!(
-                            "the last {n} rows of each partition, {}",
-                            retention(o.spec.state_ttl_ms)
-                        ),
-                        OverFrame::RangeMs(d) => {
-                            format!("the rows within {} of the watermark", format_duration(d))
-                        }
-                    };
-                    format!(
-                        "OverAggregate {over} → append-only, once the watermark passes {}; state: {kept}",
-                        name(order)
-                    )
-                }
-                (OverMode::Updating, _) => format!(
-                    "OverAggregate {over} → changelog (_op), kept equal to the query over the current rows; state: every row, {}",
+        WindowSpec::Cumulate { step_ms, size_ms } => format!(
+            "CumulatingWindowAggregate step={} size={}",
+            format_duration(step_ms),
+            format_duration(size_ms)
+        ),
+    };
+    let aggs: Vec<String> = w.aggregates.iter().map(describe_call).collect();
+    let lateness = if w.allowed_lateness_ms > 0 {
+        format!(
+            " allowed-lateness={} → changelog (_op)",
+            format_duration(w.allowed_lateness_ms)
+        )
+    } else {
+        String::new()
+    };
+    let early = w.early_fire_ms.map_or(String::new(), |ms| {
+        format!(
+            " early-fire every {} → changelog (_op)",
+            format_duration(ms)
+        )
+    });
+    let lateness = format!("{lateness}{early}");
+    let late = if w.late_output.is_some() {
+        "; late rows → dead-letter"
+    } else {
+        "; late rows dropped"
+    };
+    let kept = match w.allowed_lateness_ms {
+        0 => "until the watermark passes its end".to_string(),
+        ms => format!(
+            "until the watermark passes its end + {}",
+            format_duration(ms)
+        ),
+    };
+    format!(
+        "{window} keys=[{}] aggregates=[{}]{lateness}{late}; state: each open window {kept}",
+        w.keys
+            .iter()
+            .map(|k| format!("#{k}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        aggs.join(", ")
+    )
+}
+
+fn describe_updating_aggregate(u: &UpdatingAggregateNode) -> String {
+    let aggs: Vec<String> = u.aggregates.iter().map(|a| a.output_name.clone()).collect();
+    let input = if u.op_column.is_some() {
+        " over a changelog (retracts -U/-D)"
+    } else {
+        ""
+    };
+    format!(
+        "UpdatingAggregate keys=[{}] aggregates=[{}]{input} → changelog (_op); state: a group per key, {}",
+        u.keys
+            .iter()
+            .map(|k| format!("#{k}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        aggs.join(", "),
+        retention(u.state_ttl_ms)
+    )
+}
+
+fn describe_join(graph: &PhysicalGraph, node: &PlanNode, j: &JoinNode) -> String {
+    let name = |input: usize, k: usize| input_column(graph, node, input, k);
+    let mut on: Vec<String> = j
+        .left_keys
+        .iter()
+        .zip(&j.right_keys)
+        .map(|(&l, &r)| format!("{} = {}", name(0, l), name(1, r)))
+        .collect();
+    if let Some(r) = &j.residual {
+        on.push(r.to_string());
+    }
+    let on = if on.is_empty() {
+        "TRUE".to_string()
+    } else {
+        on.join(" AND ")
+    };
+    let input = match (j.left_op.is_some(), j.right_op.is_some()) {
+        (false, false) => "",
+        (true, false) => " over an updating left input",
+        (false, true) => " over an updating right input",
+        (true, true) => " over updating inputs",
+    };
+    let out = if j.emits_changelog() {
+        " → changelog (_op)"
+    } else {
+        " → append-only"
+    };
+    let retention = |input: usize, e: &Option<Expiry>| match e {
+        Some(e) => format!(
+            "until the watermark passes {} + {}",
+            name(input, e.time_column),
+            format_duration(e.after_ms)
+        ),
+        None => retention(j.state_ttl_ms),
+    };
+    let kind = match (&j.left_expiry, &j.right_expiry) {
+        (Some(l), Some(_)) if j.left_keys.contains(&l.time_column) => "WindowJoin",
+        (Some(_), Some(_)) => "IntervalJoin",
+        _ => "Join",
+    };
+    format!(
+        "{kind} {} ON {on}{input}{out}; state: left rows {}, right rows {}",
+        j.join_type.as_sql(),
+        retention(0, &j.left_expiry),
+        retention(1, &j.right_expiry),
+    )
+}
+
+fn describe_lookup_join(node: &PlanNode, l: &LookupJoinNode) -> String {
+    let table_key = |k: usize| {
+        let offset = node.schema.fields().len()
+            - l.table_schema.fields().len()
+            - usize::from(l.op_column.is_some());
+        node.schema.field(offset + k).name().clone()
+    };
+    let mut on: Vec<String> = l
+        .probe_keys
+        .iter()
+        .zip(&l.table_keys)
+        .map(|(p, &t)| format!("{p} = {}", table_key(t)))
+        .collect();
+    if let Some(r) = &l.residual {
+        on.push(r.to_string());
+    }
+    let join = match l.join_type {
+        eddy_operators::lookup::LookupJoinType::Inner => "INNER",
+        eddy_operators::lookup::LookupJoinType::Left => "LEFT",
+    };
+    let out = if l.op_column.is_some() {
+        "changelog (_op) in, changelog out"
+    } else {
+        "append-only"
+    };
+    format!(
+        "LookupJoin {join} {} ON {} → {out}; state: none (the table is read whole at start, and again when its files change)",
+        l.table.name,
+        on.join(" AND ")
+    )
+}
+
+fn describe_temporal_join(graph: &PhysicalGraph, node: &PlanNode, t: &TemporalJoinNode) -> String {
+    let name = |input: usize, k: usize| input_column(graph, node, input, k);
+    let mut on: Vec<String> = t
+        .probe
+        .keys
+        .iter()
+        .zip(&t.versions.keys)
+        .map(|(&p, &v)| format!("{} = {}", name(0, p), name(1, v)))
+        .collect();
+    if let Some(r) = &t.residual {
+        on.push(r.to_string());
+    }
+    let join = match t.join_type {
+        eddy_operators::lookup::LookupJoinType::Inner => "INNER",
+        eddy_operators::lookup::LookupJoinType::Left => "LEFT",
+    };
+    format!(
+        "TemporalJoin {join} ON {} AS OF {} → append-only, once the watermark passes {}; state: left rows until the watermark passes {}, per key the versions from the one valid at the watermark on",
+        on.join(" AND "),
+        name(0, t.probe.time),
+        name(0, t.probe.time),
+        name(0, t.probe.time),
+    )
+}
+
+fn describe_rank(graph: &PhysicalGraph, node: &PlanNode, r: &RankSpec) -> String {
+    let name = |k: usize| input_column(graph, node, 0, k);
+    let partition: Vec<String> = r.partition.iter().map(|&k| name(k)).collect();
+    let order: Vec<String> = r
+        .order
+        .iter()
+        .map(|&(k, desc)| format!("{} {}", name(k), if desc { "DESC" } else { "ASC" }))
+        .collect();
+    let rank = match &r.rank_column {
+        Some(c) => format!(", emits {c}"),
+        None => String::new(),
+    };
+    let over = format!(
+        "{}() OVER (PARTITION BY {} ORDER BY {}) <= {}{rank}",
+        r.function.as_sql(),
+        if partition.is_empty() {
+            "()".to_string()
+        } else {
+            partition.join(", ")
+        },
+        order.join(", "),
+        r.limit,
+    );
+    let kept = if r.op_column.is_some() {
+        "every row of each partition (an updating input)".to_string()
+    } else {
+        format!("the top {} rows of each partition", r.limit)
+    };
+    match r.mode {
+        RankMode::Updating => format!(
+            "TopN {over} → changelog (_op); state: {kept}, {}",
+            retention(r.state_ttl_ms)
+        ),
+        RankMode::WindowClose { window_end } => format!(
+            "WindowTopN {over} → append-only, when each window closes; state: {kept} until the watermark passes {}",
+            name(window_end)
+        ),
+        RankMode::FirstByTime { time } => format!(
+            "FirstRows {over} → append-only, once the watermark passes {}; state: a count per partition {}, rows until the watermark passes {}",
+            name(time),
+            retention(r.state_ttl_ms),
+            name(time)
+        ),
+    }
+}
+
+fn describe_over_aggregate(
+    graph: &PhysicalGraph,
+    node: &PlanNode,
+    o: &OverAggregateNode,
+) -> String {
+    let name = |k: usize| input_column(graph, node, 0, k);
+    let aggs: Vec<String> = o.aggregates.iter().map(describe_call).collect();
+    let partition: Vec<String> = o.spec.partition.iter().map(|&k| name(k)).collect();
+    let (order, desc) = o.spec.order;
+    let frame = match o.spec.frame {
+        OverFrame::Rows(n) => format!("ROWS BETWEEN {n} PRECEDING AND CURRENT ROW"),
+        OverFrame::RangeMs(d) => format!(
+            "RANGE BETWEEN {} PRECEDING AND CURRENT ROW",
+            format_duration(d)
+        ),
+    };
+    let over = format!(
+        "{} OVER (PARTITION BY {} ORDER BY {} {} {frame})",
+        aggs.join(", "),
+        if partition.is_empty() {
+            "()".to_string()
+        } else {
+            partition.join(", ")
+        },
+        name(order),
+        if desc { "DESC" } else { "ASC" },
+    );
+    match (o.spec.mode, o.spec.frame) {
+        (OverMode::EventTime, frame) => {
+            let kept = match frame {
+                OverFrame::Rows(n) => format!(
+                    "the last {n} rows of each partition, {}",
                     retention(o.spec.state_ttl_ms)
                 ),
-            }
-        }
-        NodeKind::Sink(s) => {
-            let opts: Vec<String> = s
-                .options
-                .iter()
-                .map(|(k, v)| format!("{k}='{v}'"))
-                .collect();
-            let table = if s.result_table { " (table mode)" } else { "" };
+                OverFrame::RangeMs(d) => {
+                    format!("the rows within {} of the watermark", format_duration(d))
+                }
+            };
             format!(
-                "Sink {} [{}]{table} {}",
-                s.name,
-                opts.join(", "),
-                s.guarantee.as_str()
+                "OverAggregate {over} → append-only, once the watermark passes {}; state: {kept}",
+                name(order)
             )
         }
+        (OverMode::Updating, _) => format!(
+            "OverAggregate {over} → changelog (_op), kept equal to the query over the current rows; state: every row, {}",
+            retention(o.spec.state_ttl_ms)
+        ),
     }
+}
+
+fn describe_sink(s: &SinkNode) -> String {
+    let opts: Vec<String> = s
+        .options
+        .iter()
+        .map(|(k, v)| format!("{k}='{v}'"))
+        .collect();
+    let table = if s.result_table { " (table mode)" } else { "" };
+    format!(
+        "Sink {} [{}]{table} {}",
+        s.name,
+        opts.join(", "),
+        s.guarantee.as_str()
+    )
 }
 
 /// How long state kept per key lives: for ever (marked), or until idle

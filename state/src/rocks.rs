@@ -97,6 +97,29 @@ impl RocksDbBackend {
         &self.path
     }
 
+    /// Each table's size as RocksDB estimates it: live data in SST files
+    /// plus what the memtables hold.
+    pub fn table_sizes(&self) -> Vec<(String, u64)> {
+        let names = Db::list_cf(&Options::default(), &self.path).unwrap_or_default();
+        names
+            .into_iter()
+            .filter(|n| n != "default")
+            .filter_map(|name| {
+                let cf = self.db.cf_handle(&name)?;
+                let prop = |p: &str| {
+                    self.db
+                        .property_int_value_cf(&cf, p)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0)
+                };
+                let bytes = prop("rocksdb.estimate-live-data-size")
+                    + prop("rocksdb.cur-size-all-mem-tables");
+                Some((name, bytes))
+            })
+            .collect()
+    }
+
     /// Writes a consistent copy of every table to `dir` (which must not
     /// exist): memtables are flushed, SST files hard-linked.
     pub fn create_checkpoint(&self, dir: &Path) -> Result<()> {

@@ -1,13 +1,15 @@
 //! A subtask's fused chain of operators and the edges its output leaves
 //! by: what the task loops ([`super::task`], [`super::source`]) drive.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Sender, TrySendError};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::Partitioning;
 use crate::message::Message;
+use crate::metrics::OperatorCounters;
 use crate::operator::{Collector, Emit, Operator};
 use crate::partition::hash_partition;
 use crate::{OperatorError, Result};
@@ -19,6 +21,8 @@ pub struct OutEdge {
     pub(super) port: usize,
     pub(super) partitioning: Partitioning,
     pub(super) senders: Vec<Sender<Message>>,
+    /// Where time blocked on a full channel is counted (backpressure).
+    pub(super) blocked: Option<Arc<OperatorCounters>>,
 }
 
 impl OutEdge {
@@ -26,11 +30,11 @@ impl OutEdge {
         match &self.partitioning {
             // Cloning a batch clones reference-counted buffers, not data.
             Partitioning::Forward | Partitioning::Gather => {
-                send(&self.senders[0], Message::Data(batch.clone()))
+                self.send(&self.senders[0], Message::Data(batch.clone()))
             }
             Partitioning::Hash(keys) => {
                 for (target, part) in hash_partition(batch, keys, self.senders.len())? {
-                    send(&self.senders[target], Message::Data(part))?;
+                    self.send(&self.senders[target], Message::Data(part))?;
                 }
                 Ok(())
             }
@@ -39,19 +43,32 @@ impl OutEdge {
 
     fn broadcast(&self, msg: Message) -> Result<()> {
         for s in &self.senders {
-            send(s, msg.clone())?;
+            self.send(s, msg.clone())?;
         }
         Ok(())
     }
-}
 
-fn send(sender: &Sender<Message>, msg: Message) -> Result<()> {
-    sender.send(msg).map_err(|_| OperatorError::Disconnected)
+    /// Sends, counting the wait when the channel is full.
+    fn send(&self, sender: &Sender<Message>, msg: Message) -> Result<()> {
+        let msg = match sender.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Disconnected(_)) => return Err(OperatorError::Disconnected),
+            Err(TrySendError::Full(msg)) => msg,
+        };
+        let waiting = Instant::now();
+        let sent = sender.send(msg).map_err(|_| OperatorError::Disconnected);
+        if let Some(counters) = &self.blocked {
+            counters.blocked(waiting.elapsed());
+        }
+        sent
+    }
 }
 
 /// A fused chain of operators and the edges its output leaves by.
 pub struct Chain {
     pub(super) ops: Vec<Box<dyn Operator>>,
+    /// Each operator's counters (rows and batches in and out, watermark).
+    pub(super) stats: Vec<Arc<OperatorCounters>>,
     pub(super) outputs: Vec<OutEdge>,
 }
 
@@ -68,7 +85,8 @@ impl Chain {
     /// Feeds `item` to operator `level`, and what it emits to the next.
     pub(super) fn push(&mut self, level: usize, item: Emit) -> Result<()> {
         let ops = self.ops.get_mut(level..).unwrap_or_default();
-        push_into(ops, &self.outputs, item)
+        let stats = self.stats.get(level..).unwrap_or_default();
+        push_into(ops, stats, &self.outputs, item)
     }
 
     /// Feeds a batch of input `input` (a join's side) to the first operator.
@@ -76,8 +94,15 @@ impl Chain {
         let Some((op, rest)) = self.ops.split_first_mut() else {
             return emit_to(&self.outputs, Emit::Data(batch));
         };
+        let (stat, rest_stats) = split_stats(&self.stats);
+        if let Some(s) = stat {
+            s.batch_in(batch.num_rows());
+        }
         let outputs = &self.outputs;
-        let mut forward = |item: Emit| push_into(rest, outputs, item);
+        let mut forward = |item: Emit| {
+            count_out(stat, &item);
+            push_into(rest, rest_stats, outputs, item)
+        };
         let mut out = Collector::streaming(&mut forward);
         op.process_input_batch(input, batch, &mut out)
             .and_then(|()| out.flush())
@@ -97,6 +122,7 @@ impl Chain {
         let mut out = Collector::default();
         hook(op.as_mut(), &mut out).map_err(|e| with_operator(op.as_ref(), e))?;
         for item in out.take() {
+            count_out(self.stats.first(), &item);
             self.push(1, item)?;
         }
         Ok(())
@@ -104,6 +130,9 @@ impl Chain {
 
     /// Feeds a source's batch, read from `partition`, to the first operator.
     pub(super) fn push_source(&mut self, partition: usize, batch: RecordBatch) -> Result<()> {
+        if let Some(s) = self.stats.first() {
+            s.batch_in(batch.num_rows());
+        }
         let bare = Some(Emit::Data(batch.clone()));
         self.at_first(
             |op, out| op.process_partition_batch(partition, batch, out),
@@ -137,9 +166,16 @@ impl Chain {
             let mut out = Collector::default();
             op.on_timer(now, &mut out)
                 .map_err(|e| with_operator(op.as_ref(), e))?;
-            for item in out.take() {
-                self.push(level + 1, item)?;
-            }
+            self.pass_on(level, out)?;
+        }
+        Ok(())
+    }
+
+    /// Hands what operator `level` emitted to the rest of the chain.
+    fn pass_on(&mut self, level: usize, mut out: Collector) -> Result<()> {
+        for item in out.take() {
+            count_out(self.stats.get(level), &item);
+            self.push(level + 1, item)?;
         }
         Ok(())
     }
@@ -154,9 +190,7 @@ impl Chain {
             let op = &mut self.ops[level];
             op.handle_checkpoint(id, &mut out)
                 .map_err(|e| with_operator(op.as_ref(), e))?;
-            for item in out.take() {
-                self.push(level + 1, item)?;
-            }
+            self.pass_on(level, out)?;
         }
         self.broadcast(Message::Barrier(id))
     }
@@ -167,9 +201,7 @@ impl Chain {
             let op = &mut self.ops[level];
             op.on_close(&mut out)
                 .map_err(|e| with_operator(op.as_ref(), e))?;
-            for item in out.take() {
-                self.push(level + 1, item)?;
-            }
+            self.pass_on(level, out)?;
         }
         self.broadcast(Message::EndOfStream)
     }
@@ -177,8 +209,13 @@ impl Chain {
 
 /// Feeds `item` to the first of `ops` and what that emits to the rest of
 /// them (whenever it flushes, and when its hook returns); past the last
-/// operator, to `outputs`.
-fn push_into(ops: &mut [Box<dyn Operator>], outputs: &[OutEdge], item: Emit) -> Result<()> {
+/// operator, to `outputs`. `stats` are the operators' counters.
+fn push_into(
+    ops: &mut [Box<dyn Operator>],
+    stats: &[Arc<OperatorCounters>],
+    outputs: &[OutEdge],
+    item: Emit,
+) -> Result<()> {
     let Some((op, rest)) = ops.split_first_mut() else {
         return emit_to(outputs, item);
     };
@@ -186,7 +223,18 @@ fn push_into(ops: &mut [Box<dyn Operator>], outputs: &[OutEdge], item: Emit) -> 
     if let Emit::Side(..) | Emit::Idle = item {
         return emit_to(outputs, item);
     }
-    let mut forward = |item: Emit| push_into(rest, outputs, item);
+    let (stat, rest_stats) = split_stats(stats);
+    if let Some(s) = stat {
+        match &item {
+            Emit::Data(batch) => s.batch_in(batch.num_rows()),
+            Emit::Watermark(wm) => s.watermark(*wm),
+            Emit::Side(..) | Emit::Idle => {}
+        }
+    }
+    let mut forward = |item: Emit| {
+        count_out(stat, &item);
+        push_into(rest, rest_stats, outputs, item)
+    };
     let mut out = Collector::streaming(&mut forward);
     match item {
         Emit::Data(batch) => op.process_batch(batch, &mut out),
@@ -195,6 +243,22 @@ fn push_into(ops: &mut [Box<dyn Operator>], outputs: &[OutEdge], item: Emit) -> 
     }
     .and_then(|()| out.flush())
     .map_err(|e| with_operator(op.as_ref(), e))
+}
+
+fn split_stats(
+    stats: &[Arc<OperatorCounters>],
+) -> (Option<&Arc<OperatorCounters>>, &[Arc<OperatorCounters>]) {
+    match stats.split_first() {
+        Some((first, rest)) => (Some(first), rest),
+        None => (None, &[]),
+    }
+}
+
+/// Counts a batch an operator emitted.
+fn count_out(stat: Option<&Arc<OperatorCounters>>, item: &Emit) {
+    if let (Some(s), Emit::Data(batch) | Emit::Side(_, batch)) = (stat, item) {
+        s.batch_out(batch.num_rows());
+    }
 }
 
 fn emit_to(outputs: &[OutEdge], item: Emit) -> Result<()> {

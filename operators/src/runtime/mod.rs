@@ -234,6 +234,7 @@ impl Dataflow {
                         port: input.port,
                         partitioning: part.clone(),
                         senders,
+                        blocked: None,
                     });
                 }
             }
@@ -367,14 +368,19 @@ struct Subtask<'a> {
 }
 
 impl Subtask<'_> {
-    fn context(&self, operator_id: String) -> OperatorContext {
+    /// The context of operator `operator_id` (`name` for metrics): its
+    /// metrics count into its own counters too.
+    fn context(&self, operator_id: String, name: &str) -> OperatorContext {
+        let metrics = self
+            .metrics
+            .for_operator(&format!("{operator_id} {name}"), self.subtask);
         OperatorContext {
             task_name: self.name.to_string(),
             operator_id,
             subtask: self.subtask,
             parallelism: self.stage.parallelism,
             state: self.state.clone(),
-            metrics: self.metrics.clone(),
+            metrics,
             checkpoints: self.handle.clone(),
         }
     }
@@ -388,20 +394,31 @@ impl Subtask<'_> {
     ) -> Result<()> {
         let stage = self.stage;
         let mut ops = (stage.operators)(self.subtask)?;
+        let mut stats = Vec::with_capacity(ops.len());
         for (k, op) in ops.iter_mut().enumerate() {
             let operator_id = stage
                 .operator_ids
                 .get(k)
                 .cloned()
                 .unwrap_or_else(|| format!("{}-{k}", stage.name));
-            op.open(&self.context(operator_id))
+            let ctx = self.context(operator_id, &op.name());
+            stats.extend(ctx.metrics.operator().cloned());
+            op.open(&ctx)
                 .map_err(|e| OperatorError::Connector(format!("opening {}: {e}", op.name())))?;
         }
-        let mut chain = Chain { ops, outputs };
+        let mut outputs = outputs;
+        for edge in &mut outputs {
+            edge.blocked = stats.last().cloned();
+        }
+        let mut chain = Chain {
+            ops,
+            stats,
+            outputs,
+        };
         match (&stage.source, assigner) {
             (Some(provider), Some(assigner)) => {
                 let mut reader = provider.reader()?;
-                let ctx = self.context(format!("{}-source", stage.name));
+                let ctx = self.context(format!("{}-source", stage.name), "Source");
                 reader.open(&ctx)?;
                 self.metrics.task_opened();
                 run_source(reader.as_mut(), assigner, &mut chain, &ctx)
@@ -456,10 +473,12 @@ pub fn run_operator_harness_with(
     }
     let mut chain = Chain {
         ops: vec![op],
+        stats: Vec::new(),
         outputs: vec![OutEdge {
             port: 0,
             partitioning: Partitioning::Forward,
             senders: vec![tx],
+            blocked: None,
         }],
     };
     run_task(receivers, &mut chain, &ctx.checkpoints)?;

@@ -61,6 +61,8 @@ pub(crate) struct SplitAssigner {
     state: Mutex<Assigned>,
     /// Subtasks that have not read all their splits yet.
     reading: AtomicUsize,
+    /// Splits added so far: a subtask looks for new ones when it changes.
+    added: AtomicUsize,
     table: Arc<dyn StateTable>,
 }
 
@@ -122,6 +124,7 @@ impl SplitAssigner {
             readers: readers.max(1),
             state: Mutex::new(assigned),
             reading: AtomicUsize::new(readers.max(1)),
+            added: AtomicUsize::new(0),
             table,
         };
         assigner.list()?;
@@ -166,6 +169,7 @@ impl SplitAssigner {
             }
             Self::add(&mut state, self.assignment, self.readers, split);
         }
+        self.added.store(state.splits.len(), Ordering::Release);
         Ok(())
     }
 
@@ -254,6 +258,8 @@ struct SourceTask<'a> {
     held: BTreeMap<usize, String>,
     /// Finished since the last barrier: recorded at the next one.
     finished: Vec<String>,
+    /// The assigner's split count when this subtask last took splits.
+    seen: usize,
     /// Read everything it will get: `Watermark(MAX)` was sent.
     done: bool,
     /// Marked idle downstream (holding no split) and nothing since.
@@ -280,8 +286,15 @@ impl SourceTask<'_> {
         Ok(())
     }
 
-    /// Takes the splits waiting for this subtask.
+    /// Takes the splits waiting for this subtask, if there may be some: it
+    /// holds none (and takes them one at a time), or splits were added.
     fn take_splits(&mut self, chain: &mut Chain) -> Result<()> {
+        let added = self.assigner.added.load(Ordering::Acquire);
+        let on_demand = self.assigner.assignment == SplitAssignment::OnDemand;
+        if added == self.seen && !(on_demand && self.held.is_empty()) {
+            return Ok(());
+        }
+        self.seen = added;
         let subtask = self.ctx.subtask;
         for (index, split) in self.assigner.take(subtask, self.held.len()) {
             tracing::debug!(source = %self.reader.name(), split = %split.id, subtask, "split assigned");
@@ -303,6 +316,9 @@ impl SourceTask<'_> {
         match self.reader.poll()? {
             Poll::Batch(index, batch) => {
                 self.ctx.metrics.add_rows_in(batch.num_rows() as u64);
+                if let Some(counters) = self.ctx.metrics.operator() {
+                    counters.batch_out(batch.num_rows());
+                }
                 let done = self.reader.progress();
                 self.ctx
                     .metrics
@@ -371,6 +387,7 @@ pub(crate) fn run_source(
         ctx,
         held: BTreeMap::new(),
         finished: Vec::new(),
+        seen: usize::MAX,
         done: false,
         idle: false,
         reported: 0,

@@ -1,6 +1,9 @@
-//! What every aggregating operator (window, session, updating) does to an
-//! input batch before its own bookkeeping: evaluate the aggregates'
-//! arguments and their `FILTER (WHERE ...)` masks.
+//! Aggregates: the updating aggregate ([`updating`]: `GROUP BY` without a
+//! window), and here what every aggregating operator (window, session,
+//! updating) does to an input batch before its own bookkeeping: evaluate
+//! the aggregates' arguments and their `FILTER (WHERE ...)` masks.
+
+pub mod updating;
 
 use std::sync::Arc;
 

@@ -46,7 +46,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int8Array, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int8Array, UInt32Array};
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -343,13 +343,17 @@ impl Side {
         }
         let fields = input.row_fields();
         let sort = |dt: &DataType| SortField::new(dt.clone());
-        let key_converter = RowConverter::new(
-            input
+        // Without keys (every row meets every row) all rows share one
+        // constant key.
+        let key_fields = match input.keys.is_empty() {
+            true => vec![sort(&DataType::Boolean)],
+            false => input
                 .keys
                 .iter()
                 .map(|&k| sort(input.schema.field(k).data_type()))
                 .collect(),
-        )?;
+        };
+        let key_converter = RowConverter::new(key_fields)?;
         let row_converter =
             RowConverter::new(fields.iter().map(|f| sort(f.data_type())).collect())?;
         Ok(Self {
@@ -512,7 +516,12 @@ impl JoinOperator {
             .iter()
             .map(|&k| batch.column(k).clone())
             .collect();
-        let keys = this.key_converter.convert_columns(&key_arrays)?;
+        let keys = if key_arrays.is_empty() {
+            let constant: ArrayRef = Arc::new(BooleanArray::from(vec![true; n]));
+            this.key_converter.convert_columns(&[constant])?
+        } else {
+            this.key_converter.convert_columns(&key_arrays)?
+        };
         let rows = this.row_converter.convert_columns(&values)?;
         let null_keys = key_arrays.iter().fold(None::<NullBuffer>, |acc, a| {
             NullBuffer::union(acc.as_ref(), a.logical_nulls().as_ref())
