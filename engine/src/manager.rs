@@ -107,6 +107,8 @@ pub struct JobManager {
     state_root: PathBuf,
     env: BuildEnv,
     jobs: Mutex<BTreeMap<JobId, Arc<Entry>>>,
+    /// [`Self::stop_all`] was called: jobs submitted since stop too.
+    stopping: AtomicBool,
 }
 
 impl std::fmt::Debug for Entry {
@@ -125,6 +127,7 @@ impl JobManager {
             state_root: state_root.into(),
             env,
             jobs: Mutex::new(BTreeMap::new()),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -161,7 +164,7 @@ impl JobManager {
             source,
         })?;
         let dir = self.state_root.join(&job.name);
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(self.stopping.load(Ordering::Acquire)));
         let metrics = JobMetrics::new(&id);
         let started_unix_ms = eddy_operators::metrics::unix_ms();
         let prepared = match prepare(&job, &dir, &dataflow.committers, stop.clone())? {
@@ -205,6 +208,11 @@ impl JobManager {
             state_dir: dir,
         });
         self.jobs().insert(id.clone(), entry.clone());
+        // A stop_all between the flag's first reading and now reaches the
+        // job here.
+        if self.stopping.load(Ordering::Acquire) {
+            entry.stop.store(true, Ordering::Release);
+        }
         std::thread::Builder::new()
             .name(format!("wait {}", id.chars().take(10).collect::<String>()))
             .spawn(move || {
@@ -252,8 +260,10 @@ impl JobManager {
         Ok(())
     }
 
-    /// Asks every running job to stop after a final checkpoint.
+    /// Asks every running job to stop after a final checkpoint, and jobs
+    /// submitted from now on too (they stop after their first).
     pub fn stop_all(&self) {
+        self.stopping.store(true, Ordering::Release);
         for entry in self.jobs().values() {
             entry.stop.store(true, Ordering::Release);
         }

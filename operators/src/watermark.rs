@@ -13,8 +13,9 @@
 //!   `'watermark.idle-timeout'` (processing time, checked on a timer, so
 //!   also when no row arrives anywhere). When it produces rows again it
 //!   holds the watermark back again, from where it stands. When every
-//!   split is idle the output is marked idle, and downstream stops waiting
-//!   for this subtask.
+//!   split is idle the watermark moves to the highest of theirs (as Flink
+//!   does), the output is marked idle, and downstream stops waiting for
+//!   this subtask.
 //!
 //! ```text
 //!  split a:  12:00:07 ─┐
@@ -151,9 +152,8 @@ impl WatermarkOperator {
     }
 
     /// Emits the minimum over live, active splits if it moved forward.
-    /// When every live split is idle, the watermark is where it was when
-    /// the last of them went idle (that split's own), and the output is
-    /// marked idle.
+    /// When every live split is idle, the watermark moves to the highest
+    /// of theirs, and the output is marked idle.
     fn advance(&mut self, now: Instant, out: &mut Collector) {
         let idle_at: Vec<(usize, Option<Instant>)> = self
             .partitions
@@ -173,13 +173,9 @@ impl WatermarkOperator {
         let wm = match live().filter(|p| !p.marked_idle).map(|p| p.max).min() {
             Some(wm) => wm,
             None => {
-                // The splits that went idle last (at once, if several).
-                let latest = live().map(|p| p.active_at).max();
-                let last = live()
-                    .filter(|p| Some(p.active_at) == latest)
-                    .map(|p| p.max)
-                    .min()
-                    .unwrap_or(Timestamp::MIN);
+                // Every split is idle: none will move on its own. As in
+                // Flink, the watermark moves to the highest of theirs.
+                let last = live().map(|p| p.max).max().unwrap_or(Timestamp::MIN);
                 self.emit(last, out);
                 if !self.idle {
                     self.idle = true;
@@ -436,7 +432,7 @@ mod tests {
     }
 
     #[test]
-    fn when_every_split_idles_the_last_one_standing_sets_the_watermark() {
+    fn when_every_split_idles_the_highest_watermark_counts() {
         let (mut op, now) = generator(Some(Duration::from_secs(10)));
         let mut out = Collector::default();
         op.start_partition(0, "a", &mut out).unwrap();
@@ -446,8 +442,8 @@ mod tests {
         op.process_partition_batch(0, batch(&[12_000]), &mut out)
             .unwrap();
         assert!(out.take().iter().all(|e| !matches!(e, Emit::Watermark(_))));
-        // Both timeouts pass before any timer runs: b went idle first, so
-        // a's watermark counts, then the output is idle.
+        // Both timeouts pass before any timer runs: every split is idle,
+        // the highest watermark (a's) counts, then the output is idle.
         *now.lock().unwrap() += Duration::from_secs(30);
         let due = op.next_timer().unwrap();
         op.on_timer(due, &mut out).unwrap();

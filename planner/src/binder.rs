@@ -247,73 +247,48 @@ impl Binder<'_> {
     /// Binds `e` over `scope` (not yet type-coerced).
     pub fn bind(&self, e: &ast::Expr, scope: &Scope, aggs: AggMode<'_>) -> Result<Expr> {
         let bind = |x: &ast::Expr| self.bind(x, scope, aggs);
+        let boxed = |x: &ast::Expr| bind(x).map(Box::new);
         Ok(match &e.kind {
             ExprKind::Identifier(parts) => Expr::Column(self.resolve(parts, scope, e.span)?),
             ExprKind::Literal(lit) => self.literal(lit, e)?,
             ExprKind::Nested(inner) => bind(inner)?,
             ExprKind::Binary { op, left, right } => {
-                let op = match op {
-                    BinaryOp::Or => Operator::Or,
-                    BinaryOp::And => Operator::And,
-                    BinaryOp::Eq => Operator::Eq,
-                    BinaryOp::NotEq => Operator::NotEq,
-                    BinaryOp::Lt => Operator::Lt,
-                    BinaryOp::LtEq => Operator::LtEq,
-                    BinaryOp::Gt => Operator::Gt,
-                    BinaryOp::GtEq => Operator::GtEq,
-                    BinaryOp::Plus => Operator::Plus,
-                    BinaryOp::Minus => Operator::Minus,
-                    BinaryOp::Multiply => Operator::Multiply,
-                    BinaryOp::Divide => Operator::Divide,
-                    BinaryOp::Modulo => Operator::Modulo,
-                    BinaryOp::Concat => Operator::StringConcat,
-                };
-                Expr::BinaryExpr(BinaryExpr::new(
-                    Box::new(bind(left)?),
-                    op,
-                    Box::new(bind(right)?),
-                ))
+                binary(bind(left)?, binary_op(*op), bind(right)?)
             }
             ExprKind::Unary { op, expr } => match op {
-                UnaryOp::Not => Expr::Not(Box::new(bind(expr)?)),
-                UnaryOp::Minus => Expr::Negative(Box::new(bind(expr)?)),
+                UnaryOp::Not => Expr::Not(boxed(expr)?),
+                UnaryOp::Minus => Expr::Negative(boxed(expr)?),
                 UnaryOp::Plus => bind(expr)?,
             },
-            ExprKind::IsNull { expr, negated } => {
-                let inner = Box::new(bind(expr)?);
-                if *negated {
-                    Expr::IsNotNull(inner)
-                } else {
-                    Expr::IsNull(inner)
-                }
-            }
+            ExprKind::IsNull {
+                expr,
+                negated: false,
+            } => Expr::IsNull(boxed(expr)?),
+            ExprKind::IsNull {
+                expr,
+                negated: true,
+            } => Expr::IsNotNull(boxed(expr)?),
             ExprKind::Case {
                 operand,
                 branches,
                 else_result,
             } => Expr::Case(Case::new(
-                operand
-                    .as_deref()
-                    .map(|o| bind(o).map(Box::new))
-                    .transpose()?,
+                operand.as_deref().map(boxed).transpose()?,
                 branches
                     .iter()
-                    .map(|(w, t)| Ok((Box::new(bind(w)?), Box::new(bind(t)?))))
+                    .map(|(w, t)| Ok((boxed(w)?, boxed(t)?)))
                     .collect::<Result<_>>()?,
-                else_result
-                    .as_deref()
-                    .map(|x| bind(x).map(Box::new))
-                    .transpose()?,
+                else_result.as_deref().map(boxed).transpose()?,
             )),
             ExprKind::Cast {
                 expr, data_type, ..
-            } => Expr::Cast(Cast::new(Box::new(bind(expr)?), sql_type(data_type))),
+            } => Expr::Cast(Cast::new(boxed(expr)?, sql_type(data_type))),
             ExprKind::IsBool {
                 expr,
                 value,
                 negated,
             } => {
-                let inner = Box::new(bind(expr)?);
+                let inner = boxed(expr)?;
                 match (value, negated) {
                     (true, false) => Expr::IsTrue(inner),
                     (true, true) => Expr::IsNotTrue(inner),
@@ -326,31 +301,11 @@ impl Binder<'_> {
                 list,
                 negated,
             } => {
-                // `x IN (a, b)` is `x = a OR x = b`, NULLs included.
                 let x = bind(expr)?;
-                let mut any: Option<Expr> = None;
-                for item in list {
-                    let eq = Expr::BinaryExpr(BinaryExpr::new(
-                        Box::new(x.clone()),
-                        Operator::Eq,
-                        Box::new(bind(item)?),
-                    ));
-                    any = Some(match any {
-                        None => eq,
-                        Some(prev) => Expr::BinaryExpr(BinaryExpr::new(
-                            Box::new(prev),
-                            Operator::Or,
-                            Box::new(eq),
-                        )),
-                    });
-                }
-                let any =
-                    any.ok_or_else(|| PlanError::user("IN needs at least one value", e.span))?;
-                if *negated {
-                    Expr::Not(Box::new(any))
-                } else {
-                    any
-                }
+                let list = list.iter().map(bind).collect::<Result<Vec<_>>>()?;
+                let any = in_list(x, list)
+                    .ok_or_else(|| PlanError::user("IN needs at least one value", e.span))?;
+                negate_if(*negated, any)
             }
             ExprKind::Between {
                 expr,
@@ -359,23 +314,9 @@ impl Binder<'_> {
                 negated,
             } => {
                 let x = bind(expr)?;
-                let ge = Expr::BinaryExpr(BinaryExpr::new(
-                    Box::new(x.clone()),
-                    Operator::GtEq,
-                    Box::new(bind(low)?),
-                ));
-                let le = Expr::BinaryExpr(BinaryExpr::new(
-                    Box::new(x),
-                    Operator::LtEq,
-                    Box::new(bind(high)?),
-                ));
-                let both =
-                    Expr::BinaryExpr(BinaryExpr::new(Box::new(ge), Operator::And, Box::new(le)));
-                if *negated {
-                    Expr::Not(Box::new(both))
-                } else {
-                    both
-                }
+                let ge = binary(x.clone(), Operator::GtEq, bind(low)?);
+                let le = binary(x, Operator::LtEq, bind(high)?);
+                negate_if(*negated, binary(ge, Operator::And, le))
             }
             ExprKind::Like {
                 expr,
@@ -384,170 +325,133 @@ impl Binder<'_> {
                 case_insensitive,
             } => Expr::Like(Like::new(
                 *negated,
-                Box::new(bind(expr)?),
-                Box::new(bind(pattern)?),
+                boxed(expr)?,
+                boxed(pattern)?,
                 None,
                 *case_insensitive,
             )),
-            ExprKind::Extract { field, expr } => {
-                let udf = self
-                    .functions
-                    .scalar("date_part")
-                    .ok_or_else(|| PlanError::internal("date_part is missing"))?;
-                let part = Expr::Literal(ScalarValue::Utf8(Some(field.value.clone())), None);
-                Expr::ScalarFunction(ScalarFunction::new_udf(udf, vec![part, bind(expr)?]))
-            }
-            ExprKind::Function(ast::Function {
-                name,
-                args,
-                star,
-                distinct,
-                filter,
-                over,
-            }) => {
-                if let Some(w) = over {
-                    let span = w.partition_by.first().map_or(e.span, |p| p.span);
-                    return Err(PlanError::not_supported(
-                        format!("{}(...) OVER (...) windows", name.value.to_uppercase()),
-                        span.union(e.span),
-                    ));
-                }
-                if let Some(f) = filter.as_ref().filter(|_| !self.is_aggregate_call(e)) {
-                    return Err(PlanError::user(
-                        "FILTER (WHERE ...) is only valid on aggregate functions",
-                        f.span,
-                    ));
-                }
-                let legacy = [
-                    "tumble",
-                    "hop",
-                    "session",
-                    "cumulate",
-                    "tumble_start",
-                    "tumble_end",
-                    "hop_start",
-                    "hop_end",
-                    "session_start",
-                    "session_end",
-                    "tumble_rowtime",
-                    "hop_rowtime",
-                    "session_rowtime",
-                ];
-                if legacy.contains(&name.value.as_str()) {
-                    return Err(PlanError::not_supported(
-                        format!(
-                            "the group window function {}(...); use the window table function FROM TABLE({}(TABLE t, DESCRIPTOR(ts), ...)) with window_start and window_end",
-                            name.value.to_uppercase(),
-                            name.value
-                                .split('_')
-                                .next()
-                                .unwrap_or("tumble")
-                                .to_uppercase()
-                        ),
-                        name.span,
-                    ));
-                }
-                // Flink functions spelled differently in DataFusion.
-                match (name.value.as_str(), args.as_slice()) {
-                    ("mod", [a, b]) => {
-                        return Ok(Expr::BinaryExpr(BinaryExpr::new(
-                            Box::new(bind(a)?),
-                            Operator::Modulo,
-                            Box::new(bind(b)?),
-                        )));
-                    }
-                    (
-                        "year" | "quarter" | "month" | "week" | "day" | "hour" | "minute"
-                        | "second",
-                        [a],
-                    ) => {
-                        let udf = self
-                            .functions
-                            .scalar("date_part")
-                            .ok_or_else(|| PlanError::internal("date_part is missing"))?;
-                        let part = Expr::Literal(ScalarValue::Utf8(Some(name.value.clone())), None);
-                        return Ok(Expr::ScalarFunction(ScalarFunction::new_udf(
-                            udf,
-                            vec![part, bind(a)?],
-                        )));
-                    }
-                    ("dayofmonth" | "dayofyear" | "dayofweek", [a]) => {
-                        let udf = self
-                            .functions
-                            .scalar("date_part")
-                            .ok_or_else(|| PlanError::internal("date_part is missing"))?;
-                        let part = match name.value.as_str() {
-                            "dayofmonth" => "day",
-                            "dayofyear" => "doy",
-                            _ => "dow",
-                        };
-                        let part = Expr::Literal(ScalarValue::Utf8(Some(part.into())), None);
-                        let call = Expr::ScalarFunction(ScalarFunction::new_udf(
-                            udf,
-                            vec![part, bind(a)?],
-                        ));
-                        // Flink counts days of the week from 1 (Sunday),
-                        // DataFusion from 0.
-                        return Ok(if name.value == "dayofweek" {
-                            Expr::BinaryExpr(BinaryExpr::new(
-                                Box::new(call),
-                                Operator::Plus,
-                                Box::new(Expr::Literal(ScalarValue::Int32(Some(1)), None)),
-                            ))
-                        } else {
-                            call
-                        });
-                    }
-                    ("timestampadd" | "timestampdiff", _) => {
-                        return Err(PlanError::not_supported(
-                            format!("the function {}", name.value.to_uppercase()),
-                            name.span,
-                        ));
-                    }
-                    _ => {}
-                }
-                if self.is_aggregate_call(e) {
-                    return match aggs {
-                        AggMode::Forbidden(clause) => Err(PlanError::user(
-                            format!(
-                                "aggregate function {} is not allowed in {clause}",
-                                name.value.to_uppercase()
-                            ),
-                            e.span,
-                        )),
-                        AggMode::Output(list) => {
-                            let bound = self.bind_aggregate(e, scope)?;
-                            let found = list.iter().find(|a| a.same_call(&bound));
-                            match found {
-                                Some(a) => {
-                                    Ok(Expr::Column(Column::new_unqualified(&a.output_name)))
-                                }
-                                None => {
-                                    Err(PlanError::internal("aggregate call was not collected"))
-                                }
-                            }
-                        }
-                    };
-                }
-                let Some(udf) = self.functions.scalar(&name.value) else {
-                    let hint = did_you_mean(&suggestions(&name.value, self.functions.names()));
-                    return Err(PlanError::user(
-                        format!("unknown function '{}'{hint}", name.value),
-                        name.span,
-                    ));
-                };
-                if *star || *distinct {
-                    let what = if *star { "*" } else { "DISTINCT" };
-                    return Err(PlanError::user(
-                        format!("{what} is only valid in aggregate functions"),
-                        e.span,
-                    ));
-                }
-                let bound = args.iter().map(bind).collect::<Result<Vec<_>>>()?;
-                check_constant_pattern(&name.value, args, &bound)?;
-                Expr::ScalarFunction(ScalarFunction::new_udf(udf, bound))
-            }
+            ExprKind::Extract { field, expr } => self.date_part(&field.value, bind(expr)?)?,
+            ExprKind::Function(f) => self.bind_function(e, f, scope, aggs)?,
         })
+    }
+
+    /// `date_part(part, x)`, DataFusion's function for EXTRACT and Flink's
+    /// YEAR(...), DAYOFMONTH(...) and the like.
+    fn date_part(&self, part: &str, x: Expr) -> Result<Expr> {
+        let udf = self
+            .functions
+            .scalar("date_part")
+            .ok_or_else(|| PlanError::internal("date_part is missing"))?;
+        let part = Expr::Literal(ScalarValue::Utf8(Some(part.to_string())), None);
+        Ok(Expr::ScalarFunction(ScalarFunction::new_udf(
+            udf,
+            vec![part, x],
+        )))
+    }
+
+    /// A function call: an aggregate (by `aggs`), one of Flink's spelled
+    /// differently in DataFusion, or a scalar function.
+    fn bind_function(
+        &self,
+        e: &ast::Expr,
+        f: &ast::Function,
+        scope: &Scope,
+        aggs: AggMode<'_>,
+    ) -> Result<Expr> {
+        let bind = |x: &ast::Expr| self.bind(x, scope, aggs);
+        let name = &f.name;
+        if let Some(w) = &f.over {
+            let span = w.partition_by.first().map_or(e.span, |p| p.span);
+            return Err(PlanError::not_supported(
+                format!("{}(...) OVER (...) windows", name.value.to_uppercase()),
+                span.union(e.span),
+            ));
+        }
+        if let Some(filter) = f.filter.as_ref().filter(|_| !self.is_aggregate_call(e)) {
+            return Err(PlanError::user(
+                "FILTER (WHERE ...) is only valid on aggregate functions",
+                filter.span,
+            ));
+        }
+        legacy_window_function(name)?;
+        if let Some(flink) = self.flink_function(name, &f.args, &bind)? {
+            return Ok(flink);
+        }
+        if self.is_aggregate_call(e) {
+            return self.aggregate_output(e, scope, aggs);
+        }
+        let Some(udf) = self.functions.scalar(&name.value) else {
+            let hint = did_you_mean(&suggestions(&name.value, self.functions.names()));
+            return Err(PlanError::user(
+                format!("unknown function '{}'{hint}", name.value),
+                name.span,
+            ));
+        };
+        if f.star || f.distinct {
+            let what = if f.star { "*" } else { "DISTINCT" };
+            return Err(PlanError::user(
+                format!("{what} is only valid in aggregate functions"),
+                e.span,
+            ));
+        }
+        let bound = f.args.iter().map(bind).collect::<Result<Vec<_>>>()?;
+        check_constant_pattern(&name.value, &f.args, &bound)?;
+        Ok(Expr::ScalarFunction(ScalarFunction::new_udf(udf, bound)))
+    }
+
+    /// Flink's functions that DataFusion spells differently, if `name` is
+    /// one: `MOD(a, b)`, `YEAR(ts)` ... `SECOND(ts)`, `DAYOFMONTH`,
+    /// `DAYOFYEAR`, `DAYOFWEEK` (counted from 1, Sunday, as in Flink).
+    fn flink_function(
+        &self,
+        name: &ast::Ident,
+        args: &[ast::Expr],
+        bind: &dyn Fn(&ast::Expr) -> Result<Expr>,
+    ) -> Result<Option<Expr>> {
+        Ok(Some(match (name.value.as_str(), args) {
+            ("mod", [a, b]) => binary(bind(a)?, Operator::Modulo, bind(b)?),
+            ("year" | "quarter" | "month" | "week" | "day" | "hour" | "minute" | "second", [a]) => {
+                self.date_part(&name.value, bind(a)?)?
+            }
+            ("dayofmonth", [a]) => self.date_part("day", bind(a)?)?,
+            ("dayofyear", [a]) => self.date_part("doy", bind(a)?)?,
+            ("dayofweek", [a]) => binary(
+                self.date_part("dow", bind(a)?)?,
+                Operator::Plus,
+                Expr::Literal(ScalarValue::Int32(Some(1)), None),
+            ),
+            ("timestampadd" | "timestampdiff", _) => {
+                return Err(PlanError::not_supported(
+                    format!("the function {}", name.value.to_uppercase()),
+                    name.span,
+                ));
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// An aggregate call where `aggs` allows one: the output column of the
+    /// aggregate it is.
+    fn aggregate_output(&self, e: &ast::Expr, scope: &Scope, aggs: AggMode<'_>) -> Result<Expr> {
+        match aggs {
+            AggMode::Forbidden(clause) => {
+                let name = match &e.kind {
+                    ExprKind::Function(f) => f.name.value.to_uppercase(),
+                    _ => String::new(),
+                };
+                Err(PlanError::user(
+                    format!("aggregate function {name} is not allowed in {clause}"),
+                    e.span,
+                ))
+            }
+            AggMode::Output(list) => {
+                let bound = self.bind_aggregate(e, scope)?;
+                match list.iter().find(|a| a.same_call(&bound)) {
+                    Some(a) => Ok(Expr::Column(Column::new_unqualified(&a.output_name))),
+                    None => Err(PlanError::internal("aggregate call was not collected")),
+                }
+            }
+        }
     }
 
     fn resolve(&self, parts: &[ast::Ident], scope: &Scope, span: Span) -> Result<Column> {
@@ -611,6 +515,78 @@ fn check_constant_pattern(name: &str, args: &[ast::Expr], bound: &[Expr]) -> Res
         check(p).map_err(|m| PlanError::user(m, arg.span))?;
     }
     Ok(())
+}
+
+/// The DataFusion operator of a SQL binary operator.
+fn binary_op(op: BinaryOp) -> Operator {
+    match op {
+        BinaryOp::Or => Operator::Or,
+        BinaryOp::And => Operator::And,
+        BinaryOp::Eq => Operator::Eq,
+        BinaryOp::NotEq => Operator::NotEq,
+        BinaryOp::Lt => Operator::Lt,
+        BinaryOp::LtEq => Operator::LtEq,
+        BinaryOp::Gt => Operator::Gt,
+        BinaryOp::GtEq => Operator::GtEq,
+        BinaryOp::Plus => Operator::Plus,
+        BinaryOp::Minus => Operator::Minus,
+        BinaryOp::Multiply => Operator::Multiply,
+        BinaryOp::Divide => Operator::Divide,
+        BinaryOp::Modulo => Operator::Modulo,
+        BinaryOp::Concat => Operator::StringConcat,
+    }
+}
+
+fn binary(left: Expr, op: Operator, right: Expr) -> Expr {
+    Expr::BinaryExpr(BinaryExpr::new(Box::new(left), op, Box::new(right)))
+}
+
+fn negate_if(negated: bool, e: Expr) -> Expr {
+    if negated { Expr::Not(Box::new(e)) } else { e }
+}
+
+/// `x IN (a, b)` as `x = a OR x = b` (NULLs included); `None` for an empty
+/// list.
+fn in_list(x: Expr, list: Vec<Expr>) -> Option<Expr> {
+    list.into_iter()
+        .map(|item| binary(x.clone(), Operator::Eq, item))
+        .reduce(|any, eq| binary(any, Operator::Or, eq))
+}
+
+/// Flink's legacy group window functions are only valid in `GROUP BY`
+/// (rewritten before binding): anywhere else, say what to write instead.
+fn legacy_window_function(name: &ast::Ident) -> Result<()> {
+    const LEGACY: [&str; 13] = [
+        "tumble",
+        "hop",
+        "session",
+        "cumulate",
+        "tumble_start",
+        "tumble_end",
+        "hop_start",
+        "hop_end",
+        "session_start",
+        "session_end",
+        "tumble_rowtime",
+        "hop_rowtime",
+        "session_rowtime",
+    ];
+    if !LEGACY.contains(&name.value.as_str()) {
+        return Ok(());
+    }
+    let window = name
+        .value
+        .split('_')
+        .next()
+        .unwrap_or("tumble")
+        .to_uppercase();
+    Err(PlanError::not_supported(
+        format!(
+            "the group window function {}(...); use the window table function FROM TABLE({window}(TABLE t, DESCRIPTOR(ts), ...)) with window_start and window_end",
+            name.value.to_uppercase(),
+        ),
+        name.span,
+    ))
 }
 
 /// Inserts the casts DataFusion's kernels need (e.g. `BIGINT * DOUBLE`), and

@@ -321,6 +321,83 @@ struct Side {
 }
 
 impl Side {
+    /// Every stored row with the key of each input row (`n` rows, by
+    /// `keys`; rows without a key match nothing).
+    fn candidates(
+        &self,
+        keys: &datafusion::arrow::row::Rows,
+        n: usize,
+        has_key: &dyn Fn(usize) -> bool,
+    ) -> Result<Candidates> {
+        let mut c = Candidates {
+            starts: Vec::with_capacity(n + 1),
+            pair_input: Vec::new(),
+            pair_slot: Vec::new(),
+            columns: Vec::new(),
+        };
+        let parser = self.row_converter.parser();
+        let mut cand_rows = Vec::new();
+        for i in 0..n {
+            c.starts.push(c.pair_input.len());
+            if !has_key(i) {
+                continue;
+            }
+            if let Some(stored) = self.rows.get(keys.row(i).as_ref()) {
+                for slot in 0..stored.len() {
+                    c.pair_input.push(i as u32);
+                    c.pair_slot.push(slot as u32);
+                    cand_rows.push(parser.parse(stored.row(slot)));
+                }
+            }
+        }
+        c.starts.push(c.pair_input.len());
+        c.columns = if cand_rows.is_empty() {
+            self.rows_schema
+                .fields()
+                .iter()
+                .map(|f| datafusion::arrow::array::new_empty_array(f.data_type()))
+                .collect()
+        } else {
+            self.row_converter.convert_rows(cand_rows)?
+        };
+        Ok(c)
+    }
+
+    /// Keeps a row under its key (with its match count, for a preserved
+    /// side) until `expires`.
+    fn store(&mut self, key: &[u8], row: &[u8], matches: u32, expires: i64, kg: u16) {
+        match self.rows.get_mut(key) {
+            Some(stored) => stored.push(row, matches, expires),
+            None => {
+                let mut stored = KeyRows::default();
+                stored.push(row, matches, expires);
+                self.rows.insert(key.into(), stored);
+            }
+        }
+        if expires != i64::MAX {
+            self.timers.push(Reverse((expires, kg, key.into())));
+        }
+        self.touch(key, kg);
+    }
+
+    /// Takes back a retracted row; false if it was not there.
+    fn remove(&mut self, key: &[u8], row: &[u8], kg: u16) -> bool {
+        let removed = match self.rows.get_mut(key) {
+            Some(stored) => {
+                let removed = stored.remove(row);
+                if stored.len() == 0 {
+                    self.rows.remove(key);
+                }
+                removed
+            }
+            None => false,
+        };
+        if removed {
+            self.touch(key, kg);
+        }
+        removed
+    }
+
     /// A preserved side whose rows expire emits its NULL-padded rows when
     /// they expire unmatched, not on arrival: its output is append-only.
     fn pads_on_expiry(&self) -> bool {
@@ -394,6 +471,37 @@ struct Out {
     op: i8,
     input: Option<u32>,
     candidate: Option<u32>,
+}
+
+/// The stored rows of the other side that share a key with input rows:
+/// pairs `starts[i]..starts[i + 1]` are input row `i`'s, each with its
+/// input row and its slot among the key's stored rows.
+struct Candidates {
+    starts: Vec<usize>,
+    pair_input: Vec<u32>,
+    pair_slot: Vec<u32>,
+    /// The candidates' columns, one row per pair.
+    columns: Vec<ArrayRef>,
+}
+
+/// The rows of `columns` at `indices`.
+fn take_all(columns: &[ArrayRef], indices: &UInt32Array) -> Result<Vec<ArrayRef>> {
+    Ok(columns
+        .iter()
+        .map(|a| take(a, indices, None))
+        .collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+/// For each pair, whether the residual condition holds (NULL does not).
+fn passing(residual: &dyn PhysicalExpr, pairs: &RecordBatch) -> Result<Vec<bool>> {
+    let n = pairs.num_rows();
+    let result = residual.evaluate(pairs)?.into_array(n)?;
+    let result = result
+        .as_boolean_opt()
+        .ok_or_else(|| OperatorError::Internal("a join condition is not boolean".into()))?;
+    Ok((0..n)
+        .map(|p| result.is_valid(p) && result.value(p))
+        .collect())
 }
 
 /// The regular join operator (see the module docs).
@@ -545,56 +653,18 @@ impl JoinOperator {
         key_groups(&key_arrays, n, &mut groups)?;
 
         // The candidates: every stored row of the other side with the same key.
-        let mut starts = Vec::with_capacity(n + 1);
-        let mut pair_input: Vec<u32> = Vec::new();
-        let mut pair_slot: Vec<u32> = Vec::new();
-        let candidates = {
-            let parser = other.row_converter.parser();
-            let mut cand_rows = Vec::new();
-            for i in 0..n {
-                starts.push(pair_input.len());
-                if !has_key(i) {
-                    continue;
-                }
-                if let Some(stored) = other.rows.get(keys.row(i).as_ref()) {
-                    for slot in 0..stored.len() {
-                        pair_input.push(i as u32);
-                        pair_slot.push(slot as u32);
-                        cand_rows.push(parser.parse(stored.row(slot)));
-                    }
-                }
-            }
-            starts.push(pair_input.len());
-            if cand_rows.is_empty() {
-                other
-                    .rows_schema
-                    .fields()
-                    .iter()
-                    .map(|f| datafusion::arrow::array::new_empty_array(f.data_type()))
-                    .collect()
-            } else {
-                other.row_converter.convert_rows(cand_rows)?
-            }
-        };
-        let pairs = pair_input.len();
-        let pass: Option<Vec<bool>> = match (&self.residual, pairs) {
-            (Some(residual), p) if p > 0 => {
+        let Candidates {
+            starts,
+            pair_input,
+            pair_slot,
+            columns: candidates,
+        } = other.candidates(&keys, n, &has_key)?;
+        let pass = match &self.residual {
+            Some(residual) if !pair_input.is_empty() => {
                 let idx = UInt32Array::from(pair_input.clone());
-                let mine = values
-                    .iter()
-                    .map(|a| take(a, &idx, None))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                let columns = in_order(s, mine, candidates.clone());
-                let pair_batch = RecordBatch::try_new(self.pair_schema.clone(), columns)?;
-                let result = residual.evaluate(&pair_batch)?.into_array(pairs)?;
-                let result = result.as_boolean_opt().ok_or_else(|| {
-                    OperatorError::Internal("a join condition is not boolean".into())
-                })?;
-                Some(
-                    (0..pairs)
-                        .map(|p| result.is_valid(p) && result.value(p))
-                        .collect(),
-                )
+                let columns = in_order(s, take_all(&values, &idx)?, candidates.clone());
+                let pairs = RecordBatch::try_new(self.pair_schema.clone(), columns)?;
+                Some(passing(residual.as_ref(), &pairs)?)
             }
             _ => None,
         };
@@ -680,55 +750,23 @@ impl JoinOperator {
             let row = rows.row(i);
             if accumulate {
                 let matches = if this.preserved { matched as u32 } else { 0 };
-                match this.rows.get_mut(key.as_ref()) {
-                    Some(stored) => stored.push(row.as_ref(), matches, expires),
-                    None => {
-                        let mut stored = KeyRows::default();
-                        stored.push(row.as_ref(), matches, expires);
-                        this.rows.insert(key.as_ref().into(), stored);
-                    }
+                this.store(key.as_ref(), row.as_ref(), matches, expires, groups[i]);
+            } else if !this.remove(key.as_ref(), row.as_ref(), groups[i]) {
+                if self.unknown_retractions == 0 {
+                    tracing::warn!(
+                        "a join input retracted a row it never sent (or whose state expired); ignored"
+                    );
                 }
-                if expires != i64::MAX {
-                    this.timers
-                        .push(Reverse((expires, groups[i], key.as_ref().into())));
-                }
-            } else {
-                let removed = match this.rows.get_mut(key.as_ref()) {
-                    Some(stored) => {
-                        let removed = stored.remove(row.as_ref());
-                        if stored.len() == 0 {
-                            this.rows.remove(key.as_ref());
-                        }
-                        removed
-                    }
-                    None => false,
-                };
-                if !removed {
-                    if self.unknown_retractions == 0 {
-                        tracing::warn!(
-                            "a join input retracted a row it never sent (or whose state expired); ignored"
-                        );
-                    }
-                    self.unknown_retractions += 1;
-                    continue;
-                }
+                self.unknown_retractions += 1;
             }
-            this.touch(key.as_ref(), groups[i]);
         }
         if emitted.is_empty() {
             return Ok(());
         }
         let input_idx: UInt32Array = emitted.iter().map(|o| o.input).collect();
         let cand_idx: UInt32Array = emitted.iter().map(|o| o.candidate).collect();
-        let mine = values
-            .iter()
-            .map(|a| take(a, &input_idx, None))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let theirs = candidates
-            .iter()
-            .map(|a| take(a, &cand_idx, None))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let mut columns = in_order(s, mine, theirs);
+        let theirs = take_all(&candidates, &cand_idx)?;
+        let mut columns = in_order(s, take_all(&values, &input_idx)?, theirs);
         if self.changelog {
             let ops: Int8Array = emitted.iter().map(|o| Some(o.op)).collect();
             columns.push(Arc::new(ops));

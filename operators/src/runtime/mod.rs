@@ -703,4 +703,47 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.to_string(), "sink: panicked: boom at batch 3");
     }
+
+    /// Passes rows and watermarks through.
+    struct PassThrough;
+
+    impl Operator for PassThrough {
+        fn name(&self) -> String {
+            "PassThrough".into()
+        }
+
+        fn process_batch(&mut self, batch: RecordBatch, out: &mut Collector) -> Result<()> {
+            out.collect(batch);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn when_every_input_idles_the_highest_watermark_goes_on_then_idle() {
+        // Input 0 reached 12 s and idled; input 1 never had a watermark and
+        // idles too, in whichever order they arrive.
+        let inputs = vec![
+            vec![
+                Message::Watermark(12_000),
+                Message::Idle,
+                Message::EndOfStream,
+            ],
+            vec![Message::Idle, Message::EndOfStream],
+        ];
+        let out = run_operator_harness(
+            Box::new(PassThrough),
+            Arc::new(MemoryBackend::default()),
+            inputs,
+        )
+        .unwrap();
+        let marks: Vec<String> = out
+            .iter()
+            .filter_map(|m| match m {
+                Message::Watermark(w) => Some(format!("wm {w}")),
+                Message::Idle => Some("idle".into()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(marks, ["wm 12000", "idle"]);
+    }
 }

@@ -6,6 +6,7 @@
 //!  input 0 ── Data Data Barrier(7) ·········· (held until input 1 has it too)
 //!  input 1 ── Data Watermark Data Barrier(7) ─► all aligned: snapshot, Barrier(7) on
 //!  watermark = min over inputs that are neither ended nor idle, forwarded when it advances
+//!              (all idle: the highest of theirs, then Idle)
 //! ```
 
 use std::time::Instant;
@@ -56,11 +57,17 @@ impl Inputs {
     }
 
     /// Hands the chain the minimum watermark over inputs that have neither
-    /// ended nor idle, if it advanced. When every live input is idle, the
-    /// chain's output is idle too.
+    /// ended nor idle, if it advanced. When every live input is idle, none
+    /// will advance on its own: as in Flink, the watermark moves to the
+    /// highest of theirs, and the chain's output is idle too.
     fn advance(&mut self, chain: &mut Chain) -> Result<()> {
         let live = (0..self.ended.len()).filter(|&i| !self.ended[i]);
         if live.clone().count() > 0 && live.clone().all(|i| self.idle[i]) {
+            let highest = live.map(|i| self.watermarks[i]).max();
+            if let Some(wm) = highest.filter(|&wm| wm > self.current) {
+                self.current = wm;
+                chain.push(0, Emit::Watermark(wm))?;
+            }
             if !self.idle_sent {
                 self.idle_sent = true;
                 chain.push(0, Emit::Idle)?;
