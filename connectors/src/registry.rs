@@ -342,7 +342,11 @@ impl ConnectorRegistry {
 
     fn suggest(&self, name: &str, role: Role) -> Option<&'static str> {
         self.iter()
-            .filter(|c| role != Role::Sink || c.is_sink())
+            .filter(|c| match role {
+                Role::Source => c.is_source(),
+                Role::Sink => c.is_sink(),
+                Role::Both => true,
+            })
             .map(|c| (strsim::jaro_winkler(name, c.name()), c.name()))
             .filter(|(score, _)| *score >= 0.8)
             .max_by(|a, b| a.0.total_cmp(&b.0))
