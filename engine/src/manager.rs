@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use eddy_operators::checkpoint::CheckpointHandle;
 use eddy_operators::metrics::JobMetrics;
+use eddy_operators::runtime::RunningDataflow;
 use eddy_planner::{BuildEnv, Job, build};
 
 use crate::recovery::{Recovery, prepare, read_job};
@@ -167,47 +168,47 @@ impl JobManager {
         let stop = Arc::new(AtomicBool::new(self.stopping.load(Ordering::Acquire)));
         let metrics = JobMetrics::new(&id);
         let started_unix_ms = eddy_operators::metrics::unix_ms();
-        let prepared = match prepare(&job, &dir, &dataflow.committers, stop.clone())? {
-            Recovery::AlreadyFinished { checkpoint } => {
-                let entry = Entry {
-                    job,
-                    metrics,
-                    stop,
-                    tasks: None,
-                    state: Mutex::new(JobState::AlreadyFinished { checkpoint }),
-                    done: Condvar::new(),
-                    resumed_from: Some(checkpoint),
-                    started_unix_ms,
-                    state_dir: dir,
-                };
-                self.jobs().insert(id.clone(), Arc::new(entry));
-                return Ok(id);
+        let (running, state, resumed_from) = match prepare(
+            &job,
+            &dir,
+            &dataflow.committers,
+            stop.clone(),
+        )? {
+            Recovery::AlreadyFinished { checkpoint } => (
+                None,
+                JobState::AlreadyFinished { checkpoint },
+                Some(checkpoint),
+            ),
+            Recovery::Ready(prepared) => {
+                for warning in &prepared.warnings {
+                    tracing::warn!(job = %id, "{warning}");
+                }
+                let state = Arc::new(prepared.checkpointing.db.clone());
+                let running = dataflow
+                    .start_with(state, metrics.clone(), Some(prepared.checkpointing))
+                    .map_err(|source| EngineError::Runtime {
+                        job: id.clone(),
+                        source,
+                    })?;
+                tracing::info!(job = %id, state = %dir.display(), ms = started.elapsed().as_millis() as u64, "started");
+                (Some(running), JobState::Running, prepared.restored)
             }
-            Recovery::Ready(prepared) => prepared,
         };
-        for warning in &prepared.warnings {
-            tracing::warn!(job = %id, "{warning}");
-        }
-        let state = Arc::new(prepared.checkpointing.db.clone());
-        let running = dataflow
-            .start_with(state, metrics.clone(), Some(prepared.checkpointing))
-            .map_err(|source| EngineError::Runtime {
-                job: id.clone(),
-                source,
-            })?;
-        tracing::info!(job = %id, state = %dir.display(), ms = started.elapsed().as_millis() as u64, "started");
         let entry = Arc::new(Entry {
-            tasks: Some(running.handle()),
+            tasks: running.as_ref().map(RunningDataflow::handle),
             job,
             metrics,
             stop,
-            state: Mutex::new(JobState::Running),
+            state: Mutex::new(state),
             done: Condvar::new(),
-            resumed_from: prepared.restored,
+            resumed_from,
             started_unix_ms,
             state_dir: dir,
         });
         self.jobs().insert(id.clone(), entry.clone());
+        let Some(running) = running else {
+            return Ok(id);
+        };
         // A stop_all between the flag's first reading and now reaches the
         // job here.
         if self.stopping.load(Ordering::Acquire) {

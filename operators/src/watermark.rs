@@ -155,36 +155,30 @@ impl WatermarkOperator {
     /// When every live split is idle, the watermark moves to the highest
     /// of theirs, and the output is marked idle.
     fn advance(&mut self, now: Instant, out: &mut Collector) {
-        let idle_at: Vec<(usize, Option<Instant>)> = self
-            .partitions
-            .iter()
-            .filter(|(_, p)| !p.ended)
-            .map(|(&id, p)| (id, self.idle_at(p)))
-            .collect();
-        if idle_at.is_empty() {
-            return;
-        }
-        for (id, at) in &idle_at {
-            if let Some(p) = self.partitions.get_mut(id) {
-                p.marked_idle = at.is_some_and(|at| at <= now);
+        let timeout = self.idle_timeout;
+        let (mut any_live, mut min_active, mut highest) =
+            (false, None::<Timestamp>, Timestamp::MIN);
+        for p in self.partitions.values_mut().filter(|p| !p.ended) {
+            any_live = true;
+            p.marked_idle = timeout.is_some_and(|t| p.active_at + t <= now);
+            highest = highest.max(p.max);
+            if !p.marked_idle {
+                min_active = Some(min_active.map_or(p.max, |m| m.min(p.max)));
             }
         }
-        let live = || self.partitions.values().filter(|p| !p.ended);
-        let wm = match live().filter(|p| !p.marked_idle).map(|p| p.max).min() {
-            Some(wm) => wm,
-            None => {
-                // Every split is idle: none will move on its own. As in
-                // Flink, the watermark moves to the highest of theirs.
-                let last = live().map(|p| p.max).max().unwrap_or(Timestamp::MIN);
-                self.emit(last, out);
+        match min_active {
+            Some(wm) => self.emit(wm, out),
+            // Every split is idle: none will move on its own. As in Flink,
+            // the watermark moves to the highest of theirs.
+            None if any_live => {
+                self.emit(highest, out);
                 if !self.idle {
                     self.idle = true;
                     out.emit_idle();
                 }
-                return;
             }
-        };
-        self.emit(wm, out);
+            None => {}
+        }
     }
 
     fn emit(&mut self, wm: Timestamp, out: &mut Collector) {

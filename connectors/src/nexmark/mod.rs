@@ -321,12 +321,12 @@ impl SourceReader for NexmarkReader {
         let Some(split) = self.split else {
             return Ok(Poll::Pending);
         };
-        if let Some(ahead) = &self.ahead {
+        if let Some(ahead) = self.ahead.take() {
             if Instant::now() < ahead.due {
+                self.ahead = Some(ahead);
                 return Ok(Poll::Pending);
             }
-            let ahead = self.ahead.take().map(|a| a.batch);
-            return Ok(ahead.map_or(Poll::Pending, |b| Poll::Batch(split, b)));
+            return Ok(Poll::Batch(split, ahead.batch));
         }
         let from = self.source.next;
         match self

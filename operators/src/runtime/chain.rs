@@ -109,45 +109,39 @@ impl Chain {
             .map_err(|e| with_operator(op.as_ref(), e))
     }
 
-    /// Calls `hook` on the first operator and feeds what it emits to the
-    /// rest; without operators, `bare` goes straight out.
+    /// Calls `hook` on the first operator, if there is one, and feeds what
+    /// it emits to the rest.
     fn at_first(
         &mut self,
         hook: impl FnOnce(&mut dyn Operator, &mut Collector) -> Result<()>,
-        bare: Option<Emit>,
     ) -> Result<()> {
         let Some(op) = self.ops.first_mut() else {
-            return bare.map_or(Ok(()), |item| emit_to(&self.outputs, item));
+            return Ok(());
         };
         let mut out = Collector::default();
         hook(op.as_mut(), &mut out).map_err(|e| with_operator(op.as_ref(), e))?;
-        for item in out.take() {
-            count_out(self.stats.first(), &item);
-            self.push(1, item)?;
-        }
-        Ok(())
+        self.pass_on(0, out)
     }
 
     /// Feeds a source's batch, read from `partition`, to the first operator.
     pub(super) fn push_source(&mut self, partition: usize, batch: RecordBatch) -> Result<()> {
+        if self.ops.is_empty() {
+            return emit_to(&self.outputs, Emit::Data(batch));
+        }
         if let Some(s) = self.stats.first() {
             s.batch_in(batch.num_rows());
         }
-        let bare = Some(Emit::Data(batch.clone()));
-        self.at_first(
-            |op, out| op.process_partition_batch(partition, batch, out),
-            bare,
-        )
+        self.at_first(|op, out| op.process_partition_batch(partition, batch, out))
     }
 
     /// Tells the first operator that the source was given `partition`.
     pub(super) fn start_partition(&mut self, partition: usize, split: &str) -> Result<()> {
-        self.at_first(|op, out| op.start_partition(partition, split, out), None)
+        self.at_first(|op, out| op.start_partition(partition, split, out))
     }
 
     /// Tells the first operator that the source's `partition` ended.
     pub(super) fn end_partition(&mut self, partition: usize) -> Result<()> {
-        self.at_first(|op, out| op.end_partition(partition, out), None)
+        self.at_first(|op, out| op.end_partition(partition, out))
     }
 
     /// The earliest timer any operator asked for.
@@ -155,9 +149,10 @@ impl Chain {
         self.ops.iter().filter_map(|op| op.next_timer()).min()
     }
 
-    /// Calls `on_timer` on every operator whose timer is due, first to
+    /// Calls `on_timer` on every operator whose timer is due now, first to
     /// last, passing what each emits down the chain.
-    pub(super) fn fire_timers(&mut self, now: Instant) -> Result<()> {
+    pub(super) fn fire_timers(&mut self) -> Result<()> {
+        let now = Instant::now();
         for level in 0..self.ops.len() {
             let op = &mut self.ops[level];
             if op.next_timer().is_none_or(|t| t > now) {

@@ -147,6 +147,7 @@ impl SplitAssigner {
                 },
             );
         }
+        assigner.added.store(state.splits.len(), Ordering::Release);
         drop(state);
         Ok(assigner)
     }
@@ -236,11 +237,6 @@ impl SplitAssigner {
         let new = total.saturating_sub(state.sized);
         state.sized = total;
         new
-    }
-
-    /// A subtask read all its splits; true when it was the last.
-    fn finish_reader(&self) -> bool {
-        self.reading.fetch_sub(1, Ordering::AcqRel) == 1
     }
 
     fn all_finished(&self) -> bool {
@@ -350,7 +346,7 @@ impl SourceTask<'_> {
             self.done = true;
             // End of this subtask's input: close every window it holds back.
             chain.push(0, Emit::Watermark(MAX_WATERMARK))?;
-            self.assigner.finish_reader();
+            self.assigner.reading.fetch_sub(1, Ordering::AcqRel);
             return Ok(());
         }
         if self.held.is_empty() && !self.idle {
@@ -409,9 +405,7 @@ pub(crate) fn run_source(
         if ctx.subtask == 0 {
             assigner.discover()?;
         }
-        if chain.next_timer().is_some_and(|t| t <= Instant::now()) {
-            chain.fire_timers(Instant::now())?;
-        }
+        chain.fire_timers()?;
         if task.done {
             if assigner.all_finished() {
                 return chain.close();

@@ -119,7 +119,7 @@ pub fn run_task(
             break;
         }
         let Some((idx, msg)) = receive(&receivers, &readable, chain.next_timer())? else {
-            chain.fire_timers(Instant::now())?;
+            chain.fire_timers()?;
             continue;
         };
         match msg {
@@ -165,9 +165,7 @@ pub fn run_task(
         if state.ended.iter().all(|&e| e) {
             break;
         }
-        if chain.next_timer().is_some_and(|t| t <= Instant::now()) {
-            chain.fire_timers(Instant::now())?;
-        }
+        chain.fire_timers()?;
     }
     chain.close()
 }
