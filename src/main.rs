@@ -161,6 +161,10 @@ fn run_file(
     if jobs.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
+    // A script's INSERTs run as one job reading each source once, as a
+    // statement set does; bare SELECTs print one after another.
+    let (mut jobs, writes): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.is_select);
+    jobs.extend(Job::merge(writes));
     let (state_root, temporary) = match state_dir {
         Some(dir) => (dir, false),
         None => (

@@ -66,7 +66,7 @@ fn an_unknown_table_is_reported_with_suggestions() {
     let err = stderr(&out);
     assert!(
         err.starts_with(
-            "error: unknown table 'bid' (did you mean 'bids'?); sources: bids\n --> q.sql:3:21\n"
+            "error: unknown table 'bid' (did you mean 'bids'?); tables: bids\n --> q.sql:3:21\n"
         ),
         "{err}"
     );

@@ -175,14 +175,7 @@ fn batch_context() -> SessionContext {
 }
 
 fn batch_answer(sql: &str) -> Vec<String> {
-    let ctx = batch_context();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let batches = runtime
-        .block_on(async { ctx.sql(sql).await?.collect().await })
-        .unwrap_or_else(|e| panic!("DataFusion: {e}\n{sql}"));
-    common::render(&batches)
+    common::datafusion_answer(&batch_context(), sql)
 }
 
 /// Query `n` as eddy runs it (tests/nexmark/qN.sql over ddl.sql), bounded.

@@ -15,14 +15,17 @@
 //! `eddy-operators`.
 
 pub mod blackhole;
+pub mod datagen;
 pub mod file;
 pub mod format;
 mod materialize;
 pub mod memory;
 pub mod nexmark;
 pub mod options;
+pub mod print;
 pub mod registry;
 pub mod stdout;
+pub mod values;
 
 use std::sync::Arc;
 
@@ -74,7 +77,10 @@ pub(crate) fn builtin_connectors() -> Vec<Arc<dyn Connector>> {
         Arc::new(nexmark::NexmarkConnector),
         Arc::new(file::FileConnector),
         Arc::new(stdout::StdoutConnector),
+        Arc::new(print::PrintConnector),
         Arc::new(blackhole::BlackholeConnector),
+        Arc::new(values::ValuesConnector),
+        Arc::new(datagen::DatagenConnector),
     ]
 }
 

@@ -184,8 +184,36 @@ impl OptionDecl {
         self
     }
 
+    /// Whether `key` is this option: its name or an alias, where a `#`
+    /// segment of the name stands for any one segment of the key
+    /// (`fields.#.kind` is `fields.price.kind`).
     fn answers_to(&self, key: &str) -> bool {
-        self.name == key || self.aliases.contains(&key)
+        self.name == key || self.aliases.contains(&key) || self.pattern_matches(key)
+    }
+
+    fn pattern_matches(&self, key: &str) -> bool {
+        if !self.name.contains('#') {
+            return false;
+        }
+        let (mut want, mut got) = (self.name.split('.'), key.split('.'));
+        loop {
+            match (want.next(), got.next()) {
+                (None, None) => return true,
+                (Some("#"), Some(g)) if !g.is_empty() => {}
+                (Some(w), Some(g)) if w == g => {}
+                _ => return false,
+            }
+        }
+    }
+
+    /// The name an option given as `key` is stored under: its canonical
+    /// name, or the key itself for a patterned option.
+    fn stored_name(&self, key: &str) -> String {
+        if self.name.contains('#') {
+            key.to_string()
+        } else {
+            self.name.to_string()
+        }
     }
 }
 
@@ -287,7 +315,7 @@ impl Declarations {
         given: &[(String, String)],
         role: Role,
     ) -> std::result::Result<Options, OptionError> {
-        let mut values = BTreeMap::new();
+        let mut values: BTreeMap<String, String> = BTreeMap::new();
         for (key, value) in given {
             let Some(decl) = self.find(key) else {
                 return Err(OptionError::Unknown {
@@ -311,12 +339,15 @@ impl Declarations {
                     expected,
                 });
             }
-            if values.insert(decl.name, value.trim().to_string()).is_some() {
+            if values
+                .insert(decl.stored_name(key), value.trim().to_string())
+                .is_some()
+            {
                 return Err(OptionError::Duplicate { key: key.clone() });
             }
         }
         for decl in &self.decls {
-            if decl.required && decl.role.admits(role) && !values.contains_key(decl.name) {
+            if decl.required && decl.role.admits(role) && !values.contains_key(decl.name as &str) {
                 return Err(OptionError::Missing {
                     name: decl.name.to_string(),
                     owner: self.owner.clone(),
@@ -325,13 +356,11 @@ impl Declarations {
             }
         }
         Ok(Options {
-            values: values
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+            values,
             defaults: self
                 .decls
                 .iter()
+                .filter(|d| !d.name.contains('#'))
                 .filter_map(|d| d.default.map(|v| (d.name.to_string(), v.to_string())))
                 .collect(),
         })

@@ -327,7 +327,7 @@ impl ConnectorRegistry {
     }
 
     /// The connectors usable as `role`, for messages.
-    fn names(&self, role: Role) -> String {
+    pub fn names(&self, role: Role) -> String {
         let names: Vec<String> = self
             .iter()
             .filter(|c| match role {

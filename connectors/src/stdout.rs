@@ -15,18 +15,14 @@ use crate::options::{OptionDecl, OptionType, Options};
 use crate::registry::{Connector, ConnectorContext};
 use crate::{ConnectorError, Result};
 
-/// `connector = 'stdout'` (also `print`, Flink's name): rows on the
-/// terminal.
+/// `connector = 'stdout'`: rows on the terminal (Flink's `print` is
+/// [`crate::print`]).
 #[derive(Debug)]
 pub struct StdoutConnector;
 
 impl Connector for StdoutConnector {
     fn name(&self) -> &'static str {
         "stdout"
-    }
-
-    fn aliases(&self) -> &'static [&'static str] {
-        &["print"]
     }
 
     fn help(&self) -> &'static str {

@@ -44,6 +44,7 @@ pub mod source;
 pub mod state;
 #[cfg(test)]
 mod test_support;
+pub mod union;
 pub mod watermark;
 pub mod windows;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::operator::{Collector, Operator};
@@ -76,7 +76,13 @@ impl Operator for ProjectOperator {
                     .and_then(|v| v.into_array(batch.num_rows()))
             })
             .collect::<datafusion::error::Result<Vec<_>>>()?;
-        out.collect(RecordBatch::try_new(self.schema.clone(), columns)?);
+        // No columns (what `COUNT(*)` reads): the batch keeps its row count.
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        out.collect(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &options,
+        )?);
         Ok(())
     }
 }

@@ -48,11 +48,14 @@ pub enum StatementKind {
     /// `CREATE [MATERIALIZED] VIEW name [(columns)] AS query`.
     CreateView(CreateView),
     Insert(Insert),
+    /// `EXECUTE STATEMENT SET BEGIN insert; ... END` (or `BEGIN STATEMENT
+    /// SET; ... END`): the INSERTs run as one job.
+    StatementSet(Vec<Insert>),
     Query(Query),
     Explain(Box<Statement>),
-    /// `DROP SOURCE|SINK|VIEW|MATERIALIZED VIEW [IF EXISTS] name`.
+    /// `DROP SOURCE|TABLE|SINK|VIEW|MATERIALIZED VIEW [IF EXISTS] name`.
     Drop(Drop),
-    /// `SHOW SOURCES|SINKS|VIEWS|JOBS`.
+    /// `SHOW SOURCES|TABLES|SINKS|VIEWS|JOBS|CONNECTORS`.
     Show(ShowKind),
     /// `DESCRIBE name`.
     Describe(Ident),
@@ -66,6 +69,9 @@ pub enum StatementKind {
 pub struct CreateView {
     pub name: Ident,
     pub materialized: bool,
+    /// `CREATE [TEMPORARY] VIEW IF NOT EXISTS`.
+    #[serde(default)]
+    pub if_not_exists: bool,
     pub columns: Vec<Ident>,
     pub query: Query,
 }
@@ -73,6 +79,8 @@ pub struct CreateView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ObjectKind {
     Source,
+    /// `DROP TABLE`: a source, a sink or both.
+    Table,
     Sink,
     View,
     MaterializedView,
@@ -82,6 +90,7 @@ impl ObjectKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ObjectKind::Source => "SOURCE",
+            ObjectKind::Table => "TABLE",
             ObjectKind::Sink => "SINK",
             ObjectKind::View => "VIEW",
             ObjectKind::MaterializedView => "MATERIALIZED VIEW",
@@ -99,6 +108,8 @@ pub struct Drop {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ShowKind {
     Sources,
+    /// Flink's `SHOW TABLES`: every source and sink.
+    Tables,
     Sinks,
     Views,
     Jobs,
@@ -109,6 +120,7 @@ impl ShowKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ShowKind::Sources => "SOURCES",
+            ShowKind::Tables => "TABLES",
             ShowKind::Sinks => "SINKS",
             ShowKind::Views => "VIEWS",
             ShowKind::Jobs => "JOBS",
@@ -117,12 +129,22 @@ impl ShowKind {
     }
 }
 
-/// `CREATE SOURCE name (columns [, WATERMARK FOR col AS expr]) WITH (options)`
-/// (also spelled `CREATE TABLE`, as in Flink).
+/// `CREATE SOURCE name (columns [, WATERMARK FOR col AS expr]) WITH (options)`,
+/// or Flink's `CREATE [TEMPORARY] TABLE [IF NOT EXISTS] name (...)
+/// [PARTITIONED BY (cols)] WITH (...)`: a table is read, written or both,
+/// as its connector allows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreateSource {
     pub name: Ident,
+    /// Spelled `CREATE TABLE`: also a sink when the connector writes.
+    #[serde(default)]
+    pub table: bool,
+    #[serde(default)]
+    pub if_not_exists: bool,
     pub columns: Vec<ColumnDef>,
+    /// `PARTITIONED BY (a, b)` (a table written by a file sink).
+    #[serde(default)]
+    pub partitioned_by: Vec<Ident>,
     pub watermark: Option<Watermark>,
     /// `PRIMARY KEY (cols) NOT ENFORCED`.
     pub primary_key: Vec<Ident>,
@@ -142,18 +164,42 @@ pub struct CreateSink {
     pub query: Option<Query>,
 }
 
-/// `INSERT INTO sink query`.
+/// `INSERT INTO sink [(columns)] query` (the query may be `VALUES ...`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Insert {
     pub target: Ident,
+    /// `INSERT INTO t (a, b) ...`: the columns written, in the query's order.
+    #[serde(default)]
+    pub columns: Vec<Ident>,
     pub query: Query,
+    pub span: Span,
 }
 
+/// A column of a CREATE statement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ColumnDef {
     pub name: Ident,
-    pub data_type: DataType,
+    pub kind: ColumnKind,
     pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ColumnKind {
+    /// `name TYPE [NOT NULL]`: read from (and written to) the connector.
+    Physical(DataType),
+    /// `name AS expr`: computed from the other columns when read, not
+    /// written.
+    Computed(Expr),
+}
+
+impl ColumnDef {
+    /// The declared type of a physical column.
+    pub fn data_type(&self) -> Option<&DataType> {
+        match &self.kind {
+            ColumnKind::Physical(t) => Some(t),
+            ColumnKind::Computed(_) => None,
+        }
+    }
 }
 
 /// `WATERMARK FOR column AS expr`.
@@ -178,7 +224,7 @@ pub struct SqlOption {
     pub value_span: Span,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataType {
     pub kind: DataTypeKind,
     pub span: Span,
@@ -204,6 +250,19 @@ pub enum DataTypeKind {
     Timestamp {
         precision: Option<u8>,
     },
+    /// `ROW<name TYPE, ...>` (or `ROW(name TYPE, ...)`): a nested record.
+    Row(Vec<RowField>),
+    /// `ARRAY<TYPE>`.
+    Array(Box<DataType>),
+    /// `MAP<KEY, VALUE>`.
+    Map(Box<DataType>, Box<DataType>),
+}
+
+/// A field of a `ROW<...>` type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowField {
+    pub name: Ident,
+    pub data_type: DataType,
 }
 
 /// A query: `[WITH ctes] body [ORDER BY ..] [LIMIT n]`.
@@ -226,13 +285,23 @@ pub struct Cte {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SetExpr {
     Select(Box<Select>),
-    /// `left UNION ALL right`.
-    UnionAll {
+    /// `left UNION [ALL] right`.
+    Union {
         left: Box<SetExpr>,
         right: Box<SetExpr>,
+        /// `UNION ALL` keeps duplicates; `UNION` removes them.
+        all: bool,
     },
+    /// `VALUES (a, b), (c, d)`: a bounded table of literal rows.
+    Values(Values),
     /// `( query )` as an operand of a set operation.
     Query(Box<Query>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Values {
+    pub rows: Vec<Vec<Expr>>,
+    pub span: Span,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

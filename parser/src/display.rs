@@ -48,6 +48,15 @@ impl Display for DataType {
             DataTypeKind::Date => f.write_str("DATE"),
             DataTypeKind::Timestamp { precision: None } => f.write_str("TIMESTAMP"),
             DataTypeKind::Timestamp { precision: Some(p) } => write!(f, "TIMESTAMP({p})"),
+            DataTypeKind::Row(fields) => {
+                let fields: Vec<String> = fields
+                    .iter()
+                    .map(|r| format!("{} {}", r.name, r.data_type))
+                    .collect();
+                write!(f, "ROW<{}>", fields.join(", "))
+            }
+            DataTypeKind::Array(t) => write!(f, "ARRAY<{t}>"),
+            DataTypeKind::Map(k, v) => write!(f, "MAP<{k}, {v}>"),
         }
     }
 }
@@ -328,7 +337,18 @@ impl Display for SetExpr {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         match self {
             SetExpr::Select(s) => write!(f, "{s}"),
-            SetExpr::UnionAll { left, right } => write!(f, "{left} UNION ALL {right}"),
+            SetExpr::Union { left, right, all } => {
+                let all = if *all { " ALL" } else { "" };
+                write!(f, "{left} UNION{all} {right}")
+            }
+            SetExpr::Values(v) => {
+                let rows: Vec<String> = v
+                    .rows
+                    .iter()
+                    .map(|r| format!("({})", list(r, ", ")))
+                    .collect();
+                write!(f, "VALUES {}", rows.join(", "))
+            }
             SetExpr::Query(q) => write!(f, "({q})"),
         }
     }
@@ -368,9 +388,20 @@ impl Display for SqlOption {
 
 fn columns(cols: &[ColumnDef]) -> String {
     cols.iter()
-        .map(|c| format!("{} {}", c.name, c.data_type))
+        .map(|c| match &c.kind {
+            ColumnKind::Physical(t) => format!("{} {t}", c.name),
+            ColumnKind::Computed(e) => format!("{} AS {e}", c.name),
+        })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn insert(i: &Insert) -> String {
+    let mut out = format!("INSERT INTO {}", i.target);
+    if !i.columns.is_empty() {
+        out.push_str(&format!(" ({})", list(&i.columns, ", ")));
+    }
+    format!("{out} {}", i.query)
 }
 
 impl Display for Statement {
@@ -388,13 +419,22 @@ impl Display for Statement {
                     parts.push(format!("WATERMARK FOR {} AS {}", w.column, w.expr));
                 }
                 let parts: Vec<String> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+                let what = if s.table { "TABLE" } else { "SOURCE" };
+                let if_not_exists = if s.if_not_exists {
+                    "IF NOT EXISTS "
+                } else {
+                    ""
+                };
                 write!(
                     f,
-                    "CREATE SOURCE {} ({}) WITH ({})",
+                    "CREATE {what} {if_not_exists}{} ({})",
                     s.name,
-                    parts.join(", "),
-                    list(&s.options, ", ")
-                )
+                    parts.join(", ")
+                )?;
+                if !s.partitioned_by.is_empty() {
+                    write!(f, " PARTITIONED BY ({})", list(&s.partitioned_by, ", "))?;
+                }
+                write!(f, " WITH ({})", list(&s.options, ", "))
             }
             StatementKind::CreateSink(s) => {
                 write!(f, "CREATE SINK {}", s.name)?;
@@ -412,13 +452,25 @@ impl Display for Statement {
             }
             StatementKind::CreateView(v) => {
                 let m = if v.materialized { "MATERIALIZED " } else { "" };
-                write!(f, "CREATE {m}VIEW {}", v.name)?;
+                let if_not_exists = if v.if_not_exists {
+                    "IF NOT EXISTS "
+                } else {
+                    ""
+                };
+                write!(f, "CREATE {m}VIEW {if_not_exists}{}", v.name)?;
                 if !v.columns.is_empty() {
                     write!(f, " ({})", list(&v.columns, ", "))?;
                 }
                 write!(f, " AS {}", v.query)
             }
-            StatementKind::Insert(i) => write!(f, "INSERT INTO {} {}", i.target, i.query),
+            StatementKind::Insert(i) => f.write_str(&insert(i)),
+            StatementKind::StatementSet(inserts) => {
+                f.write_str("EXECUTE STATEMENT SET BEGIN ")?;
+                for i in inserts {
+                    write!(f, "{}; ", insert(i))?;
+                }
+                f.write_str("END")
+            }
             StatementKind::Query(q) => write!(f, "{q}"),
             StatementKind::Explain(s) => write!(f, "EXPLAIN {s}"),
             StatementKind::Drop(d) => {

@@ -238,7 +238,7 @@ fn create_source_with_watermark() {
     let cols: Vec<_> = src
         .columns
         .iter()
-        .map(|c| (c.name.value.as_str(), c.data_type.kind.clone()))
+        .map(|c| (c.name.value.as_str(), c.data_type().unwrap().kind.clone()))
         .collect();
     assert_eq!(
         cols,
@@ -338,7 +338,7 @@ fn syntax_errors_point_at_the_mistake() {
     );
     assert_error(
         "SELEC a FROM t",
-        "expected a statement (CREATE, INSERT, SELECT, WITH, EXPLAIN, DROP, SHOW, DESCRIBE or SET), found 'SELEC'",
+        "expected a statement (CREATE, INSERT, EXECUTE STATEMENT SET, SELECT, WITH, EXPLAIN, DROP, SHOW, DESCRIBE or SET), found 'SELEC'",
         0,
     );
     assert_error("SELECT a, FROM t", "expected expression, found 'FROM'", 10);
@@ -350,7 +350,7 @@ fn syntax_errors_point_at_the_mistake() {
     assert_error("SELECT (a + 1 FROM t", "expected ')', found 'FROM'", 14);
     assert_error(
         "CREATE SOURCE s (a BIGINTT) WITH (x = 'y')",
-        "unknown data type 'bigintt' (expected BOOLEAN, TINYINT, SMALLINT, INT, BIGINT, FLOAT, DOUBLE, DECIMAL(p, s), VARCHAR, BYTES, DATE or TIMESTAMP(p))",
+        "unknown data type 'bigintt' (expected BOOLEAN, TINYINT, SMALLINT, INT, BIGINT, FLOAT, DOUBLE, DECIMAL(p, s), VARCHAR, BYTES, DATE, TIMESTAMP(p), ROW<...>, ARRAY<t> or MAP<k, v>)",
         19,
     );
     assert_error(
@@ -444,7 +444,10 @@ fn joins_subqueries_ctes_and_unions() {
     assert_eq!(q.with[0].alias.name.value, "hot");
     assert_eq!(q.order_by[0].asc, Some(false));
     assert!(q.limit.is_some());
-    let SetExpr::UnionAll { left, .. } = &q.body else {
+    let SetExpr::Union {
+        left, all: true, ..
+    } = &q.body
+    else {
         panic!("{:?}", q.body)
     };
     let SetExpr::Select(s) = left.as_ref() else {
@@ -580,4 +583,76 @@ fn sink_partitioned_by_columns() {
         panic!()
     };
     assert_eq!(again.partitioned_by.len(), 2);
+}
+
+#[test]
+fn flink_table_with_rows_and_a_computed_time_attribute() {
+    let sql = "CREATE TEMPORARY TABLE IF NOT EXISTS nexmark (
+        event_type INT,
+        person ROW<id BIGINT, name VARCHAR, dateTime TIMESTAMP(3)>,
+        tags ARRAY<STRING>, attrs MAP<STRING, BIGINT NOT NULL>,
+        dateTime AS CASE WHEN event_type = 0 THEN person.dateTime END,
+        WATERMARK FOR dateTime AS dateTime - INTERVAL '4' SECOND
+    ) PARTITIONED BY (event_type) WITH ('connector' = 'nexmark')";
+    let stmts = parse_statements(sql).unwrap();
+    let StatementKind::CreateSource(t) = &stmts[0].kind else {
+        panic!("{stmts:?}")
+    };
+    assert!(t.table && t.if_not_exists);
+    assert_eq!(t.partitioned_by[0].value, "event_type");
+    let DataTypeKind::Row(fields) = &t.columns[1].data_type().unwrap().kind else {
+        panic!("{:?}", t.columns[1])
+    };
+    let names: Vec<&str> = fields.iter().map(|f| f.name.value.as_str()).collect();
+    assert_eq!(names, ["id", "name", "datetime"]);
+    assert!(matches!(
+        t.columns[2].data_type().unwrap().kind,
+        DataTypeKind::Array(_)
+    ));
+    assert!(matches!(
+        t.columns[3].data_type().unwrap().kind,
+        DataTypeKind::Map(..)
+    ));
+    let ColumnKind::Computed(e) = &t.columns[4].kind else {
+        panic!("{:?}", t.columns[4])
+    };
+    assert!(matches!(e.kind, ExprKind::Case { .. }));
+    assert_eq!(t.watermark.as_ref().unwrap().column.value, "datetime");
+    // Printing round-trips.
+    let again = parse_statements(&stmts[0].to_string()).unwrap();
+    assert_eq!(again[0].to_string(), stmts[0].to_string());
+}
+
+#[test]
+fn statement_sets_inserts_with_columns_values_and_union() {
+    let sql = "EXECUTE STATEMENT SET BEGIN
+          INSERT INTO a SELECT x FROM t;
+          INSERT INTO b (y, z) VALUES (1, 'one'), (2, 'two');
+        END;
+        BEGIN STATEMENT SET;
+          INSERT INTO a SELECT x FROM t UNION SELECT x FROM u;
+        END";
+    let stmts = parse_statements(sql).unwrap();
+    let StatementKind::StatementSet(set) = &stmts[0].kind else {
+        panic!("{stmts:?}")
+    };
+    assert_eq!(set.len(), 2);
+    assert_eq!(set[1].columns.len(), 2);
+    let SetExpr::Values(v) = &set[1].query.body else {
+        panic!("{:?}", set[1].query.body)
+    };
+    assert_eq!((v.rows.len(), v.rows[0].len()), (2, 2));
+    let StatementKind::StatementSet(set) = &stmts[1].kind else {
+        panic!("{stmts:?}")
+    };
+    assert!(matches!(
+        set[0].query.body,
+        SetExpr::Union { all: false, .. }
+    ));
+    // Printing round-trips.
+    for s in &stmts {
+        let printed = s.to_string();
+        let again = parse_statements(&printed).unwrap();
+        assert_eq!(again[0].to_string(), printed);
+    }
 }

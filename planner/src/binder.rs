@@ -133,6 +133,27 @@ pub(crate) fn sql_type(t: &ast::DataType) -> DataType {
             };
             DataType::Timestamp(unit, None)
         }
+        DataTypeKind::Row(fields) => DataType::Struct(
+            fields
+                .iter()
+                .map(|f| Field::new(&f.name.value, sql_type(&f.data_type), true))
+                .collect(),
+        ),
+        DataTypeKind::Array(t) => DataType::new_list(sql_type(t), true),
+        DataTypeKind::Map(k, v) => DataType::Map(
+            Arc::new(Field::new(
+                "entries",
+                DataType::Struct(
+                    vec![
+                        Field::new("key", sql_type(k), false),
+                        Field::new("value", sql_type(v), true),
+                    ]
+                    .into(),
+                ),
+                false,
+            )),
+            false,
+        ),
     }
 }
 
@@ -224,9 +245,15 @@ impl Binder<'_> {
             }
             vec![Expr::Literal(ScalarValue::Int64(Some(1)), None)]
         } else {
-            args.iter()
+            let mut bound: Vec<Expr> = args
+                .iter()
                 .map(|a| self.bind(a, scope, AggMode::Forbidden("aggregate arguments")))
-                .collect::<Result<_>>()?
+                .collect::<Result<_>>()?;
+            // Flink's LISTAGG(x) separates with a comma.
+            if name.value == "listagg" && bound.len() == 1 {
+                bound.push(Expr::Literal(ScalarValue::Utf8(Some(",".into())), None));
+            }
+            bound
         };
         let filter = match filter {
             Some(f) => Some((
@@ -249,7 +276,7 @@ impl Binder<'_> {
         let bind = |x: &ast::Expr| self.bind(x, scope, aggs);
         let boxed = |x: &ast::Expr| bind(x).map(Box::new);
         Ok(match &e.kind {
-            ExprKind::Identifier(parts) => Expr::Column(self.resolve(parts, scope, e.span)?),
+            ExprKind::Identifier(parts) => self.identifier(parts, scope, e.span)?,
             ExprKind::Literal(lit) => self.literal(lit, e)?,
             ExprKind::Nested(inner) => bind(inner)?,
             ExprKind::Binary { op, left, right } => {
@@ -381,6 +408,16 @@ impl Binder<'_> {
             return self.aggregate_output(e, scope, aggs);
         }
         let Some(udf) = self.functions.scalar(&name.value) else {
+            if crate::functions::flink::NOT_SUPPORTED.contains(&name.value.as_str()) {
+                return Err(PlanError {
+                    kind: crate::error::PlanErrorKind::NotSupported,
+                    message: format!(
+                        "function '{}' is not supported yet",
+                        name.value.to_uppercase()
+                    ),
+                    span: Some(name.span),
+                });
+            }
             let hint = did_you_mean(&suggestions(&name.value, self.functions.names()));
             return Err(PlanError::user(
                 format!("unknown function '{}'{hint}", name.value),
@@ -420,14 +457,66 @@ impl Binder<'_> {
                 Operator::Plus,
                 Expr::Literal(ScalarValue::Int32(Some(1)), None),
             ),
-            ("timestampadd" | "timestampdiff", _) => {
-                return Err(PlanError::not_supported(
-                    format!("the function {}", name.value.to_uppercase()),
-                    name.span,
-                ));
+            // `ROW(a, b)`: a record with Flink's field names.
+            ("row", args) if !args.is_empty() => {
+                let udf = self
+                    .functions
+                    .scalar("named_struct")
+                    .ok_or_else(|| PlanError::internal("named_struct is missing"))?;
+                let mut fields = Vec::new();
+                for (i, a) in args.iter().enumerate() {
+                    fields.push(Expr::Literal(
+                        ScalarValue::Utf8(Some(format!("EXPR${i}"))),
+                        None,
+                    ));
+                    fields.push(bind(a)?);
+                }
+                Expr::ScalarFunction(ScalarFunction::new_udf(udf, fields))
             }
+            // Flink's time conversions, with its default pattern
+            // `yyyy-MM-dd HH:mm:ss` and Java patterns given as literals.
+            ("to_timestamp", [s]) => self.call("to_timestamp_millis", vec![bind(s)?])?,
+            ("to_timestamp", [s, f]) => {
+                let f = java_pattern_literal(f)?;
+                self.call("to_timestamp_millis", vec![bind(s)?, f])?
+            }
+            ("unix_timestamp", []) => {
+                let now = self.call("now", vec![])?;
+                self.call("to_unixtime", vec![now])?
+            }
+            ("unix_timestamp", [s]) => self.call(
+                "to_unixtime",
+                vec![bind(s)?, string_literal("%Y-%m-%d %H:%M:%S")],
+            )?,
+            ("unix_timestamp", [s, f]) => {
+                let f = java_pattern_literal(f)?;
+                self.call("to_unixtime", vec![bind(s)?, f])?
+            }
+            ("from_unixtime", [n, rest @ ..]) if rest.len() <= 1 => {
+                let time = self.call("to_timestamp_seconds", vec![bind(n)?])?;
+                let pattern = match rest {
+                    [f] => bind(f)?,
+                    _ => string_literal("yyyy-MM-dd HH:mm:ss"),
+                };
+                self.call("date_format", vec![time, pattern])?
+            }
+            // `IF(condition, then, else)`.
+            ("if", [c, t, f]) => Expr::Case(Case::new(
+                None,
+                vec![(Box::new(bind(c)?), Box::new(bind(t)?))],
+                Some(Box::new(bind(f)?)),
+            )),
             _ => return Ok(None),
         }))
+    }
+
+    /// A call of the scalar function `name`.
+    fn call(&self, name: &str, args: Vec<Expr>) -> Result<Expr> {
+        let udf = self
+            .functions
+            .scalar(name)
+            .ok_or_else(|| PlanError::internal(format!("{name} is missing")))?;
+        Ok(Expr::ScalarFunction(ScalarFunction::new_udf(udf, args)))
     }
 
     /// An aggregate call where `aggs` allows one: the output column of the
@@ -452,6 +541,62 @@ impl Binder<'_> {
                 }
             }
         }
+    }
+
+    /// A column, or a field of a `ROW` column: `person.id`, `t.person.id`
+    /// (a table's name comes first when it is one).
+    fn identifier(&self, parts: &[ast::Ident], scope: &Scope, span: Span) -> Result<Expr> {
+        let is_column = |name: &str| {
+            scope
+                .tables
+                .iter()
+                .any(|t| t.columns.iter().any(|(c, _)| c == name))
+        };
+        let column_parts = match parts {
+            [q, ..] if scope.table(&q.value).is_some() => 2,
+            [c, ..] if is_column(&c.value) => 1,
+            // Neither: the error of a `table.column` name.
+            _ => parts.len(),
+        };
+        if parts.len() <= column_parts {
+            return Ok(Expr::Column(self.resolve(parts, scope, span)?));
+        }
+        let mut expr = Expr::Column(self.resolve(&parts[..column_parts], scope, span)?);
+        let get_field = self
+            .functions
+            .scalar("get_field")
+            .ok_or_else(|| PlanError::internal("get_field is missing"))?;
+        for field in &parts[column_parts..] {
+            let (_, f) = expr
+                .to_field(&scope.schema)
+                .map_err(|e| PlanError::from(e).at(span))?;
+            let DataType::Struct(fields) = f.data_type() else {
+                return Err(PlanError::user(
+                    format!(
+                        "'{}' is not a table or a ROW column (it is {})",
+                        f.name(),
+                        f.data_type()
+                    ),
+                    field.span,
+                ));
+            };
+            if fields.find(&field.value).is_none() {
+                let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+                let hint = did_you_mean(&suggestions(&field.value, names.iter().copied()));
+                return Err(PlanError::user(
+                    format!(
+                        "unknown field '{}'{hint}; the ROW has fields: {}",
+                        field.value,
+                        names.join(", ")
+                    ),
+                    field.span,
+                ));
+            }
+            let name = Expr::Literal(ScalarValue::Utf8(Some(field.value.clone())), None);
+            expr =
+                Expr::ScalarFunction(ScalarFunction::new_udf(get_field.clone(), vec![expr, name]));
+        }
+        Ok(expr)
     }
 
     fn resolve(&self, parts: &[ast::Ident], scope: &Scope, span: Span) -> Result<Column> {
@@ -503,6 +648,23 @@ impl Binder<'_> {
 
 /// A constant date pattern or regex is checked when the query is planned,
 /// so that a typo is an error at its position rather than a failed job.
+fn string_literal(s: &str) -> Expr {
+    Expr::Literal(ScalarValue::Utf8(Some(s.to_string())), None)
+}
+
+/// A Java date pattern written as a string literal, as chrono's.
+fn java_pattern_literal(e: &ast::Expr) -> Result<Expr> {
+    let ExprKind::Literal(Literal::String(p)) = &e.kind else {
+        return Err(PlanError::not_supported(
+            "a date pattern that is not a string literal",
+            e.span,
+        ));
+    };
+    let chrono =
+        crate::functions::flink::java_date_pattern(p).map_err(|m| PlanError::user(m, e.span))?;
+    Ok(string_literal(&chrono))
+}
+
 fn check_constant_pattern(name: &str, args: &[ast::Expr], bound: &[Expr]) -> Result<()> {
     let check: fn(&str) -> std::result::Result<(), String> = match name {
         "date_format" => |p| crate::functions::flink::java_date_pattern(p).map(drop),

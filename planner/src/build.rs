@@ -24,6 +24,7 @@ use eddy_operators::session::SessionWindowOperator;
 use eddy_operators::sink::SinkOperator;
 use eddy_operators::temporal::TemporalJoinOperator;
 use eddy_operators::ttl::StateTtl;
+use eddy_operators::union::UnionOperator;
 use eddy_operators::updating::UpdatingAggregateOperator;
 use eddy_operators::watermark::WatermarkOperator;
 use eddy_operators::window::{WindowAggregateOperator, WindowAssigner};
@@ -104,6 +105,9 @@ fn operator(
             }))
         }
         NodeKind::OverAggregate(o) => over_aggregate(o, &input()?, env),
+        NodeKind::Union => Ok(Arc::new(move || {
+            Ok(Box::new(UnionOperator::new(schema.clone())) as Box<dyn Operator>)
+        })),
         NodeKind::Sink(s) => sink(s, graph, node, env, op_id, committers),
     }
 }
@@ -124,7 +128,15 @@ fn place(
         )));
     };
     let from_stage = stage_of[edge.from];
+    // A node read by several (a source shared by a statement set's
+    // INSERTs) ends its stage, which sends each batch to all of them.
     let fuse = edges.len() == 1
+        && graph
+            .edges
+            .iter()
+            .filter(|e| e.from == edge.from && e.port == 0)
+            .count()
+            == 1
         && edge.kind == EdgeKind::Forward
         && edge.port == 0
         && stages[from_stage].parallelism == node.parallelism
@@ -173,7 +185,9 @@ fn finish_stage(d: StageDraft) -> Stage {
 }
 
 /// Validates a plan's stored options again, with the registry this build
-/// has (a connector may be missing from it).
+/// has (a connector may be missing from it). A table's options may hold
+/// those of both roles (they were checked for each when declared), so
+/// either role's are accepted here; `role` is what the connector must do.
 fn revalidate(
     env: &BuildEnv,
     options: &std::collections::BTreeMap<String, String>,
@@ -183,9 +197,23 @@ fn revalidate(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    env.connectors
-        .validate(&given, role)
-        .map_err(|e| PlanError::internal(format!("the plan's connector options: {e}")))
+    let validated = env
+        .connectors
+        .validate(&given, Role::Both)
+        .map_err(|e| PlanError::internal(format!("the plan's connector options: {e}")))?;
+    let able = match role {
+        Role::Source => validated.connector.is_source(),
+        Role::Sink => validated.connector.is_sink(),
+        Role::Both => true,
+    };
+    if !able {
+        return Err(PlanError::internal(format!(
+            "the plan's connector '{}' cannot be used as a {}",
+            validated.connector.name(),
+            role.as_str()
+        )));
+    }
+    Ok(validated)
 }
 
 /// A source's stage. A table read twice (a self-join) is two sources:
@@ -560,6 +588,7 @@ fn stage_name(kind: &NodeKind) -> String {
         NodeKind::TemporalJoin(_) => "temporal-join".into(),
         NodeKind::Rank(_) => "topn".into(),
         NodeKind::OverAggregate(_) => "over".into(),
+        NodeKind::Union => "union".into(),
         NodeKind::Sink(s) => format!("sink:{}", s.name),
     }
 }

@@ -16,7 +16,11 @@ use crate::expr::ScalarExpr;
 #[derive(Debug, Clone)]
 pub struct SourceDef {
     pub name: String,
+    /// The table's columns, computed ones included, in declared order.
     pub schema: SchemaRef,
+    /// The columns the connector reads, and how the table's columns are
+    /// computed from them; `None` when there are no computed columns.
+    pub computed: Option<ComputedColumns>,
     pub watermark: Option<WatermarkDef>,
     /// The connector's name, as registered.
     pub connector: String,
@@ -29,6 +33,25 @@ pub struct SourceDef {
     /// key, for an event-time temporal join. Elsewhere they are read as
     /// they come (append-only), as in Flink.
     pub primary_key: Vec<String>,
+}
+
+/// A table with computed columns: the connector reads `physical`, and
+/// `exprs` (over those) make each of the table's columns.
+#[derive(Debug, Clone)]
+pub struct ComputedColumns {
+    pub physical: SchemaRef,
+    pub exprs: Vec<ScalarExpr>,
+}
+
+/// A view: a named query, planned where it is read.
+#[derive(Debug, Clone)]
+pub struct ViewDef {
+    pub name: String,
+    /// `CREATE VIEW v (a, b)`: the names of its columns.
+    pub columns: Vec<ast::Ident>,
+    pub query: ast::Query,
+    /// The text the query's spans point into.
+    pub sql: Arc<str>,
 }
 
 /// `WATERMARK FOR column AS expr`, bound over the source's columns.
@@ -50,10 +73,16 @@ pub struct SinkDef {
     pub guarantee: DeliveryGuarantee,
 }
 
+/// Tables are sources, sinks or both (one name in both maps); views are
+/// named queries.
 #[derive(Debug, Default, Clone)]
 pub struct Catalog {
     sources: BTreeMap<String, SourceDef>,
     sinks: BTreeMap<String, SinkDef>,
+    views: BTreeMap<String, ViewDef>,
+    /// Tables that are written and cannot be read as declared (a file
+    /// path still to be written): why, for the query that reads one.
+    unreadable: BTreeMap<String, String>,
 }
 
 /// The span of `WITH (...)`: from the first option to the last.
@@ -134,9 +163,23 @@ fn given_options(validated: &Validated) -> BTreeMap<String, String> {
     map
 }
 
+/// The schema of a column list's physical columns (computed ones are
+/// neither read nor written by a connector).
 pub(crate) fn columns_schema(columns: &[ast::ColumnDef]) -> Result<Schema> {
+    check_unique(columns)?;
+    Ok(Schema::new(
+        columns
+            .iter()
+            .filter_map(|c| {
+                let t = c.data_type()?;
+                Some(Field::new(&c.name.value, sql_type(t), true))
+            })
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn check_unique(columns: &[ast::ColumnDef]) -> Result<()> {
     let mut seen = HashSet::new();
-    let mut fields = Vec::new();
     for c in columns {
         if !seen.insert(c.name.value.clone()) {
             return Err(PlanError::user(
@@ -144,9 +187,96 @@ pub(crate) fn columns_schema(columns: &[ast::ColumnDef]) -> Result<Schema> {
                 c.name.span,
             ));
         }
-        fields.push(Field::new(&c.name.value, sql_type(&c.data_type), true));
     }
-    Ok(Schema::new(fields))
+    Ok(())
+}
+
+/// A table's columns, bound: what the connector reads, the table's own
+/// columns, and how they are computed when some are.
+fn bind_columns(
+    s: &ast::CreateSource,
+    binder: &Binder<'_>,
+) -> Result<(SchemaRef, SchemaRef, Option<ComputedColumns>)> {
+    let physical = Arc::new(columns_schema(&s.columns)?);
+    if s.columns.iter().all(|c| c.data_type().is_some()) {
+        return Ok((physical.clone(), physical, None));
+    }
+    let df = DFSchema::try_from_qualified_schema(s.name.value.as_str(), &physical)?;
+    let scope = Scope::single(&s.name.value, &s.name.value, Arc::new(df));
+    let mut fields = Vec::new();
+    let mut exprs = Vec::new();
+    for c in &s.columns {
+        let (expr, field) = match &c.kind {
+            ast::ColumnKind::Physical(_) => {
+                let i = physical
+                    .index_of(&c.name.value)
+                    .map_err(|e| PlanError::internal(e.to_string()))?;
+                let field = physical.field(i).clone();
+                (ScalarExpr::column(c.name.value.clone(), i), field)
+            }
+            ast::ColumnKind::Computed(e) => {
+                let bound = binder.bind(e, &scope, AggMode::Forbidden("a computed column"))?;
+                let (bound, field) = coerce(bound, &scope.schema, e.span)?;
+                let expr = ScalarExpr::from_df(&bound, &scope.schema)?;
+                (expr, field.with_name(c.name.value.clone()))
+            }
+        };
+        exprs.push(expr);
+        fields.push(field);
+    }
+    let computed = ComputedColumns {
+        physical: physical.clone(),
+        exprs,
+    };
+    Ok((physical, Arc::new(Schema::new(fields)), Some(computed)))
+}
+
+/// `WATERMARK FOR column AS expr`, bound over the table's columns.
+fn bind_watermark(
+    s: &ast::CreateSource,
+    schema: &SchemaRef,
+    binder: &Binder<'_>,
+) -> Result<Option<WatermarkDef>> {
+    let Some(w) = &s.watermark else {
+        return Ok(None);
+    };
+    let field = schema.field_with_name(&w.column.value).map_err(|_| {
+        PlanError::user(
+            format!("WATERMARK FOR names unknown column '{}'", w.column.value),
+            w.column.span,
+        )
+    })?;
+    if !matches!(field.data_type(), DataType::Timestamp(..)) {
+        return Err(PlanError::user(
+            format!(
+                "the WATERMARK column '{}' must be a TIMESTAMP, not {}",
+                w.column.value,
+                field.data_type()
+            ),
+            w.column.span,
+        ));
+    }
+    let df = DFSchema::try_from_qualified_schema(s.name.value.as_str(), schema)?;
+    let scope = Scope::single(&s.name.value, &s.name.value, Arc::new(df));
+    let bound = binder.bind(
+        &w.expr,
+        &scope,
+        AggMode::Forbidden("a WATERMARK expression"),
+    )?;
+    let (expr, field) = coerce(bound, &scope.schema, w.expr.span)?;
+    if !matches!(field.data_type(), DataType::Timestamp(..)) {
+        return Err(PlanError::user(
+            format!(
+                "a WATERMARK expression must produce a TIMESTAMP, not {}",
+                field.data_type()
+            ),
+            w.expr.span,
+        ));
+    }
+    Ok(Some(WatermarkDef {
+        column: w.column.value.clone(),
+        expr: ScalarExpr::from_df(&expr, &scope.schema)?,
+    }))
 }
 
 impl Catalog {
@@ -166,6 +296,22 @@ impl Catalog {
         self.sinks.keys().map(String::as_str)
     }
 
+    pub fn view(&self, name: &str) -> Option<&ViewDef> {
+        self.views.get(name)
+    }
+
+    pub fn view_names(&self) -> impl Iterator<Item = &str> {
+        self.views.keys().map(String::as_str)
+    }
+
+    /// Every table (source or sink) and view name, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.source_names().chain(self.view_names()).collect();
+        names.extend(self.sink_names().filter(|n| !self.sources.contains_key(*n)));
+        names.sort_unstable();
+        names
+    }
+
     /// Removes a source; false if there was none.
     pub fn drop_source(&mut self, name: &str) -> bool {
         self.sources.remove(name).is_some()
@@ -176,8 +322,32 @@ impl Catalog {
         self.sinks.remove(name).is_some()
     }
 
+    /// Why a table that is written cannot be read, if it cannot.
+    pub fn unreadable(&self, name: &str) -> Option<&str> {
+        self.unreadable.get(name).map(String::as_str)
+    }
+
+    /// Removes a table, the source and the sink it is; false if there was
+    /// none.
+    pub fn drop_table(&mut self, name: &str) -> bool {
+        self.unreadable.remove(name);
+        let source = self.sources.remove(name).is_some();
+        self.sinks.remove(name).is_some() || source
+    }
+
+    /// Removes a view; false if there was none.
+    pub fn drop_view(&mut self, name: &str) -> bool {
+        self.views.remove(name).is_some()
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.sources.contains_key(name)
+            || self.sinks.contains_key(name)
+            || self.views.contains_key(name)
+    }
+
     fn check_free(&self, name: &ast::Ident) -> Result<()> {
-        if self.sources.contains_key(&name.value) || self.sinks.contains_key(&name.value) {
+        if self.exists(&name.value) {
             return Err(PlanError::user(
                 format!("'{}' is already defined", name.value),
                 name.span,
@@ -186,15 +356,39 @@ impl Catalog {
         Ok(())
     }
 
+    /// `CREATE VIEW`; false if it existed and `IF NOT EXISTS` was said.
+    pub(crate) fn create_view(&mut self, v: &ast::CreateView, sql: &Arc<str>) -> Result<bool> {
+        if v.if_not_exists && self.exists(&v.name.value) {
+            return Ok(false);
+        }
+        self.check_free(&v.name)?;
+        let view = ViewDef {
+            name: v.name.value.clone(),
+            columns: v.columns.clone(),
+            query: v.query.clone(),
+            sql: sql.clone(),
+        };
+        self.views.insert(v.name.value.clone(), view);
+        Ok(true)
+    }
+
+    /// `CREATE SOURCE`, or `CREATE TABLE`: a source if its connector reads,
+    /// and also a sink if it is a table and its connector writes. `options`
+    /// are the statement's, `PARTITIONED BY` among them.
     pub(crate) fn create_source(
         &mut self,
         s: &ast::CreateSource,
+        options: &[ast::SqlOption],
         binder: &Binder<'_>,
         registry: &ConnectorRegistry,
         span: Span,
     ) -> Result<String> {
+        let name = s.name.value.clone();
+        if s.if_not_exists && self.exists(&name) {
+            return Ok(name);
+        }
         self.check_free(&s.name)?;
-        let schema = Arc::new(columns_schema(&s.columns)?);
+        let (physical, schema, computed) = bind_columns(s, binder)?;
         for k in &s.primary_key {
             if schema.field_with_name(&k.value).is_err() {
                 return Err(PlanError::user(
@@ -203,65 +397,47 @@ impl Catalog {
                 ));
             }
         }
-        let watermark = match &s.watermark {
-            None => None,
-            Some(w) => {
-                let field = schema.field_with_name(&w.column.value).map_err(|_| {
-                    PlanError::user(
-                        format!("WATERMARK FOR names unknown column '{}'", w.column.value),
-                        w.column.span,
-                    )
-                })?;
-                if !matches!(field.data_type(), DataType::Timestamp(..)) {
-                    return Err(PlanError::user(
-                        format!(
-                            "the WATERMARK column '{}' must be a TIMESTAMP, not {}",
-                            w.column.value,
-                            field.data_type()
-                        ),
-                        w.column.span,
-                    ));
-                }
-                let df = DFSchema::try_from_qualified_schema(s.name.value.as_str(), &schema)?;
-                let scope = Scope::single(&s.name.value, &s.name.value, Arc::new(df));
-                let bound = binder.bind(
-                    &w.expr,
-                    &scope,
-                    AggMode::Forbidden("a WATERMARK expression"),
-                )?;
-                let (expr, field) = coerce(bound, &scope.schema, w.expr.span)?;
-                if !matches!(field.data_type(), DataType::Timestamp(..)) {
-                    return Err(PlanError::user(
-                        format!(
-                            "a WATERMARK expression must produce a TIMESTAMP, not {}",
-                            field.data_type()
-                        ),
-                        w.expr.span,
-                    ));
-                }
-                Some(WatermarkDef {
-                    column: w.column.value.clone(),
-                    expr: ScalarExpr::from_df(&expr, &scope.schema)?,
-                })
+        let watermark = bind_watermark(s, &schema, binder)?;
+        let role = if s.table { Role::Both } else { Role::Source };
+        let validated = validate_options(registry, options, role, span)?;
+        let (reads, writes) = (
+            validated.connector.is_source(),
+            s.table && validated.connector.is_sink(),
+        );
+        // A table read and written is checked for each use when it is
+        // used (INSERT checks the sink; as Flink, which validates a table
+        // as a source or a sink when it is read or written).
+        let sink = writes
+            .then(|| {
+                let schema = Some(physical.clone());
+                let checked = (!reads).then_some(registry);
+                sink_of(&s.name, schema, &validated, options, checked, span)
+            })
+            .transpose()?;
+        let provider = match reads.then(|| registry.source(&validated, &physical)) {
+            Some(Err(e)) if writes => {
+                self.unreadable.insert(name.clone(), e.to_string());
+                None
             }
+            Some(result) => Some(result.map_err(|e| connector_error(e, options, span))?),
+            None => None,
         };
-        let validated = validate_options(registry, &s.options, Role::Source, span)?;
-        let provider = registry
-            .source(&validated, &schema)
-            .map_err(|e| connector_error(e, &s.options, span))?;
-        let name = s.name.value.clone();
-        self.sources.insert(
-            name.clone(),
-            SourceDef {
+        if let Some(provider) = provider {
+            let def = SourceDef {
                 name: name.clone(),
                 schema,
+                computed,
                 watermark,
                 connector: validated.connector.name().to_string(),
                 options: given_options(&validated),
                 provider,
                 primary_key: s.primary_key.iter().map(|k| k.value.clone()).collect(),
-            },
-        );
+            };
+            self.sources.insert(name.clone(), def);
+        }
+        if let Some(sink) = sink {
+            self.sinks.insert(name.clone(), sink);
+        }
         Ok(name)
     }
 
@@ -289,19 +465,32 @@ impl Catalog {
         span: Span,
     ) -> Result<SinkDef> {
         let validated = validate_options(registry, options, Role::Sink, span)?;
-        if let Some(schema) = &schema {
-            // What only the connector can check (a partition column, a
-            // path), now rather than when the job starts.
-            registry
-                .sink(&validated, schema)
-                .map_err(|e| connector_error(e, options, span))?;
-        }
-        Ok(SinkDef {
-            name: name.value.clone(),
-            schema,
-            connector: validated.connector.name().to_string(),
-            guarantee: validated.connector.guarantee(&validated.options),
-            options: given_options(&validated),
-        })
+        sink_of(name, schema, &validated, options, Some(registry), span)
     }
+}
+
+/// A sink of validated options, checked by the connector now if
+/// `registry` is given.
+fn sink_of(
+    name: &ast::Ident,
+    schema: Option<SchemaRef>,
+    validated: &Validated,
+    options: &[ast::SqlOption],
+    registry: Option<&ConnectorRegistry>,
+    span: Span,
+) -> Result<SinkDef> {
+    if let (Some(schema), Some(registry)) = (&schema, registry) {
+        // What only the connector can check (a partition column, a
+        // path), now rather than when the job starts.
+        registry
+            .sink(validated, schema)
+            .map_err(|e| connector_error(e, options, span))?;
+    }
+    Ok(SinkDef {
+        name: name.value.clone(),
+        schema,
+        connector: validated.connector.name().to_string(),
+        guarantee: validated.connector.guarantee(&validated.options),
+        options: given_options(validated),
+    })
 }

@@ -81,6 +81,13 @@ impl Default for Functions {
                 aggregates.insert(name.to_lowercase(), f.clone());
             }
         }
+        // Flink's names for DataFusion's functions (LISTAGG's default
+        // separator is added by the binder).
+        for (flink, datafusion) in flink::AGGREGATE_ALIASES {
+            if let Some(f) = aggregates.get(*datafusion).cloned() {
+                aggregates.insert(flink.to_string(), f);
+            }
+        }
         Self {
             scalars,
             aggregates,

@@ -51,6 +51,9 @@ pub enum NodeKind {
     /// Top-N and deduplication (see [`eddy_operators::rank`]).
     Rank(RankSpec),
     OverAggregate(OverAggregateNode),
+    /// `UNION ALL`: the rows of every input (input 0, 1, ...), already
+    /// cast to this node's schema.
+    Union,
     Sink(SinkNode),
 }
 
@@ -282,6 +285,50 @@ pub enum EdgeKind {
 }
 
 impl PhysicalGraph {
+    /// One graph running every graph of `graphs` (a statement set's
+    /// INSERTs), where each node that computes the same thing from the same
+    /// inputs as one already there is that one: a source read by several
+    /// INSERTs is read once, and so is the view over it that they share.
+    /// Sinks are never shared: two INSERTs into one table both write.
+    pub fn merge(graphs: impl IntoIterator<Item = PhysicalGraph>) -> PhysicalGraph {
+        let mut out = PhysicalGraph::default();
+        for g in graphs {
+            // Node ids of `g` to ids of `out`; nodes come in topological order.
+            let mut ids = vec![usize::MAX; g.nodes.len()];
+            for node in g.nodes.iter().cloned() {
+                let inputs: Vec<PlanEdge> = g
+                    .input_edges(node.id)
+                    .into_iter()
+                    .map(|e| PlanEdge {
+                        from: ids[e.from],
+                        ..e.clone()
+                    })
+                    .collect();
+                let same = out.nodes.iter().find(|n| {
+                    !matches!(n.kind, NodeKind::Sink(_))
+                        && n.kind == node.kind
+                        && n.parallelism == node.parallelism
+                        && n.schema == node.schema
+                        && out
+                            .input_edges(n.id)
+                            .into_iter()
+                            .map(|e| (e.from, &e.kind, e.port, e.input))
+                            .eq(inputs.iter().map(|e| (e.from, &e.kind, e.port, e.input)))
+                });
+                if let Some(n) = same {
+                    ids[node.id] = n.id;
+                    continue;
+                }
+                let id = out.nodes.len();
+                ids[node.id] = id;
+                out.edges
+                    .extend(inputs.into_iter().map(|e| PlanEdge { to: id, ..e }));
+                out.nodes.push(PlanNode { id, ..node });
+            }
+        }
+        out
+    }
+
     pub fn node(&self, id: usize) -> Option<&PlanNode> {
         self.nodes.iter().find(|n| n.id == id)
     }
@@ -384,6 +431,7 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
         NodeKind::TemporalJoin(t) => describe_temporal_join(graph, node, t),
         NodeKind::Rank(r) => describe_rank(graph, node, r),
         NodeKind::OverAggregate(o) => describe_over_aggregate(graph, node, o),
+        NodeKind::Union => format!("Union of {} inputs", graph.input_edges(node.id).len()),
         NodeKind::Sink(s) => describe_sink(s),
     }
 }

@@ -41,9 +41,15 @@ fn column(name: &str, span: ast::Span) -> ast::Expr {
     }
 }
 
+/// A legacy group window over a subquery reads it as this `WITH` query.
+pub(crate) type Derived = (String, ast::Query, Vec<ast::Ident>);
+
 /// The query with its legacy group window rewritten, or `None` if it has
-/// none.
-pub(crate) fn rewrite_group_window(q: &ast::Select) -> Result<Option<ast::Select>> {
+/// none; over a subquery, also that subquery, which the rewritten query
+/// reads by name.
+pub(crate) fn rewrite_group_window(
+    q: &ast::Select,
+) -> Result<Option<(ast::Select, Option<Derived>)>> {
     let mut windows = q
         .group_by
         .iter()
@@ -57,13 +63,27 @@ pub(crate) fn rewrite_group_window(q: &ast::Select) -> Result<Option<ast::Select
             second.span,
         ));
     }
-    let table = match q.from.as_slice() {
+    let (table, derived) = match q.from.as_slice() {
         [t] => match &t.kind {
-            TableRefKind::Named(name) => name.clone(),
+            TableRefKind::Named(name) => (name.clone(), None),
+            TableRefKind::Subquery(sub) => {
+                let alias = t.alias.as_ref();
+                let name = alias.map_or_else(
+                    || ast::Ident {
+                        value: "subquery".into(),
+                        quoted: true,
+                        span: t.span,
+                    },
+                    |a| a.name.clone(),
+                );
+                let columns = alias.map(|a| a.columns.clone()).unwrap_or_default();
+                let derived = (name.value.clone(), sub.as_ref().clone(), columns);
+                (name, Some(derived))
+            }
             _ => {
                 return Err(PlanError::not_supported(
                     format!(
-                        "{}(...) in GROUP BY over anything but a table",
+                        "{}(...) in GROUP BY over a window table function (use one or the other)",
                         kind.as_str()
                     ),
                     call.span,
@@ -72,7 +92,10 @@ pub(crate) fn rewrite_group_window(q: &ast::Select) -> Result<Option<ast::Select
         },
         _ => {
             return Err(PlanError::not_supported(
-                format!("{}(...) in GROUP BY over a join", kind.as_str()),
+                format!(
+                    "{}(...) in GROUP BY over a join (name the join in a view or a subquery that keeps a time attribute)",
+                    kind.as_str()
+                ),
                 call.span,
             ));
         }
@@ -90,21 +113,28 @@ pub(crate) fn rewrite_group_window(q: &ast::Select) -> Result<Option<ast::Select
         }
     };
     let keys: Vec<&ast::Expr> = q.group_by.iter().filter(|g| *g != call).collect();
+    // A legacy session window is one per group key. The session operator
+    // keeps sessions per GROUP BY key, so naming the keys as partitions is
+    // only needed (and only possible) when they are all columns.
     let mut partition_by = Vec::new();
     if kind == WindowKind::Session {
         for k in &keys {
             match &k.kind {
                 ExprKind::Identifier(parts) => partition_by.push(parts[parts.len() - 1].clone()),
                 _ => {
-                    return Err(PlanError::not_supported(
-                        "a SESSION group window with a computed key",
-                        k.span,
-                    ));
+                    partition_by.clear();
+                    break;
                 }
             }
         }
     }
     let mut out = q.clone();
+    if derived.is_some() {
+        out.from[0].alias = Some(ast::TableAlias {
+            name: table.clone(),
+            columns: Vec::new(),
+        });
+    }
     out.from[0].kind = TableRefKind::Window(ast::WindowTvf {
         kind,
         table,
@@ -126,7 +156,7 @@ pub(crate) fn rewrite_group_window(q: &ast::Select) -> Result<Option<ast::Select
     if let Some(h) = &mut out.having {
         rewrite(h);
     }
-    Ok(Some(out))
+    Ok(Some((out, derived)))
 }
 
 /// `X_START(..)`, `X_END(..)`, `X_ROWTIME(..)` of the query's window kind

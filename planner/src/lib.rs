@@ -26,6 +26,7 @@ pub mod graph;
 mod legacy;
 mod plan;
 mod session;
+pub mod types;
 
 pub use build::{BuildEnv, build};
 pub use error::{PlanError, PlanErrorKind};

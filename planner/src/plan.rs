@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, DFSchema};
+use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::logical_expr::expr::{Cast, ScalarFunction};
 use datafusion::logical_expr::{Expr, Operator};
 use eddy_parser::ast::{self, ExprKind, SelectItem, SetExpr, Span, TableRefKind, WindowKind};
@@ -170,6 +170,93 @@ impl QueryPlan {
         self.items.iter().map(|(_, f, _)| f.clone()).collect()
     }
 
+    /// Renames the output columns to `columns` (`CREATE VIEW v (a, b)`,
+    /// `WITH w (a, b) AS`, `(...) AS t (a, b)`); nothing if empty. The time
+    /// attribute and window end follow their column.
+    pub fn rename(&mut self, columns: &[ast::Ident], what: &str) -> Result<()> {
+        if columns.is_empty() {
+            return Ok(());
+        }
+        if columns.len() != self.items.len() {
+            return Err(PlanError::user(
+                format!(
+                    "'{what}' names {} columns but its query produces {}",
+                    columns.len(),
+                    self.items.len()
+                ),
+                columns[0].span,
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (c, (_, field, _)) in columns.iter().zip(self.items.iter_mut()) {
+            if !seen.insert(c.value.as_str()) {
+                return Err(PlanError::user(
+                    format!("column '{}' is named twice", c.value),
+                    c.span,
+                ));
+            }
+            for attr in [&mut self.time_attribute, &mut self.window_end] {
+                if attr.as_deref() == Some(field.name().as_str()) {
+                    *attr = Some(c.value.clone());
+                }
+            }
+            *field = field.as_ref().clone().with_name(&c.value);
+        }
+        Ok(())
+    }
+
+    /// `INSERT INTO t (a, c) ...`: the query's columns go to `columns` of
+    /// `target`, in order; its other columns get NULL.
+    pub fn spread_into(
+        &mut self,
+        target: &Schema,
+        columns: &[ast::Ident],
+        table: &str,
+    ) -> Result<()> {
+        if columns.len() != self.items.len() {
+            return Err(PlanError::user(
+                format!(
+                    "the INSERT names {} columns of '{table}' but the query produces {}",
+                    columns.len(),
+                    self.items.len()
+                ),
+                columns.first().map_or(Span::default(), |c| c.span),
+            ));
+        }
+        let mut given: Vec<Option<(Expr, Field, Span)>> = vec![None; target.fields().len()];
+        for (c, item) in columns.iter().zip(std::mem::take(&mut self.items)) {
+            let Ok(i) = target.index_of(&c.value) else {
+                let names: Vec<&str> = target.fields().iter().map(|f| f.name().as_str()).collect();
+                let hint = did_you_mean(&suggestions(&c.value, names.iter().copied()));
+                return Err(PlanError::user(
+                    format!("'{table}' has no column '{}'{hint}", c.value),
+                    c.span,
+                ));
+            };
+            if given[i].replace(item).is_some() {
+                return Err(PlanError::user(
+                    format!("column '{}' is named twice", c.value),
+                    c.span,
+                ));
+            }
+        }
+        self.items = given
+            .into_iter()
+            .zip(target.fields())
+            .map(|(item, f)| {
+                item.unwrap_or_else(|| {
+                    let null = ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null);
+                    (
+                        Expr::Literal(null, None),
+                        f.as_ref().clone(),
+                        Span::default(),
+                    )
+                })
+            })
+            .collect();
+        Ok(())
+    }
+
     /// Adds the final projection, cast and renamed to `target` if given,
     /// then the sink.
     pub fn into_graph(self, sink: SinkNode, target: Option<&Schema>) -> Result<PhysicalGraph> {
@@ -258,19 +345,20 @@ mod lookup;
 mod over;
 mod rank;
 mod temporal;
+mod union;
 
 pub(crate) struct QueryPlanner<'a> {
     pub catalog: &'a Catalog,
     pub binder: Binder<'a>,
     pub parallelism: usize,
     pub settings: &'a Settings,
-    /// `WITH` queries in scope, innermost last.
-    pub ctes: Vec<(String, ast::Query)>,
+    /// `WITH` queries in scope, innermost last, with their column names.
+    pub ctes: Vec<(String, ast::Query, Vec<ast::Ident>)>,
 }
 
 /// A table a FROM item reads, already planned into `builder` up to `node`:
-/// a source (and its watermark), or a subquery or `WITH` query.
-struct Relation {
+/// a source (and its watermark), or a subquery, view or `WITH` query.
+pub(crate) struct Relation {
     name: String,
     /// Its columns; a changelog's `_op` is last.
     fields: Vec<Field>,
@@ -283,6 +371,18 @@ struct Relation {
     window_end: Option<String>,
     builder: GraphBuilder,
     node: usize,
+}
+
+impl Relation {
+    /// Its columns (a changelog's `_op` last).
+    pub fn fields(&self) -> &[Field] {
+        &self.fields
+    }
+
+    /// The column the watermark follows, if rows still carry it.
+    pub fn time_attribute(&self) -> Option<&String> {
+        self.time_attribute.as_ref()
+    }
 }
 
 /// The FROM clause, resolved.
@@ -327,19 +427,17 @@ impl QueryPlanner<'_> {
             let mut names = HashSet::new();
             for cte in &q.with {
                 let name = &cte.alias.name;
-                if let Some(c) = cte.alias.columns.first() {
-                    return Err(PlanError::not_supported(
-                        "column aliases on a WITH query",
-                        c.span,
-                    ));
-                }
                 if !names.insert(name.value.clone()) {
                     return Err(PlanError::user(
                         format!("WITH query name '{}' specified more than once", name.value),
                         name.span,
                     ));
                 }
-                inner.ctes.push((name.value.clone(), cte.query.clone()));
+                inner.ctes.push((
+                    name.value.clone(),
+                    cte.query.clone(),
+                    cte.alias.columns.clone(),
+                ));
             }
             let body = ast::Query {
                 with: Vec::new(),
@@ -359,7 +457,7 @@ impl QueryPlanner<'_> {
         match &q.body {
             SetExpr::Select(s) => self.plan_select(s, top_n),
             SetExpr::Query(inner) => self.plan_query(inner, top_n),
-            SetExpr::UnionAll { .. } => Err(PlanError::not_supported("UNION ALL", q.span)),
+            other => self.plan_set_expr(other, q.span),
         }
     }
 
@@ -377,27 +475,75 @@ impl QueryPlanner<'_> {
         }
     }
 
-    /// Plans the table a name refers to: a `WITH` query, else a source.
+    /// Plans the table a name refers to: a `WITH` query, a view, else a
+    /// source.
     fn read_table(&self, name: &ast::Ident) -> Result<Relation> {
-        if let Some(i) = self.ctes.iter().rposition(|(n, _)| *n == name.value) {
-            let query = &self.ctes[i].1;
-            return self.with_ctes(i).plan_derived(query, &name.value, None);
+        if let Some(i) = self.ctes.iter().rposition(|(n, _, _)| *n == name.value) {
+            let (_, query, columns) = &self.ctes[i];
+            return self
+                .with_ctes(i)
+                .plan_derived(query, &name.value, None, columns);
         }
-        let source = self.catalog.source(&name.value).ok_or_else(|| {
-            let mut names: Vec<&str> = self.catalog.source_names().collect();
-            names.extend(self.ctes.iter().map(|(n, _)| n.as_str()));
-            let hint = did_you_mean(&suggestions(&name.value, names.iter().copied()));
-            let known = if names.is_empty() {
-                "no sources are defined yet".to_string()
-            } else {
-                format!("sources: {}", names.join(", "))
-            };
-            PlanError::user(
-                format!("unknown table '{}'{hint}; {known}", name.value),
+        if self.catalog.view(&name.value).is_some() {
+            return self.read_view(name);
+        }
+        if let Some(source) = self.catalog.source(&name.value) {
+            return Ok(self.read_source(source));
+        }
+        if let Some(sink) = self.catalog.sink(&name.value) {
+            let why = self.catalog.unreadable(&name.value).map_or_else(
+                || format!("its connector '{}' only writes", sink.connector),
+                str::to_string,
+            );
+            return Err(PlanError::user(
+                format!("table '{}' cannot be read: {why}", name.value),
                 name.span,
-            )
-        })?;
-        Ok(self.read_source(source))
+            ));
+        }
+        let mut names = self.catalog.names();
+        names.extend(self.ctes.iter().map(|(n, _, _)| n.as_str()));
+        let hint = did_you_mean(&suggestions(&name.value, names.iter().copied()));
+        let known = if names.is_empty() {
+            "no tables are defined yet".to_string()
+        } else {
+            format!("tables: {}", names.join(", "))
+        };
+        Err(PlanError::user(
+            format!("unknown table '{}'{hint}; {known}", name.value),
+            name.span,
+        ))
+    }
+
+    /// A view, planned as the named subquery it is, over its own text (an
+    /// error inside it names the view, at the place it is read, when the
+    /// view was declared in another text).
+    pub(crate) fn read_view(&self, name: &ast::Ident) -> Result<Relation> {
+        let view = self
+            .catalog
+            .view(&name.value)
+            .ok_or_else(|| PlanError::internal(format!("no view '{}'", name.value)))?;
+        let planner = QueryPlanner {
+            catalog: self.catalog,
+            binder: Binder {
+                functions: self.binder.functions,
+                sql: &view.sql,
+            },
+            parallelism: self.parallelism,
+            settings: self.settings,
+            ctes: Vec::new(),
+        };
+        planner
+            .plan_derived(&view.query, &view.name, None, &view.columns)
+            .map_err(|e| {
+                if *view.sql == *self.binder.sql {
+                    return e;
+                }
+                PlanError {
+                    message: format!("in view '{}': {}", view.name, e.message),
+                    span: Some(name.span),
+                    ..e
+                }
+            })
     }
 
     /// A source node, and its watermark generator if it declares one.
@@ -416,7 +562,23 @@ impl QueryPlanner<'_> {
             .unwrap_or(self.parallelism)
             .min(source.provider.max_parallelism().unwrap_or(usize::MAX))
             .max(1);
-        let mut id = builder.add(NodeKind::Source(node), parallelism, schema.clone(), None);
+        let mut id = match &source.computed {
+            None => builder.add(NodeKind::Source(node), parallelism, schema.clone(), None),
+            Some(computed) => {
+                let physical = computed.physical.as_ref().clone();
+                let read = builder.add(NodeKind::Source(node), parallelism, physical, None);
+                let project = ProjectNode {
+                    filter: None,
+                    exprs: computed.exprs.clone(),
+                };
+                builder.add(
+                    NodeKind::Project(project),
+                    parallelism,
+                    schema.clone(),
+                    Some((read, EdgeKind::Forward)),
+                )
+            }
+        };
         if let Some(wm) = &source.watermark {
             let node = WatermarkNode {
                 column: wm.column.clone(),
@@ -444,14 +606,17 @@ impl QueryPlanner<'_> {
         }
     }
 
-    /// A subquery or `WITH` query, planned up to its final projection.
+    /// A subquery, view or `WITH` query, planned up to its final
+    /// projection, its columns renamed to `columns` if given.
     fn plan_derived(
         &self,
         q: &ast::Query,
         name: &str,
         top_n: Option<rank::TopN>,
+        columns: &[ast::Ident],
     ) -> Result<Relation> {
-        let plan = self.plan_query(q, top_n)?;
+        let mut plan = self.plan_query(q, top_n)?;
+        plan.rename(columns, name)?;
         let (changelog, time_attribute) = (plan.changelog, plan.time_attribute.clone());
         let window_end = plan.window_end.clone();
         let proctime = plan.proctime;
@@ -489,8 +654,13 @@ impl QueryPlanner<'_> {
     }
 
     fn plan_select(&self, q: &ast::Select, top_n: Option<rank::TopN>) -> Result<QueryPlan> {
-        if let Some(rewritten) = crate::legacy::rewrite_group_window(q)? {
-            return self.plan_select(&rewritten, top_n);
+        if let Some((rewritten, derived)) = crate::legacy::rewrite_group_window(q)? {
+            let Some(derived) = derived else {
+                return self.plan_select(&rewritten, top_n);
+            };
+            let mut inner = self.with_ctes(self.ctes.len());
+            inner.ctes.push(derived);
+            return inner.plan_select(&rewritten, top_n);
         }
         // A bound on the rank of the one subquery read: a Top-N there.
         if let Some((rewritten, inner)) = self.top_n_filter(q)? {
@@ -615,7 +785,7 @@ impl QueryPlanner<'_> {
         match items {
             [] => Err(PlanError::internal("a SELECT without FROM")),
             [t] if !matches!(t.kind, TableRefKind::Join(_)) => self.resolve_table(t, top_n),
-            _ => self.plan_joins(items, selection),
+            _ => self.plan_joins(&join::using_to_on(items)?, selection),
         }
     }
 
@@ -631,9 +801,11 @@ impl QueryPlanner<'_> {
                 e.span,
             ));
         }
-        if let Some(a) = t.alias.as_ref().filter(|a| !a.columns.is_empty()) {
+        if let Some(a) = t.alias.as_ref().filter(|a| !a.columns.is_empty())
+            && !matches!(t.kind, TableRefKind::Subquery(_))
+        {
             return Err(PlanError::not_supported(
-                "column aliases on a FROM item",
+                "column aliases on a FROM item other than a subquery",
                 a.columns[0].span,
             ));
         }
@@ -643,7 +815,8 @@ impl QueryPlanner<'_> {
             TableRefKind::Window(tvf) => (self.read_table(&tvf.table)?, Some(tvf)),
             TableRefKind::Subquery(q) => {
                 let name = alias.clone().unwrap_or_else(|| "subquery".to_string());
-                (self.plan_derived(q, &name, top_n)?, None)
+                let columns = t.alias.as_ref().map_or(&[][..], |a| &a.columns);
+                (self.plan_derived(q, &name, top_n, columns)?, None)
             }
             TableRefKind::Join(_) => {
                 return Err(PlanError::internal("a join planned as one table"));

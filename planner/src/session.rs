@@ -31,6 +31,25 @@ pub struct Job {
     pub checkpoints_retained: usize,
 }
 
+impl Job {
+    /// One job running all of `jobs` (a script's INSERTs), each source read
+    /// once for all of them (see [`PhysicalGraph::merge`]). The first job's
+    /// settings hold.
+    pub fn merge(jobs: Vec<Job>) -> Option<Job> {
+        let first = jobs.first()?.clone();
+        if jobs.len() == 1 {
+            return Some(first);
+        }
+        let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+        let name = names.join("+");
+        Some(Job {
+            name,
+            graph: PhysicalGraph::merge(jobs.into_iter().map(|j| j.graph)),
+            ..first
+        })
+    }
+}
+
 /// What one statement did.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -263,28 +282,23 @@ impl Session {
         match &stmt.kind {
             StatementKind::CreateSource(s) => {
                 if explain {
-                    return Err(PlanError::not_supported("EXPLAIN of CREATE SOURCE", span).into());
+                    return Err(PlanError::not_supported("EXPLAIN of CREATE TABLE", span).into());
                 }
+                let options = self.partition_options(&s.options, &s.partitioned_by)?;
                 let binder = Binder {
                     functions: &self.functions,
                     sql,
                 };
-                let name = self
-                    .catalog
-                    .create_source(s, &binder, &self.connectors, span)?;
+                let name =
+                    self.catalog
+                        .create_source(s, &options, &binder, &self.connectors, span)?;
                 Ok(Outcome::Created(name))
             }
             StatementKind::CreateSink(s) => self.create_sink(s, sql, span, explain),
             StatementKind::Insert(ins) => self.insert(ins, sql, explain),
+            StatementKind::StatementSet(inserts) => self.statement_set(inserts, sql, explain),
             StatementKind::Query(q) => self.select(q, sql, explain),
-            StatementKind::CreateView(v) => {
-                let what = if v.materialized {
-                    "CREATE MATERIALIZED VIEW"
-                } else {
-                    "CREATE VIEW"
-                };
-                Err(PlanError::not_supported(what, v.name.span).into())
-            }
+            StatementKind::CreateView(v) => self.create_view(v, sql, explain),
             StatementKind::Drop(d) => self.drop(d),
             StatementKind::Show(what) => self.show(*what, span),
             StatementKind::Describe(name) => self.describe(name),
@@ -322,7 +336,7 @@ impl Session {
         span: Span,
         explain: bool,
     ) -> Result<Outcome, SessionError> {
-        let options = self.sink_options(s)?;
+        let options = self.partition_options(&s.options, &s.partitioned_by)?;
         let declared = s
             .columns
             .as_ref()
@@ -355,7 +369,7 @@ impl Session {
             )
             .into());
         }
-        let graph = self.plan_query(query, sql, SinkNode::of(&def), declared.as_deref())?;
+        let graph = self.plan_query(query, sql, SinkNode::of(&def), declared.as_deref(), &[])?;
         let schema = sink_schema(&graph);
         if let Some(c) = s.partitioned_by.iter().find(|c| {
             schema
@@ -379,28 +393,142 @@ impl Session {
         Ok(self.job(&s.name.value, graph, false))
     }
 
-    /// `INSERT INTO sink query`.
+    /// `INSERT INTO table [(columns)] query`: a job writing the table.
     fn insert(
         &mut self,
         ins: &ast::Insert,
         sql: &str,
         explain: bool,
     ) -> Result<Outcome, SessionError> {
-        let Some(sink) = self.catalog.sink(&ins.target.value).cloned() else {
-            let names: Vec<&str> = self.catalog.sink_names().collect();
-            let hint = did_you_mean(&suggestions(&ins.target.value, names.iter().copied()));
-            return Err(PlanError::user(
-                format!("unknown sink '{}'{hint}", ins.target.value),
-                ins.target.span,
-            )
-            .into());
-        };
-        let graph =
-            self.plan_query(&ins.query, sql, SinkNode::of(&sink), sink.schema.as_deref())?;
+        let (name, graph) = self.insert_graph(ins, sql)?;
         if explain {
             return Ok(Outcome::Explain(graph.explain()));
         }
-        Ok(self.job(&sink.name, graph, false))
+        Ok(self.job(&name, graph, false))
+    }
+
+    /// The graph of one INSERT, and the table it writes.
+    fn insert_graph(
+        &self,
+        ins: &ast::Insert,
+        sql: &str,
+    ) -> Result<(String, PhysicalGraph), SessionError> {
+        let sink = self.writable(&ins.target)?;
+        let graph = self.plan_query(
+            &ins.query,
+            sql,
+            SinkNode::of(&sink),
+            sink.schema.as_deref(),
+            &ins.columns,
+        )?;
+        Ok((sink.name.clone(), graph))
+    }
+
+    /// The sink a table name writes: an error at the name if there is none
+    /// or the table only reads.
+    fn writable(&self, target: &ast::Ident) -> Result<crate::catalog::SinkDef, PlanError> {
+        if let Some(sink) = self.catalog.sink(&target.value) {
+            // What only the connector can check (a path, a partition
+            // column), now rather than when the job starts.
+            if let Some(schema) = &sink.schema {
+                let given: Vec<(String, String)> = sink
+                    .options
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                self.connectors
+                    .validate(&given, Role::Both)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| {
+                        self.connectors
+                            .sink(&v, schema)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    })
+                    .map_err(|e| {
+                        PlanError::user(
+                            format!("table '{}' cannot be written: {e}", target.value),
+                            target.span,
+                        )
+                    })?;
+            }
+            return Ok(sink.clone());
+        }
+        if let Some(source) = self.catalog.source(&target.value) {
+            return Err(PlanError::user(
+                format!(
+                    "table '{}' cannot be written: its connector '{}' only reads (writable connectors: {})",
+                    target.value,
+                    source.connector,
+                    self.connectors.names(Role::Sink)
+                ),
+                target.span,
+            ));
+        }
+        if self.catalog.view(&target.value).is_some() {
+            return Err(PlanError::user(
+                format!("'{}' is a view, which cannot be written", target.value),
+                target.span,
+            ));
+        }
+        let names: Vec<&str> = self.catalog.sink_names().collect();
+        let hint = did_you_mean(&suggestions(&target.value, names.iter().copied()));
+        Err(PlanError::user(
+            format!("unknown table '{}'{hint}", target.value),
+            target.span,
+        ))
+    }
+
+    /// `EXECUTE STATEMENT SET BEGIN insert; ... END`: one job writing
+    /// every table, reading each source once.
+    fn statement_set(
+        &mut self,
+        inserts: &[ast::Insert],
+        sql: &str,
+        explain: bool,
+    ) -> Result<Outcome, SessionError> {
+        let mut names = Vec::new();
+        let mut graphs = Vec::new();
+        for ins in inserts {
+            let (name, graph) = self.insert_graph(ins, sql)?;
+            names.push(name);
+            graphs.push(graph);
+        }
+        let graph = PhysicalGraph::merge(graphs);
+        if explain {
+            return Ok(Outcome::Explain(graph.explain()));
+        }
+        names.dedup();
+        Ok(self.job(&names.join("+"), graph, false))
+    }
+
+    /// `CREATE [TEMPORARY] VIEW name [(columns)] AS query`: checked by
+    /// planning it once, then kept as a named query.
+    fn create_view(
+        &mut self,
+        v: &ast::CreateView,
+        sql: &str,
+        explain: bool,
+    ) -> Result<Outcome, SessionError> {
+        if v.materialized {
+            return Err(PlanError::not_supported(
+                "CREATE MATERIALIZED VIEW (it needs `eddy server`)",
+                v.name.span,
+            )
+            .into());
+        }
+        if explain {
+            return Err(PlanError::not_supported("EXPLAIN of CREATE VIEW", v.name.span).into());
+        }
+        let sql: Arc<str> = Arc::from(sql);
+        let mut catalog = self.catalog.clone();
+        if catalog.create_view(v, &sql)? {
+            self.planner(&catalog, &sql)
+                .read_view(&v.name)
+                .map_err(SessionError::from)?;
+            self.catalog = catalog;
+        }
+        Ok(Outcome::Created(v.name.value.clone()))
     }
 
     /// A bare `SELECT`: its rows go to the session's select sink.
@@ -425,7 +553,7 @@ impl Session {
             guarantee: validated.connector.guarantee(&validated.options),
             result_table: self.settings.result_table,
         };
-        let graph = self.plan_query(q, sql, sink, None)?;
+        let graph = self.plan_query(q, sql, sink, None, &[])?;
         if explain {
             return Ok(Outcome::Explain(graph.explain()));
         }
@@ -438,7 +566,9 @@ impl Session {
         let dropped = match d.kind {
             ObjectKind::Source => self.catalog.drop_source(&d.name.value),
             ObjectKind::Sink => self.catalog.drop_sink(&d.name.value),
-            ObjectKind::View | ObjectKind::MaterializedView => false,
+            ObjectKind::Table => self.catalog.drop_table(&d.name.value),
+            ObjectKind::View => self.catalog.drop_view(&d.name.value),
+            ObjectKind::MaterializedView => false,
         };
         if !dropped && !d.if_exists {
             let msg = format!(
@@ -461,7 +591,14 @@ impl Session {
         let names: Vec<&str> = match what {
             ShowKind::Sources => self.catalog.source_names().collect(),
             ShowKind::Sinks => self.catalog.sink_names().collect(),
-            ShowKind::Views => vec![],
+            ShowKind::Tables => {
+                let mut names: Vec<&str> = self.catalog.source_names().collect();
+                names.extend(self.catalog.sink_names());
+                names.sort_unstable();
+                names.dedup();
+                names
+            }
+            ShowKind::Views => self.catalog.view_names().collect(),
             ShowKind::Connectors => return Ok(Outcome::Info(self.connectors.show())),
             ShowKind::Jobs => {
                 return Err(
@@ -474,37 +611,41 @@ impl Session {
         ))
     }
 
-    /// `DESCRIBE name`: a source's or sink's columns.
+    /// `DESCRIBE name`: a table's or view's columns, with Flink's
+    /// columns: name, type, null, key, extras (a computed column's
+    /// expression) and watermark.
     fn describe(&self, name: &ast::Ident) -> Result<Outcome, SessionError> {
-        let schema = match (
-            self.catalog.source(&name.value),
-            self.catalog.sink(&name.value),
-        ) {
-            (Some(s), _) => s.schema.clone(),
-            (None, Some(k)) => k
+        let n = name.value.as_str();
+        let rows: Vec<[String; 6]> = if self.catalog.view(n).is_some() {
+            let sql: Arc<str> = Arc::from("");
+            let relation = self.planner(&self.catalog, &sql).read_view(name)?;
+            relation
+                .fields()
+                .iter()
+                .map(|f| {
+                    let time = relation.time_attribute() == Some(f.name());
+                    describe_row(f, time, "", "", "")
+                })
+                .collect()
+        } else if let Some(source) = self.catalog.source(n) {
+            describe_source(source)
+        } else if let Some(sink) = self.catalog.sink(n) {
+            let schema = sink
                 .schema
                 .clone()
-                .unwrap_or_else(|| Arc::new(datafusion::arrow::datatypes::Schema::empty())),
-            (None, None) => {
-                let names: Vec<&str> = self
-                    .catalog
-                    .source_names()
-                    .chain(self.catalog.sink_names())
-                    .collect();
-                let hint = did_you_mean(&suggestions(&name.value, names.iter().copied()));
-                return Err(PlanError::user(
-                    format!("unknown table '{}'{hint}", name.value),
-                    name.span,
-                )
-                .into());
-            }
+                .unwrap_or_else(|| Arc::new(datafusion::arrow::datatypes::Schema::empty()));
+            schema
+                .fields()
+                .iter()
+                .map(|f| describe_row(f, false, "", "", ""))
+                .collect()
+        } else {
+            let names = self.catalog.names();
+            let hint = did_you_mean(&suggestions(n, names.iter().copied()));
+            return Err(PlanError::user(format!("unknown table '{n}'{hint}"), name.span).into());
         };
-        let text = schema
-            .fields()
-            .iter()
-            .map(|f| format!("{} {}\n", f.name(), f.data_type()))
-            .collect();
-        Ok(Outcome::Info(text))
+        let header = ["name", "type", "null", "key", "extras", "watermark"];
+        Ok(Outcome::Info(text_table(&header, &rows)))
     }
 
     /// `DESCRIBE CONNECTOR name`: its options.
@@ -530,11 +671,15 @@ impl Session {
         }
     }
 
-    /// A sink's options, with `PARTITIONED BY (a, b)` as the connector's
+    /// A table's options, with `PARTITIONED BY (a, b)` as the connector's
     /// `'partitioned-by' = 'a,b'`, for connectors that declare it.
-    fn sink_options(&self, s: &ast::CreateSink) -> Result<Vec<ast::SqlOption>, PlanError> {
-        let mut options = s.options.clone();
-        let Some(first) = s.partitioned_by.first() else {
+    fn partition_options(
+        &self,
+        options: &[ast::SqlOption],
+        partitioned_by: &[ast::Ident],
+    ) -> Result<Vec<ast::SqlOption>, PlanError> {
+        let mut options = options.to_vec();
+        let Some(first) = partitioned_by.first() else {
             return Ok(options);
         };
         let connector = options
@@ -561,7 +706,7 @@ impl Session {
                 o.span,
             ));
         }
-        let columns: Vec<&str> = s.partitioned_by.iter().map(|c| c.value.as_str()).collect();
+        let columns: Vec<&str> = partitioned_by.iter().map(|c| c.value.as_str()).collect();
         options.push(ast::SqlOption {
             key: eddy_connectors::file::PARTITIONED_BY.to_string(),
             value: columns.join(","),
@@ -700,12 +845,29 @@ impl Session {
         Ok(())
     }
 
+    /// A planner over `catalog` for statements of `sql`.
+    fn planner<'a>(&'a self, catalog: &'a Catalog, sql: &'a str) -> QueryPlanner<'a> {
+        QueryPlanner {
+            catalog,
+            binder: Binder {
+                functions: &self.functions,
+                sql,
+            },
+            parallelism: self.parallelism,
+            settings: &self.settings,
+            ctes: Vec::new(),
+        }
+    }
+
+    /// The graph of `q` writing to `sink`: cast to the `target` columns if
+    /// given, or to those of `columns` with NULL for the others.
     fn plan_query(
         &self,
         q: &Query,
         sql: &str,
         sink: SinkNode,
         target: Option<&datafusion::arrow::datatypes::Schema>,
+        columns: &[ast::Ident],
     ) -> Result<PhysicalGraph, SessionError> {
         if self.settings.early_fire_enabled && self.settings.early_fire_delay_ms.is_none() {
             return Err(PlanError::user(
@@ -721,17 +883,11 @@ impl Session {
             )
             .into());
         }
-        let planner = QueryPlanner {
-            catalog: &self.catalog,
-            binder: Binder {
-                functions: &self.functions,
-                sql,
-            },
-            parallelism: self.parallelism,
-            settings: &self.settings,
-            ctes: Vec::new(),
-        };
-        Ok(planner.plan(q)?.into_graph(sink, target)?)
+        let mut plan = self.planner(&self.catalog, sql).plan(q)?;
+        if let Some(target) = target.filter(|_| !columns.is_empty()) {
+            plan.spread_into(target, columns, &sink.name)?;
+        }
+        Ok(plan.into_graph(sink, target)?)
     }
 }
 
@@ -769,4 +925,94 @@ fn duration_setting(option: &ast::SqlOption) -> Result<i64, PlanError> {
 fn bool_setting(option: &ast::SqlOption) -> Result<bool, PlanError> {
     eddy_connectors::options::parse_bool(&option.value)
         .ok_or_else(|| invalid(option, &format!("'{}' is 'true' or 'false'", option.key)))
+}
+
+/// A source's columns for DESCRIBE.
+fn describe_source(source: &crate::catalog::SourceDef) -> Vec<[String; 6]> {
+    let key = if source.primary_key.is_empty() {
+        String::new()
+    } else {
+        format!("PRI({})", source.primary_key.join(", "))
+    };
+    source
+        .schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let computed = source.computed.as_ref().and_then(|c| {
+                let e = &c.exprs[i];
+                match e {
+                    crate::expr::ScalarExpr::Column { name, .. } if name == f.name() => None,
+                    other => Some(format!("AS {other}")),
+                }
+            });
+            let watermark = source
+                .watermark
+                .as_ref()
+                .filter(|w| w.column == *f.name())
+                .map_or(String::new(), |w| w.expr.to_string());
+            let is_key = source.primary_key.contains(f.name());
+            describe_row(
+                f,
+                !watermark.is_empty(),
+                if is_key { &key } else { "" },
+                computed.as_deref().unwrap_or(""),
+                &watermark,
+            )
+        })
+        .collect()
+}
+
+/// One column of DESCRIBE: name, type (`*ROWTIME*` for the time
+/// attribute), null, key, extras, watermark.
+fn describe_row(
+    f: &datafusion::arrow::datatypes::Field,
+    time: bool,
+    key: &str,
+    extras: &str,
+    watermark: &str,
+) -> [String; 6] {
+    let mut ty = crate::types::sql_name(f.data_type());
+    if time {
+        ty.push_str(" *ROWTIME*");
+    }
+    let null = if f.is_nullable() && key.is_empty() {
+        "TRUE"
+    } else {
+        "FALSE"
+    };
+    [
+        f.name().clone(),
+        ty,
+        null.into(),
+        key.into(),
+        extras.into(),
+        watermark.into(),
+    ]
+}
+
+/// Rows under a header, in columns as wide as their widest cell.
+fn text_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        format!("{}\n", padded.join(" | ").trim_end())
+    };
+    let mut out = line(header.to_vec());
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    out.push_str(&format!("{}\n", rule.join("-+-")));
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
 }

@@ -55,6 +55,7 @@ fn kinds(g: &PhysicalGraph) -> Vec<&'static str> {
             NodeKind::TemporalJoin(_) => "TemporalJoin",
             NodeKind::Rank(_) => "Rank",
             NodeKind::OverAggregate(_) => "OverAggregate",
+            NodeKind::Union => "Union",
             NodeKind::Sink(_) => "Sink",
         })
         .collect()
@@ -317,9 +318,11 @@ fn join_names_are_checked() {
     let (_, msg, at) = err("SELECT * FROM bid b LEFT JOIN person p ON b.bidder = x.id");
     assert!(msg.contains("unknown table 'x'"), "{msg}");
     assert_eq!(at, "x");
-    let (kind, msg, _) = err("SELECT * FROM bid b JOIN person p USING (date_time)");
-    assert_eq!(kind, PlanErrorKind::NotSupported);
-    assert!(msg.contains("USING"), "{msg}");
+    // USING names a column of both sides.
+    let (kind, msg, at) = err("SELECT * FROM bid b JOIN person p USING (auction)");
+    assert_eq!(kind, PlanErrorKind::User);
+    assert!(msg.starts_with("unknown column 'auction'"), "{msg}");
+    assert_eq!(at, "auction");
     let (_, msg, _) = err("SELECT * FROM bid, bid");
     assert!(msg.contains("give each an alias"), "{msg}");
 }

@@ -106,11 +106,29 @@ pub fn run_in(mut session: Session, sql: &str) -> Vec<RecordBatch> {
     let Some(Outcome::Job(job)) = outcomes.into_iter().last() else {
         panic!("no job")
     };
+    run_job(&session, &job);
+    collector.batches()
+}
+
+/// Builds `job` with `session`'s connectors and functions and runs it to
+/// its end, state in memory.
+pub fn run_job(session: &Session, job: &eddy_planner::Job) {
     build(&job.graph, &session.build_env())
         .unwrap()
         .start(Arc::new(MemoryBackend::default()), JobMetrics::default())
         .unwrap()
         .join()
         .unwrap();
-    collector.batches()
+}
+
+/// DataFusion's answer, in batch mode, to `sql` over `ctx`'s tables, as
+/// [`render`] shows rows.
+pub fn datafusion_answer(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let batches = runtime
+        .block_on(async { ctx.sql(sql).await?.collect().await })
+        .unwrap_or_else(|e| panic!("DataFusion: {e}\n{sql}"));
+    render(&batches)
 }

@@ -3,6 +3,7 @@
 //! given seed. See [`generator`] for the event model.
 
 mod count_char;
+mod events;
 pub mod generator;
 
 pub use count_char::{count_char, functions};
@@ -22,7 +23,9 @@ use eddy_operators::OperatorError;
 use crate::options::{OptionDecl, OptionType};
 use crate::registry::{Connector, ConnectorContext};
 use crate::{ConnectorError, Options, Result, conform};
-use generator::{EventType, GeneratorConfig, auction, bid, event_type, person};
+use generator::{
+    Auction, Bid, EventType, GeneratorConfig, Person, auction, bid, event_type, person,
+};
 
 /// A validated `connector = 'nexmark'` source.
 #[derive(Debug, Clone)]
@@ -36,6 +39,9 @@ pub struct NexmarkConfig {
     pub max_emit_speed: bool,
     /// Indices into the table's native columns, in the order of `schema`.
     columns: Vec<usize>,
+    /// Flink's one-table schema (`event_type`, `person`, `auction`,
+    /// `bid`), when declared: every event, of every kind.
+    one_table: Option<Arc<events::OneTable>>,
     pub schema: SchemaRef,
 }
 
@@ -114,6 +120,28 @@ impl NexmarkConfig {
                 message: "option 'first-event.rate' must be positive".into(),
             });
         }
+        if let Some(next) = options.number("next-event.rate")?
+            && next != rate
+        {
+            return Err(ConnectorError::Option {
+                option: "next-event.rate".into(),
+                message: "a 'next-event.rate' other than 'first-event.rate' (a changing rate) is not supported yet".into(),
+            });
+        }
+        for (key, default) in [
+            ("person.proportion", generator::PERSON_PROPORTION),
+            ("auction.proportion", generator::AUCTION_PROPORTION),
+            ("bid.proportion", generator::BID_PROPORTION),
+        ] {
+            if options.count(key)?.is_some_and(|v| v != default) {
+                return Err(ConnectorError::Option {
+                    option: key.into(),
+                    message: format!(
+                        "only the default proportions (person 1, auction 3, bid 46) are supported yet; '{key}' must be {default}"
+                    ),
+                });
+            }
+        }
         let int = |key: &str, default: i64| -> Result<i64> {
             match options.get(key) {
                 None => Ok(default),
@@ -132,9 +160,10 @@ impl NexmarkConfig {
         let events = options.count("events.num")?.unwrap_or(100_000_000);
         let batch_size = options.count("batch.size")?.unwrap_or(8192) as usize;
         let max_emit_speed = options.bool("max-emit-speed")?.unwrap_or(true);
+        let one_table = events::OneTable::plan(schema)?.map(Arc::new);
         let native = native_schema(table);
         let mut columns = Vec::new();
-        for field in schema.fields() {
+        for field in schema.fields().iter().filter(|_| one_table.is_none()) {
             let wanted = normalize(field.name());
             let Some(idx) = native
                 .fields()
@@ -158,6 +187,7 @@ impl NexmarkConfig {
             batch_size: batch_size.max(1),
             max_emit_speed,
             columns,
+            one_table,
             schema: schema.clone(),
         })
     }
@@ -172,6 +202,7 @@ impl NexmarkConfig {
             batch_size: 8192,
             max_emit_speed: true,
             columns: (0..native.fields().len()).collect(),
+            one_table: None,
             schema: native,
         }
     }
@@ -212,6 +243,29 @@ impl Connector for NexmarkConnector {
                 "events per second of event time",
             )
             .with_aliases(&["event.rate"]),
+            OptionDecl::unset(
+                "next-event.rate",
+                OptionType::Number,
+                "Flink's rate after the first: only equal to 'first-event.rate' (a constant rate) yet",
+            ),
+            OptionDecl::optional(
+                "person.proportion",
+                OptionType::Count,
+                "1",
+                "persons in every 50 events (Flink's option; only the default yet)",
+            ),
+            OptionDecl::optional(
+                "auction.proportion",
+                OptionType::Count,
+                "3",
+                "auctions in every 50 events (Flink's option; only the default yet)",
+            ),
+            OptionDecl::optional(
+                "bid.proportion",
+                OptionType::Count,
+                "46",
+                "bids in every 50 events (Flink's option; only the default yet)",
+            ),
             OptionDecl::optional("seed", OptionType::Count, "0", "the generator's seed"),
             OptionDecl::unset(
                 "base-time",
@@ -367,13 +421,86 @@ impl SourceReader for NexmarkReader {
     }
 }
 
-enum Col {
+/// One generated event.
+pub(crate) enum Event {
+    Person(Person),
+    Auction(Auction),
+    Bid(Bid),
+}
+
+impl Event {
+    /// The event numbered `number` (id `id`, at time `t`), of kind `kind`.
+    fn new(cfg: &GeneratorConfig, kind: EventType, number: u64, id: u64, t: i64) -> Self {
+        match kind {
+            EventType::Person => Event::Person(person(cfg, id, t)),
+            EventType::Auction => Event::Auction(auction(cfg, number, id, t)),
+            EventType::Bid => Event::Bid(bid(cfg, id, t)),
+        }
+    }
+
+    /// Appends its native column `i` (see [`native_schema`]) to `col`.
+    fn append(&self, col: &mut Col, i: usize) {
+        match self {
+            Event::Bid(b) => match i {
+                0 => col.int(b.auction),
+                1 => col.int(b.bidder),
+                2 => col.int(b.price),
+                3 => col.str(b.channel),
+                4 => col.str(b.url),
+                5 => col.ts(b.date_time),
+                _ => col.str(b.extra),
+            },
+            Event::Auction(a) => match i {
+                0 => col.int(a.id),
+                1 => col.str(&a.item_name),
+                2 => col.str(&a.description),
+                3 => col.int(a.initial_bid),
+                4 => col.int(a.reserve),
+                5 => col.ts(a.date_time),
+                6 => col.ts(a.expires),
+                7 => col.int(a.seller),
+                8 => col.int(a.category),
+                _ => col.str(a.extra),
+            },
+            Event::Person(p) => match i {
+                0 => col.int(p.id),
+                1 => col.str(&p.name),
+                2 => col.str(&p.email_address),
+                3 => col.str(&p.credit_card),
+                4 => col.str(p.city),
+                5 => col.str(p.state),
+                6 => col.ts(p.date_time),
+                _ => col.str(p.extra),
+            },
+        }
+    }
+}
+
+/// A column being built, of one of the generator's three types.
+pub(crate) enum Col {
     Int(Int64Builder),
     Str(StringBuilder),
     Ts(TimestampMillisecondBuilder),
 }
 
 impl Col {
+    /// A builder for `n` values of a native column's type.
+    fn for_type(t: &DataType, n: usize) -> Self {
+        match t {
+            DataType::Int64 => Col::Int(Int64Builder::with_capacity(n)),
+            DataType::Utf8 => Col::Str(StringBuilder::with_capacity(n, n * 64)),
+            _ => Col::Ts(TimestampMillisecondBuilder::with_capacity(n)),
+        }
+    }
+
+    fn null(&mut self) {
+        match self {
+            Col::Int(b) => b.append_null(),
+            Col::Str(b) => b.append_null(),
+            Col::Ts(b) => b.append_null(),
+        }
+    }
+
     fn int(&mut self, v: i64) {
         if let Col::Int(b) = self {
             b.append_value(v)
@@ -420,11 +547,7 @@ impl NexmarkSource {
         self.config
             .columns
             .iter()
-            .map(|&i| match self.native.field(i).data_type() {
-                DataType::Int64 => Col::Int(Int64Builder::with_capacity(n)),
-                DataType::Utf8 => Col::Str(StringBuilder::with_capacity(n, n * 64)),
-                _ => Col::Ts(TimestampMillisecondBuilder::with_capacity(n)),
-            })
+            .map(|&i| Col::for_type(self.native.field(i).data_type(), n))
             .collect()
     }
 
@@ -445,53 +568,9 @@ impl NexmarkSource {
             let t = cfg.timestamp(number);
             last_ts = t;
             rows += 1;
-            match table {
-                EventType::Bid => {
-                    let b = bid(cfg, id, t);
-                    for (col, &i) in cols.iter_mut().zip(&self.config.columns) {
-                        match i {
-                            0 => col.int(b.auction),
-                            1 => col.int(b.bidder),
-                            2 => col.int(b.price),
-                            3 => col.str(b.channel),
-                            4 => col.str(b.url),
-                            5 => col.ts(b.date_time),
-                            _ => col.str(b.extra),
-                        }
-                    }
-                }
-                EventType::Auction => {
-                    let a = auction(cfg, number, id, t);
-                    for (col, &i) in cols.iter_mut().zip(&self.config.columns) {
-                        match i {
-                            0 => col.int(a.id),
-                            1 => col.str(&a.item_name),
-                            2 => col.str(&a.description),
-                            3 => col.int(a.initial_bid),
-                            4 => col.int(a.reserve),
-                            5 => col.ts(a.date_time),
-                            6 => col.ts(a.expires),
-                            7 => col.int(a.seller),
-                            8 => col.int(a.category),
-                            _ => col.str(a.extra),
-                        }
-                    }
-                }
-                EventType::Person => {
-                    let p = person(cfg, id, t);
-                    for (col, &i) in cols.iter_mut().zip(&self.config.columns) {
-                        match i {
-                            0 => col.int(p.id),
-                            1 => col.str(&p.name),
-                            2 => col.str(&p.email_address),
-                            3 => col.str(&p.credit_card),
-                            4 => col.str(p.city),
-                            5 => col.str(p.state),
-                            6 => col.ts(p.date_time),
-                            _ => col.str(p.extra),
-                        }
-                    }
-                }
+            let event = Event::new(cfg, table, number, id, t);
+            for (col, &i) in cols.iter_mut().zip(&self.config.columns) {
+                event.append(col, i);
             }
         }
         (rows, last_ts)
@@ -501,11 +580,17 @@ impl NexmarkSource {
     /// done; when paced by event time, with the instant it is due if that
     /// is still to come.
     fn generate_batch(&mut self) -> Result<Option<(RecordBatch, Option<Instant>)>> {
-        let mut cols = self.builders();
-        let (rows, last_ts) = self.generate(&mut cols);
-        if rows == 0 {
+        let (batch, last_ts) = match self.config.one_table.clone() {
+            Some(one) => {
+                let end = self.config.events.unwrap_or(u64::MAX);
+                let cfg = &self.config.generator;
+                one.generate(cfg, &mut self.next, end, self.config.batch_size)?
+            }
+            None => self.generate_one_kind()?,
+        };
+        let Some(batch) = batch else {
             return Ok(None);
-        }
+        };
         let mut due = None;
         if !self.config.max_emit_speed {
             let started = *self.started.get_or_insert_with(Instant::now);
@@ -515,6 +600,17 @@ impl NexmarkSource {
                 );
             due = (at > Instant::now()).then_some(at);
         }
+        Ok(Some((batch, due)))
+    }
+
+    /// The next batch of the configured kind's rows, if any, and the time
+    /// of the last event looked at.
+    fn generate_one_kind(&mut self) -> Result<(Option<RecordBatch>, i64)> {
+        let mut cols = self.builders();
+        let (rows, last_ts) = self.generate(&mut cols);
+        if rows == 0 {
+            return Ok((None, last_ts));
+        }
         let fields: Vec<Field> = self
             .config
             .columns
@@ -523,7 +619,7 @@ impl NexmarkSource {
             .collect();
         let columns = cols.iter_mut().map(Col::finish).collect();
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
-        Ok(Some((conform(batch, &self.config.schema)?, due)))
+        Ok((Some(conform(batch, &self.config.schema)?), last_ts))
     }
 
     /// Builds the next batch at once (no pacing), or `None` at the end.

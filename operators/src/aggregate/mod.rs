@@ -103,15 +103,61 @@ pub(crate) fn event_time_millis(
         .ok_or_else(|| OperatorError::Internal("the event-time column is not a timestamp".into()))
 }
 
-/// Encodes group keys of these fields as comparable, hashable rows.
-pub(crate) fn key_converter(key_fields: &[Field]) -> Result<datafusion::arrow::row::RowConverter> {
-    use datafusion::arrow::row::{RowConverter, SortField};
-    Ok(RowConverter::new(
-        key_fields
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect(),
-    )?)
+/// Group keys encoded as comparable, hashable rows. Without key columns
+/// (a global aggregate or window) every row has the same, empty key: Arrow's
+/// row format cannot encode zero columns, so one constant column stands in
+/// for them and is dropped again when decoding.
+pub(crate) struct KeyCodec {
+    converter: datafusion::arrow::row::RowConverter,
+    keyless: bool,
+}
+
+impl KeyCodec {
+    pub fn new(key_fields: &[Field]) -> Result<Self> {
+        use datafusion::arrow::datatypes::DataType;
+        use datafusion::arrow::row::{RowConverter, SortField};
+        let keyless = key_fields.is_empty();
+        let fields = if keyless {
+            vec![SortField::new(DataType::Boolean)]
+        } else {
+            key_fields
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect()
+        };
+        Ok(Self {
+            converter: RowConverter::new(fields)?,
+            keyless,
+        })
+    }
+
+    /// The keys of `rows` rows, from their key columns.
+    pub fn encode(
+        &self,
+        columns: &[datafusion::arrow::array::ArrayRef],
+        rows: usize,
+    ) -> Result<datafusion::arrow::row::Rows> {
+        if self.keyless {
+            let constant: datafusion::arrow::array::ArrayRef =
+                std::sync::Arc::new(datafusion::arrow::array::BooleanArray::from(vec![
+                    true;
+                    rows
+                ]));
+            return Ok(self.converter.convert_columns(&[constant])?);
+        }
+        Ok(self.converter.convert_columns(columns)?)
+    }
+
+    /// The key columns of these keys (none when keyless).
+    pub fn decode<'a>(
+        &self,
+        keys: impl IntoIterator<Item = datafusion::arrow::row::Row<'a>>,
+    ) -> Result<Vec<datafusion::arrow::array::ArrayRef>> {
+        if self.keyless {
+            return Ok(Vec::new());
+        }
+        Ok(self.converter.convert_rows(keys)?)
+    }
 }
 
 /// The `state()` of each accumulator, one row per accumulator, appended as

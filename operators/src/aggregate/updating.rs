@@ -42,8 +42,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
 use crate::aggregate::{
-    accumulator_from_state, accumulator_state_columns, aggregate_fields, evaluate_args,
-    evaluate_filters, key_converter, key_fields,
+    KeyCodec, accumulator_from_state, accumulator_state_columns, aggregate_fields, evaluate_args,
+    evaluate_filters, key_fields,
 };
 use crate::keyed_state::{KeyedState, int64_column, split_by_key_group};
 use crate::operator::{Collector, Operator, OperatorContext};
@@ -264,7 +264,7 @@ pub struct UpdatingAggregateOperator {
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
     /// The input's `_op` column, when the input is a changelog.
     op_column: Option<usize>,
-    converter: RowConverter,
+    converter: KeyCodec,
     output_schema: SchemaRef,
     groups: HashMap<OwnedRow, Group>,
     state: Option<KeyedState>,
@@ -315,7 +315,7 @@ impl UpdatingAggregateOperator {
             ));
         }
         let key_fields = key_fields(input_schema, &key_columns);
-        let converter = key_converter(&key_fields)?;
+        let converter = KeyCodec::new(&key_fields)?;
         let mut fields = key_fields;
         fields.extend(aggregate_fields(&aggregates));
         fields.push(Field::new(OP_COLUMN, DataType::Int8, false));
@@ -378,7 +378,7 @@ impl UpdatingAggregateOperator {
         let k = self.key_columns.len();
         let mut columns = self
             .converter
-            .convert_rows(groups.iter().map(|(key, _)| key.row()))?;
+            .decode(groups.iter().map(|(key, _)| key.row()))?;
         let mut fields: Vec<Field> = self.output_schema.fields()[..k]
             .iter()
             .map(|f| f.as_ref().clone().with_nullable(true))
@@ -479,7 +479,9 @@ impl UpdatingAggregateOperator {
         let k = self.key_columns.len();
         let m = self.aggregates.len();
         let bad = || OperatorError::Internal("bad updating aggregate state".into());
-        let keys = self.converter.convert_columns(&rows.columns()[..k])?;
+        let keys = self
+            .converter
+            .encode(&rows.columns()[..k], rows.num_rows())?;
         let live = int64_column(rows, k)?;
         let written = int64_column(rows, k + 1)?;
         let has_last = rows.column(k + 2).as_boolean_opt().ok_or_else(bad)?;
@@ -603,7 +605,7 @@ impl Operator for UpdatingAggregateOperator {
             .iter()
             .map(|&i| batch.column(i).clone())
             .collect();
-        let rows = self.converter.convert_columns(&keys)?;
+        let rows = self.converter.encode(&keys, batch.num_rows())?;
         let ops = crate::updating::changelog_ops(&batch, self.op_column)?;
         // Rows per group (added, retracted), groups in order of first appearance.
         let mut order: Vec<OwnedRow> = Vec::new();
@@ -697,9 +699,7 @@ impl Operator for UpdatingAggregateOperator {
         if ops.is_empty() {
             return Ok(());
         }
-        let mut columns = self
-            .converter
-            .convert_rows(out_keys.iter().map(|k| k.row()))?;
+        let mut columns = self.converter.decode(out_keys.iter().map(|k| k.row()))?;
         for (i, field) in self
             .output_schema
             .fields()

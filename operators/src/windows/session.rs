@@ -36,15 +36,15 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::row::{OwnedRow, RowConverter};
+use datafusion::arrow::row::OwnedRow;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 
 use crate::aggregate::{
-    accumulator_from_state, accumulator_state_columns, aggregate_fields, evaluate_args,
-    evaluate_filters, event_time_millis, key_converter, key_fields,
+    KeyCodec, accumulator_from_state, accumulator_state_columns, aggregate_fields, evaluate_args,
+    evaluate_filters, event_time_millis, key_fields,
 };
 use crate::emit::EmitControl;
 use crate::keyed_state::{KeyedState, int64_column, split_by_key_group};
@@ -79,7 +79,7 @@ pub struct SessionWindowOperator {
     gap: i64,
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
-    converter: RowConverter,
+    converter: KeyCodec,
     output_schema: SchemaRef,
     /// Open sessions of each key, by start.
     sessions: HashMap<OwnedRow, std::collections::BTreeMap<i64, Session>>,
@@ -123,7 +123,7 @@ impl SessionWindowOperator {
             )));
         }
         let key_fields = key_fields(input_schema, &key_columns);
-        let converter = key_converter(&key_fields)?;
+        let converter = KeyCodec::new(&key_fields)?;
         let mut fields = key_fields;
         let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
         fields.push(Field::new("window_start", ts.clone(), false));
@@ -295,9 +295,7 @@ impl SessionWindowOperator {
             return Ok(());
         }
         let n = rows.len();
-        let mut columns = self
-            .converter
-            .convert_rows(std::iter::repeat_n(key.row(), n))?;
+        let mut columns = self.converter.decode(std::iter::repeat_n(key.row(), n))?;
         columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(
             rows.iter().map(|((s, _, _), _)| *s),
         )));
@@ -356,7 +354,7 @@ impl SessionWindowOperator {
         let mut fields = key_fields.clone();
         let mut columns = self
             .converter
-            .convert_rows(all.iter().map(|(key, ..)| key.row()))?;
+            .decode(all.iter().map(|(key, ..)| key.row()))?;
         for (name, values) in [
             ("_start", all.iter().map(|a| a.1).collect::<Vec<_>>()),
             ("_end", all.iter().map(|a| a.2.end).collect()),
@@ -389,7 +387,7 @@ impl SessionWindowOperator {
             let mut fields = key_fields;
             let mut columns = self
                 .converter
-                .convert_rows(stood.iter().map(|(key, ..)| key.row()))?;
+                .decode(stood.iter().map(|(key, ..)| key.row()))?;
             for (name, values) in [
                 ("_session", stood.iter().map(|e| e.1).collect::<Vec<_>>()),
                 ("_start", stood.iter().map(|e| e.2.0).collect()),
@@ -430,7 +428,9 @@ impl SessionWindowOperator {
     fn restore_sessions(&mut self, rows: &RecordBatch) -> Result<()> {
         let k = self.key_columns.len();
         let bad = || OperatorError::Internal("bad session state".into());
-        let keys = self.converter.convert_columns(&rows.columns()[..k])?;
+        let keys = self
+            .converter
+            .encode(&rows.columns()[..k], rows.num_rows())?;
         let int = |i: usize| int64_column(rows, i);
         let (starts, ends) = (int(k)?, int(k + 1)?);
         let fired = rows.column(k + 2).as_boolean_opt().ok_or_else(bad)?;
@@ -461,7 +461,9 @@ impl SessionWindowOperator {
     fn restore_emitted(&mut self, rows: &RecordBatch) -> Result<()> {
         let k = self.key_columns.len();
         let bad = || OperatorError::Internal("bad session state".into());
-        let keys = self.converter.convert_columns(&rows.columns()[..k])?;
+        let keys = self
+            .converter
+            .encode(&rows.columns()[..k], rows.num_rows())?;
         let int = |i: usize| int64_column(rows, i);
         let (sessions, starts, ends) = (int(k)?, int(k + 1)?, int(k + 2)?);
         for r in 0..rows.num_rows() {
@@ -558,7 +560,7 @@ impl Operator for SessionWindowOperator {
             .iter()
             .map(|&i| batch.column(i).clone())
             .collect();
-        let rows = self.converter.convert_columns(&keys)?;
+        let rows = self.converter.encode(&keys, batch.num_rows())?;
         let n = batch.num_rows();
         let args = evaluate_args(&self.aggregates, &batch)?;
         let masks = evaluate_filters(&self.filters, &batch)?;

@@ -551,6 +551,11 @@ pub(crate) fn data_type(i: Input<'_>) -> PResult<'_, DataType> {
         Err(nom::Err::Error(_)) => return fail(start, "data type"),
         Err(e) => return Err(e),
     };
+    if let Some(nested) = nested_type(&name.value, rest) {
+        let (rest, kind) = nested?;
+        let span = span_of(start, rest);
+        return Ok((rest, DataType { kind, span }));
+    }
     let (mut rest, params) = type_precision(rest)?;
     let p = |n: usize| params.as_ref().and_then(|v| v.get(n).copied());
     let kind = match name.value.as_str() {
@@ -574,7 +579,7 @@ pub(crate) fn data_type(i: Input<'_>) -> PResult<'_, DataType> {
         "varchar" | "string" | "text" | "char" | "character" => DataTypeKind::Varchar,
         "bytes" | "varbinary" | "binary" | "bytea" => DataTypeKind::Bytes,
         "date" => DataTypeKind::Date,
-        "timestamp" => {
+        "timestamp" | "timestamp_ltz" => {
             let precision = p(0).map(|v| v.min(9) as u8);
             if let Ok((r, _)) = (kw("WITHOUT"), kw("TIME"), kw("ZONE")).parse(rest) {
                 rest = r;
@@ -586,12 +591,18 @@ pub(crate) fn data_type(i: Input<'_>) -> PResult<'_, DataType> {
                 name.span.start,
                 format!(
                     "unknown data type '{}' (expected BOOLEAN, TINYINT, SMALLINT, INT, BIGINT, FLOAT, \
-                     DOUBLE, DECIMAL(p, s), VARCHAR, BYTES, DATE or TIMESTAMP(p))",
+                     DOUBLE, DECIMAL(p, s), VARCHAR, BYTES, DATE, TIMESTAMP(p), ROW<...>, \
+                     ARRAY<t> or MAP<k, v>)",
                     name.value
                 ),
             );
         }
     };
+    if let Ok((r, _)) = (kw("NOT"), kw("NULL")).parse(rest) {
+        rest = r;
+    } else if let Ok((r, _)) = kw("NULL")(rest) {
+        rest = r;
+    }
     Ok((
         rest,
         DataType {
@@ -599,6 +610,49 @@ pub(crate) fn data_type(i: Input<'_>) -> PResult<'_, DataType> {
             span: span_of(start, rest),
         },
     ))
+}
+
+/// `ROW<name TYPE, ...>` (or with parentheses), `ARRAY<TYPE>` and
+/// `MAP<KEY, VALUE>`, if `name` is one of them.
+fn nested_type<'a>(name: &str, i: Input<'a>) -> Option<PResult<'a, DataTypeKind>> {
+    let open_close = |i: Input<'a>| -> PResult<'a, &'static str> {
+        match sym("<")(i) {
+            Ok((r, _)) => Ok((r, ">")),
+            Err(_) => sym("(")(i).map(|(r, _)| (r, ")")),
+        }
+    };
+    let parse = move |i: Input<'a>| -> PResult<'a, DataTypeKind> {
+        let (rest, close) = required(open_close(i))?;
+        let (rest, kind) = match name {
+            "row" => {
+                let field = |i| {
+                    let (r, name) = ident(i)?;
+                    let (r, data_type) = required(data_type(r))?;
+                    // Flink allows a description: `name TYPE 'comment'`.
+                    let r = string_lit(r).map_or(r, |(r, _)| r);
+                    Ok((r, RowField { name, data_type }))
+                };
+                let (r, fields) = required(comma_list1(field).parse(rest))?;
+                (r, DataTypeKind::Row(fields))
+            }
+            "array" => {
+                let (r, t) = required(data_type(rest))?;
+                (r, DataTypeKind::Array(Box::new(t)))
+            }
+            _ => {
+                let (r, k) = required(data_type(rest))?;
+                let (r, _) = required(sym(",")(r))?;
+                let (r, v) = required(data_type(r))?;
+                (r, DataTypeKind::Map(Box::new(k), Box::new(v)))
+            }
+        };
+        let (rest, _) = match close {
+            ">" => required(sym(">")(rest))?,
+            _ => required(sym(")")(rest))?,
+        };
+        Ok((rest, kind))
+    };
+    matches!(name, "row" | "array" | "map").then(|| parse(i))
 }
 
 // ---------------------------------------------------------------------------

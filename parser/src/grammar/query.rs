@@ -124,21 +124,19 @@ fn cte(i: Input<'_>) -> PResult<'_, Cte> {
     ))
 }
 
-/// `operand (UNION ALL operand)*`.
+/// `operand (UNION [ALL | DISTINCT] operand)*`.
 fn set_expr(i: Input<'_>) -> PResult<'_, SetExpr> {
     let (mut rest, mut left) = set_operand(i)?;
-    while let Ok((r, union)) = kw("UNION")(rest) {
-        let (r, all) = opt(kw("ALL")).parse(r)?;
-        if all.is_none() {
-            return failure(
-                union.start,
-                "not supported yet: UNION without ALL (use UNION ALL)",
-            );
-        }
+    while let Ok((r, _)) = kw("UNION")(rest) {
+        let (r, all) = match kw("ALL")(r) {
+            Ok((r, _)) => (r, true),
+            Err(_) => (kw("DISTINCT")(r).map_or(r, |(r, _)| r), false),
+        };
         let (r, right) = required(set_operand(r))?;
-        left = SetExpr::UnionAll {
+        left = SetExpr::Union {
             left: Box::new(left),
             right: Box::new(right),
+            all,
         };
         rest = r;
     }
@@ -151,8 +149,31 @@ fn set_operand(i: Input<'_>) -> PResult<'_, SetExpr> {
         let (r, _) = required(sym(")")(r))?;
         return Ok((r, SetExpr::Query(Box::new(q))));
     }
+    if let Ok((r, v)) = values(i) {
+        return Ok((r, SetExpr::Values(v)));
+    }
     let (r, s) = select(i)?;
     Ok((r, SetExpr::Select(Box::new(s))))
+}
+
+/// `VALUES (a, b), (c, d)`.
+fn values(i: Input<'_>) -> PResult<'_, Values> {
+    let (rest, start) = kw("VALUES")(i)?;
+    let row = |i| {
+        let (r, _) = sym("(")(i)?;
+        let (r, row) = required(comma_list1(expr).parse(r))?;
+        let (r, _) = required(sym(")")(r))?;
+        Ok((r, row))
+    };
+    let (rest, rows) = required(comma_list1(row).parse(rest))?;
+    let end = last_token_end(skip_ws(i), rest);
+    Ok((
+        rest,
+        Values {
+            rows,
+            span: Span::new(start.start, end),
+        },
+    ))
 }
 
 pub(crate) fn select(i: Input<'_>) -> PResult<'_, Select> {

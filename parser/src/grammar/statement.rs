@@ -47,14 +47,27 @@ fn column_list(i: Input<'_>) -> PResult<'_, (Vec<ColumnDef>, Option<Watermark>, 
             rest = r;
         } else {
             let (r, name) = required(ident(rest))?;
-            let (r, data_type) = required(data_type(r))?;
-            let (r, _) = opt((kw("NOT"), kw("NULL"))).parse(r)?;
-            let span = name.span.union(data_type.span);
-            columns.push(ColumnDef {
-                name,
-                data_type,
-                span,
-            });
+            let (r, kind, span) = match kw("AS")(r) {
+                Ok((r, _)) => {
+                    let (r, e) = required(expr(r))?;
+                    let span = name.span.union(e.span);
+                    (r, ColumnKind::Computed(e), span)
+                }
+                Err(_) => {
+                    let (r, data_type) = required(data_type(r))?;
+                    if let Ok((_, at)) = kw("METADATA")(r) {
+                        return failure(at.start, "not supported yet: METADATA columns");
+                    }
+                    let span = name.span.union(data_type.span);
+                    (r, ColumnKind::Physical(data_type), span)
+                }
+            };
+            // Flink allows a description: `name TYPE COMMENT '...'`.
+            let r = match kw("COMMENT")(r) {
+                Ok((r, _)) => required(string_lit(r))?.0,
+                Err(_) => r,
+            };
+            columns.push(ColumnDef { name, kind, span });
             rest = r;
         }
         match sym(",")(rest) {
@@ -140,20 +153,62 @@ fn with_options(i: Input<'_>) -> PResult<'_, Vec<SqlOption>> {
     Ok((rest, options))
 }
 
+/// `IF NOT EXISTS`, if there.
+fn if_not_exists(i: Input<'_>) -> PResult<'_, bool> {
+    match (kw("IF"), kw("NOT"), kw("EXISTS")).parse(i) {
+        Ok((r, _)) => Ok((r, true)),
+        Err(_) => Ok((i, false)),
+    }
+}
+
+/// `PARTITIONED BY (a, b)`, if there.
+fn partitioned_by(i: Input<'_>) -> PResult<'_, Vec<Ident>> {
+    match (kw("PARTITIONED"), kw("BY")).parse(i) {
+        Ok((r, _)) => required(column_names(r)),
+        Err(_) => Ok((i, Vec::new())),
+    }
+}
+
+/// `SOURCE name (...) WITH (...)` or `TABLE name (...) [PARTITIONED BY
+/// (...)] WITH (...)`, after `CREATE [TEMPORARY]`.
+fn create_source(i: Input<'_>) -> PResult<'_, StatementKind> {
+    let (rest, table) = alt((kw("SOURCE").map(|_| false), kw("TABLE").map(|_| true))).parse(i)?;
+    let (rest, if_not_exists) = if_not_exists(rest)?;
+    let (rest, name) = required(ident(rest))?;
+    let (rest, (columns, watermark, primary_key)) = required(column_list(rest))?;
+    let rest = match kw("COMMENT")(rest) {
+        Ok((r, _)) => required(string_lit(r))?.0,
+        Err(_) => rest,
+    };
+    let (rest, partitioned_by) = partitioned_by(rest)?;
+    let (rest, options) = required(with_options(rest))?;
+    let source = CreateSource {
+        name,
+        table,
+        if_not_exists,
+        columns,
+        partitioned_by,
+        watermark,
+        primary_key,
+        options,
+    };
+    Ok((rest, StatementKind::CreateSource(source)))
+}
+
 fn create(i: Input<'_>) -> PResult<'_, StatementKind> {
     let (rest, _) = kw("CREATE")(i)?;
-    if let Ok((rest, _)) = alt((kw("SOURCE"), kw("TABLE"))).parse(rest) {
-        let (rest, name) = required(ident(rest))?;
-        let (rest, (columns, watermark, primary_key)) = required(column_list(rest))?;
-        let (rest, options) = required(with_options(rest))?;
-        let source = CreateSource {
-            name,
-            columns,
-            watermark,
-            primary_key,
-            options,
-        };
-        return Ok((rest, StatementKind::CreateSource(source)));
+    // Flink's TEMPORARY objects live as long as the session, as all of
+    // Eddy's do.
+    let rest = kw("TEMPORARY")(rest).map_or(rest, |(r, _)| r);
+    match create_source(rest) {
+        Err(nom::Err::Error(_)) => {}
+        done => return done,
+    }
+    if let Ok((_, at)) = kw("FUNCTION")(rest) {
+        return failure(
+            at.start,
+            "not supported yet: CREATE FUNCTION (a Java class); a program embedding Eddy registers functions with Session::register_function",
+        );
     }
     if let Ok((rest, _)) = kw("SINK")(rest) {
         let (rest, name) = required(ident(rest))?;
@@ -165,10 +220,7 @@ fn create(i: Input<'_>) -> PResult<'_, StatementKind> {
             Err(nom::Err::Error(_)) => (rest, None),
             Err(e) => return Err(e),
         };
-        let (rest, partitioned_by) = match (kw("PARTITIONED"), kw("BY")).parse(rest) {
-            Ok((r, _)) => required(column_names(r))?,
-            Err(_) => (rest, Vec::new()),
-        };
+        let (rest, partitioned_by) = partitioned_by(rest)?;
         let (rest, options) = required(with_options(rest))?;
         let (rest, query) = match kw("AS")(rest) {
             Ok((r, _)) => required(query(r)).map(|(r, q)| (r, Some(q)))?,
@@ -190,6 +242,7 @@ fn create(i: Input<'_>) -> PResult<'_, StatementKind> {
         Err(_) => (rest, false),
     };
     if let Ok((rest, _)) = kw("VIEW")(rest) {
+        let (rest, if_not_exists) = if_not_exists(rest)?;
         let (rest, name) = required(ident(rest))?;
         let (rest, columns) = column_names(rest)?;
         let (rest, _) = required(kw("AS")(rest))?;
@@ -199,6 +252,7 @@ fn create(i: Input<'_>) -> PResult<'_, StatementKind> {
             StatementKind::CreateView(CreateView {
                 name,
                 materialized,
+                if_not_exists,
                 columns,
                 query,
             }),
@@ -212,12 +266,51 @@ fn create(i: Input<'_>) -> PResult<'_, StatementKind> {
     required(fail(skip_ws(rest), expected))
 }
 
-fn insert(i: Input<'_>) -> PResult<'_, StatementKind> {
+/// `INSERT INTO t [(cols)] query`.
+fn insert_into(i: Input<'_>) -> PResult<'_, Insert> {
+    let start = skip_ws(i);
     let (rest, _) = kw("INSERT")(i)?;
     let (rest, _) = required(kw("INTO")(rest))?;
     let (rest, target) = required(ident(rest))?;
+    let (rest, columns) = column_names(rest)?;
     let (rest, query) = required(query(rest))?;
-    Ok((rest, StatementKind::Insert(Insert { target, query })))
+    let span = Span::new(start.location_offset(), last_token_end(start, rest));
+    Ok((
+        rest,
+        Insert {
+            target,
+            columns,
+            query,
+            span,
+        },
+    ))
+}
+
+fn insert(i: Input<'_>) -> PResult<'_, StatementKind> {
+    insert_into(i).map(|(r, ins)| (r, StatementKind::Insert(ins)))
+}
+
+/// `EXECUTE STATEMENT SET BEGIN insert; ... END` or `BEGIN STATEMENT SET;
+/// insert; ... END`.
+fn statement_set(i: Input<'_>) -> PResult<'_, StatementKind> {
+    let rest = match (kw("EXECUTE"), kw("STATEMENT"), kw("SET")).parse(i) {
+        Ok((r, _)) => required(kw("BEGIN")(r))?.0,
+        Err(_) => {
+            let (r, _) = (kw("BEGIN"), kw("STATEMENT"), kw("SET")).parse(i)?;
+            required(sym(";")(r))?.0
+        }
+    };
+    let mut inserts = Vec::new();
+    let mut rest = rest;
+    loop {
+        if let Ok((r, _)) = kw("END")(rest) {
+            return Ok((r, StatementKind::StatementSet(inserts)));
+        }
+        let (r, ins) = required(insert_into(rest))?;
+        let (r, _) = required(sym(";")(r))?;
+        inserts.push(ins);
+        rest = r;
+    }
 }
 
 fn explain(i: Input<'_>) -> PResult<'_, StatementKind> {
@@ -228,7 +321,8 @@ fn explain(i: Input<'_>) -> PResult<'_, StatementKind> {
 
 fn object_kind(i: Input<'_>) -> PResult<'_, ObjectKind> {
     alt((
-        alt((kw("SOURCE"), kw("TABLE"))).map(|_| ObjectKind::Source),
+        kw("SOURCE").map(|_| ObjectKind::Source),
+        kw("TABLE").map(|_| ObjectKind::Table),
         kw("SINK").map(|_| ObjectKind::Sink),
         kw("VIEW").map(|_| ObjectKind::View),
         (kw("MATERIALIZED"), kw("VIEW")).map(|_| ObjectKind::MaterializedView),
@@ -238,6 +332,7 @@ fn object_kind(i: Input<'_>) -> PResult<'_, ObjectKind> {
 
 fn drop(i: Input<'_>) -> PResult<'_, StatementKind> {
     let (rest, _) = kw("DROP")(i)?;
+    let rest = kw("TEMPORARY")(rest).map_or(rest, |(r, _)| r);
     let (rest, kind) = required(object_kind(rest))?;
     let (rest, if_exists) = opt((kw("IF"), kw("EXISTS"))).parse(rest)?;
     let (rest, name) = required(ident(rest))?;
@@ -255,7 +350,8 @@ fn show(i: Input<'_>) -> PResult<'_, StatementKind> {
     let (rest, _) = kw("SHOW")(i)?;
     let (rest, what) = required(
         alt((
-            alt((kw("SOURCES"), kw("TABLES"))).map(|_| ShowKind::Sources),
+            kw("SOURCES").map(|_| ShowKind::Sources),
+            kw("TABLES").map(|_| ShowKind::Tables),
             kw("SINKS").map(|_| ShowKind::Sinks),
             kw("VIEWS").map(|_| ShowKind::Views),
             kw("JOBS").map(|_| ShowKind::Jobs),
@@ -298,15 +394,23 @@ fn set(i: Input<'_>) -> PResult<'_, StatementKind> {
 
 pub(crate) fn statement(i: Input<'_>) -> PResult<'_, Statement> {
     let start = skip_ws(i);
-    let (rest, kind) = alt((create, insert, explain, drop, show, describe, set, |i| {
-        query(i).map(|(r, q)| (r, StatementKind::Query(q)))
-    }))
+    let (rest, kind) = alt((
+        create,
+        insert,
+        statement_set,
+        explain,
+        drop,
+        show,
+        describe,
+        set,
+        |i| query(i).map(|(r, q)| (r, StatementKind::Query(q))),
+    ))
     .parse(i)
     .map_err(|e| match e {
         nom::Err::Error(err) if err.offset == start.location_offset() => {
             nom::Err::Error(GrammarError::expected(
                 err.offset,
-                "a statement (CREATE, INSERT, SELECT, WITH, EXPLAIN, DROP, SHOW, DESCRIBE or SET)",
+                "a statement (CREATE, INSERT, EXECUTE STATEMENT SET, SELECT, WITH, EXPLAIN, DROP, SHOW, DESCRIBE or SET)",
             ))
         }
         other => other,

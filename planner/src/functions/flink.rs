@@ -21,6 +21,47 @@ use regex::Regex;
 
 type DfResult<T> = datafusion::error::Result<T>;
 
+/// Flink's aggregate functions that DataFusion has under another name.
+pub const AGGREGATE_ALIASES: &[(&str, &str)] = &[("listagg", "string_agg")];
+
+/// Flink's built-in functions (from its documentation's list) that Eddy
+/// does not have: calling one is `function 'X' is not supported yet`, not
+/// an unknown function.
+pub const NOT_SUPPORTED: &[&str] = &[
+    "bin",
+    "collect",
+    "convert_tz",
+    "current_database",
+    "current_watermark",
+    "decode",
+    "element",
+    "encode",
+    "from_base64",
+    "hash_code",
+    "is_alpha",
+    "is_decimal",
+    "is_digit",
+    "json_array",
+    "json_arrayagg",
+    "json_exists",
+    "json_object",
+    "json_objectagg",
+    "json_query",
+    "json_string",
+    "json_value",
+    "map_entries",
+    "map_from_arrays",
+    "parse_url",
+    "print",
+    "regexp",
+    "str_to_map",
+    "timestampadd",
+    "timestampdiff",
+    "to_base64",
+    "truncate",
+    "to_timestamp_ltz",
+];
+
 /// The Flink functions, to register by their names. Each coerces its own
 /// arguments (`coerce_types`).
 pub fn all() -> Vec<Arc<ScalarUDF>> {

@@ -194,13 +194,8 @@ impl QueryPlanner<'_> {
             }
         }
         let Some(window) = from.window.as_ref() else {
-            // GROUP BY without a window: an updating aggregate.
-            if keys.is_empty() {
-                return Err(PlanError::not_supported(
-                    "a global aggregate without GROUP BY on a stream",
-                    q.span,
-                ));
-            }
+            // GROUP BY without a window: an updating aggregate; without
+            // keys, one updating row.
             return Ok(keys);
         };
         if !(has_start && has_end) {

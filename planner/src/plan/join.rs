@@ -577,10 +577,10 @@ fn flatten<'a>(t: &'a ast::TableRef, refs: &mut Vec<&'a ast::TableRef>) -> Resul
         ast::JoinConstraint::None => None,
         ast::JoinConstraint::Using(cols) => {
             let span = cols.first().map_or(t.span, |c| c.span);
-            return Err(PlanError::not_supported(
-                "JOIN ... USING (write ON a.col = b.col)",
-                span,
-            ));
+            return Err(PlanError::internal(format!(
+                "USING should have been rewritten (at {}..{})",
+                span.start, span.end
+            )));
         }
     };
     if on.is_none() && join_type != JoinType::Inner {
@@ -728,5 +728,71 @@ fn interval_ms(e: &Expr) -> Option<i64> {
         }
         Expr::Cast(c) => interval_ms(&c.expr),
         _ => None,
+    }
+}
+
+/// `a JOIN b USING (x, y)` is `a JOIN b ON a.x = b.x AND a.y = b.y` (the
+/// tables named by their aliases); the FROM items with every USING so
+/// rewritten. Both sides must be tables or subqueries, not joins.
+pub(super) fn using_to_on(items: &[ast::TableRef]) -> Result<Vec<ast::TableRef>> {
+    items.iter().map(rewrite_using).collect()
+}
+
+fn rewrite_using(t: &ast::TableRef) -> Result<ast::TableRef> {
+    let TableRefKind::Join(j) = &t.kind else {
+        return Ok(t.clone());
+    };
+    let mut j = j.as_ref().clone();
+    j.left = rewrite_using(&j.left)?;
+    j.right = rewrite_using(&j.right)?;
+    if let ast::JoinConstraint::Using(cols) = &j.constraint {
+        let (Some(l), Some(r)) = (qualifier(&j.left), qualifier(&j.right)) else {
+            let span = cols.first().map_or(t.span, |c| c.span);
+            return Err(PlanError::not_supported(
+                "JOIN ... USING with a join on one side (write ON a.col = b.col)",
+                span,
+            ));
+        };
+        let column = |q: &ast::Ident, c: &ast::Ident| ast::Expr {
+            kind: ast::ExprKind::Identifier(vec![q.clone(), c.clone()]),
+            span: c.span,
+        };
+        let equal = |c: &ast::Ident| ast::Expr {
+            kind: ast::ExprKind::Binary {
+                op: ast::BinaryOp::Eq,
+                left: Box::new(column(&l, c)),
+                right: Box::new(column(&r, c)),
+            },
+            span: c.span,
+        };
+        let on = cols
+            .iter()
+            .map(equal)
+            .reduce(|a, b| ast::Expr {
+                span: a.span.union(b.span),
+                kind: ast::ExprKind::Binary {
+                    op: ast::BinaryOp::And,
+                    left: Box::new(a),
+                    right: Box::new(b),
+                },
+            })
+            .ok_or_else(|| PlanError::user("USING needs at least one column", t.span))?;
+        j.constraint = ast::JoinConstraint::On(on);
+    }
+    Ok(ast::TableRef {
+        kind: TableRefKind::Join(Box::new(j)),
+        ..t.clone()
+    })
+}
+
+/// The name a FROM item's columns are qualified with, if it is one table.
+fn qualifier(t: &ast::TableRef) -> Option<ast::Ident> {
+    if let Some(a) = &t.alias {
+        return Some(a.name.clone());
+    }
+    match &t.kind {
+        TableRefKind::Named(name) => Some(name.clone()),
+        TableRefKind::Window(w) => Some(w.table.clone()),
+        TableRefKind::Subquery(_) | TableRefKind::Join(_) => None,
     }
 }

@@ -56,7 +56,7 @@ impl QueryPlanner<'_> {
         let source = self
             .catalog
             .source(&name.value)
-            .filter(|_| !self.ctes.iter().any(|(n, _)| *n == name.value))
+            .filter(|_| !self.ctes.iter().any(|(n, _, _)| *n == name.value))
             .cloned();
         let plain = ast::TableRef {
             for_system_time: None,
