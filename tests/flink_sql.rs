@@ -155,7 +155,9 @@ fn flink_nexmark_scripts_give_the_answers_of_eddys_own_spelling() {
 fn flink_nexmark_scripts_run_unchanged_as_one_statement_set() {
     let mut script = flink_ddl();
     let mut inserts = String::new();
-    for &n in QUERIES {
+    // q12's windows follow the wall clock (PROCTIME()): it runs here, and
+    // is compared nowhere.
+    for &n in QUERIES.iter().chain(&[12]) {
         script.push_str(&format!(
             "\nCREATE TABLE nexmark_q{n} ({}) WITH ('connector' = 'blackhole');",
             result_columns(n)
@@ -178,7 +180,7 @@ fn flink_nexmark_scripts_run_unchanged_as_one_statement_set() {
         .iter()
         .filter(|n| matches!(n.kind, NodeKind::Sink(_)))
         .count();
-    assert_eq!(sinks, QUERIES.len());
+    assert_eq!(sinks, QUERIES.len() + 1);
 }
 
 // ---------------------------------------------------------------------------

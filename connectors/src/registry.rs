@@ -31,6 +31,10 @@ use crate::{ConnectorError, Result};
 pub const CONNECTOR: &str = "connector";
 /// The option that names the format of a connector that carries bytes.
 pub const FORMAT: &str = "format";
+/// Flink 1.10's spelling of [`CONNECTOR`] (Nexmark's q13 still uses it).
+pub const LEGACY_CONNECTOR: &str = "connector.type";
+/// Flink 1.10's spelling of [`FORMAT`].
+pub const LEGACY_FORMAT: &str = "format.type";
 /// Every source takes it: a split without rows for this long stops holding
 /// the watermark back.
 pub const IDLE_TIMEOUT: &str = "watermark.idle-timeout";
@@ -201,11 +205,12 @@ impl ConnectorRegistry {
         role: Role,
         format: Option<&str>,
     ) -> Declarations {
-        let mut decls = vec![OptionDecl::required(
-            CONNECTOR,
-            OptionType::String,
-            "the connector",
-        )];
+        // Flink 1.10's legacy keys ('connector.type', 'format.type') still
+        // name the connector and the format.
+        let mut decls = vec![
+            OptionDecl::required(CONNECTOR, OptionType::String, "the connector")
+                .with_aliases(&[LEGACY_CONNECTOR]),
+        ];
         decls.extend(connector.options());
         if role != Role::Sink && connector.is_source() {
             decls.extend(source_options());
@@ -213,17 +218,22 @@ impl ConnectorRegistry {
         match connector.format() {
             FormatSupport::None => {}
             support => {
-                decls.push(match support {
-                    FormatSupport::Optional(default) => OptionDecl::optional(
-                        FORMAT,
-                        OptionType::Format,
-                        default,
-                        "the format of the bytes",
-                    ),
-                    _ => {
-                        OptionDecl::required(FORMAT, OptionType::Format, "the format of the bytes")
+                decls.push(
+                    match support {
+                        FormatSupport::Optional(default) => OptionDecl::optional(
+                            FORMAT,
+                            OptionType::Format,
+                            default,
+                            "the format of the bytes",
+                        ),
+                        _ => OptionDecl::required(
+                            FORMAT,
+                            OptionType::Format,
+                            "the format of the bytes",
+                        ),
                     }
-                });
+                    .with_aliases(&[LEGACY_FORMAT]),
+                );
                 let chosen = format.or(match support {
                     FormatSupport::Optional(default) => Some(default),
                     _ => None,
@@ -251,7 +261,7 @@ impl ConnectorRegistry {
                 .find(|(k, _)| k == key)
                 .map(|(_, v)| v.as_str())
         };
-        let Some(name) = find(CONNECTOR) else {
+        let Some(name) = find(CONNECTOR).or_else(|| find(LEGACY_CONNECTOR)) else {
             return Err(OptionError::Missing {
                 name: CONNECTOR.into(),
                 owner: format!("a {}", role.as_str()),
@@ -285,7 +295,8 @@ impl ConnectorRegistry {
                 known: self.names(role),
             });
         }
-        if let Some(format) = find(FORMAT)
+        let format = find(FORMAT).or_else(|| find(LEGACY_FORMAT));
+        if let Some(format) = format
             && connector.format() != FormatSupport::None
             && self.formats.get(format).is_none()
         {
@@ -296,7 +307,7 @@ impl ConnectorRegistry {
                 expected: format!("no format has this name (formats: {})", names.join(", ")),
             });
         }
-        let decls = self.declarations(connector.as_ref(), role, find(FORMAT));
+        let decls = self.declarations(connector.as_ref(), role, format);
         let options = decls.validate(given, role)?;
         Ok(Validated {
             connector: connector.clone(),

@@ -77,6 +77,12 @@ pub trait Sink: Send {
 
     fn write_batch(&mut self, batch: &RecordBatch) -> Result<()>;
 
+    /// The input's watermark advanced (a file sink commits partitions by
+    /// it). The default ignores it.
+    fn on_watermark(&mut self, _watermark: Timestamp) -> Result<()> {
+        Ok(())
+    }
+
     /// Makes everything written so far durable or visible.
     fn flush(&mut self) -> Result<()> {
         Ok(())
@@ -206,8 +212,8 @@ impl Operator for SinkOperator {
         self.sink.write_batch(&batch)
     }
 
-    fn handle_watermark(&mut self, _watermark: Timestamp, _out: &mut Collector) -> Result<()> {
-        Ok(())
+    fn handle_watermark(&mut self, watermark: Timestamp, _out: &mut Collector) -> Result<()> {
+        self.sink.on_watermark(watermark)
     }
 
     fn handle_checkpoint(&mut self, checkpoint: u64, _out: &mut Collector) -> Result<()> {

@@ -63,6 +63,16 @@ pub enum StatementKind {
     DescribeConnector(Ident),
     /// `SET key = value`.
     Set(SqlOption),
+    /// `CREATE [TEMPORARY [SYSTEM]] FUNCTION [IF NOT EXISTS] name AS 'class'
+    /// [LANGUAGE lang]` (Flink's, for a Java class).
+    CreateFunction(CreateFunction),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateFunction {
+    pub name: Ident,
+    pub class: String,
+    pub class_span: Span,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -481,6 +481,14 @@ impl Display for Statement {
             StatementKind::Describe(name) => write!(f, "DESCRIBE {name}"),
             StatementKind::DescribeConnector(name) => write!(f, "DESCRIBE CONNECTOR {name}"),
             StatementKind::Set(o) => write!(f, "SET {o}"),
+            StatementKind::CreateFunction(c) => {
+                write!(
+                    f,
+                    "CREATE FUNCTION {} AS {}",
+                    c.name,
+                    quote_string(&c.class)
+                )
+            }
         }
     }
 }

@@ -550,7 +550,7 @@ impl Binder<'_> {
             scope
                 .tables
                 .iter()
-                .any(|t| t.columns.iter().any(|(c, _)| c == name))
+                .any(|t| t.columns.iter().any(|(c, _)| c.eq_ignore_ascii_case(name)))
         };
         let column_parts = match parts {
             [q, ..] if scope.table(&q.value).is_some() => 2,
@@ -580,7 +580,18 @@ impl Binder<'_> {
                     field.span,
                 ));
             };
-            if fields.find(&field.value).is_none() {
+            let exact = fields.find(&field.value).is_some();
+            let folded: Vec<&str> = fields
+                .iter()
+                .map(|f| f.name().as_str())
+                .filter(|n| !field.quoted && n.eq_ignore_ascii_case(&field.value))
+                .collect();
+            let name = match (exact, folded.as_slice()) {
+                (true, _) => field.value.clone(),
+                (false, [one]) => one.to_string(),
+                _ => String::new(),
+            };
+            if name.is_empty() {
                 let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
                 let hint = did_you_mean(&suggestions(&field.value, names.iter().copied()));
                 return Err(PlanError::user(
@@ -592,7 +603,7 @@ impl Binder<'_> {
                     field.span,
                 ));
             }
-            let name = Expr::Literal(ScalarValue::Utf8(Some(field.value.clone())), None);
+            let name = Expr::Literal(ScalarValue::Utf8(Some(name)), None);
             expr =
                 Expr::ScalarFunction(ScalarFunction::new_udf(get_field.clone(), vec![expr, name]));
         }
@@ -831,6 +842,23 @@ pub(crate) fn resolve_name(
         .filter(|(_, _, cols)| cols.contains(&name.value))
         .map(|(q, _, _)| q.as_str())
         .collect();
+    // Unquoted names are folded to lower case; a column declared quoted
+    // (`dateTime`) is still found by them when only one column is spelled
+    // so in any case, as Flink scripts that quote a name only sometimes
+    // expect.
+    if owners.is_empty() && !name.quoted {
+        let folded: Vec<(&str, &str)> = candidates
+            .iter()
+            .flat_map(|(q, _, cols)| {
+                cols.iter()
+                    .filter(|c| c.eq_ignore_ascii_case(&name.value))
+                    .map(move |c| (q.as_str(), c.as_str()))
+            })
+            .collect();
+        if let [(owner, column)] = folded.as_slice() {
+            return Ok((owner.to_string(), column.to_string()));
+        }
+    }
     match owners.as_slice() {
         [owner] => Ok((owner.to_string(), name.value.clone())),
         [] => {

@@ -15,6 +15,12 @@ use datafusion::logical_expr::{
 
 pub mod flink;
 
+/// Java classes of Flink UDFs that are one of Eddy's functions (registered
+/// by the program): `CREATE FUNCTION name AS 'class'` of one of these, under
+/// its name, uses Eddy's.
+pub const JAVA_CLASSES: &[(&str, &str)] =
+    &[("com.github.nexmark.flink.udf.CountChar", "count_char")];
+
 /// The name of the processing-time function.
 pub const PROCTIME: &str = "proctime";
 

@@ -916,7 +916,20 @@ impl QueryPlanner<'_> {
                         return Err(arity(2, "the table, the time column, a step and a size"));
                     }
                 };
-                let col = &tvf.time_column;
+                let mut col = tvf.time_column.clone();
+                // An unquoted name finds a column spelled in another case
+                // when it is the only one (see `resolve_name`).
+                let folded: Vec<&Field> = columns
+                    .iter()
+                    .filter(|f| !col.quoted && f.name().eq_ignore_ascii_case(&col.value))
+                    .collect();
+                if let ([f], false) = (
+                    folded.as_slice(),
+                    columns.iter().any(|f| *f.name() == col.value),
+                ) {
+                    col.value = f.name().clone();
+                }
+                let col = &col;
                 if !columns.iter().any(|f| *f.name() == col.value) {
                     let names: Vec<&str> = columns.iter().map(|f| f.name().as_str()).collect();
                     let hint = did_you_mean(&suggestions(&col.value, names.iter().copied()));

@@ -303,6 +303,7 @@ impl Session {
             StatementKind::Show(what) => self.show(*what, span),
             StatementKind::Describe(name) => self.describe(name),
             StatementKind::DescribeConnector(name) => self.describe_connector(name),
+            StatementKind::CreateFunction(f) => self.create_function(f),
             StatementKind::Set(option) => {
                 self.set(option)?;
                 Ok(Outcome::Info(String::new()))
@@ -500,6 +501,30 @@ impl Session {
         }
         names.dedup();
         Ok(self.job(&names.join("+"), graph, false))
+    }
+
+    /// `CREATE FUNCTION name AS 'class'`: Java classes are not loaded; a
+    /// class known to be one of Eddy's functions (Nexmark's `CountChar`)
+    /// names it.
+    fn create_function(&mut self, f: &ast::CreateFunction) -> Result<Outcome, SessionError> {
+        let known = crate::functions::JAVA_CLASSES
+            .iter()
+            .find(|(class, _)| *class == f.class);
+        match known {
+            Some((_, builtin))
+                if *builtin == f.name.value && self.functions.scalar(builtin).is_some() =>
+            {
+                Ok(Outcome::Info(format!(
+                    "function {} is Eddy's own; the class {} is not loaded\n",
+                    f.name.value, f.class
+                )))
+            }
+            _ => Err(PlanError::not_supported(
+                "CREATE FUNCTION of a Java class (a program embedding Eddy registers functions with Session::register_function)",
+                f.class_span,
+            )
+            .into()),
+        }
     }
 
     /// `CREATE [TEMPORARY] VIEW name [(columns)] AS query`: checked by

@@ -2,6 +2,7 @@
 //! source ([`source`]) and as an exactly-once sink ([`sink`]), in any
 //! format of the registry.
 
+mod policy;
 mod sink;
 mod source;
 
@@ -60,8 +61,9 @@ impl Connector for FileConnector {
             OptionDecl::required(
                 "path",
                 OptionType::String,
-                "a file or a directory; a sink writes part files into a directory (a path ending in /), or one file when the input ends",
-            ),
+                "a file or a directory (`file://` URIs too); a sink writes part files into a directory (a path ending in /), or one file when the input ends",
+            )
+            .with_aliases(&["connector.path"]),
             OptionDecl::optional("batch.size", OptionType::Count, "8192", "rows per batch read")
                 .source_only(),
             OptionDecl::optional(
@@ -84,6 +86,9 @@ impl Connector for FileConnector {
             )
             .sink_only(),
         ]
+        .into_iter()
+        .chain(policy::options())
+        .collect()
     }
 
     fn format(&self) -> FormatSupport {
@@ -117,4 +122,13 @@ impl Connector for FileConnector {
     fn guarantee(&self, _options: &Options) -> DeliveryGuarantee {
         DeliveryGuarantee::ExactlyOnce
     }
+}
+
+/// The local path of the `path` option: a plain path or a `file://` URI,
+/// as Flink takes.
+pub(crate) fn local_path(options: &crate::Options) -> Result<std::path::PathBuf> {
+    let path = options.require("path")?;
+    Ok(std::path::PathBuf::from(
+        path.strip_prefix("file://").unwrap_or(path),
+    ))
 }

@@ -18,8 +18,14 @@
 //! `%XX` where a path needs it, NULL as `__DEFAULT_PARTITION__`), without
 //! the partition columns, each partition with its own parts, committed
 //! the same way. When the input ends, each partition written gets an empty
-//! `_SUCCESS` file with its last part. (A continuous job's partitions get
-//! none: committing a partition by the watermark is not built.)
+//! `_SUCCESS` file with its last part; while the job runs, a partition
+//! gets one when it is due by Flink's partition-commit options (see
+//! [`super::policy`]).
+//!
+//! **Rolling**: a part that reaches `'sink.rolling-policy.file-size'` or
+//! has been open `'sink.rolling-policy.rollover-interval'` is closed and
+//! published with the next checkpoint as `part-<n>-<subtask>-<k>.<ext>`,
+//! which sorts before that checkpoint's last part.
 //!
 //! **A file**: all rows go to `<path>.inprogress`, whose length is part of
 //! every checkpoint; it is renamed to `<path>` when the input ends.
@@ -37,6 +43,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use datafusion::arrow::array::{Array, UInt32Array};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -47,6 +54,7 @@ use eddy_operators::{OperatorContext, OperatorError, Sink};
 use eddy_state::checkpoint::sync_parent;
 use serde::{Deserialize, Serialize};
 
+use super::policy::Policy;
 use crate::format::TIMESTAMP_FORMAT;
 use crate::format::{Encoder, Format};
 use crate::options::Options;
@@ -59,6 +67,15 @@ enum Target {
 }
 
 type Writer = BufWriter<File>;
+
+/// An open part file.
+struct Part {
+    path: PathBuf,
+    writer: Writer,
+    /// Bytes written to it.
+    bytes: u64,
+    opened: Instant,
+}
 
 /// Publishes a finished part: `from` (in progress) becomes `to`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,7 +143,7 @@ impl FileSinkProvider {
             .map(|v| v.split(',').map(|c| c.trim().to_string()).collect())
             .unwrap_or_default();
         let provider = Self {
-            path: PathBuf::from(options.require("path")?),
+            path: super::local_path(options)?,
             schema: schema.clone(),
             partition_by,
             format,
@@ -153,6 +170,7 @@ impl FileSinkProvider {
             &self.partition_by,
             encoder,
             self.format.extension(),
+            Policy::parse(&self.options)?,
         )
     }
 }
@@ -175,8 +193,7 @@ impl SinkProvider for FileSinkProvider {
 /// value.
 pub const DEFAULT_PARTITION: &str = "__DEFAULT_PARTITION__";
 
-/// The file a partition's directory gets when its last part is committed
-/// at the end of the input.
+/// The default name of a partition's success file.
 pub const SUCCESS_FILE: &str = "_SUCCESS";
 
 pub struct FileSink {
@@ -190,7 +207,17 @@ pub struct FileSink {
     /// Parts started by this run (for unique in-progress names).
     parts: u64,
     /// The open part of each partition directory (`""`: not partitioned).
-    writers: BTreeMap<String, (PathBuf, Writer)>,
+    writers: BTreeMap<String, Part>,
+    /// Parts rolled since the last barrier: (partition, in-progress path),
+    /// closed and synced, published with the next checkpoint.
+    rolled: Vec<(String, PathBuf)>,
+    policy: Policy,
+    /// When open parts were last checked against the rollover interval.
+    checked: Instant,
+    /// Partitions written and not yet committed while running, with when
+    /// each was first written.
+    uncommitted: BTreeMap<String, Instant>,
+    watermark: i64,
     /// `PARTITIONED BY` columns (index, escaped name), and the columns
     /// written to the files.
     partition_by: Vec<(usize, String)>,
@@ -210,6 +237,13 @@ impl std::fmt::Debug for FileSink {
 /// A committed part's name: `part-<checkpoint>-<subtask>.<extension>`.
 fn part_name(checkpoint: u64, subtask: usize, extension: &str) -> String {
     format!("part-{checkpoint:010}-{subtask}.{extension}")
+}
+
+/// The name of the `k`-th part rolled before checkpoint `checkpoint`'s
+/// barrier: `part-<checkpoint>-<subtask>-<k>.<extension>`, which sorts
+/// before that checkpoint's last part.
+fn rolled_part_name(checkpoint: u64, subtask: usize, k: usize, extension: &str) -> String {
+    format!("part-{checkpoint:010}-{subtask}-{k:05}.{extension}")
 }
 
 /// The checkpoint in a committed part's name.
@@ -239,12 +273,13 @@ impl FileSink {
     /// A sink writing to `path`; nothing is touched before the job starts.
     /// With `partition_by`, rows go to `path/<col>=<value>/...` directories
     /// by those columns' values, which are left out of the files.
-    pub fn create(
+    pub(crate) fn create(
         path: &Path,
         schema: SchemaRef,
         partition_by: &[String],
         encoder: Box<dyn Encoder>,
         extension: &'static str,
+        policy: Policy,
     ) -> Result<Self> {
         let is_dir = path.is_dir() || path.to_string_lossy().ends_with('/');
         let target = if is_dir {
@@ -281,6 +316,11 @@ impl FileSink {
             attempt: format!("{}-{nanos:09}", std::process::id()),
             parts: 0,
             writers: BTreeMap::new(),
+            rolled: Vec::new(),
+            policy,
+            checked: Instant::now(),
+            uncommitted: BTreeMap::new(),
+            watermark: i64::MIN,
             partition_by: partitions,
             data_columns,
             written: BTreeSet::new(),
@@ -303,8 +343,8 @@ impl FileSink {
         PathBuf::from(name)
     }
 
-    /// The writer of a partition's current part, started if there is none.
-    fn writer(&mut self, partition: &str) -> eddy_operators::Result<&mut Writer> {
+    /// The current part of a partition, started if there is none.
+    fn writer(&mut self, partition: &str) -> eddy_operators::Result<&mut Part> {
         if !self.writers.contains_key(partition) {
             let path = match &self.target {
                 Target::Dir(dir) => {
@@ -323,30 +363,105 @@ impl FileSink {
             if let Some(header) = self.encoder.header() {
                 writer.write_all(&header).map_err(|e| self.err(&path, e))?;
             }
-            self.writers.insert(partition.to_string(), (path, writer));
-            self.written.insert(partition.to_string());
+            let part = Part {
+                path,
+                writer,
+                bytes: 0,
+                opened: Instant::now(),
+            };
+            self.writers.insert(partition.to_string(), part);
+            if self.written.insert(partition.to_string()) {
+                self.uncommitted
+                    .insert(partition.to_string(), Instant::now());
+            }
         }
-        match self.writers.get_mut(partition) {
-            Some((_, w)) => Ok(w),
-            None => Err(OperatorError::Internal("no part file".into())),
-        }
+        self.writers
+            .get_mut(partition)
+            .ok_or_else(|| OperatorError::Internal("no part file".into()))
     }
 
     /// Flushes and fsyncs every open part; returns each one's partition,
     /// path and length.
     fn sync(&mut self) -> eddy_operators::Result<Vec<(String, PathBuf, u64)>> {
         let mut synced = Vec::new();
-        for (partition, (path, writer)) in &mut self.writers {
-            let err = |e: &dyn std::fmt::Display| {
-                OperatorError::Connector(format!("writing {}: {e}", path.display()))
-            };
-            writer.flush().map_err(|e| err(&e))?;
-            let file = writer.get_mut();
-            file.sync_data().map_err(|e| err(&e))?;
-            let len = file.stream_position().map_err(|e| err(&e))?;
-            synced.push((partition.clone(), path.clone(), len));
+        for (partition, part) in &mut self.writers {
+            let len = sync_part(part)?;
+            synced.push((partition.clone(), part.path.clone(), len));
         }
         Ok(synced)
+    }
+
+    /// Closes the parts of `partitions` (synced), to be published with the
+    /// next checkpoint.
+    fn roll(&mut self, partitions: &[String]) -> eddy_operators::Result<()> {
+        for partition in partitions {
+            if let Some(mut part) = self.writers.remove(partition) {
+                sync_part(&mut part)?;
+                sync_parent(&part.path).map_err(|e| self.err(&part.path, e))?;
+                self.rolled.push((partition.clone(), part.path));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rolls parts past the file size, and, every check interval, those
+    /// open longer than the rollover interval.
+    fn roll_due(&mut self) -> eddy_operators::Result<()> {
+        let check = self.checked.elapsed() >= self.policy.check_interval;
+        if check {
+            self.checked = Instant::now();
+        }
+        let due: Vec<String> = self
+            .writers
+            .iter()
+            .filter(|(_, p)| {
+                p.bytes >= self.policy.file_size
+                    || (check && p.opened.elapsed() >= self.policy.rollover)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.roll(&due)
+    }
+
+    /// The success files of the partitions due now (all written ones when
+    /// the input ends), as renames published with checkpoint's parts.
+    fn success_files(&mut self, dir: &Path, last: bool) -> eddy_operators::Result<Vec<Rename>> {
+        if self.partition_by.is_empty() {
+            return Ok(Vec::new());
+        }
+        let due: Vec<String> = if last {
+            self.uncommitted.clear();
+            std::mem::take(&mut self.written).into_iter().collect()
+        } else {
+            let Some(commit) = &self.policy.commit else {
+                return Ok(Vec::new());
+            };
+            let due: Vec<String> = self
+                .uncommitted
+                .iter()
+                .filter(|(p, first)| commit.due(p, **first, self.watermark))
+                .map(|(p, _)| p.clone())
+                .collect();
+            for p in &due {
+                self.uncommitted.remove(p);
+            }
+            due
+        };
+        let mut renames = Vec::new();
+        for partition in due {
+            let from = dir.join(&partition).join(format!(
+                ".success-{}-{}-{}.inprogress",
+                self.subtask, self.attempt, self.parts
+            ));
+            self.parts += 1;
+            File::create(&from).map_err(|e| self.err(&from, e))?;
+            sync_parent(&from).map_err(|e| self.err(&from, e))?;
+            renames.push(Rename {
+                from,
+                to: dir.join(&partition).join(&self.policy.success_file),
+            });
+        }
+        Ok(renames)
     }
 
     /// Deletes in-progress parts and parts of checkpoints after
@@ -388,7 +503,9 @@ impl FileSink {
         let mut bytes = Vec::with_capacity(batch.num_rows() * 64);
         self.encoder.encode(batch, &mut bytes)?;
         let path = self.path().to_path_buf();
-        self.writer(partition)?
+        let part = self.writer(partition)?;
+        part.bytes += bytes.len() as u64;
+        part.writer
             .write_all(&bytes)
             .map_err(|e| OperatorError::Connector(format!("writing {}: {e}", path.display())))
     }
@@ -453,7 +570,13 @@ impl Sink for FileSink {
                         f.set_len(len).map_err(|e| self.err(&path, e))?;
                         f.seek(SeekFrom::End(0)).map_err(|e| self.err(&path, e))?;
                         let writer = BufWriter::with_capacity(1 << 20, f);
-                        self.writers.insert(String::new(), (path, writer));
+                        let part = Part {
+                            path,
+                            writer,
+                            bytes: len,
+                            opened: Instant::now(),
+                        };
+                        self.writers.insert(String::new(), part);
                     }
                     _ => {
                         self.writer("")?;
@@ -465,6 +588,34 @@ impl Sink for FileSink {
     }
 
     fn write_batch(&mut self, batch: &RecordBatch) -> eddy_operators::Result<()> {
+        self.write_rows(batch)?;
+        if matches!(self.target, Target::Dir(_)) {
+            self.roll_due()?;
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64) -> eddy_operators::Result<()> {
+        self.watermark = self.watermark.max(watermark);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> eddy_operators::Result<()> {
+        self.sync().map(|_| ())
+    }
+
+    fn pre_commit(&mut self, checkpoint: u64, last: bool) -> eddy_operators::Result<SinkCommit> {
+        let synced = self.sync()?;
+        match self.target.clone() {
+            Target::Dir(dir) => self.pre_commit_dir(&dir, synced, checkpoint, last),
+            Target::File(file) => pre_commit_file(&file, synced, last, &mut self.writers),
+        }
+    }
+}
+
+impl FileSink {
+    /// Writes `batch`'s rows to their partitions' parts.
+    fn write_rows(&mut self, batch: &RecordBatch) -> eddy_operators::Result<()> {
         if self.partition_by.is_empty() {
             return self.write_part("", batch);
         }
@@ -482,70 +633,81 @@ impl Sink for FileSink {
         Ok(())
     }
 
-    fn flush(&mut self) -> eddy_operators::Result<()> {
-        self.sync().map(|_| ())
-    }
-
-    fn pre_commit(&mut self, checkpoint: u64, last: bool) -> eddy_operators::Result<SinkCommit> {
-        let synced = self.sync()?;
-        match &self.target {
-            Target::Dir(dir) => {
-                let dir = dir.clone();
-                self.writers.clear();
-                let mut commits = Vec::new();
-                for (partition, from, _) in synced {
-                    sync_parent(&from).map_err(|e| self.err(&from, e))?;
-                    commits.push(Rename {
-                        from,
-                        to: dir.join(&partition).join(part_name(
-                            checkpoint,
-                            self.subtask,
-                            self.extension,
-                        )),
-                    });
-                }
-                if last && !self.partition_by.is_empty() {
-                    // A partition is complete when the input ends: its
-                    // success file is published with its last part.
-                    for partition in std::mem::take(&mut self.written) {
-                        let from = dir.join(&partition).join(format!(
-                            ".success-{}-{}.inprogress",
-                            self.subtask, self.attempt
-                        ));
-                        File::create(&from).map_err(|e| self.err(&from, e))?;
-                        sync_parent(&from).map_err(|e| self.err(&from, e))?;
-                        commits.push(Rename {
-                            from,
-                            to: dir.join(&partition).join(SUCCESS_FILE),
-                        });
-                    }
-                }
-                Ok(SinkCommit {
-                    position: None,
-                    committable: committable(commits),
-                })
-            }
-            Target::File(file) => {
-                let Some((_, from, len)) = synced.into_iter().next() else {
-                    return Ok(SinkCommit::default());
-                };
-                sync_parent(&from).map_err(|e| self.err(&from, e))?;
-                let commits = if last {
-                    self.writers.clear();
-                    vec![Rename {
-                        from,
-                        to: file.clone(),
-                    }]
-                } else {
-                    vec![]
-                };
-                Ok(SinkCommit {
-                    position: Some(len.to_le_bytes().to_vec()),
-                    committable: committable(commits),
-                })
-            }
+    /// Phase one for a directory: the parts rolled since the last barrier,
+    /// then the open ones, and the success files of partitions now due.
+    fn pre_commit_dir(
+        &mut self,
+        dir: &Path,
+        synced: Vec<(String, PathBuf, u64)>,
+        checkpoint: u64,
+        last: bool,
+    ) -> eddy_operators::Result<SinkCommit> {
+        self.writers.clear();
+        let mut commits = Vec::new();
+        let mut rolled: BTreeMap<String, usize> = BTreeMap::new();
+        for (partition, from) in std::mem::take(&mut self.rolled) {
+            let k = rolled.entry(partition.clone()).or_default();
+            let name = rolled_part_name(checkpoint, self.subtask, *k, self.extension);
+            *k += 1;
+            commits.push(Rename {
+                from,
+                to: dir.join(&partition).join(name),
+            });
         }
+        for (partition, from, _) in synced {
+            sync_parent(&from).map_err(|e| self.err(&from, e))?;
+            let name = part_name(checkpoint, self.subtask, self.extension);
+            commits.push(Rename {
+                from,
+                to: dir.join(&partition).join(name),
+            });
+        }
+        commits.extend(self.success_files(dir, last)?);
+        Ok(SinkCommit {
+            position: None,
+            committable: committable(commits),
+        })
     }
+}
+
+/// Phase one for one file: its length is the position; it is published
+/// when the input ends.
+fn pre_commit_file(
+    file: &Path,
+    synced: Vec<(String, PathBuf, u64)>,
+    last: bool,
+    writers: &mut BTreeMap<String, Part>,
+) -> eddy_operators::Result<SinkCommit> {
+    let Some((_, from, len)) = synced.into_iter().next() else {
+        return Ok(SinkCommit::default());
+    };
+    sync_parent(&from)
+        .map_err(|e| OperatorError::Connector(format!("writing {}: {e}", from.display())))?;
+    let commits = if last {
+        writers.clear();
+        vec![Rename {
+            from,
+            to: file.to_path_buf(),
+        }]
+    } else {
+        vec![]
+    };
+    Ok(SinkCommit {
+        position: Some(len.to_le_bytes().to_vec()),
+        committable: committable(commits),
+    })
+}
+
+/// Flushes and fsyncs a part; its length.
+fn sync_part(part: &mut Part) -> eddy_operators::Result<u64> {
+    let path = part.path.clone();
+    let err = |e: &dyn std::fmt::Display| {
+        OperatorError::Connector(format!("writing {}: {e}", path.display()))
+    };
+    part.writer.flush().map_err(|e| err(&e))?;
+    let file = part.writer.get_mut();
+    file.sync_data().map_err(|e| err(&e))?;
+    file.stream_position().map_err(|e| err(&e))
 }
 
 /// The committable of `renames`, if there are any.
@@ -567,6 +729,127 @@ mod tests {
         assert_eq!(part_checkpoint("part-0000000007-3.csv"), Some(7));
         assert_eq!(part_checkpoint(".part-0-1-2.inprogress"), None);
         assert!(part_name(9, 0, "csv") < part_name(10, 0, "csv"));
+    }
+
+    /// A sink into `dir` partitioned by `p`, JSON, with these options.
+    fn partitioned(dir: &Path, options: &[(&str, &str)]) -> (FileSink, SchemaRef) {
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("p", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        let options = Options::new(options.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let encoder = crate::format::JsonFormat
+            .encoder(&schema, &options)
+            .unwrap()
+            .unwrap();
+        let mut sink = FileSink::create(
+            &dir.join("out/"),
+            schema.clone(),
+            &["p".to_string()],
+            encoder,
+            "jsonl",
+            Policy::parse(&options).unwrap(),
+        )
+        .unwrap();
+        sink.recover(0, None).unwrap();
+        (sink, schema)
+    }
+
+    fn rows(schema: &SchemaRef, p: &str, values: std::ops::Range<i64>) -> RecordBatch {
+        use datafusion::arrow::array::{Int64Array, StringArray};
+        let n = values.end - values.start;
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec![p; n as usize])),
+                Arc::new(Int64Array::from_iter_values(values)),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn publish(sink: &mut FileSink, checkpoint: u64) -> Vec<String> {
+        let commit = sink.pre_commit(checkpoint, false).unwrap();
+        let Some(c) = commit.committable else {
+            return Vec::new();
+        };
+        FileCommitter.commit(std::slice::from_ref(&c)).unwrap();
+        let renames: Renames = serde_json::from_value(c).unwrap();
+        renames
+            .renames
+            .iter()
+            .map(|r| r.to.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn parts_roll_at_their_size_and_keep_their_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sink, schema) =
+            partitioned(dir.path(), &[("sink.rolling-policy.file-size", "200 b")]);
+        for i in 0..10 {
+            sink.write_batch(&rows(&schema, "a", i * 10..i * 10 + 10))
+                .unwrap();
+        }
+        let names = publish(&mut sink, 1);
+        assert!(names.len() > 2, "rolled: {names:?}");
+        assert!(
+            names[0].starts_with("part-0000000001-0-00000."),
+            "{names:?}"
+        );
+        // In name order, the parts hold the rows in the order written.
+        let part_dir = dir.path().join("out/p=a");
+        let mut names: Vec<String> = std::fs::read_dir(&part_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("part-"))
+            .collect();
+        names.sort();
+        let text: String = names
+            .iter()
+            .map(|n| std::fs::read_to_string(part_dir.join(n)).unwrap())
+            .collect();
+        let values: Vec<i64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["v"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(values, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_partition_past_the_watermark_gets_its_success_file_while_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut sink, schema) = partitioned(
+            dir.path(),
+            &[
+                ("sink.partition-commit.trigger", "partition-time"),
+                ("sink.partition-commit.delay", "1 min"),
+                ("sink.partition-commit.policy.kind", "success-file"),
+            ],
+        );
+        sink.write_batch(&rows(&schema, "2024-01-01 10:00:00", 0..3))
+            .unwrap();
+        sink.write_batch(&rows(&schema, "2024-01-01 11:00:00", 3..5))
+            .unwrap();
+        // 2024-01-01 10:01:00 UTC: the first partition's time plus the delay.
+        let ten_past = 1_704_103_260_000;
+        sink.on_watermark(ten_past - 1).unwrap();
+        assert!(!publish(&mut sink, 1).contains(&SUCCESS_FILE.to_string()));
+        sink.on_watermark(ten_past).unwrap();
+        assert!(publish(&mut sink, 2).contains(&SUCCESS_FILE.to_string()));
+        let first = dir.path().join("out/p=2024-01-01 10%3A00%3A00");
+        let second = dir.path().join("out/p=2024-01-01 11%3A00%3A00");
+        assert!(first.join(SUCCESS_FILE).exists());
+        assert!(!second.join(SUCCESS_FILE).exists());
+        // Not again for the first: once is its commit.
+        sink.write_batch(&rows(&schema, "2024-01-01 11:00:00", 5..6))
+            .unwrap();
+        assert!(!publish(&mut sink, 3).contains(&SUCCESS_FILE.to_string()));
     }
 
     #[test]

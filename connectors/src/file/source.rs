@@ -108,7 +108,7 @@ impl FileSource {
         schema: &SchemaRef,
         format: Arc<dyn Format>,
     ) -> Result<Self> {
-        let path = PathBuf::from(options.require("path")?);
+        let path = super::local_path(options)?;
         let directory = path.is_dir();
         if !directory && !path.is_file() {
             return Err(ConnectorError::Option {

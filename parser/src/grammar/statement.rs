@@ -204,11 +204,24 @@ fn create(i: Input<'_>) -> PResult<'_, StatementKind> {
         Err(nom::Err::Error(_)) => {}
         done => return done,
     }
-    if let Ok((_, at)) = kw("FUNCTION")(rest) {
-        return failure(
-            at.start,
-            "not supported yet: CREATE FUNCTION (a Java class); a program embedding Eddy registers functions with Session::register_function",
-        );
+    let rest = kw("SYSTEM")(rest).map_or(rest, |(r, _)| r);
+    if let Ok((rest, _)) = kw("FUNCTION")(rest) {
+        let (rest, _) = if_not_exists(rest)?;
+        let (rest, name) = required(ident(rest))?;
+        let (rest, _) = required(kw("AS")(rest))?;
+        let start = skip_ws(rest);
+        let (rest, (class, _)) = required(string_lit(rest))?;
+        let class_span = span_of(start, rest);
+        let rest = match kw("LANGUAGE")(rest) {
+            Ok((r, _)) => required(ident(r))?.0,
+            Err(_) => rest,
+        };
+        let f = CreateFunction {
+            name,
+            class,
+            class_span,
+        };
+        return Ok((rest, StatementKind::CreateFunction(f)));
     }
     if let Ok((rest, _)) = kw("SINK")(rest) {
         let (rest, name) = required(ident(rest))?;
