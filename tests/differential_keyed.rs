@@ -179,6 +179,11 @@ const OVER: &str = "SELECT k, ts, v,
        SUM(v) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS s,
        COUNT(v) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS c
      FROM l";
+/// The same with every earlier row (a running accumulator, no rows kept).
+const OVER_UNBOUNDED: &str = "SELECT k, ts, v,
+       SUM(v) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS s,
+       MIN(v) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS m
+     FROM l";
 const TOP_N: &str = "SELECT k, v FROM (
        SELECT k, v, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC) AS rn FROM l)
      WHERE rn <= 2";
@@ -231,6 +236,12 @@ proptest! {
     fn an_event_time_over_equals_the_batch_over_of_the_rows_on_time(case in arb_case(15, true)) {
         let kept = on_time(&case.rows, case.batch_size);
         prop_assert_eq!(stream(&case, OVER), batch(&kept, &[], OVER), "{:?}", case);
+        prop_assert_eq!(
+            stream(&case, OVER_UNBOUNDED),
+            batch(&kept, &[], OVER_UNBOUNDED),
+            "{:?}",
+            case
+        );
     }
 
     #[test]

@@ -588,3 +588,20 @@ fn datagen_generates_the_declared_rows() {
     // 1 + ... + 500 = 125250.
     assert_eq!(common::render(&out.batches()), ["500 | 125250 | true | 4"]);
 }
+
+#[test]
+fn insert_column_lists_are_checked() {
+    let ddl = "CREATE TABLE t (a BIGINT, b STRING) WITH ('connector' = 'blackhole');
+CREATE SINK s WITH ('connector' = 'blackhole');\n";
+    let (text, at) = error_of(&format!("{ddl}INSERT INTO t (a, c) VALUES (1, 'x');"));
+    assert!(text.contains("'t' has no column 'c'"), "{text}");
+    assert_eq!(at, "3:19", "{text}");
+    let (text, _) = error_of(&format!("{ddl}INSERT INTO t (a) VALUES (1, 'x');"));
+    assert!(
+        text.contains("names 1 columns of 't' but the query produces 2"),
+        "{text}"
+    );
+    let (text, at) = error_of(&format!("{ddl}INSERT INTO s (a) VALUES (1);"));
+    assert!(text.contains("'s' declares no columns"), "{text}");
+    assert_eq!(at, "3:16", "{text}");
+}

@@ -728,6 +728,10 @@ fn describe_over_aggregate(
             "RANGE BETWEEN {} PRECEDING AND CURRENT ROW",
             format_duration(d)
         ),
+        OverFrame::Unbounded { rows } => format!(
+            "{} BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW",
+            if rows { "ROWS" } else { "RANGE" }
+        ),
     };
     let over = format!(
         "{} OVER (PARTITION BY {} ORDER BY {} {} {frame})",
@@ -750,6 +754,10 @@ fn describe_over_aggregate(
                 OverFrame::RangeMs(d) => {
                     format!("the rows within {} of the watermark", format_duration(d))
                 }
+                OverFrame::Unbounded { .. } => format!(
+                    "one running accumulator per aggregate and partition, and the rows not yet final, {}",
+                    retention(o.spec.state_ttl_ms)
+                ),
             };
             format!(
                 "OverAggregate {over} → append-only, once the watermark passes {}; state: {kept}",

@@ -909,8 +909,19 @@ impl Session {
             .into());
         }
         let mut plan = self.planner(&self.catalog, sql).plan(q)?;
-        if let Some(target) = target.filter(|_| !columns.is_empty()) {
-            plan.spread_into(target, columns, &sink.name)?;
+        match (target, columns.first()) {
+            (Some(target), Some(_)) => plan.spread_into(target, columns, &sink.name)?,
+            (None, Some(first)) => {
+                return Err(PlanError::user(
+                    format!(
+                        "'{}' declares no columns (it takes the query's): leave out the column list",
+                        sink.name
+                    ),
+                    first.span,
+                )
+                .into());
+            }
+            _ => {}
         }
         Ok(plan.into_graph(sink, target)?)
     }

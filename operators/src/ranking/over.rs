@@ -6,6 +6,8 @@
 //!   RANGE BETWEEN INTERVAL d PRECEDING AND CURRENT ROW
 //!                                                rows with o in [o - d, o]
 //!                                                (rows tied with it included)
+//!   ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW   every row up to it
+//!   RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW  and those tied with it
 //! ```
 //!
 //! Two modes:
@@ -24,7 +26,9 @@
 //!   every current row (UNBOUNDED).
 //!
 //! Each result is computed afresh from its frame's rows with DataFusion's
-//! accumulators (frames are bounded: n rows or an interval). Rows are kept
+//! accumulators, except for an UNBOUNDED frame in event-time mode: there a
+//! partition keeps one running accumulator per aggregate (checkpointed
+//! with the partition) and no emitted row. Rows are kept
 //! in arrow's row format per partition, written to the state backend at
 //! barriers for the partitions that changed.
 
@@ -36,10 +40,11 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::evaluate_args;
+use crate::aggregate::{accumulator_from_state, accumulator_state_columns, evaluate_args};
 use crate::operator::{Collector, Operator, OperatorContext};
 use crate::partition::key_groups;
 use crate::partitions::{Converters, Entry, PartitionStore};
@@ -55,6 +60,19 @@ pub enum OverFrame {
     /// Rows whose ORDER BY time is within this many ms before the row's
     /// (and the rows tied with it).
     RangeMs(i64),
+    /// Every row before it (`UNBOUNDED PRECEDING`), and with `rows: false`
+    /// (RANGE) those tied with it on the ORDER BY time.
+    Unbounded { rows: bool },
+}
+
+impl OverFrame {
+    /// A RANGE frame: over the ORDER BY time, ties included.
+    fn by_time(self) -> bool {
+        matches!(
+            self,
+            OverFrame::RangeMs(_) | OverFrame::Unbounded { rows: false }
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +130,11 @@ fn frame_of(frame: OverFrame, entries: &[Entry], i: usize) -> (usize, usize) {
             let lo = entries.partition_point(|e| e.time < t.saturating_sub(d));
             let hi = entries.partition_point(|e| e.time <= t) - 1;
             (lo, hi)
+        }
+        OverFrame::Unbounded { rows: true } => (0, i),
+        OverFrame::Unbounded { rows: false } => {
+            let t = entries[i].time;
+            (0, entries.partition_point(|e| e.time <= t) - 1)
         }
     }
 }
@@ -215,7 +238,82 @@ impl Frames {
                 let hi = entries.partition_point(|e| e.time <= time.saturating_add(d));
                 (lo..hi).collect()
             }
+            OverFrame::Unbounded { rows: true } => (at..entries.len()).collect(),
+            OverFrame::Unbounded { rows: false } => {
+                (entries.partition_point(|e| e.time < time)..entries.len()).collect()
+            }
         }
+    }
+
+    /// The results of `entries` in order, each over every row before it
+    /// (and its ties, for RANGE), continuing the running accumulators
+    /// `state` holds (none: a fresh start); the accumulators after them,
+    /// as state.
+    fn running(&self, entries: &[Entry], state: &[u8]) -> Result<(Vec<Vec<ScalarValue>>, Vec<u8>)> {
+        let mut accs = self.restore_accumulators(state)?;
+        let parser = self.row_converter.parser();
+        let columns = self
+            .row_converter
+            .convert_rows(entries.iter().map(|e| parser.parse(&e.row)))?;
+        let batch = RecordBatch::try_new(self.rows_schema.clone(), columns)?;
+        let args = evaluate_args(&self.aggregates, &batch)?;
+        let mut out = Vec::with_capacity(entries.len());
+        let mut i = 0;
+        while i < entries.len() {
+            // RANGE: the row and those tied with it share one result.
+            let end = match self.frame {
+                OverFrame::Unbounded { rows: false } => {
+                    i + entries[i..].partition_point(|e| e.time <= entries[i].time)
+                }
+                _ => i + 1,
+            };
+            for (acc, args) in accs.iter_mut().zip(&args) {
+                let slices: Vec<ArrayRef> = args.iter().map(|a| a.slice(i, end - i)).collect();
+                acc.update_batch(&slices)?;
+            }
+            let values = accs
+                .iter_mut()
+                .map(|a| a.evaluate())
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            out.extend(std::iter::repeat_n(values, end - i));
+            i = end;
+        }
+        Ok((out, self.save_accumulators(&mut accs)?))
+    }
+
+    /// The accumulators encoded in `state`, or fresh ones.
+    fn restore_accumulators(&self, state: &[u8]) -> Result<Vec<Box<dyn Accumulator>>> {
+        let fresh = || -> Result<Vec<Box<dyn Accumulator>>> {
+            Ok(self
+                .aggregates
+                .iter()
+                .map(|a| a.create_accumulator())
+                .collect::<datafusion::error::Result<_>>()?)
+        };
+        if state.is_empty() {
+            return fresh();
+        }
+        let batch = crate::keyed_state::read_ipc(state)?;
+        let mut at = 0;
+        fresh()?
+            .into_iter()
+            .map(|acc| accumulator_from_state(acc, batch.columns(), &mut at, 0))
+            .collect()
+    }
+
+    /// The accumulators' states as one row, encoded.
+    fn save_accumulators(&self, accs: &mut [Box<dyn Accumulator>]) -> Result<Vec<u8>> {
+        let (mut fields, mut columns) = (Vec::new(), Vec::new());
+        for (j, acc) in accs.iter_mut().enumerate() {
+            accumulator_state_columns(
+                std::iter::once(acc),
+                &format!("a{j}"),
+                &mut fields,
+                &mut columns,
+            )?;
+        }
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
+        crate::keyed_state::ipc_bytes(&batch)
     }
 }
 
@@ -244,9 +342,7 @@ impl OverAggregateOperator {
             ));
         }
         let order_type = input.field(order).data_type().clone();
-        if let OverFrame::RangeMs(_) = spec.frame
-            && (descending || !matches!(order_type, DataType::Timestamp(..)))
-        {
+        if spec.frame.by_time() && (descending || !matches!(order_type, DataType::Timestamp(..))) {
             return Err(OperatorError::Internal(
                 "a RANGE frame needs an ascending timestamp".into(),
             ));
@@ -396,7 +492,17 @@ impl OverAggregateOperator {
                     .iter()
                     .take_while(|e| e.time <= watermark)
                     .count();
-            if ready > done {
+            if ready > done && matches!(self.spec.frame, OverFrame::Unbounded { .. }) {
+                // Running accumulators: fired rows are not kept.
+                let (values, state) = self.frames.running(&part.entries[done..ready], &part.acc)?;
+                for (e, v) in part.entries[done..ready].iter().zip(values) {
+                    out.push(e.row.clone(), v, OP_INSERT);
+                }
+                part.acc = state;
+                part.entries.drain(..ready);
+                part.emitted = 0;
+                self.store.mark_dirty(&key, kg);
+            } else if ready > done {
                 let targets: Vec<usize> = (done..ready).collect();
                 let values = self.frames.results(&part.entries[..ready], &targets)?;
                 for (i, v) in targets.into_iter().zip(values) {
@@ -409,6 +515,7 @@ impl OverAggregateOperator {
                         let oldest = watermark.saturating_add(1).saturating_sub(d);
                         part.entries[..ready].partition_point(|e| e.time < oldest)
                     }
+                    OverFrame::Unbounded { .. } => 0,
                 };
                 part.entries.drain(..keep_from);
                 part.emitted = (ready - keep_from) as u64;
@@ -419,7 +526,7 @@ impl OverAggregateOperator {
                     .timers
                     .push(Reverse((next.time, kg, key.clone())));
             }
-            if !part.entries.is_empty() {
+            if !part.entries.is_empty() || !part.acc.is_empty() {
                 self.store.partitions.insert(key, part);
             }
         }
@@ -490,9 +597,14 @@ impl Operator for OverAggregateOperator {
             .row_converter
             .convert_columns(&batch.columns()[..self.width])?;
         let times = match (self.spec.mode, self.spec.frame) {
-            (OverMode::EventTime, _) | (_, OverFrame::RangeMs(_)) => Some(
-                crate::aggregate::event_time_millis(&batch, self.spec.order.0)?,
-            ),
+            (OverMode::EventTime, _) => Some(crate::aggregate::event_time_millis(
+                &batch,
+                self.spec.order.0,
+            )?),
+            (_, frame) if frame.by_time() => Some(crate::aggregate::event_time_millis(
+                &batch,
+                self.spec.order.0,
+            )?),
             _ => None,
         };
         let mut groups = Vec::with_capacity(n);

@@ -42,6 +42,9 @@ pub(crate) struct Partition {
     pub fires_at: i64,
     /// When it was last written, under a time-to-live (see [`crate::ttl`]).
     pub written: i64,
+    /// An UNBOUNDED OVER frame's running accumulators, encoded (empty:
+    /// none).
+    pub acc: Vec<u8>,
 }
 
 impl Partition {
@@ -51,11 +54,13 @@ impl Partition {
             emitted: 0,
             fires_at: i64::MAX,
             written: NEVER_WRITTEN,
+            acc: Vec::new(),
         }
     }
 
     /// `emitted | fires_at | written | n | per entry: time, key length,
-    /// row length, key, row`; integers little-endian.
+    /// row length, key, row [| accumulators' length, accumulators]`;
+    /// integers little-endian.
     pub fn encode(&self) -> Vec<u8> {
         let size: usize = self
             .entries
@@ -73,6 +78,10 @@ impl Partition {
             out.extend_from_slice(&(e.row.len() as u32).to_le_bytes());
             out.extend_from_slice(&e.key);
             out.extend_from_slice(&e.row);
+        }
+        if !self.acc.is_empty() {
+            out.extend_from_slice(&(self.acc.len() as u32).to_le_bytes());
+            out.extend_from_slice(&self.acc);
         }
         out
     }
@@ -102,6 +111,14 @@ impl Partition {
             let row = take(row_len)?.into();
             entries.push(Entry { key, row, time });
         }
+        // Partitions without accumulators end here.
+        let acc = match take(4) {
+            Ok(len) => {
+                let len = u32_of(len)? as usize;
+                take(len)?.to_vec()
+            }
+            Err(_) => Vec::new(),
+        };
         if at != bytes.len() {
             return Err(bad());
         }
@@ -110,6 +127,7 @@ impl Partition {
             emitted,
             fires_at,
             written,
+            acc,
         })
     }
 }

@@ -52,13 +52,12 @@ pub(super) fn has_over(q: &ast::Select) -> bool {
     !over_items(q).is_empty()
 }
 
-/// A window's frame, checked: bounded, and ending at the current row.
+/// A window's frame, checked: ending at the current row.
 fn frame_of(w: &ast::WindowSpec, span: Span) -> Result<OverFrame> {
+    // No frame: SQL's (and Flink's) default, every row up to the current
+    // one and its ties.
     let Some(frame) = &w.frame else {
-        return Err(PlanError::user(
-            "an OVER aggregate needs its frame written out: ROWS BETWEEN n PRECEDING AND CURRENT ROW, or RANGE BETWEEN INTERVAL '..' .. PRECEDING AND CURRENT ROW",
-            span,
-        ));
+        return Ok(OverFrame::Unbounded { rows: false });
     };
     if !matches!(frame.end, None | Some(FrameBound::CurrentRow)) {
         return Err(PlanError::not_supported(
@@ -90,10 +89,7 @@ fn frame_of(w: &ast::WindowSpec, span: Span) -> Result<OverFrame> {
             }
             Ok(OverFrame::RangeMs(ms))
         }
-        (FrameBound::Preceding(None), _) => Err(PlanError::not_supported(
-            "UNBOUNDED PRECEDING frames (their state grows without bound; write n PRECEDING or an INTERVAL)",
-            span,
-        )),
+        (FrameBound::Preceding(None), rows) => Ok(OverFrame::Unbounded { rows }),
         (FrameBound::Following(_), _) => Err(PlanError::not_supported(
             "an OVER frame that starts after the current row",
             span,
@@ -145,8 +141,10 @@ impl QueryPlanner<'_> {
             let (raw_order, order_expr, order_field) = bind(&order.expr, "ORDER BY")?;
             let descending = order.asc == Some(false);
             let frame = frame_of(w, expr.span)?;
-            if let OverFrame::RangeMs(_) = frame
-                && (descending || !matches!(order_field.data_type(), DataType::Timestamp(..)))
+            if matches!(
+                frame,
+                OverFrame::RangeMs(_) | OverFrame::Unbounded { rows: false }
+            ) && (descending || !matches!(order_field.data_type(), DataType::Timestamp(..)))
             {
                 return Err(PlanError::user(
                     "a RANGE frame needs ORDER BY a timestamp, ascending",

@@ -242,6 +242,93 @@ fn a_restored_event_time_over_emits_its_pending_rows_once() {
     );
 }
 
+#[test]
+fn unbounded_event_time_frames_run_on_and_resume_from_a_checkpoint() {
+    // Partition 1: t 10, 15, 15, 30; partition 2: t 12. RANGE includes
+    // the rows tied with the current one, ROWS only those before it.
+    let batches = [
+        rows(&[(1, 15, 2), (1, 10, 1), (2, 12, 7)]),
+        rows(&[(1, 15, 4), (1, 30, 8)]),
+    ];
+    let i = OP_INSERT;
+    for (rows_frame, want) in [
+        (
+            true,
+            vec![
+                (i, vec![1, 10, 1, 1, 1]),
+                (i, vec![2, 12, 7, 7, 1]),
+                (i, vec![1, 15, 2, 3, 2]),
+                (i, vec![1, 15, 4, 7, 3]),
+                (i, vec![1, 30, 8, 15, 4]),
+            ],
+        ),
+        (
+            false,
+            vec![
+                (i, vec![1, 10, 1, 1, 1]),
+                (i, vec![2, 12, 7, 7, 1]),
+                (i, vec![1, 15, 2, 7, 3]),
+                (i, vec![1, 15, 4, 7, 3]),
+                (i, vec![1, 30, 8, 15, 4]),
+            ],
+        ),
+    ] {
+        let frame = OverFrame::Unbounded { rows: rows_frame };
+        // In one run.
+        let mut input: Vec<Message> = batches.to_vec();
+        input.extend([Message::Watermark(i64::MAX), Message::EndOfStream]);
+        let out = run(
+            frame,
+            OverMode::EventTime,
+            true,
+            memory(),
+            input,
+            CheckpointHandle::default(),
+        );
+        let mut sorted = output(&out, None);
+        sorted.sort_by_key(|(_, r)| (r[1], r[0]));
+        assert_eq!(sorted, want, "{frame:?}");
+        // Checkpoint 1 is taken once the rows up to 15 were emitted: it
+        // holds the running sums, not those rows. The run after it replays
+        // what came after the barrier.
+        let dir = tempfile::tempdir().unwrap();
+        let state: Arc<dyn StateBackend> = Arc::new(RocksDbBackend::open(dir.path()).unwrap());
+        let first = vec![
+            batches[0].clone(),
+            rows(&[(1, 15, 4)]),
+            Message::Watermark(20),
+            Message::Barrier(1),
+            rows(&[(1, 30, 8)]),
+            Message::EndOfStream,
+        ];
+        let out = run(
+            frame,
+            OverMode::EventTime,
+            true,
+            state.clone(),
+            first,
+            CheckpointHandle::default(),
+        );
+        let mut all = output(&out, Some(1));
+        let rest = vec![
+            rows(&[(1, 30, 8)]),
+            Message::Watermark(i64::MAX),
+            Message::EndOfStream,
+        ];
+        let out = run(
+            frame,
+            OverMode::EventTime,
+            true,
+            state,
+            rest,
+            CheckpointHandle::resumed(1),
+        );
+        all.extend(output(&out, None));
+        all.sort_by_key(|(_, r)| (r[1], r[0]));
+        assert_eq!(all, want, "{frame:?}, resumed");
+    }
+}
+
 /// Random rows and retractions of live rows; returns the batches and the
 /// rows live at the end, in arrival order.
 fn changelog(rng: &mut Lcg, n: usize) -> (Vec<Vec<(Row, i8)>>, Vec<Row>) {
@@ -287,6 +374,10 @@ fn model(frame: OverFrame, live: &[Row]) -> BTreeMap<Vec<i64>, i64> {
                     .filter(|x| x.1 >= r.1 - d && x.1 <= r.1)
                     .map(|x| x.2)
                     .sum(),
+                OverFrame::Unbounded { rows: true } => rows[..=i].iter().map(|x| x.2).sum(),
+                OverFrame::Unbounded { rows: false } => {
+                    rows.iter().filter(|x| x.1 <= r.1).map(|x| x.2).sum()
+                }
             };
             *out.entry(vec![r.0, r.1, r.2, sum]).or_insert(0) += 1;
         }
@@ -303,6 +394,8 @@ fn random_changelogs_aggregate_like_the_model() {
             OverFrame::Rows(0),
             OverFrame::Rows(2),
             OverFrame::RangeMs(3),
+            OverFrame::Unbounded { rows: true },
+            OverFrame::Unbounded { rows: false },
         ] {
             let mut input: Vec<Message> = batches.iter().map(|b| data(b, true)).collect();
             input.push(Message::EndOfStream);

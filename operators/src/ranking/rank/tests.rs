@@ -156,6 +156,7 @@ fn partition_state_round_trips() {
         emitted: 2,
         fires_at: 999,
         written: 1_700_000_000_000,
+        acc: b"accumulators".to_vec(),
     };
     assert_eq!(Partition::decode(&part.encode()).unwrap(), part);
     assert!(Partition::decode(&part.encode()[..30]).is_err());
