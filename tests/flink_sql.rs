@@ -605,3 +605,43 @@ CREATE SINK s WITH ('connector' = 'blackhole');\n";
     assert!(text.contains("'s' declares no columns"), "{text}");
     assert_eq!(at, "3:16", "{text}");
 }
+
+#[test]
+fn a_window_over_an_interval_join_keeps_its_time_attribute() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = clicks();
+    let others: Vec<(i64, i64, i64)> = rows
+        .iter()
+        .map(|(u, t, v)| (*u, t + 7_000, v + 1))
+        .collect();
+    // One row per batch: the watermark moves with every row, so a joined
+    // row would be late if the join did not hold its watermark back.
+    let ddl = (clicks_table(dir.path(), "clicks", &rows)
+        + &clicks_table(dir.path(), "later", &others))
+        .replace("'format' = 'csv'", "'format' = 'csv', 'batch.size' = '1'");
+    let want = datafusion_answer(
+        &[
+            ("clicks", clicks_batch(&rows)),
+            ("later", clicks_batch(&others)),
+        ],
+        "SELECT date_bin(INTERVAL '10 seconds', a.ts), COUNT(*), SUM(b.v)
+         FROM clicks a JOIN later b ON a.user_id = b.user_id
+           AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '30 seconds'
+         GROUP BY date_bin(INTERVAL '10 seconds', a.ts)",
+    );
+    assert!(want.len() > 3, "{want:?}");
+    let sql = format!(
+        "{ddl}CREATE VIEW j AS SELECT a.ts, b.v FROM clicks a JOIN later b ON a.user_id = b.user_id
+           AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '30' SECOND;
+         SELECT window_start, COUNT(*), SUM(v)
+         FROM TABLE(TUMBLE(TABLE j, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+         GROUP BY window_start, window_end;"
+    );
+    for parallelism in [1, 3] {
+        assert_eq!(
+            eddy_answer(&sql, parallelism),
+            want,
+            "parallelism {parallelism}"
+        );
+    }
+}

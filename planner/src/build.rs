@@ -466,10 +466,11 @@ fn join(
         .as_ref()
         .map(|r| r.to_physical(&pairs, &env.functions))
         .transpose()?;
-    let (join_type, ttl) = (j.join_type, j.state_ttl_ms);
+    let (join_type, ttl, delay) = (j.join_type, j.state_ttl_ms, j.watermark_delay_ms);
     validated(Arc::new(move || {
         let op = JoinOperator::try_new(join_type, left.clone(), right.clone(), residual.clone())?
-            .with_state_ttl(ttl.map(StateTtl::new));
+            .with_state_ttl(ttl.map(StateTtl::new))
+            .with_watermark_delay(delay);
         Ok(Box::new(op) as Box<dyn Operator>)
     }))
 }

@@ -168,6 +168,10 @@ pub struct JoinNode {
     pub left_expiry: Option<Expiry>,
     #[serde(default)]
     pub right_expiry: Option<Expiry>,
+    /// The output watermark lags the input's by this much (ms): an
+    /// interval join's output keeps its left input's time attribute.
+    #[serde(default)]
+    pub watermark_delay_ms: i64,
     /// A join key's rows on a side whose rows do not expire are dropped
     /// once not written for this long (processing time, ms;
     /// `'table.exec.state.ttl'`). `None`: kept for ever.
@@ -602,8 +606,16 @@ fn describe_join(graph: &PhysicalGraph, node: &PlanNode, j: &JoinNode) -> String
         (Some(_), Some(_)) => "IntervalJoin",
         _ => "Join",
     };
+    let time = match (&j.left_expiry, j.watermark_delay_ms) {
+        (Some(e), delay) if delay > 0 => format!(
+            "; keeps the time attribute {}, its watermark {} behind",
+            name(0, e.time_column),
+            format_duration(delay)
+        ),
+        _ => String::new(),
+    };
     format!(
-        "{kind} {} ON {on}{input}{out}; state: left rows {}, right rows {}",
+        "{kind} {} ON {on}{input}{out}; state: left rows {}, right rows {}{time}",
         j.join_type.as_sql(),
         retention(0, &j.left_expiry),
         retention(1, &j.right_expiry),

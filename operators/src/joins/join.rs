@@ -517,6 +517,10 @@ pub struct JoinOperator {
     /// Retractions of rows this join never stored (already logged).
     unknown_retractions: u64,
     watermark: i64,
+    /// The output watermark lags the input's by this much (ms), so that
+    /// the left rows still stored, which may yet be emitted, are not late
+    /// downstream (see [`Self::with_watermark_delay`]).
+    watermark_delay: i64,
 }
 
 impl std::fmt::Debug for JoinOperator {
@@ -580,6 +584,7 @@ impl JoinOperator {
             state: None,
             unknown_retractions: 0,
             watermark: i64::MIN,
+            watermark_delay: 0,
         })
     }
 
@@ -598,6 +603,14 @@ impl JoinOperator {
                 side.idle.set_ttl(ttl.clone());
             }
         }
+        self
+    }
+
+    /// Holds the output watermark `ms` behind the input's: an interval join
+    /// whose left rows expire `ms - 1` after their time emits no row older
+    /// than that, so its output keeps the left time attribute.
+    pub fn with_watermark_delay(mut self, ms: i64) -> Self {
+        self.watermark_delay = ms.max(0);
         self
     }
 
@@ -894,7 +907,12 @@ impl Operator for JoinOperator {
         for s in 0..2 {
             self.expire(s, out)?;
         }
-        out.emit_watermark(watermark);
+        let delayed = if watermark == i64::MAX {
+            watermark
+        } else {
+            watermark.saturating_sub(self.watermark_delay)
+        };
+        out.emit_watermark(delayed);
         Ok(())
     }
 

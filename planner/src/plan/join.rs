@@ -383,6 +383,7 @@ impl QueryPlanner<'_> {
         let residual = and_all(residual)
             .map(|e| ScalarExpr::from_df(&e, &qualified_schema(&pair_fields)?))
             .transpose()?;
+        let (time, watermark_delay_ms) = kept_time_attribute(&left, left_expiry, join_type);
         let node = JoinNode {
             join_type,
             left_keys: left_keys.clone(),
@@ -392,6 +393,7 @@ impl QueryPlanner<'_> {
             residual,
             left_expiry,
             right_expiry,
+            watermark_delay_ms,
             state_ttl_ms: self.settings.state_ttl_ms,
         };
         let changelog = node.emits_changelog();
@@ -410,7 +412,7 @@ impl QueryPlanner<'_> {
             node: id,
             fields: pair_fields,
             changelog,
-            time: None,
+            time: time.filter(|_| !changelog),
             proctime: false,
             window_end: None,
         })
@@ -597,6 +599,28 @@ fn flatten<'a>(t: &'a ast::TableRef, refs: &mut Vec<&'a ast::TableRef>) -> Resul
         right: Box::new(right),
         on,
     })
+}
+
+/// The time attribute an interval join keeps, and how far its output
+/// watermark lags: the left input's, when its rows expire a bounded time
+/// after it (by their own time attribute). A stored left row can still be
+/// emitted until then, and a left join pads one when it expires, so no
+/// output row is older than the watermark less that bound (as Flink
+/// delays an interval join's watermark).
+fn kept_time_attribute(
+    left: &Planned,
+    left_expiry: Option<Expiry>,
+    join_type: JoinType,
+) -> (Option<String>, i64) {
+    let (Some(time), Some(expiry)) = (&left.time, left_expiry) else {
+        return (None, 0);
+    };
+    let index = left.fields.iter().position(|(_, f)| f.name() == time);
+    let kept = matches!(join_type, JoinType::Inner | JoinType::Left);
+    if left.proctime || index != Some(expiry.time_column) || !kept {
+        return (None, 0);
+    }
+    (Some(time.clone()), expiry.after_ms.max(0) + 1)
 }
 
 /// When each input's rows stop matching, if the condition bounds it:
