@@ -500,6 +500,29 @@ impl Binder<'_> {
                 };
                 self.call("date_format", vec![time, pattern])?
             }
+            // DataFusion leaves COALESCE to its optimizer, which rewrites
+            // it to this CASE; Eddy plans without that optimizer.
+            ("coalesce" | "ifnull", [first, ..]) => {
+                let bound = args.iter().map(bind).collect::<Result<Vec<_>>>()?;
+                let Some((last, rest)) = bound.split_last() else {
+                    return Err(PlanError::internal("COALESCE without arguments"));
+                };
+                if rest.is_empty() {
+                    return Ok(Some(bind(first)?));
+                }
+                Expr::Case(Case::new(
+                    None,
+                    rest.iter()
+                        .map(|a| {
+                            (
+                                Box::new(Expr::IsNotNull(Box::new(a.clone()))),
+                                Box::new(a.clone()),
+                            )
+                        })
+                        .collect(),
+                    Some(Box::new(last.clone())),
+                ))
+            }
             // `IF(condition, then, else)`.
             ("if", [c, t, f]) => Expr::Case(Case::new(
                 None,
