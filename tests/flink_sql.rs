@@ -645,3 +645,25 @@ fn a_window_over_an_interval_join_keeps_its_time_attribute() {
         );
     }
 }
+
+#[test]
+fn nexmark_proportions_share_out_the_events() {
+    let ddl = flink_ddl()
+        .replace(
+            &format!("'events.num' = '{EVENTS}'"),
+            "'events.num' = '1000'",
+        )
+        .replace("'person.proportion' = '1'", "'person.proportion' = '2'")
+        .replace("'bid.proportion' = '46'", "'bid.proportion' = '5'");
+    // Rounds of 2 persons, 3 auctions and 5 bids: 100 rounds in 1000 events.
+    let sql = format!("{ddl}\nSELECT event_type, COUNT(*) FROM datagen GROUP BY event_type;");
+    assert_eq!(eddy_answer(&sql, 1), ["0 | 200", "1 | 300", "2 | 500"]);
+    let (text, _) = error_of(&format!(
+        "{}\nSELECT * FROM bid;",
+        ddl.replace("'auction.proportion' = '3'", "'auction.proportion' = '0'")
+    ));
+    assert!(
+        text.contains("'auction.proportion' must be at least 1"),
+        "{text}"
+    );
+}

@@ -10,7 +10,7 @@ use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::generator::{EventType, GeneratorConfig, event_type};
+use super::generator::{EventType, GeneratorConfig};
 use super::{Col, Event, native_schema, normalize};
 use crate::{ConnectorError, Result, conform};
 
@@ -148,7 +148,7 @@ impl OneTable {
             let (number, id) = cfg.event_id(*next);
             *next += 1;
             let t = cfg.timestamp(number);
-            let kind = event_type(id);
+            let kind = cfg.event_type(id);
             last_ts = t;
             rows += 1;
             let mut event = None;

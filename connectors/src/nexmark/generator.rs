@@ -19,10 +19,31 @@ pub const FIRST_PERSON_ID: i64 = 1000;
 pub const FIRST_AUCTION_ID: i64 = 1000;
 pub const FIRST_CATEGORY_ID: i64 = 10;
 pub const NUM_CATEGORIES: u32 = 5;
-pub(crate) const PERSON_PROPORTION: u64 = 1;
-pub(crate) const AUCTION_PROPORTION: u64 = 3;
-pub(crate) const BID_PROPORTION: u64 = 46;
-const TOTAL_PROPORTION: u64 = PERSON_PROPORTION + AUCTION_PROPORTION + BID_PROPORTION;
+/// How many of each kind of event come in each round of events, in the
+/// order persons, auctions, bids (Flink's `*.proportion` options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proportions {
+    pub person: u64,
+    pub auction: u64,
+    pub bid: u64,
+}
+
+impl Default for Proportions {
+    /// Beam's and Flink's: 1 person, 3 auctions and 46 bids in every 50.
+    fn default() -> Self {
+        Self {
+            person: 1,
+            auction: 3,
+            bid: 46,
+        }
+    }
+}
+
+impl Proportions {
+    fn total(&self) -> u64 {
+        self.person + self.auction + self.bid
+    }
+}
 const NUM_IN_FLIGHT_AUCTIONS: i64 = 100;
 const NUM_ACTIVE_PEOPLE: i64 = 1000;
 const PERSON_ID_LEAD: i64 = 10;
@@ -76,6 +97,8 @@ pub struct GeneratorConfig {
     pub base_time: i64,
     pub seed: u64,
     pub flink_compat: bool,
+    /// Each kind's share of the events (each at least 1).
+    pub proportions: Proportions,
 }
 
 impl Default for GeneratorConfig {
@@ -85,6 +108,7 @@ impl Default for GeneratorConfig {
             base_time: 1_735_689_600_000, // 2025-01-01T00:00:00Z
             seed: 0,
             flink_compat: false,
+            proportions: Proportions::default(),
         }
     }
 }
@@ -100,6 +124,11 @@ impl GeneratorConfig {
         (number, self.first_event_number() + number)
     }
 
+    /// The kind of event `event_id`.
+    pub fn event_type(&self, event_id: u64) -> EventType {
+        kind_of(&self.proportions, event_id)
+    }
+
     /// Event time (ms) of an event number.
     pub fn timestamp(&self, event_number: u64) -> i64 {
         let delay_us = 1_000_000.0 / self.first_event_rate;
@@ -107,31 +136,32 @@ impl GeneratorConfig {
     }
 }
 
+/// The kind of event `event_id` with the default proportions.
 pub fn event_type(event_id: u64) -> EventType {
-    let rem = event_id % TOTAL_PROPORTION;
-    if rem < PERSON_PROPORTION {
+    kind_of(&Proportions::default(), event_id)
+}
+
+fn kind_of(p: &Proportions, event_id: u64) -> EventType {
+    let rem = event_id % p.total();
+    if rem < p.person {
         EventType::Person
-    } else if rem < PERSON_PROPORTION + AUCTION_PROPORTION {
+    } else if rem < p.person + p.auction {
         EventType::Auction
     } else {
         EventType::Bid
     }
 }
 
-// The general formula, kept although `PERSON_PROPORTION - 1` is 0 with
-// the default proportions.
-#[allow(clippy::unnecessary_min_or_max)]
-fn last_base0_person_id(event_id: u64) -> i64 {
-    let epoch = event_id / TOTAL_PROPORTION;
-    let offset = (event_id % TOTAL_PROPORTION).min(PERSON_PROPORTION - 1);
-    (epoch * PERSON_PROPORTION + offset) as i64
+fn last_base0_person_id(p: &Proportions, event_id: u64) -> i64 {
+    let epoch = event_id / p.total();
+    let offset = (event_id % p.total()).min(p.person - 1);
+    (epoch * p.person + offset) as i64
 }
 
-fn last_base0_auction_id(event_id: u64) -> i64 {
-    let mut epoch = (event_id / TOTAL_PROPORTION) as i64;
-    let mut offset = (event_id % TOTAL_PROPORTION) as i64;
-    let p = PERSON_PROPORTION as i64;
-    let a = AUCTION_PROPORTION as i64;
+fn last_base0_auction_id(p: &Proportions, event_id: u64) -> i64 {
+    let mut epoch = (event_id / p.total()) as i64;
+    let mut offset = (event_id % p.total()) as i64;
+    let (p, a) = (p.person as i64, p.auction as i64);
     if offset < p {
         epoch -= 1;
         offset = a - 1;
@@ -143,14 +173,14 @@ fn last_base0_auction_id(event_id: u64) -> i64 {
     epoch * a + offset
 }
 
-fn next_base0_person_id(event_id: u64, rng: &mut Rng) -> i64 {
-    let num_people = last_base0_person_id(event_id) + 1;
+fn next_base0_person_id(p: &Proportions, event_id: u64, rng: &mut Rng) -> i64 {
+    let num_people = last_base0_person_id(p, event_id) + 1;
     let active = num_people.min(NUM_ACTIVE_PEOPLE);
     num_people - active + rng.next_long(active + PERSON_ID_LEAD)
 }
 
-fn next_base0_auction_id(event_id: u64, rng: &mut Rng) -> i64 {
-    let max = last_base0_auction_id(event_id);
+fn next_base0_auction_id(p: &Proportions, event_id: u64, rng: &mut Rng) -> i64 {
+    let max = last_base0_auction_id(p, event_id);
     let min = (max - NUM_IN_FLIGHT_AUCTIONS).max(0);
     min + rng.next_long(max - min + 1 + AUCTION_ID_LEAD)
 }
@@ -325,7 +355,7 @@ pub struct Bid {
 
 pub fn person(cfg: &GeneratorConfig, event_id: u64, timestamp: i64) -> Person {
     let mut rng = Rng::new(cfg.seed, event_id);
-    let id = last_base0_person_id(event_id) + FIRST_PERSON_ID;
+    let id = last_base0_person_id(&cfg.proportions, event_id) + FIRST_PERSON_ID;
     let first = FIRST_NAMES[rng.next_int(FIRST_NAMES.len() as u32) as usize];
     let last = LAST_NAMES[rng.next_int(LAST_NAMES.len() as u32) as usize];
     let name = format!("{first} {last}");
@@ -355,16 +385,17 @@ pub fn person(cfg: &GeneratorConfig, event_id: u64, timestamp: i64) -> Person {
 
 pub fn auction(cfg: &GeneratorConfig, event_number: u64, event_id: u64, timestamp: i64) -> Auction {
     let mut rng = Rng::new(cfg.seed, event_id);
-    let id = last_base0_auction_id(event_id) + FIRST_AUCTION_ID;
+    let p = &cfg.proportions;
+    let id = last_base0_auction_id(p, event_id) + FIRST_AUCTION_ID;
     let seller = if rng.next_int(HOT_SELLERS_RATIO) > 0 {
-        (last_base0_person_id(event_id) / HOT_RATIO_BLOCK) * HOT_RATIO_BLOCK
+        (last_base0_person_id(p, event_id) / HOT_RATIO_BLOCK) * HOT_RATIO_BLOCK
     } else {
-        next_base0_person_id(event_id, &mut rng)
+        next_base0_person_id(p, event_id, &mut rng)
     } + FIRST_PERSON_ID;
     let category = FIRST_CATEGORY_ID + i64::from(rng.next_int(NUM_CATEGORIES));
     let initial_bid = next_price(&mut rng);
     // Lifetime: about the time it takes to open NUM_IN_FLIGHT_AUCTIONS more.
-    let events_ahead = (NUM_IN_FLIGHT_AUCTIONS as u64 * TOTAL_PROPORTION) / AUCTION_PROPORTION;
+    let events_ahead = (NUM_IN_FLIGHT_AUCTIONS as u64 * p.total()) / p.auction;
     let horizon = cfg.timestamp(event_number + events_ahead) - timestamp;
     let expires = timestamp + 1 + rng.next_long((horizon * 2).max(1));
     let (mut item_name, mut description) = (String::new(), String::new());
@@ -389,15 +420,16 @@ pub fn auction(cfg: &GeneratorConfig, event_number: u64, event_id: u64, timestam
 
 pub fn bid(cfg: &GeneratorConfig, event_id: u64, timestamp: i64) -> Bid {
     let mut rng = Rng::new(cfg.seed, event_id);
+    let p = &cfg.proportions;
     let auction = if rng.next_int(HOT_AUCTION_RATIO) > 0 {
-        (last_base0_auction_id(event_id) / HOT_RATIO_BLOCK) * HOT_RATIO_BLOCK
+        (last_base0_auction_id(p, event_id) / HOT_RATIO_BLOCK) * HOT_RATIO_BLOCK
     } else {
-        next_base0_auction_id(event_id, &mut rng)
+        next_base0_auction_id(p, event_id, &mut rng)
     } + FIRST_AUCTION_ID;
     let mut bidder = if rng.next_int(HOT_BIDDERS_RATIO) > 0 {
-        (last_base0_person_id(event_id) / HOT_RATIO_BLOCK) * HOT_RATIO_BLOCK + 1
+        (last_base0_person_id(p, event_id) / HOT_RATIO_BLOCK) * HOT_RATIO_BLOCK + 1
     } else {
-        next_base0_person_id(event_id, &mut rng)
+        next_base0_person_id(p, event_id, &mut rng)
     } + FIRST_PERSON_ID;
     let price = next_price(&mut rng);
     let ch = channels();
@@ -442,8 +474,30 @@ mod tests {
         // The first auction and the first person of Flink's stream get id 1001.
         assert_eq!(auction(&flink, 1, 2, 0).id, 1001);
         assert_eq!(person(&flink, 50, 0).id, 1001);
-        assert_eq!(last_base0_auction_id(4), 2);
-        assert_eq!(last_base0_auction_id(53), 5);
+        let d = Proportions::default();
+        assert_eq!(last_base0_auction_id(&d, 4), 2);
+        assert_eq!(last_base0_auction_id(&d, 53), 5);
+    }
+
+    #[test]
+    fn other_proportions_share_out_the_events_and_ids() {
+        let cfg = GeneratorConfig {
+            proportions: Proportions {
+                person: 2,
+                auction: 3,
+                bid: 5,
+            },
+            ..Default::default()
+        };
+        let kinds: Vec<EventType> = (0..10).map(|i| cfg.event_type(i)).collect();
+        use EventType::{Auction as A, Bid as B, Person as P};
+        assert_eq!(kinds, [P, P, A, A, A, B, B, B, B, B]);
+        // Persons 0, 1 in the first round, 2, 3 in the second.
+        assert_eq!(person(&cfg, 11, 0).id, 1003);
+        assert_eq!(auction(&cfg, 14, 14, 0).id, 1005);
+        // A bid names a person and an auction already there.
+        let b = bid(&cfg, 19, 0);
+        assert!(b.bidder <= 1003 + PERSON_ID_LEAD, "{b:?}");
     }
 
     #[test]
@@ -496,7 +550,8 @@ mod tests {
                 EventType::Bid => {
                     bids += 1;
                     let b = bid(&cfg, id, ts);
-                    let last_auction = last_base0_auction_id(id) + FIRST_AUCTION_ID;
+                    let last_auction =
+                        last_base0_auction_id(&Proportions::default(), id) + FIRST_AUCTION_ID;
                     if (b.auction - FIRST_AUCTION_ID) % 100 == 0 && b.auction <= last_auction {
                         hot_auction += 1;
                     }

@@ -23,9 +23,7 @@ use eddy_operators::OperatorError;
 use crate::options::{OptionDecl, OptionType};
 use crate::registry::{Connector, ConnectorContext};
 use crate::{ConnectorError, Options, Result, conform};
-use generator::{
-    Auction, Bid, EventType, GeneratorConfig, Person, auction, bid, event_type, person,
-};
+use generator::{Auction, Bid, EventType, GeneratorConfig, Person, auction, bid, person};
 
 /// A validated `connector = 'nexmark'` source.
 #[derive(Debug, Clone)]
@@ -128,20 +126,21 @@ impl NexmarkConfig {
                 message: "a 'next-event.rate' other than 'first-event.rate' (a changing rate) is not supported yet".into(),
             });
         }
-        for (key, default) in [
-            ("person.proportion", generator::PERSON_PROPORTION),
-            ("auction.proportion", generator::AUCTION_PROPORTION),
-            ("bid.proportion", generator::BID_PROPORTION),
-        ] {
-            if options.count(key)?.is_some_and(|v| v != default) {
-                return Err(ConnectorError::Option {
+        let defaults_p = generator::Proportions::default();
+        let proportion = |key: &str, default: u64| -> Result<u64> {
+            match options.count(key)?.unwrap_or(default) {
+                0 => Err(ConnectorError::Option {
                     option: key.into(),
-                    message: format!(
-                        "only the default proportions (person 1, auction 3, bid 46) are supported yet; '{key}' must be {default}"
-                    ),
-                });
+                    message: format!("'{key}' must be at least 1"),
+                }),
+                n => Ok(n),
             }
-        }
+        };
+        let proportions = generator::Proportions {
+            person: proportion("person.proportion", defaults_p.person)?,
+            auction: proportion("auction.proportion", defaults_p.auction)?,
+            bid: proportion("bid.proportion", defaults_p.bid)?,
+        };
         let int = |key: &str, default: i64| -> Result<i64> {
             match options.get(key) {
                 None => Ok(default),
@@ -156,6 +155,7 @@ impl NexmarkConfig {
             base_time: int("base-time", defaults.base_time)?,
             seed: options.count("seed")?.unwrap_or(defaults.seed),
             flink_compat: options.bool("flink-compat")?.unwrap_or(false),
+            proportions,
         };
         let events = options.count("events.num")?.unwrap_or(100_000_000);
         let batch_size = options.count("batch.size")?.unwrap_or(8192) as usize;
@@ -252,19 +252,19 @@ impl Connector for NexmarkConnector {
                 "person.proportion",
                 OptionType::Count,
                 "1",
-                "persons in every 50 events (Flink's option; only the default yet)",
+                "persons in each round of person + auction + bid events",
             ),
             OptionDecl::optional(
                 "auction.proportion",
                 OptionType::Count,
                 "3",
-                "auctions in every 50 events (Flink's option; only the default yet)",
+                "auctions in each round of events",
             ),
             OptionDecl::optional(
                 "bid.proportion",
                 OptionType::Count,
                 "46",
-                "bids in every 50 events (Flink's option; only the default yet)",
+                "bids in each round of events",
             ),
             OptionDecl::optional("seed", OptionType::Count, "0", "the generator's seed"),
             OptionDecl::unset(
@@ -562,7 +562,7 @@ impl NexmarkSource {
         while rows < self.config.batch_size && self.next < end {
             let (number, id) = cfg.event_id(self.next);
             self.next += 1;
-            if event_type(id) != table {
+            if cfg.event_type(id) != table {
                 continue;
             }
             let t = cfg.timestamp(number);
@@ -653,6 +653,7 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{AsArray, Int64Array};
     use datafusion::arrow::datatypes::Int64Type;
+    use generator::event_type;
 
     fn options(pairs: &[(&str, &str)]) -> Options {
         Options::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
