@@ -601,3 +601,22 @@ INSERT INTO total SELECT SUM(n) FROM numbers;
         "{stdout}"
     );
 }
+
+/// Many INSERTs are one job whose state directory is named after it: the
+/// name stays short however many tables the script writes.
+#[test]
+fn a_script_of_many_inserts_runs_as_one_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sql = String::from(
+        "CREATE TABLE numbers (n BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '10',
+           'rows-per-second' = '100000', 'fields.n.kind' = 'sequence', 'fields.n.start' = '1', 'fields.n.end' = '10');\n",
+    );
+    for i in 0..30 {
+        sql.push_str(&format!(
+            "CREATE TABLE a_rather_long_result_table_name_number_{i} (n BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO a_rather_long_result_table_name_number_{i} SELECT n + {i} FROM numbers;\n"
+        ));
+    }
+    let out = eddy_run(dir.path(), &sql);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

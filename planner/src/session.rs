@@ -41,12 +41,21 @@ impl Job {
             return Some(first);
         }
         let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
-        let name = names.join("+");
         Some(Job {
-            name,
+            name: set_name(&names),
             graph: PhysicalGraph::merge(jobs.into_iter().map(|j| j.graph)),
             ..first
         })
+    }
+}
+
+/// The name of a job that runs several: the first's and how many more
+/// (a state directory is named after its job, so the name stays short).
+fn set_name(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first}+{}", rest.len()),
     }
 }
 
@@ -500,7 +509,8 @@ impl Session {
             return Ok(Outcome::Explain(graph.explain()));
         }
         names.dedup();
-        Ok(self.job(&names.join("+"), graph, false))
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        Ok(self.job(&set_name(&names), graph, false))
     }
 
     /// `CREATE FUNCTION name AS 'class'`: Java classes are not loaded; a
