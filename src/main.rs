@@ -80,6 +80,9 @@ fn main() -> ExitCode {
             bench: BenchCommand::Nexmark(args),
         } => bench::nexmark(&args).map(|()| ExitCode::SUCCESS),
     };
+    if ABORTED.load(Ordering::Acquire) {
+        return ExitCode::from(130);
+    }
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -362,15 +365,32 @@ impl Totals {
     }
 }
 
+/// Set by a second Ctrl-C or SIGTERM: `eddy` exits with status 130.
+static ABORTED: AtomicBool = AtomicBool::new(false);
+
+/// How long cancelled jobs get to end before the process exits anyway.
+const ABORT_GRACE: Duration = Duration::from_secs(3);
+
 /// Ctrl-C or SIGTERM asks every job to stop after a checkpoint; a second
-/// one exits at once, whatever the jobs are doing.
+/// one cancels them (no checkpoint) and exits with status 130 once their
+/// threads are done, or after [`ABORT_GRACE`] whatever they are doing.
+/// (Exiting while tasks still run would run RocksDB's C++ destructors under
+/// them, and die of a signal.)
 fn stop_on_signal(manager: &Arc<JobManager>) -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let (flag, manager) = (stop.clone(), manager.clone());
     let installed = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::AcqRel) {
             eprintln!("stopping now, without a checkpoint");
-            std::process::exit(130);
+            ABORTED.store(true, Ordering::Release);
+            for job in manager.list() {
+                let _ = manager.cancel(&job.id);
+            }
+            std::thread::spawn(|| {
+                std::thread::sleep(ABORT_GRACE);
+                std::process::exit(130);
+            });
+            return;
         }
         eprintln!("stopping after a checkpoint (press Ctrl-C again to stop at once)");
         manager.stop_all();
