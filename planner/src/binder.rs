@@ -569,15 +569,14 @@ impl Binder<'_> {
     /// A column, or a field of a `ROW` column: `person.id`, `t.person.id`
     /// (a table's name comes first when it is one).
     fn identifier(&self, parts: &[ast::Ident], scope: &Scope, span: Span) -> Result<Expr> {
-        let is_column = |name: &str| {
-            scope
-                .tables
-                .iter()
-                .any(|t| t.columns.iter().any(|(c, _)| c.eq_ignore_ascii_case(name)))
+        let is_column = |name: &ast::Ident| {
+            let columns = scope.tables.iter().flat_map(|t| &t.columns);
+            columns.clone().any(|(c, _)| *c == name.value)
+                || folded_match(name, columns, |(c, _)| c).is_some()
         };
         let column_parts = match parts {
             [q, ..] if scope.table(&q.value).is_some() => 2,
-            [c, ..] if is_column(&c.value) => 1,
+            [c, ..] if is_column(c) => 1,
             // Neither: the error of a `table.column` name.
             _ => parts.len(),
         };
@@ -603,18 +602,11 @@ impl Binder<'_> {
                     field.span,
                 ));
             };
-            let exact = fields.find(&field.value).is_some();
-            let folded: Vec<&str> = fields
-                .iter()
-                .map(|f| f.name().as_str())
-                .filter(|n| !field.quoted && n.eq_ignore_ascii_case(&field.value))
-                .collect();
-            let name = match (exact, folded.as_slice()) {
-                (true, _) => field.value.clone(),
-                (false, [one]) => one.to_string(),
-                _ => String::new(),
+            let name = match fields.find(&field.value) {
+                Some(_) => Some(field.value.clone()),
+                None => folded_match(field, fields.iter(), |f| f.name()).map(|f| f.name().clone()),
             };
-            if name.is_empty() {
+            let Some(name) = name else {
                 let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
                 let hint = did_you_mean(&suggestions(&field.value, names.iter().copied()));
                 return Err(PlanError::user(
@@ -625,7 +617,7 @@ impl Binder<'_> {
                     ),
                     field.span,
                 ));
-            }
+            };
             let name = Expr::Literal(ScalarValue::Utf8(Some(name)), None);
             expr =
                 Expr::ScalarFunction(ScalarFunction::new_udf(get_field.clone(), vec![expr, name]));
@@ -820,6 +812,25 @@ pub(crate) fn coerce_aggregate(
     Ok((f.params.args, field.with_name(agg.output_name.clone())))
 }
 
+/// The one item named `name` in another case, when `name` is unquoted and
+/// exactly one is. Unquoted names are folded to lower case; this finds a
+/// column or field declared quoted (`dateTime`) from the Flink scripts that
+/// quote it only sometimes.
+pub(crate) fn folded_match<T>(
+    name: &ast::Ident,
+    items: impl IntoIterator<Item = T>,
+    name_of: impl Fn(&T) -> &str,
+) -> Option<T> {
+    if name.quoted {
+        return None;
+    }
+    let mut found = items
+        .into_iter()
+        .filter(|i| name_of(i).eq_ignore_ascii_case(&name.value));
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
+}
+
 /// Resolves a column name against the tables of a FROM clause, each as
 /// `(qualifier, table, columns)`; returns the qualifier and column. Unknown
 /// tables and columns get suggestions; a name that several tables have is
@@ -869,16 +880,11 @@ pub(crate) fn resolve_name(
     // (`dateTime`) is still found by them when only one column is spelled
     // so in any case, as Flink scripts that quote a name only sometimes
     // expect.
-    if owners.is_empty() && !name.quoted {
-        let folded: Vec<(&str, &str)> = candidates
+    if owners.is_empty() {
+        let columns = candidates
             .iter()
-            .flat_map(|(q, _, cols)| {
-                cols.iter()
-                    .filter(|c| c.eq_ignore_ascii_case(&name.value))
-                    .map(move |c| (q.as_str(), c.as_str()))
-            })
-            .collect();
-        if let [(owner, column)] = folded.as_slice() {
+            .flat_map(|(q, _, cols)| cols.iter().map(move |c| (q.as_str(), c.as_str())));
+        if let Some((owner, column)) = folded_match(name, columns, |(_, c)| c) {
             return Ok((owner.to_string(), column.to_string()));
         }
     }

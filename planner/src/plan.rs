@@ -917,16 +917,9 @@ impl QueryPlanner<'_> {
                     }
                 };
                 let mut col = tvf.time_column.clone();
-                // An unquoted name finds a column spelled in another case
-                // when it is the only one (see `resolve_name`).
-                let folded: Vec<&Field> = columns
-                    .iter()
-                    .filter(|f| !col.quoted && f.name().eq_ignore_ascii_case(&col.value))
-                    .collect();
-                if let ([f], false) = (
-                    folded.as_slice(),
-                    columns.iter().any(|f| *f.name() == col.value),
-                ) {
+                if !columns.iter().any(|f| *f.name() == col.value)
+                    && let Some(f) = crate::binder::folded_match(&col, &columns, |f| f.name())
+                {
                     col.value = f.name().clone();
                 }
                 let col = &col;

@@ -161,7 +161,7 @@ impl PartitionCommit {
 
 /// The time (ms since the epoch, UTC) of partition directory `dir`: its
 /// values put into `pattern` (`$name` for each), or its first value, read
-/// as `yyyy-MM-dd[ HH:mm[:ss]]`.
+/// as `yyyy-MM-dd[ HH:mm:ss]`.
 pub(crate) fn partition_time(dir: &str, pattern: Option<&str>) -> Option<i64> {
     let values: Vec<(&str, String)> = dir
         .split('/')
@@ -203,31 +203,12 @@ fn unescape(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `yyyy-MM-dd`, `yyyy-MM-dd HH:mm` or `yyyy-MM-dd HH:mm:ss` as ms since
-/// the epoch (UTC).
+/// `yyyy-MM-dd HH:mm:ss` or `yyyy-MM-dd` (Flink's default extractor's
+/// forms) as ms since the epoch, UTC.
 fn parse_timestamp(text: &str) -> Option<i64> {
-    let (date, time) = text.split_once(' ').unwrap_or((text, "00:00:00"));
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, min) = (t.next()??, t.next()??);
-    let s = t.next().flatten().unwrap_or(0);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || min > 59 || s > 60 {
-        return None;
-    }
-    Some((days_from_civil(y, m, day) * 86_400 + h * 3600 + min * 60 + s) * 1000)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    datafusion::arrow::compute::kernels::cast_utils::string_to_timestamp_nanos(text)
+        .ok()
+        .map(|nanos| nanos.div_euclid(1_000_000))
 }
 
 #[cfg(test)]
@@ -248,8 +229,6 @@ mod tests {
             Some(1_436_918_400_000)
         );
         assert_eq!(partition_time("dt=__DEFAULT_PARTITION__", None), None);
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
     }
 
     #[test]
