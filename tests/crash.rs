@@ -139,32 +139,6 @@ enum Signal {
     Term,
 }
 
-/// The highest checkpoint completed so far in a state directory, over all
-/// its jobs (ids only grow, across runs too).
-fn highest_checkpoint(state: &Path) -> u64 {
-    let Ok(jobs) = std::fs::read_dir(state) else {
-        return 0;
-    };
-    let mut highest = 0;
-    for job in jobs.flatten() {
-        let Ok(checkpoints) = std::fs::read_dir(job.path().join("checkpoints")) else {
-            continue;
-        };
-        for c in checkpoints.flatten() {
-            let name = c.file_name().to_string_lossy().into_owned();
-            let id = name
-                .strip_prefix("chk-")
-                .and_then(|n| n.parse::<u64>().ok());
-            if let Some(id) = id
-                && c.path().join("_eddy_checkpoint.json").exists()
-            {
-                highest = highest.max(id);
-            }
-        }
-    }
-    highest
-}
-
 /// Runs the job once; with `kill`, signals it once it has completed that
 /// many more checkpoints (if it is still running then).
 fn run(
@@ -184,7 +158,7 @@ fn run(
     if let Some(point) = crash_at {
         cmd.env("EDDY_CRASH_AT", point);
     }
-    let before = highest_checkpoint(state);
+    let before = common::highest_checkpoint(state);
     let mut child = cmd.spawn().unwrap();
     let mut kill = kill;
     loop {
@@ -207,7 +181,7 @@ fn run(
             return Ended::Killed;
         }
         match kill {
-            Some((n, signal)) if highest_checkpoint(state) >= before + n => {
+            Some((n, signal)) if common::highest_checkpoint(state) >= before + n => {
                 // The job checkpointed, so eddy's handler is installed: a
                 // SIGTERM is a clean stop, never an early death.
                 if let Signal::Kill = signal {

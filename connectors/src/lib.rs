@@ -8,7 +8,8 @@
 //! - [`format`]: formats by name (`json`, `csv`), shared by every
 //!   connector that carries bytes;
 //! - the built-in connectors, one module each: [`nexmark`], [`file`],
-//!   [`stdout`], [`blackhole`], and [`memory`] for embedding programs.
+//!   [`stdout`], [`blackhole`], [`kafka`], and [`memory`] for embedding
+//!   programs.
 //!
 //! A connector makes a `SourceProvider` (splits and readers) and/or a
 //! `SinkProvider` (writers and a committer), the runtime's interfaces in
@@ -18,6 +19,7 @@ pub mod blackhole;
 pub mod datagen;
 pub mod file;
 pub mod format;
+pub mod kafka;
 mod materialize;
 pub mod memory;
 pub mod nexmark;
@@ -81,6 +83,7 @@ pub(crate) fn builtin_connectors() -> Vec<Arc<dyn Connector>> {
         Arc::new(blackhole::BlackholeConnector),
         Arc::new(values::ValuesConnector),
         Arc::new(datagen::DatagenConnector),
+        Arc::new(kafka::KafkaConnector),
     ]
 }
 

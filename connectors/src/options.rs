@@ -186,19 +186,21 @@ impl OptionDecl {
 
     /// Whether `key` is this option: its name or an alias, where a `#`
     /// segment of the name stands for any one segment of the key
-    /// (`fields.#.kind` is `fields.price.kind`).
+    /// (`fields.#.kind` is `fields.price.kind`), and a last `*` segment for
+    /// one or more (`properties.*` is `properties.bootstrap.servers`).
     fn answers_to(&self, key: &str) -> bool {
         self.name == key || self.aliases.contains(&key) || self.pattern_matches(key)
     }
 
     fn pattern_matches(&self, key: &str) -> bool {
-        if !self.name.contains('#') {
+        if !self.is_pattern() {
             return false;
         }
         let (mut want, mut got) = (self.name.split('.'), key.split('.'));
         loop {
             match (want.next(), got.next()) {
                 (None, None) => return true,
+                (Some("*"), Some(g)) => return !g.is_empty(),
                 (Some("#"), Some(g)) if !g.is_empty() => {}
                 (Some(w), Some(g)) if w == g => {}
                 _ => return false,
@@ -206,10 +208,15 @@ impl OptionDecl {
         }
     }
 
+    /// A name with `#` or `*` segments stands for many keys.
+    pub fn is_pattern(&self) -> bool {
+        self.name.split('.').any(|s| s == "#" || s == "*")
+    }
+
     /// The name an option given as `key` is stored under: its canonical
     /// name, or the key itself for a patterned option.
     fn stored_name(&self, key: &str) -> String {
-        if self.name.contains('#') {
+        if self.is_pattern() {
             key.to_string()
         } else {
             self.name.to_string()
@@ -360,7 +367,7 @@ impl Declarations {
             defaults: self
                 .decls
                 .iter()
-                .filter(|d| !d.name.contains('#'))
+                .filter(|d| !d.is_pattern())
                 .filter_map(|d| d.default.map(|v| (d.name.to_string(), v.to_string())))
                 .collect(),
         })

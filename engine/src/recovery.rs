@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use eddy_operators::checkpoint::{Checkpointing, Committers, commit_all};
+use eddy_operators::checkpoint::{Checkpointing, Committers, recover_all};
 use eddy_planner::Job;
 use eddy_state::RocksDbOptions;
 use eddy_state::checkpoint::CheckpointStore;
@@ -71,11 +71,17 @@ pub(crate) fn prepare(
                 job.name, r.manifest.id
             ));
         }
+    }
+    let db = store.restore(recovered.as_ref(), RocksDbOptions::default())?;
+    if let Some(r) = &recovered {
         // Phase two again: committing is idempotent, and whatever was
         // begun after this checkpoint is aborted by the sinks on open.
-        commit_all(committers, &r.manifest.commits).map_err(|source| EngineError::Commit {
-            checkpoint: r.manifest.id,
-            source,
+        // Committers read what the writers kept in the checkpoint.
+        recover_all(committers, &r.manifest.commits, &db).map_err(|source| {
+            EngineError::Commit {
+                checkpoint: r.manifest.id,
+                source,
+            }
         })?;
         if r.manifest.finished {
             return Ok(Recovery::AlreadyFinished {
@@ -84,7 +90,6 @@ pub(crate) fn prepare(
         }
         tracing::info!(job = %job.name, checkpoint = r.manifest.id, "resuming from checkpoint");
     }
-    let db = store.restore(recovered.as_ref(), RocksDbOptions::default())?;
     let interval = u64::try_from(job.checkpoint_interval_ms)
         .ok()
         .filter(|&ms| ms > 0)

@@ -63,6 +63,8 @@ struct Shared {
     restored: Option<u64>,
     /// The id the first checkpoint of this run will have.
     first_id: u64,
+    /// How often checkpoints are taken (`None`: only at the end).
+    interval: Option<Duration>,
     /// Sink output waiting for the checkpoint that publishes it, by the
     /// checkpoint whose barrier closed it ([`FINAL`]: the end of input).
     commits: std::sync::Mutex<BTreeMap<u64, Vec<Committable>>>,
@@ -119,6 +121,13 @@ impl CheckpointHandle {
     /// True once a task of the job failed.
     pub fn cancelled(&self) -> bool {
         self.inner.cancel.load(Ordering::Acquire)
+    }
+
+    /// How often the job checkpoints (`None`: only at the end, or never).
+    /// A sink whose transactions span a checkpoint interval checks its
+    /// timeout against it.
+    pub fn interval(&self) -> Option<Duration> {
+        self.inner.interval
     }
 
     /// True if the job takes checkpoints.
@@ -188,20 +197,57 @@ pub struct Checkpointing {
 /// Each sink's committer, by sink operator id.
 pub type Committers = BTreeMap<String, Arc<dyn Committer>>;
 
-/// Has every committable committed by its sink's committer: phase two,
-/// when a checkpoint is complete and again when a job is restored from it.
-pub fn commit_all(committers: &Committers, commits: &[Committable]) -> Result<()> {
-    let mut by_sink: BTreeMap<&str, Vec<serde_json::Value>> = BTreeMap::new();
+/// One sink's committables, with its id and committer.
+type SinkCommits<'a> = (&'a str, &'a Arc<dyn Committer>, Vec<serde_json::Value>);
+
+/// The committables of `commits` by sink, each with its sink's committer.
+fn by_sink<'a>(
+    committers: &'a Committers,
+    commits: &'a [Committable],
+) -> Result<Vec<SinkCommits<'a>>> {
+    let mut grouped: BTreeMap<&str, Vec<serde_json::Value>> = BTreeMap::new();
     for c in commits {
-        by_sink.entry(&c.sink).or_default().push(c.payload.clone());
+        grouped.entry(&c.sink).or_default().push(c.payload.clone());
     }
-    for (sink, payloads) in by_sink {
-        let committer = committers.get(sink).ok_or_else(|| {
-            OperatorError::Internal(format!(
-                "the checkpoint holds output of sink {sink}, which the job does not have"
-            ))
-        })?;
+    grouped
+        .into_iter()
+        .map(|(sink, payloads)| {
+            let committer = committers.get(sink).ok_or_else(|| {
+                OperatorError::Internal(format!(
+                    "the checkpoint holds output of sink {sink}, which the job does not have"
+                ))
+            })?;
+            Ok((sink, committer, payloads))
+        })
+        .collect()
+}
+
+/// Has every committable committed by its sink's committer: phase two,
+/// when a checkpoint is complete.
+pub fn commit_all(committers: &Committers, commits: &[Committable]) -> Result<()> {
+    for (_, committer, payloads) in by_sink(committers, commits)? {
         committer.commit(&payloads)?;
+    }
+    Ok(())
+}
+
+/// Phase two at recovery: has each sink's committer recover the
+/// committables of the restored checkpoint, with the positions its writers
+/// kept in that checkpoint's `state` (a sink's table is named after its
+/// operator id).
+pub fn recover_all(
+    committers: &Committers,
+    commits: &[Committable],
+    state: &dyn eddy_state::StateBackend,
+) -> Result<()> {
+    for (sink, committer, payloads) in by_sink(committers, commits)? {
+        let mut positions = BTreeMap::new();
+        for (key, value) in state.open_table(sink)?.scan_range(b"", &[0xff; 9])? {
+            if let Ok(subtask) = <[u8; 8]>::try_from(key.as_slice()) {
+                positions.insert(u64::from_be_bytes(subtask) as usize, value);
+            }
+        }
+        committer.recover(&payloads, &positions)?;
     }
     Ok(())
 }
@@ -239,6 +285,7 @@ impl Coordinator {
             inner: Arc::new(Shared {
                 restored: config.restored,
                 first_id,
+                interval: config.interval,
                 events: Some(tx),
                 ..Shared::default()
             }),

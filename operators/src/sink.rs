@@ -4,13 +4,17 @@
 //!  rows ──► Sink::write_batch ... Barrier(n) ──► Sink::pre_commit(n) ──► SinkCommit { position, committable }
 //!                                                                              │ stored in checkpoint n
 //!  checkpoint n complete (manifest durable) ──► Committer::commit([committable, ...])   (phase two)
-//!  restore from n ──► Committer::commit again (idempotent) ──► Sink::recover(n, position): abort the rest
+//!  restore from n ──► Committer::recover(committables, positions of n) (idempotent) ──► Sink::recover(n, position): abort the rest
 //! ```
 //!
 //! A sink's writer ([`Sink`]) runs in its subtask; its [`Committer`] runs
 //! where the checkpoint completes (the coordinator) and again at recovery,
 //! so it is made from the plan ([`SinkProvider::committer`]), not from a
-//! writer. A committable is opaque, serialisable data: a file sink's
+//! writer. At recovery it also gets the positions the writers kept in the
+//! restored checkpoint: a sink whose pending output cannot be resumed
+//! from a committable alone (a Kafka transaction of a dead producer) keeps
+//! that output in its position and publishes it from there. A committable
+//! is opaque, serialisable data: a file sink's
 //! pending renames, a Kafka transaction's id and epoch, a database
 //! transaction's id. A sink that cannot take part says so with its
 //! [`DeliveryGuarantee`], which EXPLAIN shows.
@@ -116,6 +120,23 @@ pub trait Committer: Send + Sync + Debug {
     /// stand for. Called once their checkpoint is complete, and again when
     /// a job is restored from it: committing twice must change nothing.
     fn commit(&self, committables: &[serde_json::Value]) -> Result<()>;
+
+    /// Phase two again, when a job is restored from the checkpoint that
+    /// holds `committables`, before any writer opens. `positions`: what
+    /// each writer's [`Sink::pre_commit`] returned as its position in that
+    /// checkpoint, by subtask. The default commits.
+    fn recover(
+        &self,
+        committables: &[serde_json::Value],
+        _positions: &std::collections::BTreeMap<usize, Vec<u8>>,
+    ) -> Result<()> {
+        self.commit(committables)
+    }
+}
+
+/// The key of a sink subtask's position in its operator's state table.
+pub fn position_key(subtask: usize) -> [u8; 8] {
+    (subtask as u64).to_be_bytes()
 }
 
 /// A sink as the plan declares it, options checked: makes the writer of
@@ -192,7 +213,7 @@ impl Operator for SinkOperator {
         self.checkpoints = ctx.checkpoints.clone();
         self.id = ctx.operator_id.clone();
         let table = ctx.state.open_table(&ctx.operator_id)?;
-        self.key = (ctx.subtask as u64).to_be_bytes().to_vec();
+        self.key = position_key(ctx.subtask).to_vec();
         self.sink.open(ctx)?;
         let restored = self.checkpoints.restored();
         let position = match restored {
@@ -233,6 +254,11 @@ impl Operator for SinkOperator {
         }
         let id = self.checkpoints.next_id(self.last_barrier);
         let commit = self.sink.pre_commit(id, true)?;
+        // Part of the final checkpoint, which is written after every task
+        // closed.
+        if let (Some(position), Some(table)) = (&commit.position, &self.table) {
+            table.put(&self.key, position)?;
+        }
         self.hand_over(FINAL, commit.committable)
     }
 }

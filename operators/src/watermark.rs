@@ -265,7 +265,7 @@ impl Operator for WatermarkOperator {
         &mut self,
         partition: usize,
         split: &str,
-        out: &mut Collector,
+        _out: &mut Collector,
     ) -> Result<()> {
         let restored = match &self.table {
             Some(table) => table.get(split.as_bytes())?,
@@ -281,7 +281,10 @@ impl Operator for WatermarkOperator {
             p.max = p.max.max(i64::from_le_bytes(bytes));
         }
         self.idle = false;
-        self.advance(now, out);
+        // No watermark yet: a subtask given several restored splits at
+        // once would emit the first one's before the others hold it back,
+        // and their rows between would be late. The next batch, end or
+        // timer advances it.
         Ok(())
     }
 
@@ -476,6 +479,49 @@ mod tests {
         second.open(&ctx(1)).unwrap();
         let mut out = Collector::default();
         second.start_partition(0, "file@0", &mut out).unwrap();
+        assert_eq!(watermarks(&mut out), Vec::<i64>::new());
+        // Its next rows, older than its watermark, do not move it back.
+        second
+            .process_partition_batch(0, batch(&[5_000]), &mut out)
+            .unwrap();
         assert_eq!(watermarks(&mut out), [7_000]);
+    }
+
+    /// A subtask given two restored splits at once must not emit the first
+    /// one's watermark before the second holds it back: the second's rows
+    /// in between would be late.
+    #[test]
+    fn restored_splits_taken_together_hold_each_other_back() {
+        let state = Arc::new(eddy_state::MemoryBackend::default());
+        let ctx = OperatorContext {
+            task_name: "t".into(),
+            operator_id: "wm".into(),
+            subtask: 0,
+            parallelism: 1,
+            state: state.clone(),
+            metrics: JobMetrics::default(),
+            checkpoints: crate::checkpoint::CheckpointHandle::default(),
+        };
+        let (mut first, _) = generator(None);
+        first.open(&ctx).unwrap();
+        let mut out = Collector::default();
+        first.start_partition(0, "ahead", &mut out).unwrap();
+        first.start_partition(1, "behind", &mut out).unwrap();
+        first
+            .process_partition_batch(0, batch(&[9_000]), &mut out)
+            .unwrap();
+        first
+            .process_partition_batch(1, batch(&[2_000]), &mut out)
+            .unwrap();
+        first.handle_checkpoint(1, &mut out).unwrap();
+        let (mut second, _) = generator(None);
+        second.open(&ctx).unwrap();
+        let mut out = Collector::default();
+        second.start_partition(0, "ahead", &mut out).unwrap();
+        second.start_partition(1, "behind", &mut out).unwrap();
+        second
+            .process_partition_batch(1, batch(&[3_000]), &mut out)
+            .unwrap();
+        assert_eq!(watermarks(&mut out), [3_000]);
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod channel;
+pub mod kafka;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -131,4 +132,30 @@ pub fn datafusion_answer(ctx: &datafusion::prelude::SessionContext, sql: &str) -
         .block_on(async { ctx.sql(sql).await?.collect().await })
         .unwrap_or_else(|e| panic!("DataFusion: {e}\n{sql}"));
     render(&batches)
+}
+
+/// The highest checkpoint completed so far in a state directory, over all
+/// its jobs (ids only grow, across runs too).
+pub fn highest_checkpoint(state: &Path) -> u64 {
+    let Ok(jobs) = std::fs::read_dir(state) else {
+        return 0;
+    };
+    let mut highest = 0;
+    for job in jobs.flatten() {
+        let Ok(checkpoints) = std::fs::read_dir(job.path().join("checkpoints")) else {
+            continue;
+        };
+        for c in checkpoints.flatten() {
+            let name = c.file_name().to_string_lossy().into_owned();
+            let id = name
+                .strip_prefix("chk-")
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(id) = id
+                && c.path().join("_eddy_checkpoint.json").exists()
+            {
+                highest = highest.max(id);
+            }
+        }
+    }
+    highest
 }

@@ -1,0 +1,424 @@
+//! The Kafka sink, with Flink's `sink.delivery-guarantee`:
+//!
+//! - `none`: rows are sent and not waited for;
+//! - `at-least-once` (the default): an idempotent producer, flushed at each
+//!   checkpoint barrier, so a completed checkpoint means every row before
+//!   it is in the topic; a restart sends the rows after it again;
+//! - `exactly-once`: a transaction per checkpoint and subtask, published
+//!   through the commit protocol and recoverable after a crash (see
+//!   [`super::transaction`]).
+//!
+//! Each row is one record: its value in the table's format, no key yet.
+//! `sink.partitioner` picks the partition: `default` leaves it to the
+//! key's murmur2 hash (Java clients' and Flink's), spreading keyless
+//! records; `fixed` sends subtask i to partition i % n; `round-robin`.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use eddy_operators::sink::SinkCommit;
+use eddy_operators::updating::OP_COLUMN;
+use eddy_operators::{
+    Committer, DeliveryGuarantee, OperatorContext, OperatorError, Sink, SinkProvider,
+};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::Producer;
+
+use super::transaction::{
+    Committable, KafkaCommitter, KafkaProducer, Record, Slot, SlotState, Slots, TIMEOUT, Target,
+    Wal, WalPart, flush, new_identity, send,
+};
+use super::{DELIVERY, PARTITIONER, TOPIC, TXN_PREFIX, client_config, kafka_error, option_error};
+use crate::format::{Encoder, Format};
+use crate::registry::ConnectorContext;
+use crate::{ConnectorError, Result};
+
+/// librdkafka's default `transaction.timeout.ms`.
+const DEFAULT_TXN_TIMEOUT_MS: i64 = 60_000;
+
+/// `sink.partitioner`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Partitioner {
+    /// By the key's murmur2 hash, as Java clients (and Flink) do.
+    Default,
+    /// Subtask i writes to partition i % partitions.
+    Fixed,
+    RoundRobin,
+}
+
+impl Partitioner {
+    /// The partition of the next record, when the sink chooses it.
+    fn choose(self, subtask: usize, partitions: i32, sent: &mut u64) -> Option<i32> {
+        match self {
+            Partitioner::Default => None,
+            Partitioner::Fixed => Some(subtask as i32 % partitions),
+            Partitioner::RoundRobin => {
+                *sent += 1;
+                Some((*sent % partitions as u64) as i32)
+            }
+        }
+    }
+}
+
+/// A checked `connector = 'kafka'` sink.
+#[derive(Debug)]
+pub struct KafkaSinkProvider {
+    target: Arc<Target>,
+    schema: SchemaRef,
+    format: Arc<dyn Format>,
+    partitioner: Partitioner,
+    /// The producers holding transactions, shared with the committer.
+    slots: Arc<Slots>,
+}
+
+impl KafkaSinkProvider {
+    pub(crate) fn try_new(ctx: &ConnectorContext<'_>) -> Result<Self> {
+        let options = ctx.options;
+        if ctx.schema.column_with_name(OP_COLUMN).is_some() {
+            return Err(ConnectorError::Config(
+                "the 'kafka' connector writes only appended rows, and this query updates rows it wrote: use 'upsert-kafka' with a PRIMARY KEY"
+                    .into(),
+            ));
+        }
+        let topic = options.require(TOPIC)?;
+        if topic.contains(';') {
+            return Err(option_error(TOPIC, "a Kafka sink writes one topic"));
+        }
+        let guarantee = crate::registry::Connector::guarantee(&super::KafkaConnector, options);
+        let prefix = options.get(TXN_PREFIX).unwrap_or_default().to_string();
+        if guarantee == DeliveryGuarantee::ExactlyOnce && prefix.is_empty() {
+            return Err(option_error(
+                DELIVERY,
+                "'sink.delivery-guarantee' = 'exactly-once' needs 'sink.transactional-id-prefix', unique to this sink on the cluster",
+            ));
+        }
+        let partitioner = match options.get(PARTITIONER) {
+            Some("fixed") => Partitioner::Fixed,
+            Some("round-robin") => Partitioner::RoundRobin,
+            _ => Partitioner::Default,
+        };
+        let name = options.require("format")?;
+        let format = ctx
+            .formats
+            .get(name)
+            .cloned()
+            .ok_or_else(|| option_error("format", format!("unknown format '{name}'")))?;
+        format.encoder(ctx.schema, options)?.ok_or_else(|| {
+            ConnectorError::Config(format!("the format '{}' cannot be written", format.name()))
+        })?;
+        Ok(Self {
+            target: Arc::new(Target {
+                topic: topic.to_string(),
+                options: options.clone(),
+                guarantee,
+                prefix,
+            }),
+            schema: ctx.schema.clone(),
+            format,
+            partitioner,
+            slots: Arc::default(),
+        })
+    }
+}
+
+impl SinkProvider for KafkaSinkProvider {
+    fn writer(&self) -> eddy_operators::Result<Box<dyn Sink>> {
+        let encoder = self
+            .format
+            .encoder(&self.schema, &self.target.options)?
+            .ok_or_else(|| OperatorError::Internal("the format cannot be written".into()))?;
+        Ok(Box::new(KafkaSink {
+            target: self.target.clone(),
+            partitioner: self.partitioner,
+            encoder,
+            buf: Vec::new(),
+            subtask: 0,
+            partitions: 1,
+            sent: 0,
+            producer: None,
+            txn: None,
+            slots: self.slots.clone(),
+        }))
+    }
+
+    fn committer(&self) -> Option<Arc<dyn Committer>> {
+        (self.target.guarantee == DeliveryGuarantee::ExactlyOnce).then(|| {
+            Arc::new(KafkaCommitter {
+                target: self.target.clone(),
+                slots: self.slots.clone(),
+            }) as Arc<dyn Committer>
+        })
+    }
+
+    fn guarantee(&self) -> DeliveryGuarantee {
+        self.target.guarantee
+    }
+}
+
+/// A writer's exactly-once state.
+struct Transactional {
+    slots: [Arc<Slot>; 2],
+    /// The slot taking rows now.
+    current: usize,
+    /// The rows of its transaction, for the write-ahead log.
+    wal: Vec<Record>,
+    /// The rows of the last transaction closed, until it is seen
+    /// committed.
+    pending: Option<WalPart>,
+    /// At the end of input: the one closed before `pending`, still waiting
+    /// for its (abandoned) checkpoint.
+    closed: Option<WalPart>,
+    identity: String,
+    /// Adds the marker to transactions.
+    marker: BaseConsumer,
+}
+
+/// One subtask's writer.
+pub struct KafkaSink {
+    target: Arc<Target>,
+    partitioner: Partitioner,
+    encoder: Box<dyn Encoder>,
+    buf: Vec<u8>,
+    subtask: usize,
+    partitions: i32,
+    sent: u64,
+    /// The producer of `none` and `at-least-once`.
+    producer: Option<KafkaProducer>,
+    txn: Option<Transactional>,
+    slots: Arc<Slots>,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink")
+            .field("topic", &self.target.topic)
+            .finish()
+    }
+}
+
+impl KafkaSink {
+    /// The slot taking rows, with a transaction begun.
+    fn open_slot(&mut self) -> eddy_operators::Result<Arc<Slot>> {
+        let txn = self.transactional()?;
+        let slot = txn.slots[txn.current].clone();
+        let mut state = slot.state();
+        if *state == SlotState::Idle {
+            slot.producer
+                .begin_transaction()
+                .map_err(|e| kafka_error("begin transaction", e))?;
+            *state = SlotState::Open;
+        }
+        drop(state);
+        Ok(slot)
+    }
+
+    fn transactional(&self) -> eddy_operators::Result<&Transactional> {
+        self.txn
+            .as_ref()
+            .ok_or_else(|| OperatorError::Internal("the Kafka sink was not recovered".into()))
+    }
+
+    /// Checks `transaction.timeout.ms` against the checkpoint interval.
+    fn check_timeout(&self, ctx: &OperatorContext) -> eddy_operators::Result<()> {
+        let timeout_ms = self
+            .target
+            .options
+            .get("properties.transaction.timeout.ms")
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(DEFAULT_TXN_TIMEOUT_MS);
+        match ctx.checkpoints.interval() {
+            Some(interval) if interval.as_millis() as i64 >= timeout_ms => {
+                Err(OperatorError::Connector(format!(
+                    "kafka: 'properties.transaction.timeout.ms' ({timeout_ms} ms) must be longer than the checkpoint interval ({} ms): a transaction stays open from one checkpoint to the next",
+                    interval.as_millis()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Closes the open transaction at the barrier of `checkpoint` (or at
+    /// the end of input, `last`). The position is the write-ahead log of
+    /// every transaction not known to be committed.
+    fn pre_commit_transaction(
+        &mut self,
+        checkpoint: u64,
+        last: bool,
+    ) -> eddy_operators::Result<SinkCommit> {
+        let subtask = self.subtask;
+        let target = self.target.clone();
+        let txn = self
+            .txn
+            .as_mut()
+            .ok_or_else(|| OperatorError::Internal("the Kafka sink was not recovered".into()))?;
+        match *txn.slots[1 - txn.current].state() {
+            // At the end of input the final checkpoint commits both.
+            SlotState::PreCommitted(n) if !last => {
+                return Err(OperatorError::Connector(format!(
+                    "kafka: the transaction of checkpoint {n} is still not committed (that checkpoint did not complete); failing so that a restart replays its rows"
+                )));
+            }
+            SlotState::PreCommitted(_) => {}
+            _ => txn.pending = None,
+        }
+        let slot = txn.slots[txn.current].clone();
+        let mut committable = None;
+        if *slot.state() == SlotState::Open {
+            target.close(&slot, &txn.marker, &txn.identity, checkpoint)?;
+            *slot.state() = SlotState::PreCommitted(checkpoint);
+            tracing::debug!(txn = %slot.id, checkpoint, rows = txn.wal.len(), "kafka transaction pre-committed");
+            committable = Some(
+                serde_json::to_value(Committable {
+                    txn: slot.id.clone(),
+                    subtask,
+                    checkpoint,
+                })
+                .map_err(|e| OperatorError::Internal(e.to_string()))?,
+            );
+            let part = WalPart {
+                checkpoint,
+                records: std::mem::take(&mut txn.wal),
+            };
+            txn.closed = txn.pending.replace(part);
+            txn.current = 1 - txn.current;
+        }
+        let parts: Vec<&WalPart> = txn.closed.iter().chain(&txn.pending).collect();
+        Ok(SinkCommit {
+            position: Some(Wal::encode_parts(&txn.identity, &parts)),
+            committable,
+        })
+    }
+
+    /// Sends the encoded rows, one record per line.
+    fn send_lines(&mut self, buf: &[u8]) -> eddy_operators::Result<()> {
+        let slot = match self.target.guarantee {
+            DeliveryGuarantee::ExactlyOnce => Some(self.open_slot()?),
+            _ => None,
+        };
+        let producer = match (&slot, &self.producer) {
+            (Some(slot), _) => &slot.producer,
+            (None, Some(p)) => p,
+            (None, None) => return Err(OperatorError::Internal("no Kafka producer".into())),
+        };
+        let mut kept = Vec::new();
+        for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let record = Record {
+                partition: self
+                    .partitioner
+                    .choose(self.subtask, self.partitions, &mut self.sent),
+                key: None,
+                value: line.to_vec(),
+            };
+            send(producer, &self.target.topic, &record)?;
+            if slot.is_some() {
+                kept.push(record);
+            }
+        }
+        producer.poll(std::time::Duration::ZERO);
+        if let Some(txn) = &mut self.txn {
+            txn.wal.extend(kept);
+        }
+        Ok(())
+    }
+}
+
+impl Sink for KafkaSink {
+    fn name(&self) -> String {
+        format!("kafka {}", self.target.topic)
+    }
+
+    fn open(&mut self, ctx: &OperatorContext) -> eddy_operators::Result<()> {
+        self.subtask = ctx.subtask;
+        if self.target.guarantee == DeliveryGuarantee::ExactlyOnce {
+            self.check_timeout(ctx)?;
+        }
+        if self.partitioner != Partitioner::Default {
+            let probe: BaseConsumer = client_config(&self.target.options)
+                .create()
+                .map_err(|e| kafka_error("cannot create a client", e))?;
+            let topic = &self.target.topic;
+            let metadata = probe
+                .fetch_metadata(Some(topic), TIMEOUT)
+                .map_err(|e| kafka_error(&format!("metadata of '{topic}'"), e))?;
+            self.partitions = metadata
+                .topics()
+                .first()
+                .map_or(1, |t| t.partitions().len().max(1) as i32);
+        }
+        Ok(())
+    }
+
+    /// The committer settled the restored checkpoint's transaction before
+    /// this runs; here both producers start afresh, aborting what a
+    /// producer of their ids left open.
+    fn recover(&mut self, _checkpoint: u64, position: Option<&[u8]>) -> eddy_operators::Result<()> {
+        if self.target.guarantee != DeliveryGuarantee::ExactlyOnce {
+            self.producer = Some(self.target.producer()?);
+            return Ok(());
+        }
+        let identity = position
+            .and_then(Wal::decode)
+            .map(|w| w.identity)
+            .unwrap_or_else(new_identity);
+        let slots = [
+            self.target.slot(self.subtask, 0)?,
+            self.target.slot(self.subtask, 1)?,
+        ];
+        for slot in &slots {
+            self.slots.add(slot);
+        }
+        self.txn = Some(Transactional {
+            slots,
+            current: 0,
+            wal: Vec::new(),
+            pending: None,
+            closed: None,
+            identity,
+            marker: self.target.marker(self.subtask)?,
+        });
+        Ok(())
+    }
+
+    fn write_batch(&mut self, batch: &RecordBatch) -> eddy_operators::Result<()> {
+        self.buf.clear();
+        self.encoder.encode(batch, &mut self.buf)?;
+        let buf = std::mem::take(&mut self.buf);
+        let result = self.send_lines(&buf);
+        self.buf = buf;
+        result
+    }
+
+    fn flush(&mut self) -> eddy_operators::Result<()> {
+        if let Some(p) = &self.producer {
+            flush(p)?;
+        }
+        Ok(())
+    }
+
+    fn pre_commit(&mut self, checkpoint: u64, last: bool) -> eddy_operators::Result<SinkCommit> {
+        match self.target.guarantee {
+            DeliveryGuarantee::ExactlyOnce => self.pre_commit_transaction(checkpoint, last),
+            DeliveryGuarantee::AtLeastOnce => {
+                self.flush()?;
+                Ok(SinkCommit::default())
+            }
+            DeliveryGuarantee::None => Ok(SinkCommit::default()),
+        }
+    }
+}
+
+impl Drop for KafkaSink {
+    /// A transaction that took rows after the last barrier is aborted; a
+    /// pre-committed one is left to its checkpoint.
+    fn drop(&mut self) {
+        let Some(txn) = &self.txn else { return };
+        for slot in &txn.slots {
+            let mut state = slot.state();
+            if *state == SlotState::Open {
+                let _ = slot.producer.abort_transaction(TIMEOUT);
+                *state = SlotState::Idle;
+            }
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! Kafka end to end: the `eddy` binary against a real broker (a KRaft
+//! single node started from Maven Central's jars, see
+//! `tests/common/kafka.rs`).
+//!
+//! Expected answers are computed here from the records the test produced,
+//! never from what eddy printed before.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::kafka::{Kafka, sql_file};
+
+/// A bid as JSON: auction, price, event time in ms.
+fn bid(auction: i64, price: i64, ts_ms: i64) -> String {
+    format!(
+        r#"{{"auction": {auction}, "price": {price}, "date_time": "{}"}}"#,
+        chrono::DateTime::from_timestamp_millis(ts_ms)
+            .unwrap()
+            .format("%Y-%m-%d %H:%M:%S%.3f")
+    )
+}
+
+/// `n` bids over 4 partitions: auction `i % 7`, price `i`, 100 ms apart.
+fn bids(n: i64) -> Vec<(i32, String)> {
+    (0..n)
+        .map(|i| ((i % 4) as i32, bid(i % 7, i, 1_700_000_000_000 + i * 100)))
+        .collect()
+}
+
+/// Per 10-second window and auction, the count and max price of `bids(n)`.
+fn expected_windows(n: i64) -> BTreeMap<(i64, i64), (i64, i64)> {
+    let mut out = BTreeMap::new();
+    for i in 0..n {
+        let ts = 1_700_000_000_000 + i * 100;
+        let window = ts - ts.rem_euclid(10_000);
+        let e = out.entry((window, i % 7)).or_insert((0, i64::MIN));
+        e.0 += 1;
+        e.1 = e.1.max(i);
+    }
+    out
+}
+
+fn source_ddl(kafka: &Kafka, topic: &str, extra: &str) -> String {
+    format!(
+        "CREATE TABLE bids (
+            auction BIGINT,
+            price BIGINT,
+            date_time TIMESTAMP(3),
+            WATERMARK FOR date_time AS date_time - INTERVAL '1' SECOND
+        ) WITH (
+            'connector' = 'kafka',
+            'topic' = '{topic}',
+            'properties.bootstrap.servers' = '{}',
+            'scan.startup.mode' = 'earliest-offset',
+            'scan.bounded.mode' = 'latest-offset',
+            'format' = 'json'{extra}
+        );\n",
+        kafka.bootstrap
+    )
+}
+
+fn window_query(kafka: &Kafka, topic: &str, guarantee: &str) -> String {
+    format!(
+        "CREATE TABLE windows (
+            window_start TIMESTAMP(3), auction BIGINT, bids BIGINT, top BIGINT
+        ) WITH (
+            'connector' = 'kafka',
+            'topic' = '{topic}',
+            'properties.bootstrap.servers' = '{}',
+            'sink.delivery-guarantee' = '{guarantee}',
+            'sink.transactional-id-prefix' = 'eddy-test-{topic}',
+            'format' = 'json'
+        );
+        INSERT INTO windows
+        SELECT window_start, auction, COUNT(*) AS bids, MAX(price) AS top
+        FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))
+        GROUP BY window_start, window_end, auction;\n",
+        kafka.bootstrap
+    )
+}
+
+/// The windows a sink topic holds, as (window start ms, auction) → (count,
+/// max), each row's number of copies counted.
+fn windows_in(records: &[(i32, i64, String)]) -> BTreeMap<(i64, i64), Vec<(i64, i64)>> {
+    let mut out: BTreeMap<(i64, i64), Vec<(i64, i64)>> = BTreeMap::new();
+    for (_, _, text) in records {
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        let start = chrono::DateTime::parse_from_rfc3339(v["window_start"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis();
+        out.entry((start, v["auction"].as_i64().unwrap()))
+            .or_default()
+            .push((v["bids"].as_i64().unwrap(), v["top"].as_i64().unwrap()));
+    }
+    out
+}
+
+fn eddy(sql: &Path, state: Option<&Path>, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
+    cmd.arg("run").arg(sql).args(extra);
+    if let Some(state) = state {
+        cmd.arg("--state-dir").arg(state);
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+fn run_ok(mut cmd: Command) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "eddy failed: {stderr}");
+    stderr
+}
+
+/// Produces 2 000 bids into a 4-partition topic, runs the window job
+/// once into a sink with `guarantee`, and reads the sink's topic
+/// (`read_committed` for exactly-once).
+fn window_job_once(guarantee: &str) {
+    let kafka = Kafka::start();
+    kafka.create_topic("bids", 4);
+    kafka.create_topic("windows", 2);
+    let n = 2_000;
+    kafka.produce("bids", &bids(n));
+    let dir = tempfile::tempdir().unwrap();
+    let sql = source_ddl(&kafka, "bids", "") + &window_query(&kafka, "windows", guarantee);
+    let file = sql_file(dir.path(), "job.sql", &sql);
+    let mut cmd = eddy(&file, None, &["--parallelism", "2"]);
+    cmd.env("EDDY_LOG", "info,eddy_connectors=debug");
+    eprintln!("{}", run_ok(cmd));
+    let read_committed = guarantee == "exactly-once";
+    let got = windows_in(&kafka.read_all("windows", read_committed));
+    let want: BTreeMap<_, _> = expected_windows(n)
+        .into_iter()
+        .map(|(k, v)| (k, vec![v]))
+        .collect();
+    assert_same_windows(&got, &want);
+}
+
+#[test]
+fn a_bounded_topic_is_aggregated_into_a_topic() {
+    window_job_once("at-least-once");
+}
+
+#[test]
+fn an_exactly_once_sink_commits_each_row_once() {
+    window_job_once("exactly-once");
+}
+
+/// How one run of a job ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ended {
+    Finished,
+    Killed,
+}
+
+/// Runs the job once; with `kill_after`, kills it (SIGKILL) once it has
+/// completed that many more checkpoints, if it is still running; with
+/// `crash_at`, eddy kills itself at that point of a checkpoint.
+fn run_killed(sql: &Path, state: &Path, kill_after: Option<u64>, crash_at: Option<&str>) -> Ended {
+    let mut cmd = eddy(
+        sql,
+        Some(state),
+        &["--parallelism", "2", "--checkpoint-interval", "50ms"],
+    );
+    cmd.stdout(Stdio::null())
+        .env_remove("EDDY_CRASH_AT")
+        .env("EDDY_LOG", "info,eddy_connectors=debug");
+    if let Some(point) = crash_at {
+        cmd.env("EDDY_CRASH_AT", point);
+    }
+    let before = common::highest_checkpoint(state);
+    let mut child = cmd.spawn().unwrap();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+            if let Ok(dir) = std::env::var("EDDY_KAFKA_LOGS") {
+                let n = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+                std::fs::write(format!("{dir}/run-{n}.log"), &stderr).unwrap();
+            }
+            if status.success() {
+                return Ended::Finished;
+            }
+            use std::os::unix::process::ExitStatusExt;
+            assert!(
+                matches!(status.signal(), Some(9 | 6)),
+                "eddy failed ({status}): {stderr}"
+            );
+            return Ended::Killed;
+        }
+        if kill_after.is_some_and(|n| common::highest_checkpoint(state) >= before + n) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            if let Ok(dir) = std::env::var("EDDY_KAFKA_LOGS") {
+                let mut stderr = String::new();
+                std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+                let n = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+                std::fs::write(format!("{dir}/run-{n}.log"), &stderr).unwrap();
+            }
+            return Ended::Killed;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Kills and restarts the window job over `n` bids, produced while it
+/// runs (about 20 000 a second), until it finishes; returns how often it
+/// was killed.
+fn kill_until_done(kafka: &Kafka, guarantee: &str, n: i64, seed: u64) -> usize {
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for chunk in bids(n).chunks(1_000) {
+                kafka.produce("bids", chunk);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        kill_and_restart(kafka, guarantee, n, seed)
+    })
+}
+
+fn kill_and_restart(kafka: &Kafka, guarantee: &str, n: i64, seed: u64) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    // The source ends at the offsets the producer will reach.
+    let ends = (0..4)
+        .map(|p| {
+            format!(
+                "partition:{p},offset:{}",
+                (0..n).filter(|i| i % 4 == p).count()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(";");
+    let bounded = format!(
+        ",\n            'scan.bounded.mode' = 'specific-offsets',\n            'scan.bounded.specific-offsets' = '{ends}'"
+    );
+    let sql = source_ddl(kafka, "bids", &bounded)
+        .replace("'scan.bounded.mode' = 'latest-offset',", "")
+        + &window_query(kafka, "windows", guarantee);
+    let file = sql_file(dir.path(), "job.sql", &sql);
+    let state = dir.path().join("state");
+    let mut rng = seed;
+    let mut kills = 0;
+    for attempt in 0.. {
+        assert!(attempt < 40, "the job did not finish in 40 runs");
+        // The first run dies after a checkpoint is durable and before its
+        // transaction commits: recovery must send that transaction again.
+        let crash_at = (attempt == 1 && guarantee == "exactly-once").then_some("manifest-written");
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let kill_after = (attempt < 6 && crash_at.is_none()).then_some(1 + (rng >> 33) % 4);
+        let ended = run_killed(&file, &state, kill_after, crash_at);
+        eprintln!(
+            "run {attempt}: kill after {kill_after:?} checkpoints, crash at {crash_at:?}: {ended:?}"
+        );
+        match ended {
+            Ended::Finished => break,
+            Ended::Killed => kills += 1,
+        }
+    }
+    kills
+}
+
+fn seed() -> u64 {
+    let seed = std::env::var("EDDY_KAFKA_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("seed {seed} (EDDY_KAFKA_SEED={seed} repeats the kills)");
+    seed
+}
+
+#[test]
+fn killed_exactly_once_jobs_commit_every_window_once() {
+    let kafka = Kafka::start();
+    kafka.create_topic("bids", 4);
+    kafka.create_topic("windows", 2);
+    let n = 60_000;
+    let kills = kill_until_done(&kafka, "exactly-once", n, seed());
+    assert!(kills >= 2, "too few kills: {kills}");
+    let got = windows_in(&kafka.read_all("windows", true));
+    let want: BTreeMap<_, _> = expected_windows(n)
+        .into_iter()
+        .map(|(k, v)| (k, vec![v]))
+        .collect();
+    assert_same_windows(&got, &want);
+}
+
+/// Fails with the first differences only (there are thousands of windows).
+fn assert_same_windows(
+    got: &BTreeMap<(i64, i64), Vec<(i64, i64)>>,
+    want: &BTreeMap<(i64, i64), Vec<(i64, i64)>>,
+) {
+    let keys: std::collections::BTreeSet<_> = got.keys().chain(want.keys()).collect();
+    let diffs: Vec<String> = keys
+        .into_iter()
+        .filter(|k| got.get(k) != want.get(k))
+        .map(|k| format!("{k:?}: got {:?}, want {:?}", got.get(k), want.get(k)))
+        .collect();
+    assert!(
+        diffs.is_empty(),
+        "{} of {} windows differ, first: {:#?}",
+        diffs.len(),
+        want.len(),
+        &diffs[..diffs.len().min(8)]
+    );
+}
+
+#[test]
+fn killed_at_least_once_jobs_lose_no_window() {
+    let kafka = Kafka::start();
+    kafka.create_topic("bids", 4);
+    kafka.create_topic("windows", 2);
+    let n = 60_000;
+    let kills = kill_until_done(&kafka, "at-least-once", n, seed());
+    assert!(kills >= 2, "too few kills: {kills}");
+    let got = windows_in(&kafka.read_all("windows", false));
+    let want = expected_windows(n);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (k, copies) in &got {
+        assert!(
+            copies.iter().all(|c| c == &want[k]),
+            "window {k:?}: {copies:?}"
+        );
+    }
+}
