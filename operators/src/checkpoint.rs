@@ -55,6 +55,8 @@ pub struct CheckpointHandle {
 struct Shared {
     /// The checkpoint sources should start next (0: none yet).
     requested: AtomicU64,
+    /// The last checkpoint that completed in this run (0: none yet).
+    completed: AtomicU64,
     /// Sources end without draining (after a final checkpoint).
     stop: AtomicBool,
     /// A task failed: every other task stops at once.
@@ -106,6 +108,13 @@ impl CheckpointHandle {
             *injected = requested;
             requested
         })
+    }
+
+    /// The last checkpoint of this run that completed (0: none yet). A
+    /// source tells its reader (a Kafka consumer commits its offsets to
+    /// its group, for lag monitoring).
+    pub fn completed(&self) -> u64 {
+        self.inner.completed.load(Ordering::Acquire)
     }
 
     /// True once sources should end without draining.
@@ -477,6 +486,7 @@ impl Loop {
         }
         match result {
             Ok(manifest) => {
+                self.handle.inner.completed.store(id, Ordering::Release);
                 let duration = started.elapsed();
                 self.metrics
                     .checkpoint_completed(id, duration, manifest.size(), alignment);

@@ -115,6 +115,12 @@ pub trait SourceReader: Send {
     /// finished, taken at a checkpoint barrier (between two polls).
     fn positions(&self) -> Vec<(usize, Vec<u8>)>;
 
+    /// Checkpoint `checkpoint` completed; `positions` are what
+    /// [`Self::positions`] returned at its barrier. The default does
+    /// nothing; a Kafka reader commits them to its consumer group, so that
+    /// lag monitoring sees the job's progress (never to resume from).
+    fn checkpoint_complete(&mut self, _checkpoint: u64, _positions: &[(usize, Vec<u8>)]) {}
+
     /// Units of work done since the reader was created, for progress (see
     /// [`Split::size`]).
     fn progress(&self) -> u64 {

@@ -211,3 +211,6 @@ pub(crate) fn kafka_error(
 ) -> eddy_operators::OperatorError {
     eddy_operators::OperatorError::Connector(format!("kafka: {what}: {e}"))
 }
+
+#[cfg(test)]
+mod tests;

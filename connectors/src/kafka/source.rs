@@ -27,7 +27,7 @@ use eddy_operators::OperatorError;
 use eddy_operators::source::{
     Poll, SourceProvider, SourceReader, Split, SplitAssignment, SplitEnumerator,
 };
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -197,6 +197,7 @@ impl SourceProvider for KafkaSource {
                 read: 0,
             },
             failed: None,
+            commit_offsets: self.options.is_set(GROUP_ID),
         }))
     }
 
@@ -405,6 +406,8 @@ struct KafkaReader {
     parts: Parts,
     /// An error met while waiting, returned by the next poll.
     failed: Option<OperatorError>,
+    /// Commit completed checkpoints' offsets to the user's consumer group.
+    commit_offsets: bool,
 }
 
 /// The partitions a reader holds and the records polled but not yet
@@ -693,5 +696,26 @@ impl SourceReader for KafkaReader {
 
     fn progress(&self) -> u64 {
         self.parts.read
+    }
+
+    /// Commits the offsets of a completed checkpoint to the consumer group,
+    /// so that lag monitoring follows the job. The job never reads them
+    /// back: it resumes from its checkpoint.
+    fn checkpoint_complete(&mut self, checkpoint: u64, positions: &[(usize, Vec<u8>)]) {
+        if !self.commit_offsets {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (_, bytes) in positions {
+            if let Ok(p) = serde_json::from_slice::<SplitPosition>(bytes) {
+                let _ = tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.at.next));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(source = %self.name, checkpoint, error = %e, "kafka: cannot commit offsets to the group (for monitoring only)");
+        }
     }
 }

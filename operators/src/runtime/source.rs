@@ -262,6 +262,8 @@ struct SourceTask<'a> {
     idle: bool,
     /// Progress units already reported.
     reported: u64,
+    /// Positions taken at barriers whose checkpoints have not completed.
+    taken: BTreeMap<u64, Vec<(usize, Vec<u8>)>>,
 }
 
 impl SourceTask<'_> {
@@ -269,17 +271,36 @@ impl SourceTask<'_> {
     /// table, snapshots the chain and passes the barrier on.
     fn checkpoint(&mut self, id: u64, chain: &mut Chain) -> Result<()> {
         let table = &self.assigner.table;
-        for (index, position) in self.reader.positions() {
-            if let Some(split) = self.held.get(&index) {
-                table.put(split.as_bytes(), &position)?;
+        let positions = self.reader.positions();
+        for (index, position) in &positions {
+            if let Some(split) = self.held.get(index) {
+                table.put(split.as_bytes(), position)?;
             }
         }
+        self.taken.insert(id, positions);
         for split in self.finished.drain(..) {
             table.put(split.as_bytes(), FINISHED)?;
         }
         chain.checkpoint(id)?;
         self.ctx.checkpoints.ack(id, Duration::ZERO);
         Ok(())
+    }
+
+    /// Tells the reader of the checkpoints that completed since it asked.
+    fn notify_completed(&mut self) {
+        let completed = self.ctx.checkpoints.completed();
+        let Some(&first) = self.taken.keys().next() else {
+            return;
+        };
+        if first > completed {
+            return;
+        }
+        let rest = self.taken.split_off(&(completed + 1));
+        let done = std::mem::replace(&mut self.taken, rest);
+        // Only the newest matters: positions only move forward.
+        if let Some((id, positions)) = done.into_iter().next_back() {
+            self.reader.checkpoint_complete(id, &positions);
+        }
     }
 
     /// Takes the splits waiting for this subtask, if there may be some: it
@@ -387,6 +408,7 @@ pub(crate) fn run_source(
         done: false,
         idle: false,
         reported: 0,
+        taken: BTreeMap::new(),
     };
     tracing::debug!(source = %task.reader.name(), subtask = ctx.subtask, "source started");
     let mut injected = 0;
@@ -394,6 +416,7 @@ pub(crate) fn run_source(
         if let Some(id) = handle.barrier_due(&mut injected) {
             task.checkpoint(id, chain)?;
         }
+        task.notify_completed();
         if handle.stopping() {
             // Stopped after a final checkpoint: end without draining, so
             // that no window fires on a watermark the data did not bring.

@@ -1,0 +1,212 @@
+//! The source's reader against librdkafka's in-process mock cluster: fast
+//! checks of positions, ends and offset commits. The end-to-end tests
+//! (tests/kafka.rs) run the binary against a real broker.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+use eddy_operators::source::{Poll, SourceProvider, SourceReader, Split};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::KafkaSource;
+use crate::format::FormatRegistry;
+use crate::options::Options;
+use crate::registry::ConnectorContext;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]))
+}
+
+/// A mock cluster with topic `t` of `partitions`, each holding `n` records
+/// `{"v": i}` (i from 0, per partition).
+fn cluster(
+    partitions: i32,
+    n: i64,
+) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("t", partitions, 1).unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create()
+        .unwrap();
+    for p in 0..partitions {
+        for i in 0..n {
+            let value = format!(r#"{{"v": {i}}}"#);
+            producer
+                .send(BaseRecord::<(), str>::to("t").partition(p).payload(&value))
+                .unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    cluster
+}
+
+fn source(bootstrap: &str, extra: &[(&str, &str)]) -> KafkaSource {
+    let mut pairs = vec![
+        ("connector", "kafka"),
+        ("topic", "t"),
+        ("properties.bootstrap.servers", bootstrap),
+        ("scan.startup.mode", "earliest-offset"),
+        ("scan.bounded.mode", "latest-offset"),
+        ("format", "json"),
+    ];
+    pairs.extend_from_slice(extra);
+    let options = Options::new(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let formats = FormatRegistry::default();
+    let schema = schema();
+    KafkaSource::try_new(&ConnectorContext {
+        options: &options,
+        schema: &schema,
+        formats: &formats,
+    })
+    .unwrap()
+}
+
+fn values(batch: &RecordBatch) -> Vec<i64> {
+    batch
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .values()
+        .to_vec()
+}
+
+/// Polls until every split given is finished, or `stop_after` batches.
+fn read(reader: &mut dyn SourceReader, splits: usize, stop_after: usize) -> Vec<(usize, Vec<i64>)> {
+    let (mut got, mut open, mut batches) = (Vec::new(), splits, 0);
+    let started = Instant::now();
+    while open > 0 && batches < stop_after {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the reader never ended"
+        );
+        match reader.poll().unwrap() {
+            Poll::Batch(split, batch) => {
+                got.push((split, values(&batch)));
+                batches += 1;
+            }
+            Poll::Finished(_) => open -= 1,
+            Poll::Pending => reader.wait(Duration::from_millis(10)),
+        }
+    }
+    got
+}
+
+fn assign(reader: &mut dyn SourceReader, splits: &[Split]) {
+    for (i, split) in splits.iter().enumerate() {
+        reader.add_split(i, split.clone()).unwrap();
+    }
+}
+
+#[test]
+fn partitions_are_splits_read_to_their_bounded_ends() {
+    let cluster = cluster(3, 50);
+    let source = source(&cluster.bootstrap_servers(), &[]);
+    let splits = source.enumerator().unwrap().list().unwrap();
+    let ids: Vec<&str> = splits.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["t-0", "t-1", "t-2"]);
+    let mut reader = source.reader().unwrap();
+    assign(&mut *reader, &splits);
+    let got = read(&mut *reader, splits.len(), usize::MAX);
+    for split in 0..3 {
+        let rows: Vec<i64> = got
+            .iter()
+            .filter(|(s, _)| *s == split)
+            .flat_map(|(_, v)| v.clone())
+            .collect();
+        assert!(
+            rows == (0..50).collect::<Vec<_>>(),
+            "split {split}: {rows:?}"
+        );
+    }
+}
+
+#[test]
+fn a_reader_resumes_from_its_positions_without_gap_or_repeat() {
+    let cluster = cluster(2, 20_000);
+    let source = source(&cluster.bootstrap_servers(), &[]);
+    let splits = source.enumerator().unwrap().list().unwrap();
+    let mut first = source.reader().unwrap();
+    assign(&mut *first, &splits);
+    // Hand over a batch, then take the positions as a barrier would: more
+    // records are polled and decoded than handed over.
+    let before = read(&mut *first, splits.len(), 1);
+    let positions = first.positions();
+    assert_eq!(positions.len(), 2, "both splits are still held");
+    drop(first);
+    let mut second = source.reader().unwrap();
+    for (index, position) in &positions {
+        let mut split = splits[*index].clone();
+        split.position = position.clone();
+        second.add_split(*index, split).unwrap();
+    }
+    let after = read(&mut *second, splits.len(), usize::MAX);
+    for split in 0..2 {
+        let rows: Vec<i64> = before
+            .iter()
+            .chain(&after)
+            .filter(|(s, _)| *s == split)
+            .flat_map(|(_, v)| v.clone())
+            .collect();
+        let first_wrong = rows.iter().enumerate().find(|(i, v)| **v != *i as i64);
+        assert!(
+            rows.len() == 20_000 && first_wrong.is_none(),
+            "split {split}: {} rows, first out of place: {first_wrong:?}; batches before: {:?}",
+            rows.len(),
+            before
+                .iter()
+                .map(|(s, v)| (*s, v.first(), v.len()))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn a_completed_checkpoint_commits_its_offsets_to_the_group() {
+    let cluster = cluster(1, 20);
+    let bootstrap = cluster.bootstrap_servers();
+    let source = source(&bootstrap, &[("properties.group.id", "lag")]);
+    let splits = source.enumerator().unwrap().list().unwrap();
+    let mut reader = source.reader().unwrap();
+    assign(&mut *reader, &splits);
+    read(&mut *reader, 1, 1);
+    let positions = reader.positions();
+    assert_eq!(positions.len(), 1, "the split is still held");
+    reader.checkpoint_complete(1, &positions);
+    let group: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "lag")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition("t", 0);
+    let started = Instant::now();
+    loop {
+        // The commit is asynchronous: serve it, then look.
+        let _ = reader.poll();
+        let committed = group
+            .committed_offsets(tpl.clone(), Duration::from_secs(5))
+            .unwrap();
+        if let Some(Offset::Offset(o)) = committed.find_partition("t", 0).map(|e| e.offset()) {
+            let position: serde_json::Value = serde_json::from_slice(&positions[0].1).unwrap();
+            assert_eq!(Some(o), position["next"].as_i64());
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "nothing was committed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
