@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::kafka::{Kafka, sql_file};
+use common::kafka::{Kafka, Record, sql_file};
 
 /// A bid as JSON: auction, price, event time in ms.
 fn bid(auction: i64, price: i64, ts_ms: i64) -> String {
@@ -87,10 +87,10 @@ fn window_query(kafka: &Kafka, topic: &str, guarantee: &str) -> String {
 
 /// The windows a sink topic holds, as (window start ms, auction) → (count,
 /// max), each row's number of copies counted.
-fn windows_in(records: &[(i32, i64, String)]) -> BTreeMap<(i64, i64), Vec<(i64, i64)>> {
+fn windows_in(records: &[Record]) -> BTreeMap<(i64, i64), Vec<(i64, i64)>> {
     let mut out: BTreeMap<(i64, i64), Vec<(i64, i64)>> = BTreeMap::new();
-    for (_, _, text) in records {
-        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+    for record in records {
+        let v: serde_json::Value = serde_json::from_str(&record.value).unwrap();
         let start = chrono::DateTime::parse_from_rfc3339(v["window_start"].as_str().unwrap())
             .unwrap()
             .timestamp_millis();
@@ -337,4 +337,49 @@ fn killed_at_least_once_jobs_lose_no_window() {
             "window {k:?}: {copies:?}"
         );
     }
+}
+
+/// `key.fields` writes the key columns as each record's key (and, with
+/// the default partitioner, one key's records go to one partition);
+/// `EXCEPT_KEY` leaves them out of the value.
+#[test]
+fn key_fields_become_record_keys() {
+    let kafka = Kafka::start();
+    kafka.create_topic("bids", 4);
+    kafka.create_topic("keyed", 3);
+    let n = 700;
+    kafka.produce("bids", &bids(n));
+    let dir = tempfile::tempdir().unwrap();
+    let sql = source_ddl(&kafka, "bids", "")
+        + &format!(
+            "CREATE TABLE keyed (auction BIGINT, price BIGINT) WITH (
+                'connector' = 'kafka', 'topic' = 'keyed',
+                'properties.bootstrap.servers' = '{}',
+                'key.fields' = 'auction', 'key.format' = 'json',
+                'value.fields-include' = 'EXCEPT_KEY', 'value.format' = 'json'
+            );
+            INSERT INTO keyed SELECT auction, price FROM bids;\n",
+            kafka.bootstrap
+        );
+    let file = sql_file(dir.path(), "job.sql", &sql);
+    run_ok(eddy(&file, None, &["--parallelism", "2"]));
+    let records = kafka.read_all("keyed", false);
+    assert_eq!(records.len(), n as usize);
+    let mut partition_of: BTreeMap<i64, i32> = BTreeMap::new();
+    let mut prices: Vec<i64> = Vec::new();
+    for r in &records {
+        let key: serde_json::Value = serde_json::from_str(r.key.as_deref().unwrap()).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&r.value).unwrap();
+        let (auction, price) = (
+            key["auction"].as_i64().unwrap(),
+            value["price"].as_i64().unwrap(),
+        );
+        assert_eq!(auction, price % 7, "bid {price} has auction {auction}");
+        assert!(value.get("auction").is_none(), "EXCEPT_KEY: {}", r.value);
+        let p = *partition_of.entry(auction).or_insert(r.partition);
+        assert_eq!(p, r.partition, "auction {auction} is in two partitions");
+        prices.push(price);
+    }
+    prices.sort_unstable();
+    assert_eq!(prices, (0..n).collect::<Vec<_>>());
 }

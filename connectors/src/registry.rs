@@ -99,6 +99,11 @@ pub trait Connector: Send + Sync + Debug {
         FormatSupport::None
     }
 
+    /// Other spellings of `'format'` it takes (Kafka's `'value.format'`).
+    fn format_aliases(&self) -> &'static [&'static str] {
+        &[LEGACY_FORMAT]
+    }
+
     /// True if it can be read; then [`Self::source`] makes sources.
     fn is_source(&self) -> bool {
         false
@@ -232,7 +237,7 @@ impl ConnectorRegistry {
                             "the format of the bytes",
                         ),
                     }
-                    .with_aliases(&[LEGACY_FORMAT]),
+                    .with_aliases(connector.format_aliases()),
                 );
                 let chosen = format.or(match support {
                     FormatSupport::Optional(default) => Some(default),
@@ -295,7 +300,12 @@ impl ConnectorRegistry {
                 known: self.names(role),
             });
         }
-        let format = find(FORMAT).or_else(|| find(LEGACY_FORMAT));
+        let format = find(FORMAT).or_else(|| {
+            connector
+                .format_aliases()
+                .iter()
+                .find_map(|alias| find(alias))
+        });
         if let Some(format) = format
             && connector.format() != FormatSupport::None
             && self.formats.get(format).is_none()

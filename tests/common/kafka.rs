@@ -42,6 +42,15 @@ fn free_ports() -> (u16, u16) {
     (port(&a), port(&b))
 }
 
+/// A record read back, its key and value as text.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<String>,
+    pub value: String,
+}
+
 /// A running broker.
 pub struct Kafka {
     child: Child,
@@ -204,9 +213,9 @@ impl Kafka {
         producer.flush(Duration::from_secs(30)).expect("flush");
     }
 
-    /// Every record of `topic` up to its end now, by partition and offset,
-    /// as text; `read_committed` hides aborted and open transactions.
-    pub fn read_all(&self, topic: &str, read_committed: bool) -> Vec<(i32, i64, String)> {
+    /// Every record of `topic` up to its end now, in partition order;
+    /// `read_committed` hides aborted and open transactions.
+    pub fn read_all(&self, topic: &str, read_committed: bool) -> Vec<Record> {
         let consumer: BaseConsumer = self
             .client()
             .set("group.id", "eddy-test-reader")
@@ -263,11 +272,13 @@ impl Kafka {
                 "could not read {topic} to its end"
             );
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                let text = m
-                    .payload()
-                    .map(|p| String::from_utf8_lossy(p).into_owned())
-                    .unwrap_or_default();
-                records.push((m.partition(), m.offset(), text));
+                let text = |b: Option<&[u8]>| b.map(|p| String::from_utf8_lossy(p).into_owned());
+                records.push(Record {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: text(m.key()),
+                    value: text(m.payload()).unwrap_or_default(),
+                });
             }
         }
         records

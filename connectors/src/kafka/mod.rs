@@ -13,6 +13,7 @@
 //! Every `properties.*` option goes to the client without the prefix, as
 //! in Flink (`properties.bootstrap.servers`).
 
+mod key;
 mod offsets;
 pub mod sink;
 pub mod source;
@@ -79,6 +80,22 @@ impl Connector for KafkaConnector {
                 "properties.*",
                 OptionType::String,
                 "any other librdkafka client property, without the prefix (properties.group.id, properties.isolation.level, ...)",
+            ),
+            OptionDecl::unset(
+                key::KEY_FIELDS,
+                OptionType::String,
+                "the columns that form each record's key, ;-separated (needs key.format)",
+            ),
+            OptionDecl::unset(
+                key::KEY_FORMAT,
+                OptionType::Format,
+                "the format of the key columns",
+            ),
+            OptionDecl::optional(
+                key::VALUE_FIELDS_INCLUDE,
+                OptionType::OneOf(&["ALL", "EXCEPT_KEY"]),
+                "ALL",
+                "ALL: the value holds every column; EXCEPT_KEY: all but the key's (read from the key)",
             ),
             OptionDecl::optional(
                 STARTUP_MODE,
@@ -156,6 +173,10 @@ impl Connector for KafkaConnector {
 
     fn format(&self) -> FormatSupport {
         FormatSupport::Required
+    }
+
+    fn format_aliases(&self) -> &'static [&'static str] {
+        &[crate::registry::LEGACY_FORMAT, "value.format"]
     }
 
     fn is_source(&self) -> bool {

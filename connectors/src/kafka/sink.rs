@@ -8,10 +8,11 @@
 //!   through the commit protocol and recoverable after a crash (see
 //!   [`super::transaction`]).
 //!
-//! Each row is one record: its value in the table's format, no key yet.
-//! `sink.partitioner` picks the partition: `default` leaves it to the
-//! key's murmur2 hash (Java clients' and Flink's), spreading keyless
-//! records; `fixed` sends subtask i to partition i % n; `round-robin`.
+//! Each row is one record: its value in the table's format, its key (with
+//! `key.fields`) in `key.format` (see [`super::key`]). `sink.partitioner`
+//! picks the partition: `default` leaves it to the key's murmur2 hash (Java
+//! clients' and Flink's), spreading keyless records; `fixed` sends subtask
+//! i to partition i % n; `round-robin`.
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use eddy_operators::{
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::Producer;
 
+use super::key::{Layout, project, project_schema};
 use super::transaction::{
     Committable, KafkaCommitter, KafkaProducer, Record, Slot, SlotState, Slots, TIMEOUT, Target,
     Wal, WalPart, flush, new_identity, send,
@@ -65,6 +67,7 @@ impl Partitioner {
 #[derive(Debug)]
 pub struct KafkaSinkProvider {
     target: Arc<Target>,
+    layout: Layout,
     schema: SchemaRef,
     format: Arc<dyn Format>,
     partitioner: Partitioner,
@@ -107,7 +110,9 @@ impl KafkaSinkProvider {
         format.encoder(ctx.schema, options)?.ok_or_else(|| {
             ConnectorError::Config(format!("the format '{}' cannot be written", format.name()))
         })?;
+        let layout = Layout::from_options(options, ctx.schema, ctx.formats)?;
         Ok(Self {
+            layout,
             target: Arc::new(Target {
                 topic: topic.to_string(),
                 options: options.clone(),
@@ -124,11 +129,24 @@ impl KafkaSinkProvider {
 
 impl SinkProvider for KafkaSinkProvider {
     fn writer(&self) -> eddy_operators::Result<Box<dyn Sink>> {
+        let cannot = || OperatorError::Internal("the format cannot be written".into());
+        let options = &self.target.options;
+        let value_schema = project_schema(&self.schema, &self.layout.value);
         let encoder = self
             .format
-            .encoder(&self.schema, &self.target.options)?
-            .ok_or_else(|| OperatorError::Internal("the format cannot be written".into()))?;
+            .encoder(&value_schema, options)?
+            .ok_or_else(cannot)?;
+        let key_encoder = match &self.layout.key_format {
+            Some(format) => {
+                let key_schema = project_schema(&self.schema, &self.layout.key);
+                Some(format.encoder(&key_schema, options)?.ok_or_else(cannot)?)
+            }
+            None => None,
+        };
         Ok(Box::new(KafkaSink {
+            layout: self.layout.clone(),
+            key_encoder,
+            key_buf: Vec::new(),
             target: self.target.clone(),
             partitioner: self.partitioner,
             encoder,
@@ -177,6 +195,9 @@ struct Transactional {
 /// One subtask's writer.
 pub struct KafkaSink {
     target: Arc<Target>,
+    layout: Layout,
+    key_encoder: Option<Box<dyn Encoder>>,
+    key_buf: Vec<u8>,
     partitioner: Partitioner,
     encoder: Box<dyn Encoder>,
     buf: Vec<u8>,
@@ -290,8 +311,9 @@ impl KafkaSink {
         })
     }
 
-    /// Sends the encoded rows, one record per line.
-    fn send_lines(&mut self, buf: &[u8]) -> eddy_operators::Result<()> {
+    /// Sends the encoded rows, one record per line of `values`, keyed by
+    /// the same line of `keys`.
+    fn send_lines(&mut self, values: &[u8], keys: Option<&[u8]>) -> eddy_operators::Result<()> {
         let slot = match self.target.guarantee {
             DeliveryGuarantee::ExactlyOnce => Some(self.open_slot()?),
             _ => None,
@@ -301,14 +323,27 @@ impl KafkaSink {
             (None, Some(p)) => p,
             (None, None) => return Err(OperatorError::Internal("no Kafka producer".into())),
         };
+        let lines = |buf: &[u8]| -> Vec<Vec<u8>> {
+            buf.split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec)
+                .collect()
+        };
+        let values = lines(values);
+        let mut keys = keys.map(lines).map(Vec::into_iter);
+        if keys.as_ref().is_some_and(|k| k.len() != values.len()) {
+            return Err(OperatorError::Internal(
+                "the key format wrote a number of lines other than the rows'".into(),
+            ));
+        }
         let mut kept = Vec::new();
-        for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        for value in values {
             let record = Record {
                 partition: self
                     .partitioner
                     .choose(self.subtask, self.partitions, &mut self.sent),
-                key: None,
-                value: line.to_vec(),
+                key: keys.as_mut().and_then(Iterator::next),
+                value,
             };
             send(producer, &self.target.topic, &record)?;
             if slot.is_some() {
@@ -382,10 +417,19 @@ impl Sink for KafkaSink {
 
     fn write_batch(&mut self, batch: &RecordBatch) -> eddy_operators::Result<()> {
         self.buf.clear();
-        self.encoder.encode(batch, &mut self.buf)?;
-        let buf = std::mem::take(&mut self.buf);
-        let result = self.send_lines(&buf);
-        self.buf = buf;
+        self.key_buf.clear();
+        self.encoder
+            .encode(&project(batch, &self.layout.value)?, &mut self.buf)?;
+        if let Some(encoder) = &mut self.key_encoder {
+            encoder.encode(&project(batch, &self.layout.key)?, &mut self.key_buf)?;
+        }
+        let (values, keys) = (
+            std::mem::take(&mut self.buf),
+            std::mem::take(&mut self.key_buf),
+        );
+        let keyed = self.key_encoder.is_some().then_some(&keys[..]);
+        let result = self.send_lines(&values, keyed);
+        (self.buf, self.key_buf) = (values, keys);
         result
     }
 

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
 use eddy_operators::OperatorError;
 use eddy_operators::source::{
     Poll, SourceProvider, SourceReader, Split, SplitAssignment, SplitEnumerator,
@@ -34,11 +35,12 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use super::key::{Layout, assemble, project_schema};
 use super::offsets::{Bound, Position, Startup};
 use super::{
     BOOTSTRAP, DISCOVERY, GROUP_ID, TOPIC, TOPIC_PATTERN, client_config, kafka_error, option_error,
 };
-use crate::format::{Decoder, Format, decode_lines};
+use crate::format::{BadRecord, Decoder, Format, decode_lines};
 use crate::options::Options;
 use crate::registry::ConnectorContext;
 use crate::{ConnectorError, Result};
@@ -65,6 +67,7 @@ pub struct KafkaSource {
     startup: Startup,
     bound: Bound,
     discovery: Option<Duration>,
+    layout: Layout,
 }
 
 /// A split's position: its partition and where it is.
@@ -129,7 +132,9 @@ impl KafkaSource {
         format.decoder(ctx.schema, options)?.ok_or_else(|| {
             ConnectorError::Config(format!("the format '{}' cannot be read", format.name()))
         })?;
+        let layout = Layout::from_options(options, ctx.schema, ctx.formats)?;
         Ok(Self {
+            layout,
             options: options.clone(),
             schema: ctx.schema.clone(),
             format,
@@ -145,6 +150,34 @@ impl KafkaSource {
             Topics::List(list) => format!("kafka {}", list.join(";")),
             Topics::Pattern(p) => format!("kafka /{}/", p.as_str()),
         }
+    }
+
+    /// The decoders of a reader: values, and keys when they hold columns
+    /// the values do not.
+    fn decoders(&self) -> eddy_operators::Result<Decoders> {
+        let cannot = || OperatorError::Internal("the format cannot be read".into());
+        let value_schema = project_schema(&self.schema, &self.layout.value);
+        let value = self
+            .format
+            .decoder(&value_schema, &self.options)?
+            .ok_or_else(cannot)?;
+        let key = match (&self.layout.key_format, self.layout.reads_keys()) {
+            (Some(format), true) => {
+                let key_schema = project_schema(&self.schema, &self.layout.key);
+                Some(
+                    format
+                        .decoder(&key_schema, &self.options)?
+                        .ok_or_else(cannot)?,
+                )
+            }
+            _ => None,
+        };
+        Ok(Decoders {
+            value,
+            key,
+            layout: self.layout.clone(),
+            schema: self.schema.clone(),
+        })
     }
 
     /// A consumer for metadata and offsets, or for reading.
@@ -183,15 +216,12 @@ impl SourceProvider for KafkaSource {
     }
 
     fn reader(&self) -> eddy_operators::Result<Box<dyn SourceReader>> {
-        let decoder = self
-            .format
-            .decoder(&self.schema, &self.options)?
-            .ok_or_else(|| OperatorError::Internal("the format cannot be read".into()))?;
+        let decoders = self.decoders()?;
         Ok(Box::new(KafkaReader {
             name: self.name(),
             consumer: self.consumer(true)?,
             parts: Parts {
-                decoder,
+                decoders,
                 by_partition: HashMap::new(),
                 ready: VecDeque::new(),
                 read: 0,
@@ -413,7 +443,7 @@ struct KafkaReader {
 /// The partitions a reader holds and the records polled but not yet
 /// handed over (kept apart from the consumer, which messages borrow).
 struct Parts {
-    decoder: Box<dyn Decoder>,
+    decoders: Decoders,
     by_partition: HashMap<(String, i32), Part>,
     /// Decoded and not yet handed over, each batch with its partition and
     /// the offset after its last record.
@@ -422,6 +452,45 @@ struct Parts {
 }
 
 type PartitionKey = (String, i32);
+
+/// Turns a partition's polled records into rows of the table.
+struct Decoders {
+    value: Box<dyn Decoder>,
+    /// With `value.fields-include` = `EXCEPT_KEY`.
+    key: Option<Box<dyn Decoder>>,
+    layout: Layout,
+    schema: SchemaRef,
+}
+
+impl Decoders {
+    /// The rows of `part`'s records; on failure, the bad record and what
+    /// of it failed.
+    fn decode(
+        &mut self,
+        part: &Part,
+    ) -> std::result::Result<Option<RecordBatch>, (BadRecord, &'static str)> {
+        let rows = part.offsets.len();
+        let values = decode_lines(&mut *self.value, &part.buf, rows).map_err(|b| (b, ""))?;
+        let Some(key_decoder) = &mut self.key else {
+            return Ok(values.batch);
+        };
+        let keys =
+            decode_lines(&mut **key_decoder, &part.key_buf, rows).map_err(|b| (b, "key: "))?;
+        let whole = |reason: String| BadRecord { line: 0, reason };
+        match (keys.batch, values.batch) {
+            (Some(k), Some(v)) if k.num_rows() == v.num_rows() => {
+                assemble(&self.schema, &self.layout, &k, &v)
+                    .map(Some)
+                    .map_err(|e| (whole(e.to_string()), ""))
+            }
+            (None, None) => Ok(None),
+            _ => Err((
+                whole("keys and values skipped different records as unreadable".into()),
+                "",
+            )),
+        }
+    }
+}
 
 /// One partition a reader holds.
 struct Part {
@@ -435,6 +504,8 @@ struct Part {
     done: bool,
     /// Payloads polled and not yet decoded, one per line.
     buf: Vec<u8>,
+    /// Their keys, one per line, when the source reads keys.
+    key_buf: Vec<u8>,
     /// The offset of each record in `buf`.
     offsets: Vec<i64>,
 }
@@ -463,17 +534,23 @@ impl Parts {
                 .extend(payload.iter().map(|&b| if b == b'\n' { b' ' } else { b }));
             part.buf.push(b'\n');
             part.offsets.push(offset);
+            if self.decoders.key.is_some() {
+                let key = message.key().unwrap_or_default();
+                part.key_buf
+                    .extend(key.iter().map(|&b| if b == b'\n' { b' ' } else { b }));
+                part.key_buf.push(b'\n');
+            }
         }
         if part.offsets.len() >= BATCH_ROWS {
             let topic = key.0.clone();
-            Self::decode(&mut *self.decoder, &topic, key.1, part, &mut self.ready)?;
+            Self::decode(&mut self.decoders, &topic, key.1, part, &mut self.ready)?;
         }
         Ok(part.at.at_end().then_some(key))
     }
 
     /// Decodes what `part` holds into a batch.
     fn decode(
-        decoder: &mut dyn Decoder,
+        decoders: &mut Decoders,
         topic: &str,
         partition: i32,
         part: &mut Part,
@@ -482,16 +559,17 @@ impl Parts {
         let Some(last) = part.offsets.last().copied() else {
             return Ok(());
         };
-        let decoded = decode_lines(decoder, &part.buf, part.offsets.len()).map_err(|bad| {
+        let decoded = decoders.decode(part).map_err(|(bad, what)| {
             OperatorError::Connector(format!(
-                "kafka topic '{topic}' partition {partition} offset {}: {}",
+                "kafka topic '{topic}' partition {partition} offset {}: {what}{}",
                 part.offsets.get(bad.line).copied().unwrap_or(-1),
                 bad.reason
             ))
         })?;
         part.buf.clear();
+        part.key_buf.clear();
         part.offsets.clear();
-        if let Some(batch) = decoded.batch {
+        if let Some(batch) = decoded {
             let key = (topic.to_string(), partition);
             ready.push_back((Poll::Batch(part.index, batch), Some((key, last + 1))));
         }
@@ -501,7 +579,7 @@ impl Parts {
     /// Decodes every partition's pending records.
     fn decode_all(&mut self) -> eddy_operators::Result<()> {
         for ((topic, partition), part) in &mut self.by_partition {
-            Self::decode(&mut *self.decoder, topic, *partition, part, &mut self.ready)?;
+            Self::decode(&mut self.decoders, topic, *partition, part, &mut self.ready)?;
         }
         Ok(())
     }
@@ -511,7 +589,7 @@ impl Parts {
     fn finish(&mut self, key: &(String, i32)) -> eddy_operators::Result<()> {
         if let Some(part) = self.by_partition.get_mut(key).filter(|p| !p.done) {
             part.done = true;
-            Self::decode(&mut *self.decoder, &key.0, key.1, part, &mut self.ready)?;
+            Self::decode(&mut self.decoders, &key.0, key.1, part, &mut self.ready)?;
             let end = (
                 Poll::Finished(part.index),
                 Some((key.clone(), part.at.next)),
@@ -630,6 +708,7 @@ impl SourceReader for KafkaReader {
             emitted: position.at.next,
             done: false,
             buf: Vec::new(),
+            key_buf: Vec::new(),
             offsets: Vec::new(),
         };
         if part.at.at_end() {

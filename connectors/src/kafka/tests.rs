@@ -210,3 +210,66 @@ fn a_completed_checkpoint_commits_its_offsets_to_the_group() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn key_columns_are_read_from_the_key_with_except_key() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("t", 1, 1).unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create()
+        .unwrap();
+    for i in 0..5 {
+        let (key, value) = (
+            format!(r#"{{"id": {i}}}"#),
+            format!(r#"{{"v": {}}}"#, i * 10),
+        );
+        producer
+            .send(BaseRecord::to("t").partition(0).key(&key).payload(&value))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let pairs = [
+        ("connector", "kafka"),
+        ("topic", "t"),
+        ("properties.bootstrap.servers", &cluster.bootstrap_servers()),
+        ("scan.startup.mode", "earliest-offset"),
+        ("scan.bounded.mode", "latest-offset"),
+        ("key.fields", "id"),
+        ("key.format", "json"),
+        ("value.fields-include", "EXCEPT_KEY"),
+        ("value.format", "json"),
+    ];
+    let registry = crate::ConnectorRegistry::default();
+    let given: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let validated = registry.validate(&given, crate::Role::Source).unwrap();
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("v", DataType::Int64, true),
+        Field::new("id", DataType::Int64, true),
+    ]));
+    let source = registry.source(&validated, &schema).unwrap();
+    let splits = source.enumerator().unwrap().list().unwrap();
+    let mut reader = source.reader().unwrap();
+    assign(&mut *reader, &splits);
+    let mut rows = Vec::new();
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the reader never ended"
+        );
+        match reader.poll().unwrap() {
+            Poll::Batch(_, batch) => {
+                let v = batch.column(0).as_primitive::<Int64Type>();
+                let id = batch.column(1).as_primitive::<Int64Type>();
+                rows.extend(v.values().iter().zip(id.values()).map(|(v, id)| (*v, *id)));
+            }
+            Poll::Finished(_) => break,
+            Poll::Pending => reader.wait(Duration::from_millis(10)),
+        }
+    }
+    assert_eq!(rows, (0..5).map(|i| (i * 10, i)).collect::<Vec<_>>());
+}
