@@ -486,6 +486,35 @@ CREATE TABLE bid (price BIGINT) WITH ('connector' = 'nexmark');\n";
 }
 
 #[test]
+fn metadata_columns_are_checked_against_the_connector() {
+    let (text, at) = error_of(
+        "CREATE TABLE bid (price BIGINT,\n  part INT METADATA FROM 'partition' VIRTUAL) WITH ('connector' = 'nexmark');",
+    );
+    assert!(
+        text.contains("unknown metadata key 'partition' (the 'nexmark' connector has no metadata)"),
+        "{text}"
+    );
+    assert_eq!(at, "2:3", "{text}");
+    let kafka = "WITH ('connector' = 'kafka', 'topic' = 't', 'properties.bootstrap.servers' = 'x:1', 'format' = 'json')";
+    let (text, at) = error_of(&format!(
+        "CREATE TABLE t (v BIGINT, o BIGINT METADATA FROM 'ofset') {kafka};"
+    ));
+    assert!(
+        text.contains("unknown metadata key 'ofset' (its metadata: topic, partition, offset, timestamp, timestamp-type)"),
+        "{text}"
+    );
+    assert_eq!(at, "1:27", "{text}");
+    // A table is also written: what cannot be written must be VIRTUAL.
+    let (text, _) = error_of(&format!(
+        "CREATE TABLE t (v BIGINT, o BIGINT METADATA FROM 'offset') {kafka};"
+    ));
+    assert!(
+        text.contains("metadata 'offset' can only be read: declare the column VIRTUAL"),
+        "{text}"
+    );
+}
+
+#[test]
 fn views_over_views_used_twice_and_join_using() {
     let dir = tempfile::tempdir().unwrap();
     let rows = clicks();

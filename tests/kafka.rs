@@ -383,3 +383,56 @@ fn key_fields_become_record_keys() {
     prices.sort_unstable();
     assert_eq!(prices, (0..n).collect::<Vec<_>>());
 }
+
+/// Flink's metadata columns: a source's `partition` and `offset` (VIRTUAL)
+/// come from each record, and a sink's `timestamp` column becomes each
+/// record's timestamp rather than part of its value.
+#[test]
+fn metadata_columns_are_read_and_the_timestamp_written() {
+    let kafka = Kafka::start();
+    kafka.create_topic("bids", 4);
+    kafka.create_topic("out", 1);
+    let n = 400;
+    kafka.produce("bids", &bids(n));
+    let dir = tempfile::tempdir().unwrap();
+    let sql = format!(
+        "CREATE TABLE bids (
+            auction BIGINT, price BIGINT, date_time TIMESTAMP(3),
+            part INT METADATA FROM 'partition' VIRTUAL,
+            `offset` BIGINT METADATA VIRTUAL
+        ) WITH (
+            'connector' = 'kafka', 'topic' = 'bids',
+            'properties.bootstrap.servers' = '{0}',
+            'scan.startup.mode' = 'earliest-offset',
+            'scan.bounded.mode' = 'latest-offset',
+            'format' = 'json'
+        );
+        CREATE TABLE out (
+            price BIGINT, part INT, off BIGINT,
+            ts TIMESTAMP(3) METADATA FROM 'timestamp'
+        ) WITH (
+            'connector' = 'kafka', 'topic' = 'out',
+            'properties.bootstrap.servers' = '{0}',
+            'format' = 'json'
+        );
+        INSERT INTO out SELECT price, part, `offset`, date_time FROM bids;\n",
+        kafka.bootstrap
+    );
+    let file = sql_file(dir.path(), "job.sql", &sql);
+    run_ok(eddy(&file, None, &["--parallelism", "2"]));
+    let records = kafka.read_all("out", false);
+    assert_eq!(records.len(), n as usize);
+    for r in &records {
+        let v: serde_json::Value = serde_json::from_str(&r.value).unwrap();
+        let price = v["price"].as_i64().unwrap();
+        // `bids(n)`: bid i went to partition i % 4, at offset i / 4.
+        assert_eq!(v["part"].as_i64(), Some(price % 4), "{}", r.value);
+        assert_eq!(v["off"].as_i64(), Some(price / 4), "{}", r.value);
+        assert!(
+            v.get("ts").is_none(),
+            "the timestamp is no value field: {}",
+            r.value
+        );
+        assert_eq!(r.timestamp, Some(1_700_000_000_000 + price * 100));
+    }
+}

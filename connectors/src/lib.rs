@@ -41,7 +41,10 @@ pub use memory::{MemoryCollector, MemoryConnector, MemorySink};
 pub use options::{
     OptionDecl, OptionError, OptionType, Options, Role, parse_duration_ms, parse_memory_bytes,
 };
-pub use registry::{Connector, ConnectorContext, ConnectorRegistry, FormatSupport, Validated};
+pub use registry::{
+    Connector, ConnectorContext, ConnectorRegistry, FormatSupport, METADATA_FIELD, MetadataKey,
+    Validated, metadata_key,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {

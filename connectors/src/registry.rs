@@ -68,6 +68,27 @@ pub enum FormatSupport {
     Required,
 }
 
+/// A metadata key a connector reads (and maybe writes): Flink's
+/// `SupportsReadingMetadata`. A table declares it as
+/// `name TYPE METADATA [FROM 'key'] [VIRTUAL]`.
+#[derive(Debug, Clone, Copy)]
+pub struct MetadataKey {
+    pub name: &'static str,
+    /// The SQL type it has, for messages and the README.
+    pub sql_type: &'static str,
+    /// A table that is written sets it (a record's timestamp).
+    pub writable: bool,
+    pub help: &'static str,
+}
+
+/// The Arrow field metadata entry that marks a metadata column: its key.
+pub const METADATA_FIELD: &str = "eddy.metadata";
+
+/// The metadata key of a column declared `METADATA`, if it is one.
+pub fn metadata_key(field: &datafusion::arrow::datatypes::Field) -> Option<&str> {
+    field.metadata().get(METADATA_FIELD).map(String::as_str)
+}
+
 /// What a connector's factories get.
 #[derive(Debug)]
 pub struct ConnectorContext<'a> {
@@ -130,6 +151,13 @@ pub trait Connector: Send + Sync + Debug {
             "the '{}' connector cannot be written",
             self.name()
         )))
+    }
+
+    /// The metadata keys its tables may declare as columns. A source's
+    /// `schema` then holds them, marked by [`metadata_key`]; it fills
+    /// them, not its format.
+    fn metadata_keys(&self) -> &'static [MetadataKey] {
+        &[]
     }
 
     /// What a sink with these options promises (shown by EXPLAIN).

@@ -200,13 +200,21 @@ pub enum ColumnKind {
     /// `name AS expr`: computed from the other columns when read, not
     /// written.
     Computed(Expr),
+    /// `name TYPE METADATA [FROM 'key'] [VIRTUAL]`: a connector's metadata
+    /// (a Kafka record's partition, offset, timestamp), named `key` or
+    /// the column's name; a `VIRTUAL` one is only read.
+    Metadata {
+        data_type: DataType,
+        key: Option<String>,
+        is_virtual: bool,
+    },
 }
 
 impl ColumnDef {
     /// The declared type of a physical column.
     pub fn data_type(&self) -> Option<&DataType> {
         match &self.kind {
-            ColumnKind::Physical(t) => Some(t),
+            ColumnKind::Physical(t) | ColumnKind::Metadata { data_type: t, .. } => Some(t),
             ColumnKind::Computed(_) => None,
         }
     }

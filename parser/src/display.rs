@@ -391,6 +391,19 @@ fn columns(cols: &[ColumnDef]) -> String {
         .map(|c| match &c.kind {
             ColumnKind::Physical(t) => format!("{} {t}", c.name),
             ColumnKind::Computed(e) => format!("{} AS {e}", c.name),
+            ColumnKind::Metadata {
+                data_type,
+                key,
+                is_virtual,
+            } => format!(
+                "{} {data_type} METADATA{}{}",
+                c.name,
+                key.as_ref().map_or(String::new(), |k| format!(
+                    " FROM '{}'",
+                    k.replace('\'', "''")
+                )),
+                if *is_virtual { " VIRTUAL" } else { "" }
+            ),
         })
         .collect::<Vec<_>>()
         .join(", ")

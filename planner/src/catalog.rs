@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::DFSchema;
-use eddy_connectors::{ConnectorError, ConnectorRegistry, OptionError, Role, Validated};
+use eddy_connectors::{
+    ConnectorError, ConnectorRegistry, METADATA_FIELD, OptionError, Role, Validated,
+};
 use eddy_operators::{DeliveryGuarantee, SourceProvider};
 use eddy_parser::ast::{self, Span};
 
@@ -172,10 +174,82 @@ pub(crate) fn columns_schema(columns: &[ast::ColumnDef]) -> Result<Schema> {
             .iter()
             .filter_map(|c| {
                 let t = c.data_type()?;
-                Some(Field::new(&c.name.value, sql_type(t), true))
+                let field = Field::new(&c.name.value, sql_type(t), true);
+                Some(match &c.kind {
+                    // The connector fills it: its key travels with the
+                    // field, through the plan, to the connector.
+                    ast::ColumnKind::Metadata { key, .. } => {
+                        let key = key.clone().unwrap_or_else(|| c.name.value.clone());
+                        field.with_metadata([(METADATA_FIELD.to_string(), key)].into())
+                    }
+                    _ => field,
+                })
             })
             .collect::<Vec<_>>(),
     ))
+}
+
+/// The columns a table's writers get: its physical and non-`VIRTUAL`
+/// metadata columns.
+pub(crate) fn written_schema(columns: &[ast::ColumnDef]) -> Result<Schema> {
+    let virtual_columns: HashSet<&str> = columns
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.kind,
+                ast::ColumnKind::Metadata {
+                    is_virtual: true,
+                    ..
+                }
+            )
+        })
+        .map(|c| c.name.value.as_str())
+        .collect();
+    let all = columns_schema(columns)?;
+    Ok(Schema::new(
+        all.fields()
+            .iter()
+            .filter(|f| !virtual_columns.contains(f.name().as_str()))
+            .cloned()
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Checks each metadata column's key against what the connector offers,
+/// at the column (`written`: the table is also a sink, which writes its
+/// non-`VIRTUAL` ones).
+fn check_metadata(columns: &[ast::ColumnDef], validated: &Validated, written: bool) -> Result<()> {
+    let offered = validated.connector.metadata_keys();
+    for c in columns {
+        let ast::ColumnKind::Metadata {
+            key, is_virtual, ..
+        } = &c.kind
+        else {
+            continue;
+        };
+        let key = key.as_deref().unwrap_or(&c.name.value);
+        let names: Vec<&str> = offered.iter().map(|m| m.name).collect();
+        let Some(found) = offered.iter().find(|m| m.name == key) else {
+            let hint = match names.is_empty() {
+                true => format!(
+                    "the '{}' connector has no metadata",
+                    validated.connector.name()
+                ),
+                false => format!("its metadata: {}", names.join(", ")),
+            };
+            return Err(PlanError::user(
+                format!("unknown metadata key '{key}' ({hint})"),
+                c.span,
+            ));
+        };
+        if written && !is_virtual && !found.writable {
+            return Err(PlanError::user(
+                format!("metadata '{key}' can only be read: declare the column VIRTUAL"),
+                c.span,
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_unique(columns: &[ast::ColumnDef]) -> Result<()> {
@@ -207,7 +281,7 @@ fn bind_columns(
     let mut exprs = Vec::new();
     for c in &s.columns {
         let (expr, field) = match &c.kind {
-            ast::ColumnKind::Physical(_) => {
+            ast::ColumnKind::Physical(_) | ast::ColumnKind::Metadata { .. } => {
                 let i = physical
                     .index_of(&c.name.value)
                     .map_err(|e| PlanError::internal(e.to_string()))?;
@@ -404,12 +478,13 @@ impl Catalog {
             validated.connector.is_source(),
             s.table && validated.connector.is_sink(),
         );
+        check_metadata(&s.columns, &validated, writes)?;
         // A table read and written is checked for each use when it is
         // used (INSERT checks the sink; as Flink, which validates a table
         // as a source or a sink when it is read or written).
         let sink = writes
             .then(|| {
-                let schema = Some(physical.clone());
+                let schema = Some(Arc::new(written_schema(&s.columns)?));
                 let checked = (!reads).then_some(registry);
                 sink_of(&s.name, schema, &validated, options, checked, span)
             })

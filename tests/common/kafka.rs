@@ -49,6 +49,8 @@ pub struct Record {
     pub offset: i64,
     pub key: Option<String>,
     pub value: String,
+    /// Epoch milliseconds.
+    pub timestamp: Option<i64>,
 }
 
 /// A running broker.
@@ -278,6 +280,7 @@ impl Kafka {
                     offset: m.offset(),
                     key: text(m.key()),
                     value: text(m.payload()).unwrap_or_default(),
+                    timestamp: m.timestamp().to_millis(),
                 });
             }
         }

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -35,7 +34,10 @@ impl Layout {
         schema: &SchemaRef,
         formats: &FormatRegistry,
     ) -> Result<Self> {
-        let all: Vec<usize> = (0..schema.fields().len()).collect();
+        // Metadata columns are in neither the key nor the value.
+        let all: Vec<usize> = (0..schema.fields().len())
+            .filter(|&i| crate::registry::metadata_key(schema.field(i)).is_none())
+            .collect();
         let except_key = options
             .get(VALUE_FIELDS_INCLUDE)
             .is_some_and(|v| v.eq_ignore_ascii_case("EXCEPT_KEY"));
@@ -111,27 +113,4 @@ pub(crate) fn project_schema(schema: &SchemaRef, columns: &[usize]) -> SchemaRef
 /// `batch` cut to `columns`.
 pub(crate) fn project(batch: &RecordBatch, columns: &[usize]) -> Result<RecordBatch> {
     Ok(batch.project(columns)?)
-}
-
-/// A row of the table from its key columns and its value columns.
-pub(crate) fn assemble(
-    schema: &SchemaRef,
-    layout: &Layout,
-    key: &RecordBatch,
-    value: &RecordBatch,
-) -> Result<RecordBatch> {
-    let mut columns: Vec<Option<ArrayRef>> = vec![None; schema.fields().len()];
-    for (j, &i) in layout.value.iter().enumerate() {
-        columns[i] = Some(value.column(j).clone());
-    }
-    for (j, &i) in layout.key.iter().enumerate() {
-        columns[i] = Some(key.column(j).clone());
-    }
-    let columns = columns
-        .into_iter()
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| {
-            crate::ConnectorError::Config("a column is in neither the key nor the value".into())
-        })?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }

@@ -13,6 +13,7 @@
 //! Every `properties.*` option goes to the client without the prefix, as
 //! in Flink (`properties.bootstrap.servers`).
 
+mod decode;
 mod key;
 mod offsets;
 pub mod sink;
@@ -193,6 +194,10 @@ impl Connector for KafkaConnector {
 
     fn sink(&self, ctx: &ConnectorContext<'_>) -> Result<Arc<dyn SinkProvider>> {
         Ok(Arc::new(KafkaSinkProvider::try_new(ctx)?))
+    }
+
+    fn metadata_keys(&self) -> &'static [crate::registry::MetadataKey] {
+        decode::METADATA
     }
 
     fn guarantee(&self, options: &Options) -> DeliveryGuarantee {

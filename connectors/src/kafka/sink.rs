@@ -16,7 +16,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_operators::sink::SinkCommit;
 use eddy_operators::updating::OP_COLUMN;
@@ -33,7 +35,7 @@ use super::transaction::{
 };
 use super::{DELIVERY, PARTITIONER, TOPIC, TXN_PREFIX, client_config, kafka_error, option_error};
 use crate::format::{Encoder, Format};
-use crate::registry::ConnectorContext;
+use crate::registry::{ConnectorContext, metadata_key};
 use crate::{ConnectorError, Result};
 
 /// librdkafka's default `transaction.timeout.ms`.
@@ -143,7 +145,13 @@ impl SinkProvider for KafkaSinkProvider {
             }
             None => None,
         };
+        let timestamp_column = self
+            .schema
+            .fields()
+            .iter()
+            .position(|f| metadata_key(f) == Some("timestamp"));
         Ok(Box::new(KafkaSink {
+            timestamp_column,
             layout: self.layout.clone(),
             key_encoder,
             key_buf: Vec::new(),
@@ -195,6 +203,8 @@ struct Transactional {
 /// One subtask's writer.
 pub struct KafkaSink {
     target: Arc<Target>,
+    /// A `timestamp` metadata column: each record's timestamp.
+    timestamp_column: Option<usize>,
     layout: Layout,
     key_encoder: Option<Box<dyn Encoder>>,
     key_buf: Vec<u8>,
@@ -311,9 +321,27 @@ impl KafkaSink {
         })
     }
 
+    /// Each row's `timestamp` metadata column in epoch ms, if declared.
+    fn timestamps(&self, batch: &RecordBatch) -> eddy_operators::Result<Option<Vec<Option<i64>>>> {
+        let Some(i) = self.timestamp_column else {
+            return Ok(None);
+        };
+        let millis = cast(
+            batch.column(i),
+            &DataType::Timestamp(TimeUnit::Millisecond, None),
+        )?;
+        let millis = millis.as_primitive::<TimestampMillisecondType>();
+        Ok(Some(millis.iter().collect()))
+    }
+
     /// Sends the encoded rows, one record per line of `values`, keyed by
     /// the same line of `keys`.
-    fn send_lines(&mut self, values: &[u8], keys: Option<&[u8]>) -> eddy_operators::Result<()> {
+    fn send_lines(
+        &mut self,
+        values: &[u8],
+        keys: Option<&[u8]>,
+        timestamps: Option<&[Option<i64>]>,
+    ) -> eddy_operators::Result<()> {
         let slot = match self.target.guarantee {
             DeliveryGuarantee::ExactlyOnce => Some(self.open_slot()?),
             _ => None,
@@ -337,8 +365,9 @@ impl KafkaSink {
             ));
         }
         let mut kept = Vec::new();
-        for value in values {
+        for (row, value) in values.into_iter().enumerate() {
             let record = Record {
+                timestamp: timestamps.and_then(|t| t.get(row).copied().flatten()),
                 partition: self
                     .partitioner
                     .choose(self.subtask, self.partitions, &mut self.sent),
@@ -428,7 +457,8 @@ impl Sink for KafkaSink {
             std::mem::take(&mut self.key_buf),
         );
         let keyed = self.key_encoder.is_some().then_some(&keys[..]);
-        let result = self.send_lines(&values, keyed);
+        let timestamps = self.timestamps(batch)?;
+        let result = self.send_lines(&values, keyed, timestamps.as_deref());
         (self.buf, self.key_buf) = (values, keys);
         result
     }

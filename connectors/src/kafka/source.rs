@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::record_batch::RecordBatch;
 use eddy_operators::OperatorError;
 use eddy_operators::source::{
     Poll, SourceProvider, SourceReader, Split, SplitAssignment, SplitEnumerator,
@@ -35,12 +34,13 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use super::key::{Layout, assemble, project_schema};
+use super::decode::{Decoders, Pending};
+use super::key::Layout;
 use super::offsets::{Bound, Position, Startup};
 use super::{
     BOOTSTRAP, DISCOVERY, GROUP_ID, TOPIC, TOPIC_PATTERN, client_config, kafka_error, option_error,
 };
-use crate::format::{BadRecord, Decoder, Format, decode_lines};
+use crate::format::Format;
 use crate::options::Options;
 use crate::registry::ConnectorContext;
 use crate::{ConnectorError, Result};
@@ -129,10 +129,9 @@ impl KafkaSource {
                     format!("unknown format '{}'", options.get("format").unwrap_or("")),
                 )
             })?;
-        format.decoder(ctx.schema, options)?.ok_or_else(|| {
-            ConnectorError::Config(format!("the format '{}' cannot be read", format.name()))
-        })?;
         let layout = Layout::from_options(options, ctx.schema, ctx.formats)?;
+        // Fails early if the formats cannot read these columns.
+        Decoders::new(ctx.schema, &layout, &format, options)?;
         Ok(Self {
             layout,
             options: options.clone(),
@@ -152,32 +151,9 @@ impl KafkaSource {
         }
     }
 
-    /// The decoders of a reader: values, and keys when they hold columns
-    /// the values do not.
-    fn decoders(&self) -> eddy_operators::Result<Decoders> {
-        let cannot = || OperatorError::Internal("the format cannot be read".into());
-        let value_schema = project_schema(&self.schema, &self.layout.value);
-        let value = self
-            .format
-            .decoder(&value_schema, &self.options)?
-            .ok_or_else(cannot)?;
-        let key = match (&self.layout.key_format, self.layout.reads_keys()) {
-            (Some(format), true) => {
-                let key_schema = project_schema(&self.schema, &self.layout.key);
-                Some(
-                    format
-                        .decoder(&key_schema, &self.options)?
-                        .ok_or_else(cannot)?,
-                )
-            }
-            _ => None,
-        };
-        Ok(Decoders {
-            value,
-            key,
-            layout: self.layout.clone(),
-            schema: self.schema.clone(),
-        })
+    /// The decoders of a reader.
+    fn decoders(&self) -> Result<Decoders> {
+        Decoders::new(&self.schema, &self.layout, &self.format, &self.options)
     }
 
     /// A consumer for metadata and offsets, or for reading.
@@ -453,45 +429,6 @@ struct Parts {
 
 type PartitionKey = (String, i32);
 
-/// Turns a partition's polled records into rows of the table.
-struct Decoders {
-    value: Box<dyn Decoder>,
-    /// With `value.fields-include` = `EXCEPT_KEY`.
-    key: Option<Box<dyn Decoder>>,
-    layout: Layout,
-    schema: SchemaRef,
-}
-
-impl Decoders {
-    /// The rows of `part`'s records; on failure, the bad record and what
-    /// of it failed.
-    fn decode(
-        &mut self,
-        part: &Part,
-    ) -> std::result::Result<Option<RecordBatch>, (BadRecord, &'static str)> {
-        let rows = part.offsets.len();
-        let values = decode_lines(&mut *self.value, &part.buf, rows).map_err(|b| (b, ""))?;
-        let Some(key_decoder) = &mut self.key else {
-            return Ok(values.batch);
-        };
-        let keys =
-            decode_lines(&mut **key_decoder, &part.key_buf, rows).map_err(|b| (b, "key: "))?;
-        let whole = |reason: String| BadRecord { line: 0, reason };
-        match (keys.batch, values.batch) {
-            (Some(k), Some(v)) if k.num_rows() == v.num_rows() => {
-                assemble(&self.schema, &self.layout, &k, &v)
-                    .map(Some)
-                    .map_err(|e| (whole(e.to_string()), ""))
-            }
-            (None, None) => Ok(None),
-            _ => Err((
-                whole("keys and values skipped different records as unreadable".into()),
-                "",
-            )),
-        }
-    }
-}
-
 /// One partition a reader holds.
 struct Part {
     /// The runtime's number for the split.
@@ -502,12 +439,8 @@ struct Part {
     emitted: i64,
     /// Read to its end; the end is not yet handed over.
     done: bool,
-    /// Payloads polled and not yet decoded, one per line.
-    buf: Vec<u8>,
-    /// Their keys, one per line, when the source reads keys.
-    key_buf: Vec<u8>,
-    /// The offset of each record in `buf`.
-    offsets: Vec<i64>,
+    /// Records polled and not yet decoded.
+    pending: Pending,
 }
 
 impl Parts {
@@ -526,22 +459,8 @@ impl Parts {
         }
         part.at.next = offset + 1;
         self.read += 1;
-        // A tombstone (no value) is no row of an append-only source.
-        if let Some(payload) = message.payload() {
-            // Records are lines to the decoder: a line break inside a
-            // record (pretty-printed JSON) is only whitespace.
-            part.buf
-                .extend(payload.iter().map(|&b| if b == b'\n' { b' ' } else { b }));
-            part.buf.push(b'\n');
-            part.offsets.push(offset);
-            if self.decoders.key.is_some() {
-                let key = message.key().unwrap_or_default();
-                part.key_buf
-                    .extend(key.iter().map(|&b| if b == b'\n' { b' ' } else { b }));
-                part.key_buf.push(b'\n');
-            }
-        }
-        if part.offsets.len() >= BATCH_ROWS {
+        part.pending.push(message, &self.decoders);
+        if part.pending.len() >= BATCH_ROWS {
             let topic = key.0.clone();
             Self::decode(&mut self.decoders, &topic, key.1, part, &mut self.ready)?;
         }
@@ -556,19 +475,19 @@ impl Parts {
         part: &mut Part,
         ready: &mut VecDeque<(Poll, Option<(PartitionKey, i64)>)>,
     ) -> eddy_operators::Result<()> {
-        let Some(last) = part.offsets.last().copied() else {
+        let Some(last) = part.pending.offsets.last().copied() else {
             return Ok(());
         };
-        let decoded = decoders.decode(part).map_err(|(bad, what)| {
-            OperatorError::Connector(format!(
-                "kafka topic '{topic}' partition {partition} offset {}: {what}{}",
-                part.offsets.get(bad.line).copied().unwrap_or(-1),
-                bad.reason
-            ))
-        })?;
-        part.buf.clear();
-        part.key_buf.clear();
-        part.offsets.clear();
+        let decoded = decoders
+            .decode(topic, partition, &part.pending)
+            .map_err(|(bad, what)| {
+                OperatorError::Connector(format!(
+                    "kafka topic '{topic}' partition {partition} offset {}: {what}{}",
+                    part.pending.offsets.get(bad.line).copied().unwrap_or(-1),
+                    bad.reason
+                ))
+            })?;
+        part.pending.clear();
         if let Some(batch) = decoded {
             let key = (topic.to_string(), partition);
             ready.push_back((Poll::Batch(part.index, batch), Some((key, last + 1))));
@@ -616,7 +535,7 @@ impl Parts {
     /// records are pending, else after what was polled (tombstones and
     /// transaction markers included).
     fn resume_at(&self, key: &PartitionKey, part: &Part) -> i64 {
-        let pending = !part.offsets.is_empty()
+        let pending = part.pending.len() > 0
             || self
                 .ready
                 .iter()
@@ -707,9 +626,7 @@ impl SourceReader for KafkaReader {
             at: position.at,
             emitted: position.at.next,
             done: false,
-            buf: Vec::new(),
-            key_buf: Vec::new(),
-            offsets: Vec::new(),
+            pending: Pending::default(),
         };
         if part.at.at_end() {
             self.parts.ready.push_back((Poll::Finished(split), None));

@@ -273,3 +273,98 @@ fn key_columns_are_read_from_the_key_with_except_key() {
     }
     assert_eq!(rows, (0..5).map(|i| (i * 10, i)).collect::<Vec<_>>());
 }
+
+#[test]
+fn metadata_columns_come_from_the_records() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("t", 2, 1).unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create()
+        .unwrap();
+    for i in 0..4i64 {
+        let value = format!(r#"{{"v": {i}}}"#);
+        let record = BaseRecord::<(), str>::to("t")
+            .partition((i % 2) as i32)
+            .timestamp(1_700_000_000_000 + i)
+            .payload(&value);
+        producer.send(record).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let meta = |name: &str, t: DataType, key: &str| {
+        Field::new(name, t, true)
+            .with_metadata([(crate::METADATA_FIELD.to_string(), key.to_string())].into())
+    };
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        meta("part", DataType::Int64, "partition"),
+        Field::new("v", DataType::Int64, true),
+        meta("off", DataType::Int64, "offset"),
+        meta(
+            "ts",
+            DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None),
+            "timestamp",
+        ),
+        meta("topic", DataType::Utf8, "topic"),
+    ]));
+    let options = Options::new(
+        [
+            ("connector", "kafka"),
+            ("topic", "t"),
+            ("properties.bootstrap.servers", &cluster.bootstrap_servers()),
+            ("scan.startup.mode", "earliest-offset"),
+            ("scan.bounded.mode", "latest-offset"),
+            ("format", "json"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let formats = FormatRegistry::default();
+    let source = KafkaSource::try_new(&ConnectorContext {
+        options: &options,
+        schema: &schema,
+        formats: &formats,
+    })
+    .unwrap();
+    let splits = source.enumerator().unwrap().list().unwrap();
+    let mut reader = source.reader().unwrap();
+    assign(&mut *reader, &splits);
+    let (mut rows, mut open) = (Vec::new(), 2);
+    let started = Instant::now();
+    while open > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the reader never ended"
+        );
+        match reader.poll().unwrap() {
+            Poll::Batch(_, batch) => {
+                let int = |i: usize| {
+                    batch
+                        .column(i)
+                        .as_primitive::<Int64Type>()
+                        .values()
+                        .to_vec()
+                };
+                let ts = batch
+                    .column(3)
+                    .as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>()
+                    .values()
+                    .to_vec();
+                let topics = batch.column(4).as_string::<i32>();
+                assert!(topics.iter().all(|t| t == Some("t")));
+                let (v, part, off) = (int(1), int(0), int(2));
+                for (r, ts) in ts.into_iter().enumerate() {
+                    rows.push((v[r], part[r], off[r], ts));
+                }
+            }
+            Poll::Finished(_) => open -= 1,
+            Poll::Pending => reader.wait(Duration::from_millis(10)),
+        }
+    }
+    rows.sort_unstable();
+    // (v, partition, offset, timestamp): v = i went to partition i % 2 at
+    // offset i / 2, stamped 1_700_000_000_000 + i.
+    let want: Vec<_> = (0..4)
+        .map(|i| (i, i % 2, i / 2, 1_700_000_000_000 + i))
+        .collect();
+    assert_eq!(rows, want);
+}

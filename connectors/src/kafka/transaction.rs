@@ -340,6 +340,9 @@ pub(crate) fn send(producer: &KafkaProducer, topic: &str, record: &Record) -> Re
         if let Some(p) = record.partition {
             r = r.partition(p);
         }
+        if let Some(ms) = record.timestamp {
+            r = r.timestamp(ms);
+        }
         match producer.send(r) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -384,6 +387,9 @@ pub(crate) struct Record {
     pub partition: Option<i32>,
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
+    /// Epoch milliseconds (a `timestamp` metadata column); else the
+    /// producer's time.
+    pub timestamp: Option<i64>,
 }
 
 /// The rows of one pre-committed transaction.
@@ -418,7 +424,7 @@ impl Wal {
         let size: usize = parts
             .iter()
             .flat_map(|p| &p.records)
-            .map(|r| 12 + r.value.len() + r.key.as_ref().map_or(0, Vec::len))
+            .map(|r| 20 + r.value.len() + r.key.as_ref().map_or(0, Vec::len))
             .sum();
         let mut out = Vec::with_capacity(16 + identity.len() + size);
         put_bytes(&mut out, Some(identity.as_bytes()));
@@ -428,6 +434,7 @@ impl Wal {
             out.extend_from_slice(&(part.records.len() as u32).to_be_bytes());
             for r in &part.records {
                 out.extend_from_slice(&r.partition.unwrap_or(-1).to_be_bytes());
+                out.extend_from_slice(&r.timestamp.unwrap_or(i64::MIN).to_be_bytes());
                 put_bytes(&mut out, r.key.as_deref());
                 put_bytes(&mut out, Some(&r.value));
             }
@@ -448,12 +455,14 @@ impl Wal {
             let mut records = Vec::with_capacity(count as usize);
             for _ in 0..count {
                 let partition = i32::from_be_bytes(take(&mut bytes, 4)?.try_into().ok()?);
+                let timestamp = i64::from_be_bytes(take(&mut bytes, 8)?.try_into().ok()?);
                 let key = take_bytes(&mut bytes)?;
                 let value = take_bytes(&mut bytes)??;
                 records.push(Record {
                     partition: (partition >= 0).then_some(partition),
                     key,
                     value,
+                    timestamp: (timestamp != i64::MIN).then_some(timestamp),
                 });
             }
             wal.parts.push(WalPart {
@@ -508,6 +517,7 @@ mod tests {
                         partition: None,
                         key: None,
                         value: b"{}".to_vec(),
+                        timestamp: Some(-5),
                     }],
                 },
                 WalPart {
@@ -516,6 +526,7 @@ mod tests {
                         partition: Some(3),
                         key: Some(b"k".to_vec()),
                         value: Vec::new(),
+                        timestamp: None,
                     }],
                 },
             ],

@@ -55,11 +55,33 @@ fn column_list(i: Input<'_>) -> PResult<'_, (Vec<ColumnDef>, Option<Watermark>, 
                 }
                 Err(_) => {
                     let (r, data_type) = required(data_type(r))?;
-                    if let Ok((_, at)) = kw("METADATA")(r) {
-                        return failure(at.start, "not supported yet: METADATA columns");
+                    match kw("METADATA")(r) {
+                        // `name TYPE METADATA [FROM 'key'] [VIRTUAL]`.
+                        Ok((r, at)) => {
+                            let (r, key) = match kw("FROM")(r) {
+                                Ok((r, _)) => {
+                                    let (r, (key, _)) = required(string_lit(r))?;
+                                    (r, Some(key))
+                                }
+                                Err(_) => (r, None),
+                            };
+                            let (r, is_virtual) = match kw("VIRTUAL")(r) {
+                                Ok((r, _)) => (r, true),
+                                Err(_) => (r, false),
+                            };
+                            let span = name.span.union(at);
+                            let kind = ColumnKind::Metadata {
+                                data_type,
+                                key,
+                                is_virtual,
+                            };
+                            (r, kind, span)
+                        }
+                        Err(_) => {
+                            let span = name.span.union(data_type.span);
+                            (r, ColumnKind::Physical(data_type), span)
+                        }
                     }
-                    let span = name.span.union(data_type.span);
-                    (r, ColumnKind::Physical(data_type), span)
                 }
             };
             // Flink allows a description: `name TYPE COMMENT '...'`.
