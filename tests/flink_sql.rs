@@ -514,6 +514,46 @@ fn metadata_columns_are_checked_against_the_connector() {
     );
 }
 
+/// Flink's keep-first deduplication on processing time (`ORDER BY` a
+/// `PROCTIME()` column, `= 1`): each key's first row as it arrives,
+/// append-only (a plain Kafka sink takes it), repeats dropped. The file is
+/// one split read in order, and its times grow, so "first to arrive" is
+/// "first by time", which DataFusion computes.
+#[test]
+fn keep_first_deduplication_on_processing_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = clicks();
+    let path = dir.path().join("clicks.csv");
+    let ddl = clicks_table(dir.path(), "clicks", &rows);
+    let ddl = ddl.replace(
+        "WATERMARK FOR ts AS ts - INTERVAL '1' SECOND",
+        "pt AS PROCTIME()",
+    );
+    assert!(path.exists());
+    let want = datafusion_answer(
+        &[("clicks", clicks_batch(&rows))],
+        "SELECT user_id, ts, v FROM (
+           SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY ts) AS rn FROM clicks)
+         WHERE rn = 1",
+    );
+    for order in ["pt", "PROCTIME()"] {
+        let sql = format!(
+            "{ddl}SELECT user_id, ts, v FROM (
+               SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY {order}) AS rn
+               FROM clicks)
+             WHERE rn = 1;"
+        );
+        let (mut session, collector) = session(2);
+        run_script(&mut session, &sql);
+        let batches = collector.batches();
+        assert!(
+            batches.iter().all(|b| b.schema().index_of("_op").is_err()),
+            "ORDER BY {order}: the output is append-only"
+        );
+        assert_eq!(common::render(&batches), want, "ORDER BY {order}");
+    }
+}
+
 #[test]
 fn views_over_views_used_twice_and_join_using() {
     let dir = tempfile::tempdir().unwrap();

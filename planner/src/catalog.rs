@@ -35,6 +35,27 @@ pub struct SourceDef {
     /// key, for an event-time temporal join. Elsewhere they are read as
     /// they come (append-only), as in Flink.
     pub primary_key: Vec<String>,
+    /// A computed column `name AS PROCTIME()`: a processing-time attribute
+    /// (when the table has no WATERMARK), as in Flink.
+    pub proctime: Option<String>,
+}
+
+/// The first computed column that is `PROCTIME()`, if any.
+fn proctime_column(columns: &[ast::ColumnDef]) -> Option<String> {
+    columns.iter().find_map(|c| match &c.kind {
+        ast::ColumnKind::Computed(ast::Expr {
+            kind: ast::ExprKind::Function(f),
+            ..
+        }) if f.args.is_empty()
+            && f.over.is_none()
+            && f.name
+                .value
+                .eq_ignore_ascii_case(crate::functions::PROCTIME) =>
+        {
+            Some(c.name.value.clone())
+        }
+        _ => None,
+    })
 }
 
 /// A table with computed columns: the connector reads `physical`, and
@@ -507,6 +528,7 @@ impl Catalog {
                 options: given_options(&validated),
                 provider,
                 primary_key: s.primary_key.iter().map(|k| k.value.clone()).collect(),
+                proctime: proctime_column(&s.columns),
             };
             self.sources.insert(name.clone(), def);
         }

@@ -716,6 +716,10 @@ fn describe_rank(graph: &PhysicalGraph, node: &PlanNode, r: &RankSpec) -> String
             "WindowTopN {over} → append-only, when each window closes; state: {kept} until the watermark passes {}",
             name(window_end)
         ),
+        RankMode::FirstSeen => format!(
+            "FirstSeen {over} → append-only, each partition's first rows as they arrive (processing time), later ones dropped; state: a count per partition, {}",
+            retention(r.state_ttl_ms)
+        ),
         RankMode::FirstByTime { time } => format!(
             "FirstRows {over} → append-only, once the watermark passes {}; state: a count per partition {}, rows until the watermark passes {}",
             name(time),

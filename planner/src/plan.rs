@@ -488,7 +488,7 @@ impl QueryPlanner<'_> {
             return self.read_view(name);
         }
         if let Some(source) = self.catalog.source(&name.value) {
-            return Ok(self.read_source(source));
+            return self.read_source(source);
         }
         if let Some(sink) = self.catalog.sink(&name.value) {
             let why = self.catalog.unreadable(&name.value).map_or_else(
@@ -547,7 +547,7 @@ impl QueryPlanner<'_> {
     }
 
     /// A source node, and its watermark generator if it declares one.
-    fn read_source(&self, source: &SourceDef) -> Relation {
+    fn read_source(&self, source: &SourceDef) -> Result<Relation> {
         let mut builder = GraphBuilder::default();
         let schema = source.schema.as_ref().clone();
         let node = SourceNode {
@@ -579,6 +579,14 @@ impl QueryPlanner<'_> {
                 )
             }
         };
+        // `name AS PROCTIME()` without a WATERMARK: processing time.
+        let proctime = source
+            .proctime
+            .clone()
+            .filter(|_| source.watermark.is_none());
+        if let Some(column) = &proctime {
+            id = proctime_watermark(&mut builder, id, &schema, column)?;
+        }
         if let Some(wm) = &source.watermark {
             let node = WatermarkNode {
                 column: wm.column.clone(),
@@ -594,16 +602,20 @@ impl QueryPlanner<'_> {
                 Some((id, EdgeKind::Forward)),
             );
         }
-        Relation {
+        Ok(Relation {
             name: source.name.clone(),
             fields: schema.fields().iter().map(|f| f.as_ref().clone()).collect(),
-            time_attribute: source.watermark.as_ref().map(|w| w.column.clone()),
-            proctime: false,
+            time_attribute: source
+                .watermark
+                .as_ref()
+                .map(|w| w.column.clone())
+                .or(proctime.clone()),
+            proctime: proctime.is_some(),
             changelog: false,
             window_end: None,
             builder,
             node: id,
-        }
+        })
     }
 
     /// A subquery, view or `WITH` query, planned up to its final
@@ -622,24 +634,7 @@ impl QueryPlanner<'_> {
         let proctime = plan.proctime;
         let (mut builder, mut node, schema) = plan.into_node(None)?;
         if let (true, Some(column)) = (proctime, &time_attribute) {
-            // Processing time only moves forward: the watermark is the
-            // latest PROCTIME() seen, with no delay.
-            let index = schema
-                .index_of(column)
-                .map_err(|e| PlanError::internal(e.to_string()))?;
-            let wm = WatermarkNode {
-                column: column.clone(),
-                expr: ScalarExpr::column(column.clone(), index),
-                idle_timeout_ms: None,
-                processing_time: true,
-            };
-            let p = builder.parallelism(node);
-            node = builder.add(
-                NodeKind::Watermark(wm),
-                p,
-                schema.clone(),
-                Some((node, EdgeKind::Forward)),
-            );
+            node = proctime_watermark(&mut builder, node, &schema, column)?;
         }
         Ok(Relation {
             name: name.to_string(),
@@ -1214,4 +1209,31 @@ pub fn sink_schema(graph: &PhysicalGraph) -> Option<SchemaRef> {
         .filter(|n| matches!(n.kind, NodeKind::Sink(_)))
         .find(|n| graph.edges.iter().any(|e| e.to == n.id && e.port == 0))
         .map(|n| Arc::new(n.schema.clone()))
+}
+
+/// After `node`: the watermark of a processing-time attribute `column`.
+/// Processing time only moves forward: the watermark is the latest
+/// PROCTIME() seen, with no delay, and it follows the wall clock.
+fn proctime_watermark(
+    builder: &mut GraphBuilder,
+    node: usize,
+    schema: &Schema,
+    column: &str,
+) -> Result<usize> {
+    let index = schema
+        .index_of(column)
+        .map_err(|e| PlanError::internal(e.to_string()))?;
+    let wm = WatermarkNode {
+        column: column.to_string(),
+        expr: ScalarExpr::column(column.to_string(), index),
+        idle_timeout_ms: None,
+        processing_time: true,
+    };
+    let p = builder.parallelism(node);
+    Ok(builder.add(
+        NodeKind::Watermark(wm),
+        p,
+        schema.clone(),
+        Some((node, EdgeKind::Forward)),
+    ))
 }

@@ -88,6 +88,9 @@ pub enum RankMode {
     FirstByTime {
         time: usize,
     },
+    /// Ordered by processing time: the first N rows of each partition as
+    /// they arrive, emitted at once; later ones are dropped.
+    FirstSeen,
 }
 
 /// A Top-N over an input: which columns, which function, how many.
@@ -303,7 +306,7 @@ impl RankOperator {
         let width = spec.op_column.unwrap_or(n);
         let in_range = |c: usize| c < width;
         let mode_column = match spec.mode {
-            RankMode::Updating => None,
+            RankMode::Updating | RankMode::FirstSeen => None,
             RankMode::WindowClose { window_end } => Some(window_end),
             RankMode::FirstByTime { time } => Some(time),
         };
@@ -356,7 +359,7 @@ impl RankOperator {
         self.store.expire_idle(|part| match mode {
             RankMode::Updating => false,
             RankMode::FirstByTime { .. } => !part.entries.is_empty(),
-            RankMode::WindowClose { .. } => true,
+            RankMode::WindowClose { .. } | RankMode::FirstSeen => true,
         });
     }
 
@@ -434,6 +437,19 @@ impl RankOperator {
         }
     }
 
+    /// `FirstSeen`: emits the row if its partition has emitted fewer than
+    /// N; returns whether the partition changed.
+    fn first_seen(&mut self, pkey: &[u8], entry: &Entry, emitted: &mut Emitted) -> bool {
+        let limit = self.spec.limit;
+        let part = self.store.partition_mut(pkey);
+        if part.emitted >= limit {
+            return false;
+        }
+        part.emitted += 1;
+        emitted.push(&entry.row, part.emitted, OP_INSERT);
+        true
+    }
+
     /// Keeps a row of an append-only mode in its partition (or counts it
     /// late); returns whether the partition changed.
     fn hold(&mut self, pkey: &[u8], kg: u16, entry: Entry, at_time: i64) -> bool {
@@ -475,7 +491,7 @@ impl RankOperator {
                 }
                 true
             }
-            RankMode::Updating => false,
+            RankMode::Updating | RankMode::FirstSeen => false,
         }
     }
 
@@ -525,7 +541,7 @@ impl RankOperator {
                             .push(Reverse((next.time, kg, key.clone())));
                     }
                 }
-                RankMode::Updating => continue,
+                RankMode::Updating | RankMode::FirstSeen => continue,
             }
             self.store.mark_dirty(&key, kg);
         }
@@ -543,7 +559,7 @@ impl Operator for RankOperator {
         self.store.open(ctx, |_, part| match mode {
             RankMode::WindowClose { .. } => Some(part.fires_at),
             RankMode::FirstByTime { .. } => part.entries.first().map(|e| e.time),
-            RankMode::Updating => None,
+            RankMode::Updating | RankMode::FirstSeen => None,
         })
     }
 
@@ -570,7 +586,7 @@ impl Operator for RankOperator {
         key_groups(&partition_arrays, n, &mut groups)?;
         let ops = crate::updating::changelog_ops(&batch, self.spec.op_column)?;
         let times = match self.spec.mode {
-            RankMode::Updating => None,
+            RankMode::Updating | RankMode::FirstSeen => None,
             RankMode::WindowClose { window_end: c } | RankMode::FirstByTime { time: c } => {
                 Some(crate::aggregate::event_time_millis(&batch, c)?)
             }
@@ -588,6 +604,9 @@ impl Operator for RankOperator {
                 time: 0,
             };
             let changed = match &times {
+                None if self.spec.mode == RankMode::FirstSeen => {
+                    self.first_seen(pkey, &entry, &mut emitted)
+                }
                 None => {
                     let accumulate = ops
                         .as_ref()

@@ -21,6 +21,10 @@
 //! - partitioned by a window's `window_end` (of a window TVF or an
 //!   append-only window aggregate): a window Top-N, emitted once when the
 //!   window closes;
+//! - `ROW_NUMBER()` ordered by processing time ascending (`PROCTIME()`, or
+//!   a processing-time attribute), over an append-only input: the first
+//!   rows of each key as they arrive, emitted at once, later ones dropped
+//!   (Flink's keep-first deduplication when N = 1; append-only);
 //! - `ROW_NUMBER()` ordered by the input's event-time attribute ascending,
 //!   over an append-only input: the first rows, emitted once the watermark
 //!   passes them (keep-first deduplication when N = 1);
@@ -259,6 +263,7 @@ impl QueryPlanner<'_> {
         }
         let mut order = Vec::new();
         let mut first_is_time = false;
+        let mut first_is_proctime = false;
         for (i, o) in over.order_by.iter().enumerate() {
             let (raw, bound, field) = bind(&o.expr, "ORDER BY")?;
             let descending = o.asc == Some(false);
@@ -266,6 +271,10 @@ impl QueryPlanner<'_> {
                 first_is_time = !descending
                     && matches!(&raw, Expr::Column(col)
                         if from.time_attribute.as_deref() == Some(col.name.as_str()));
+                first_is_proctime = !descending
+                    && ((first_is_time && from.proctime)
+                        || matches!(&raw, Expr::ScalarFunction(f)
+                            if f.name() == crate::functions::PROCTIME));
             }
             order.push((
                 pre.column_of(bound, field, &format!("order{i}")),
@@ -275,6 +284,11 @@ impl QueryPlanner<'_> {
         let op_column = pre.push_op(from)?;
         let mode = match (window_end, first_is_time) {
             (Some(end), _) if !from.changelog => RankMode::WindowClose { window_end: end },
+            (None, _)
+                if first_is_proctime && function == RankFunction::RowNumber && !from.changelog =>
+            {
+                RankMode::FirstSeen
+            }
             (None, true) if function == RankFunction::RowNumber && !from.changelog => {
                 RankMode::FirstByTime { time: order[0].0 }
             }
@@ -320,7 +334,7 @@ impl QueryPlanner<'_> {
         let (window_end, time) = match mode {
             RankMode::WindowClose { window_end } => (Some(window_end), None),
             RankMode::FirstByTime { time } => (None, Some(time)),
-            RankMode::Updating => (None, None),
+            RankMode::Updating | RankMode::FirstSeen => (None, None),
         };
         Ok(QueryPlan {
             changelog,
