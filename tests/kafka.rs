@@ -436,3 +436,30 @@ fn metadata_columns_are_read_and_the_timestamp_written() {
         assert_eq!(r.timestamp, Some(1_700_000_000_000 + price * 100));
     }
 }
+
+/// A broker that never answers: the sink's records are retried
+/// (`sink.retry.*`) until librdkafka gives up on them, and the job fails
+/// with the last error instead of reporting success.
+#[test]
+fn a_sink_whose_broker_is_away_fails_the_job_with_the_last_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 9: connections are refused at once.
+    let sql = "CREATE TABLE out (v BIGINT) WITH (
+            'connector' = 'kafka', 'topic' = 'out',
+            'properties.bootstrap.servers' = '127.0.0.1:9',
+            'properties.message.timeout.ms' = '1500',
+            'sink.retry.max-attempts' = '3',
+            'sink.retry.initial-backoff' = '10ms',
+            'sink.retry.max-backoff' = '100ms',
+            'format' = 'json'
+        );
+        INSERT INTO out VALUES (1), (2), (3);\n";
+    let file = sql_file(dir.path(), "job.sql", sql);
+    let out = eddy(&file, None, &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the job must fail: {stderr}");
+    assert!(
+        stderr.contains("kafka: a record was not delivered"),
+        "{stderr}"
+    );
+}

@@ -46,6 +46,9 @@ pub(crate) const DISCOVERY: &str = "scan.topic-partition-discovery.interval";
 pub(crate) const DELIVERY: &str = "sink.delivery-guarantee";
 pub(crate) const TXN_PREFIX: &str = "sink.transactional-id-prefix";
 pub(crate) const PARTITIONER: &str = "sink.partitioner";
+pub(crate) const RETRY_ATTEMPTS: &str = "sink.retry.max-attempts";
+pub(crate) const RETRY_INITIAL: &str = "sink.retry.initial-backoff";
+pub(crate) const RETRY_MAX: &str = "sink.retry.max-backoff";
 
 #[derive(Debug)]
 pub struct KafkaConnector;
@@ -160,6 +163,24 @@ impl Connector for KafkaConnector {
                 TXN_PREFIX,
                 OptionType::String,
                 "exactly-once: the prefix of the transactional ids (unique per sink across jobs on one cluster)",
+            )
+            .sink_only(),
+            OptionDecl::unset(
+                RETRY_ATTEMPTS,
+                OptionType::Count,
+                "sends of a record before the job fails with its last error (librdkafka's retries + 1; at least 2 for an idempotent producer)",
+            )
+            .sink_only(),
+            OptionDecl::unset(
+                RETRY_INITIAL,
+                OptionType::Duration,
+                "the first wait before a retry, doubled each time with jitter (librdkafka's retry.backoff.ms, 100 ms)",
+            )
+            .sink_only(),
+            OptionDecl::unset(
+                RETRY_MAX,
+                OptionType::Duration,
+                "the longest wait between retries (librdkafka's retry.backoff.max.ms, 1 s)",
             )
             .sink_only(),
             OptionDecl::optional(

@@ -98,6 +98,14 @@ impl KafkaSinkProvider {
                 "'sink.delivery-guarantee' = 'exactly-once' needs 'sink.transactional-id-prefix', unique to this sink on the cluster",
             ));
         }
+        if guarantee != DeliveryGuarantee::None
+            && options.count(super::RETRY_ATTEMPTS)?.is_some_and(|n| n < 2)
+        {
+            return Err(option_error(
+                super::RETRY_ATTEMPTS,
+                "an idempotent producer (at-least-once, exactly-once) needs at least 2 attempts",
+            ));
+        }
         let partitioner = match options.get(PARTITIONER) {
             Some("fixed") => Partitioner::Fixed,
             Some("round-robin") => Partitioner::RoundRobin,

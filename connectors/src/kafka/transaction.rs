@@ -101,6 +101,18 @@ impl Target {
         if self.guarantee != DeliveryGuarantee::None {
             config.set("enable.idempotence", "true");
         }
+        // Transient errors (a broker away, a timeout, a full queue on the
+        // broker's side) are retried by librdkafka with exponential backoff
+        // and jitter; then the record fails, and with it the next flush.
+        if let Ok(Some(attempts)) = self.options.count(super::RETRY_ATTEMPTS) {
+            config.set("retries", attempts.saturating_sub(1).to_string());
+        }
+        if let Ok(Some(ms)) = self.options.duration_ms(super::RETRY_INITIAL) {
+            config.set("retry.backoff.ms", ms.max(1).to_string());
+        }
+        if let Ok(Some(ms)) = self.options.duration_ms(super::RETRY_MAX) {
+            config.set("retry.backoff.max.ms", ms.max(1).to_string());
+        }
         config
     }
 
