@@ -368,3 +368,59 @@ fn metadata_columns_come_from_the_records() {
         .collect();
     assert_eq!(rows, want);
 }
+
+#[test]
+fn a_pattern_discovers_new_topics_from_their_start() {
+    let cluster = cluster(1, 3);
+    let bootstrap = cluster.bootstrap_servers();
+    let options = Options::new(
+        [
+            ("connector", "kafka"),
+            ("topic-pattern", "t|u"),
+            ("properties.bootstrap.servers", bootstrap.as_str()),
+            ("scan.startup.mode", "latest-offset"),
+            ("scan.topic-partition-discovery.interval", "1 s"),
+            ("format", "json"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let (formats, schema) = (FormatRegistry::default(), schema());
+    let source = KafkaSource::try_new(&ConnectorContext {
+        options: &options,
+        schema: &schema,
+        formats: &formats,
+    })
+    .unwrap();
+    let mut enumerator = source.enumerator().unwrap();
+    assert_eq!(
+        enumerator.discovery_interval(),
+        Some(Duration::from_secs(1))
+    );
+    let first = enumerator.list().unwrap();
+    assert_eq!(first.len(), 1);
+    // Listed at the first start: the startup mode (latest) holds.
+    let at: serde_json::Value = serde_json::from_slice(&first[0].position).unwrap();
+    assert_eq!(at["next"], 3);
+    cluster.create_topic("u", 2, 1).unwrap();
+    cluster.create_topic("v", 1, 1).unwrap();
+    let started = Instant::now();
+    let again = loop {
+        let again = enumerator.list().unwrap();
+        if again.len() > 1 {
+            break again;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "u never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let ids: Vec<&str> = again.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["t-0", "u-0", "u-1"], "v does not match the pattern");
+    // Found later: read from the start, as Flink does.
+    for split in &again[1..] {
+        let at: serde_json::Value = serde_json::from_slice(&split.position).unwrap();
+        assert_eq!(at["next"], 0, "{}", split.id);
+    }
+}
