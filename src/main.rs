@@ -264,6 +264,12 @@ pub(crate) fn run_jobs(
         "finished"
     );
     for status in &statuses {
+        if status.restarts > 0 {
+            eprintln!(
+                "note: {} was restarted {} time(s) after failures (their causes are in the log)",
+                status.id, status.restarts
+            );
+        }
         if let JobState::AlreadyFinished { checkpoint } = status.state {
             eprintln!(
                 "note: {} already finished (checkpoint {checkpoint} in {}); nothing to do",

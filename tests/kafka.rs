@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::kafka::{Kafka, Record, sql_file};
+use common::kafka::{Kafka, Record, free_ports, sql_file};
 
 /// A bid as JSON: auction, price, event time in ms.
 fn bid(auction: i64, price: i64, ts_ms: i64) -> String {
@@ -462,4 +462,64 @@ fn a_sink_whose_broker_is_away_fails_the_job_with_the_last_error() {
         stderr.contains("kafka: a record was not delivered"),
         "{stderr}"
     );
+}
+
+/// Flink's restart strategy: a job whose sink cannot reach its broker
+/// fails, and is restarted from its last checkpoint after the delay, again
+/// and again, until the broker is there; the rows then arrive.
+#[test]
+fn a_failed_job_is_restarted_under_its_restart_strategy() {
+    let (port, controller) = free_ports();
+    let dir = tempfile::tempdir().unwrap();
+    let sql = format!(
+        "SET 'restart-strategy.type' = 'fixed-delay';
+        SET 'restart-strategy.fixed-delay.attempts' = '100';
+        SET 'restart-strategy.fixed-delay.delay' = '300 ms';
+        CREATE TABLE out (v BIGINT) WITH (
+            'connector' = 'kafka', 'topic' = 'out',
+            'properties.bootstrap.servers' = '127.0.0.1:{port}',
+            'properties.message.timeout.ms' = '1500',
+            'format' = 'json'
+        );
+        INSERT INTO out VALUES (1), (2), (3);\n"
+    );
+    let file = sql_file(dir.path(), "job.sql", &sql);
+    let mut cmd = eddy(&file, None, &[]);
+    cmd.env("EDDY_LOG", "warn");
+    let mut child = cmd.spawn().unwrap();
+    // Wait for the first restart in eddy's log, then start the broker.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let line = line.unwrap();
+            if line.contains("restarting it from its last checkpoint") {
+                let _ = tx.send(());
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("the job never failed and restarted");
+    let kafka = Kafka::start_on(port, controller);
+    kafka.create_topic("out", 1);
+    let status = child.wait().unwrap();
+    let log = reader.join().unwrap();
+    assert!(status.success(), "eddy failed: {log}");
+    assert!(log.contains("restarted"), "{log}");
+    let mut values: Vec<i64> = kafka
+        .read_all("out", false)
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<serde_json::Value>(&r.value).unwrap()["v"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    values.sort_unstable();
+    values.dedup();
+    assert_eq!(values, [1, 2, 3]);
 }

@@ -10,9 +10,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use eddy_operators::checkpoint::CheckpointHandle;
 use eddy_operators::metrics::JobMetrics;
@@ -62,6 +62,8 @@ pub struct JobStatus {
     pub restore_ms: Option<u64>,
     pub metrics: JobMetrics,
     pub state_dir: PathBuf,
+    /// How often it was restarted after a failure.
+    pub restarts: u32,
 }
 
 /// One job the manager owns.
@@ -70,13 +72,15 @@ struct Entry {
     metrics: JobMetrics,
     /// A stop request: a final checkpoint, then the end.
     stop: Arc<AtomicBool>,
-    /// The running tasks' handle: cancels them.
-    tasks: Option<CheckpointHandle>,
+    /// The running tasks' handle: cancels them (replaced at a restart).
+    tasks: Mutex<Option<CheckpointHandle>>,
     state: Mutex<JobState>,
     done: Condvar,
     resumed_from: Option<u64>,
     started_unix_ms: u64,
     state_dir: PathBuf,
+    /// Restarts after failures so far.
+    restarts: AtomicU32,
 }
 
 impl Entry {
@@ -98,6 +102,7 @@ impl Entry {
             resumed_from: self.resumed_from,
             metrics: self.metrics.clone(),
             state_dir: self.state_dir.clone(),
+            restarts: self.restarts.load(Ordering::Acquire),
         }
     }
 }
@@ -149,7 +154,8 @@ impl JobManager {
 
     /// Starts `job` from its state directory (resuming from its newest
     /// checkpoint there, if any). Returns at once; [`Self::wait`] waits.
-    /// Damaged checkpoints skipped on the way are logged.
+    /// Damaged checkpoints skipped on the way are logged. A job that fails
+    /// is restarted from its last checkpoint as its restart strategy says.
     pub fn submit(&self, job: Job) -> Result<JobId> {
         let id = job.name.clone();
         if self
@@ -159,43 +165,20 @@ impl JobManager {
         {
             return Err(EngineError::AlreadyRunning(id));
         }
-        let started = Instant::now();
-        let dataflow = build(&job.graph, &self.env).map_err(|source| EngineError::Build {
-            job: id.clone(),
-            source,
-        })?;
         let dir = self.state_root.join(&job.name);
         let stop = Arc::new(AtomicBool::new(self.stopping.load(Ordering::Acquire)));
         let metrics = JobMetrics::new(&id);
         let started_unix_ms = eddy_operators::metrics::unix_ms();
-        let (running, state, resumed_from) = match prepare(
-            &job,
-            &dir,
-            &dataflow.committers,
-            stop.clone(),
-        )? {
-            Recovery::AlreadyFinished { checkpoint } => (
+        let (running, state, resumed_from) = match launch(&self.env, &job, &dir, &stop, &metrics)? {
+            Launched::AlreadyFinished(checkpoint) => (
                 None,
                 JobState::AlreadyFinished { checkpoint },
                 Some(checkpoint),
             ),
-            Recovery::Ready(prepared) => {
-                for warning in &prepared.warnings {
-                    tracing::warn!(job = %id, "{warning}");
-                }
-                let state = Arc::new(prepared.checkpointing.db.clone());
-                let running = dataflow
-                    .start_with(state, metrics.clone(), Some(prepared.checkpointing))
-                    .map_err(|source| EngineError::Runtime {
-                        job: id.clone(),
-                        source,
-                    })?;
-                tracing::info!(job = %id, state = %dir.display(), ms = started.elapsed().as_millis() as u64, "started");
-                (Some(running), JobState::Running, prepared.restored)
-            }
+            Launched::Running(running, restored) => (Some(running), JobState::Running, restored),
         };
         let entry = Arc::new(Entry {
-            tasks: running.as_ref().map(RunningDataflow::handle),
+            tasks: Mutex::new(running.as_ref().map(RunningDataflow::handle)),
             job,
             metrics,
             stop,
@@ -204,6 +187,7 @@ impl JobManager {
             resumed_from,
             started_unix_ms,
             state_dir: dir,
+            restarts: AtomicU32::new(0),
         });
         self.jobs().insert(id.clone(), entry.clone());
         let Some(running) = running else {
@@ -214,21 +198,10 @@ impl JobManager {
         if self.stopping.load(Ordering::Acquire) {
             entry.stop.store(true, Ordering::Release);
         }
+        let env = self.env.clone();
         std::thread::Builder::new()
             .name(format!("wait {}", id.chars().take(10).collect::<String>()))
-            .spawn(move || {
-                let result = running.join();
-                let stopped = entry.stop.load(Ordering::Acquire);
-                let state = match result {
-                    Ok(()) if stopped => JobState::Stopped,
-                    Ok(()) => JobState::Finished,
-                    Err(e) if e.is_cancelled() => JobState::Cancelled,
-                    Err(e) if e.is_output_closed() => JobState::OutputClosed,
-                    Err(e) => JobState::Failed(Arc::new(e)),
-                };
-                tracing::info!(job = %entry.job.name, state = ?state, "ended");
-                entry.set_state(state);
-            })
+            .spawn(move || supervise(&env, &entry, running))
             .map_err(|e| EngineError::Io {
                 path: "a thread".into(),
                 source: e,
@@ -272,7 +245,8 @@ impl JobManager {
 
     /// Ends a job now, without a checkpoint.
     pub fn cancel(&self, id: &str) -> Result<()> {
-        if let Some(tasks) = &self.entry(id)?.tasks {
+        let entry = self.entry(id)?;
+        if let Some(tasks) = &*entry.tasks.lock().unwrap_or_else(|e| e.into_inner()) {
             tasks.cancel();
         }
         Ok(())
@@ -296,4 +270,133 @@ impl JobManager {
         drop(state);
         Ok(entry.status())
     }
+}
+
+/// A job's run, as it began.
+enum Launched {
+    /// Its state directory recorded it as finished at this checkpoint.
+    AlreadyFinished(u64),
+    /// Running, resumed from this checkpoint if any.
+    Running(RunningDataflow, Option<u64>),
+}
+
+/// Recovers `job`'s state in `dir` (committing the restored checkpoint's
+/// output), builds it and starts its tasks.
+fn launch(
+    env: &BuildEnv,
+    job: &Job,
+    dir: &Path,
+    stop: &Arc<AtomicBool>,
+    metrics: &JobMetrics,
+) -> Result<Launched> {
+    let id = &job.name;
+    let started = Instant::now();
+    let dataflow = build(&job.graph, env).map_err(|source| EngineError::Build {
+        job: id.clone(),
+        source,
+    })?;
+    match prepare(job, dir, &dataflow.committers, stop.clone())? {
+        Recovery::AlreadyFinished { checkpoint } => Ok(Launched::AlreadyFinished(checkpoint)),
+        Recovery::Ready(prepared) => {
+            for warning in &prepared.warnings {
+                tracing::warn!(job = %id, "{warning}");
+            }
+            let state = Arc::new(prepared.checkpointing.db.clone());
+            let restored = prepared.restored;
+            let running = dataflow
+                .start_with(state, metrics.clone(), Some(prepared.checkpointing))
+                .map_err(|source| EngineError::Runtime {
+                    job: id.clone(),
+                    source,
+                })?;
+            tracing::info!(job = %id, state = %dir.display(), ms = started.elapsed().as_millis() as u64, "started");
+            Ok(Launched::Running(running, restored))
+        }
+    }
+}
+
+/// Waits for a job's tasks; when they fail and its restart strategy
+/// allows, starts it again from its last checkpoint after the delay.
+fn supervise(env: &BuildEnv, entry: &Entry, mut running: RunningDataflow) {
+    let name = &entry.job.name;
+    loop {
+        let result = running.join();
+        let stopped = entry.stop.load(Ordering::Acquire);
+        let state = match result {
+            Ok(()) if stopped => JobState::Stopped,
+            Ok(()) => JobState::Finished,
+            Err(e) if e.is_cancelled() => JobState::Cancelled,
+            Err(e) if e.is_output_closed() => JobState::OutputClosed,
+            Err(e) => JobState::Failed(Arc::new(e)),
+        };
+        let restart = match &state {
+            JobState::Failed(cause) if !stopped => {
+                let n = entry.restarts.load(Ordering::Acquire);
+                entry
+                    .job
+                    .restart
+                    .delay(n, noise())
+                    .map(|d| (n + 1, d, cause))
+            }
+            _ => None,
+        };
+        let Some((attempt, delay, cause)) = restart else {
+            tracing::info!(job = %name, state = ?state, "ended");
+            entry.set_state(state);
+            return;
+        };
+        entry.restarts.store(attempt, Ordering::Release);
+        tracing::warn!(
+            job = %name, restart = attempt, delay_ms = delay.as_millis() as u64, cause = %cause,
+            "the job failed: restarting it from its last checkpoint"
+        );
+        if !sleep_unless_stopped(delay, &entry.stop) {
+            entry.set_state(state);
+            return;
+        }
+        match launch(
+            env,
+            &entry.job,
+            &entry.state_dir,
+            &entry.stop,
+            &entry.metrics,
+        ) {
+            Ok(Launched::Running(next, _)) => {
+                *entry.tasks.lock().unwrap_or_else(|e| e.into_inner()) = Some(next.handle());
+                running = next;
+            }
+            Ok(Launched::AlreadyFinished(checkpoint)) => {
+                entry.set_state(JobState::AlreadyFinished { checkpoint });
+                return;
+            }
+            Err(e) => {
+                tracing::error!(job = %name, error = %e, "the job cannot be restarted");
+                let failed = eddy_operators::OperatorError::Internal(format!(
+                    "restart {attempt} failed: {e} (after: {cause})"
+                ));
+                entry.set_state(JobState::Failed(Arc::new(failed)));
+                return;
+            }
+        }
+    }
+}
+
+/// Sleeps for `delay`, waking early to give up if the job is stopped.
+fn sleep_unless_stopped(delay: Duration, stop: &AtomicBool) -> bool {
+    let until = Instant::now() + delay;
+    while Instant::now() < until {
+        if stop.load(Ordering::Acquire) {
+            return false;
+        }
+        std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+    }
+    true
+}
+
+/// A number in [0, 1) for a restart delay's jitter.
+fn noise() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1_000_000) / 1_000_000.0
 }

@@ -25,6 +25,7 @@ pub mod functions;
 pub mod graph;
 mod legacy;
 mod plan;
+pub mod restart;
 mod session;
 pub mod types;
 
@@ -32,6 +33,7 @@ pub use build::{BuildEnv, build};
 pub use error::{PlanError, PlanErrorKind};
 pub use graph::PhysicalGraph;
 pub use plan::sink_schema;
+pub use restart::RestartStrategy;
 pub use session::{Job, LatePolicy, Outcome, Session, SessionError, Settings};
 
 /// Connectors: the registry and the trait an embedding program implements.

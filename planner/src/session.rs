@@ -29,6 +29,10 @@ pub struct Job {
     pub checkpoint_interval_ms: i64,
     /// Complete checkpoints kept (`'state.checkpoints.num-retained'`).
     pub checkpoints_retained: usize,
+    /// What the job manager does when the job fails
+    /// (`'restart-strategy.type'`).
+    #[serde(default)]
+    pub restart: crate::restart::RestartStrategy,
 }
 
 impl Job {
@@ -122,7 +126,7 @@ pub enum LatePolicy {
 
 /// Settings of a session that shape how the queries after them are
 /// planned. Each is a `SET 'key' = 'value'` statement.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// `'late.policy'`: `'drop'` or `'dead-letter'`, with the sink named by
     /// `'late.dead-letter-sink'`.
@@ -152,6 +156,8 @@ pub struct Settings {
     /// updating aggregate that is not written for this long (processing
     /// time, ms) is dropped. `None`: kept for ever.
     pub state_ttl_ms: Option<i64>,
+    /// `'restart-strategy.*'` (Flink's names): what a failed job does.
+    pub restart: crate::restart::RestartSettings,
     /// `'late.dead-letter-sink'`, kept until the policy asks for it.
     dead_letter_sink: Option<String>,
     /// `'late.policy' = 'dead-letter'` was set before its sink was named.
@@ -170,6 +176,7 @@ impl Default for Settings {
             checkpoints_retained: DEFAULT_CHECKPOINTS_RETAINED,
             state_cache_bytes: None,
             state_ttl_ms: None,
+            restart: crate::restart::RestartSettings::default(),
             dead_letter_sink: None,
             dead_letter_wanted: false,
         }
@@ -182,7 +189,7 @@ pub const DEFAULT_CHECKPOINT_INTERVAL_MS: i64 = 10_000;
 pub const DEFAULT_CHECKPOINTS_RETAINED: usize = 3;
 
 /// The settings `SET` knows, for the message about an unknown one.
-const KNOWN_SETTINGS: &str = "parallelism, 'late.policy', 'late.dead-letter-sink', 'table.exec.emit.allow-lateness', 'table.exec.emit.early-fire.enabled', 'table.exec.emit.early-fire.delay', 'sql-client.execution.result-mode', 'execution.checkpointing.interval', 'state.checkpoints.num-retained', 'state.cache.size', 'table.exec.state.ttl'";
+const KNOWN_SETTINGS: &str = "parallelism, 'late.policy', 'late.dead-letter-sink', 'table.exec.emit.allow-lateness', 'table.exec.emit.early-fire.enabled', 'table.exec.emit.early-fire.delay', 'sql-client.execution.result-mode', 'execution.checkpointing.interval', 'state.checkpoints.num-retained', 'state.cache.size', 'table.exec.state.ttl', 'restart-strategy.type' and its options";
 
 impl Default for Session {
     fn default() -> Self {
@@ -335,6 +342,7 @@ impl Session {
             is_select,
             checkpoint_interval_ms: self.settings.checkpoint_interval_ms,
             checkpoints_retained: self.settings.checkpoints_retained,
+            restart: self.settings.restart.strategy(),
         })
     }
 
@@ -812,6 +820,7 @@ impl Session {
                     Some(duration_setting(option)?).filter(|&ms| ms > 0)
                 };
             }
+            key if key.starts_with("restart-strategy") => self.set_restart(option)?,
             "sql-client.execution.result-mode" => {
                 self.settings.result_table = match value.to_ascii_lowercase().as_str() {
                     "table" => true,
@@ -952,6 +961,67 @@ fn invalid(option: &ast::SqlOption, rule: &str) -> PlanError {
         format!("{rule}, not '{}'", option.value),
         value_span(option),
     )
+}
+
+impl Session {
+    /// `SET 'restart-strategy.…'`: Flink's restart strategy settings.
+    fn set_restart(&mut self, option: &ast::SqlOption) -> Result<(), PlanError> {
+        let value = option.value.trim();
+        let r = &mut self.settings.restart;
+        let count = || -> Result<u32, PlanError> {
+            value
+                .parse::<u32>()
+                .map_err(|_| invalid(option, "this setting is a number of attempts"))
+        };
+        let ms = || duration_setting(option).map(|ms| ms.max(0) as u64);
+        let number = || -> Result<f64, PlanError> {
+            value
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| invalid(option, "this setting is a non-negative number"))
+        };
+        match option.key.as_str() {
+            "restart-strategy.type" | "restart-strategy" => {
+                let kind = value.to_ascii_lowercase();
+                let known = [
+                    "none",
+                    "off",
+                    "disable",
+                    "fixed-delay",
+                    "fixeddelay",
+                    "exponential-delay",
+                    "exponentialdelay",
+                ];
+                if !known.contains(&kind.as_str()) {
+                    return Err(invalid(
+                        option,
+                        "'restart-strategy.type' is 'none', 'fixed-delay' or 'exponential-delay'",
+                    ));
+                }
+                r.kind = kind;
+            }
+            "restart-strategy.fixed-delay.attempts" => r.fixed_attempts = count()?,
+            "restart-strategy.fixed-delay.delay" => r.fixed_delay_ms = ms()?,
+            "restart-strategy.exponential-delay.initial-backoff" => r.initial_ms = ms()?,
+            "restart-strategy.exponential-delay.max-backoff" => r.max_ms = ms()?,
+            "restart-strategy.exponential-delay.backoff-multiplier" => r.multiplier = number()?,
+            "restart-strategy.exponential-delay.jitter-factor" => r.jitter = number()?.min(1.0),
+            "restart-strategy.exponential-delay.attempts-before-reset-backoff" => {
+                r.attempts = count()?
+            }
+            other => {
+                return Err(PlanError::user(
+                    format!(
+                        "unknown restart setting '{other}' (known: {})",
+                        crate::restart::RestartSettings::KEYS.join(", ")
+                    ),
+                    option.key_span,
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The value of a `SET` whose value is a duration, in milliseconds.

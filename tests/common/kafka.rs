@@ -35,7 +35,7 @@ pub fn kafka_lib() -> PathBuf {
 }
 
 /// Two distinct free ports (both held while the second is found).
-fn free_ports() -> (u16, u16) {
+pub fn free_ports() -> (u16, u16) {
     let bind = || TcpListener::bind("127.0.0.1:0").expect("a free port");
     let (a, b) = (bind(), bind());
     let port = |l: &TcpListener| l.local_addr().expect("a local address").port();
@@ -64,6 +64,13 @@ pub struct Kafka {
 impl Kafka {
     /// Starts a broker and waits until it answers.
     pub fn start() -> Kafka {
+        let (port, controller) = free_ports();
+        Self::start_on(port, controller)
+    }
+
+    /// Starts a broker listening on `port` (its controller on
+    /// `controller`) and waits until it answers.
+    pub fn start_on(port: u16, controller: u16) -> Kafka {
         let lib = kafka_lib();
         let has_kafka = std::fs::read_dir(&lib).is_ok_and(|d| {
             d.flatten()
@@ -75,7 +82,6 @@ impl Kafka {
             lib.display()
         );
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let (port, controller) = free_ports();
         let properties = dir.path().join("server.properties");
         let data = dir.path().join("data");
         std::fs::write(
