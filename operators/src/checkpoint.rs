@@ -240,16 +240,25 @@ pub fn commit_all(committers: &Committers, commits: &[Committable]) -> Result<()
     Ok(())
 }
 
-/// Phase two at recovery: has each sink's committer recover the
-/// committables of the restored checkpoint, with the positions its writers
-/// kept in that checkpoint's `state` (a sink's table is named after its
-/// operator id).
+/// Phase two at recovery: has every sink's committer recover the
+/// committables of the restored checkpoint (none, for some), with the
+/// positions its writers kept in that checkpoint's `state` (a sink's table
+/// is named after its operator id).
 pub fn recover_all(
     committers: &Committers,
     commits: &[Committable],
     state: &dyn eddy_state::StateBackend,
 ) -> Result<()> {
+    let mut grouped: BTreeMap<&str, (&Arc<dyn Committer>, Vec<serde_json::Value>)> = committers
+        .iter()
+        .map(|(sink, committer)| (sink.as_str(), (committer, Vec::new())))
+        .collect();
     for (sink, committer, payloads) in by_sink(committers, commits)? {
+        grouped.insert(sink, (committer, payloads));
+    }
+    // Every committer, with or without committables: a sink may have
+    // begun something since that it must clean up.
+    for (sink, (committer, payloads)) in grouped {
         let mut positions = BTreeMap::new();
         for (key, value) in state.open_table(sink)?.scan_range(b"", &[0xff; 9])? {
             if let Ok(subtask) = <[u8; 8]>::try_from(key.as_slice()) {

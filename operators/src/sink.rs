@@ -122,9 +122,11 @@ pub trait Committer: Send + Sync + Debug {
     fn commit(&self, committables: &[serde_json::Value]) -> Result<()>;
 
     /// Phase two again, when a job is restored from the checkpoint that
-    /// holds `committables`, before any writer opens. `positions`: what
-    /// each writer's [`Sink::pre_commit`] returned as its position in that
-    /// checkpoint, by subtask. The default commits.
+    /// holds `committables` (called for every sink, with none if it has
+    /// none), before any writer opens. `positions`: what each writer's
+    /// [`Sink::pre_commit`] returned as its position in that checkpoint,
+    /// by subtask (of the parallelism the job had then). The default
+    /// commits.
     fn recover(
         &self,
         committables: &[serde_json::Value],

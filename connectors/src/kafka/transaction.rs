@@ -36,8 +36,10 @@
 //! A writer that meets a barrier while its other transaction still waits
 //! for an earlier checkpoint (which then failed) fails the job rather than
 //! let a checkpoint complete without that transaction's rows; the restart
-//! replays them from the last complete checkpoint. The log is kept per
-//! subtask: such a job resumes at its sink's parallelism.
+//! replays them from the last complete checkpoint. Recovery reads the
+//! logs of every subtask of the restored run, so a job may resume at
+//! another parallelism; the open transactions of subtasks it no longer has
+//! are aborted too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -337,6 +339,18 @@ impl Committer for KafkaCommitter {
                 ))
             })?;
             self.target.settle(c.subtask, &wal, c.checkpoint)?;
+        }
+        // Every other subtask of the restored run may have left a
+        // transaction open (rows after the barrier): abort it now, also for
+        // subtasks a smaller parallelism no longer has, so that it does not
+        // hold `read_committed` readers back until it times out.
+        let settled: Vec<usize> = committables
+            .iter()
+            .filter_map(|v| parse(v).ok().map(|c| c.subtask))
+            .collect();
+        for &subtask in positions.keys().filter(|s| !settled.contains(s)) {
+            self.target.slot(subtask, 0)?;
+            self.target.slot(subtask, 1)?;
         }
         Ok(())
     }
