@@ -248,8 +248,12 @@ impl Kafka {
             .collect();
         let mut tpl = TopicPartitionList::new();
         let mut ends = std::collections::HashMap::new();
+        // The log's end, markers included: a read_committed client would
+        // give the last stable offset, which lags a transaction's commit
+        // until its markers are written.
+        let probe: BaseConsumer = self.client().create().expect("a client");
         for p in &partitions {
-            let (_, high) = consumer
+            let (_, high) = probe
                 .fetch_watermarks(topic, *p, Duration::from_secs(10))
                 .expect("watermarks");
             ends.insert(*p, high);
