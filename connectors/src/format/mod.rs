@@ -138,7 +138,8 @@ impl FormatRegistry {
         Ok((encoder, format.extension()))
     }
 
-    fn chosen(&self, options: &Options) -> Result<&Arc<dyn Format>> {
+    /// The format `options`' `'format'` names.
+    pub(crate) fn chosen(&self, options: &Options) -> Result<&Arc<dyn Format>> {
         let name = options.require("format")?;
         self.get(name).ok_or_else(|| ConnectorError::Option {
             option: "format".into(),

@@ -111,12 +111,7 @@ impl KafkaSinkProvider {
             Some("round-robin") => Partitioner::RoundRobin,
             _ => Partitioner::Default,
         };
-        let name = options.require("format")?;
-        let format = ctx
-            .formats
-            .get(name)
-            .cloned()
-            .ok_or_else(|| option_error("format", format!("unknown format '{name}'")))?;
+        let format = ctx.formats.chosen(options)?.clone();
         format.encoder(ctx.schema, options)?.ok_or_else(|| {
             ConnectorError::Config(format!("the format '{}' cannot be written", format.name()))
         })?;

@@ -119,16 +119,7 @@ impl KafkaSource {
             .duration_ms(DISCOVERY)?
             .filter(|ms| *ms > 0 && !bound.is_bounded())
             .map(|ms| Duration::from_millis(ms as u64));
-        let format = ctx
-            .formats
-            .get(options.require("format")?)
-            .cloned()
-            .ok_or_else(|| {
-                option_error(
-                    "format",
-                    format!("unknown format '{}'", options.get("format").unwrap_or("")),
-                )
-            })?;
+        let format = ctx.formats.chosen(options)?.clone();
         let layout = Layout::from_options(options, ctx.schema, ctx.formats)?;
         // Fails early if the formats cannot read these columns.
         Decoders::new(ctx.schema, &layout, &format, options)?;
