@@ -259,6 +259,8 @@ pub(crate) fn run_jobs(
         rows_in = totals.rows_in,
         rows_out = totals.rows_out,
         late_rows = totals.late_rows,
+        bad_records_dropped = totals.bad_dropped,
+        bad_records_dead_lettered = totals.bad_dead_lettered,
         expired_keys = totals.expired_keys,
         seconds = started.elapsed().as_secs_f64(),
         "finished"
@@ -287,6 +289,18 @@ pub(crate) fn run_jobs(
         eprintln!(
             "note: {} late rows {fate} (their windows had already fired)",
             totals.late_rows
+        );
+    }
+    if totals.bad_dropped > 0 {
+        eprintln!(
+            "note: {} bad records were dropped ('bad-data' = 'drop')",
+            totals.bad_dropped
+        );
+    }
+    if totals.bad_dead_lettered > 0 {
+        eprintln!(
+            "note: {} bad records were sent to the dead-letter sink ('bad-data' = 'dead-letter')",
+            totals.bad_dead_lettered
         );
     }
     let stopped = stop_requested.load(Ordering::Acquire) && first_error.is_none();
@@ -337,6 +351,9 @@ pub(crate) struct Totals {
     pub rows_in: u64,
     pub rows_out: u64,
     pub late_rows: u64,
+    /// Bad records skipped, and sent to dead-letter sinks (`'bad-data'`).
+    pub bad_dropped: u64,
+    pub bad_dead_lettered: u64,
     pub expired_keys: u64,
     pub spilled_bytes: u64,
     pub progress: (u64, u64),
@@ -352,6 +369,9 @@ impl Totals {
             t.rows_in += m.rows_in();
             t.rows_out += m.rows_out();
             t.late_rows += m.late_rows();
+            let (dropped, dead_lettered) = m.bad_records();
+            t.bad_dropped += dropped;
+            t.bad_dead_lettered += dead_lettered;
             t.expired_keys += m.expired_keys();
             t.spilled_bytes += m.spilled_bytes();
             let (done, total) = m.progress();

@@ -620,3 +620,90 @@ INSERT INTO a_rather_long_result_table_name_number_{i} SELECT n + {i} FROM numbe
     let out = eddy_run(dir.path(), &sql);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// `'bad-data'`: malformed lines (not JSON, a type mismatch) fail the job
+/// at their line by default, are counted with `drop`, and land in the
+/// dead-letter sink, with their line and reason, with `dead-letter`.
+#[test]
+fn bad_records_fail_drop_or_go_to_the_dead_letter_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = [
+        r#"{"auction": 1, "price": 10}"#,
+        r#"{"auction": 2, "price"#,
+        r#"{"auction": 3, "price": 30}"#,
+        r#"{"auction": 4, "price": "forty"}"#,
+        r#"{"auction": 5, "price": 50}"#,
+    ];
+    std::fs::write(dir.path().join("in.json"), lines.join("\n") + "\n").unwrap();
+    let sql = |policy: &str| {
+        format!(
+            "CREATE SINK dlq WITH (connector = 'file', path = 'dlq.jsonl', format = 'json');
+CREATE SOURCE bids (auction BIGINT, price BIGINT)
+  WITH (connector = 'file', path = 'in.json', format = 'json'{policy});
+CREATE SINK s WITH (connector = 'file', path = 'out.jsonl', format = 'json') AS
+SELECT auction, price FROM bids;\n"
+        )
+    };
+    let out = eddy_run(dir.path(), &sql(""));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("in.json at line 2:"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = eddy_run(dir.path(), &sql(", 'bad-data' = 'drop'"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("note: 2 bad records were dropped"),
+        "{}",
+        stderr(&out)
+    );
+    let auctions = |text: &str| -> Vec<i64> {
+        text.lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["auction"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    assert_eq!(auctions(&read("out.jsonl")), vec![1, 3, 5]);
+
+    let out = eddy_run(
+        dir.path(),
+        &sql(", 'bad-data' = 'dead-letter', 'bad-data.dead-letter-sink' = 'dlq'"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("note: 2 bad records were sent to the dead-letter sink"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(auctions(&read("out.jsonl")), vec![1, 3, 5]);
+    let dead: Vec<serde_json::Value> = read("dlq.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for (row, (line, text)) in dead.iter().zip([(2, lines[1]), (4, lines[3])]) {
+        assert_eq!(row["_record"], text);
+        assert_eq!(row["_encoding"], "text");
+        assert_eq!(row["_source"], "bids");
+        assert_eq!(row["_offset"], line);
+        assert!(
+            row["_partition"].as_str().unwrap().ends_with("in.json"),
+            "{row}"
+        );
+        assert!(!row["_reason"].as_str().unwrap().is_empty(), "{row}");
+    }
+
+    let out = eddy_run(dir.path(), &sql(", 'bad-data' = 'dead-letter'"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("'bad-data' = 'dead-letter' needs 'bad-data.dead-letter-sink'"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -736,3 +736,43 @@ fn nexmark_proportions_share_out_the_events() {
         "{text}"
     );
 }
+
+/// `upsert-kafka` needs a PRIMARY KEY; a table with one reads as a
+/// changelog, normalized by key (EXPLAIN shows it), which an updating
+/// aggregate takes and a window refuses.
+#[test]
+fn upsert_kafka_tables_are_keyed_changelogs() {
+    let with = "WITH ('connector' = 'upsert-kafka', 'topic' = 't', 'properties.bootstrap.servers' = 'x:1', 'key.format' = 'json', 'value.format' = 'json')";
+    let (text, at) = error_of(&format!("CREATE TABLE t (k BIGINT, v BIGINT) {with};"));
+    assert!(
+        text.contains("the 'upsert-kafka' connector reads upserts by key: declare the key with PRIMARY KEY (...) NOT ENFORCED"),
+        "{text}"
+    );
+    assert_eq!(at, "1:14", "{text}");
+    let (text, _) = error_of(&format!(
+        "CREATE TABLE t (k BIGINT, v BIGINT, PRIMARY KEY (k) NOT ENFORCED) {}",
+        with.replace(", 'key.format' = 'json'", "")
+    ));
+    assert!(text.contains("'key.format'"), "{text}");
+    let (mut session, _) = session(2);
+    session
+        .execute(&format!(
+            "CREATE TABLE t (k BIGINT, v BIGINT, ts TIMESTAMP(3), PRIMARY KEY (k) NOT ENFORCED) {with};"
+        ))
+        .unwrap();
+    let plan = match session
+        .execute("EXPLAIN SELECT COUNT(*), SUM(v) FROM t")
+        .unwrap()
+        .pop()
+    {
+        Some(eddy_planner::Outcome::Explain(text)) => text,
+        other => panic!("{other:?}"),
+    };
+    assert!(plan.contains("ChangelogNormalize by (k)"), "{plan}");
+    let err = session
+        .execute(
+            "SELECT window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end",
+        )
+        .expect_err("a window over a changelog");
+    assert!(err.to_string().contains("changelog"), "{err}");
+}

@@ -523,3 +523,199 @@ fn a_failed_job_is_restarted_under_its_restart_strategy() {
     values.dedup();
     assert_eq!(values, [1, 2, 3]);
 }
+
+/// Malformed records of a topic go to a dead-letter topic, each with its
+/// partition, offset and reason, and the good ones through the query; the
+/// counts are in eddy's summary.
+#[test]
+fn malformed_records_go_to_a_dead_letter_topic() {
+    let kafka = Kafka::start();
+    kafka.create_topic("bids", 4);
+    kafka.create_topic("dlq", 1);
+    kafka.create_topic("clean", 1);
+    let mut records = bids(40);
+    records.insert(10, (1, "{not json".to_string()));
+    records.insert(20, (0, r#"{"auction": "seven", "price": 1}"#.to_string()));
+    kafka.produce("bids", &records);
+    let dir = tempfile::tempdir().unwrap();
+    let sql = format!(
+        "CREATE SINK dlq WITH (
+            'connector' = 'kafka', 'topic' = 'dlq',
+            'properties.bootstrap.servers' = '{0}', 'format' = 'json'
+        );\n",
+        kafka.bootstrap
+    ) + &source_ddl(
+        &kafka,
+        "bids",
+        ", 'bad-data' = 'dead-letter', 'bad-data.dead-letter-sink' = 'dlq'",
+    ) + &format!(
+        "CREATE TABLE clean (auction BIGINT, price BIGINT) WITH (
+            'connector' = 'kafka', 'topic' = 'clean',
+            'properties.bootstrap.servers' = '{}', 'format' = 'json'
+        );
+        INSERT INTO clean SELECT auction, price FROM bids;\n",
+        kafka.bootstrap
+    );
+    let file = sql_file(dir.path(), "job.sql", &sql);
+    let stderr = run_ok(eddy(&file, None, &["--parallelism", "2"]));
+    assert!(
+        stderr.contains("note: 2 bad records were sent to the dead-letter sink"),
+        "{stderr}"
+    );
+    let mut prices: Vec<i64> = kafka
+        .read_all("clean", false)
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<serde_json::Value>(&r.value).unwrap()["price"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    prices.sort_unstable();
+    assert_eq!(prices, (0..40).collect::<Vec<_>>());
+    // Where each bad record was: its partition and offset in `bids`.
+    let bad: BTreeMap<String, (i32, i64)> = kafka
+        .read_all("bids", false)
+        .into_iter()
+        .filter(|r| !r.value.contains("date_time"))
+        .map(|r| (r.value, (r.partition, r.offset)))
+        .collect();
+    let dead = kafka.read_all("dlq", false);
+    assert_eq!(dead.len(), 2);
+    for record in dead {
+        let v: serde_json::Value = serde_json::from_str(&record.value).unwrap();
+        let text = v["_record"].as_str().unwrap();
+        let (partition, offset) = bad[text];
+        assert_eq!(v["_partition"], format!("bids-{partition}"), "{v}");
+        assert_eq!(v["_offset"], offset, "{v}");
+        assert_eq!(v["_source"], "bids");
+        assert!(!v["_reason"].as_str().unwrap().is_empty(), "{v}");
+        assert!(v["_timestamp"].is_string(), "{v}");
+    }
+}
+
+/// The last record of each key of `records` (keys as JSON objects), as
+/// `key → Some(value)`, or `None` if it is a tombstone; each key must stay
+/// in one partition.
+fn last_per_key(records: &[Record]) -> BTreeMap<String, Option<serde_json::Value>> {
+    let mut last = BTreeMap::new();
+    let mut partition_of: BTreeMap<String, i32> = BTreeMap::new();
+    for r in records {
+        let key = r.key.clone().expect("an upsert record has a key");
+        let p = *partition_of.entry(key.clone()).or_insert(r.partition);
+        assert_eq!(p, r.partition, "key {key} is in two partitions");
+        let value = (!r.tombstone).then(|| serde_json::from_str(&r.value).unwrap());
+        last.insert(key, value);
+    }
+    last
+}
+
+/// `upsert-kafka` both ways. An updating aggregate writes each auction's
+/// count and top price as upserts; a tombstone deletes one auction; a
+/// second job reads the topic as a changelog (normalized by key) into a
+/// copy (the tombstone passes through) and a global aggregate that
+/// retracts each key's old row. Expected values come from the bids.
+#[test]
+fn upsert_kafka_writes_upserts_and_reads_them_back_as_a_changelog() {
+    let kafka = Kafka::start();
+    kafka.create_topic("bids", 4);
+    for topic in ["top", "copy", "summary"] {
+        kafka.create_topic(topic, 3);
+    }
+    let n = 500;
+    kafka.produce("bids", &bids(n));
+    let upsert_table = |name: &str, columns: &str, extra: &str| {
+        format!(
+            "CREATE TABLE {name} ({columns}) WITH (
+                'connector' = 'upsert-kafka', 'topic' = '{name}',
+                'properties.bootstrap.servers' = '{}',
+                'key.format' = 'json', 'value.format' = 'json'{extra}
+            );\n",
+            kafka.bootstrap
+        )
+    };
+    let top = "auction BIGINT, bids BIGINT, top BIGINT, PRIMARY KEY (auction) NOT ENFORCED";
+    let dir = tempfile::tempdir().unwrap();
+    let sql = source_ddl(&kafka, "bids", "")
+        + &upsert_table("top", top, "")
+        + "INSERT INTO top SELECT auction, COUNT(*), MAX(price) FROM bids GROUP BY auction;\n";
+    run_ok(eddy(
+        &sql_file(dir.path(), "write.sql", &sql),
+        None,
+        &["--parallelism", "2"],
+    ));
+    let mut want: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    for i in 0..n {
+        let e = want.entry(i % 7).or_insert((0, i64::MIN));
+        e.0 += 1;
+        e.1 = e.1.max(i);
+    }
+    let written = kafka.read_all("top", false);
+    assert!(
+        written.len() > want.len(),
+        "updates are upserts of each key"
+    );
+    let last = last_per_key(&written);
+    assert_eq!(last.len(), want.len());
+    for (key, value) in &last {
+        let auction = serde_json::from_str::<serde_json::Value>(key).unwrap()["auction"]
+            .as_i64()
+            .unwrap();
+        let value = value.as_ref().unwrap();
+        let got = (
+            value["bids"].as_i64().unwrap(),
+            value["top"].as_i64().unwrap(),
+        );
+        assert_eq!(got, want[&auction], "auction {auction}");
+    }
+    // Auction 3 is deleted: a tombstone in its key's partition.
+    let key3 = last.keys().find(|k| k.contains(":3")).unwrap().clone();
+    let partition = written
+        .iter()
+        .find(|r| r.key.as_ref() == Some(&key3))
+        .unwrap()
+        .partition;
+    kafka.produce_keyed("top", &[(partition, &key3, None)]);
+    want.remove(&3);
+
+    let bounded = ", 'scan.bounded.mode' = 'latest-offset'";
+    let sql = upsert_table("top", top, bounded)
+        + &upsert_table("copy", top, "")
+        + &upsert_table(
+            "summary",
+            "k INT, auctions BIGINT, total BIGINT, PRIMARY KEY (k) NOT ENFORCED",
+            "",
+        )
+        + "EXECUTE STATEMENT SET BEGIN
+           INSERT INTO copy SELECT auction, bids, top FROM top;
+           INSERT INTO summary SELECT 1, COUNT(*), SUM(bids) FROM top;
+           END;\n";
+    run_ok(eddy(
+        &sql_file(dir.path(), "read.sql", &sql),
+        None,
+        &["--parallelism", "2"],
+    ));
+    let copy = last_per_key(&kafka.read_all("copy", false));
+    assert_eq!(copy.get(&key3), Some(&None), "the delete reached the copy");
+    for (auction, (bids, top)) in &want {
+        let key = copy
+            .iter()
+            .find(|(k, _)| {
+                serde_json::from_str::<serde_json::Value>(k).unwrap()["auction"] == *auction
+            })
+            .unwrap();
+        let value = key.1.as_ref().unwrap();
+        assert_eq!(
+            (value["bids"].as_i64(), value["top"].as_i64()),
+            (Some(*bids), Some(*top))
+        );
+    }
+    let summary = last_per_key(&kafka.read_all("summary", false));
+    let total: i64 = want.values().map(|(bids, _)| bids).sum();
+    let value = summary.values().next().unwrap().as_ref().unwrap();
+    assert_eq!(
+        (value["auctions"].as_i64(), value["total"].as_i64()),
+        (Some(want.len() as i64), Some(total)),
+        "{value}"
+    );
+}

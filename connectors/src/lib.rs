@@ -15,6 +15,7 @@
 //! `SinkProvider` (writers and a committer), the runtime's interfaces in
 //! `eddy-operators`.
 
+pub mod bad_data;
 pub mod blackhole;
 pub mod datagen;
 pub mod file;
@@ -43,7 +44,7 @@ pub use options::{
 };
 pub use registry::{
     Connector, ConnectorContext, ConnectorRegistry, FormatSupport, METADATA_FIELD, MetadataKey,
-    Validated, metadata_key,
+    SourceChangelog, Table, Validated, metadata_key,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +87,8 @@ pub(crate) fn builtin_connectors() -> Vec<Arc<dyn Connector>> {
         Arc::new(blackhole::BlackholeConnector),
         Arc::new(values::ValuesConnector),
         Arc::new(datagen::DatagenConnector),
-        Arc::new(kafka::KafkaConnector),
+        Arc::new(kafka::KafkaConnector::KAFKA),
+        Arc::new(kafka::KafkaConnector::UPSERT_KAFKA),
     ]
 }
 

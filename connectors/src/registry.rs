@@ -43,7 +43,7 @@ pub const SCAN_PARALLELISM: &str = "scan.parallelism";
 
 /// Options every source takes, whatever its connector.
 fn source_options() -> Vec<OptionDecl> {
-    vec![
+    let mut options = vec![
         OptionDecl::unset(
             IDLE_TIMEOUT,
             OptionType::Duration,
@@ -56,7 +56,9 @@ fn source_options() -> Vec<OptionDecl> {
             "subtasks that read the source's splits (default: the job's parallelism)",
         )
         .source_only(),
-    ]
+    ];
+    options.extend(crate::bad_data::options());
+    options
 }
 
 /// Whether a connector takes a `'format'` option.
@@ -66,6 +68,21 @@ pub enum FormatSupport {
     /// It takes one, with this default.
     Optional(&'static str),
     Required,
+}
+
+/// What a source's rows are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceChangelog {
+    /// Appended rows (most sources).
+    AppendOnly,
+    /// A changelog with its `_op` column last: `-U` before `+U`, and `-D`
+    /// with the whole row (a Debezium topic).
+    Retracting,
+    /// Upserts by the table's primary key, `_op` last: `+I` is a key's new
+    /// row, `-D` deletes a key (only its key columns are set): an
+    /// `upsert-kafka` topic. The planner normalizes it into a retracting
+    /// changelog, keeping each key's last row.
+    Upsert,
 }
 
 /// A metadata key a connector reads (and maybe writes): Flink's
@@ -89,12 +106,38 @@ pub fn metadata_key(field: &datafusion::arrow::datatypes::Field) -> Option<&str>
     field.metadata().get(METADATA_FIELD).map(String::as_str)
 }
 
+/// The table a connector reads or writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Table<'a> {
+    /// Its name in the catalog (messages, dead-letter rows).
+    pub name: &'a str,
+    /// The rows read or written.
+    pub schema: &'a SchemaRef,
+    /// `PRIMARY KEY (...) NOT ENFORCED`'s columns; empty without one.
+    pub primary_key: &'a [String],
+}
+
+impl<'a> Table<'a> {
+    /// A table without a primary key.
+    pub fn new(name: &'a str, schema: &'a SchemaRef) -> Self {
+        Self {
+            name,
+            schema,
+            primary_key: &[],
+        }
+    }
+}
+
 /// What a connector's factories get.
 #[derive(Debug)]
 pub struct ConnectorContext<'a> {
     pub options: &'a Options,
+    /// The table's name.
+    pub name: &'a str,
     /// The rows read or written.
     pub schema: &'a SchemaRef,
+    /// `PRIMARY KEY (...) NOT ENFORCED`'s columns; empty without one.
+    pub primary_key: &'a [String],
     pub formats: &'a FormatRegistry,
 }
 
@@ -158,6 +201,11 @@ pub trait Connector: Send + Sync + Debug {
     /// them, not its format.
     fn metadata_keys(&self) -> &'static [MetadataKey] {
         &[]
+    }
+
+    /// What its sources' rows are, when its format does not decide.
+    fn changelog(&self, _options: &Options) -> SourceChangelog {
+        SourceChangelog::AppendOnly
     }
 
     /// What a sink with these options promises (shown by EXPLAIN).
@@ -357,22 +405,44 @@ impl ConnectorRegistry {
     pub fn source(
         &self,
         validated: &Validated,
-        schema: &SchemaRef,
+        table: Table<'_>,
     ) -> Result<Arc<dyn SourceProvider>> {
-        validated.connector.source(&ConnectorContext {
-            options: &validated.options,
-            schema,
-            formats: &self.formats,
-        })
+        validated.connector.source(&self.context(validated, table))
     }
 
     /// A sink from validated options.
-    pub fn sink(&self, validated: &Validated, schema: &SchemaRef) -> Result<Arc<dyn SinkProvider>> {
-        validated.connector.sink(&ConnectorContext {
+    pub fn sink(&self, validated: &Validated, table: Table<'_>) -> Result<Arc<dyn SinkProvider>> {
+        validated.connector.sink(&self.context(validated, table))
+    }
+
+    fn context<'a>(&'a self, validated: &'a Validated, table: Table<'a>) -> ConnectorContext<'a> {
+        ConnectorContext {
             options: &validated.options,
-            schema,
+            name: table.name,
+            schema: table.schema,
+            primary_key: table.primary_key,
             formats: &self.formats,
-        })
+        }
+    }
+
+    /// What a source of these options reads: the connector says (an
+    /// upsert topic), else its format (a Debezium changelog).
+    pub fn source_changelog(&self, validated: &Validated) -> SourceChangelog {
+        let options = &validated.options;
+        match validated.connector.changelog(options) {
+            SourceChangelog::AppendOnly => {}
+            other => return other,
+        }
+        let changelog = validated.connector.format() != FormatSupport::None
+            && self
+                .formats
+                .chosen(options)
+                .is_ok_and(|format| format.changelog());
+        if changelog {
+            SourceChangelog::Retracting
+        } else {
+            SourceChangelog::AppendOnly
+        }
     }
 
     /// The connectors usable as `role`, for messages.

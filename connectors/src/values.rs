@@ -8,7 +8,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use eddy_operators::source::{Poll, Split, SplitEnumerator};
 use eddy_operators::{SourceProvider, SourceReader};
 
-use crate::format::{Format, JsonFormat, decode_lines};
+use crate::format::{Format, JsonFormat, OnBad, Records, decode_records};
 use crate::options::{OptionDecl, OptionType, Options};
 use crate::registry::{Connector, ConnectorContext};
 use crate::{ConnectorError, Result};
@@ -45,16 +45,17 @@ impl Connector for ValuesConnector {
 
     fn source(&self, ctx: &ConnectorContext<'_>) -> Result<Arc<dyn SourceProvider>> {
         let text = ctx.options.get(ROWS).unwrap_or_default();
-        let rows = text.lines().filter(|l| !l.trim().is_empty()).count();
         let mut decoder = JsonFormat
             .decoder(ctx.schema, &Options::default())?
             .ok_or_else(|| ConnectorError::Config("json cannot be read".into()))?;
-        let decoded = decode_lines(decoder.as_mut(), text.as_bytes(), rows).map_err(|bad| {
-            ConnectorError::Option {
-                option: ROWS.into(),
-                message: format!("row {}: {}", bad.line + 1, bad.reason),
-            }
-        })?;
+        let records = Records::split_lines(text.as_bytes());
+        let decoded =
+            decode_records(decoder.as_mut(), &records, OnBad::Fail, false).map_err(|bad| {
+                ConnectorError::Option {
+                    option: ROWS.into(),
+                    message: format!("row {}: {}", bad.record + 1, bad.reason),
+                }
+            })?;
         Ok(Arc::new(ValuesProvider {
             batch: decoded.batch,
         }))
@@ -173,7 +174,9 @@ mod tests {
         let formats = crate::format::FormatRegistry::default();
         let ctx = ConnectorContext {
             options: &options,
+            name: "t",
             schema: &schema,
+            primary_key: &[],
             formats: &formats,
         };
         let provider = ValuesConnector.source(&ctx).unwrap();

@@ -19,6 +19,7 @@
 //! | `eddy_checkpoint_duration_seconds`, `eddy_checkpoint_bytes` | job | the last completed checkpoint |
 //! | `eddy_checkpoints_total`, `eddy_checkpoints_failed_total` | job | checkpoints |
 //! | `eddy_source_rows_total`, `eddy_sink_rows_total` | job | rows read by sources, written by sinks |
+//! | `eddy_source_bad_records_total` | job, outcome (`dropped`, `dead-letter`) | records that did not decode, under `'bad-data'` |
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,11 +49,15 @@ struct Counters {
     /// (handles made once: they are counted per batch).
     source_rows: FacadeCounter,
     sink_rows: FacadeCounter,
+    bad_dropped_facade: FacadeCounter,
+    bad_dead_lettered_facade: FacadeCounter,
     /// Every operator subtask's counters, in the order they were made.
     operators: Mutex<Vec<Arc<OperatorCounters>>>,
     rows_in: AtomicU64,
     rows_out: AtomicU64,
     late_rows: AtomicU64,
+    bad_dropped: AtomicU64,
+    bad_dead_lettered: AtomicU64,
     watermark: AtomicU64,
     progress_done: AtomicU64,
     progress_total: AtomicU64,
@@ -107,6 +112,16 @@ impl JobMetrics {
                 sink_rows: FacadeCounter(metrics::counter!(
                     "eddy_sink_rows_total",
                     "job" => job.to_string()
+                )),
+                bad_dropped_facade: FacadeCounter(metrics::counter!(
+                    "eddy_source_bad_records_total",
+                    "job" => job.to_string(),
+                    "outcome" => "dropped"
+                )),
+                bad_dead_lettered_facade: FacadeCounter(metrics::counter!(
+                    "eddy_source_bad_records_total",
+                    "job" => job.to_string(),
+                    "outcome" => "dead-letter"
                 )),
                 ..Counters::default()
             }),
@@ -165,6 +180,26 @@ impl JobMetrics {
             op.late_rows.fetch_add(n, Ordering::Relaxed);
             op.facade.late_rows.increment(n);
         }
+    }
+
+    /// Bad records a source skipped (`'bad-data'` = `'drop'`).
+    pub fn add_bad_dropped(&self, n: u64) {
+        self.inner.bad_dropped.fetch_add(n, Ordering::Relaxed);
+        self.inner.bad_dropped_facade.0.increment(n);
+    }
+
+    /// Bad records a source sent to its dead-letter sink.
+    pub fn add_bad_dead_lettered(&self, n: u64) {
+        self.inner.bad_dead_lettered.fetch_add(n, Ordering::Relaxed);
+        self.inner.bad_dead_lettered_facade.0.increment(n);
+    }
+
+    /// Bad records skipped and sent to dead-letter sinks, so far.
+    pub fn bad_records(&self) -> (u64, u64) {
+        (
+            self.inner.bad_dropped.load(Ordering::Relaxed),
+            self.inner.bad_dead_lettered.load(Ordering::Relaxed),
+        )
     }
 
     /// A state table's size, as the state backend estimates it.

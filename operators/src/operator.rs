@@ -46,6 +46,10 @@ pub enum Emit {
 /// The side output of late rows (a window operator's dead-letter output).
 pub const LATE_PORT: usize = 1;
 
+/// The side output of a source's bad records (`'bad-data'` =
+/// `'dead-letter'`).
+pub const BAD_DATA_PORT: usize = 2;
+
 /// Where a [`Collector`] hands its items on [`Collector::flush`]: the rest
 /// of the fused chain.
 pub(crate) type Downstream<'a> = &'a mut dyn FnMut(Emit) -> Result<()>;

@@ -69,9 +69,22 @@ pub enum Poll {
     Batch(usize, RecordBatch),
     /// Split `split` was read to its end.
     Finished(usize),
+    /// Records that did not decode, under `'bad-data'` = `'drop'` or
+    /// `'dead-letter'`: counted, and their dead-letter rows sent on
+    /// [`crate::operator::BAD_DATA_PORT`].
+    Rejected(Rejected),
     /// Nothing at the moment: the runtime goes on with barriers, timers
     /// and idleness, then calls [`SourceReader::wait`].
     Pending,
+}
+
+/// Bad records a reader set aside.
+#[derive(Debug)]
+pub enum Rejected {
+    /// This many were skipped.
+    Dropped(u64),
+    /// Their dead-letter rows, one per record.
+    DeadLetters(RecordBatch),
 }
 
 /// Lists a source's splits.
@@ -168,6 +181,8 @@ pub fn read_all(provider: &dyn SourceProvider) -> Result<Vec<RecordBatch>> {
         match reader.poll()? {
             Poll::Batch(_, batch) => batches.push(batch),
             Poll::Finished(_) => open -= 1,
+            // No dead-letter output here: counted as dropped by no one.
+            Poll::Rejected(_) => {}
             Poll::Pending => reader.wait(Duration::from_millis(1)),
         }
     }

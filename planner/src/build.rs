@@ -11,7 +11,7 @@ use std::time::Duration;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
-use eddy_connectors::{ConnectorRegistry, MaterializingSink, Role, Validated};
+use eddy_connectors::{ConnectorRegistry, MaterializingSink, Role, Table, Validated};
 use eddy_operators::checkpoint::Committers;
 use eddy_operators::join::{JoinInput, JoinOperator};
 use eddy_operators::late::LateOutput;
@@ -19,6 +19,7 @@ use eddy_operators::lookup::{LookupJoinOperator, LookupJoinSpec};
 use eddy_operators::over::OverAggregateOperator;
 use eddy_operators::project::ProjectOperator;
 use eddy_operators::rank::RankOperator;
+use eddy_operators::ranking::keep_last::KeepLastOperator;
 use eddy_operators::runtime::{Dataflow, Partitioning, Stage, StageInput};
 use eddy_operators::session::SessionWindowOperator;
 use eddy_operators::sink::SinkOperator;
@@ -102,6 +103,13 @@ fn operator(
             let (input, spec) = (input()?, r.clone());
             validated(Arc::new(move || {
                 Ok(Box::new(RankOperator::try_new(&input, spec.clone())?) as Box<dyn Operator>)
+            }))
+        }
+        NodeKind::KeepLast(k) => {
+            let (input, spec) = (input()?, k.clone());
+            validated(Arc::new(move || {
+                let op = KeepLastOperator::try_new(&input, spec.clone())?;
+                Ok(Box::new(op) as Box<dyn Operator>)
             }))
         }
         NodeKind::OverAggregate(o) => over_aggregate(o, &input()?, env),
@@ -225,9 +233,14 @@ fn source_stage(
     env: &BuildEnv,
 ) -> Result<StageDraft> {
     let schema = Arc::new(node.schema.clone());
-    let provider = env
-        .connectors
-        .source(&revalidate(env, &s.options, Role::Source)?, &schema)?;
+    let provider = env.connectors.source(
+        &revalidate(env, &s.options, Role::Source)?,
+        Table {
+            name: &s.name,
+            schema: &schema,
+            primary_key: &s.primary_key,
+        },
+    )?;
     let base = format!("source:{}", s.name);
     let reads = stages
         .iter()
@@ -382,7 +395,7 @@ fn lookup_join(
     let table_schema = Arc::new(l.table_schema.clone());
     let provider = env.connectors.source(
         &revalidate(env, &l.table.options, Role::Source)?,
-        &table_schema,
+        Table::new(&l.table.name, &table_schema),
     )?;
     let table = provider
         .lookup_table()
@@ -513,9 +526,14 @@ fn sink(
     } else {
         out.clone()
     };
-    let provider = env
-        .connectors
-        .sink(&revalidate(env, &s.options, Role::Sink)?, &inner)?;
+    let provider = env.connectors.sink(
+        &revalidate(env, &s.options, Role::Sink)?,
+        Table {
+            name: &s.name,
+            schema: &inner,
+            primary_key: &s.primary_key,
+        },
+    )?;
     let committer = provider.committer();
     if let Some(c) = &committer {
         committers.insert(op_id.to_string(), c.clone());
@@ -588,6 +606,7 @@ fn stage_name(kind: &NodeKind) -> String {
         NodeKind::LookupJoin(_) => "lookup".into(),
         NodeKind::TemporalJoin(_) => "temporal-join".into(),
         NodeKind::Rank(_) => "topn".into(),
+        NodeKind::KeepLast(_) => "normalize".into(),
         NodeKind::OverAggregate(_) => "over".into(),
         NodeKind::Union => "union".into(),
         NodeKind::Sink(s) => format!("sink:{}", s.name),

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::DFSchema;
 use eddy_connectors::{
-    ConnectorError, ConnectorRegistry, METADATA_FIELD, OptionError, Role, Validated,
+    ConnectorError, ConnectorRegistry, METADATA_FIELD, OptionError, Role, SourceChangelog, Table,
+    Validated,
 };
 use eddy_operators::{DeliveryGuarantee, SourceProvider};
 use eddy_parser::ast::{self, Span};
 
 use crate::binder::{AggMode, Binder, Scope, coerce, sql_type};
-use crate::error::{PlanError, Result};
+use crate::error::{PlanError, Result, did_you_mean, suggestions};
 use crate::expr::ScalarExpr;
 
 #[derive(Debug, Clone)]
@@ -38,6 +39,20 @@ pub struct SourceDef {
     /// A computed column `name AS PROCTIME()`: a processing-time attribute
     /// (when the table has no WATERMARK), as in Flink.
     pub proctime: Option<String>,
+    /// Whether its rows are changes: then the connector's rows carry an
+    /// `_op` column after the physical ones.
+    pub changelog: SourceChangelog,
+}
+
+/// `schema` with a changelog's `_op` column last.
+pub(crate) fn with_op_column(schema: &Schema) -> Schema {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(
+        crate::plan::OP_COLUMN,
+        datafusion::arrow::datatypes::DataType::Int8,
+        false,
+    ));
+    Schema::new(fields)
 }
 
 /// The first computed column that is `PROCTIME()`, if any.
@@ -94,6 +109,8 @@ pub struct SinkDef {
     /// The options given (under their declared names), `connector` too.
     pub options: BTreeMap<String, String>,
     pub guarantee: DeliveryGuarantee,
+    /// `PRIMARY KEY (...) NOT ENFORCED`'s columns (a table's).
+    pub primary_key: Vec<String>,
 }
 
 /// Tables are sources, sinks or both (one name in both maps); views are
@@ -500,6 +517,10 @@ impl Catalog {
             s.table && validated.connector.is_sink(),
         );
         check_metadata(&s.columns, &validated, writes)?;
+        if reads {
+            self.check_dead_letter(&validated, options, span)?;
+        }
+        let primary_key: Vec<String> = s.primary_key.iter().map(|k| k.value.clone()).collect();
         // A table read and written is checked for each use when it is
         // used (INSERT checks the sink; as Flink, which validates a table
         // as a source or a sink when it is read or written).
@@ -507,10 +528,34 @@ impl Catalog {
             .then(|| {
                 let schema = Some(Arc::new(written_schema(&s.columns)?));
                 let checked = (!reads).then_some(registry);
-                sink_of(&s.name, schema, &validated, options, checked, span)
+                let key = primary_key.clone();
+                sink_of(&s.name, (schema, key), &validated, options, checked, span)
             })
             .transpose()?;
-        let provider = match reads.then(|| registry.source(&validated, &physical)) {
+        let changelog = if reads {
+            registry.source_changelog(&validated)
+        } else {
+            SourceChangelog::AppendOnly
+        };
+        if changelog == SourceChangelog::Upsert && primary_key.is_empty() {
+            return Err(PlanError::user(
+                format!(
+                    "the '{}' connector reads upserts by key: declare the key with PRIMARY KEY (...) NOT ENFORCED",
+                    validated.connector.name()
+                ),
+                s.name.span,
+            ));
+        }
+        let read_schema = match changelog {
+            SourceChangelog::AppendOnly => physical.clone(),
+            _ => Arc::new(with_op_column(&physical)),
+        };
+        let table = Table {
+            name: &name,
+            schema: &read_schema,
+            primary_key: &primary_key,
+        };
+        let provider = match reads.then(|| registry.source(&validated, table)) {
             Some(Err(e)) if writes => {
                 self.unreadable.insert(name.clone(), e.to_string());
                 None
@@ -527,8 +572,9 @@ impl Catalog {
                 connector: validated.connector.name().to_string(),
                 options: given_options(&validated),
                 provider,
-                primary_key: s.primary_key.iter().map(|k| k.value.clone()).collect(),
+                primary_key,
                 proctime: proctime_column(&s.columns),
+                changelog,
             };
             self.sources.insert(name.clone(), def);
         }
@@ -536,6 +582,63 @@ impl Catalog {
             self.sinks.insert(name.clone(), sink);
         }
         Ok(name)
+    }
+
+    /// `'bad-data' = 'dead-letter'` names a declared sink that takes the
+    /// dead-letter rows: without a column list, or with theirs.
+    fn check_dead_letter(
+        &self,
+        validated: &Validated,
+        options: &[ast::SqlOption],
+        span: Span,
+    ) -> Result<()> {
+        use eddy_connectors::bad_data::{BAD_DATA, DEAD_LETTER_SINK, dead_letter_schema};
+        if validated.options.get(BAD_DATA) != Some("dead-letter") {
+            return Ok(());
+        }
+        let fallback = options_span(options, span);
+        let Some(name) = validated.options.get(DEAD_LETTER_SINK) else {
+            return Err(PlanError::user(
+                "'bad-data' = 'dead-letter' needs 'bad-data.dead-letter-sink', the name of a declared sink",
+                option_span(options, BAD_DATA, true, fallback),
+            ));
+        };
+        let at = option_span(options, DEAD_LETTER_SINK, true, fallback);
+        let Some(sink) = self.sinks.get(name) else {
+            let hint = did_you_mean(&suggestions(name, self.sink_names()));
+            return Err(PlanError::user(
+                format!(
+                    "unknown sink '{name}'{hint}: declare the dead-letter sink before the source"
+                ),
+                at,
+            ));
+        };
+        let want = dead_letter_schema();
+        if let Some(schema) = &sink.schema {
+            let fits = schema.fields().len() == want.fields().len()
+                && schema
+                    .fields()
+                    .iter()
+                    .zip(want.fields())
+                    .all(|(have, want)| {
+                        have.name() == want.name() && have.data_type() == want.data_type()
+                    });
+            if !fits {
+                let columns: Vec<String> = want
+                    .fields()
+                    .iter()
+                    .map(|f| format!("{} {}", f.name(), crate::types::sql_name(f.data_type())))
+                    .collect();
+                return Err(PlanError::user(
+                    format!(
+                        "the dead-letter sink '{name}' must have the columns ({}), or no column list",
+                        columns.join(", ")
+                    ),
+                    at,
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn create_sink(
@@ -562,7 +665,14 @@ impl Catalog {
         span: Span,
     ) -> Result<SinkDef> {
         let validated = validate_options(registry, options, Role::Sink, span)?;
-        sink_of(name, schema, &validated, options, Some(registry), span)
+        sink_of(
+            name,
+            (schema, Vec::new()),
+            &validated,
+            options,
+            Some(registry),
+            span,
+        )
     }
 }
 
@@ -570,7 +680,7 @@ impl Catalog {
 /// `registry` is given.
 fn sink_of(
     name: &ast::Ident,
-    schema: Option<SchemaRef>,
+    (schema, primary_key): (Option<SchemaRef>, Vec<String>),
     validated: &Validated,
     options: &[ast::SqlOption],
     registry: Option<&ConnectorRegistry>,
@@ -579,8 +689,13 @@ fn sink_of(
     if let (Some(schema), Some(registry)) = (&schema, registry) {
         // What only the connector can check (a partition column, a
         // path), now rather than when the job starts.
+        let table = Table {
+            name: &name.value,
+            schema,
+            primary_key: &primary_key,
+        };
         registry
-            .sink(validated, schema)
+            .sink(validated, table)
             .map_err(|e| connector_error(e, options, span))?;
     }
     Ok(SinkDef {
@@ -589,5 +704,6 @@ fn sink_of(
         connector: validated.connector.name().to_string(),
         guarantee: validated.connector.guarantee(&validated.options),
         options: given_options(validated),
+        primary_key,
     })
 }

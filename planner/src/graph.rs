@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use eddy_operators::join::{Expiry, JoinType};
 pub use eddy_operators::over::{OverFrame, OverMode, OverSpec};
 pub use eddy_operators::rank::{RankFunction, RankMode, RankSpec};
+pub use eddy_operators::ranking::keep_last::KeepLastSpec;
 pub use eddy_operators::temporal::TemporalSide;
 
 use crate::expr::ScalarExpr;
@@ -50,6 +51,9 @@ pub enum NodeKind {
     TemporalJoin(TemporalJoinNode),
     /// Top-N and deduplication (see [`eddy_operators::rank`]).
     Rank(RankSpec),
+    /// Each key's last row, as a retracting changelog: an upsert source's
+    /// normalization (see [`eddy_operators::ranking::keep_last`]).
+    KeepLast(KeepLastSpec),
     OverAggregate(OverAggregateNode),
     /// `UNION ALL`: the rows of every input (input 0, 1, ...), already
     /// cast to this node's schema.
@@ -63,6 +67,9 @@ pub struct SourceNode {
     pub options: BTreeMap<String, String>,
     /// The event-time column, or `None` for processing time.
     pub event_time: Option<String>,
+    /// `PRIMARY KEY (...)`'s columns, for the connector (upsert-kafka's key).
+    #[serde(default)]
+    pub primary_key: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -254,6 +261,9 @@ pub struct SinkNode {
     /// 'table'`): the sink gets the table the changelog leaves, at the end.
     #[serde(default)]
     pub result_table: bool,
+    /// `PRIMARY KEY (...)`'s columns, for the connector (upsert-kafka's key).
+    #[serde(default)]
+    pub primary_key: Vec<String>,
 }
 
 impl SinkNode {
@@ -264,6 +274,7 @@ impl SinkNode {
             options: def.options.clone(),
             guarantee: def.guarantee,
             result_table: false,
+            primary_key: def.primary_key.clone(),
         }
     }
 }
@@ -434,6 +445,7 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
         NodeKind::LookupJoin(l) => describe_lookup_join(node, l),
         NodeKind::TemporalJoin(t) => describe_temporal_join(graph, node, t),
         NodeKind::Rank(r) => describe_rank(graph, node, r),
+        NodeKind::KeepLast(k) => describe_keep_last(graph, node, k),
         NodeKind::OverAggregate(o) => describe_over_aggregate(graph, node, o),
         NodeKind::Union => format!("Union of {} inputs", graph.input_edges(node.id).len()),
         NodeKind::Sink(s) => describe_sink(s),
@@ -727,6 +739,19 @@ fn describe_rank(graph: &PhysicalGraph, node: &PlanNode, r: &RankSpec) -> String
             name(time)
         ),
     }
+}
+
+fn describe_keep_last(graph: &PhysicalGraph, node: &PlanNode, k: &KeepLastSpec) -> String {
+    let keys: Vec<String> = k
+        .keys
+        .iter()
+        .map(|&c| input_column(graph, node, 0, c))
+        .collect();
+    format!(
+        "ChangelogNormalize by ({}): upserts and deletes by key → changelog (_op); state: each key's last row, {}",
+        keys.join(", "),
+        retention(k.state_ttl_ms)
+    )
 }
 
 fn describe_over_aggregate(

@@ -18,15 +18,16 @@ use datafusion::logical_expr::{Expr, Operator};
 use eddy_parser::ast::{self, ExprKind, SelectItem, SetExpr, Span, TableRefKind, WindowKind};
 
 use crate::binder::{AggMode, Binder, Scope, coerce, interval_millis};
-use crate::catalog::{Catalog, SourceDef};
+use crate::catalog::{Catalog, SourceDef, with_op_column};
 use crate::error::{PlanError, Result, did_you_mean, suggestions};
 use crate::expr::ScalarExpr;
 use crate::functions::Functions;
 use crate::graph::{
-    EdgeKind, NodeKind, PhysicalGraph, PlanEdge, PlanNode, ProjectNode, SinkNode, SourceNode,
-    WatermarkNode, WindowSpec,
+    EdgeKind, KeepLastSpec, NodeKind, PhysicalGraph, PlanEdge, PlanNode, ProjectNode, SinkNode,
+    SourceNode, WatermarkNode, WindowSpec,
 };
 use crate::session::Settings;
+use eddy_connectors::SourceChangelog;
 
 pub const WINDOW_START: &str = "window_start";
 pub const WINDOW_END: &str = "window_end";
@@ -546,14 +547,15 @@ impl QueryPlanner<'_> {
             })
     }
 
-    /// A source node, and its watermark generator if it declares one.
+    /// A source node, its computed columns, its watermark generator if it
+    /// declares one, and the normalization of an upsert source.
     fn read_source(&self, source: &SourceDef) -> Result<Relation> {
         let mut builder = GraphBuilder::default();
-        let schema = source.schema.as_ref().clone();
-        let node = SourceNode {
-            name: source.name.clone(),
-            options: source.options.clone(),
-            event_time: source.watermark.as_ref().map(|w| w.column.clone()),
+        let changelog = source.changelog != SourceChangelog::AppendOnly;
+        // A changelog's `_op` travels last, after the table's columns.
+        let schema = match changelog {
+            true => with_op_column(&source.schema),
+            false => source.schema.as_ref().clone(),
         };
         // Validated with the source's other options.
         let option = |key: &str| source.options.get(key).map(|v| v.trim());
@@ -562,23 +564,7 @@ impl QueryPlanner<'_> {
             .unwrap_or(self.parallelism)
             .min(source.provider.max_parallelism().unwrap_or(usize::MAX))
             .max(1);
-        let mut id = match &source.computed {
-            None => builder.add(NodeKind::Source(node), parallelism, schema.clone(), None),
-            Some(computed) => {
-                let physical = computed.physical.as_ref().clone();
-                let read = builder.add(NodeKind::Source(node), parallelism, physical, None);
-                let project = ProjectNode {
-                    filter: None,
-                    exprs: computed.exprs.clone(),
-                };
-                builder.add(
-                    NodeKind::Project(project),
-                    parallelism,
-                    schema.clone(),
-                    Some((read, EdgeKind::Forward)),
-                )
-            }
-        };
+        let mut id = self.read_columns(source, &schema, parallelism, &mut builder)?;
         // `name AS PROCTIME()` without a WATERMARK: processing time.
         let proctime = source
             .proctime
@@ -602,6 +588,9 @@ impl QueryPlanner<'_> {
                 Some((id, EdgeKind::Forward)),
             );
         }
+        if source.changelog == SourceChangelog::Upsert {
+            id = self.normalize_upserts(source, &schema, id, &mut builder)?;
+        }
         Ok(Relation {
             name: source.name.clone(),
             fields: schema.fields().iter().map(|f| f.as_ref().clone()).collect(),
@@ -611,11 +600,114 @@ impl QueryPlanner<'_> {
                 .map(|w| w.column.clone())
                 .or(proctime.clone()),
             proctime: proctime.is_some(),
-            changelog: false,
+            changelog,
             window_end: None,
             builder,
             node: id,
         })
+    }
+
+    /// The source node, and the projection that computes the table's
+    /// computed columns from the physical ones (`_op` passed on last).
+    fn read_columns(
+        &self,
+        source: &SourceDef,
+        schema: &Schema,
+        parallelism: usize,
+        builder: &mut GraphBuilder,
+    ) -> Result<usize> {
+        let node = SourceNode {
+            name: source.name.clone(),
+            options: source.options.clone(),
+            event_time: source.watermark.as_ref().map(|w| w.column.clone()),
+            primary_key: source.primary_key.clone(),
+        };
+        let changelog = source.changelog != SourceChangelog::AppendOnly;
+        let Some(computed) = &source.computed else {
+            let read = builder.add(NodeKind::Source(node), parallelism, schema.clone(), None);
+            self.dead_letter_sink(source, read, builder)?;
+            return Ok(read);
+        };
+        let mut physical = computed.physical.as_ref().clone();
+        let mut exprs = computed.exprs.clone();
+        if changelog {
+            exprs.push(ScalarExpr::column(OP_COLUMN, physical.fields().len()));
+            physical = with_op_column(&physical);
+        }
+        let read = builder.add(NodeKind::Source(node), parallelism, physical, None);
+        self.dead_letter_sink(source, read, builder)?;
+        let project = ProjectNode {
+            filter: None,
+            exprs,
+        };
+        Ok(builder.add(
+            NodeKind::Project(project),
+            parallelism,
+            schema.clone(),
+            Some((read, EdgeKind::Forward)),
+        ))
+    }
+
+    /// An upsert source's rows, keyed by its primary key, made a
+    /// retracting changelog by keeping each key's last row (Flink's
+    /// ChangelogNormalize).
+    fn normalize_upserts(
+        &self,
+        source: &SourceDef,
+        schema: &Schema,
+        input: usize,
+        builder: &mut GraphBuilder,
+    ) -> Result<usize> {
+        let keys = source
+            .primary_key
+            .iter()
+            .map(|k| schema.index_of(k))
+            .collect::<std::result::Result<Vec<usize>, _>>()
+            .map_err(|e| PlanError::internal(e.to_string()))?;
+        let spec = KeepLastSpec {
+            keys: keys.clone(),
+            op_column: Some(schema.fields().len() - 1),
+            state_ttl_ms: self.settings.state_ttl_ms,
+        };
+        let (p, edge) = self.keyed_edge(builder.parallelism(input), keys);
+        Ok(builder.add(
+            NodeKind::KeepLast(spec),
+            p,
+            schema.clone(),
+            Some((input, edge)),
+        ))
+    }
+
+    /// The dead-letter sink of a source with `'bad-data'` =
+    /// `'dead-letter'`, fed by its reader's bad records.
+    fn dead_letter_sink(
+        &self,
+        source: &SourceDef,
+        read: usize,
+        builder: &mut GraphBuilder,
+    ) -> Result<()> {
+        use eddy_connectors::bad_data::{BAD_DATA, DEAD_LETTER_SINK, dead_letter_schema};
+        if source.options.get(BAD_DATA).map(String::as_str) != Some("dead-letter") {
+            return Ok(());
+        }
+        let name = source
+            .options
+            .get(DEAD_LETTER_SINK)
+            .cloned()
+            .unwrap_or_default();
+        let def = self.catalog.sink(&name).ok_or_else(|| {
+            PlanError::internal(format!(
+                "the dead-letter sink '{name}' of source '{}' was dropped",
+                source.name
+            ))
+        })?;
+        builder.side_sinks.push((
+            read,
+            eddy_operators::operator::BAD_DATA_PORT,
+            SinkNode::of(def),
+            dead_letter_schema().as_ref().clone(),
+        ));
+        Ok(())
     }
 
     /// A subquery, view or `WITH` query, planned up to its final

@@ -459,7 +459,14 @@ impl Session {
                     .map_err(|e| e.to_string())
                     .and_then(|v| {
                         self.connectors
-                            .sink(&v, schema)
+                            .sink(
+                                &v,
+                                eddy_connectors::Table {
+                                    name: &sink.name,
+                                    schema,
+                                    primary_key: &sink.primary_key,
+                                },
+                            )
                             .map(|_| ())
                             .map_err(|e| e.to_string())
                     })
@@ -595,6 +602,7 @@ impl Session {
             options: self.select_sink.clone(),
             guarantee: validated.connector.guarantee(&validated.options),
             result_table: self.settings.result_table,
+            primary_key: Vec::new(),
         };
         let graph = self.plan_query(q, sql, sink, None, &[])?;
         if explain {

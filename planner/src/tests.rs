@@ -54,6 +54,7 @@ fn kinds(g: &PhysicalGraph) -> Vec<&'static str> {
             NodeKind::LookupJoin(_) => "LookupJoin",
             NodeKind::TemporalJoin(_) => "TemporalJoin",
             NodeKind::Rank(_) => "Rank",
+            NodeKind::KeepLast(_) => "KeepLast",
             NodeKind::OverAggregate(_) => "OverAggregate",
             NodeKind::Union => "Union",
             NodeKind::Sink(_) => "Sink",

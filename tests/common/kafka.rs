@@ -48,7 +48,10 @@ pub struct Record {
     pub partition: i32,
     pub offset: i64,
     pub key: Option<String>,
+    /// Empty for a tombstone.
     pub value: String,
+    /// It has no value: a delete of its key.
+    pub tombstone: bool,
     /// Epoch milliseconds.
     pub timestamp: Option<i64>,
 }
@@ -221,6 +224,22 @@ impl Kafka {
         producer.flush(Duration::from_secs(30)).expect("flush");
     }
 
+    /// Produces keyed records (`(partition, key, value)`, no value: a
+    /// tombstone) and waits for them.
+    pub fn produce_keyed(&self, topic: &str, records: &[(i32, &str, Option<&str>)]) {
+        let producer: BaseProducer = self.client().create().expect("a producer");
+        for (partition, key, value) in records {
+            let mut record = BaseRecord::<str, str>::to(topic)
+                .partition(*partition)
+                .key(*key);
+            if let Some(value) = value {
+                record = record.payload(*value);
+            }
+            producer.send(record).expect("send");
+        }
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    }
+
     /// Every record of `topic` up to its end now, in partition order;
     /// `read_committed` hides aborted and open transactions.
     pub fn read_all(&self, topic: &str, read_committed: bool) -> Vec<Record> {
@@ -290,6 +309,7 @@ impl Kafka {
                     offset: m.offset(),
                     key: text(m.key()),
                     value: text(m.payload()).unwrap_or_default(),
+                    tombstone: m.payload().is_none(),
                     timestamp: m.timestamp().to_millis(),
                 });
             }

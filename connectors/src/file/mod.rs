@@ -105,6 +105,7 @@ impl Connector for FileConnector {
 
     fn source(&self, ctx: &ConnectorContext<'_>) -> Result<Arc<dyn SourceProvider>> {
         Ok(Arc::new(FileSource::try_new(
+            ctx.name,
             ctx.options,
             ctx.schema,
             Self::format(ctx)?,

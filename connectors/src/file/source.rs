@@ -14,8 +14,8 @@
 //!
 //! A split's position is the byte offset of its next line. A malformed
 //! record stops the job naming the file, the line and the reason (the line
-//! is counted when needed, from the start of the file), unless the format
-//! ignores parse errors.
+//! is counted when needed, from the start of the file), or is dropped or
+//! sent to the dead-letter sink with its line, as `'bad-data'` says.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -27,12 +27,13 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_operators::lookup::LookupTable;
 use eddy_operators::source::{
-    Poll, SourceProvider, SourceReader, Split, SplitAssignment, SplitEnumerator, read_all,
+    Poll, Rejected, SourceProvider, SourceReader, Split, SplitAssignment, SplitEnumerator, read_all,
 };
 use eddy_operators::{OperatorContext, OperatorError};
 use serde::{Deserialize, Serialize};
 
-use crate::format::{Decoder, Format, decode_lines};
+use crate::bad_data::{BadData, BadDataPolicy, BadRecordAt};
+use crate::format::{BadRecord, Decoder, Format, Records, decode_records};
 use crate::options::Options;
 use crate::{ConnectorError, Result};
 
@@ -51,6 +52,8 @@ pub struct FileSource {
     monitor: Option<Duration>,
     /// Splits when the source was declared (for the planner's parallelism).
     splits_at_start: usize,
+    /// The table's name (dead-letter rows).
+    table: String,
 }
 
 /// Where a split is, as kept in checkpoints.
@@ -104,6 +107,7 @@ fn list_files(path: &Path) -> Result<Vec<PathBuf>> {
 
 impl FileSource {
     pub(crate) fn try_new(
+        table: &str,
         options: &Options,
         schema: &SchemaRef,
         format: Arc<dyn Format>,
@@ -144,6 +148,7 @@ impl FileSource {
             monitor: monitor.map(|ms| Duration::from_millis(ms.max(1) as u64)),
             splits_at_start: 0,
             path,
+            table: table.to_string(),
         };
         let splits = FileEnumerator {
             source: source.clone(),
@@ -175,14 +180,17 @@ impl SourceProvider for FileSource {
     }
 
     fn reader(&self) -> eddy_operators::Result<Box<dyn SourceReader>> {
+        let decoder = self.decoder()?;
+        let policy = BadDataPolicy::of(&self.options, decoder.ignore_parse_errors());
         Ok(Box::new(FileReader {
             name: format!("file {}", self.path.display()),
-            decoder: self.decoder()?,
+            decoder,
+            bad: BadData::new(policy, &self.table),
+            rejected: None,
             batch_size: self.batch_size,
             splits: Vec::new(),
             turn: 0,
             done: 0,
-            skipped: 0,
         }))
     }
 
@@ -290,6 +298,9 @@ struct OpenSplit {
     position: Position,
     /// Where the split's range began (for progress).
     reader: BufReader<File>,
+    /// A byte offset and the 1-based line that starts there, once a bad
+    /// record needed one: later lines are counted on from it.
+    line_mark: Option<(u64, u64)>,
 }
 
 impl OpenSplit {
@@ -300,6 +311,7 @@ impl OpenSplit {
             index,
             position,
             reader: BufReader::with_capacity(256 << 10, file),
+            line_mark: None,
         };
         let at = split.position.offset;
         if split.position.aligned {
@@ -362,32 +374,80 @@ impl OpenSplit {
 struct FileReader {
     name: String,
     decoder: Box<dyn Decoder>,
+    bad: BadData,
+    /// Bad records set aside, handed over at the next poll.
+    rejected: Option<Rejected>,
     batch_size: usize,
     splits: Vec<OpenSplit>,
     turn: usize,
     /// Bytes read (progress).
     done: u64,
-    /// Records skipped as unparsable (`'*.ignore-parse-errors'`).
-    skipped: u64,
+}
+
+/// The line breaks in `path` between byte `from` and byte `to`.
+fn count_lines(path: &Path, from: u64, to: u64) -> Option<u64> {
+    let mut file = File::open(path).ok()?;
+    file.seek(SeekFrom::Start(from)).ok()?;
+    let mut file = file.take(to.saturating_sub(from));
+    let mut buf = vec![0u8; 1 << 16];
+    let mut lines = 0;
+    loop {
+        let n = file.read(&mut buf).ok()?;
+        if n == 0 {
+            return Some(lines);
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+}
+
+impl OpenSplit {
+    /// The 1-based line that starts at byte `offset`, counted on from the
+    /// last one asked for (offsets only grow within a split).
+    fn line_at(&mut self, offset: u64) -> Option<u64> {
+        let (from, line) = self.line_mark.unwrap_or((0, 1));
+        let line = line + count_lines(&self.position.file, from, offset)?;
+        self.line_mark = Some((offset, line));
+        Some(line)
+    }
 }
 
 impl FileReader {
-    /// The 1-based line of the file that starts at byte `offset`.
-    fn line_at(path: &Path, offset: u64) -> Option<u64> {
-        let mut file = File::open(path).ok()?.take(offset);
-        let mut buf = vec![0u8; 1 << 16];
-        let mut lines = 1;
-        loop {
-            let n = file.read(&mut buf).ok()?;
-            if n == 0 {
-                return Some(lines);
+    /// Hands the records set aside to the policy: counted or dead letters,
+    /// each with its line.
+    fn set_aside(
+        &mut self,
+        at: usize,
+        first: u64,
+        lengths: &[usize],
+        records: &Records,
+        bad: &[BadRecord],
+    ) {
+        let split = &mut self.splits[at];
+        let path = split.position.file.display().to_string();
+        let mut starts = Vec::with_capacity(bad.len());
+        let mut offset = first;
+        let mut next = 0;
+        for (i, len) in lengths.iter().enumerate() {
+            if bad.get(next).is_some_and(|b| b.record == i) {
+                starts.push(split.line_at(offset).map(|l| l as i64));
+                next += 1;
             }
-            lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            offset += *len as u64;
         }
+        let rejected = bad.iter().zip(starts).map(|(b, line)| BadRecordAt {
+            bytes: records.get(b.record),
+            reason: &b.reason,
+            partition: &path,
+            offset: line,
+            timestamp: None,
+        });
+        let rejected: Vec<_> = rejected.collect();
+        self.rejected = self.bad.reject(rejected.into_iter());
     }
 
-    /// Reads one batch from split `at`: `None` once it is at its end.
-    fn read_batch(&mut self, at: usize) -> eddy_operators::Result<Option<RecordBatch>> {
+    /// Reads one batch from split `at`: `None` once it is at its end,
+    /// `Some(None)` if every record read was set aside as bad.
+    fn read_batch(&mut self, at: usize) -> eddy_operators::Result<Option<Option<RecordBatch>>> {
         loop {
             let split = &mut self.splits[at];
             let first = split.position.offset;
@@ -397,21 +457,21 @@ impl FileReader {
             if lengths.is_empty() {
                 return Ok(None);
             }
-            match decode_lines(self.decoder.as_mut(), &buf, lengths.len()) {
+            let records = Records::from_lines(buf, &lengths);
+            match decode_records(self.decoder.as_mut(), &records, self.bad.on_bad(), false) {
                 Ok(decoded) => {
-                    if decoded.skipped > 0 {
-                        self.skipped += decoded.skipped as u64;
-                        tracing::debug!(source = %self.name, skipped = decoded.skipped, "unparsable records skipped");
+                    if !decoded.bad.is_empty() {
+                        self.set_aside(at, first, &lengths, &records, &decoded.bad);
                     }
-                    if let Some(batch) = decoded.batch {
-                        return Ok(Some(batch));
+                    if decoded.batch.is_some() || self.rejected.is_some() {
+                        return Ok(Some(decoded.batch));
                     }
                 }
                 Err(bad) => {
-                    let offset = first + lengths[..bad.line].iter().sum::<usize>() as u64;
-                    let path = &split.position.file;
-                    let line = Self::line_at(path, offset)
-                        .map_or(format!("byte {offset}"), |l| format!("line {l}"));
+                    let offset = first + lengths[..bad.record].iter().sum::<usize>() as u64;
+                    let path = split.position.file.clone();
+                    let line = count_lines(&path, 0, offset)
+                        .map_or(format!("byte {offset}"), |l| format!("line {}", l + 1));
                     return Err(OperatorError::Connector(format!(
                         "malformed record in {} at {line}: {}",
                         path.display(),
@@ -445,15 +505,20 @@ impl SourceReader for FileReader {
     }
 
     fn poll(&mut self) -> eddy_operators::Result<Poll> {
+        if let Some(rejected) = self.rejected.take() {
+            return Ok(Poll::Rejected(rejected));
+        }
         if self.splits.is_empty() {
             return Ok(Poll::Pending);
         }
         let at = self.turn % self.splits.len();
         match self.read_batch(at)? {
-            Some(batch) => {
+            Some(Some(batch)) => {
                 self.turn = at + 1;
                 Ok(Poll::Batch(self.splits[at].index, batch))
             }
+            // Only bad records: hand them over.
+            Some(None) => Ok(self.rejected.take().map_or(Poll::Pending, Poll::Rejected)),
             None => {
                 let finished = self.splits.remove(at);
                 self.turn = at;
@@ -517,7 +582,7 @@ mod tests {
             ("batch.size".to_string(), "2".to_string()),
         ];
         pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        FileSource::try_new(&Options::new(pairs), &schema(), format)
+        FileSource::try_new("t", &Options::new(pairs), &schema(), format)
     }
 
     fn read(

@@ -12,7 +12,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use std::sync::Arc;
 
 use super::json::TIMESTAMP_FORMAT;
-use super::{Decoder, Encoder, Format};
+use super::{Decoder, Encoder, Format, Records};
 use crate::options::{OptionDecl, OptionType, Options};
 use crate::{ConnectorError, Result, conform, readable_changelog};
 
@@ -176,7 +176,8 @@ fn clean(e: &dyn std::fmt::Display) -> String {
 }
 
 impl Decoder for CsvDecoder {
-    fn decode(&mut self, buf: &[u8], rows: usize) -> std::result::Result<RecordBatch, String> {
+    fn decode(&mut self, records: &Records) -> std::result::Result<RecordBatch, String> {
+        let (buf, rows) = (&*records.lines(), records.len());
         let mut builder = ReaderBuilder::new(self.read.clone())
             .with_header(false)
             .with_delimiter(self.settings.delimiter)
@@ -256,7 +257,7 @@ impl Encoder for CsvEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::decode_lines;
+    use crate::format::{OnBad, decode_text};
 
     fn schema() -> SchemaRef {
         crate::format::test_schema()
@@ -271,7 +272,9 @@ mod tests {
     fn fields_by_position_with_nulls_and_a_delimiter() {
         let mut d = decoder(&[(DELIMITER, ";"), (NULL_LITERAL, "N/A")]);
         let batch = d
-            .decode(b"a;2024-01-01T00:00:01;1\nb;2024-01-01 00:00:02;N/A", 2)
+            .decode(&Records::split_lines(
+                b"a;2024-01-01T00:00:01;1\nb;2024-01-01 00:00:02;N/A",
+            ))
             .unwrap();
         assert_eq!(batch.num_rows(), 2);
         assert!(batch.column(2).is_null(1));
@@ -280,21 +283,26 @@ mod tests {
     #[test]
     fn the_bad_record_is_found_with_its_reason() {
         let text = b"a,2024-01-01T00:00:01,1\nb,2024-01-01T00:00:01,x\n";
-        let bad = decode_lines(decoder(&[]).as_mut(), text, 2).unwrap_err();
-        assert_eq!(bad.line, 1);
+        let bad = decode_text(decoder(&[]).as_mut(), text, OnBad::Fail).unwrap_err();
+        assert_eq!(bad.record, 1);
         assert!(
             bad.reason.starts_with("Error while parsing value 'x'"),
             "{}",
             bad.reason
         );
-        let ok = decode_lines(decoder(&[(IGNORE_PARSE_ERRORS, "true")]).as_mut(), text, 2).unwrap();
-        assert_eq!((ok.skipped, ok.batch.unwrap().num_rows()), (1, 1));
+        let ok = decode_text(
+            decoder(&[(IGNORE_PARSE_ERRORS, "true")]).as_mut(),
+            text,
+            OnBad::SetAside,
+        )
+        .unwrap();
+        assert_eq!((ok.bad.len(), ok.batch.unwrap().num_rows()), (1, 1));
     }
 
     #[test]
     fn writes_a_header_and_rows() {
         let batch = decoder(&[])
-            .decode(b"a,2024-01-01T00:00:01.5,1\n", 1)
+            .decode(&Records::split_lines(b"a,2024-01-01T00:00:01.5,1\n"))
             .unwrap();
         let options = Options::new([(HEADER.to_string(), "true".to_string())]);
         let mut enc = CsvFormat.encoder(&schema(), &options).unwrap().unwrap();

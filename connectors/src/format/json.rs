@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::json::{ReaderBuilder, WriterBuilder, writer::LineDelimited};
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::{Decoder, Encoder, Format};
+use super::{Decoder, Encoder, Format, Records};
 use crate::options::{OptionDecl, OptionType, Options};
 use crate::{Result, conform, readable_changelog};
 
@@ -86,7 +86,8 @@ struct JsonDecoder {
 }
 
 impl Decoder for JsonDecoder {
-    fn decode(&mut self, buf: &[u8], rows: usize) -> std::result::Result<RecordBatch, String> {
+    fn decode(&mut self, records: &Records) -> std::result::Result<RecordBatch, String> {
+        let (buf, rows) = (&*records.lines(), records.len());
         let clean = |e: &dyn std::fmt::Display| {
             let s = e.to_string();
             s.strip_prefix("Json error: ").unwrap_or(&s).to_string()
@@ -138,7 +139,7 @@ impl Encoder for JsonEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::decode_lines;
+    use crate::format::{OnBad, decode_text};
     use datafusion::arrow::util::pretty::pretty_format_batches;
 
     fn schema() -> SchemaRef {
@@ -159,7 +160,9 @@ mod tests {
 {"k": "c", "ts": 1704067203000, "extra": true}
 {"k": "d", "ts": "2024-01-01T02:00:04+02:00", "v": 4}
 "#;
-        let batch = decoder(false).decode(text.as_bytes(), 5).unwrap();
+        let batch = decoder(false)
+            .decode(&Records::split_lines(text.as_bytes()))
+            .unwrap();
         let expected = "\
 +---+---------------------+---+
 | k | ts                  | v |
@@ -179,18 +182,18 @@ mod tests {
     fn the_bad_line_is_found_or_skipped() {
         let text =
             b"{\"k\": \"a\", \"v\": 1}\n{\"k\": \"b\", \"v\": \"x\"}\n{\"k\": \"c\", \"v\": 3}\n";
-        let bad = decode_lines(decoder(false).as_mut(), text, 3).unwrap_err();
-        assert_eq!(bad.line, 1);
+        let bad = decode_text(decoder(false).as_mut(), text, OnBad::Fail).unwrap_err();
+        assert_eq!(bad.record, 1);
         assert!(bad.reason.contains("\"x\""), "{}", bad.reason);
-        let decoded = decode_lines(decoder(true).as_mut(), text, 3).unwrap();
-        assert_eq!(decoded.skipped, 1);
+        let decoded = decode_text(decoder(true).as_mut(), text, OnBad::SetAside).unwrap();
+        assert_eq!(decoded.bad.len(), 1);
         assert_eq!(decoded.batch.unwrap().num_rows(), 2);
     }
 
     #[test]
     fn writes_utc_timestamps_and_nulls() {
         let text = b"{\"k\": \"a\", \"ts\": 1704067200500, \"v\": 1}\n{\"k\": null, \"ts\": 1704067201000}\n";
-        let batch = decoder(false).decode(text, 2).unwrap();
+        let batch = decoder(false).decode(&Records::split_lines(text)).unwrap();
         let mut out = Vec::new();
         JsonEncoder.encode(&batch, &mut out).unwrap();
         assert_eq!(

@@ -7,9 +7,9 @@
 //! that takes a `'format'` option accepts the chosen format's options
 //! besides its own; the registry checks them the same way.
 //!
-//! Records of the formats here are lines, so a file can be cut at line
-//! boundaries and read in parallel; [`decode_lines`] decodes a buffer of
-//! lines and, when that fails, finds the line that did.
+//! A decoder takes [`Records`]: a file's lines, or a broker's messages.
+//! [`decode_records`] decodes them at once and, when that fails, finds the
+//! records that did, to fail the job or to set them aside (`'bad-data'`).
 
 mod csv;
 mod json;
@@ -46,13 +46,18 @@ pub trait Format: Send + Sync + Debug {
 
     /// The extension of files written in this format (`jsonl`).
     fn extension(&self) -> &'static str;
+
+    /// Its records are changes (`_op`, a Debezium envelope), not rows.
+    fn changelog(&self) -> bool {
+        false
+    }
 }
 
-/// Turns records (one per line) into rows.
+/// Turns records into rows.
 pub trait Decoder: Send + Debug {
-    /// Decodes the `rows` records in `buf`, separated by `\n`; on failure,
-    /// the reason (without position: [`decode_lines`] finds the line).
-    fn decode(&mut self, buf: &[u8], rows: usize) -> std::result::Result<RecordBatch, String>;
+    /// Decodes `records`; on failure, the reason (without position:
+    /// [`decode_records`] finds the record).
+    fn decode(&mut self, records: &Records) -> std::result::Result<RecordBatch, String>;
 
     /// Skip records that fail to decode instead of failing
     /// (`'json.ignore-parse-errors'`).
@@ -63,6 +68,11 @@ pub trait Decoder: Send + Debug {
     /// Lines at the start of a file that are not records (a CSV header).
     fn header_lines(&self) -> usize {
         0
+    }
+
+    /// Each record is one row (a changelog format's update is two).
+    fn one_row_per_record(&self) -> bool {
+        true
     }
 
     /// The schema of the batches it produces.
@@ -151,69 +161,200 @@ impl FormatRegistry {
     }
 }
 
-/// A record that failed to decode: its line within the buffer (0-based)
-/// and the reason.
+/// Records to decode, end to end in one buffer with a line break after
+/// each, so that line formats read them as lines as they are.
+#[derive(Debug, Default, Clone)]
+pub struct Records {
+    data: Vec<u8>,
+    /// Where each record ends in `data` (its line break follows).
+    ends: Vec<usize>,
+    /// Some record holds a line break of its own.
+    multiline: bool,
+}
+
+impl Records {
+    /// Every line of `text` a record (a last line without a break too).
+    pub fn split_lines(text: &[u8]) -> Self {
+        let mut records = Self::default();
+        for line in text.split(|&b| b == b'\n') {
+            records.push(line);
+        }
+        if text.ends_with(b"\n") || text.is_empty() {
+            records.data.pop();
+            records.ends.pop();
+        }
+        records
+    }
+
+    /// The lines a file reader read into `buf`, each `lengths[i]` bytes
+    /// with its line break (the last may have none).
+    pub fn from_lines(mut buf: Vec<u8>, lengths: &[usize]) -> Self {
+        let mut ends = Vec::with_capacity(lengths.len());
+        let mut at = 0;
+        for &n in lengths {
+            at += n;
+            ends.push(if buf.get(at - 1) == Some(&b'\n') {
+                at - 1
+            } else {
+                at
+            });
+        }
+        if !buf.ends_with(b"\n") && !lengths.is_empty() {
+            buf.push(b'\n');
+        }
+        Self {
+            data: buf,
+            ends,
+            multiline: false,
+        }
+    }
+
+    pub fn push(&mut self, record: &[u8]) {
+        self.multiline |= record.contains(&b'\n');
+        self.data.extend_from_slice(record);
+        self.ends.push(self.data.len());
+        self.data.push(b'\n');
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+        self.multiline = false;
+    }
+
+    /// Record `i`'s bytes.
+    pub fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] + 1 };
+        &self.data[start..self.ends[i]]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// The records as lines; a line break inside a record (pretty-printed
+    /// JSON in a message) is read as a space.
+    pub fn lines(&self) -> std::borrow::Cow<'_, [u8]> {
+        if !self.multiline {
+            return std::borrow::Cow::Borrowed(&self.data);
+        }
+        let mut out = self.data.clone();
+        for (i, &end) in self.ends.iter().enumerate() {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] + 1 };
+            for b in &mut out[start..end] {
+                if *b == b'\n' {
+                    *b = b' ';
+                }
+            }
+        }
+        std::borrow::Cow::Owned(out)
+    }
+
+    /// Record `i` alone.
+    fn one(&self, i: usize) -> Self {
+        let mut one = Self::default();
+        one.push(self.get(i));
+        one
+    }
+}
+
+/// A record that failed to decode: its index among the records decoded
+/// together, and the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadRecord {
-    pub line: usize,
+    pub record: usize,
     pub reason: String,
 }
 
-/// What [`decode_lines`] made of a buffer.
+/// What [`decode_records`] made of some records.
 #[derive(Debug)]
 pub struct Decoded {
-    /// The rows (`None` if no line held a record).
+    /// The rows (`None` if no record held one).
     pub batch: Option<RecordBatch>,
-    /// Records skipped because they failed to decode (only when the
-    /// decoder ignores parse errors).
-    pub skipped: usize,
+    /// The records set aside as bad, in order (only when asked to go on).
+    pub bad: Vec<BadRecord>,
 }
 
-/// Decodes `rows` lines of `buf` at once; if that fails, line by line to
-/// find the first bad record, or to skip every bad one when the decoder
-/// ignores parse errors.
-pub fn decode_lines(
+/// What [`decode_records`] does with a bad record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBad {
+    /// Return it as the error.
+    Fail,
+    /// Set it aside in [`Decoded::bad`] and go on.
+    SetAside,
+}
+
+/// Decodes `records` at once; if that fails, record by record, to find the
+/// first bad one or to set every bad one aside. With `strict` (records of
+/// a broker: each must be one row), a record that gives no row is bad too.
+pub fn decode_records(
     decoder: &mut dyn Decoder,
-    buf: &[u8],
-    rows: usize,
+    records: &Records,
+    on_bad: OnBad,
+    strict: bool,
 ) -> std::result::Result<Decoded, BadRecord> {
-    let whole = match decoder.decode(buf, rows) {
-        Ok(batch) => {
+    let strict = strict && decoder.one_row_per_record();
+    let whole = match decoder.decode(records) {
+        Ok(batch) if !strict || batch.num_rows() == records.len() => {
             return Ok(Decoded {
                 batch: (batch.num_rows() > 0).then_some(batch),
-                skipped: 0,
+                bad: Vec::new(),
             });
         }
+        Ok(_) => "a record holds no row".to_string(),
         Err(reason) => reason,
     };
     let mut good = Vec::new();
-    let mut skipped = 0;
-    for (line, text) in buf.split(|&b| b == b'\n').enumerate() {
-        if text.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match decoder.decode(text, 1) {
-            Ok(batch) => good.push(batch),
-            Err(_) if decoder.ignore_parse_errors() => skipped += 1,
-            Err(reason) => return Err(BadRecord { line, reason }),
+    let mut bad = Vec::new();
+    for i in 0..records.len() {
+        let reason = match decoder.decode(&records.one(i)) {
+            Ok(batch) if strict && batch.num_rows() != 1 => "an empty record".to_string(),
+            Ok(batch) => {
+                good.push(batch);
+                continue;
+            }
+            Err(reason) => reason,
+        };
+        let record = BadRecord { record: i, reason };
+        match on_bad {
+            OnBad::Fail => return Err(record),
+            OnBad::SetAside => bad.push(record),
         }
     }
-    if skipped == 0 {
-        // Each line decodes alone but not together: report the buffer.
+    if bad.is_empty() {
+        // Each record decodes alone but not together: report them all.
         return Err(BadRecord {
-            line: 0,
+            record: 0,
             reason: whole,
         });
     }
     let schema = decoder.schema();
     let batch = concat_batches(&schema, &good).map_err(|e| BadRecord {
-        line: 0,
+        record: 0,
         reason: e.to_string(),
     })?;
     Ok(Decoded {
         batch: (batch.num_rows() > 0).then_some(batch),
-        skipped,
+        bad,
     })
+}
+
+/// Decodes lines of text, as a file's (for tests).
+#[cfg(test)]
+pub(crate) fn decode_text(
+    decoder: &mut dyn Decoder,
+    text: &[u8],
+    on_bad: OnBad,
+) -> std::result::Result<Decoded, BadRecord> {
+    decode_records(decoder, &Records::split_lines(text), on_bad, false)
 }
 
 /// The rows the format and file tests read: `k` text, `ts` a timestamp,

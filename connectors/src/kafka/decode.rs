@@ -7,15 +7,18 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
+    ArrayRef, Int8Array, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
+    UInt32Array, new_null_array,
 };
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::{cast, interleave, take};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use eddy_operators::updating::{OP_DELETE, OP_INSERT};
 use rdkafka::message::{BorrowedMessage, Message, Timestamp};
 
 use super::key::{Layout, project_schema};
-use crate::format::{BadRecord, Decoder, Format, decode_lines};
+use crate::bad_data::BadDataPolicy;
+use crate::format::{BadRecord, Decoded, Decoder, Format, OnBad, Records, decode_records};
 use crate::options::Options;
 use crate::registry::{MetadataKey, metadata_key};
 use crate::{ConnectorError, Result};
@@ -58,69 +61,127 @@ pub(crate) const METADATA: &[MetadataKey] = &[
 /// A partition's records polled and not yet decoded.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
-    /// Values, one per line.
-    buf: Vec<u8>,
-    /// Keys, one per line, when the source reads keys.
-    key_buf: Vec<u8>,
+    /// The values of the records that have one.
+    pub values: Records,
+    /// Keys, when the source reads keys.
+    pub keys: Records,
     /// Each record's offset.
     pub offsets: Vec<i64>,
-    /// Each record's timestamp (ms) and its type, when metadata asks.
-    timestamps: Vec<Option<i64>>,
+    /// Each record is a tombstone (no value): an upsert source's delete.
+    tombstones: Vec<bool>,
+    /// Each record's timestamp (ms) and its type.
+    pub timestamps: Vec<Option<i64>>,
     timestamp_types: Vec<&'static str>,
 }
 
-/// Records are lines to the decoders: a line break inside a record
-/// (pretty-printed JSON) is only whitespace.
-fn push_line(buf: &mut Vec<u8>, bytes: &[u8]) {
-    buf.extend(bytes.iter().map(|&b| if b == b'\n' { b' ' } else { b }));
-    buf.push(b'\n');
-}
-
 impl Pending {
-    /// Keeps a record with a value (a tombstone is no row of an
-    /// append-only source).
+    /// Keeps a record. A tombstone is no row of an append-only source,
+    /// and a delete of an upsert source's key.
     pub(crate) fn push(&mut self, message: &BorrowedMessage<'_>, decoders: &Decoders) {
-        let Some(payload) = message.payload() else {
-            return;
-        };
-        push_line(&mut self.buf, payload);
+        match message.payload() {
+            Some(payload) => self.values.push(payload),
+            None if decoders.upsert => {}
+            None => return,
+        }
+        self.tombstones.push(message.payload().is_none());
         self.offsets.push(message.offset());
         if decoders.key.is_some() {
-            push_line(&mut self.key_buf, message.key().unwrap_or_default());
+            self.keys.push(message.key().unwrap_or_default());
         }
-        if !decoders.metadata.is_empty() {
-            let (ms, kind) = match message.timestamp() {
-                Timestamp::NotAvailable => (None, "NoTimestampType"),
-                Timestamp::CreateTime(ms) => (Some(ms), "CreateTime"),
-                Timestamp::LogAppendTime(ms) => (Some(ms), "LogAppendTime"),
-            };
-            self.timestamps.push(ms);
-            self.timestamp_types.push(kind);
-        }
+        let (ms, kind) = match message.timestamp() {
+            Timestamp::NotAvailable => (None, "NoTimestampType"),
+            Timestamp::CreateTime(ms) => (Some(ms), "CreateTime"),
+            Timestamp::LogAppendTime(ms) => (Some(ms), "LogAppendTime"),
+        };
+        self.timestamps.push(ms);
+        self.timestamp_types.push(kind);
     }
 
     pub(crate) fn len(&self) -> usize {
         self.offsets.len()
     }
 
+    /// Record `i`'s bytes as they came: its value, or its key if it is a
+    /// tombstone (dead-letter rows).
+    pub(crate) fn record(&self, i: usize) -> &[u8] {
+        if self.tombstones[i] {
+            return if self.keys.is_empty() {
+                &[]
+            } else {
+                self.keys.get(i)
+            };
+        }
+        let j = self.tombstones[..i].iter().filter(|t| !**t).count();
+        self.values.get(j)
+    }
+
     pub(crate) fn clear(&mut self) {
-        self.buf.clear();
-        self.key_buf.clear();
+        self.values.clear();
+        self.keys.clear();
         self.offsets.clear();
+        self.tombstones.clear();
         self.timestamps.clear();
         self.timestamp_types.clear();
     }
 }
 
+/// What a partition's pending records decoded to.
+#[derive(Debug)]
+pub(crate) struct DecodedRecords {
+    pub batch: Option<RecordBatch>,
+    /// Records set aside as bad (their index in the pending records), in
+    /// order, with the reason.
+    pub bad: Vec<BadRecord>,
+}
+
+fn is_bad(bad: &[BadRecord], record: usize) -> bool {
+    bad.binary_search_by_key(&record, |b| b.record).is_ok()
+}
+
+/// Where each record's row is in a batch decoded from `records` (those
+/// `present`), but those its decoder set aside (`own`).
+fn rows_of(records: &[usize], own: &[BadRecord], n: usize) -> Vec<Option<usize>> {
+    let mut rows = vec![None; n];
+    let mut row = 0;
+    for (j, &record) in records.iter().enumerate() {
+        if !is_bad(own, j) {
+            rows[record] = Some(row);
+            row += 1;
+        }
+    }
+    rows
+}
+
+/// Column `column` of `batch`, one row per good record: its row, or NULL
+/// where the record has none (a tombstone's value).
+fn gather(
+    batch: &RecordBatch,
+    column: usize,
+    rows: &[Option<usize>],
+    good: &[usize],
+) -> std::result::Result<ArrayRef, String> {
+    let values = batch.column(column);
+    let null = new_null_array(values.data_type(), 1);
+    let indices: Vec<(usize, usize)> = good
+        .iter()
+        .map(|&i| rows[i].map_or((1, 0), |r| (0, r)))
+        .collect();
+    interleave(&[values.as_ref(), null.as_ref()], &indices).map_err(|e| e.to_string())
+}
+
 /// Turns a partition's pending records into rows of the table.
 pub(crate) struct Decoders {
     value: Box<dyn Decoder>,
-    /// With `value.fields-include` = `EXCEPT_KEY`.
+    /// With `value.fields-include` = `EXCEPT_KEY`, and for upserts.
     key: Option<Box<dyn Decoder>>,
     layout: Layout,
     schema: SchemaRef,
     /// Metadata columns: their index and key.
     metadata: Vec<(usize, String)>,
+    /// An upsert source: key columns come from the key, and each row
+    /// carries `_op` (last): `+I`, or `-D` for a tombstone.
+    upsert: bool,
+    pub on_bad: OnBad,
 }
 
 impl Decoders {
@@ -129,6 +190,7 @@ impl Decoders {
         layout: &Layout,
         format: &Arc<dyn Format>,
         options: &Options,
+        upsert: bool,
     ) -> Result<Self> {
         let cannot = |f: &Arc<dyn Format>| {
             ConnectorError::Config(format!("the format '{}' cannot be read", f.name()))
@@ -137,8 +199,8 @@ impl Decoders {
         let value = format
             .decoder(&value_schema, options)?
             .ok_or_else(|| cannot(format))?;
-        let key = match (&layout.key_format, layout.reads_keys()) {
-            (Some(key_format), true) => {
+        let key = match &layout.key_format {
+            Some(key_format) if upsert || layout.reads_keys() => {
                 let key_schema = project_schema(schema, &layout.key);
                 Some(
                     key_format
@@ -154,75 +216,147 @@ impl Decoders {
             .enumerate()
             .filter_map(|(i, f)| metadata_key(f).map(|k| (i, k.to_string())))
             .collect();
-        if !metadata.is_empty() && value.ignore_parse_errors() {
-            return Err(ConnectorError::Config(
-                "metadata columns cannot be read together with ignore-parse-errors yet: a skipped record would shift them"
-                    .into(),
-            ));
-        }
+        let policy = BadDataPolicy::of(options, value.ignore_parse_errors());
         Ok(Self {
             value,
             key,
             layout: layout.clone(),
             schema: schema.clone(),
             metadata,
+            upsert,
+            on_bad: policy.on_bad(),
         })
     }
 
-    /// The rows of `pending`, read from `topic`'s `partition`; on failure,
-    /// the bad record and which part of it failed.
+    /// The value format skips bad records of its own accord
+    /// (`'json.ignore-parse-errors'`).
+    pub(crate) fn ignores_parse_errors(&self) -> bool {
+        self.value.ignore_parse_errors()
+    }
+
+    /// The rows of `pending`, read from `topic`'s `partition`, and the
+    /// records set aside as bad; on failure, the bad record.
     pub(crate) fn decode(
         &mut self,
         topic: &str,
         partition: i32,
         pending: &Pending,
-    ) -> std::result::Result<Option<RecordBatch>, (BadRecord, &'static str)> {
-        let rows = pending.len();
-        let values = decode_lines(&mut *self.value, &pending.buf, rows).map_err(|b| (b, ""))?;
-        if self.key.is_none() && self.metadata.is_empty() {
-            return Ok(values.batch);
+    ) -> std::result::Result<DecodedRecords, BadRecord> {
+        let values = decode_records(&mut *self.value, &pending.values, self.on_bad, true)?;
+        if self.key.is_none() && self.metadata.is_empty() && !self.upsert {
+            return Ok(DecodedRecords {
+                batch: values.batch,
+                bad: values.bad,
+            });
         }
-        let whole = |reason: String| (BadRecord { line: 0, reason }, "");
-        let Some(values) = values.batch else {
-            return Ok(None);
+        let keys = match &mut self.key {
+            Some(decoder) => {
+                let mut keys = decode_records(&mut **decoder, &pending.keys, self.on_bad, true)
+                    .map_err(|b| BadRecord {
+                        reason: format!("key: {}", b.reason),
+                        ..b
+                    })?;
+                for b in &mut keys.bad {
+                    b.reason = format!("key: {}", b.reason);
+                }
+                Some(keys)
+            }
+            None => None,
         };
-        let mut columns: Vec<Option<ArrayRef>> = vec![None; self.schema.fields().len()];
-        for (j, &i) in self.layout.value.iter().enumerate() {
-            columns[i] = Some(values.column(j).clone());
+        let n = pending.len();
+        let with_value: Vec<usize> = (0..n).filter(|&i| !pending.tombstones[i]).collect();
+        // Records bad in the value or the key (by record, not by value).
+        let mut bad: Vec<BadRecord> = values
+            .bad
+            .iter()
+            .map(|b| BadRecord {
+                record: with_value[b.record],
+                reason: b.reason.clone(),
+            })
+            .collect();
+        if let Some(keys) = &keys {
+            bad.extend(keys.bad.iter().cloned());
+            bad.sort_by_key(|b| b.record);
+            bad.dedup_by_key(|b| b.record);
         }
-        if let Some(decoder) = &mut self.key {
-            let keys =
-                decode_lines(&mut **decoder, &pending.key_buf, rows).map_err(|b| (b, "key: "))?;
-            let keys = keys
-                .batch
-                .filter(|k| k.num_rows() == values.num_rows())
-                .ok_or_else(|| {
-                    whole("keys and values skipped different records as unreadable".into())
-                })?;
-            for (j, &i) in self.layout.key.iter().enumerate() {
-                columns[i] = Some(keys.column(j).clone());
+        let good: Vec<usize> = (0..n).filter(|&i| !is_bad(&bad, i)).collect();
+        if good.is_empty() {
+            return Ok(DecodedRecords { batch: None, bad });
+        }
+        let batch = self
+            .assemble(
+                (topic, partition),
+                pending,
+                (values, keys),
+                &good,
+                &with_value,
+            )
+            .map_err(|reason| BadRecord { record: 0, reason })?;
+        Ok(DecodedRecords {
+            batch: Some(batch),
+            bad,
+        })
+    }
+
+    /// The table's rows of the `good` records: value and key columns from
+    /// their batches, metadata from the records, and `_op` for upserts.
+    fn assemble(
+        &self,
+        (topic, partition): (&str, i32),
+        pending: &Pending,
+        (values, keys): (Decoded, Option<Decoded>),
+        good: &[usize],
+        with_value: &[usize],
+    ) -> std::result::Result<RecordBatch, String> {
+        let n = pending.len();
+        let mut columns: Vec<Option<ArrayRef>> = vec![None; self.schema.fields().len()];
+        let value_batch = values
+            .batch
+            .unwrap_or_else(|| RecordBatch::new_empty(self.value.schema()));
+        let value_rows = rows_of(with_value, &values.bad, n);
+        for (j, &i) in self.layout.value.iter().enumerate() {
+            if !(self.upsert && self.layout.key.contains(&i)) {
+                columns[i] = Some(gather(&value_batch, j, &value_rows, good)?);
             }
         }
+        if let (Some(keys), Some(decoder)) = (keys, &self.key) {
+            let all: Vec<usize> = (0..n).collect();
+            let key_rows = rows_of(&all, &keys.bad, n);
+            let key_batch = keys
+                .batch
+                .unwrap_or_else(|| RecordBatch::new_empty(decoder.schema()));
+            for (j, &i) in self.layout.key.iter().enumerate() {
+                columns[i] = Some(gather(&key_batch, j, &key_rows, good)?);
+            }
+        }
+        let indices = UInt32Array::from_iter_values(good.iter().map(|&i| i as u32));
         for (i, key) in &self.metadata {
             let array: ArrayRef = match key.as_str() {
-                "topic" => Arc::new(StringArray::from(vec![topic; rows])),
-                "partition" => Arc::new(Int32Array::from(vec![partition; rows])),
+                "topic" => Arc::new(StringArray::from(vec![topic; n])),
+                "partition" => Arc::new(Int32Array::from(vec![partition; n])),
                 "offset" => Arc::new(Int64Array::from(pending.offsets.clone())),
                 "timestamp" => {
                     Arc::new(TimestampMillisecondArray::from(pending.timestamps.clone()))
                 }
                 "timestamp-type" => Arc::new(StringArray::from(pending.timestamp_types.clone())),
-                other => return Err(whole(format!("no metadata '{other}'"))),
+                other => return Err(format!("no metadata '{other}'")),
             };
+            let array = take(&array, &indices, None).map_err(|e| e.to_string())?;
             let declared = self.schema.field(*i).data_type();
-            columns[*i] = Some(cast(&array, declared).map_err(|e| whole(e.to_string()))?);
+            columns[*i] = Some(cast(&array, declared).map_err(|e| e.to_string())?);
+        }
+        if self.upsert {
+            let ops = good.iter().map(|&i| match pending.tombstones[i] {
+                true => OP_DELETE,
+                false => OP_INSERT,
+            });
+            columns[self.schema.fields().len() - 1] =
+                Some(Arc::new(Int8Array::from_iter_values(ops)));
         }
         let columns = columns
             .into_iter()
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| whole("a column is in neither the key nor the value".into()))?;
-        RecordBatch::try_new(self.schema.clone(), columns)
-            .map(Some)
-            .map_err(|e| whole(e.to_string()))
+            .ok_or("a column is in neither the key nor the value")?;
+        RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| e.to_string())
     }
 }

@@ -9,10 +9,12 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
+use eddy_operators::updating::OP_COLUMN;
+
 use super::option_error;
-use crate::Result;
 use crate::format::{Format, FormatRegistry};
 use crate::options::Options;
+use crate::{ConnectorError, Result};
 
 pub(crate) const KEY_FORMAT: &str = "key.format";
 pub(crate) const KEY_FIELDS: &str = "key.fields";
@@ -29,23 +31,17 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
+    /// A `kafka` table's: the key is `key.fields`, if given.
     pub(crate) fn from_options(
         options: &Options,
         schema: &SchemaRef,
         formats: &FormatRegistry,
     ) -> Result<Self> {
-        // Metadata columns are in neither the key nor the value.
-        let all: Vec<usize> = (0..schema.fields().len())
-            .filter(|&i| crate::registry::metadata_key(schema.field(i)).is_none())
-            .collect();
-        let except_key = options
-            .get(VALUE_FIELDS_INCLUDE)
-            .is_some_and(|v| v.eq_ignore_ascii_case("EXCEPT_KEY"));
         let Some(fields) = options.get(KEY_FIELDS) else {
             if options.is_set(KEY_FORMAT) {
                 return Err(option_error(KEY_FORMAT, "'key.format' needs 'key.fields'"));
             }
-            if except_key {
+            if except_key(options) {
                 return Err(option_error(
                     VALUE_FIELDS_INCLUDE,
                     "'EXCEPT_KEY' needs 'key.fields'",
@@ -54,36 +50,57 @@ impl Layout {
             return Ok(Self {
                 key: Vec::new(),
                 key_format: None,
-                value: all,
+                value: data_columns(schema),
             });
         };
-        let key = fields
+        let names: Vec<&str> = fields
             .split(';')
             .map(str::trim)
             .filter(|f| !f.is_empty())
-            .map(|name| {
-                schema
-                    .fields()
-                    .iter()
-                    .position(|f| f.name().eq_ignore_ascii_case(name))
-                    .ok_or_else(|| {
-                        let columns: Vec<&str> =
-                            schema.fields().iter().map(|f| f.name().as_str()).collect();
-                        option_error(
-                            KEY_FIELDS,
-                            format!("'{name}' is not a column (columns: {})", columns.join(", ")),
-                        )
-                    })
-            })
+            .collect();
+        let key = names
+            .iter()
+            .map(|name| column(schema, name))
             .collect::<Result<Vec<usize>>>()?;
+        Self::keyed(options, schema, formats, key, KEY_FIELDS)
+    }
+
+    /// An `upsert-kafka` table's: the key is the primary key.
+    pub(crate) fn upsert(
+        options: &Options,
+        schema: &SchemaRef,
+        formats: &FormatRegistry,
+        primary_key: &[String],
+    ) -> Result<Self> {
+        if primary_key.is_empty() {
+            return Err(ConnectorError::Config(
+                "'upsert-kafka' keys its records by the table's PRIMARY KEY (...) NOT ENFORCED; declare one".into(),
+            ));
+        }
+        let key = primary_key
+            .iter()
+            .map(|name| column(schema, name))
+            .collect::<Result<Vec<usize>>>()?;
+        Self::keyed(options, schema, formats, key, KEY_FORMAT)
+    }
+
+    /// A layout with `key` as the key's columns, in `key.format`.
+    fn keyed(
+        options: &Options,
+        schema: &SchemaRef,
+        formats: &FormatRegistry,
+        key: Vec<usize>,
+        asked_by: &str,
+    ) -> Result<Self> {
         let name = options
             .get(KEY_FORMAT)
-            .ok_or_else(|| option_error(KEY_FIELDS, "'key.fields' needs 'key.format'"))?;
+            .ok_or_else(|| option_error(asked_by, format!("'{asked_by}' needs 'key.format'")))?;
         let key_format = formats
             .get(name)
             .cloned()
             .ok_or_else(|| option_error(KEY_FORMAT, format!("unknown format '{name}'")))?;
-        let value = match except_key {
+        let all = data_columns(schema);
+        let value = match except_key(options) {
             true => all.into_iter().filter(|i| !key.contains(i)).collect(),
             false => all,
         };
@@ -98,6 +115,37 @@ impl Layout {
     pub(crate) fn reads_keys(&self) -> bool {
         self.key.iter().any(|k| !self.value.contains(k))
     }
+}
+
+fn except_key(options: &Options) -> bool {
+    options
+        .get(VALUE_FIELDS_INCLUDE)
+        .is_some_and(|v| v.eq_ignore_ascii_case("EXCEPT_KEY"))
+}
+
+/// The columns the records carry: not metadata, not a changelog's `_op`.
+fn data_columns(schema: &SchemaRef) -> Vec<usize> {
+    (0..schema.fields().len())
+        .filter(|&i| {
+            let field = schema.field(i);
+            crate::registry::metadata_key(field).is_none() && field.name() != OP_COLUMN
+        })
+        .collect()
+}
+
+/// The index of column `name` (any case), or an error listing them.
+fn column(schema: &SchemaRef, name: &str) -> Result<usize> {
+    schema
+        .fields()
+        .iter()
+        .position(|f| f.name().eq_ignore_ascii_case(name))
+        .ok_or_else(|| {
+            let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            option_error(
+                KEY_FIELDS,
+                format!("'{name}' is not a column (columns: {})", columns.join(", ")),
+            )
+        })
 }
 
 /// `schema` cut to `columns`, in that order.

@@ -28,7 +28,7 @@ use rdkafka::ClientConfig;
 pub use self::sink::KafkaSinkProvider;
 pub use self::source::KafkaSource;
 use crate::options::{OptionDecl, OptionType, Options};
-use crate::registry::{Connector, ConnectorContext, FormatSupport};
+use crate::registry::{Connector, ConnectorContext, FormatSupport, SourceChangelog};
 use crate::{ConnectorError, Result};
 
 pub(crate) const TOPIC: &str = "topic";
@@ -50,19 +50,22 @@ pub(crate) const RETRY_ATTEMPTS: &str = "sink.retry.max-attempts";
 pub(crate) const RETRY_INITIAL: &str = "sink.retry.initial-backoff";
 pub(crate) const RETRY_MAX: &str = "sink.retry.max-backoff";
 
+/// `connector = 'kafka'`, and `'upsert-kafka'`: a (compacted) topic as a
+/// table keyed by its `PRIMARY KEY (...) NOT ENFORCED`, as Flink's. An
+/// upsert source reads the topic from the earliest offset as a changelog
+/// of upserts (a tombstone deletes its key), which the planner normalizes
+/// by keeping each key's last row; an upsert sink writes a changelog as
+/// upserts, `-D` as a tombstone.
 #[derive(Debug)]
-pub struct KafkaConnector;
+pub struct KafkaConnector {
+    upsert: bool,
+}
 
-impl Connector for KafkaConnector {
-    fn name(&self) -> &'static str {
-        "kafka"
-    }
+impl KafkaConnector {
+    pub const KAFKA: Self = Self { upsert: false };
+    pub const UPSERT_KAFKA: Self = Self { upsert: true };
 
-    fn help(&self) -> &'static str {
-        "Apache Kafka topics: a source (partitions as splits, offsets in checkpoints) and an at-least-once or exactly-once sink"
-    }
-
-    fn options(&self) -> Vec<OptionDecl> {
+    fn kafka_options() -> Vec<OptionDecl> {
         vec![
             OptionDecl::unset(
                 TOPIC,
@@ -193,6 +196,49 @@ impl Connector for KafkaConnector {
         ]
     }
 
+    /// `kafka`'s options but those [`NOT_UPSERT`], `key.format` required.
+    fn upsert_options() -> Vec<OptionDecl> {
+        Self::kafka_options()
+            .into_iter()
+            .filter(|o| !NOT_UPSERT.contains(&o.name))
+            .map(|o| match o.name {
+                key::KEY_FORMAT => OptionDecl::required(
+                    key::KEY_FORMAT,
+                    OptionType::Format,
+                    "the format of the key: the PRIMARY KEY's columns",
+                ),
+                _ => o,
+            })
+            .collect()
+    }
+}
+
+impl Connector for KafkaConnector {
+    fn name(&self) -> &'static str {
+        match self.upsert {
+            false => "kafka",
+            true => "upsert-kafka",
+        }
+    }
+
+    fn help(&self) -> &'static str {
+        match self.upsert {
+            false => {
+                "Apache Kafka topics: a source (partitions as splits, offsets in checkpoints) and an at-least-once or exactly-once sink"
+            }
+            true => {
+                "a compacted Kafka topic as a table keyed by its PRIMARY KEY: a changelog source (a tombstone deletes) and an upsert sink"
+            }
+        }
+    }
+
+    fn options(&self) -> Vec<OptionDecl> {
+        match self.upsert {
+            false => Self::kafka_options(),
+            true => Self::upsert_options(),
+        }
+    }
+
     fn format(&self) -> FormatSupport {
         FormatSupport::Required
     }
@@ -210,15 +256,22 @@ impl Connector for KafkaConnector {
     }
 
     fn source(&self, ctx: &ConnectorContext<'_>) -> Result<Arc<dyn SourceProvider>> {
-        Ok(Arc::new(KafkaSource::try_new(ctx)?))
+        Ok(Arc::new(KafkaSource::try_new(ctx, self.upsert)?))
     }
 
     fn sink(&self, ctx: &ConnectorContext<'_>) -> Result<Arc<dyn SinkProvider>> {
-        Ok(Arc::new(KafkaSinkProvider::try_new(ctx)?))
+        Ok(Arc::new(KafkaSinkProvider::try_new(ctx, self.upsert)?))
     }
 
     fn metadata_keys(&self) -> &'static [crate::registry::MetadataKey] {
         decode::METADATA
+    }
+
+    fn changelog(&self, _options: &Options) -> SourceChangelog {
+        match self.upsert {
+            false => SourceChangelog::AppendOnly,
+            true => SourceChangelog::Upsert,
+        }
     }
 
     fn guarantee(&self, options: &Options) -> DeliveryGuarantee {
@@ -229,6 +282,18 @@ impl Connector for KafkaConnector {
         }
     }
 }
+
+/// Options of `kafka` that `upsert-kafka` does not take: the key is the
+/// primary key, reading starts at the earliest offset, and records go to
+/// their key's partition.
+const NOT_UPSERT: &[&str] = &[
+    TOPIC_PATTERN,
+    key::KEY_FIELDS,
+    STARTUP_MODE,
+    STARTUP_TIMESTAMP,
+    STARTUP_OFFSETS,
+    PARTITIONER,
+];
 
 /// The client configuration of `properties.*`, with Eddy's settings over
 /// them where Eddy owns the behaviour (offsets are never auto-committed).

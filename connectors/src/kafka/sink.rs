@@ -16,12 +16,15 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::AsArray;
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::array::{AsArray, BooleanArray};
+use datafusion::arrow::compute::kernels::boolean::not;
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{
+    DataType, Int8Type, SchemaRef, TimeUnit, TimestampMillisecondType,
+};
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_operators::sink::SinkCommit;
-use eddy_operators::updating::OP_COLUMN;
+use eddy_operators::updating::{OP_COLUMN, OP_DELETE, OP_UPDATE_BEFORE};
 use eddy_operators::{
     Committer, DeliveryGuarantee, OperatorContext, OperatorError, Sink, SinkProvider,
 };
@@ -69,6 +72,8 @@ impl Partitioner {
 #[derive(Debug)]
 pub struct KafkaSinkProvider {
     target: Arc<Target>,
+    /// `upsert-kafka`: a changelog in, upserts and tombstones out.
+    upsert: bool,
     layout: Layout,
     schema: SchemaRef,
     format: Arc<dyn Format>,
@@ -78,9 +83,13 @@ pub struct KafkaSinkProvider {
 }
 
 impl KafkaSinkProvider {
-    pub(crate) fn try_new(ctx: &ConnectorContext<'_>) -> Result<Self> {
+    /// A `kafka` sink of appended rows; or with `upsert`, an `upsert-kafka`
+    /// sink: each row keyed by the primary key, `+I` and `+U` written, `-D`
+    /// a tombstone, `-U` skipped (the `+U` after it replaces the key's
+    /// value).
+    pub(crate) fn try_new(ctx: &ConnectorContext<'_>, upsert: bool) -> Result<Self> {
         let options = ctx.options;
-        if ctx.schema.column_with_name(OP_COLUMN).is_some() {
+        if !upsert && ctx.schema.column_with_name(OP_COLUMN).is_some() {
             return Err(ConnectorError::Config(
                 "the 'kafka' connector writes only appended rows, and this query updates rows it wrote: use 'upsert-kafka' with a PRIMARY KEY"
                     .into(),
@@ -90,7 +99,8 @@ impl KafkaSinkProvider {
         if topic.contains(';') {
             return Err(option_error(TOPIC, "a Kafka sink writes one topic"));
         }
-        let guarantee = crate::registry::Connector::guarantee(&super::KafkaConnector, options);
+        let guarantee =
+            crate::registry::Connector::guarantee(&super::KafkaConnector::KAFKA, options);
         let prefix = options.get(TXN_PREFIX).unwrap_or_default().to_string();
         if guarantee == DeliveryGuarantee::ExactlyOnce && prefix.is_empty() {
             return Err(option_error(
@@ -106,7 +116,7 @@ impl KafkaSinkProvider {
                 "an idempotent producer (at-least-once, exactly-once) needs at least 2 attempts",
             ));
         }
-        let partitioner = match options.get(PARTITIONER) {
+        let partitioner = match options.get(PARTITIONER).filter(|_| !upsert) {
             Some("fixed") => Partitioner::Fixed,
             Some("round-robin") => Partitioner::RoundRobin,
             _ => Partitioner::Default,
@@ -115,9 +125,13 @@ impl KafkaSinkProvider {
         format.encoder(ctx.schema, options)?.ok_or_else(|| {
             ConnectorError::Config(format!("the format '{}' cannot be written", format.name()))
         })?;
-        let layout = Layout::from_options(options, ctx.schema, ctx.formats)?;
+        let layout = match upsert {
+            true => Layout::upsert(options, ctx.schema, ctx.formats, ctx.primary_key)?,
+            false => Layout::from_options(options, ctx.schema, ctx.formats)?,
+        };
         Ok(Self {
             layout,
+            upsert,
             target: Arc::new(Target {
                 topic: topic.to_string(),
                 options: options.clone(),
@@ -153,8 +167,13 @@ impl SinkProvider for KafkaSinkProvider {
             .fields()
             .iter()
             .position(|f| metadata_key(f) == Some("timestamp"));
+        let op_column = self
+            .upsert
+            .then(|| self.schema.index_of(OP_COLUMN).ok())
+            .flatten();
         Ok(Box::new(KafkaSink {
             timestamp_column,
+            op_column,
             layout: self.layout.clone(),
             key_encoder,
             key_buf: Vec::new(),
@@ -206,6 +225,8 @@ struct Transactional {
 /// One subtask's writer.
 pub struct KafkaSink {
     target: Arc<Target>,
+    /// An upsert sink's changelog column.
+    op_column: Option<usize>,
     /// A `timestamp` metadata column: each record's timestamp.
     timestamp_column: Option<usize>,
     layout: Layout,
@@ -338,12 +359,13 @@ impl KafkaSink {
     }
 
     /// Sends the encoded rows, one record per line of `values`, keyed by
-    /// the same line of `keys`.
+    /// the same line of `keys`; a row marked a tombstone has no value
+    /// (and no line in `values`).
     fn send_lines(
         &mut self,
-        values: &[u8],
-        keys: Option<&[u8]>,
+        (values, keys): (&[u8], Option<&[u8]>),
         timestamps: Option<&[Option<i64>]>,
+        tombstones: Option<&[bool]>,
     ) -> eddy_operators::Result<()> {
         let slot = match self.target.guarantee {
             DeliveryGuarantee::ExactlyOnce => Some(self.open_slot()?),
@@ -360,15 +382,22 @@ impl KafkaSink {
                 .map(<[u8]>::to_vec)
                 .collect()
         };
-        let values = lines(values);
+        let mut values = lines(values).into_iter();
+        let rows = tombstones.map_or(values.len(), <[bool]>::len);
         let mut keys = keys.map(lines).map(Vec::into_iter);
-        if keys.as_ref().is_some_and(|k| k.len() != values.len()) {
+        if keys.as_ref().is_some_and(|k| k.len() != rows) {
             return Err(OperatorError::Internal(
                 "the key format wrote a number of lines other than the rows'".into(),
             ));
         }
         let mut kept = Vec::new();
-        for (row, value) in values.into_iter().enumerate() {
+        for row in 0..rows {
+            let value = match tombstones.is_some_and(|t| t[row]) {
+                true => None,
+                false => Some(values.next().ok_or_else(|| {
+                    OperatorError::Internal("the format wrote fewer lines than rows".into())
+                })?),
+            };
             let record = Record {
                 timestamp: timestamps.and_then(|t| t.get(row).copied().flatten()),
                 partition: self
@@ -388,6 +417,24 @@ impl KafkaSink {
         }
         Ok(())
     }
+}
+
+/// An upsert sink's rows of a changelog: `+I`, `+U` and `-D` (`-U` is
+/// left out: the `+U` after it replaces the key's value), and which of
+/// them are deletes (tombstones).
+fn upserts(
+    batch: &RecordBatch,
+    op: usize,
+) -> eddy_operators::Result<(RecordBatch, Option<BooleanArray>)> {
+    let ops = batch.column(op).as_primitive::<Int8Type>();
+    let keep: BooleanArray = ops
+        .iter()
+        .map(|o| Some(o != Some(OP_UPDATE_BEFORE)))
+        .collect();
+    let kept = filter_record_batch(batch, &keep)?;
+    let ops = kept.column(op).as_primitive::<Int8Type>();
+    let deletes: BooleanArray = ops.iter().map(|o| Some(o == Some(OP_DELETE))).collect();
+    Ok((kept, Some(deletes)))
 }
 
 impl Sink for KafkaSink {
@@ -448,20 +495,33 @@ impl Sink for KafkaSink {
     }
 
     fn write_batch(&mut self, batch: &RecordBatch) -> eddy_operators::Result<()> {
+        let (batch, tombstones) = match self.op_column {
+            Some(op) => upserts(batch, op)?,
+            None => (batch.clone(), None),
+        };
         self.buf.clear();
         self.key_buf.clear();
+        let with_values = match &tombstones {
+            Some(t) => filter_record_batch(&batch, &not(t)?)?,
+            None => batch.clone(),
+        };
         self.encoder
-            .encode(&project(batch, &self.layout.value)?, &mut self.buf)?;
+            .encode(&project(&with_values, &self.layout.value)?, &mut self.buf)?;
         if let Some(encoder) = &mut self.key_encoder {
-            encoder.encode(&project(batch, &self.layout.key)?, &mut self.key_buf)?;
+            encoder.encode(&project(&batch, &self.layout.key)?, &mut self.key_buf)?;
         }
         let (values, keys) = (
             std::mem::take(&mut self.buf),
             std::mem::take(&mut self.key_buf),
         );
         let keyed = self.key_encoder.is_some().then_some(&keys[..]);
-        let timestamps = self.timestamps(batch)?;
-        let result = self.send_lines(&values, keyed, timestamps.as_deref());
+        let timestamps = self.timestamps(&batch)?;
+        let tombstones: Option<Vec<bool>> = tombstones.map(|t| t.values().iter().collect());
+        let result = self.send_lines(
+            (&values, keyed),
+            timestamps.as_deref(),
+            tombstones.as_deref(),
+        );
         (self.buf, self.key_buf) = (values, keys);
         result
     }

@@ -40,6 +40,7 @@ use super::offsets::{Bound, Position, Startup};
 use super::{
     BOOTSTRAP, DISCOVERY, GROUP_ID, TOPIC, TOPIC_PATTERN, client_config, kafka_error, option_error,
 };
+use crate::bad_data::{BadData, BadDataPolicy, BadRecordAt};
 use crate::format::Format;
 use crate::options::Options;
 use crate::registry::ConnectorContext;
@@ -68,6 +69,10 @@ pub struct KafkaSource {
     bound: Bound,
     discovery: Option<Duration>,
     layout: Layout,
+    /// The table's name (dead-letter rows).
+    table: String,
+    /// `upsert-kafka`: keys are the primary key, a tombstone deletes it.
+    upsert: bool,
 }
 
 /// A split's position: its partition and where it is.
@@ -80,7 +85,10 @@ struct SplitPosition {
 }
 
 impl KafkaSource {
-    pub(crate) fn try_new(ctx: &ConnectorContext<'_>) -> Result<Self> {
+    /// A `kafka` source; or with `upsert`, an `upsert-kafka` source: read
+    /// from the earliest offset, as Flink does, keyed by the primary key,
+    /// a changelog of upserts (`_op`).
+    pub(crate) fn try_new(ctx: &ConnectorContext<'_>, upsert: bool) -> Result<Self> {
         let options = ctx.options;
         let topics = match (options.get(TOPIC), options.get(TOPIC_PATTERN)) {
             (Some(_), Some(_)) => {
@@ -107,7 +115,10 @@ impl KafkaSource {
                 ));
             }
         };
-        let startup = Startup::from_options(options)?;
+        let startup = match upsert {
+            true => Startup::Earliest,
+            false => Startup::from_options(options)?,
+        };
         if startup == Startup::Group && !options.is_set(GROUP_ID) {
             return Err(option_error(
                 super::STARTUP_MODE,
@@ -120,11 +131,16 @@ impl KafkaSource {
             .filter(|ms| *ms > 0 && !bound.is_bounded())
             .map(|ms| Duration::from_millis(ms as u64));
         let format = ctx.formats.chosen(options)?.clone();
-        let layout = Layout::from_options(options, ctx.schema, ctx.formats)?;
+        let layout = match upsert {
+            true => Layout::upsert(options, ctx.schema, ctx.formats, ctx.primary_key)?,
+            false => Layout::from_options(options, ctx.schema, ctx.formats)?,
+        };
         // Fails early if the formats cannot read these columns.
-        Decoders::new(ctx.schema, &layout, &format, options)?;
+        Decoders::new(ctx.schema, &layout, &format, options, upsert)?;
         Ok(Self {
             layout,
+            table: ctx.name.to_string(),
+            upsert,
             options: options.clone(),
             schema: ctx.schema.clone(),
             format,
@@ -144,7 +160,13 @@ impl KafkaSource {
 
     /// The decoders of a reader.
     fn decoders(&self) -> Result<Decoders> {
-        Decoders::new(&self.schema, &self.layout, &self.format, &self.options)
+        Decoders::new(
+            &self.schema,
+            &self.layout,
+            &self.format,
+            &self.options,
+            self.upsert,
+        )
     }
 
     /// A consumer for metadata and offsets, or for reading.
@@ -184,11 +206,13 @@ impl SourceProvider for KafkaSource {
 
     fn reader(&self) -> eddy_operators::Result<Box<dyn SourceReader>> {
         let decoders = self.decoders()?;
+        let policy = BadDataPolicy::of(&self.options, decoders.ignores_parse_errors());
         Ok(Box::new(KafkaReader {
             name: self.name(),
             consumer: self.consumer(true)?,
             parts: Parts {
                 decoders,
+                bad: BadData::new(policy, &self.table),
                 by_partition: HashMap::new(),
                 ready: VecDeque::new(),
                 read: 0,
@@ -411,6 +435,7 @@ struct KafkaReader {
 /// handed over (kept apart from the consumer, which messages borrow).
 struct Parts {
     decoders: Decoders,
+    bad: BadData,
     by_partition: HashMap<(String, i32), Part>,
     /// Decoded and not yet handed over, each batch with its partition and
     /// the offset after its last record.
@@ -453,35 +478,57 @@ impl Parts {
         part.pending.push(message, &self.decoders);
         if part.pending.len() >= BATCH_ROWS {
             let topic = key.0.clone();
-            Self::decode(&mut self.decoders, &topic, key.1, part, &mut self.ready)?;
+            Self::decode(
+                &mut self.decoders,
+                &self.bad,
+                (&topic, key.1),
+                part,
+                &mut self.ready,
+            )?;
         }
         Ok(part.at.at_end().then_some(key))
     }
 
-    /// Decodes what `part` holds into a batch.
+    /// Decodes what `part` holds into a batch, and hands its bad records
+    /// to the policy. The last thing queued carries the partition's new
+    /// position.
     fn decode(
         decoders: &mut Decoders,
-        topic: &str,
-        partition: i32,
+        bad_data: &BadData,
+        (topic, partition): (&str, i32),
         part: &mut Part,
         ready: &mut VecDeque<(Poll, Option<(PartitionKey, i64)>)>,
     ) -> eddy_operators::Result<()> {
         let Some(last) = part.pending.offsets.last().copied() else {
             return Ok(());
         };
-        let decoded = decoders
-            .decode(topic, partition, &part.pending)
-            .map_err(|(bad, what)| {
-                OperatorError::Connector(format!(
-                    "kafka topic '{topic}' partition {partition} offset {}: {what}{}",
-                    part.pending.offsets.get(bad.line).copied().unwrap_or(-1),
-                    bad.reason
-                ))
-            })?;
+        let pending = &part.pending;
+        let decoded = decoders.decode(topic, partition, pending).map_err(|bad| {
+            OperatorError::Connector(format!(
+                "kafka topic '{topic}' partition {partition} offset {}: {}",
+                pending.offsets.get(bad.record).copied().unwrap_or(-1),
+                bad.reason
+            ))
+        })?;
+        let name = format!("{topic}-{partition}");
+        let rejected = decoded.bad.iter().map(|b| BadRecordAt {
+            bytes: pending.record(b.record),
+            reason: &b.reason,
+            partition: &name,
+            offset: pending.offsets.get(b.record).copied(),
+            timestamp: pending.timestamps.get(b.record).copied().flatten(),
+        });
+        let rejected = bad_data.reject(rejected);
         part.pending.clear();
-        if let Some(batch) = decoded {
-            let key = (topic.to_string(), partition);
-            ready.push_back((Poll::Batch(part.index, batch), Some((key, last + 1))));
+        let handed = Some(((topic.to_string(), partition), last + 1));
+        match (rejected, decoded.batch) {
+            (Some(r), Some(batch)) => {
+                ready.push_back((Poll::Rejected(r), None));
+                ready.push_back((Poll::Batch(part.index, batch), handed));
+            }
+            (Some(r), None) => ready.push_back((Poll::Rejected(r), handed)),
+            (None, Some(batch)) => ready.push_back((Poll::Batch(part.index, batch), handed)),
+            (None, None) => {}
         }
         Ok(())
     }
@@ -489,7 +536,13 @@ impl Parts {
     /// Decodes every partition's pending records.
     fn decode_all(&mut self) -> eddy_operators::Result<()> {
         for ((topic, partition), part) in &mut self.by_partition {
-            Self::decode(&mut self.decoders, topic, *partition, part, &mut self.ready)?;
+            Self::decode(
+                &mut self.decoders,
+                &self.bad,
+                (topic, *partition),
+                part,
+                &mut self.ready,
+            )?;
         }
         Ok(())
     }
@@ -499,7 +552,13 @@ impl Parts {
     fn finish(&mut self, key: &(String, i32)) -> eddy_operators::Result<()> {
         if let Some(part) = self.by_partition.get_mut(key).filter(|p| !p.done) {
             part.done = true;
-            Self::decode(&mut self.decoders, &key.0, key.1, part, &mut self.ready)?;
+            Self::decode(
+                &mut self.decoders,
+                &self.bad,
+                (&key.0, key.1),
+                part,
+                &mut self.ready,
+            )?;
             let end = (
                 Poll::Finished(part.index),
                 Some((key.clone(), part.at.next)),

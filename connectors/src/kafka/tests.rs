@@ -50,6 +50,11 @@ fn cluster(
 }
 
 fn source(bootstrap: &str, extra: &[(&str, &str)]) -> KafkaSource {
+    source_of(&schema(), bootstrap, extra)
+}
+
+/// A source of `t` read from its earliest offset to its latest, as JSON.
+fn source_of(schema: &SchemaRef, bootstrap: &str, extra: &[(&str, &str)]) -> KafkaSource {
     let mut pairs = vec![
         ("connector", "kafka"),
         ("topic", "t"),
@@ -65,13 +70,14 @@ fn source(bootstrap: &str, extra: &[(&str, &str)]) -> KafkaSource {
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
     let formats = FormatRegistry::default();
-    let schema = schema();
-    KafkaSource::try_new(&ConnectorContext {
+    let context = ConnectorContext {
         options: &options,
-        schema: &schema,
+        name: "orders",
+        schema,
+        primary_key: &[],
         formats: &formats,
-    })
-    .unwrap()
+    };
+    KafkaSource::try_new(&context, false).unwrap()
 }
 
 fn values(batch: &RecordBatch) -> Vec<i64> {
@@ -98,6 +104,7 @@ fn read(reader: &mut dyn SourceReader, splits: usize, stop_after: usize) -> Vec<
             }
             Poll::Finished(_) => open -= 1,
             Poll::Pending => reader.wait(Duration::from_millis(10)),
+            Poll::Rejected(r) => panic!("unexpected bad records: {r:?}"),
         }
     }
     got
@@ -250,7 +257,9 @@ fn key_columns_are_read_from_the_key_with_except_key() {
         Field::new("v", DataType::Int64, true),
         Field::new("id", DataType::Int64, true),
     ]));
-    let source = registry.source(&validated, &schema).unwrap();
+    let source = registry
+        .source(&validated, crate::Table::new("t", &schema))
+        .unwrap();
     let splits = source.enumerator().unwrap().list().unwrap();
     let mut reader = source.reader().unwrap();
     assign(&mut *reader, &splits);
@@ -269,6 +278,7 @@ fn key_columns_are_read_from_the_key_with_except_key() {
             }
             Poll::Finished(_) => break,
             Poll::Pending => reader.wait(Duration::from_millis(10)),
+            Poll::Rejected(r) => panic!("unexpected bad records: {r:?}"),
         }
     }
     assert_eq!(rows, (0..5).map(|i| (i * 10, i)).collect::<Vec<_>>());
@@ -306,25 +316,7 @@ fn metadata_columns_come_from_the_records() {
         ),
         meta("topic", DataType::Utf8, "topic"),
     ]));
-    let options = Options::new(
-        [
-            ("connector", "kafka"),
-            ("topic", "t"),
-            ("properties.bootstrap.servers", &cluster.bootstrap_servers()),
-            ("scan.startup.mode", "earliest-offset"),
-            ("scan.bounded.mode", "latest-offset"),
-            ("format", "json"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    let formats = FormatRegistry::default();
-    let source = KafkaSource::try_new(&ConnectorContext {
-        options: &options,
-        schema: &schema,
-        formats: &formats,
-    })
-    .unwrap();
+    let source = source_of(&schema, &cluster.bootstrap_servers(), &[]);
     let splits = source.enumerator().unwrap().list().unwrap();
     let mut reader = source.reader().unwrap();
     assign(&mut *reader, &splits);
@@ -358,6 +350,7 @@ fn metadata_columns_come_from_the_records() {
             }
             Poll::Finished(_) => open -= 1,
             Poll::Pending => reader.wait(Duration::from_millis(10)),
+            Poll::Rejected(r) => panic!("unexpected bad records: {r:?}"),
         }
     }
     rows.sort_unstable();
@@ -386,11 +379,16 @@ fn a_pattern_discovers_new_topics_from_their_start() {
         .map(|(k, v)| (k.to_string(), v.to_string())),
     );
     let (formats, schema) = (FormatRegistry::default(), schema());
-    let source = KafkaSource::try_new(&ConnectorContext {
-        options: &options,
-        schema: &schema,
-        formats: &formats,
-    })
+    let source = KafkaSource::try_new(
+        &ConnectorContext {
+            options: &options,
+            name: "t",
+            schema: &schema,
+            primary_key: &[],
+            formats: &formats,
+        },
+        false,
+    )
     .unwrap();
     let mut enumerator = source.enumerator().unwrap();
     assert_eq!(
@@ -423,4 +421,76 @@ fn a_pattern_discovers_new_topics_from_their_start() {
         let at: serde_json::Value = serde_json::from_slice(&split.position).unwrap();
         assert_eq!(at["next"], 0, "{}", split.id);
     }
+}
+
+/// Bad records (not JSON, a type mismatch, an empty value) are set aside
+/// with their offsets; the good ones keep their own metadata.
+#[test]
+fn bad_records_go_to_dead_letters_with_their_offsets() {
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("t", 1, 1).unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .create()
+        .unwrap();
+    let values = [
+        r#"{"v": 0}"#,
+        "{oops",
+        r#"{"v": 2}"#,
+        r#"{"v": "x"}"#,
+        "",
+        r#"{"v": 5}"#,
+    ];
+    for value in values {
+        let record = BaseRecord::<(), str>::to("t").partition(0).payload(value);
+        producer.send(record).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("v", DataType::Int64, true),
+        Field::new("off", DataType::Int64, true)
+            .with_metadata([(crate::METADATA_FIELD.to_string(), "offset".to_string())].into()),
+    ]));
+    let bootstrap = cluster.bootstrap_servers();
+    let source = source_of(&schema, &bootstrap, &[("bad-data", "dead-letter")]);
+    let splits = source.enumerator().unwrap().list().unwrap();
+    let mut reader = source.reader().unwrap();
+    assign(&mut *reader, &splits);
+    let (mut rows, mut dead) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(30), "never ended");
+        match reader.poll().unwrap() {
+            Poll::Batch(_, batch) => {
+                let int = |i: usize| batch.column(i).as_primitive::<Int64Type>().clone();
+                let (v, off) = (int(0), int(1));
+                rows.extend((0..batch.num_rows()).map(|r| (v.value(r), off.value(r))));
+            }
+            Poll::Rejected(eddy_operators::source::Rejected::DeadLetters(batch)) => {
+                let text = |c: usize, r: usize| {
+                    datafusion::arrow::util::display::array_value_to_string(batch.column(c), r)
+                        .unwrap()
+                };
+                for r in 0..batch.num_rows() {
+                    dead.push((text(0, r), text(3, r), text(4, r), text(5, r)));
+                }
+            }
+            Poll::Rejected(other) => panic!("{other:?}"),
+            Poll::Finished(_) => break,
+            Poll::Pending => reader.wait(Duration::from_millis(10)),
+        }
+    }
+    assert_eq!(rows, vec![(0, 0), (2, 2), (5, 5)]);
+    let at = |record: &str, offset: &str| {
+        (
+            record.to_string(),
+            "orders".to_string(),
+            "t-0".to_string(),
+            offset.to_string(),
+        )
+    };
+    assert_eq!(
+        dead,
+        vec![at("{oops", "1"), at(r#"{"v": "x"}"#, "3"), at("", "4")]
+    );
 }

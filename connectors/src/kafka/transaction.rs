@@ -359,7 +359,10 @@ impl Committer for KafkaCommitter {
 /// Sends one record, waiting while the producer's queue is full.
 pub(crate) fn send(producer: &KafkaProducer, topic: &str, record: &Record) -> Result<()> {
     loop {
-        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(&record.value[..]);
+        let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic);
+        if let Some(value) = &record.value {
+            r = r.payload(&value[..]);
+        }
         if let Some(key) = &record.key {
             r = r.key(&key[..]);
         }
@@ -412,7 +415,8 @@ pub(crate) fn new_identity() -> String {
 pub(crate) struct Record {
     pub partition: Option<i32>,
     pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
+    /// `None`: a tombstone (an upsert sink's delete).
+    pub value: Option<Vec<u8>>,
     /// Epoch milliseconds (a `timestamp` metadata column); else the
     /// producer's time.
     pub timestamp: Option<i64>,
@@ -450,7 +454,7 @@ impl Wal {
         let size: usize = parts
             .iter()
             .flat_map(|p| &p.records)
-            .map(|r| 20 + r.value.len() + r.key.as_ref().map_or(0, Vec::len))
+            .map(|r| 20 + r.value.as_ref().map_or(0, Vec::len) + r.key.as_ref().map_or(0, Vec::len))
             .sum();
         let mut out = Vec::with_capacity(16 + identity.len() + size);
         put_bytes(&mut out, Some(identity.as_bytes()));
@@ -462,7 +466,7 @@ impl Wal {
                 out.extend_from_slice(&r.partition.unwrap_or(-1).to_be_bytes());
                 out.extend_from_slice(&r.timestamp.unwrap_or(i64::MIN).to_be_bytes());
                 put_bytes(&mut out, r.key.as_deref());
-                put_bytes(&mut out, Some(&r.value));
+                put_bytes(&mut out, r.value.as_deref());
             }
         }
         out
@@ -483,7 +487,7 @@ impl Wal {
                 let partition = i32::from_be_bytes(take(&mut bytes, 4)?.try_into().ok()?);
                 let timestamp = i64::from_be_bytes(take(&mut bytes, 8)?.try_into().ok()?);
                 let key = take_bytes(&mut bytes)?;
-                let value = take_bytes(&mut bytes)??;
+                let value = take_bytes(&mut bytes)?;
                 records.push(Record {
                     partition: (partition >= 0).then_some(partition),
                     key,
@@ -542,7 +546,7 @@ mod tests {
                     records: vec![Record {
                         partition: None,
                         key: None,
-                        value: b"{}".to_vec(),
+                        value: Some(b"{}".to_vec()),
                         timestamp: Some(-5),
                     }],
                 },
@@ -551,7 +555,7 @@ mod tests {
                     records: vec![Record {
                         partition: Some(3),
                         key: Some(b"k".to_vec()),
-                        value: Vec::new(),
+                        value: None,
                         timestamp: None,
                     }],
                 },

@@ -163,28 +163,32 @@ fn visible_ranks(function: RankFunction, entries: &[Entry], limit: u64, out: &mu
 
 /// Output rows being collected: row-format rows, their ranks and ops.
 #[derive(Debug, Default)]
-struct Emitted {
+pub(crate) struct Emitted {
     data: Vec<u8>,
     ends: Vec<usize>,
     ranks: Vec<i64>,
-    ops: Vec<i8>,
+    pub ops: Vec<i8>,
 }
 
 impl Emitted {
-    fn push(&mut self, row: &[u8], rank: u64, op: i8) {
+    pub fn push(&mut self, row: &[u8], rank: u64, op: i8) {
         self.data.extend_from_slice(row);
         self.ends.push(self.data.len());
         self.ranks.push(rank as i64);
         self.ops.push(op);
     }
 
-    fn row(&self, i: usize) -> &[u8] {
+    pub fn row(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.data[start..self.ends[i]]
     }
 
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
     }
 }
 

@@ -36,8 +36,10 @@ use eddy_state::{StateBackend, StateTable};
 
 use super::chain::Chain;
 use crate::message::MAX_WATERMARK;
-use crate::operator::{Emit, OperatorContext};
-use crate::source::{Poll, SourceProvider, SourceReader, Split, SplitAssignment, SplitEnumerator};
+use crate::operator::{BAD_DATA_PORT, Emit, OperatorContext};
+use crate::source::{
+    Poll, Rejected, SourceProvider, SourceReader, Split, SplitAssignment, SplitEnumerator,
+};
 use crate::{OperatorError, Result};
 
 /// The value a finished split has in the source's table.
@@ -354,6 +356,17 @@ impl SourceTask<'_> {
                 tracing::debug!(source = %self.reader.name(), split = %id, "split finished");
                 self.finished.push(id);
                 chain.end_partition(index)?;
+                Ok(true)
+            }
+            Poll::Rejected(Rejected::Dropped(n)) => {
+                self.ctx.metrics.add_bad_dropped(n);
+                Ok(true)
+            }
+            Poll::Rejected(Rejected::DeadLetters(batch)) => {
+                self.ctx
+                    .metrics
+                    .add_bad_dead_lettered(batch.num_rows() as u64);
+                chain.push(0, Emit::Side(BAD_DATA_PORT, batch))?;
                 Ok(true)
             }
             Poll::Pending => Ok(false),

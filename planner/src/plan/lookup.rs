@@ -188,6 +188,7 @@ impl QueryPlanner<'_> {
                 name: source.name.clone(),
                 options: source.options.clone(),
                 event_time: None,
+                primary_key: Vec::new(),
             },
             table_schema: source.schema.as_ref().clone(),
             probe_keys,

@@ -291,6 +291,7 @@ impl QueryPlanner<'_> {
             name: "values".into(),
             options,
             event_time: None,
+            primary_key: Vec::new(),
         };
         let mut builder = GraphBuilder::default();
         let id = builder.add(NodeKind::Source(node), 1, schema.as_ref().clone(), None);
