@@ -500,7 +500,7 @@ fn metadata_columns_are_checked_against_the_connector() {
         "CREATE TABLE t (v BIGINT, o BIGINT METADATA FROM 'ofset') {kafka};"
     ));
     assert!(
-        text.contains("unknown metadata key 'ofset' (its metadata: topic, partition, offset, timestamp, timestamp-type)"),
+        text.contains("unknown metadata key 'ofset' (its metadata: topic, partition, offset, timestamp, timestamp-type, headers)"),
         "{text}"
     );
     assert_eq!(at, "1:27", "{text}");

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::kafka::{Kafka, Record, free_ports, sql_file};
+use common::kafka::{Kafka, Record, TestHeaders, free_ports, sql_file};
 
 /// A bid as JSON: auction, price, event time in ms.
 fn bid(auction: i64, price: i64, ts_ms: i64) -> String {
@@ -718,4 +718,176 @@ fn upsert_kafka_writes_upserts_and_reads_them_back_as_a_changelog() {
         (Some(want.len() as i64), Some(total)),
         "{value}"
     );
+}
+
+/// `'format' = 'raw'`: a message is one value whatever bytes it holds,
+/// line breaks and empty ones included, read and written as it is.
+#[test]
+fn raw_messages_pass_through_as_they_are() {
+    let kafka = Kafka::start();
+    kafka.create_topic("lines", 1);
+    kafka.create_topic("copied", 1);
+    let messages = ["first\nsecond", "", "  spaced  ", "{\"not\": \"parsed\"}"];
+    let records: Vec<(i32, String)> = messages.iter().map(|m| (0, m.to_string())).collect();
+    kafka.produce("lines", &records);
+    let table = |name: &str, extra: &str| {
+        format!(
+            "CREATE TABLE {name} (line BYTES) WITH (
+                'connector' = 'kafka', 'topic' = '{name}',
+                'properties.bootstrap.servers' = '{}', 'format' = 'raw'{extra}
+            );\n",
+            kafka.bootstrap
+        )
+    };
+    let sql = table(
+        "lines",
+        ", 'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset'",
+    ) + &table("copied", "")
+        + "INSERT INTO copied SELECT line FROM lines;\n";
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(eddy(&sql_file(dir.path(), "job.sql", &sql), None, &[]));
+    let copied: Vec<String> = kafka
+        .read_all("copied", false)
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert_eq!(copied, messages);
+}
+
+/// A Debezium changelog (creates, updates that move a row between groups,
+/// deletes) feeding an updating aggregate into an upsert topic: the final
+/// value of each group is the one the events leave, applied here to a map.
+#[test]
+fn a_debezium_changelog_feeds_an_updating_aggregate() {
+    let kafka = Kafka::start();
+    kafka.create_topic("customers", 1);
+    kafka.create_topic("regions", 2);
+    // (op, id, before, after): (region, balance) images.
+    type Image = Option<(&'static str, i64)>;
+    let events: Vec<(&str, i64, Image, Image)> = vec![
+        ("r", 1, None, Some(("eu", 10))),
+        ("r", 2, None, Some(("eu", 20))),
+        ("c", 3, None, Some(("us", 5))),
+        ("u", 1, Some(("eu", 10)), Some(("eu", 15))),
+        ("u", 2, Some(("eu", 20)), Some(("us", 20))),
+        ("c", 4, None, Some(("apac", 7))),
+        ("d", 3, Some(("us", 5)), None),
+        ("u", 4, Some(("apac", 7)), Some(("apac", 8))),
+        ("d", 4, Some(("apac", 8)), None),
+        ("c", 5, None, Some(("eu", 1))),
+    ];
+    let image = |id: i64, i: Image| match i {
+        Some((region, balance)) => {
+            format!(r#"{{"id": {id}, "region": "{region}", "balance": {balance}}}"#)
+        }
+        None => "null".to_string(),
+    };
+    let records: Vec<(i32, String)> = events
+        .iter()
+        .map(|(op, id, before, after)| {
+            let (b, a) = (image(*id, *before), image(*id, *after));
+            (
+                0,
+                format!(r#"{{"before": {b}, "after": {a}, "op": "{op}", "ts_ms": 1}}"#),
+            )
+        })
+        .collect();
+    kafka.produce("customers", &records);
+    let mut state: BTreeMap<i64, (&str, i64)> = BTreeMap::new();
+    for (_, id, _, after) in &events {
+        match after {
+            Some(row) => state.insert(*id, *row),
+            None => state.remove(id),
+        };
+    }
+    let mut want: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for (region, balance) in state.values() {
+        let e = want.entry(region.to_string()).or_default();
+        e.0 += 1;
+        e.1 += balance;
+    }
+    let sql = format!(
+        "CREATE TABLE customers (id BIGINT, region STRING, balance BIGINT) WITH (
+            'connector' = 'kafka', 'topic' = 'customers',
+            'properties.bootstrap.servers' = '{0}',
+            'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
+            'format' = 'debezium-json');
+         CREATE TABLE regions (region STRING, customers BIGINT, balance BIGINT,
+            PRIMARY KEY (region) NOT ENFORCED) WITH (
+            'connector' = 'upsert-kafka', 'topic' = 'regions',
+            'properties.bootstrap.servers' = '{0}',
+            'key.format' = 'json', 'value.format' = 'json');
+         INSERT INTO regions
+         SELECT region, COUNT(*), SUM(balance) FROM customers GROUP BY region;\n",
+        kafka.bootstrap
+    );
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(eddy(
+        &sql_file(dir.path(), "job.sql", &sql),
+        None,
+        &["--parallelism", "2"],
+    ));
+    let mut got: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for (key, value) in last_per_key(&kafka.read_all("regions", false)) {
+        let region = serde_json::from_str::<serde_json::Value>(&key).unwrap()["region"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if let Some(v) = value {
+            got.insert(
+                region,
+                (
+                    v["customers"].as_i64().unwrap(),
+                    v["balance"].as_i64().unwrap(),
+                ),
+            );
+        }
+    }
+    // apac's last customer left: the aggregate deleted its row.
+    assert_eq!(got, want);
+    assert!(!got.contains_key("apac"));
+}
+
+/// `headers MAP<STRING, BYTES> METADATA`: a source reads each record's
+/// headers (none is an empty map) and a sink writes them.
+#[test]
+fn headers_are_read_and_written() {
+    let kafka = Kafka::start();
+    kafka.create_topic("in", 1);
+    kafka.create_topic("out", 1);
+    let trace: &[(&str, Option<&str>)] = &[("trace", Some("t-1")), ("flag", None)];
+    let records: Vec<(&str, TestHeaders<'_>)> = vec![
+        (r#"{"v": 1}"#, trace),
+        (r#"{"v": 2}"#, &[]),
+        (r#"{"v": 3}"#, &[("tenant", Some("acme"))]),
+    ];
+    kafka.produce_with_headers("in", &records);
+    let sql = format!(
+        "CREATE TABLE src (v BIGINT, h MAP<STRING, BYTES> METADATA FROM 'headers') WITH (
+            'connector' = 'kafka', 'topic' = 'in', 'properties.bootstrap.servers' = '{0}',
+            'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
+            'format' = 'json');
+         CREATE TABLE dst (v BIGINT, headers MAP<STRING, BYTES> METADATA) WITH (
+            'connector' = 'kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '{0}',
+            'format' = 'json');
+         INSERT INTO dst SELECT v, h FROM src;\n",
+        kafka.bootstrap
+    );
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(eddy(&sql_file(dir.path(), "job.sql", &sql), None, &[]));
+    let out = kafka.read_all("out", false);
+    type Written = Vec<(String, Vec<(String, Option<String>)>)>;
+    let got: Written = out.into_iter().map(|r| (r.value, r.headers)).collect();
+    let want: Written = records
+        .iter()
+        .map(|(value, headers)| {
+            let v: serde_json::Value = serde_json::from_str(value).unwrap();
+            let headers = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                .collect();
+            (format!(r#"{{"v":{}}}"#, v["v"]), headers)
+        })
+        .collect();
+    assert_eq!(got, want);
 }

@@ -669,8 +669,12 @@ pub fn markdown(registry: &ConnectorRegistry) -> String {
     out.push_str("#### Formats\n\n");
     for f in registry.formats().iter() {
         let _ = writeln!(out, "`{}`: {}\n", f.name(), sentence(f.help()));
+        let options = f.options();
+        if options.is_empty() {
+            continue;
+        }
         out.push_str("| option | type | default | description |\n|---|---|---|---|\n");
-        for d in f.options() {
+        for d in options {
             let _ = writeln!(
                 out,
                 "| `{}` | {} | {} | {} |",

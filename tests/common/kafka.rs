@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
@@ -52,9 +52,14 @@ pub struct Record {
     pub value: String,
     /// It has no value: a delete of its key.
     pub tombstone: bool,
+    /// Its headers, values as text.
+    pub headers: Vec<(String, Option<String>)>,
     /// Epoch milliseconds.
     pub timestamp: Option<i64>,
 }
+
+/// Headers to produce: key, and value if any.
+pub type TestHeaders<'a> = &'a [(&'a str, Option<&'a str>)];
 
 /// A running broker.
 pub struct Kafka {
@@ -240,6 +245,24 @@ impl Kafka {
         producer.flush(Duration::from_secs(30)).expect("flush");
     }
 
+    /// Produces values with headers (`(value, [(key, value)])`) to
+    /// partition 0 and waits for them.
+    pub fn produce_with_headers(&self, topic: &str, records: &[(&str, TestHeaders<'_>)]) {
+        let producer: BaseProducer = self.client().create().expect("a producer");
+        for (value, headers) in records {
+            let mut owned = rdkafka::message::OwnedHeaders::new();
+            for (key, value) in *headers {
+                owned = owned.insert(rdkafka::message::Header { key, value: *value });
+            }
+            let record = BaseRecord::<(), str>::to(topic)
+                .partition(0)
+                .payload(*value)
+                .headers(owned);
+            producer.send(record).expect("send");
+        }
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    }
+
     /// Every record of `topic` up to its end now, in partition order;
     /// `read_committed` hides aborted and open transactions.
     pub fn read_all(&self, topic: &str, read_committed: bool) -> Vec<Record> {
@@ -267,10 +290,15 @@ impl Kafka {
             .collect();
         let mut tpl = TopicPartitionList::new();
         let mut ends = std::collections::HashMap::new();
-        // The log's end, markers included: a read_committed client would
-        // give the last stable offset, which lags a transaction's commit
-        // until its markers are written.
-        let probe: BaseConsumer = self.client().create().expect("a client");
+        // The log's end, markers included: a read_committed client (as
+        // librdkafka's clients are by default) would give the last stable
+        // offset, which lags a transaction's commit until its markers are
+        // written.
+        let probe: BaseConsumer = self
+            .client()
+            .set("isolation.level", "read_uncommitted")
+            .create()
+            .expect("a client");
         for p in &partitions {
             let (_, high) = probe
                 .fetch_watermarks(topic, *p, Duration::from_secs(10))
@@ -310,6 +338,11 @@ impl Kafka {
                     key: text(m.key()),
                     value: text(m.payload()).unwrap_or_default(),
                     tombstone: m.payload().is_none(),
+                    headers: m.headers().map_or_else(Vec::new, |h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), text(h.value)))
+                            .collect()
+                    }),
                     timestamp: m.timestamp().to_millis(),
                 });
             }

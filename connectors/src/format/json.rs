@@ -21,6 +21,7 @@ use crate::{Result, conform, readable_changelog};
 pub(crate) const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.fZ";
 
 const IGNORE_PARSE_ERRORS: &str = "json.ignore-parse-errors";
+const TIMESTAMP_STANDARD: &str = "json.timestamp-format.standard";
 
 #[derive(Debug)]
 pub struct JsonFormat;
@@ -35,12 +36,19 @@ impl Format for JsonFormat {
     }
 
     fn options(&self) -> Vec<OptionDecl> {
-        vec![OptionDecl::optional(
-            IGNORE_PARSE_ERRORS,
-            OptionType::Bool,
-            "false",
-            "skip (and count) records that are not valid JSON of the declared types, instead of failing",
-        )]
+        vec![
+            OptionDecl::optional(
+                IGNORE_PARSE_ERRORS,
+                OptionType::Bool,
+                "false",
+                "skip (and count) records that are not valid JSON of the declared types, instead of failing",
+            ),
+            OptionDecl::unset(
+                TIMESTAMP_STANDARD,
+                OptionType::OneOf(&["SQL", "ISO-8601"]),
+                "how timestamps are written: SQL '2024-05-01 12:00:00.5' or ISO-8601 '2024-05-01T12:00:00.5' (Flink's); by default RFC 3339 in UTC, '2024-05-01T12:00:00.5Z'. Any of them is read",
+            ),
+        ]
     }
 
     fn decoder(&self, schema: &SchemaRef, options: &Options) -> Result<Option<Box<dyn Decoder>>> {
@@ -51,8 +59,13 @@ impl Format for JsonFormat {
         })))
     }
 
-    fn encoder(&self, _schema: &SchemaRef, _options: &Options) -> Result<Option<Box<dyn Encoder>>> {
-        Ok(Some(Box::new(JsonEncoder)))
+    fn encoder(&self, _schema: &SchemaRef, options: &Options) -> Result<Option<Box<dyn Encoder>>> {
+        let timestamps = match options.get(TIMESTAMP_STANDARD) {
+            Some(s) if s.eq_ignore_ascii_case("SQL") => "%Y-%m-%d %H:%M:%S%.f",
+            Some(_) => "%Y-%m-%dT%H:%M:%S%.f",
+            None => TIMESTAMP_FORMAT,
+        };
+        Ok(Some(Box::new(JsonEncoder { timestamps })))
     }
 
     fn extension(&self) -> &'static str {
@@ -62,20 +75,57 @@ impl Format for JsonFormat {
 
 /// Timestamps are decoded as milliseconds (which also takes integers),
 /// then cast to the declared type; every column may be missing.
-fn decode_schema(schema: &SchemaRef) -> SchemaRef {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Timestamp(_, tz) => f
-                .as_ref()
-                .clone()
-                .with_data_type(DataType::Timestamp(TimeUnit::Millisecond, tz.clone())),
-            _ => f.as_ref().clone(),
-        })
-        .map(|f| f.with_nullable(true))
-        .collect();
-    Arc::new(Schema::new(fields))
+pub(crate) fn decode_schema(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| decode_field(f))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// `field` as decoded: nullable, timestamps (in structs too) in ms.
+fn decode_field(field: &Field) -> Field {
+    let t = match field.data_type() {
+        DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Millisecond, tz.clone()),
+        DataType::Struct(children) => {
+            DataType::Struct(children.iter().map(|c| Arc::new(decode_field(c))).collect())
+        }
+        other => other.clone(),
+    };
+    field.clone().with_data_type(t).with_nullable(true)
+}
+
+/// Decodes `rows` JSON objects of `buf` as rows of `schema` (a
+/// [`decode_schema`]); errors without arrow's prefix.
+pub(crate) fn decode_json(
+    schema: &SchemaRef,
+    buf: &[u8],
+    rows: usize,
+) -> std::result::Result<RecordBatch, String> {
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .with_batch_size(rows + 1)
+        .build_decoder()
+        .map_err(|e| clean(&e))?;
+    let mut at = 0;
+    while at < buf.len() {
+        let consumed = decoder.decode(&buf[at..]).map_err(|e| clean(&e))?;
+        if consumed == 0 {
+            break;
+        }
+        at += consumed;
+    }
+    Ok(decoder
+        .flush()
+        .map_err(|e| clean(&e))?
+        .unwrap_or_else(|| RecordBatch::new_empty(schema.clone())))
+}
+
+/// An error's text without arrow's `Json error: ` prefix.
+pub(crate) fn clean(e: &dyn std::fmt::Display) -> String {
+    let s = e.to_string();
+    s.strip_prefix("Json error: ").unwrap_or(&s).to_string()
 }
 
 #[derive(Debug)]
@@ -87,27 +137,7 @@ struct JsonDecoder {
 
 impl Decoder for JsonDecoder {
     fn decode(&mut self, records: &Records) -> std::result::Result<RecordBatch, String> {
-        let (buf, rows) = (&*records.lines(), records.len());
-        let clean = |e: &dyn std::fmt::Display| {
-            let s = e.to_string();
-            s.strip_prefix("Json error: ").unwrap_or(&s).to_string()
-        };
-        let mut decoder = ReaderBuilder::new(self.decode_schema.clone())
-            .with_batch_size(rows + 1)
-            .build_decoder()
-            .map_err(|e| clean(&e))?;
-        let mut at = 0;
-        while at < buf.len() {
-            let consumed = decoder.decode(&buf[at..]).map_err(|e| clean(&e))?;
-            if consumed == 0 {
-                break;
-            }
-            at += consumed;
-        }
-        let batch = decoder
-            .flush()
-            .map_err(|e| clean(&e))?
-            .unwrap_or_else(|| RecordBatch::new_empty(self.decode_schema.clone()));
+        let batch = decode_json(&self.decode_schema, &records.lines(), records.len())?;
         conform(batch, &self.declared).map_err(|e| clean(&e))
     }
 
@@ -121,19 +151,27 @@ impl Decoder for JsonDecoder {
 }
 
 #[derive(Debug)]
-struct JsonEncoder;
+struct JsonEncoder {
+    /// How timestamps are written (chrono's format).
+    timestamps: &'static str,
+}
 
 impl Encoder for JsonEncoder {
     fn encode(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
-        let batch = readable_changelog(batch)?;
-        let mut writer = WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .with_timestamp_format(TIMESTAMP_FORMAT.to_string())
-            .build::<_, LineDelimited>(out);
-        writer.write(&batch)?;
-        writer.finish()?;
-        Ok(())
+        write_json(&readable_changelog(batch)?, self.timestamps, out)
     }
+}
+
+/// Appends `batch` as JSON lines, NULLs written, timestamps in chrono's
+/// `timestamps` format.
+pub(crate) fn write_json(batch: &RecordBatch, timestamps: &str, out: &mut Vec<u8>) -> Result<()> {
+    let mut writer = WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .with_timestamp_format(timestamps.to_string())
+        .build::<_, LineDelimited>(out);
+    writer.write(batch)?;
+    writer.finish()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -194,11 +232,34 @@ mod tests {
     fn writes_utc_timestamps_and_nulls() {
         let text = b"{\"k\": \"a\", \"ts\": 1704067200500, \"v\": 1}\n{\"k\": null, \"ts\": 1704067201000}\n";
         let batch = decoder(false).decode(&Records::split_lines(text)).unwrap();
-        let mut out = Vec::new();
-        JsonEncoder.encode(&batch, &mut out).unwrap();
+        let written = |standard: Option<&str>| {
+            let options =
+                Options::new(standard.map(|s| (TIMESTAMP_STANDARD.to_string(), s.to_string())));
+            let mut encoder = JsonFormat.encoder(&schema(), &options).unwrap().unwrap();
+            let mut out = Vec::new();
+            encoder.encode(&batch, &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            written(None),
             "{\"k\":\"a\",\"ts\":\"2024-01-01T00:00:00.500Z\",\"v\":1}\n{\"k\":null,\"ts\":\"2024-01-01T00:00:01Z\",\"v\":null}\n"
         );
+        // Flink's standards, which it reads back.
+        let sql = written(Some("SQL"));
+        assert!(
+            sql.starts_with("{\"k\":\"a\",\"ts\":\"2024-01-01 00:00:00.500\""),
+            "{sql}"
+        );
+        let iso = written(Some("ISO-8601"));
+        assert!(
+            iso.starts_with("{\"k\":\"a\",\"ts\":\"2024-01-01T00:00:00.500\""),
+            "{iso}"
+        );
+        for text in [sql, iso] {
+            let again = decoder(false)
+                .decode(&Records::split_lines(text.as_bytes()))
+                .unwrap();
+            assert_eq!(again, batch);
+        }
     }
 }

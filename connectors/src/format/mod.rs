@@ -12,7 +12,9 @@
 //! records that did, to fail the job or to set them aside (`'bad-data'`).
 
 mod csv;
+mod debezium;
 mod json;
+mod raw;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -23,8 +25,10 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
 pub use self::csv::CsvFormat;
+pub use self::debezium::DebeziumJsonFormat;
 pub use self::json::JsonFormat;
 pub(crate) use self::json::TIMESTAMP_FORMAT;
+pub use self::raw::RawFormat;
 use crate::options::{OptionDecl, Options};
 use crate::{ConnectorError, Result};
 
@@ -81,8 +85,21 @@ pub trait Decoder: Send + Debug {
 
 /// Turns rows into bytes.
 pub trait Encoder: Send + Debug {
-    /// Appends the encoding of `batch` to `out`.
+    /// Appends the encoding of `batch` to `out`, a line per record (a
+    /// file's contents).
     fn encode(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()>;
+
+    /// Each record of `batch` on its own (a broker's messages). By default
+    /// the lines [`Self::encode`] writes.
+    fn records(&mut self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        self.encode(batch, &mut out)?;
+        Ok(out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect())
+    }
 
     /// What a file starts with (a CSV header), if anything.
     fn header(&self) -> Option<Vec<u8>> {
@@ -97,13 +114,15 @@ pub struct FormatRegistry {
 }
 
 impl Default for FormatRegistry {
-    /// The built-in formats: `json` and `csv`.
+    /// The built-in formats: `json`, `csv`, `raw` and `debezium-json`.
     fn default() -> Self {
         let mut registry = Self {
             formats: BTreeMap::new(),
         };
         registry.register(Arc::new(JsonFormat));
         registry.register(Arc::new(CsvFormat));
+        registry.register(Arc::new(RawFormat));
+        registry.register(Arc::new(DebeziumJsonFormat));
         registry
     }
 }

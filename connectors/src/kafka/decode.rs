@@ -7,15 +7,16 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, Int8Array, Int32Array, Int64Array, StringArray, TimestampMillisecondArray,
-    UInt32Array, new_null_array,
+    ArrayRef, BinaryBuilder, Int8Array, Int32Array, Int64Array, MapBuilder, StringArray,
+    StringBuilder, TimestampMillisecondArray, UInt32Array, new_null_array,
 };
 use datafusion::arrow::compute::{cast, interleave, take};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_operators::updating::{OP_DELETE, OP_INSERT};
-use rdkafka::message::{BorrowedMessage, Message, Timestamp};
+use rdkafka::message::{BorrowedMessage, Headers as _, Message, Timestamp};
 
+use super::Headers;
 use super::key::{Layout, project_schema};
 use crate::bad_data::BadDataPolicy;
 use crate::format::{BadRecord, Decoded, Decoder, Format, OnBad, Records, decode_records};
@@ -23,8 +24,7 @@ use crate::options::Options;
 use crate::registry::{MetadataKey, metadata_key};
 use crate::{ConnectorError, Result};
 
-/// The metadata a Kafka table may declare (Flink's keys; `headers` is not
-/// offered yet).
+/// The metadata a Kafka table may declare (Flink's keys).
 pub(crate) const METADATA: &[MetadataKey] = &[
     MetadataKey {
         name: "topic",
@@ -56,6 +56,12 @@ pub(crate) const METADATA: &[MetadataKey] = &[
         writable: false,
         help: "NoTimestampType, CreateTime or LogAppendTime",
     },
+    MetadataKey {
+        name: "headers",
+        sql_type: "MAP<STRING, BYTES>",
+        writable: true,
+        help: "the record's headers (a key given twice keeps its last value); a sink sets them",
+    },
 ];
 
 /// A partition's records polled and not yet decoded.
@@ -72,6 +78,8 @@ pub(crate) struct Pending {
     /// Each record's timestamp (ms) and its type.
     pub timestamps: Vec<Option<i64>>,
     timestamp_types: Vec<&'static str>,
+    /// Each record's headers, when a `headers` column asks.
+    headers: Vec<Headers>,
 }
 
 impl Pending {
@@ -95,6 +103,14 @@ impl Pending {
         };
         self.timestamps.push(ms);
         self.timestamp_types.push(kind);
+        if decoders.headers {
+            let headers = message.headers().map_or_else(Vec::new, |h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            });
+            self.headers.push(headers);
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -122,6 +138,7 @@ impl Pending {
         self.tombstones.clear();
         self.timestamps.clear();
         self.timestamp_types.clear();
+        self.headers.clear();
     }
 }
 
@@ -169,6 +186,19 @@ fn gather(
     interleave(&[values.as_ref(), null.as_ref()], &indices).map_err(|e| e.to_string())
 }
 
+/// Records' headers as a `MAP<STRING, BYTES>` column, a row per record.
+fn headers_array(headers: &[Headers]) -> std::result::Result<ArrayRef, String> {
+    let mut builder = MapBuilder::new(None, StringBuilder::new(), BinaryBuilder::new());
+    for record in headers {
+        for (key, value) in record {
+            builder.keys().append_value(key);
+            builder.values().append_option(value.as_deref());
+        }
+        builder.append(true).map_err(|e| e.to_string())?;
+    }
+    Ok(Arc::new(builder.finish()))
+}
+
 /// Turns a partition's pending records into rows of the table.
 pub(crate) struct Decoders {
     value: Box<dyn Decoder>,
@@ -178,6 +208,8 @@ pub(crate) struct Decoders {
     schema: SchemaRef,
     /// Metadata columns: their index and key.
     metadata: Vec<(usize, String)>,
+    /// A `headers` column is declared: records keep theirs.
+    headers: bool,
     /// An upsert source: key columns come from the key, and each row
     /// carries `_op` (last): `+I`, or `-D` for a tombstone.
     upsert: bool,
@@ -216,12 +248,19 @@ impl Decoders {
             .enumerate()
             .filter_map(|(i, f)| metadata_key(f).map(|k| (i, k.to_string())))
             .collect();
+        if !value.one_row_per_record() && (key.is_some() || !metadata.is_empty()) {
+            return Err(ConnectorError::Config(format!(
+                "the '{}' format gives some records two rows (an update): it cannot be read with keys or metadata columns yet",
+                format.name()
+            )));
+        }
         let policy = BadDataPolicy::of(options, value.ignore_parse_errors());
         Ok(Self {
             value,
             key,
             layout: layout.clone(),
             schema: schema.clone(),
+            headers: metadata.iter().any(|(_, k)| k == "headers"),
             metadata,
             upsert,
             on_bad: policy.on_bad(),
@@ -339,6 +378,7 @@ impl Decoders {
                     Arc::new(TimestampMillisecondArray::from(pending.timestamps.clone()))
                 }
                 "timestamp-type" => Arc::new(StringArray::from(pending.timestamp_types.clone())),
+                "headers" => headers_array(&pending.headers)?,
                 other => return Err(format!("no metadata '{other}'")),
             };
             let array = take(&array, &indices, None).map_err(|e| e.to_string())?;

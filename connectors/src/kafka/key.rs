@@ -81,7 +81,12 @@ impl Layout {
             .iter()
             .map(|name| column(schema, name))
             .collect::<Result<Vec<usize>>>()?;
-        Self::keyed(options, schema, formats, key, KEY_FORMAT)
+        let mut layout = Self::keyed(options, schema, formats, key, KEY_FORMAT)?;
+        // Its changes are the records themselves (a tombstone deletes).
+        layout
+            .value
+            .retain(|&i| schema.field(i).name() != OP_COLUMN);
+        Ok(layout)
     }
 
     /// A layout with `key` as the key's columns, in `key.format`.
@@ -123,13 +128,12 @@ fn except_key(options: &Options) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("EXCEPT_KEY"))
 }
 
-/// The columns the records carry: not metadata, not a changelog's `_op`.
+/// The columns the records carry: not metadata. A changelog's `_op` is
+/// the value format's (Debezium's `op`), unless the table is an upsert
+/// one (see [`Layout::upsert`]).
 fn data_columns(schema: &SchemaRef) -> Vec<usize> {
     (0..schema.fields().len())
-        .filter(|&i| {
-            let field = schema.field(i);
-            crate::registry::metadata_key(field).is_none() && field.name() != OP_COLUMN
-        })
+        .filter(|&i| crate::registry::metadata_key(schema.field(i)).is_none())
         .collect()
 }
 

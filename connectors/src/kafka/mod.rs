@@ -31,6 +31,9 @@ use crate::options::{OptionDecl, OptionType, Options};
 use crate::registry::{Connector, ConnectorContext, FormatSupport, SourceChangelog};
 use crate::{ConnectorError, Result};
 
+/// A record's headers, in order: key, and value if it has one.
+pub(crate) type Headers = Vec<(String, Option<Vec<u8>>)>;
+
 pub(crate) const TOPIC: &str = "topic";
 pub(crate) const TOPIC_PATTERN: &str = "topic-pattern";
 pub(crate) const PROPERTIES: &str = "properties.";

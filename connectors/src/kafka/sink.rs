@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, BooleanArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
 use datafusion::arrow::compute::kernels::boolean::not;
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{
@@ -31,6 +31,7 @@ use eddy_operators::{
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::Producer;
 
+use super::Headers;
 use super::key::{Layout, project, project_schema};
 use super::transaction::{
     Committable, KafkaCommitter, KafkaProducer, Record, Slot, SlotState, Slots, TIMEOUT, Target,
@@ -89,9 +90,10 @@ impl KafkaSinkProvider {
     /// value).
     pub(crate) fn try_new(ctx: &ConnectorContext<'_>, upsert: bool) -> Result<Self> {
         let options = ctx.options;
-        if !upsert && ctx.schema.column_with_name(OP_COLUMN).is_some() {
+        let format = ctx.formats.chosen(options)?.clone();
+        if !upsert && !format.changelog() && ctx.schema.column_with_name(OP_COLUMN).is_some() {
             return Err(ConnectorError::Config(
-                "the 'kafka' connector writes only appended rows, and this query updates rows it wrote: use 'upsert-kafka' with a PRIMARY KEY"
+                "the 'kafka' connector writes only appended rows, and this query updates rows it wrote: use 'upsert-kafka' with a PRIMARY KEY, or 'format' = 'debezium-json'"
                     .into(),
             ));
         }
@@ -121,7 +123,6 @@ impl KafkaSinkProvider {
             Some("round-robin") => Partitioner::RoundRobin,
             _ => Partitioner::Default,
         };
-        let format = ctx.formats.chosen(options)?.clone();
         format.encoder(ctx.schema, options)?.ok_or_else(|| {
             ConnectorError::Config(format!("the format '{}' cannot be written", format.name()))
         })?;
@@ -171,16 +172,20 @@ impl SinkProvider for KafkaSinkProvider {
             .upsert
             .then(|| self.schema.index_of(OP_COLUMN).ok())
             .flatten();
+        let headers_column = self
+            .schema
+            .fields()
+            .iter()
+            .position(|f| metadata_key(f) == Some("headers"));
         Ok(Box::new(KafkaSink {
             timestamp_column,
+            headers_column,
             op_column,
             layout: self.layout.clone(),
             key_encoder,
-            key_buf: Vec::new(),
             target: self.target.clone(),
             partitioner: self.partitioner,
             encoder,
-            buf: Vec::new(),
             subtask: 0,
             partitions: 1,
             sent: 0,
@@ -229,12 +234,12 @@ pub struct KafkaSink {
     op_column: Option<usize>,
     /// A `timestamp` metadata column: each record's timestamp.
     timestamp_column: Option<usize>,
+    /// A `headers` metadata column: each record's headers.
+    headers_column: Option<usize>,
     layout: Layout,
     key_encoder: Option<Box<dyn Encoder>>,
-    key_buf: Vec<u8>,
     partitioner: Partitioner,
     encoder: Box<dyn Encoder>,
-    buf: Vec<u8>,
     subtask: usize,
     partitions: i32,
     sent: u64,
@@ -345,28 +350,43 @@ impl KafkaSink {
         })
     }
 
-    /// Each row's `timestamp` metadata column in epoch ms, if declared.
-    fn timestamps(&self, batch: &RecordBatch) -> eddy_operators::Result<Option<Vec<Option<i64>>>> {
-        let Some(i) = self.timestamp_column else {
-            return Ok(None);
+    /// What each row of `batch` sets besides its key and value: its
+    /// `timestamp` and `headers` metadata columns, if declared.
+    fn row_meta(
+        &self,
+        batch: &RecordBatch,
+        tombstones: Option<&BooleanArray>,
+    ) -> eddy_operators::Result<RowMeta> {
+        let timestamps = match self.timestamp_column {
+            Some(i) => {
+                let millis = cast(
+                    batch.column(i),
+                    &DataType::Timestamp(TimeUnit::Millisecond, None),
+                )?;
+                let millis = millis.as_primitive::<TimestampMillisecondType>();
+                Some(millis.iter().collect())
+            }
+            None => None,
         };
-        let millis = cast(
-            batch.column(i),
-            &DataType::Timestamp(TimeUnit::Millisecond, None),
-        )?;
-        let millis = millis.as_primitive::<TimestampMillisecondType>();
-        Ok(Some(millis.iter().collect()))
+        let headers = match self.headers_column {
+            Some(i) => Some(headers_of(batch.column(i))?),
+            None => None,
+        };
+        Ok(RowMeta {
+            timestamps,
+            headers,
+            tombstones: tombstones.map(|t| t.values().iter().collect()),
+        })
     }
 
-    /// Sends the encoded rows, one record per line of `values`, keyed by
-    /// the same line of `keys`; a row marked a tombstone has no value
-    /// (and no line in `values`).
-    fn send_lines(
+    /// Sends the encoded rows, each keyed by the key of the same row; a
+    /// row marked a tombstone has no value (and none in `values`).
+    fn send_records(
         &mut self,
-        (values, keys): (&[u8], Option<&[u8]>),
-        timestamps: Option<&[Option<i64>]>,
-        tombstones: Option<&[bool]>,
+        (values, keys): (Vec<Vec<u8>>, Option<Vec<Vec<u8>>>),
+        mut meta: RowMeta,
     ) -> eddy_operators::Result<()> {
+        let tombstones = meta.tombstones.as_deref();
         let slot = match self.target.guarantee {
             DeliveryGuarantee::ExactlyOnce => Some(self.open_slot()?),
             _ => None,
@@ -376,18 +396,12 @@ impl KafkaSink {
             (None, Some(p)) => p,
             (None, None) => return Err(OperatorError::Internal("no Kafka producer".into())),
         };
-        let lines = |buf: &[u8]| -> Vec<Vec<u8>> {
-            buf.split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(<[u8]>::to_vec)
-                .collect()
-        };
-        let mut values = lines(values).into_iter();
+        let mut values = values.into_iter();
         let rows = tombstones.map_or(values.len(), <[bool]>::len);
-        let mut keys = keys.map(lines).map(Vec::into_iter);
+        let mut keys = keys.map(Vec::into_iter);
         if keys.as_ref().is_some_and(|k| k.len() != rows) {
             return Err(OperatorError::Internal(
-                "the key format wrote a number of lines other than the rows'".into(),
+                "the key format wrote a number of records other than the rows'".into(),
             ));
         }
         let mut kept = Vec::new();
@@ -395,11 +409,19 @@ impl KafkaSink {
             let value = match tombstones.is_some_and(|t| t[row]) {
                 true => None,
                 false => Some(values.next().ok_or_else(|| {
-                    OperatorError::Internal("the format wrote fewer lines than rows".into())
+                    OperatorError::Internal("the format wrote fewer records than rows".into())
                 })?),
             };
             let record = Record {
-                timestamp: timestamps.and_then(|t| t.get(row).copied().flatten()),
+                timestamp: meta
+                    .timestamps
+                    .as_ref()
+                    .and_then(|t| t.get(row).copied().flatten()),
+                headers: meta
+                    .headers
+                    .as_mut()
+                    .and_then(|h| h.get_mut(row).map(std::mem::take))
+                    .unwrap_or_default(),
                 partition: self
                     .partitioner
                     .choose(self.subtask, self.partitions, &mut self.sent),
@@ -417,6 +439,40 @@ impl KafkaSink {
         }
         Ok(())
     }
+}
+
+/// What each row sets besides its key and value.
+#[derive(Debug, Default)]
+struct RowMeta {
+    /// Record timestamps (epoch ms).
+    timestamps: Option<Vec<Option<i64>>>,
+    headers: Option<Vec<Headers>>,
+    /// Rows that are deletes: no value.
+    tombstones: Option<Vec<bool>>,
+}
+
+/// Each row's headers from a `MAP<STRING, BYTES>` (or `MAP<STRING,
+/// STRING>`) column; a NULL map has none.
+fn headers_of(column: &ArrayRef) -> eddy_operators::Result<Vec<Headers>> {
+    let maps = column.as_map();
+    let keys = cast(maps.keys(), &DataType::Utf8)?;
+    let values = cast(maps.values(), &DataType::Binary)?;
+    let (keys, values) = (keys.as_string::<i32>(), values.as_binary::<i32>());
+    let offsets = maps.value_offsets();
+    Ok((0..maps.len())
+        .map(|row| {
+            if maps.is_null(row) {
+                return Vec::new();
+            }
+            let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+            (start..end)
+                .map(|e| {
+                    let value = (!values.is_null(e)).then(|| values.value(e).to_vec());
+                    (keys.value(e).to_string(), value)
+                })
+                .collect()
+        })
+        .collect())
 }
 
 /// An upsert sink's rows of a changelog: `+I`, `+U` and `-D` (`-U` is
@@ -499,31 +555,19 @@ impl Sink for KafkaSink {
             Some(op) => upserts(batch, op)?,
             None => (batch.clone(), None),
         };
-        self.buf.clear();
-        self.key_buf.clear();
         let with_values = match &tombstones {
             Some(t) => filter_record_batch(&batch, &not(t)?)?,
             None => batch.clone(),
         };
-        self.encoder
-            .encode(&project(&with_values, &self.layout.value)?, &mut self.buf)?;
-        if let Some(encoder) = &mut self.key_encoder {
-            encoder.encode(&project(&batch, &self.layout.key)?, &mut self.key_buf)?;
-        }
-        let (values, keys) = (
-            std::mem::take(&mut self.buf),
-            std::mem::take(&mut self.key_buf),
-        );
-        let keyed = self.key_encoder.is_some().then_some(&keys[..]);
-        let timestamps = self.timestamps(&batch)?;
-        let tombstones: Option<Vec<bool>> = tombstones.map(|t| t.values().iter().collect());
-        let result = self.send_lines(
-            (&values, keyed),
-            timestamps.as_deref(),
-            tombstones.as_deref(),
-        );
-        (self.buf, self.key_buf) = (values, keys);
-        result
+        let values = self
+            .encoder
+            .records(&project(&with_values, &self.layout.value)?)?;
+        let keys = match &mut self.key_encoder {
+            Some(encoder) => Some(encoder.records(&project(&batch, &self.layout.key)?)?),
+            None => None,
+        };
+        let meta = self.row_meta(&batch, tombstones.as_ref())?;
+        self.send_records((values, keys), meta)
     }
 
     fn flush(&mut self) -> eddy_operators::Result<()> {

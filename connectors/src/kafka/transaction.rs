@@ -49,6 +49,7 @@ use eddy_operators::{Committer, DeliveryGuarantee, OperatorError};
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -372,6 +373,16 @@ pub(crate) fn send(producer: &KafkaProducer, topic: &str, record: &Record) -> Re
         if let Some(ms) = record.timestamp {
             r = r.timestamp(ms);
         }
+        if !record.headers.is_empty() {
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for (key, value) in &record.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: value.as_deref(),
+                });
+            }
+            r = r.headers(headers);
+        }
         match producer.send(r) {
             Ok(()) => return Ok(()),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -420,6 +431,8 @@ pub(crate) struct Record {
     /// Epoch milliseconds (a `timestamp` metadata column); else the
     /// producer's time.
     pub timestamp: Option<i64>,
+    /// A `headers` metadata column's entries, in order.
+    pub headers: super::Headers,
 }
 
 /// The rows of one pre-committed transaction.
@@ -467,6 +480,11 @@ impl Wal {
                 out.extend_from_slice(&r.timestamp.unwrap_or(i64::MIN).to_be_bytes());
                 put_bytes(&mut out, r.key.as_deref());
                 put_bytes(&mut out, r.value.as_deref());
+                out.extend_from_slice(&(r.headers.len() as u32).to_be_bytes());
+                for (key, value) in &r.headers {
+                    put_bytes(&mut out, Some(key.as_bytes()));
+                    put_bytes(&mut out, value.as_deref());
+                }
             }
         }
         out
@@ -488,11 +506,18 @@ impl Wal {
                 let timestamp = i64::from_be_bytes(take(&mut bytes, 8)?.try_into().ok()?);
                 let key = take_bytes(&mut bytes)?;
                 let value = take_bytes(&mut bytes)?;
+                let count = u32::from_be_bytes(take(&mut bytes, 4)?.try_into().ok()?);
+                let mut headers = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    let key = String::from_utf8(take_bytes(&mut bytes)??).ok()?;
+                    headers.push((key, take_bytes(&mut bytes)?));
+                }
                 records.push(Record {
                     partition: (partition >= 0).then_some(partition),
                     key,
                     value,
                     timestamp: (timestamp != i64::MIN).then_some(timestamp),
+                    headers,
                 });
             }
             wal.parts.push(WalPart {
@@ -548,6 +573,10 @@ mod tests {
                         key: None,
                         value: Some(b"{}".to_vec()),
                         timestamp: Some(-5),
+                        headers: vec![
+                            ("trace".into(), Some(b"t1".to_vec())),
+                            ("empty".into(), None),
+                        ],
                     }],
                 },
                 WalPart {
@@ -557,6 +586,7 @@ mod tests {
                         key: Some(b"k".to_vec()),
                         value: None,
                         timestamp: None,
+                        headers: Vec::new(),
                     }],
                 },
             ],
