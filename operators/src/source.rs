@@ -69,10 +69,12 @@ pub enum Poll {
     Batch(usize, RecordBatch),
     /// Split `split` was read to its end.
     Finished(usize),
-    /// Records that did not decode, under `'bad-data'` = `'drop'` or
-    /// `'dead-letter'`: counted, and their dead-letter rows sent on
-    /// [`crate::operator::BAD_DATA_PORT`].
-    Rejected(Rejected),
+    /// Records of split `split` that did not decode, under `'bad-data'` =
+    /// `'drop'` or `'dead-letter'` (counted, and their dead-letter rows
+    /// sent on [`crate::operator::BAD_DATA_PORT`]), and the rows read with
+    /// them. The runtime takes both at once, so that no checkpoint barrier
+    /// falls between a position and the dead letters read before it.
+    Rejected(usize, Rejected, Option<RecordBatch>),
     /// Nothing at the moment: the runtime goes on with barriers, timers
     /// and idleness, then calls [`SourceReader::wait`].
     Pending,
@@ -181,8 +183,8 @@ pub fn read_all(provider: &dyn SourceProvider) -> Result<Vec<RecordBatch>> {
         match reader.poll()? {
             Poll::Batch(_, batch) => batches.push(batch),
             Poll::Finished(_) => open -= 1,
-            // No dead-letter output here: counted as dropped by no one.
-            Poll::Rejected(_) => {}
+            // No dead-letter output here: the good rows only.
+            Poll::Rejected(_, _, batch) => batches.extend(batch),
             Poll::Pending => reader.wait(Duration::from_millis(1)),
         }
     }

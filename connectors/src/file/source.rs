@@ -375,7 +375,7 @@ struct FileReader {
     name: String,
     decoder: Box<dyn Decoder>,
     bad: BadData,
-    /// Bad records set aside, handed over at the next poll.
+    /// Bad records set aside by the last batch read, handed over with it.
     rejected: Option<Rejected>,
     batch_size: usize,
     splits: Vec<OpenSplit>,
@@ -505,21 +505,24 @@ impl SourceReader for FileReader {
     }
 
     fn poll(&mut self) -> eddy_operators::Result<Poll> {
-        if let Some(rejected) = self.rejected.take() {
-            return Ok(Poll::Rejected(rejected));
-        }
         if self.splits.is_empty() {
             return Ok(Poll::Pending);
         }
         let at = self.turn % self.splits.len();
-        match self.read_batch(at)? {
-            Some(Some(batch)) => {
+        let read = self.read_batch(at)?;
+        let index = self.splits.get(at).map_or(0, |s| s.index);
+        match (read, self.rejected.take()) {
+            // Bad records go with the rows read with them.
+            (Some(batch), Some(rejected)) => {
                 self.turn = at + 1;
-                Ok(Poll::Batch(self.splits[at].index, batch))
+                Ok(Poll::Rejected(index, rejected, batch))
             }
-            // Only bad records: hand them over.
-            Some(None) => Ok(self.rejected.take().map_or(Poll::Pending, Poll::Rejected)),
-            None => {
+            (Some(Some(batch)), None) => {
+                self.turn = at + 1;
+                Ok(Poll::Batch(index, batch))
+            }
+            (Some(None), None) => Ok(Poll::Pending),
+            (None, _) => {
                 let finished = self.splits.remove(at);
                 self.turn = at;
                 Ok(Poll::Finished(finished.index))

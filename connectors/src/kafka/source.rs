@@ -522,11 +522,7 @@ impl Parts {
         part.pending.clear();
         let handed = Some(((topic.to_string(), partition), last + 1));
         match (rejected, decoded.batch) {
-            (Some(r), Some(batch)) => {
-                ready.push_back((Poll::Rejected(r), None));
-                ready.push_back((Poll::Batch(part.index, batch), handed));
-            }
-            (Some(r), None) => ready.push_back((Poll::Rejected(r), handed)),
+            (Some(r), batch) => ready.push_back((Poll::Rejected(part.index, r, batch), handed)),
             (None, Some(batch)) => ready.push_back((Poll::Batch(part.index, batch), handed)),
             (None, None) => {}
         }

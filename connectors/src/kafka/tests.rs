@@ -104,7 +104,7 @@ fn read(reader: &mut dyn SourceReader, splits: usize, stop_after: usize) -> Vec<
             }
             Poll::Finished(_) => open -= 1,
             Poll::Pending => reader.wait(Duration::from_millis(10)),
-            Poll::Rejected(r) => panic!("unexpected bad records: {r:?}"),
+            Poll::Rejected(_, r, _) => panic!("unexpected bad records: {r:?}"),
         }
     }
     got
@@ -278,7 +278,7 @@ fn key_columns_are_read_from_the_key_with_except_key() {
             }
             Poll::Finished(_) => break,
             Poll::Pending => reader.wait(Duration::from_millis(10)),
-            Poll::Rejected(r) => panic!("unexpected bad records: {r:?}"),
+            Poll::Rejected(_, r, _) => panic!("unexpected bad records: {r:?}"),
         }
     }
     assert_eq!(rows, (0..5).map(|i| (i * 10, i)).collect::<Vec<_>>());
@@ -350,7 +350,7 @@ fn metadata_columns_come_from_the_records() {
             }
             Poll::Finished(_) => open -= 1,
             Poll::Pending => reader.wait(Duration::from_millis(10)),
-            Poll::Rejected(r) => panic!("unexpected bad records: {r:?}"),
+            Poll::Rejected(_, r, _) => panic!("unexpected bad records: {r:?}"),
         }
     }
     rows.sort_unstable();
@@ -456,28 +456,34 @@ fn bad_records_go_to_dead_letters_with_their_offsets() {
     let splits = source.enumerator().unwrap().list().unwrap();
     let mut reader = source.reader().unwrap();
     assign(&mut *reader, &splits);
-    let (mut rows, mut dead) = (Vec::new(), Vec::new());
+    let (mut good, mut letters) = (Vec::new(), Vec::new());
     let started = Instant::now();
     loop {
         assert!(started.elapsed() < Duration::from_secs(30), "never ended");
         match reader.poll().unwrap() {
-            Poll::Batch(_, batch) => {
-                let int = |i: usize| batch.column(i).as_primitive::<Int64Type>().clone();
-                let (v, off) = (int(0), int(1));
-                rows.extend((0..batch.num_rows()).map(|r| (v.value(r), off.value(r))));
+            Poll::Batch(_, batch) => good.push(batch),
+            Poll::Rejected(_, eddy_operators::source::Rejected::DeadLetters(dead), batch) => {
+                letters.push(dead);
+                good.extend(batch);
             }
-            Poll::Rejected(eddy_operators::source::Rejected::DeadLetters(batch)) => {
-                let text = |c: usize, r: usize| {
-                    datafusion::arrow::util::display::array_value_to_string(batch.column(c), r)
-                        .unwrap()
-                };
-                for r in 0..batch.num_rows() {
-                    dead.push((text(0, r), text(3, r), text(4, r), text(5, r)));
-                }
-            }
-            Poll::Rejected(other) => panic!("{other:?}"),
+            Poll::Rejected(_, other, _) => panic!("{other:?}"),
             Poll::Finished(_) => break,
             Poll::Pending => reader.wait(Duration::from_millis(10)),
+        }
+    }
+    let mut rows = Vec::new();
+    for batch in &good {
+        let int = |i: usize| batch.column(i).as_primitive::<Int64Type>().clone();
+        let (v, off) = (int(0), int(1));
+        rows.extend((0..batch.num_rows()).map(|r| (v.value(r), off.value(r))));
+    }
+    let mut dead = Vec::new();
+    for batch in &letters {
+        let text = |c: usize, r: usize| {
+            datafusion::arrow::util::display::array_value_to_string(batch.column(c), r).unwrap()
+        };
+        for r in 0..batch.num_rows() {
+            dead.push((text(0, r), text(3, r), text(4, r), text(5, r)));
         }
     }
     assert_eq!(rows, vec![(0, 0), (2, 2), (5, 5)]);

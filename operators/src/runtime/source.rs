@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::record_batch::RecordBatch;
 use eddy_state::{StateBackend, StateTable};
 
 use super::chain::Chain;
@@ -330,20 +331,46 @@ impl SourceTask<'_> {
         Ok(())
     }
 
+    /// Hands a batch read from split `index` to the chain.
+    fn push(&mut self, index: usize, batch: RecordBatch, chain: &mut Chain) -> Result<()> {
+        self.ctx.metrics.add_rows_in(batch.num_rows() as u64);
+        if let Some(counters) = self.ctx.metrics.operator() {
+            counters.batch_out(batch.num_rows());
+        }
+        let done = self.reader.progress();
+        self.ctx
+            .metrics
+            .add_progress_done(done.saturating_sub(self.reported));
+        self.reported = done;
+        chain.push_source(index, batch)
+    }
+
+    /// Counts bad records, and sends their dead-letter rows on.
+    fn reject(&mut self, rejected: Rejected, chain: &mut Chain) -> Result<()> {
+        match rejected {
+            Rejected::Dropped(n) => self.ctx.metrics.add_bad_dropped(n),
+            Rejected::DeadLetters(batch) => {
+                self.ctx
+                    .metrics
+                    .add_bad_dead_lettered(batch.num_rows() as u64);
+                chain.push(0, Emit::Side(BAD_DATA_PORT, batch))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Polls the reader once; false when it had nothing.
     fn poll(&mut self, chain: &mut Chain) -> Result<bool> {
         match self.reader.poll()? {
             Poll::Batch(index, batch) => {
-                self.ctx.metrics.add_rows_in(batch.num_rows() as u64);
-                if let Some(counters) = self.ctx.metrics.operator() {
-                    counters.batch_out(batch.num_rows());
+                self.push(index, batch, chain)?;
+                Ok(true)
+            }
+            Poll::Rejected(index, rejected, batch) => {
+                self.reject(rejected, chain)?;
+                if let Some(batch) = batch {
+                    self.push(index, batch, chain)?;
                 }
-                let done = self.reader.progress();
-                self.ctx
-                    .metrics
-                    .add_progress_done(done.saturating_sub(self.reported));
-                self.reported = done;
-                chain.push_source(index, batch)?;
                 Ok(true)
             }
             Poll::Finished(index) => {
@@ -356,17 +383,6 @@ impl SourceTask<'_> {
                 tracing::debug!(source = %self.reader.name(), split = %id, "split finished");
                 self.finished.push(id);
                 chain.end_partition(index)?;
-                Ok(true)
-            }
-            Poll::Rejected(Rejected::Dropped(n)) => {
-                self.ctx.metrics.add_bad_dropped(n);
-                Ok(true)
-            }
-            Poll::Rejected(Rejected::DeadLetters(batch)) => {
-                self.ctx
-                    .metrics
-                    .add_bad_dead_lettered(batch.num_rows() as u64);
-                chain.push(0, Emit::Side(BAD_DATA_PORT, batch))?;
                 Ok(true)
             }
             Poll::Pending => Ok(false),
