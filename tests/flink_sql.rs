@@ -776,3 +776,20 @@ fn upsert_kafka_tables_are_keyed_changelogs() {
         .expect_err("a window over a changelog");
     assert!(err.to_string().contains("changelog"), "{err}");
 }
+
+/// Avro's records are binary, not lines: the file connector refuses them
+/// at the format, and `avro-confluent` names its missing registry.
+#[test]
+fn avro_formats_are_checked_where_they_are_used() {
+    let (text, _) = error_of(
+        "CREATE SOURCE f (a BIGINT) WITH ('connector' = 'file', 'path' = '/tmp', 'format' = 'avro');",
+    );
+    assert!(
+        text.contains("the 'avro' format's records are not lines"),
+        "{text}"
+    );
+    let (text, _) = error_of(
+        "CREATE SOURCE k (a BIGINT) WITH ('connector' = 'kafka', 'topic' = 't', 'properties.bootstrap.servers' = 'x:1', 'scan.startup.mode' = 'earliest-offset', 'format' = 'avro-confluent');",
+    );
+    assert!(text.contains("needs 'avro-confluent.url'"), "{text}");
+}

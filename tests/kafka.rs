@@ -891,3 +891,90 @@ fn headers_are_read_and_written() {
         .collect();
     assert_eq!(got, want);
 }
+
+/// `avro-confluent` against a schema registry: a sink registers its
+/// schemas under `<topic>-value` and `<topic>-key` and frames each record
+/// with its id; a
+/// second writer with a newer schema (one more column) registers another;
+/// a reader of the newer table reads both, the older records' new column
+/// NULL, and sends a record whose id the registry does not know to the
+/// dead-letter sink.
+#[test]
+fn avro_confluent_registers_resolves_and_rejects_unknown_ids() {
+    let kafka = Kafka::start();
+    let registry = common::registry::Registry::start();
+    kafka.create_topic("bids", 4);
+    kafka.create_topic("avro", 1);
+    let n = 200;
+    kafka.produce("bids", &bids(n));
+    let avro_table = |name: &str, columns: &str, extra: &str| {
+        format!(
+            "CREATE TABLE {name} ({columns}) WITH (
+                'connector' = 'kafka', 'topic' = 'avro',
+                'properties.bootstrap.servers' = '{}',
+                'format' = 'avro-confluent', 'avro-confluent.url' = '{}'{extra});\n",
+            kafka.bootstrap, registry.url
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let write = source_ddl(&kafka, "bids", "")
+        + &avro_table(
+            "v1",
+            "auction BIGINT, price BIGINT",
+            ", 'key.fields' = 'auction', 'key.format' = 'avro-confluent'",
+        )
+        + &avro_table("v2", "auction BIGINT, price BIGINT, note STRING", "")
+        + "INSERT INTO v1 SELECT auction, price FROM bids;\n";
+    run_ok(eddy(&sql_file(dir.path(), "v1.sql", &write), None, &[]));
+    let newer = write.replace(
+        "INSERT INTO v1 SELECT auction, price FROM bids;",
+        "INSERT INTO v2 SELECT auction, price, 'late' FROM bids WHERE price < 10;",
+    );
+    run_ok(eddy(&sql_file(dir.path(), "v2.sql", &newer), None, &[]));
+    assert_eq!(
+        registry.versions("avro-value").len(),
+        2,
+        "two writer schemas"
+    );
+    kafka.produce("avro", &[(0, "\0\0\0\0c\u{2}".to_string())]);
+
+    let read = avro_table(
+        "avro_in",
+        "auction BIGINT, price BIGINT, note STRING",
+        ", 'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset',
+           'bad-data' = 'dead-letter', 'bad-data.dead-letter-sink' = 'dlq'",
+    );
+    let read =
+        "CREATE SINK dlq WITH ('connector' = 'file', 'path' = 'dlq.jsonl', 'format' = 'json');\n"
+            .to_string()
+            + &read
+            + "CREATE SINK out WITH ('connector' = 'file', 'path' = 'out.jsonl', 'format' = 'json')
+           AS SELECT auction, price, note FROM avro_in;\n";
+    let mut cmd = eddy(&sql_file(dir.path(), "read.sql", &read), None, &[]);
+    cmd.current_dir(dir.path());
+    run_ok(cmd);
+    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    let mut got: Vec<(i64, Option<String>)> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["price"].as_i64().unwrap(),
+                v["note"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<(i64, Option<String>)> = (0..n).map(|p| (p, None)).collect();
+    want.extend((0..10).map(|p| (p, Some("late".to_string()))));
+    want.sort();
+    assert_eq!(got, want);
+    let dead = std::fs::read_to_string(dir.path().join("dlq.jsonl")).unwrap();
+    let dead: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["_reason"], "schema id 99 is not in the registry");
+    assert_eq!(dead[0]["_offset"], n + 10);
+}

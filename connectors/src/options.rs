@@ -412,6 +412,15 @@ impl Options {
         }
     }
 
+    /// These options with `key` set to `value`.
+    pub fn with(&self, key: &str, value: &str) -> Self {
+        let mut options = self.clone();
+        options
+            .values
+            .insert(key.to_ascii_lowercase(), value.to_string());
+        options
+    }
+
     /// The value given, or the default.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.values

@@ -4,6 +4,7 @@
 
 pub mod channel;
 pub mod kafka;
+pub mod registry;
 
 use std::path::Path;
 use std::sync::Arc;

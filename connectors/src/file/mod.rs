@@ -31,15 +31,20 @@ pub const SPLIT_SIZE: &str = "source.split-size";
 pub struct FileConnector;
 
 impl FileConnector {
+    /// The format, which must be one of lines: files are cut at line
+    /// breaks (Avro container files are not read yet).
     fn format(ctx: &ConnectorContext<'_>) -> Result<Arc<dyn crate::format::Format>> {
-        let name = ctx.options.require("format")?;
-        ctx.formats
-            .get(name)
-            .cloned()
-            .ok_or_else(|| ConnectorError::Option {
+        let format = ctx.formats.chosen(ctx.options)?.clone();
+        if !format.line_based() {
+            return Err(ConnectorError::Option {
                 option: "format".into(),
-                message: format!("unknown format '{name}'"),
-            })
+                message: format!(
+                    "the '{}' format's records are not lines: files take json, csv, raw or debezium-json",
+                    format.name()
+                ),
+            });
+        }
+        Ok(format)
     }
 }
 

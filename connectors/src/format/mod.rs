@@ -11,10 +11,12 @@
 //! [`decode_records`] decodes them at once and, when that fails, finds the
 //! records that did, to fail the job or to set them aside (`'bad-data'`).
 
+mod avro;
 mod csv;
 mod debezium;
 mod json;
 mod raw;
+mod registry_client;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -24,6 +26,8 @@ use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
+pub(crate) use self::avro::key_options;
+pub use self::avro::{AvroConfluentFormat, AvroFormat};
 pub use self::csv::CsvFormat;
 pub use self::debezium::DebeziumJsonFormat;
 pub use self::json::JsonFormat;
@@ -55,10 +59,22 @@ pub trait Format: Send + Sync + Debug {
     fn changelog(&self) -> bool {
         false
     }
+
+    /// Its records never hold a line break, so a file of them is read by
+    /// lines (not so Avro's binary records).
+    fn line_based(&self) -> bool {
+        true
+    }
 }
 
 /// Turns records into rows.
 pub trait Decoder: Send + Debug {
+    /// Gets what decoding `records` needs from elsewhere (a schema
+    /// registry's schemas). An error here is no bad record: the job fails.
+    fn prepare(&mut self, _records: &Records) -> Result<()> {
+        Ok(())
+    }
+
     /// Decodes `records`; on failure, the reason (without position:
     /// [`decode_records`] finds the record).
     fn decode(&mut self, records: &Records) -> std::result::Result<RecordBatch, String>;
@@ -114,7 +130,8 @@ pub struct FormatRegistry {
 }
 
 impl Default for FormatRegistry {
-    /// The built-in formats: `json`, `csv`, `raw` and `debezium-json`.
+    /// The built-in formats: `json`, `csv`, `raw`, `debezium-json`, `avro`
+    /// and `avro-confluent`.
     fn default() -> Self {
         let mut registry = Self {
             formats: BTreeMap::new(),
@@ -123,6 +140,8 @@ impl Default for FormatRegistry {
         registry.register(Arc::new(CsvFormat));
         registry.register(Arc::new(RawFormat));
         registry.register(Arc::new(DebeziumJsonFormat));
+        registry.register(Arc::new(AvroFormat));
+        registry.register(Arc::new(AvroConfluentFormat));
         registry
     }
 }
@@ -314,6 +333,8 @@ pub enum OnBad {
 /// Decodes `records` at once; if that fails, record by record, to find the
 /// first bad one or to set every bad one aside. With `strict` (records of
 /// a broker: each must be one row), a record that gives no row is bad too.
+/// An error of [`Decoder::prepare`] (a registry away) is returned as the
+/// first record's, whatever `on_bad` says: it is not about the data.
 pub fn decode_records(
     decoder: &mut dyn Decoder,
     records: &Records,
@@ -321,6 +342,10 @@ pub fn decode_records(
     strict: bool,
 ) -> std::result::Result<Decoded, BadRecord> {
     let strict = strict && decoder.one_row_per_record();
+    decoder.prepare(records).map_err(|e| BadRecord {
+        record: 0,
+        reason: e.to_string(),
+    })?;
     let whole = match decoder.decode(records) {
         Ok(batch) if !strict || batch.num_rows() == records.len() => {
             return Ok(Decoded {

@@ -159,7 +159,11 @@ impl SinkProvider for KafkaSinkProvider {
         let key_encoder = match &self.layout.key_format {
             Some(format) => {
                 let key_schema = project_schema(&self.schema, &self.layout.key);
-                Some(format.encoder(&key_schema, options)?.ok_or_else(cannot)?)
+                Some(
+                    format
+                        .encoder(&key_schema, &crate::format::key_options(options))?
+                        .ok_or_else(cannot)?,
+                )
             }
             None => None,
         };
