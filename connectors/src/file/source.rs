@@ -450,13 +450,15 @@ impl FileReader {
     fn read_batch(&mut self, at: usize) -> eddy_operators::Result<Option<Option<RecordBatch>>> {
         loop {
             let split = &mut self.splits[at];
-            let first = split.position.offset;
+            let start = split.position.offset;
             let mut buf = Vec::with_capacity(self.batch_size * 128);
             let lengths = split.read_lines(self.batch_size, &mut buf)?;
-            self.done += split.position.offset - first;
+            self.done += split.position.offset - start;
             if lengths.is_empty() {
                 return Ok(None);
             }
+            // Where the first line read starts: after a header skipped.
+            let first = split.position.offset - lengths.iter().sum::<usize>() as u64;
             let records = Records::from_lines(buf, &lengths);
             match decode_records(self.decoder.as_mut(), &records, self.bad.on_bad(), false) {
                 Ok(decoded) => {
@@ -640,6 +642,12 @@ mod tests {
             err.contains("/in at line 4: Error while parsing value 'z'"),
             "{err}"
         );
+        // A bad line right after the header is counted past the header.
+        let text = "k,ts,v\na,2024-01-01T00:00:01,z\n";
+        let err = read(text, Arc::new(CsvFormat), &[("csv.header", "true")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/in at line 2:"), "{err}");
     }
 
     /// Every line is read exactly once, whatever the ranges.
