@@ -15,6 +15,9 @@
 //!   librdkafka's prefetch queue is bounded (`queued.max.messages.kbytes`,
 //!   16 MB per reader unless set), so a slow downstream, which stops the
 //!   polling, stops the fetching: nothing is buffered without limit.
+//!   When the queue is full librdkafka postpones the next fetch by
+//!   `fetch.queue.backoff.ms`; its default (1 s) left a reader idle for
+//!   most of a catch-up read, so readers use 10 ms unless set.
 //! - A partition's position is its next offset: it lives in Eddy's
 //!   checkpoints; offsets are never auto-committed.
 
@@ -182,6 +185,7 @@ impl KafkaSource {
             config.set("enable.partition.eof", "true");
             for (key, default) in [
                 ("queued.max.messages.kbytes", "16384"),
+                ("fetch.queue.backoff.ms", "10"),
                 ("auto.offset.reset", "earliest"),
             ] {
                 if !self.options.is_set(&format!("properties.{key}")) {
