@@ -1,6 +1,7 @@
-//! The `eddy` command: run SQL files, benchmark Nexmark queries.
+//! The `eddy` command: run SQL files, serve jobs, benchmark Nexmark queries.
 
 mod bench;
+mod server;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ enum Command {
         #[arg(long, value_parser = parse_interval)]
         checkpoint_interval: Option<i64>,
     },
+    /// Run a server: jobs that outlive the terminal, behind an HTTP API.
+    Server(server::ServerArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
             state_dir,
             checkpoint_interval,
         } => run_file(&file, parallelism, format, state_dir, checkpoint_interval),
+        Command::Server(args) => server::serve(args).map(|()| ExitCode::SUCCESS),
         Command::Bench {
             bench: BenchCommand::Nexmark(args),
         } => bench::nexmark(&args).map(|()| ExitCode::SUCCESS),
@@ -121,7 +125,7 @@ pub(crate) fn new_session(parallelism: usize) -> Session {
     session
 }
 
-fn default_parallelism() -> usize {
+pub(crate) fn default_parallelism() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 

@@ -288,6 +288,16 @@ impl Session {
         Ok(out)
     }
 
+    /// Plans one statement of `sql` (parsed from it, so that errors point
+    /// into it). Nothing runs.
+    pub fn execute_statement(
+        &mut self,
+        stmt: &Statement,
+        sql: &str,
+    ) -> Result<Outcome, SessionError> {
+        self.statement(stmt, sql, false)
+    }
+
     fn statement(
         &mut self,
         stmt: &Statement,

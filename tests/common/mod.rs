@@ -5,6 +5,7 @@
 pub mod channel;
 pub mod kafka;
 pub mod registry;
+pub mod server;
 
 use std::path::Path;
 use std::sync::Arc;
