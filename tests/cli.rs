@@ -24,6 +24,17 @@ const SOURCE: &str = "CREATE SOURCE bids (auction BIGINT, price BIGINT, date_tim
   WITH (connector = 'file', path = 'bids.json', format = 'json');\n";
 
 #[test]
+fn a_materialized_view_is_refused_outside_the_server_at_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let sql = format!("{SOURCE}CREATE MATERIALIZED VIEW v AS SELECT auction FROM bids;\n");
+    let out = eddy_run(dir.path(), &sql);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("kept by `eddy server`"), "{err}");
+    assert!(err.contains("q.sql:3:26"), "{err}");
+}
+
+#[test]
 fn a_syntax_error_shows_line_column_and_caret_and_runs_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = eddy_run(

@@ -237,10 +237,10 @@ fn every_documented_path_is_routed_and_metrics_are_prometheus_text() {
     let (status, doc) = server.get("/api/openapi.json");
     assert_eq!(status, 200);
     let paths = doc["paths"].as_object().unwrap();
-    assert!(paths.len() >= 8, "{doc}");
+    assert!(paths.len() >= 10, "{doc}");
     for (path, methods) in paths {
         for method in methods.as_object().unwrap().keys() {
-            let path = path.replace("{id}", "nope");
+            let path = path.replace("{id}", "nope").replace("{name}", "nope");
             let body = (method == "post").then_some("{\"sql\": \"SHOW TABLES\"}");
             let (status, text) = server.request(&method.to_uppercase(), &path, body, None);
             // An unrouted path is a bare 404 (or 405); a routed one answers
@@ -299,4 +299,226 @@ fn every_documented_path_is_routed_and_metrics_are_prometheus_text() {
     let server = Server::start(dir.path(), &["--checkpoint-interval", "100ms"]);
     let resumed = server.wait_job(&id, "resumed", |j| j["resumed_from"].is_u64());
     assert_eq!(resumed["state"], "running", "{resumed}");
+}
+
+/// ids 1..=n and a view of their count and sum per `id % 3`.
+fn counts_sql(n: u32, rate: u32) -> String {
+    format!(
+        "CREATE TABLE ids (id BIGINT) WITH ('connector' = 'datagen',
+           'rows-per-second' = '{rate}',
+           'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '{n}');
+         CREATE MATERIALIZED VIEW counts AS
+           SELECT id % 3 AS k, COUNT(*) AS n, SUM(id) AS s FROM ids GROUP BY id % 3;"
+    )
+}
+
+/// The view's rows for ids 1..=n, computed by hand: (k, count, sum).
+fn counts_expected(n: i64) -> Vec<(i64, i64, i64)> {
+    (0..3)
+        .map(|k| {
+            let ids: Vec<i64> = (1..=n).filter(|i| i % 3 == k).collect();
+            (k, ids.len() as i64, ids.iter().sum())
+        })
+        .collect()
+}
+
+fn counts_rows(rows: &[Value]) -> Vec<(i64, i64, i64)> {
+    let mut out: Vec<(i64, i64, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["k"].as_i64().unwrap(),
+                r["n"].as_i64().unwrap(),
+                r["s"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `SELECT * FROM counts` through the API.
+fn select_counts(server: &Server) -> Vec<(i64, i64, i64)> {
+    let (status, body) = server.sql("SELECT k, n, s FROM counts WHERE n > 0 ORDER BY k");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["kind"], "rows");
+    counts_rows(body["results"][0]["rows"].as_array().unwrap())
+}
+
+/// The rows a stream of SSE changes leaves (each `+I`/`+U` adds its row,
+/// each `-U`/`-D` takes one away), and the ops seen.
+fn fold_events(text: &str) -> (Vec<Value>, Vec<String>) {
+    let mut rows: Vec<Value> = Vec::new();
+    let mut ops = Vec::new();
+    for line in text.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let event: Value = serde_json::from_str(data).unwrap();
+        let Some(op) = event["op"].as_str() else {
+            continue;
+        };
+        ops.push(op.to_string());
+        match op {
+            "+I" | "+U" => rows.push(event["row"].clone()),
+            _ => {
+                let at = rows
+                    .iter()
+                    .position(|r| *r == event["row"])
+                    .unwrap_or_else(|| panic!("{op} of a row not there: {event}"));
+                rows.remove(at);
+            }
+        }
+    }
+    (rows, ops)
+}
+
+#[test]
+fn a_materialized_view_is_queried_and_followed_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let n = 600;
+    let (status, body) = server.sql(&counts_sql(n, 400));
+    assert_eq!(status, 200, "{body}");
+    let id = job_id(&body, 1);
+    let (_, listed) = server.get("/api/views");
+    assert_eq!(listed["views"][0]["name"], "counts");
+    // A subscriber from the start, and one that joins later.
+    let live = dir.path().join("live.txt");
+    let mut curl = std::process::Command::new("curl")
+        .args(["-sN", &format!("{}/api/views/counts/subscribe", server.url)])
+        .stdout(std::fs::File::create(&live).unwrap())
+        .spawn()
+        .unwrap();
+    let finished = server.wait_job(&id, "finished", |j| j["state"] == "finished");
+    assert_eq!(finished["error"], Value::Null);
+    let expected = counts_expected(i64::from(n));
+    assert_eq!(select_counts(&server), expected);
+    // The live subscriber saw every change up to the same rows.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (rows, ops) = loop {
+        let (rows, ops) = fold_events(&std::fs::read_to_string(&live).unwrap());
+        if counts_rows(&rows) == expected || std::time::Instant::now() > until {
+            break (rows, ops);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = curl.kill();
+    let _ = curl.wait();
+    assert_eq!(counts_rows(&rows), expected);
+    assert!(
+        ops.iter().any(|o| o == "-U") && ops.iter().any(|o| o == "+U"),
+        "{ops:?}"
+    );
+    // A late subscriber gets the rows as a snapshot, with an event id.
+    let late = sse_for(&server, "counts", 1, None);
+    assert_eq!(counts_rows(&fold_events(&late).0), expected);
+    let last_id = late
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .next_back()
+        .unwrap()
+        .to_string();
+    // Reconnecting with that id misses nothing and repeats nothing: no
+    // change came since, so nothing is sent again.
+    let resumed = sse_for(&server, "counts", 1, Some(&last_id));
+    assert!(fold_events(&resumed).1.is_empty(), "{resumed}");
+    // An id of another server run gets a fresh snapshot.
+    let other = sse_for(&server, "counts", 1, Some("1-5"));
+    assert_eq!(counts_rows(&fold_events(&other).0), expected);
+}
+
+/// What `GET /api/views/{view}/subscribe` sends in `seconds`.
+fn sse_for(server: &Server, view: &str, seconds: u32, last_event_id: Option<&str>) -> String {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sN", "--max-time", &seconds.to_string()]);
+    if let Some(id) = last_event_id {
+        cmd.args(["-H", &format!("Last-Event-ID: {id}")]);
+    }
+    let out = cmd
+        .arg(format!("{}/api/views/{view}/subscribe", server.url))
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn a_view_survives_kill_9_and_drop_frees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 3000;
+    let server = Server::start(dir.path(), &[]);
+    let (status, body) = server.sql(&counts_sql(n, 1000));
+    assert_eq!(status, 200, "{body}");
+    let id = job_id(&body, 1);
+    // Part of the input is in the view: kill -9.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while select_counts(&server).is_empty() {
+        assert!(std::time::Instant::now() < until, "the view stayed empty");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    server.kill();
+    let server = Server::start(dir.path(), &[]);
+    let resumed = server.wait_job(&id, "finished", |j| j["state"] == "finished");
+    assert!(resumed["resumed_from"].as_u64() >= Some(1), "{resumed}");
+    // Each id counted once: nothing lost in the crash, nothing doubled.
+    let expected = counts_expected(i64::from(n));
+    assert_eq!(select_counts(&server), expected);
+    assert_eq!(
+        counts_rows(&fold_events(&sse_for(&server, "counts", 1, None)).0),
+        expected
+    );
+
+    let (status, body) = server.sql("DROP MATERIALIZED VIEW counts");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.sql("SELECT * FROM counts");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("counts"),
+        "{body}"
+    );
+    let (status, _) = server.get("/api/views/counts/subscribe");
+    assert_eq!(status, 404);
+    assert!(!dir.path().join("state/views/counts").exists());
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_is_dropped_and_the_job_never_waits() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    // 300,000 changes, each an +I of its own key.
+    let (status, body) = server.sql(
+        "CREATE TABLE ids (id BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '1000000',
+           'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '300000');
+         CREATE MATERIALIZED VIEW every AS SELECT id, COUNT(*) AS n FROM ids GROUP BY id;",
+    );
+    assert_eq!(status, 200, "{body}");
+    let id = job_id(&body, 1);
+    let address = server.url.trim_start_matches("http://");
+    let mut slow = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        slow,
+        "GET /api/views/every/subscribe HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    // The job ends while the client reads nothing.
+    server.wait_job(&id, "finished", |j| j["state"] == "finished");
+    assert_eq!(select_counts_of(&server, "every"), 300_000);
+    // What the client then reads ends with its dismissal.
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut text = Vec::new();
+    let _ = slow.read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("event: close"), "no close event");
+    assert!(text.contains("fell behind"), "no reason");
+}
+
+fn select_counts_of(server: &Server, view: &str) -> i64 {
+    let (status, body) = server.sql(&format!("SELECT COUNT(*) AS c FROM {view}"));
+    assert_eq!(status, 200, "{body}");
+    body["results"][0]["rows"][0]["c"].as_i64().unwrap()
 }

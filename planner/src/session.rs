@@ -17,6 +17,10 @@ use crate::functions::Functions;
 use crate::graph::{PhysicalGraph, SinkNode};
 use crate::plan::{QueryPlanner, sink_schema};
 
+/// The connector of materialized views' sinks; `eddy server` registers
+/// it. Without it, CREATE MATERIALIZED VIEW is refused.
+pub const MATERIALIZED_VIEW: &str = "materialized-view";
+
 /// A continuous query ready to run: its graph ends in a sink.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Job {
@@ -571,11 +575,7 @@ impl Session {
         explain: bool,
     ) -> Result<Outcome, SessionError> {
         if v.materialized {
-            return Err(PlanError::not_supported(
-                "CREATE MATERIALIZED VIEW (it needs `eddy server`)",
-                v.name.span,
-            )
-            .into());
+            return self.create_materialized_view(v, sql, explain);
         }
         if explain {
             return Err(PlanError::not_supported("EXPLAIN of CREATE VIEW", v.name.span).into());
@@ -589,6 +589,55 @@ impl Session {
             self.catalog = catalog;
         }
         Ok(Outcome::Created(v.name.value.clone()))
+    }
+
+    /// `CREATE MATERIALIZED VIEW v AS query`: a job writing the query's
+    /// changelog into the sink of the [`MATERIALIZED_VIEW`] connector,
+    /// which a server registers (it keeps the view's current contents).
+    fn create_materialized_view(
+        &mut self,
+        v: &ast::CreateView,
+        sql: &str,
+        explain: bool,
+    ) -> Result<Outcome, SessionError> {
+        let span = v.name.span;
+        if self.connectors.get(MATERIALIZED_VIEW).is_none() {
+            return Err(PlanError::user(
+                "a materialized view is kept by `eddy server`: create it there \
+                 (`eddy run` writes results to tables: CREATE SINK ... AS SELECT)",
+                span,
+            )
+            .into());
+        }
+        if let Some(c) = v.columns.first() {
+            return Err(
+                PlanError::not_supported("column names on a materialized view", c.span).into(),
+            );
+        }
+        if v.if_not_exists && self.catalog.sink(&v.name.value).is_some() {
+            return Ok(Outcome::Created(v.name.value.clone()));
+        }
+        let sink = ast::CreateSink {
+            name: v.name.clone(),
+            columns: None,
+            partitioned_by: Vec::new(),
+            options: vec![ast::SqlOption {
+                key: CONNECTOR.to_string(),
+                value: MATERIALIZED_VIEW.to_string(),
+                span,
+                key_span: span,
+                value_span: span,
+            }],
+            query: Some(v.query.clone()),
+        };
+        self.create_sink(&sink, sql, span, explain)
+    }
+
+    /// Whether `name` is a materialized view.
+    pub fn is_materialized_view(&self, name: &str) -> bool {
+        self.catalog
+            .sink(name)
+            .is_some_and(|s| s.connector == MATERIALIZED_VIEW)
     }
 
     /// A bare `SELECT`: its rows go to the session's select sink.
@@ -629,7 +678,9 @@ impl Session {
             ObjectKind::Sink => self.catalog.drop_sink(&d.name.value),
             ObjectKind::Table => self.catalog.drop_table(&d.name.value),
             ObjectKind::View => self.catalog.drop_view(&d.name.value),
-            ObjectKind::MaterializedView => false,
+            ObjectKind::MaterializedView => {
+                self.is_materialized_view(&d.name.value) && self.catalog.drop_sink(&d.name.value)
+            }
         };
         if !dropped && !d.if_exists {
             let msg = format!(

@@ -11,8 +11,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use eddy_connectors::registry::CONNECTOR;
 use eddy_engine::{EngineError, JobState, JobStatus};
-use eddy_planner::{Outcome, SessionError};
+use eddy_parser::ast::{ObjectKind, StatementKind};
+use eddy_planner::graph::NodeKind;
+use eddy_planner::{MATERIALIZED_VIEW, Outcome, SessionError};
 use serde_json::{Value, json};
 
 use super::store::{Desired, JobRecord};
@@ -28,6 +31,8 @@ pub(crate) fn router(app: Arc<App>) -> axum::Router {
         .route("/api/jobs/{id}/stop", post(stop))
         .route("/api/jobs/{id}/cancel", post(cancel))
         .route("/api/jobs/{id}/resume", post(resume))
+        .route("/api/views", get(list_views))
+        .route("/api/views/{name}/subscribe", get(super::live::subscribe))
         .route("/api/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(app.clone(), authorize))
@@ -37,13 +42,13 @@ pub(crate) fn router(app: Arc<App>) -> axum::Router {
 
 /// An error as JSON: `{"error": {"message": ...}}` with a status.
 #[derive(Debug)]
-struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl std::fmt::Display) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl std::fmt::Display) -> Self {
         Self {
             status,
             message: message.to_string(),
@@ -123,6 +128,15 @@ fn run_sql(app: &App, sql: &str) -> Response {
     let mut results = Vec::new();
     for (i, statement) in statements.iter().enumerate() {
         let text = &sql[statement.span.start..statement.span.end];
+        if matches!(statement.kind, StatementKind::Query(_))
+            && let Some(answer) = super::select::over_views(&app.views, text)
+        {
+            match answer {
+                Ok(v) => results.push(v),
+                Err(e) => return e.into_response(),
+            }
+            continue;
+        }
         let outcome = app.session().execute_statement(statement, sql);
         let outcome = match outcome {
             Ok(o) => o,
@@ -132,6 +146,11 @@ fn run_sql(app: &App, sql: &str) -> Response {
             && let Err(e) = app.store().append_catalog(text)
         {
             return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
+        }
+        if let StatementKind::Drop(d) = &statement.kind
+            && d.kind == ObjectKind::MaterializedView
+        {
+            drop_view(app, &d.name.value);
         }
         match outcome_json(app, outcome, text) {
             Ok(v) => results.push(v),
@@ -179,11 +198,18 @@ fn outcome_json(app: &App, outcome: Outcome, text: &str) -> Result<Value, ApiErr
         Outcome::Job(job) if job.is_select => {
             return Err(ApiError::new(
                 StatusCode::NOT_IMPLEMENTED,
-                "a bare SELECT does not run in the server yet: write its rows to a table \
-                 (INSERT INTO ... SELECT, or CREATE SINK ... AS SELECT)",
+                "in the server a SELECT reads materialized views; to run a query continuously, \
+                 make it one (CREATE MATERIALIZED VIEW v AS SELECT ...) or write its rows to a \
+                 table (INSERT INTO ... SELECT)",
             ));
         }
         Outcome::Job(mut job) => {
+            let view = view_of(&job);
+            // A view is for watching: it publishes at each checkpoint, so
+            // it checkpoints every second unless its SQL says otherwise.
+            if view.is_some() && job.checkpoint_interval_ms == app.default_interval_ms {
+                job.checkpoint_interval_ms = VIEW_INTERVAL_MS;
+            }
             let plan = job.graph.explain();
             let number = app.store().next_number();
             // `job3-out` from the session; the server's numbers never repeat.
@@ -199,6 +225,7 @@ fn outcome_json(app: &App, outcome: Outcome, text: &str) -> Result<Value, ApiErr
             let record = JobRecord {
                 sql: text.to_string(),
                 plan,
+                view,
                 desired: Desired::Running,
                 created_unix_ms: eddy_operators::metrics::unix_ms(),
             };
@@ -208,6 +235,60 @@ fn outcome_json(app: &App, outcome: Outcome, text: &str) -> Result<Value, ApiErr
             json!({"kind": "job", "job": id})
         }
     })
+}
+
+/// How often a materialized view's job checkpoints, unless set.
+const VIEW_INTERVAL_MS: i64 = 1000;
+
+/// The materialized view a job keeps, if it keeps one.
+fn view_of(job: &eddy_planner::Job) -> Option<String> {
+    job.graph.nodes.iter().find_map(|n| match &n.kind {
+        NodeKind::Sink(s)
+            if s.options.get(CONNECTOR).map(String::as_str) == Some(MATERIALIZED_VIEW) =>
+        {
+            Some(s.name.clone())
+        }
+        _ => None,
+    })
+}
+
+/// After `DROP MATERIALIZED VIEW`: its job ends and its rows are freed.
+fn drop_view(app: &App, name: &str) {
+    let jobs: Vec<String> = app
+        .store()
+        .jobs()
+        .iter()
+        .filter(|(_, r)| r.view.as_deref() == Some(name) && r.desired == Desired::Running)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in jobs {
+        if app.manager.cancel(&id).is_ok() {
+            let _ = app.manager.wait(&id);
+        }
+        if let Err(e) = app.store().set_desired(&id, Desired::Cancelled) {
+            tracing::warn!(job = %id, error = %format!("{e:#}"), "cannot record the job's end");
+        }
+    }
+    app.views.drop_view(name);
+}
+
+/// `GET /api/views`: each materialized view, its columns and row count.
+async fn list_views(State(app): State<Arc<App>>) -> Response {
+    let mut views = Vec::new();
+    for name in app.views.names() {
+        let Some(view) = app.views.get(&name) else {
+            continue;
+        };
+        let rows = view.snapshot().map_or(0, |(b, _)| b.num_rows());
+        let columns: Vec<Value> = view
+            .schema
+            .fields()
+            .iter()
+            .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+            .collect();
+        views.push(json!({"name": name, "columns": columns, "rows": rows}));
+    }
+    Json(json!({ "views": views })).into_response()
 }
 
 /// A job's state as a word, and its error if it failed.

@@ -5,6 +5,8 @@
 //!  POST /api/sql ─► session (catalog) ─► DDL: catalog.jsonl
 //!                                      └► jobs: job manager ─► jobs.json, jobs/<id>/
 //!  GET /api/jobs[/{id}]   POST /api/jobs/{id}/stop|cancel|resume   GET /metrics
+//!  CREATE MATERIALIZED VIEW v ─► a job into views::View ─► SELECT ... FROM v (batch DataFusion)
+//!                                                      └► GET /api/views/v/subscribe (SSE)
 //! ```
 //!
 //! On start the server replays its catalog and resumes every job that was
@@ -13,8 +15,11 @@
 //! and resumes at the next start.
 
 mod api;
+mod live;
 pub mod prometheus;
+mod select;
 mod store;
+mod views;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,6 +33,7 @@ use eddy_planner::Session;
 
 use self::prometheus::PrometheusRecorder;
 use self::store::{Desired, Store};
+use self::views::{ViewConnector, Views};
 
 /// Requests larger than this are refused (413).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -64,6 +70,9 @@ pub(crate) struct App {
     auth_token: Option<String>,
     /// Why jobs that should run could not be resumed at start.
     start_errors: Mutex<BTreeMap<String, String>>,
+    views: Arc<Views>,
+    /// The checkpoint interval of jobs whose SQL sets none.
+    default_interval_ms: i64,
 }
 
 impl App {
@@ -113,6 +122,10 @@ pub fn serve(args: ServerArgs) -> anyhow::Result<()> {
     let mut session =
         crate::new_session(args.parallelism.unwrap_or_else(crate::default_parallelism));
     session.settings.checkpoint_interval_ms = args.checkpoint_interval;
+    let views = Views::new(store.views_root());
+    session.register_connector(Arc::new(ViewConnector {
+        views: views.clone(),
+    }))?;
     replay_catalog(&mut session, &store)?;
     let manager = Arc::new(JobManager::new(store.jobs_root(), session.build_env()));
     let app = Arc::new(App {
@@ -122,6 +135,8 @@ pub fn serve(args: ServerArgs) -> anyhow::Result<()> {
         recorder,
         auth_token: args.auth_token,
         start_errors: Mutex::new(BTreeMap::new()),
+        views,
+        default_interval_ms: args.checkpoint_interval,
     });
     resume_jobs(&app);
     let runtime = tokio::runtime::Builder::new_multi_thread()

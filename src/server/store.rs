@@ -5,6 +5,7 @@
 //! <state-dir>/catalog.jsonl   each statement that changed the catalog, in order
 //! <state-dir>/jobs.json       each job: its SQL, whether it should run
 //! <state-dir>/jobs/<id>/      the job manager's state directory of each job
+//! <state-dir>/views/<v>/      each materialized view's logs (see views.rs)
 //! ```
 //!
 //! Both files are rewritten through a temporary file and a rename, so a
@@ -34,6 +35,9 @@ pub struct JobRecord {
     /// Its plan, as EXPLAIN shows it.
     #[serde(default)]
     pub plan: String,
+    /// The materialized view it keeps, if it keeps one.
+    #[serde(default)]
+    pub view: Option<String>,
     pub desired: Desired,
     /// When it was submitted (ms since the Unix epoch).
     pub created_unix_ms: u64,
@@ -75,6 +79,11 @@ impl Store {
             dir: dir.to_path_buf(),
             jobs,
         })
+    }
+
+    /// Where materialized views keep their logs.
+    pub fn views_root(&self) -> PathBuf {
+        self.dir.join("views")
     }
 
     /// Where the job manager keeps jobs' state.
@@ -187,6 +196,7 @@ mod tests {
         let record = JobRecord {
             sql: "INSERT INTO b SELECT * FROM a".into(),
             plan: String::new(),
+            view: None,
             desired: Desired::Running,
             created_unix_ms: 1,
         };

@@ -1,0 +1,591 @@
+//! Materialized views: a job's changelog folded into the rows it leaves,
+//! kept current in the server, readable at once and followable live.
+//!
+//! ```text
+//!  job ─► ViewWriter (a sink subtask) ─ pre-commit(checkpoint) ─► <views>/<v>/<subtask>.log  (durable)
+//!                                                               └► staged in the View
+//!        checkpoint complete ─► ViewCommitter ─► publish: rows updated, changes to subscribers
+//!  restore from checkpoint N ─► the log is cut after N and replayed: the rows as of N
+//! ```
+//!
+//! A reader never sees a change that a restore would take back: changes
+//! become visible when their checkpoint completes (exactly-once).
+//! Subscribers get changes through a bounded broadcast: one that falls
+//! behind is told so and dropped; the job never waits for it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{Int8Type, SchemaRef};
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use eddy_connectors::MaterializingSink;
+use eddy_connectors::options::{OptionDecl, Options};
+use eddy_connectors::registry::{Connector, ConnectorContext};
+use eddy_operators::sink::{Committer, SinkCommit};
+use eddy_operators::updating::{OP_COLUMN, OP_DELETE, OP_UPDATE_AFTER, OP_UPDATE_BEFORE};
+use eddy_operators::{DeliveryGuarantee, OperatorContext, OperatorError, Sink, SinkProvider};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+/// Changes kept for clients that reconnect (`Last-Event-ID`).
+const RETAINED: usize = 10_000;
+/// Changes a subscriber may fall behind by before it is dropped.
+pub const SUBSCRIBER_BUFFER: usize = 4096;
+
+/// One change, as subscribers get it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Row {
+        seq: u64,
+        op: &'static str,
+        row: Arc<Value>,
+    },
+    /// The view went back to a checkpoint (its job was restored): start
+    /// again from a snapshot.
+    Reset { seq: u64 },
+}
+
+/// Every view of a server.
+#[derive(Debug)]
+pub struct Views {
+    root: PathBuf,
+    /// Tells a client's `Last-Event-ID` of an earlier server run from one
+    /// of this run.
+    generation: u64,
+    views: Mutex<BTreeMap<String, Arc<View>>>,
+}
+
+impl Views {
+    pub fn new(root: PathBuf) -> Arc<Self> {
+        Arc::new(Self {
+            root,
+            generation: eddy_operators::metrics::unix_ms(),
+            views: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<View>>> {
+        self.views.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<View>> {
+        self.map().get(name).cloned()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.map().keys().cloned().collect()
+    }
+
+    /// The view `name` of rows `schema` (its `_op` column aside), made on
+    /// first use.
+    fn open(&self, name: &str, schema: &SchemaRef) -> Result<Arc<View>, OperatorError> {
+        let schema = MaterializingSink::output_schema(schema);
+        let mut map = self.map();
+        if let Some(view) = map.get(name).filter(|v| v.schema == schema) {
+            return Ok(view.clone());
+        }
+        let view = Arc::new(View::new(
+            name,
+            schema,
+            self.root.join(name),
+            self.generation,
+        )?);
+        map.insert(name.to_string(), view.clone());
+        Ok(view)
+    }
+
+    /// Forgets a view and deletes its logs.
+    pub fn drop_view(&self, name: &str) {
+        self.map().remove(name);
+        let _ = std::fs::remove_dir_all(self.root.join(name));
+    }
+}
+
+/// One view: its rows (per sink subtask), the changes staged for
+/// checkpoints not yet complete, the recent changes, and subscribers.
+#[derive(Debug)]
+pub struct View {
+    pub name: String,
+    /// The rows' columns (without `_op`).
+    pub schema: SchemaRef,
+    dir: PathBuf,
+    generation: u64,
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<Change>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    converter: RowConverter,
+    /// Each sink subtask's rows, with how many times each is there.
+    parts: BTreeMap<usize, BTreeMap<OwnedRow, i64>>,
+    /// Written at a checkpoint's barrier, published when it completes.
+    staged: BTreeMap<(usize, u64), RecordBatch>,
+    /// The latest changes, oldest first.
+    retained: VecDeque<Change>,
+    seq: u64,
+}
+
+impl View {
+    fn new(
+        name: &str,
+        schema: SchemaRef,
+        dir: PathBuf,
+        generation: u64,
+    ) -> Result<Self, OperatorError> {
+        let converter = RowConverter::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect(),
+        )?;
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+        Ok(Self {
+            name: name.to_string(),
+            schema,
+            dir,
+            generation,
+            inner: Mutex::new(Inner {
+                converter,
+                parts: BTreeMap::new(),
+                staged: BTreeMap::new(),
+                retained: VecDeque::new(),
+                seq: 0,
+            }),
+            events: broadcast::channel(SUBSCRIBER_BUFFER).0,
+        })
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An event id: this server run and a change's number.
+    pub fn event_id(&self, seq: u64) -> String {
+        format!("{}-{seq}", self.generation)
+    }
+
+    /// The change number of an event id of this run.
+    pub fn parse_event_id(&self, id: &str) -> Option<u64> {
+        let (generation, seq) = id.split_once('-')?;
+        (generation.parse::<u64>().ok()? == self.generation)
+            .then(|| seq.parse().ok())
+            .flatten()
+    }
+
+    /// The current rows, and the number of the last change in them.
+    pub fn snapshot(&self) -> Result<(RecordBatch, u64), OperatorError> {
+        let inner = self.inner();
+        Ok((snapshot_of(&inner, &self.schema)?, inner.seq))
+    }
+
+    /// A subscription from a client's last event: the changes after it if
+    /// they are still retained, else the current rows as `+I` changes;
+    /// then the live ones from the receiver.
+    pub fn subscribe(
+        &self,
+        last: Option<u64>,
+    ) -> Result<(Vec<Change>, u64, broadcast::Receiver<Change>), OperatorError> {
+        let inner = self.inner();
+        let receiver = self.events.subscribe();
+        let oldest = inner.retained.front().map_or(inner.seq + 1, change_seq);
+        if let Some(last) = last.filter(|l| *l + 1 >= oldest && *l <= inner.seq) {
+            let replay = inner
+                .retained
+                .iter()
+                .filter(|c| change_seq(c) > last)
+                .cloned()
+                .collect();
+            return Ok((replay, inner.seq, receiver));
+        }
+        let rows = snapshot_of(&inner, &self.schema)?;
+        let seq = inner.seq;
+        let snapshot = json_rows(&rows)?
+            .into_iter()
+            .map(|row| Change::Row {
+                seq,
+                op: "+I",
+                row: Arc::new(row),
+            })
+            .collect();
+        Ok((snapshot, seq, receiver))
+    }
+
+    fn stage(&self, subtask: usize, checkpoint: u64, batch: RecordBatch) {
+        self.inner().staged.insert((subtask, checkpoint), batch);
+    }
+
+    /// Makes a subtask's changes up to `checkpoint` visible.
+    fn publish(&self, subtask: usize, checkpoint: u64) -> Result<(), OperatorError> {
+        let mut inner = self.inner();
+        let due: Vec<(usize, u64)> = inner
+            .staged
+            .range((subtask, 0)..=(subtask, checkpoint))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            if let Some(batch) = inner.staged.remove(&key) {
+                self.apply(&mut inner, subtask, &batch, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds a changelog batch into a subtask's rows; with `announce`,
+    /// tells subscribers each change.
+    fn apply(
+        &self,
+        inner: &mut Inner,
+        subtask: usize,
+        batch: &RecordBatch,
+        announce: bool,
+    ) -> Result<(), OperatorError> {
+        let ops = batch
+            .schema()
+            .index_of(OP_COLUMN)
+            .ok()
+            .map(|i| batch.column(i).as_primitive::<Int8Type>().clone());
+        let rows_batch = batch.project(
+            &(0..batch.num_columns())
+                .filter(|i| batch.schema().field(*i).name() != OP_COLUMN)
+                .collect::<Vec<_>>(),
+        )?;
+        let rows = inner.converter.convert_columns(rows_batch.columns())?;
+        let mut json = if announce {
+            json_rows(&rows_batch)?
+        } else {
+            Vec::new()
+        }
+        .into_iter();
+        for i in 0..rows_batch.num_rows() {
+            let op = ops.as_ref().map_or(0, |o| o.value(i));
+            let row = rows.row(i).owned();
+            let removes = op == OP_UPDATE_BEFORE || op == OP_DELETE;
+            if removes {
+                remove_row(&mut inner.parts, subtask, &row);
+            } else {
+                *inner
+                    .parts
+                    .entry(subtask)
+                    .or_default()
+                    .entry(row)
+                    .or_insert(0) += 1;
+            }
+            if let Some(json) = json.next() {
+                inner.seq += 1;
+                let change = Change::Row {
+                    seq: inner.seq,
+                    op: match op {
+                        OP_UPDATE_BEFORE => "-U",
+                        OP_UPDATE_AFTER => "+U",
+                        OP_DELETE => "-D",
+                        _ => "+I",
+                    },
+                    row: Arc::new(json),
+                };
+                self.announce(inner, change);
+            }
+        }
+        Ok(())
+    }
+
+    fn announce(&self, inner: &mut Inner, change: Change) {
+        if inner.retained.len() == RETAINED {
+            inner.retained.pop_front();
+        }
+        inner.retained.push_back(change.clone());
+        // No receiver is not an error: nobody is watching.
+        let _ = self.events.send(change);
+    }
+
+    fn log_path(&self, subtask: usize) -> PathBuf {
+        self.dir.join(format!("{subtask}.log"))
+    }
+
+    /// Appends a checkpoint's changes to a subtask's log, durably.
+    fn log(
+        &self,
+        subtask: usize,
+        checkpoint: u64,
+        batch: &RecordBatch,
+    ) -> Result<(), OperatorError> {
+        let path = self.log_path(subtask);
+        let mut bytes = Vec::new();
+        {
+            let mut writer = StreamWriter::try_new(&mut bytes, &batch.schema())?;
+            writer.write(batch)?;
+            writer.finish()?;
+        }
+        let mut record = Vec::with_capacity(bytes.len() + 16);
+        record.extend_from_slice(&checkpoint.to_le_bytes());
+        record.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        record.extend_from_slice(&bytes);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, e))?;
+        file.write_all(&record).map_err(|e| io_error(&path, e))?;
+        file.sync_data().map_err(|e| io_error(&path, e))
+    }
+
+    /// A subtask's rows as of `checkpoint`: its log is cut after that
+    /// checkpoint (what came later was never committed) and replayed.
+    /// Subscribers are told to start again.
+    fn restore(&self, subtask: usize, checkpoint: u64) -> Result<(), OperatorError> {
+        let path = self.log_path(subtask);
+        let mut data = Vec::new();
+        match std::fs::File::open(&path) {
+            Ok(mut f) => {
+                f.read_to_end(&mut data).map_err(|e| io_error(&path, e))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&path, e)),
+        }
+        let mut at = 0;
+        let mut batches = Vec::new();
+        while at + 16 <= data.len() {
+            let cp = u64::from_le_bytes(data[at..at + 8].try_into().unwrap_or_default());
+            let len =
+                u64::from_le_bytes(data[at + 8..at + 16].try_into().unwrap_or_default()) as usize;
+            // A record cut short by a crash, or of a later checkpoint.
+            if cp > checkpoint || at + 16 + len > data.len() {
+                break;
+            }
+            let reader = StreamReader::try_new(&data[at + 16..at + 16 + len], None)?;
+            for batch in reader {
+                batches.push(batch?);
+            }
+            at += 16 + len;
+        }
+        if at < data.len() {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| io_error(&path, e))?;
+            file.set_len(at as u64).map_err(|e| io_error(&path, e))?;
+            file.sync_all().map_err(|e| io_error(&path, e))?;
+        }
+        let mut inner = self.inner();
+        inner.parts.remove(&subtask);
+        inner.staged.retain(|(s, _), _| *s != subtask);
+        for batch in &batches {
+            self.apply(&mut inner, subtask, batch, false)?;
+        }
+        inner.seq += 1;
+        inner.retained.clear();
+        let reset = Change::Reset { seq: inner.seq };
+        self.announce(&mut inner, reset);
+        Ok(())
+    }
+}
+
+fn change_seq(change: &Change) -> u64 {
+    match change {
+        Change::Row { seq, .. } | Change::Reset { seq } => *seq,
+    }
+}
+
+/// Takes one `row` away: from `subtask`'s rows, or any other's if a
+/// retraction was routed elsewhere than its row.
+fn remove_row(
+    parts: &mut BTreeMap<usize, BTreeMap<OwnedRow, i64>>,
+    subtask: usize,
+    row: &OwnedRow,
+) {
+    let holder = if parts.get(&subtask).is_some_and(|p| p.contains_key(row)) {
+        Some(subtask)
+    } else {
+        parts
+            .iter()
+            .find(|(_, p)| p.contains_key(row))
+            .map(|(s, _)| *s)
+    };
+    let Some(part) = holder.and_then(|s| parts.get_mut(&s)) else {
+        tracing::warn!("a retraction of a row the view does not hold: ignored");
+        return;
+    };
+    if let Some(count) = part.get_mut(row) {
+        *count -= 1;
+        if *count <= 0 {
+            part.remove(row);
+        }
+    }
+}
+
+fn snapshot_of(inner: &Inner, schema: &SchemaRef) -> Result<RecordBatch, OperatorError> {
+    let rows = inner.parts.values().flat_map(|part| {
+        part.iter()
+            .flat_map(|(row, n)| std::iter::repeat_n(row.row(), (*n).max(0) as usize))
+    });
+    let columns = inner.converter.convert_rows(rows)?;
+    if schema.fields().is_empty() {
+        return Ok(RecordBatch::new_empty(schema.clone()));
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// Each row of `batch` as a JSON object (nulls written as null).
+pub fn json_rows(batch: &RecordBatch) -> Result<Vec<Value>, OperatorError> {
+    use datafusion::arrow::json::writer::{JsonArray, WriterBuilder};
+    let mut buf = Vec::new();
+    {
+        let mut writer = WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, JsonArray>(&mut buf);
+        writer.write(batch)?;
+        writer.finish()?;
+    }
+    if buf.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&buf).map_err(|e| OperatorError::Internal(format!("view rows: {e}")))
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> OperatorError {
+    OperatorError::Internal(format!("{}: {e}", path.display()))
+}
+
+/// The `materialized-view` connector: the sink of a CREATE MATERIALIZED
+/// VIEW's job. It is registered by the server only.
+#[derive(Debug)]
+pub struct ViewConnector {
+    pub views: Arc<Views>,
+}
+
+impl Connector for ViewConnector {
+    fn name(&self) -> &'static str {
+        eddy_planner::MATERIALIZED_VIEW
+    }
+
+    fn help(&self) -> &'static str {
+        "the current rows of a materialized view, kept by `eddy server` (made by CREATE MATERIALIZED VIEW)"
+    }
+
+    fn options(&self) -> Vec<OptionDecl> {
+        Vec::new()
+    }
+
+    fn is_sink(&self) -> bool {
+        true
+    }
+
+    fn sink(&self, ctx: &ConnectorContext<'_>) -> eddy_connectors::Result<Arc<dyn SinkProvider>> {
+        let view = self
+            .views
+            .open(ctx.name, ctx.schema)
+            .map_err(|e| eddy_connectors::ConnectorError::Config(e.to_string()))?;
+        Ok(Arc::new(ViewSink { view }))
+    }
+
+    fn guarantee(&self, _options: &Options) -> DeliveryGuarantee {
+        DeliveryGuarantee::ExactlyOnce
+    }
+}
+
+#[derive(Debug)]
+struct ViewSink {
+    view: Arc<View>,
+}
+
+impl SinkProvider for ViewSink {
+    fn writer(&self) -> eddy_operators::Result<Box<dyn Sink>> {
+        Ok(Box::new(ViewWriter {
+            view: self.view.clone(),
+            subtask: 0,
+            pending: Vec::new(),
+        }))
+    }
+
+    fn committer(&self) -> Option<Arc<dyn Committer>> {
+        Some(Arc::new(ViewCommitter {
+            view: self.view.clone(),
+        }))
+    }
+
+    fn guarantee(&self) -> DeliveryGuarantee {
+        DeliveryGuarantee::ExactlyOnce
+    }
+}
+
+/// One sink subtask of a view's job.
+struct ViewWriter {
+    view: Arc<View>,
+    subtask: usize,
+    pending: Vec<RecordBatch>,
+}
+
+impl Sink for ViewWriter {
+    fn name(&self) -> String {
+        format!("view {}", self.view.name)
+    }
+
+    fn open(&mut self, ctx: &OperatorContext) -> eddy_operators::Result<()> {
+        self.subtask = ctx.subtask;
+        Ok(())
+    }
+
+    fn write_batch(&mut self, batch: &RecordBatch) -> eddy_operators::Result<()> {
+        if batch.num_rows() > 0 {
+            self.pending.push(batch.clone());
+        }
+        Ok(())
+    }
+
+    fn pre_commit(&mut self, checkpoint: u64, _last: bool) -> eddy_operators::Result<SinkCommit> {
+        let Some(first) = self.pending.first() else {
+            return Ok(SinkCommit::default());
+        };
+        let batch = concat_batches(&first.schema(), &self.pending)?;
+        self.pending.clear();
+        self.view.log(self.subtask, checkpoint, &batch)?;
+        self.view.stage(self.subtask, checkpoint, batch);
+        Ok(SinkCommit {
+            position: None,
+            committable: Some(json!({"subtask": self.subtask, "checkpoint": checkpoint})),
+        })
+    }
+
+    fn recover(&mut self, checkpoint: u64, _position: Option<&[u8]>) -> eddy_operators::Result<()> {
+        self.pending.clear();
+        self.view.restore(self.subtask, checkpoint)
+    }
+}
+
+/// Publishes a view's staged changes when their checkpoint completes.
+#[derive(Debug)]
+struct ViewCommitter {
+    view: Arc<View>,
+}
+
+impl Committer for ViewCommitter {
+    fn commit(&self, committables: &[Value]) -> eddy_operators::Result<()> {
+        for c in committables {
+            let (Some(subtask), Some(checkpoint)) =
+                (c["subtask"].as_u64(), c["checkpoint"].as_u64())
+            else {
+                return Err(OperatorError::Internal(format!(
+                    "a bad view committable: {c}"
+                )));
+            };
+            self.view.publish(subtask as usize, checkpoint)?;
+        }
+        Ok(())
+    }
+
+    /// A restore rebuilds the rows from the writers' logs instead.
+    fn recover(
+        &self,
+        _committables: &[Value],
+        _positions: &BTreeMap<usize, Vec<u8>>,
+    ) -> eddy_operators::Result<()> {
+        Ok(())
+    }
+}
