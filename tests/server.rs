@@ -522,3 +522,43 @@ fn select_counts_of(server: &Server, view: &str) -> i64 {
     assert_eq!(status, 200, "{body}");
     body["results"][0]["rows"][0]["c"].as_i64().unwrap()
 }
+
+#[test]
+fn a_view_is_followed_over_websocket_with_the_sse_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let n = 600;
+    let (status, body) = server.sql(&counts_sql(n, 400));
+    assert_eq!(status, 200, "{body}");
+    let ws = server.url.replace("http://", "ws://");
+    let (mut socket, _) = tungstenite::connect(format!("{ws}/ws?view=counts")).unwrap();
+    let expected = counts_expected(i64::from(n));
+    // Fold each change as the SSE test does, until the rows are final.
+    let mut text = String::new();
+    loop {
+        let message = socket.read().unwrap();
+        let tungstenite::Message::Text(frame) = message else {
+            continue;
+        };
+        let frame: Value = serde_json::from_str(&frame).unwrap();
+        assert!(
+            frame["id"].is_string() || frame["event"] == "close",
+            "{frame}"
+        );
+        if frame["event"] == "change" {
+            text.push_str(&format!("data: {}\n", frame["data"]));
+        }
+        if counts_rows(&fold_events(&text).0) == expected {
+            break;
+        }
+    }
+    let _ = socket.close(None);
+    // The same messages an SSE client gets for the snapshot.
+    let sse = sse_for(&server, "counts", 1, None);
+    assert_eq!(counts_rows(&fold_events(&sse).0), expected);
+    let unknown = tungstenite::connect(format!("{ws}/ws?view=nope"));
+    match unknown {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 404),
+        other => panic!("a WebSocket to an unknown view: {:?}", other.map(|_| ())),
+    }
+}

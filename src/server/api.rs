@@ -33,6 +33,7 @@ pub(crate) fn router(app: Arc<App>) -> axum::Router {
         .route("/api/jobs/{id}/resume", post(resume))
         .route("/api/views", get(list_views))
         .route("/api/views/{name}/subscribe", get(super::live::subscribe))
+        .route("/ws", get(super::live::websocket))
         .route("/api/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(app.clone(), authorize))

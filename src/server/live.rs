@@ -1,31 +1,44 @@
-//! Live results: `GET /api/views/{name}/subscribe` streams a view's rows,
-//! then every change, as Server-Sent Events.
+//! Live results: a view's rows, then every change, to a subscriber over
+//! Server-Sent Events (`GET /api/views/{name}/subscribe`) or WebSocket
+//! (`GET /ws?view=name`), with the same messages:
 //!
-//! - `event: change`, `id: <run>-<n>`, `data: {"op": "+I", "row": {...}}`:
-//!   the snapshot's rows come as `+I`, then `+I`/`-U`/`+U`/`-D` as each
+//! - `change`, id `<run>-<n>`, data `{"op": "+I", "row": {...}}`: the
+//!   snapshot's rows come as `+I`, then `+I`/`-U`/`+U`/`-D` as each
 //!   checkpoint of the view's job completes.
-//! - `event: reset`: the view went back to a checkpoint (its job was
-//!   restored); a fresh snapshot follows.
-//! - `event: close`, `data: {"reason": ...}`: the client fell more than
+//! - `reset`: the view went back to a checkpoint (its job was restored); a
+//!   fresh snapshot follows.
+//! - `close`, data `{"reason": ...}`: the client fell more than
 //!   [`SUBSCRIBER_BUFFER`] changes behind and is disconnected; the job
 //!   never waits for a client.
-//! - A client reconnecting with `Last-Event-ID` resumes after that change
-//!   if it is still retained, else gets a fresh snapshot.
+//! - A client reconnecting with the last id it got (SSE's `Last-Event-ID`
+//!   header, WebSocket's `last_event_id` parameter) resumes after that
+//!   change if it is still retained, else gets a fresh snapshot.
+//!
+//! Over SSE a message is an event with that name, id and data; over
+//! WebSocket it is a text frame `{"event": ..., "id": ..., "data": ...}`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::App;
 use super::api::ApiError;
 use super::views::{Change, SUBSCRIBER_BUFFER, View};
+
+/// One message to a subscriber.
+struct Message {
+    event: &'static str,
+    id: Option<String>,
+    data: Value,
+}
 
 /// One subscriber's stream.
 struct Subscription {
@@ -36,34 +49,43 @@ struct Subscription {
     ended: bool,
 }
 
+/// A subscription to view `name` after the change of id `last`.
+fn open(app: &App, name: &str, last: Option<&str>) -> Result<Subscription, ApiError> {
+    let view = app.views.get(name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("there is no materialized view '{name}'"),
+        )
+    })?;
+    let last = last.and_then(|id| view.parse_event_id(id));
+    let (queued, _, receiver) = view
+        .subscribe(last)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    Ok(Subscription {
+        view,
+        queued: queued.into(),
+        receiver,
+        ended: false,
+    })
+}
+
+/// `GET /api/views/{name}/subscribe`: Server-Sent Events.
 pub(crate) async fn subscribe(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(view) = app.views.get(&name) else {
-        return ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("there is no materialized view '{name}'"),
-        )
-        .into_response();
-    };
-    let last = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|id| view.parse_event_id(id));
-    let (queued, _, receiver) = match view.subscribe(last) {
+    let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let subscription = match open(&app, &name, last) {
         Ok(s) => s,
-        Err(e) => return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
-    };
-    let subscription = Subscription {
-        view,
-        queued: queued.into(),
-        receiver,
-        ended: false,
+        Err(e) => return e.into_response(),
     };
     let stream = futures::stream::unfold(subscription, |mut s| async move {
-        let event = s.next().await?;
+        let m = s.next().await?;
+        let mut event = Event::default().event(m.event).data(m.data.to_string());
+        if let Some(id) = m.id {
+            event = event.id(id);
+        }
         Some((Ok::<_, Infallible>(event), s))
     });
     Sse::new(stream)
@@ -71,9 +93,39 @@ pub(crate) async fn subscribe(
         .into_response()
 }
 
+#[derive(serde::Deserialize)]
+pub(crate) struct WsParams {
+    view: String,
+    last_event_id: Option<String>,
+}
+
+/// `GET /ws?view=name[&last_event_id=id]`: the same messages over a
+/// WebSocket.
+pub(crate) async fn websocket(
+    State(app): State<Arc<App>>,
+    Query(params): Query<WsParams>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let subscription = match open(&app, &params.view, params.last_event_id.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    upgrade.on_upgrade(move |socket| send_all(socket, subscription))
+}
+
+async fn send_all(mut socket: WebSocket, mut subscription: Subscription) {
+    while let Some(m) = subscription.next().await {
+        let text = json!({"event": m.event, "id": m.id, "data": m.data}).to_string();
+        if socket.send(ws::Message::Text(text.into())).await.is_err() {
+            return; // the client went away
+        }
+    }
+    let _ = socket.send(ws::Message::Close(None)).await;
+}
+
 impl Subscription {
     /// The next event to send; `None` ends the stream.
-    async fn next(&mut self) -> Option<Event> {
+    async fn next(&mut self) -> Option<Message> {
         if self.ended {
             return None;
         }
@@ -96,10 +148,11 @@ impl Subscription {
                 Ok((snapshot, seq, receiver)) => {
                     self.queued = snapshot.into();
                     self.receiver = receiver;
-                    Event::default()
-                        .event("reset")
-                        .id(self.view.event_id(seq))
-                        .data("{}")
+                    Message {
+                        event: "reset",
+                        id: Some(self.view.event_id(seq)),
+                        data: json!({}),
+                    }
                 }
                 Err(e) => self.close(&format!("the view cannot be read: {e}")),
             });
@@ -107,23 +160,27 @@ impl Subscription {
         Some(self.event(&change))
     }
 
-    fn event(&self, change: &Change) -> Event {
+    fn event(&self, change: &Change) -> Message {
         match change {
-            Change::Row { seq, op, row } => Event::default()
-                .event("change")
-                .id(self.view.event_id(*seq))
-                .data(json!({"op": op, "row": row.as_ref()}).to_string()),
-            Change::Reset { seq } => Event::default()
-                .event("reset")
-                .id(self.view.event_id(*seq))
-                .data("{}"),
+            Change::Row { seq, op, row } => Message {
+                event: "change",
+                id: Some(self.view.event_id(*seq)),
+                data: json!({"op": op, "row": row.as_ref()}),
+            },
+            Change::Reset { seq } => Message {
+                event: "reset",
+                id: Some(self.view.event_id(*seq)),
+                data: json!({}),
+            },
         }
     }
 
-    fn close(&mut self, reason: &str) -> Event {
+    fn close(&mut self, reason: &str) -> Message {
         self.ended = true;
-        Event::default()
-            .event("close")
-            .data(json!({ "reason": reason }).to_string())
+        Message {
+            event: "close",
+            id: None,
+            data: json!({ "reason": reason }),
+        }
     }
 }
