@@ -562,3 +562,70 @@ fn a_view_is_followed_over_websocket_with_the_sse_messages() {
         other => panic!("a WebSocket to an unknown view: {:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn file_tables_stay_under_the_allowed_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let table = |name: &str, options: &str| {
+        server.sql(&format!(
+            "CREATE TABLE {name} (x BIGINT) WITH ({options}, 'format' = 'json')"
+        ))
+    };
+    let (status, body) = table("fine", "'connector' = 'filesystem', 'path' = 'data/out/'");
+    assert_eq!(status, 200, "{body}");
+    for (name, options) in [
+        (
+            "up",
+            "'connector' = 'filesystem', 'path' = '../escape/'".to_string(),
+        ),
+        (
+            "abs",
+            "'connector' = 'file', 'path' = 'file:///etc/passwd'".to_string(),
+        ),
+        (
+            "linked",
+            "'connector' = 'filesystem', 'path' = 'link/secret.json'".to_string(),
+        ),
+        (
+            "legacy",
+            "'connector.type' = 'filesystem', 'connector.path' = '/etc/hosts'".to_string(),
+        ),
+        (
+            "dotdot",
+            "'connector' = 'filesystem', 'path' = 'data/../../x/'".to_string(),
+        ),
+    ] {
+        let (status, body) = table(name, &options);
+        assert_eq!(status, 403, "{name}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("the server's allowed paths"), "{message}");
+        assert_eq!(body["error"]["line"], 1);
+    }
+    // Nothing refused reached the catalog.
+    let (_, shown) = server.sql("SHOW TABLES");
+    let tables = shown["results"][0]["text"].as_str().unwrap();
+    assert!(
+        tables.contains("fine") && !tables.contains("linked"),
+        "{tables}"
+    );
+    drop(server);
+
+    // --allow-path adds a root: the linked directory is then fine.
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--allow-path",
+            outside.path().to_str().unwrap(),
+            "--allow-path",
+            ".",
+        ],
+    );
+    let (status, body) = server.sql(
+        "CREATE TABLE linked (x BIGINT) WITH ('connector' = 'filesystem', \
+         'path' = 'link/secret.json', 'format' = 'json')",
+    );
+    assert_eq!(status, 200, "{body}");
+}

@@ -138,6 +138,15 @@ fn run_sql(app: &App, sql: &str) -> Response {
             }
             continue;
         }
+        let refused = app.allowed.check(statement, app.session().connectors());
+        if let Err(reason) = refused {
+            let mut body = json!({"message": reason, "statement": i});
+            let at = eddy_parser::line_col(sql, statement.span.start);
+            body["line"] = json!(at.line);
+            body["column"] = json!(at.column);
+            let body = json!({"error": body, "results": results});
+            return (StatusCode::FORBIDDEN, Json(body)).into_response();
+        }
         let outcome = app.session().execute_statement(statement, sql);
         let outcome = match outcome {
             Ok(o) => o,

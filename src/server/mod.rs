@@ -16,6 +16,7 @@
 
 mod api;
 mod live;
+mod paths;
 pub mod prometheus;
 mod select;
 mod store;
@@ -53,6 +54,10 @@ pub struct ServerArgs {
     /// Subtasks per keyed operator (default: number of cores).
     #[arg(long, short = 'p')]
     parallelism: Option<usize>,
+    /// A directory file tables may read and write under (repeatable; the
+    /// working directory if none is given).
+    #[arg(long = "allow-path", value_name = "DIR")]
+    allow_paths: Vec<PathBuf>,
     /// How often jobs checkpoint unless their SQL sets
     /// 'execution.checkpointing.interval'.
     #[arg(long, default_value = "10s", value_parser = crate::parse_interval)]
@@ -73,6 +78,7 @@ pub(crate) struct App {
     views: Arc<Views>,
     /// The checkpoint interval of jobs whose SQL sets none.
     default_interval_ms: i64,
+    allowed: paths::AllowedPaths,
 }
 
 impl App {
@@ -137,6 +143,8 @@ pub fn serve(args: ServerArgs) -> anyhow::Result<()> {
         start_errors: Mutex::new(BTreeMap::new()),
         views,
         default_interval_ms: args.checkpoint_interval,
+        allowed: paths::AllowedPaths::new(&args.allow_paths)
+            .context("cannot resolve --allow-path")?,
     });
     resume_jobs(&app);
     let runtime = tokio::runtime::Builder::new_multi_thread()
