@@ -98,6 +98,15 @@ fn statements_start_jobs_that_are_listed_stopped_and_resumed() {
     let (status, _) = server.post(&format!("/api/jobs/{id}/cancel"));
     assert_eq!(status, 202);
     server.wait_job(&id, "cancelled", |j| j["state"] == "cancelled");
+    let (status, output) = server.get(&format!("/api/jobs/{id}/output"));
+    assert_eq!(status, 404);
+    assert!(
+        output["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sink"),
+        "{output}"
+    );
     let (status, missing) = server.get("/api/jobs/nope");
     assert_eq!(status, 404);
     assert_eq!(missing["error"]["message"], "there is no job 'nope'");
@@ -410,6 +419,14 @@ fn a_materialized_view_is_queried_and_followed_live() {
         ops.iter().any(|o| o == "-U") && ops.iter().any(|o| o == "+U"),
         "{ops:?}"
     );
+    // The job's output is its view.
+    let out = std::process::Command::new("curl")
+        .args(["-sN", "--max-time", "1"])
+        .arg(format!("{}/api/jobs/{id}/output", server.url))
+        .output()
+        .unwrap();
+    let out = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(counts_rows(&fold_events(&out).0), expected);
     // A late subscriber gets the rows as a snapshot, with an event id.
     let late = sse_for(&server, "counts", 1, None);
     assert_eq!(counts_rows(&fold_events(&late).0), expected);

@@ -28,6 +28,7 @@ pub(crate) fn router(app: Arc<App>) -> axum::Router {
         .route("/api/sql", post(sql))
         .route("/api/jobs", get(list_jobs))
         .route("/api/jobs/{id}", get(job))
+        .route("/api/jobs/{id}/output", get(super::live::job_output))
         .route("/api/jobs/{id}/stop", post(stop))
         .route("/api/jobs/{id}/cancel", post(cancel))
         .route("/api/jobs/{id}/resume", post(resume))

@@ -93,6 +93,31 @@ pub(crate) async fn subscribe(
         .into_response()
 }
 
+/// `GET /api/jobs/{id}/output`: a materialized view's job streams its
+/// view, as `/api/views/{name}/subscribe` does. Other jobs' rows go to
+/// their sinks, where they are read.
+pub(crate) async fn job_output(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let record = app.store().jobs().get(&id).cloned();
+    match record.map(|r| r.view) {
+        None => {
+            ApiError::new(StatusCode::NOT_FOUND, format!("there is no job '{id}'")).into_response()
+        }
+        Some(None) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "job '{id}' writes its rows to its sink, where they are read; \
+                 a materialized view's job streams its output here"
+            ),
+        )
+        .into_response(),
+        Some(Some(view)) => subscribe(State(app), Path(view), headers).await,
+    }
+}
+
 #[derive(serde::Deserialize)]
 pub(crate) struct WsParams {
     view: String,
