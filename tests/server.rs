@@ -487,6 +487,11 @@ fn a_view_survives_kill_9_and_drop_frees_it() {
 
     let (status, body) = server.sql("DROP MATERIALIZED VIEW counts");
     assert_eq!(status, 200, "{body}");
+    drop(server);
+    // The catalog's replay at the next start does not bring it back.
+    let server = Server::start(dir.path(), &[]);
+    let (_, listed) = server.get("/api/views");
+    assert_eq!(listed["views"], serde_json::json!([]), "{listed}");
     let (status, body) = server.sql("SELECT * FROM counts");
     assert_eq!(status, 400, "{body}");
     assert!(

@@ -133,6 +133,13 @@ pub fn serve(args: ServerArgs) -> anyhow::Result<()> {
         views: views.clone(),
     }))?;
     replay_catalog(&mut session, &store)?;
+    // A view created and dropped in an earlier run came back with the
+    // replay of its CREATE: forget it.
+    for name in views.names() {
+        if !session.is_materialized_view(&name) {
+            views.drop_view(&name);
+        }
+    }
     let manager = Arc::new(JobManager::new(store.jobs_root(), session.build_env()));
     let app = Arc::new(App {
         manager,

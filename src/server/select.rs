@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use datafusion::datasource::MemTable;
+use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
 use serde_json::{Value, json};
 
@@ -42,7 +43,12 @@ pub fn over_views(views: &Views, sql: &str) -> Option<Result<Value, ApiError>> {
     // Called on a blocking thread of the server's runtime.
     let handle = tokio::runtime::Handle::current();
     let answer = handle.block_on(async {
-        let frame = ctx.sql(sql).await?;
+        // A query, nothing else: no DDL, no DML, no SET.
+        let only_queries = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let frame = ctx.sql_with_options(sql, only_queries).await?;
         let schema = frame.schema().as_arrow().clone();
         let batches = frame.collect().await?;
         Ok::<_, datafusion::error::DataFusionError>((schema, batches))
