@@ -63,15 +63,18 @@ BOOT=127.0.0.1:$PORT
 BID_COLUMNS="auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, \`dateTime\` TIMESTAMP(3), extra STRING"
 # Nexmark's bids are 46 of every 50 events.
 EVENTS=$(( BIDS * 50 / 46 + 50 ))
-cat > "$WORK/load.sql" <<SQL
-CREATE TABLE bid ($BID_COLUMNS) WITH ('connector' = 'nexmark', 'events.num' = '$EVENTS');
-CREATE TABLE bids ($BID_COLUMNS) WITH ('connector' = 'kafka', 'topic' = 'bids',
+load() { # topic, events: writes that many Nexmark events' bids to the topic
+  cat > "$WORK/load-$1.sql" <<SQL
+CREATE TABLE bid ($BID_COLUMNS) WITH ('connector' = 'nexmark', 'events.num' = '$2');
+CREATE TABLE out ($BID_COLUMNS) WITH ('connector' = 'kafka', 'topic' = '$1',
   'properties.bootstrap.servers' = '$BOOT', 'format' = 'json',
   'json.timestamp-format.standard' = 'SQL');
-INSERT INTO bids SELECT * FROM bid;
+INSERT INTO out SELECT * FROM bid;
 SQL
+  "$EDDY" run "$WORK/load-$1.sql" >/dev/null
+}
 echo "loading Nexmark bids into topic 'bids' (4 partitions)" >&2
-"$EDDY" run "$WORK/load.sql" >/dev/null
+load bids "$EVENTS"
 
 SOURCE="CREATE TABLE bids ($BID_COLUMNS,
   WATERMARK FOR \`dateTime\` AS \`dateTime\` - INTERVAL '4' SECOND) WITH (
@@ -90,14 +93,7 @@ INSERT INTO windows SELECT window_start, auction, COUNT(*), MAX(price)
 
 # Each run's CPU time less that of the same query over a topic of 46 bids
 # (start-up, and for Flink the JVM and job submission), as a second rate.
-cat > "$WORK/tiny.sql" <<SQL
-CREATE TABLE bid ($BID_COLUMNS) WITH ('connector' = 'nexmark', 'events.num' = '50');
-CREATE TABLE tiny ($BID_COLUMNS) WITH ('connector' = 'kafka', 'topic' = 'tiny',
-  'properties.bootstrap.servers' = '$BOOT', 'format' = 'json',
-  'json.timestamp-format.standard' = 'SQL');
-INSERT INTO tiny SELECT * FROM bid;
-SQL
-"$EDDY" run "$WORK/tiny.sql" >/dev/null
+load tiny 50
 
 measure() { # name, command...: runs it over topic 'bids' and 'tiny'; prints a row
   local name=$1; shift

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use eddy_connectors::registry::CONNECTOR;
 use eddy_engine::{EngineError, JobState, JobStatus};
-use eddy_parser::ast::{ObjectKind, StatementKind};
+use eddy_parser::ast::{ObjectKind, Span, StatementKind};
 use eddy_planner::graph::NodeKind;
 use eddy_planner::{MATERIALIZED_VIEW, Outcome, SessionError};
 use serde_json::{Value, json};
@@ -141,12 +141,13 @@ fn run_sql(app: &App, sql: &str) -> Response {
         }
         let refused = app.allowed.check(statement, app.session().connectors());
         if let Err(reason) = refused {
-            let mut body = json!({"message": reason, "statement": i});
-            let at = eddy_parser::line_col(sql, statement.span.start);
-            body["line"] = json!(at.line);
-            body["column"] = json!(at.column);
-            let body = json!({"error": body, "results": results});
-            return (StatusCode::FORBIDDEN, Json(body)).into_response();
+            let at = Some(statement.span);
+            let body = located(sql, &reason, i, at, None);
+            return (
+                StatusCode::FORBIDDEN,
+                Json(json!({"error": body, "results": results})),
+            )
+                .into_response();
         }
         let outcome = app.session().execute_statement(statement, sql);
         let outcome = match outcome {
@@ -174,30 +175,44 @@ fn run_sql(app: &App, sql: &str) -> Response {
 /// A statement's error: its message, line and column in the request's
 /// SQL, and the same text with a caret as the CLI prints it.
 fn sql_error(sql: &str, e: &SessionError, statement: usize, results: Vec<Value>) -> Response {
-    let span = match e {
-        SessionError::Parse(p) => Some(p.span),
-        SessionError::Plan(p) => p.span,
+    let (message, span) = match e {
+        SessionError::Parse(p) => (&p.message, Some(p.span)),
+        SessionError::Plan(p) => (&p.message, p.span),
     };
-    let message = match e {
-        SessionError::Parse(p) => p.message.clone(),
-        SessionError::Plan(p) => p.message.clone(),
-    };
-    let mut body = json!({
-        "message": message,
-        "statement": statement,
-        "rendered": e.render(sql, "request"),
-    });
-    if let Some(span) = span {
-        let at = eddy_parser::line_col(sql, span.start);
-        body["line"] = json!(at.line);
-        body["column"] = json!(at.column);
-    }
+    let body = located(
+        sql,
+        message,
+        statement,
+        span,
+        Some(e.render(sql, "request")),
+    );
     let status = if e.is_not_supported() {
         StatusCode::NOT_IMPLEMENTED
     } else {
         StatusCode::BAD_REQUEST
     };
     (status, Json(json!({ "error": body, "results": results }))).into_response()
+}
+
+/// An error's body: the message and statement, the line and column of
+/// `span` in `sql`, and the rendered text if there is one.
+fn located(
+    sql: &str,
+    message: &str,
+    statement: usize,
+    span: Option<Span>,
+    rendered: Option<String>,
+) -> Value {
+    let mut body = json!({"message": message, "statement": statement});
+    if let Some(rendered) = rendered {
+        body["rendered"] = json!(rendered);
+    }
+    if let Some(span) = span {
+        let at = eddy_parser::line_col(sql, span.start);
+        body["line"] = json!(at.line);
+        body["column"] = json!(at.column);
+    }
+    body
 }
 
 /// What one statement did, as JSON; a job is submitted first.
@@ -290,7 +305,7 @@ async fn list_views(State(app): State<Arc<App>>) -> Response {
         let Some(view) = app.views.get(&name) else {
             continue;
         };
-        let rows = view.snapshot().map_or(0, |(b, _)| b.num_rows());
+        let rows = view.len();
         let columns: Vec<Value> = view
             .schema
             .fields()

@@ -186,6 +186,13 @@ impl View {
         Ok((snapshot_of(&inner, &self.schema)?, inner.seq))
     }
 
+    /// How many rows the view holds.
+    pub fn len(&self) -> usize {
+        let inner = self.inner();
+        let counts = inner.parts.values().flat_map(|part| part.values());
+        counts.map(|n| (*n).max(0) as usize).sum()
+    }
+
     /// A subscription from a client's last event: the changes after it if
     /// they are still retained, else the current rows as `+I` changes;
     /// then the live ones from the receiver.
