@@ -228,15 +228,7 @@ fn a_token_guards_every_route_and_bodies_are_capped() {
     assert_eq!(status, 413);
 
     // Any address but loopback needs a token.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .current_dir(dir.path())
-        .args(["server", "--listen", "0.0.0.0:0", "--state-dir", "other"])
-        .env_remove("EDDY_AUTH_TOKEN")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("needs --auth-token"), "{stderr}");
+    Server::assert_needs_a_token(dir.path(), &["--listen", "0.0.0.0:0"]);
 }
 
 #[test]

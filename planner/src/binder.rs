@@ -858,7 +858,7 @@ pub(crate) fn resolve_name(
             else {
                 let names: Vec<&str> = tables.iter().map(|(q, _, _)| q.as_str()).collect();
                 let hint = did_you_mean(&suggestions(&q.value, names.iter().copied()));
-                return Err(PlanError::user(
+                return Err(PlanError::unknown_table(
                     format!(
                         "unknown table '{}' in column reference{hint}; the query reads {}",
                         q.value,
@@ -906,7 +906,7 @@ pub(crate) fn resolve_name(
                     format!("the tables have: {}", all.join(", "))
                 }
             };
-            Err(PlanError::user(
+            Err(PlanError::unknown_column(
                 format!("unknown column '{}'{hint}; {known}", name.value),
                 name.span,
             ))

@@ -353,7 +353,7 @@ fn bind_watermark(
         return Ok(None);
     };
     let field = schema.field_with_name(&w.column.value).map_err(|_| {
-        PlanError::user(
+        PlanError::unknown_column(
             format!("WATERMARK FOR names unknown column '{}'", w.column.value),
             w.column.span,
         )
@@ -503,7 +503,7 @@ impl Catalog {
         let (physical, schema, computed) = bind_columns(s, binder)?;
         for k in &s.primary_key {
             if schema.field_with_name(&k.value).is_err() {
-                return Err(PlanError::user(
+                return Err(PlanError::unknown_column(
                     format!("PRIMARY KEY names unknown column '{}'", k.value),
                     k.span,
                 ));

@@ -12,8 +12,12 @@ pub struct PlanError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlanErrorKind {
-    /// The SQL names something that does not exist, or mistypes it.
+    /// The SQL is wrong: a type mismatch, a bad option, a misuse.
     User,
+    /// The SQL names a table, view or alias that does not exist.
+    UnknownTable,
+    /// The SQL names a column that does not exist.
+    UnknownColumn,
     /// Valid SQL that Eddy does not run yet.
     NotSupported,
     /// A bug: the planner produced something inconsistent.
@@ -26,6 +30,22 @@ impl PlanError {
             kind: PlanErrorKind::User,
             message: message.into(),
             span: Some(span),
+        }
+    }
+
+    /// A name that is not a table, view or alias in scope.
+    pub fn unknown_table(message: impl Into<String>, span: Span) -> Self {
+        Self {
+            kind: PlanErrorKind::UnknownTable,
+            ..Self::user(message, span)
+        }
+    }
+
+    /// A name that is not a column in scope.
+    pub fn unknown_column(message: impl Into<String>, span: Span) -> Self {
+        Self {
+            kind: PlanErrorKind::UnknownColumn,
+            ..Self::user(message, span)
         }
     }
 

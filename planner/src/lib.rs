@@ -34,7 +34,10 @@ pub use error::{PlanError, PlanErrorKind};
 pub use graph::PhysicalGraph;
 pub use plan::sink_schema;
 pub use restart::RestartStrategy;
-pub use session::{Job, LatePolicy, MATERIALIZED_VIEW, Outcome, Session, SessionError, Settings};
+pub use session::{
+    CatalogRelation, Job, LatePolicy, MATERIALIZED_VIEW, Outcome, RelationKind, Session,
+    SessionError, Settings,
+};
 
 /// Connectors: the registry and the trait an embedding program implements.
 pub use eddy_connectors::{Connector, ConnectorRegistry};

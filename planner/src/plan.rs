@@ -509,7 +509,7 @@ impl QueryPlanner<'_> {
         } else {
             format!("tables: {}", names.join(", "))
         };
-        Err(PlanError::user(
+        Err(PlanError::unknown_table(
             format!("unknown table '{}'{hint}; {known}", name.value),
             name.span,
         ))
@@ -1013,7 +1013,7 @@ impl QueryPlanner<'_> {
                 if !columns.iter().any(|f| *f.name() == col.value) {
                     let names: Vec<&str> = columns.iter().map(|f| f.name().as_str()).collect();
                     let hint = did_you_mean(&suggestions(&col.value, names.iter().copied()));
-                    return Err(PlanError::user(
+                    return Err(PlanError::unknown_column(
                         format!(
                             "unknown column '{}'{hint} in DESCRIPTOR; '{table}' has columns: {}",
                             col.value,
@@ -1167,7 +1167,7 @@ impl QueryPlanner<'_> {
                 {
                     let names: Vec<&str> =
                         scope.tables.iter().map(|t| t.qualifier.as_str()).collect();
-                    return Err(PlanError::user(
+                    return Err(PlanError::unknown_table(
                         format!(
                             "unknown table '{}' in {}.*; the query reads {}",
                             t.value,

@@ -103,6 +103,24 @@ impl SessionError {
     }
 }
 
+/// A named relation of the catalog; see [`Session::relations`].
+#[derive(Debug, Clone)]
+pub struct CatalogRelation {
+    pub name: String,
+    pub kind: RelationKind,
+    pub schema: datafusion::arrow::datatypes::SchemaRef,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelationKind {
+    /// A connector's table: read as a source, written as a sink, or both.
+    Table,
+    /// `CREATE VIEW`: a named query.
+    View,
+    /// `CREATE MATERIALIZED VIEW`: rows kept by a job.
+    MaterializedView,
+}
+
 #[derive(Debug)]
 pub struct Session {
     catalog: Catalog,
@@ -512,7 +530,7 @@ impl Session {
         }
         let names: Vec<&str> = self.catalog.sink_names().collect();
         let hint = did_you_mean(&suggestions(&target.value, names.iter().copied()));
-        Err(PlanError::user(
+        Err(PlanError::unknown_table(
             format!("unknown table '{}'{hint}", target.value),
             target.span,
         ))
@@ -640,6 +658,51 @@ impl Session {
             .is_some_and(|s| s.connector == MATERIALIZED_VIEW)
     }
 
+    /// Every named relation with its columns, sorted by name: what a
+    /// client's catalog queries (`\d` in psql) list. A view whose query
+    /// no longer plans is listed without columns.
+    pub fn relations(&self) -> Vec<CatalogRelation> {
+        let empty = || Arc::new(datafusion::arrow::datatypes::Schema::empty());
+        let sql: Arc<str> = Arc::from("");
+        let planner = self.planner(&self.catalog, &sql);
+        self.catalog
+            .names()
+            .into_iter()
+            .map(|name| {
+                let (kind, schema) = if self.catalog.view(name).is_some() {
+                    let ident = ast::Ident {
+                        value: name.to_string(),
+                        quoted: false,
+                        span: Span::new(0, 0),
+                    };
+                    let schema = planner.read_view(&ident).map_or_else(
+                        |_| empty(),
+                        |r| {
+                            let fields: Vec<_> = r.fields().to_vec();
+                            Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
+                        },
+                    );
+                    (RelationKind::View, schema)
+                } else if let Some(source) = self.catalog.source(name) {
+                    (RelationKind::Table, source.schema.clone())
+                } else {
+                    let sink = self.catalog.sink(name).expect("a catalog name");
+                    let kind = if sink.connector == MATERIALIZED_VIEW {
+                        RelationKind::MaterializedView
+                    } else {
+                        RelationKind::Table
+                    };
+                    (kind, sink.schema.clone().unwrap_or_else(empty))
+                };
+                CatalogRelation {
+                    name: name.to_string(),
+                    kind,
+                    schema,
+                }
+            })
+            .collect()
+    }
+
     /// A bare `SELECT`: its rows go to the session's select sink.
     fn select(
         &mut self,
@@ -754,7 +817,9 @@ impl Session {
         } else {
             let names = self.catalog.names();
             let hint = did_you_mean(&suggestions(n, names.iter().copied()));
-            return Err(PlanError::user(format!("unknown table '{n}'{hint}"), name.span).into());
+            return Err(
+                PlanError::unknown_table(format!("unknown table '{n}'{hint}"), name.span).into(),
+            );
         };
         let header = ["name", "type", "null", "key", "extras", "watermark"];
         Ok(Outcome::Info(text_table(&header, &rows)))

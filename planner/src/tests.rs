@@ -305,7 +305,8 @@ fn join_names_are_checked() {
         "column 'date_time' is ambiguous: it could be bid.date_time or person.date_time"
     );
     assert_eq!(at, "date_time");
-    let (_, msg, at) = err("SELECT p.nam FROM bid b, person p");
+    let (kind, msg, at) = err("SELECT p.nam FROM bid b, person p");
+    assert_eq!(kind, PlanErrorKind::UnknownColumn);
     assert!(
         msg.starts_with("unknown column 'nam' (did you mean 'name'?)"),
         "{msg}"
@@ -316,12 +317,13 @@ fn join_names_are_checked() {
         msg.contains("unknown table 'x'") && msg.contains("the query reads b, p"),
         "{msg}"
     );
-    let (_, msg, at) = err("SELECT * FROM bid b LEFT JOIN person p ON b.bidder = x.id");
+    let (kind, msg, at) = err("SELECT * FROM bid b LEFT JOIN person p ON b.bidder = x.id");
+    assert_eq!(kind, PlanErrorKind::UnknownTable);
     assert!(msg.contains("unknown table 'x'"), "{msg}");
     assert_eq!(at, "x");
     // USING names a column of both sides.
     let (kind, msg, at) = err("SELECT * FROM bid b JOIN person p USING (auction)");
-    assert_eq!(kind, PlanErrorKind::User);
+    assert_eq!(kind, PlanErrorKind::UnknownColumn);
     assert!(msg.starts_with("unknown column 'auction'"), "{msg}");
     assert_eq!(at, "auction");
     let (_, msg, _) = err("SELECT * FROM bid, bid");

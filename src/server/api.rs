@@ -11,15 +11,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use eddy_connectors::registry::CONNECTOR;
-use eddy_engine::{EngineError, JobState, JobStatus};
-use eddy_parser::ast::{ObjectKind, Span, StatementKind};
-use eddy_planner::graph::NodeKind;
-use eddy_planner::{MATERIALIZED_VIEW, Outcome, SessionError};
+use eddy_engine::{JobState, JobStatus};
 use serde_json::{Value, json};
 
+use super::statements::{self, Answer, FailureKind};
 use super::store::{Desired, JobRecord};
-use super::{App, MAX_BODY_BYTES, changes_catalog};
+use super::views::json_rows;
+use super::{App, MAX_BODY_BYTES};
 
 const OPENAPI: &str = include_str!("openapi.json");
 
@@ -123,179 +121,61 @@ async fn sql(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Re
 }
 
 fn run_sql(app: &App, sql: &str) -> Response {
-    let statements = match eddy_parser::parse_statements(sql) {
-        Ok(s) => s,
-        Err(e) => return sql_error(sql, &SessionError::Parse(e), 0, Vec::new()),
-    };
+    let (answers, failure) = statements::run(app, sql);
     let mut results = Vec::new();
-    for (i, statement) in statements.iter().enumerate() {
-        let text = &sql[statement.span.start..statement.span.end];
-        if matches!(statement.kind, StatementKind::Query(_))
-            && let Some(answer) = super::select::over_views(&app.views, text)
-        {
-            match answer {
-                Ok(v) => results.push(v),
-                Err(e) => return e.into_response(),
-            }
-            continue;
-        }
-        let refused = app.allowed.check(statement, app.session().connectors());
-        if let Err(reason) = refused {
-            let at = Some(statement.span);
-            let body = located(sql, &reason, i, at, None);
-            return (
-                StatusCode::FORBIDDEN,
-                Json(json!({"error": body, "results": results})),
-            )
-                .into_response();
-        }
-        let outcome = app.session().execute_statement(statement, sql);
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) => return sql_error(sql, &e, i, results),
-        };
-        if changes_catalog(statement)
-            && let Err(e) = app.store().append_catalog(text)
-        {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"));
-        }
-        if let StatementKind::Drop(d) = &statement.kind
-            && d.kind == ObjectKind::MaterializedView
-        {
-            drop_view(app, &d.name.value);
-        }
-        match outcome_json(app, outcome, text) {
+    for answer in answers {
+        match answer_json(answer) {
             Ok(v) => results.push(v),
             Err(e) => return e.into_response(),
         }
     }
-    Json(json!({ "results": results })).into_response()
-}
-
-/// A statement's error: its message, line and column in the request's
-/// SQL, and the same text with a caret as the CLI prints it.
-fn sql_error(sql: &str, e: &SessionError, statement: usize, results: Vec<Value>) -> Response {
-    let (message, span) = match e {
-        SessionError::Parse(p) => (&p.message, Some(p.span)),
-        SessionError::Plan(p) => (&p.message, p.span),
+    let Some(f) = failure else {
+        return Json(json!({ "results": results })).into_response();
     };
-    let body = located(
-        sql,
-        message,
-        statement,
-        span,
-        Some(e.render(sql, "request")),
-    );
-    let status = if e.is_not_supported() {
-        StatusCode::NOT_IMPLEMENTED
-    } else {
-        StatusCode::BAD_REQUEST
+    let status = match f.kind {
+        FailureKind::Syntax
+        | FailureKind::UnknownTable
+        | FailureKind::UnknownColumn
+        | FailureKind::Invalid => StatusCode::BAD_REQUEST,
+        FailureKind::NotSupported => StatusCode::NOT_IMPLEMENTED,
+        FailureKind::Forbidden => StatusCode::FORBIDDEN,
+        FailureKind::Conflict => StatusCode::CONFLICT,
+        FailureKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    (status, Json(json!({ "error": body, "results": results }))).into_response()
-}
-
-/// An error's body: the message and statement, the line and column of
-/// `span` in `sql`, and the rendered text if there is one.
-fn located(
-    sql: &str,
-    message: &str,
-    statement: usize,
-    span: Option<Span>,
-    rendered: Option<String>,
-) -> Value {
-    let mut body = json!({"message": message, "statement": statement});
-    if let Some(rendered) = rendered {
+    let mut body = json!({"message": f.message, "statement": f.statement});
+    if let Some(rendered) = &f.rendered {
         body["rendered"] = json!(rendered);
     }
-    if let Some(span) = span {
-        let at = eddy_parser::line_col(sql, span.start);
+    if let Some(at) = f.position(sql) {
         body["line"] = json!(at.line);
         body["column"] = json!(at.column);
     }
-    body
+    (status, Json(json!({ "error": body, "results": results }))).into_response()
 }
 
-/// What one statement did, as JSON; a job is submitted first.
-fn outcome_json(app: &App, outcome: Outcome, text: &str) -> Result<Value, ApiError> {
-    Ok(match outcome {
-        Outcome::Created(name) => json!({"kind": "created", "name": name}),
-        Outcome::Explain(plan) => json!({"kind": "explain", "plan": plan}),
-        Outcome::Info(text) => json!({"kind": "info", "text": text}),
-        Outcome::Job(job) if job.is_select => {
-            return Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "in the server a SELECT reads materialized views; to run a query continuously, \
-                 make it one (CREATE MATERIALIZED VIEW v AS SELECT ...) or write its rows to a \
-                 table (INSERT INTO ... SELECT)",
-            ));
-        }
-        Outcome::Job(mut job) => {
-            let view = view_of(&job);
-            // A view is for watching: it publishes at each checkpoint, so
-            // it checkpoints every second unless its SQL says otherwise.
-            if view.is_some() && job.checkpoint_interval_ms == app.default_interval_ms {
-                job.checkpoint_interval_ms = VIEW_INTERVAL_MS;
+/// What one statement did, as JSON.
+fn answer_json(answer: Answer) -> Result<Value, ApiError> {
+    Ok(match answer {
+        Answer::Done { name, .. } => json!({"kind": "created", "name": name}),
+        Answer::Explain(plan) => json!({"kind": "explain", "plan": plan}),
+        Answer::Info(text) => json!({"kind": "info", "text": text}),
+        Answer::Job { id, .. } => json!({"kind": "job", "job": id}),
+        Answer::Rows(rows) => {
+            let mut out = Vec::new();
+            for batch in &rows.batches {
+                let r = json_rows(batch)
+                    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+                out.extend(r);
             }
-            let plan = job.graph.explain();
-            let number = app.store().next_number();
-            // `job3-out` from the session; the server's numbers never repeat.
-            let base = job.name.split_once('-').map_or(&*job.name, |(_, b)| b);
-            job.name = format!("{number}-{base}");
-            let id = app.manager.submit(job).map_err(|e| {
-                let status = match e {
-                    EngineError::AlreadyRunning(_) => StatusCode::CONFLICT,
-                    _ => StatusCode::INTERNAL_SERVER_ERROR,
-                };
-                ApiError::new(status, e)
-            })?;
-            let record = JobRecord {
-                sql: text.to_string(),
-                plan,
-                view,
-                desired: Desired::Running,
-                created_unix_ms: eddy_operators::metrics::unix_ms(),
-            };
-            app.store()
-                .put_job(&id, record)
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
-            json!({"kind": "job", "job": id})
+            let columns: Vec<Value> = rows
+                .schema
+                .fields()
+                .iter()
+                .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+                .collect();
+            json!({"kind": "rows", "columns": columns, "rows": out})
         }
     })
-}
-
-/// How often a materialized view's job checkpoints, unless set.
-const VIEW_INTERVAL_MS: i64 = 1000;
-
-/// The materialized view a job keeps, if it keeps one.
-fn view_of(job: &eddy_planner::Job) -> Option<String> {
-    job.graph.nodes.iter().find_map(|n| match &n.kind {
-        NodeKind::Sink(s)
-            if s.options.get(CONNECTOR).map(String::as_str) == Some(MATERIALIZED_VIEW) =>
-        {
-            Some(s.name.clone())
-        }
-        _ => None,
-    })
-}
-
-/// After `DROP MATERIALIZED VIEW`: its job ends and its rows are freed.
-fn drop_view(app: &App, name: &str) {
-    let jobs: Vec<String> = app
-        .store()
-        .jobs()
-        .iter()
-        .filter(|(_, r)| r.view.as_deref() == Some(name) && r.desired == Desired::Running)
-        .map(|(id, _)| id.clone())
-        .collect();
-    for id in jobs {
-        if app.manager.cancel(&id).is_ok() {
-            let _ = app.manager.wait(&id);
-        }
-        if let Err(e) = app.store().set_desired(&id, Desired::Cancelled) {
-            tracing::warn!(job = %id, error = %format!("{e:#}"), "cannot record the job's end");
-        }
-    }
-    app.views.drop_view(name);
 }
 
 /// `GET /api/views`: each materialized view, its columns and row count.

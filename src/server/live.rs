@@ -32,16 +32,17 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use super::App;
 use super::api::ApiError;
 use super::views::{Change, SUBSCRIBER_BUFFER, View};
+use eddy_operators::OperatorError;
 
 /// One message to a subscriber.
-struct Message {
-    event: &'static str,
-    id: Option<String>,
-    data: Value,
+pub(crate) struct Message {
+    pub event: &'static str,
+    pub id: Option<String>,
+    pub data: Value,
 }
 
 /// One subscriber's stream.
-struct Subscription {
+pub(crate) struct Subscription {
     view: Arc<View>,
     /// Changes to send before the live ones (a snapshot or a replay).
     queued: VecDeque<Change>,
@@ -58,15 +59,7 @@ fn open(app: &App, name: &str, last: Option<&str>) -> Result<Subscription, ApiEr
         )
     })?;
     let last = last.and_then(|id| view.parse_event_id(id));
-    let (queued, _, receiver) = view
-        .subscribe(last)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    Ok(Subscription {
-        view,
-        queued: queued.into(),
-        receiver,
-        ended: false,
-    })
+    Subscription::of(view, last).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))
 }
 
 /// `GET /api/views/{name}/subscribe`: Server-Sent Events.
@@ -149,8 +142,20 @@ async fn send_all(mut socket: WebSocket, mut subscription: Subscription) {
 }
 
 impl Subscription {
+    /// A subscription to `view` after change `last`: the changes after it
+    /// if they are retained, else a snapshot; then the live ones.
+    pub(crate) fn of(view: Arc<View>, last: Option<u64>) -> Result<Self, OperatorError> {
+        let (queued, _, receiver) = view.subscribe(last)?;
+        Ok(Subscription {
+            view,
+            queued: queued.into(),
+            receiver,
+            ended: false,
+        })
+    }
+
     /// The next event to send; `None` ends the stream.
-    async fn next(&mut self) -> Option<Message> {
+    pub(crate) async fn next(&mut self) -> Option<Message> {
         if self.ended {
             return None;
         }

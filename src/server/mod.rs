@@ -1,12 +1,13 @@
 //! `eddy server`: a long-running process that owns continuous jobs through
-//! the job manager, behind an HTTP API.
+//! the job manager, behind an HTTP API and the Postgres wire protocol.
 //!
 //! ```text
-//!  POST /api/sql ─► session (catalog) ─► DDL: catalog.jsonl
-//!                                      └► jobs: job manager ─► jobs.json, jobs/<id>/
+//!  POST /api/sql ─┐                        ┌► DDL: catalog.jsonl
+//!  Postgres port ─┴► statements::run ─► session ─► jobs: job manager ─► jobs.json, jobs/<id>/
+//!                                   └► batch: SELECT over views and pg_catalog (DataFusion)
 //!  GET /api/jobs[/{id}]   POST /api/jobs/{id}/stop|cancel|resume   GET /metrics
-//!  CREATE MATERIALIZED VIEW v ─► a job into views::View ─► SELECT ... FROM v (batch DataFusion)
-//!                                                      └► GET /api/views/v/subscribe (SSE)
+//!  CREATE MATERIALIZED VIEW v ─► a job into views::View ─► SELECT ... FROM v
+//!                                                      └► SSE, WebSocket, SUBSCRIBE v
 //! ```
 //!
 //! On start the server replays its catalog and resumes every job that was
@@ -15,10 +16,12 @@
 //! and resumes at the next start.
 
 mod api;
+mod batch;
 mod live;
 mod paths;
+mod postgres;
 pub mod prometheus;
-mod select;
+mod statements;
 mod store;
 mod views;
 
@@ -47,8 +50,12 @@ pub struct ServerArgs {
     /// The HTTP address. Any address but loopback needs --auth-token.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// The Postgres wire protocol's address (psql, drivers, Grafana); `off`
+    /// turns it off. Any address but loopback needs --auth-token.
+    #[arg(long, default_value = "127.0.0.1:5432", value_parser = parse_pg_listen)]
+    pg_listen: PgListen,
     /// A bearer token every HTTP request must carry
-    /// (`Authorization: Bearer TOKEN`).
+    /// (`Authorization: Bearer TOKEN`), and the Postgres password.
     #[arg(long, env = "EDDY_AUTH_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,
     /// Subtasks per keyed operator (default: number of cores).
@@ -62,6 +69,19 @@ pub struct ServerArgs {
     /// 'execution.checkpointing.interval'.
     #[arg(long, default_value = "10s", value_parser = crate::parse_interval)]
     checkpoint_interval: i64,
+}
+
+/// `--pg-listen`: an address, or off.
+#[derive(Debug, Clone, Copy)]
+struct PgListen(Option<SocketAddr>);
+
+fn parse_pg_listen(s: &str) -> Result<PgListen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(PgListen(None));
+    }
+    s.parse()
+        .map(|a| PgListen(Some(a)))
+        .map_err(|e| format!("{e} (an address such as 127.0.0.1:5432, or off)"))
 }
 
 /// What the handlers share.
@@ -117,10 +137,14 @@ fn changes_catalog(statement: &Statement) -> bool {
 
 /// `eddy server`: runs until Ctrl-C or SIGTERM.
 pub fn serve(args: ServerArgs) -> anyhow::Result<()> {
-    if !args.listen.ip().is_loopback() && args.auth_token.is_none() {
+    let exposed = std::iter::once(args.listen)
+        .chain(args.pg_listen.0)
+        .find(|a| !a.ip().is_loopback());
+    if let Some(address) = exposed
+        && args.auth_token.is_none()
+    {
         anyhow::bail!(
-            "listening on {} (not loopback) needs --auth-token or EDDY_AUTH_TOKEN",
-            args.listen
+            "listening on {address} (not loopback) needs --auth-token or EDDY_AUTH_TOKEN"
         );
     }
     let recorder = PrometheusRecorder::install();
@@ -173,9 +197,17 @@ pub fn serve(args: ServerArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr()?;
-        // Tests and scripts read this line to learn the port.
+        let mut postgres = String::new();
+        if let Some(pg) = args.pg_listen.0 {
+            let pg_listener = tokio::net::TcpListener::bind(pg).await.with_context(|| {
+                format!("cannot listen on {pg} for Postgres clients (--pg-listen ADDR or off)")
+            })?;
+            postgres = format!(" and postgres://{}", pg_listener.local_addr()?);
+            tokio::spawn(postgres::serve(app.clone(), pg_listener));
+        }
+        // Tests and scripts read this line to learn the ports.
         eprintln!(
-            "eddy server listening on http://{address} (state in {})",
+            "eddy server listening on http://{address}{postgres} (state in {})",
             args.state_dir.display()
         );
         axum::serve(listener, api::router(app.clone()))

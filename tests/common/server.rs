@@ -11,6 +11,8 @@ use serde_json::Value;
 pub struct Server {
     child: Child,
     pub url: String,
+    /// The Postgres port's `host:port`.
+    pub pg: String,
     pub dir: PathBuf,
     /// The server's stderr, copied here by a thread.
     pub log: PathBuf,
@@ -26,6 +28,7 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
             .current_dir(dir)
             .args(["server", "--state-dir", "state", "--listen", "127.0.0.1:0"])
+            .args(["--pg-listen", "127.0.0.1:0"])
             .args(args)
             .env("EDDY_LOG", "info")
             .stderr(Stdio::piped())
@@ -42,19 +45,23 @@ impl Server {
                 use std::io::Write as _;
                 let _ = writeln!(out, "{line}");
                 if let Some(at) = line.find("listening on http://") {
-                    let address = line[at + "listening on ".len()..]
+                    let words: Vec<&str> = line[at + "listening on ".len()..]
                         .split_whitespace()
-                        .next()
+                        .collect();
+                    let http = words[0].to_string();
+                    let pg = words
+                        .iter()
+                        .find_map(|w| w.strip_prefix("postgres://"))
                         .unwrap_or_default()
                         .to_string();
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(address);
+                        let _ = tx.send((http, pg));
                     }
                 }
             }
         });
-        let url = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => url,
+        let (url, pg) = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addresses) => addresses,
             Err(_) => panic!(
                 "the server did not start: {}",
                 std::fs::read_to_string(&log).unwrap_or_default()
@@ -63,9 +70,59 @@ impl Server {
         Server {
             child,
             url,
+            pg,
             dir: dir.to_path_buf(),
             log,
         }
+    }
+
+    /// Asserts that `eddy server` with `args` (and no token) refuses to
+    /// start for want of a token.
+    pub fn assert_needs_a_token(dir: &Path, args: &[&str]) {
+        let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .current_dir(dir)
+            .args(["server", "--state-dir", "other"])
+            .args(args)
+            .env_remove("EDDY_AUTH_TOKEN")
+            .output()
+            .expect("run eddy server");
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("needs --auth-token"), "{stderr}");
+    }
+
+    /// Runs `psql` against the Postgres port with `args` (and
+    /// `PGPASSWORD` if given): its exit code, stdout and stderr.
+    pub fn psql(&self, password: Option<&str>, args: &[&str]) -> (i32, String, String) {
+        let (host, port) = self.pg.rsplit_once(':').expect("host:port");
+        let mut command = Command::new("psql");
+        command
+            .args([
+                "-h",
+                host,
+                "-p",
+                port,
+                "-U",
+                "eddy",
+                "-d",
+                "eddy",
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
+            .args(args)
+            .env_remove("PGPASSWORD");
+        if let Some(p) = password {
+            command.env("PGPASSWORD", p);
+        }
+        let out = command
+            .output()
+            .expect("run psql (Debian's postgresql-client)");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// A request with curl: the status and the body. A body goes as JSON
