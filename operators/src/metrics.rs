@@ -330,6 +330,7 @@ impl JobMetrics {
 /// One operator subtask's counters.
 #[derive(Debug)]
 pub struct OperatorCounters {
+    job: String,
     /// `node3 WindowAggregate`.
     pub operator: String,
     pub subtask: usize,
@@ -379,6 +380,7 @@ impl OperatorCounters {
             ("subtask", subtask.to_string()),
         ];
         Self {
+            job: job.to_string(),
             operator: operator.to_string(),
             subtask,
             rows_in: AtomicU64::new(0),
@@ -406,6 +408,18 @@ impl OperatorCounters {
         self.batches_in.fetch_add(1, Ordering::Relaxed);
         self.facade.rows_in.increment(rows as u64);
         self.facade.batches_in.increment(1);
+    }
+
+    /// A source split's lag, in records behind the end of its input
+    /// (`eddy_source_lag_records`, labelled by split too).
+    pub fn source_lag(&self, split: &str, lag: u64) {
+        let labels = [
+            ("job", self.job.clone()),
+            ("operator", self.operator.clone()),
+            ("subtask", self.subtask.to_string()),
+            ("split", split.to_string()),
+        ];
+        metrics::gauge!("eddy_source_lag_records", &labels).set(lag as f64);
     }
 
     /// The operator emitted a batch of `rows` rows.

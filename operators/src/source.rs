@@ -141,6 +141,13 @@ pub trait SourceReader: Send {
     fn progress(&self) -> u64 {
         0
     }
+
+    /// How many records each split it reads is behind the end of its
+    /// input, by split name, where the reader knows (Kafka: the latest
+    /// offset minus the position, per partition). The default knows none.
+    fn lag(&self) -> Vec<(String, u64)> {
+        Vec::new()
+    }
 }
 
 /// A source as the plan declares it, its options checked: makes the

@@ -22,7 +22,7 @@
 //!   checkpoints; offsets are never auto-committed.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -30,9 +30,11 @@ use eddy_operators::OperatorError;
 use eddy_operators::source::{
     Poll, SourceProvider, SourceReader, Split, SplitAssignment, SplitEnumerator,
 };
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -173,7 +175,7 @@ impl KafkaSource {
     }
 
     /// A consumer for metadata and offsets, or for reading.
-    fn consumer(&self, reading: bool) -> eddy_operators::Result<BaseConsumer> {
+    fn consumer(&self, reading: bool) -> eddy_operators::Result<BaseConsumer<Ends>> {
         let mut config = client_config(&self.options);
         if !self.options.is_set(GROUP_ID) {
             // No group protocol runs; librdkafka still wants a name.
@@ -187,6 +189,8 @@ impl KafkaSource {
                 ("queued.max.messages.kbytes", "16384"),
                 ("fetch.queue.backoff.ms", "10"),
                 ("auto.offset.reset", "earliest"),
+                // Statistics carry each partition's end, for the lag.
+                ("statistics.interval.ms", "1000"),
             ] {
                 if !self.options.is_set(&format!("properties.{key}")) {
                     config.set(key, default);
@@ -194,10 +198,35 @@ impl KafkaSource {
             }
         }
         config
-            .create()
+            .create_with_context(Ends::default())
             .map_err(|e| kafka_error("cannot create a consumer", e))
     }
 }
+
+/// Each partition's end as librdkafka's statistics last told it: the
+/// last stable offset (the high watermark where there is none).
+#[derive(Debug, Default, Clone)]
+struct Ends(Arc<Mutex<HashMap<PartitionKey, i64>>>);
+
+impl ClientContext for Ends {
+    fn stats(&self, statistics: Statistics) {
+        let mut ends = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                let end = if p.ls_offset >= 0 {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                };
+                if partition >= 0 && end >= 0 {
+                    ends.insert((topic.clone(), partition), end);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Ends {}
 
 impl SourceProvider for KafkaSource {
     fn enumerator(&self) -> eddy_operators::Result<Box<dyn SplitEnumerator>> {
@@ -234,7 +263,7 @@ impl SourceProvider for KafkaSource {
 /// Lists partitions and resolves where new ones start and end.
 struct KafkaEnumerator {
     source: KafkaSource,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Ends>,
     /// Splits listed before, by id, in listing order.
     known: BTreeMap<(String, i32), Split>,
 }
@@ -427,7 +456,7 @@ impl SplitEnumerator for KafkaEnumerator {
 /// One subtask's reader: a consumer assigned its partitions.
 struct KafkaReader {
     name: String,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Ends>,
     parts: Parts,
     /// An error met while waiting, returned by the next poll.
     failed: Option<OperatorError>,
@@ -595,7 +624,7 @@ impl Parts {
 }
 
 /// Gives a finished partition back to the broker.
-fn unassign(consumer: &BaseConsumer, key: &PartitionKey) -> eddy_operators::Result<()> {
+fn unassign(consumer: &BaseConsumer<Ends>, key: &PartitionKey) -> eddy_operators::Result<()> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(&key.0, key.1);
     consumer
@@ -605,7 +634,7 @@ fn unassign(consumer: &BaseConsumer, key: &PartitionKey) -> eddy_operators::Resu
 
 /// Handles one event from the consumer; false if there was none.
 fn handle(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<Ends>,
     parts: &mut Parts,
     name: &str,
     event: Option<std::result::Result<BorrowedMessage<'_>, KafkaError>>,
@@ -633,7 +662,7 @@ fn handle(
 
 /// A bounded partition whose consumer position reached its end (past
 /// transaction markers, which are no records) is done.
-fn check_ends(consumer: &BaseConsumer, parts: &mut Parts) -> eddy_operators::Result<()> {
+fn check_ends(consumer: &BaseConsumer<Ends>, parts: &mut Parts) -> eddy_operators::Result<()> {
     let position = consumer
         .position()
         .map_err(|e| kafka_error("position", e))?;
@@ -715,6 +744,24 @@ impl SourceReader for KafkaReader {
         if let Err(e) = handle(&self.consumer, &mut self.parts, &self.name, event) {
             self.failed = Some(e);
         }
+    }
+
+    fn lag(&self) -> Vec<(String, u64)> {
+        let ends = self
+            .consumer
+            .context()
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.parts
+            .by_partition
+            .iter()
+            .filter_map(|(key, part)| {
+                let end = *ends.get(key)?;
+                let behind = end.saturating_sub(part.emitted).max(0) as u64;
+                Some((format!("{}-{}", key.0, key.1), behind))
+            })
+            .collect()
     }
 
     fn positions(&self) -> Vec<(usize, Vec<u8>)> {

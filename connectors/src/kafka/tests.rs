@@ -180,6 +180,42 @@ fn a_reader_resumes_from_its_positions_without_gap_or_repeat() {
 }
 
 #[test]
+fn the_lag_is_each_partitions_end_minus_what_was_handed_over() {
+    let cluster = cluster(2, 20_000);
+    let source = source(&cluster.bootstrap_servers(), &[]);
+    let splits = source.enumerator().unwrap().list().unwrap();
+    let mut reader = source.reader().unwrap();
+    assign(&mut *reader, &splits);
+    let handed = read(&mut *reader, splits.len(), 1);
+    // librdkafka's statistics (every second) tell the ends; waiting polls
+    // records but hands none over.
+    let started = Instant::now();
+    let mut lag = reader.lag();
+    while lag.len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no lag: {lag:?}"
+        );
+        reader.wait(Duration::from_millis(100));
+        lag = reader.lag();
+    }
+    lag.sort();
+    let expected: Vec<(String, u64)> = splits
+        .iter()
+        .enumerate()
+        .map(|(i, split)| {
+            let rows: usize = handed
+                .iter()
+                .filter(|(s, _)| *s == i)
+                .map(|(_, v)| v.len())
+                .sum();
+            (split.id.clone(), 20_000 - rows as u64)
+        })
+        .collect();
+    assert_eq!(lag, expected);
+}
+
+#[test]
 fn a_completed_checkpoint_commits_its_offsets_to_the_group() {
     let cluster = cluster(1, 20);
     let bootstrap = cluster.bootstrap_servers();

@@ -331,6 +331,15 @@ impl SourceTask<'_> {
         Ok(())
     }
 
+    /// Sets the lag gauges of the splits the reader knows it for.
+    fn report_lag(&self) {
+        if let Some(counters) = self.ctx.metrics.operator() {
+            for (split, lag) in self.reader.lag() {
+                counters.source_lag(&split, lag);
+            }
+        }
+    }
+
     /// Hands a batch read from split `index` to the chain.
     fn push(&mut self, index: usize, batch: RecordBatch, chain: &mut Chain) -> Result<()> {
         self.ctx.metrics.add_rows_in(batch.num_rows() as u64);
@@ -418,6 +427,9 @@ impl SourceTask<'_> {
     }
 }
 
+/// How often a source's lag is reported.
+const LAG_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Runs one subtask of a source stage until the source ends, the job stops
 /// or fails. See the module docs.
 pub(crate) fn run_source(
@@ -441,6 +453,7 @@ pub(crate) fn run_source(
     };
     tracing::debug!(source = %task.reader.name(), subtask = ctx.subtask, "source started");
     let mut injected = 0;
+    let mut last_lag = Instant::now();
     loop {
         if let Some(id) = handle.barrier_due(&mut injected) {
             task.checkpoint(id, chain)?;
@@ -466,6 +479,10 @@ pub(crate) fn run_source(
             continue;
         }
         task.take_splits(chain)?;
+        if last_lag.elapsed() >= LAG_INTERVAL {
+            last_lag = Instant::now();
+            task.report_lag();
+        }
         if !task.poll(chain)? {
             task.nothing_now(chain)?;
         }
