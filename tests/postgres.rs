@@ -1,7 +1,8 @@
 //! `eddy server`'s Postgres port through real clients: psql (DDL, jobs,
 //! queries over views, `\d`), tokio-postgres (the extended protocol with
-//! binary results and parameters, SQLSTATEs, `SUBSCRIBE`), and the
-//! password a token asks for.
+//! binary results and parameters, SQLSTATEs, `SUBSCRIBE`), psycopg (a
+//! transaction, server-side prepared statements), and the password a token
+//! asks for.
 
 #![allow(clippy::unwrap_used)]
 
@@ -279,6 +280,69 @@ fn tokio_postgres_reads_a_view_with_prepared_statements_binary_rows_and_subscrib
         rows.sort();
         assert_eq!(rows, expected());
     });
+}
+
+/// psycopg 3 (Debian's python3-psycopg), as a Python client uses it: a
+/// transaction opened for it, parameters bound by the server, statements
+/// prepared on the server after their fifth run, binary rows on request.
+const PSYCOPG: &str = r#"
+import json, sys, psycopg
+rows = {}
+with psycopg.connect(sys.argv[1]) as conn:
+    with conn.cursor() as cur:
+        cur.execute("SELECT k, n, s FROM counts WHERE k >= %s ORDER BY k", (0,))
+        rows["text"] = cur.fetchall()
+        rows["prepared"] = []
+        for i in range(8):
+            cur.execute("SELECT n, s FROM counts WHERE k = %s", (i % 3,), prepare=i > 4)
+            rows["prepared"].append(list(cur.fetchone()))
+        cur.execute("SELECT k, n, s FROM counts ORDER BY k", binary=True)
+        rows["binary"] = cur.fetchall()
+        try:
+            cur.execute("SELECT * FROM nope")
+        except psycopg.Error as e:
+            rows["error"] = e.sqlstate
+print(json.dumps(rows))
+"#;
+
+#[test]
+fn psycopg_reads_a_view_with_bound_prepared_and_binary_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let (code, _, err) = server.psql(None, &["-c", DDL]);
+    assert_eq!(code, 0, "{err}");
+    wait_for_view(&server);
+    let (host, port) = server.pg.rsplit_once(':').unwrap();
+    // Debian's Python, which has python3-psycopg (a pyenv one may not).
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", PSYCOPG])
+        .arg(format!("host={host} port={port} user=eddy dbname=eddy"))
+        .output()
+        .expect("python3 with psycopg (Debian's python3-psycopg)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected = expected();
+    let triples = |v: &serde_json::Value| -> Vec<(i64, i64, i64)> {
+        let rows = v.as_array().unwrap();
+        let cell = |r: &serde_json::Value, i: usize| r[i].as_i64().unwrap();
+        rows.iter()
+            .map(|r| (cell(r, 0), cell(r, 1), cell(r, 2)))
+            .collect()
+    };
+    assert_eq!(triples(&got["text"]), expected);
+    assert_eq!(triples(&got["binary"]), expected);
+    let prepared: Vec<(i64, i64)> = (0..8)
+        .map(|i| {
+            let r = &got["prepared"][i];
+            (r[0].as_i64().unwrap(), r[1].as_i64().unwrap())
+        })
+        .collect();
+    let want: Vec<(i64, i64)> = (0..8)
+        .map(|i| (expected[i % 3].1, expected[i % 3].2))
+        .collect();
+    assert_eq!(prepared, want);
+    assert_eq!(got["error"], "42P01");
 }
 
 #[test]
