@@ -245,6 +245,19 @@ fn tokio_postgres_reads_a_view_with_prepared_statements_binary_rows_and_subscrib
             .unwrap();
         assert_eq!(row.get::<_, chrono::NaiveDateTime>("ts"), ts);
 
+        // Unnamed columns are named as Postgres names them.
+        let row = client
+            .query_one(
+                "SELECT count(*), sum(n) + 0, max(k) AS top FROM counts",
+                &[],
+            )
+            .await
+            .unwrap();
+        let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
+        assert_eq!(names, ["count", "?column?", "top"]);
+        assert_eq!(row.get::<_, i64>(0), 3);
+        assert_eq!(row.get::<_, i64>(1), 900);
+
         // SQLSTATEs through the driver.
         let cases = [
             ("SELECT * FROM countz", SqlState::UNDEFINED_TABLE),

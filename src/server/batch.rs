@@ -110,6 +110,7 @@ pub(crate) fn prepare(app: &App, sql: &str) -> Option<Result<Prepared, Failure>>
         return None;
     }
     catalog::rewrite(&mut statement);
+    name_columns(&mut statement);
     let mut config = SessionConfig::new().with_default_catalog_and_schema(DATABASE, "public");
     // Errors then say where in the SQL they are.
     config.options_mut().sql_parser.collect_spans = true;
@@ -174,6 +175,54 @@ fn located(mut f: Failure, e: &DataFusionError, sql: &str) -> Failure {
         }
     }
     f
+}
+
+/// Names the unnamed columns of the outer SELECT as Postgres does: a
+/// function call after the function (`count`), any other expression
+/// `?column?`. A name an earlier column has is left to DataFusion, which
+/// wants names unique.
+fn name_columns(statement: &mut ast::Statement) {
+    let ast::Statement::Query(query) = statement else {
+        return;
+    };
+    let ast::SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    let mut taken: BTreeSet<String> = select
+        .projection
+        .iter()
+        .filter_map(|item| match item {
+            ast::SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_lowercase()),
+            ast::SelectItem::UnnamedExpr(ast::Expr::Identifier(i)) => Some(i.value.to_lowercase()),
+            ast::SelectItem::UnnamedExpr(ast::Expr::CompoundIdentifier(p)) => {
+                p.last().map(|i| i.value.to_lowercase())
+            }
+            _ => None,
+        })
+        .collect();
+    for item in &mut select.projection {
+        let ast::SelectItem::UnnamedExpr(expr) = item else {
+            continue;
+        };
+        let name = match expr {
+            ast::Expr::Identifier(_)
+            | ast::Expr::CompoundIdentifier(_)
+            | ast::Expr::Cast { .. } => {
+                continue;
+            }
+            ast::Expr::Function(f) => match f.name.0.last().and_then(|p| p.as_ident()) {
+                Some(i) => i.value.to_lowercase(),
+                None => continue,
+            },
+            _ => "?column?".to_string(),
+        };
+        if taken.insert(name.clone()) {
+            *item = ast::SelectItem::ExprWithAlias {
+                expr: expr.clone(),
+                alias: ast::Ident::with_quote('"', name),
+            };
+        }
+    }
 }
 
 /// `sql` as one query in Postgres's dialect, if it is one.
