@@ -125,7 +125,13 @@ pub(crate) fn run(app: &App, sql: &str) -> Answers {
         Err(e) => {
             return match super::batch::query(app, sql) {
                 Some(Ok(rows)) => (vec![Answer::Rows(rows)], None),
-                Some(Err(f)) => (Vec::new(), Some(f)),
+                Some(Err(mut f)) => {
+                    if let Some(span) = f.span {
+                        let text = eddy_parser::render_diagnostic(sql, "request", span, &f.message);
+                        f.rendered = Some(text);
+                    }
+                    (Vec::new(), Some(f))
+                }
                 None => {
                     let e = SessionError::Parse(e);
                     (Vec::new(), Some(Failure::from_session(sql, &e, 0)))

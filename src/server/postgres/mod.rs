@@ -356,9 +356,10 @@ impl Local {
             ("discard", _) => Local::Tag("DISCARD ALL"),
             ("deallocate", _) => Local::Tag("DEALLOCATE"),
             ("reset", _) => Local::Tag("RESET"),
-            // Postgres's `SET name = value` (unquoted): a session
-            // setting. Eddy's `SET 'key' = 'value'` is quoted.
-            ("set", Some(name)) if !name.starts_with('\'') && !name.starts_with('`') => {
+            // Postgres's `SET name = value`: a session setting. Eddy's
+            // options are quoted or dotted (`SET 'key' = 'value'`,
+            // `SET parallelism.default = 2`) and go to Eddy.
+            ("set", Some(name)) if !name.starts_with(['\'', '`', '"']) && !name.contains('.') => {
                 Local::Tag("SET")
             }
             ("show", Some(name)) if words.len() == 2 => {
@@ -868,6 +869,7 @@ mod tests {
             Some(Local::Tag("SET"))
         );
         assert_eq!(Local::of("SET 'parallelism.default' = '2'"), None);
+        assert_eq!(Local::of("SET parallelism.default = 2"), None);
         assert_eq!(Local::of("SHOW TABLES"), None);
         assert!(matches!(
             Local::of("show server_version"),
