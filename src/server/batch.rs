@@ -12,6 +12,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
@@ -79,22 +80,39 @@ pub(crate) fn query(app: &App, sql: &str) -> Option<Result<Rows, Failure>> {
     Some(prepare(app, sql)?.and_then(|p| p.run(Vec::new())))
 }
 
-/// Plans `sql` if it is an ad-hoc query.
+/// Plans `sql` over the views' current rows, if it is an ad-hoc query.
 pub(crate) fn prepare(app: &App, sql: &str) -> Option<Result<Prepared, Failure>> {
+    plan(app, sql, Contents::Current)
+}
+
+/// Plans `sql` for its columns and parameter types only (a client's
+/// Describe): the views are read empty, so no snapshot is taken.
+pub(crate) fn describe(app: &App, sql: &str) -> Option<Result<Prepared, Failure>> {
+    plan(app, sql, Contents::Empty)
+}
+
+/// What the views hold while a query is planned.
+#[derive(Clone, Copy, PartialEq)]
+enum Contents {
+    Current,
+    Empty,
+}
+
+fn plan(app: &App, sql: &str, contents: Contents) -> Option<Result<Prepared, Failure>> {
     let mut statement = parse_query(sql)?;
     let reads = Reads::of(&statement);
-    let mut relations = app.session().relations();
-    for r in &mut relations {
-        // A view's rows, without the changelog column its sink has.
-        if let Some(view) = app.views.get(&r.name) {
-            r.schema = view.schema.clone();
-        }
-    }
-    let streaming = |name: &str| {
-        relations
-            .iter()
-            .any(|r| r.name.eq_ignore_ascii_case(name) && app.views.get(&r.name).is_none())
+    let streaming = {
+        let session = app.session();
+        let names = session.catalog().names();
+        reads.tables.iter().any(|t| {
+            names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(t) && app.views.get(n).is_none())
+        })
     };
+    if streaming {
+        return None;
+    }
     let views: Vec<_> = app
         .views
         .names()
@@ -102,9 +120,6 @@ pub(crate) fn prepare(app: &App, sql: &str) -> Option<Result<Prepared, Failure>>
         .filter(|v| reads.tables.iter().any(|t| t.eq_ignore_ascii_case(v)))
         .filter_map(|v| app.views.get(&v))
         .collect();
-    if reads.tables.iter().any(|t| streaming(t)) {
-        return None;
-    }
     if !reads.tables.is_empty() && views.is_empty() && !reads.catalog {
         // Only unknown names: the planner says which, with suggestions.
         return None;
@@ -117,15 +132,24 @@ pub(crate) fn prepare(app: &App, sql: &str) -> Option<Result<Prepared, Failure>>
     let ctx = SessionContext::new_with_config(config);
     let registered = (|| {
         for view in &views {
-            let (rows, _) = view
-                .snapshot()
-                .map_err(|e| Failure::new(FailureKind::Internal, e))?;
+            let rows = match contents {
+                Contents::Current => {
+                    view.snapshot()
+                        .map_err(|e| Failure::new(FailureKind::Internal, e))?
+                        .0
+                }
+                Contents::Empty => RecordBatch::new_empty(view.schema.clone()),
+            };
             let table = MemTable::try_new(view.schema.clone(), vec![vec![rows]])
                 .map_err(|e| failure(&e))?;
             ctx.register_table(view.name.as_str(), Arc::new(table))
                 .map_err(|e| failure(&e))?;
         }
-        catalog::register(&ctx, &relations).map_err(|e| failure(&e))
+        catalog::register_functions(&ctx);
+        if reads.catalog {
+            catalog::register_tables(&ctx, &relations(app)).map_err(|e| failure(&e))?;
+        }
+        Ok(())
     })();
     if let Err(f) = registered {
         return Some(Err(f));
@@ -223,6 +247,18 @@ fn name_columns(statement: &mut ast::Statement) {
             };
         }
     }
+}
+
+/// The catalog's relations, each materialized view with its view's
+/// columns (without the changelog column its sink has).
+fn relations(app: &App) -> Vec<eddy_planner::CatalogRelation> {
+    let mut relations = app.session().relations();
+    for r in &mut relations {
+        if let Some(view) = app.views.get(&r.name) {
+            r.schema = view.schema.clone();
+        }
+    }
+    relations
 }
 
 /// `sql` as one query in Postgres's dialect, if it is one.

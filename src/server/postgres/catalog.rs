@@ -155,9 +155,8 @@ const EMPTY_TABLES: &[(&str, &[&str])] = &[
     ("pg_range", &["rngtypid", "rngsubtype"]),
 ];
 
-/// Registers `pg_catalog` and `information_schema` over `relations`, and
-/// the `pg_catalog` functions.
-pub(crate) fn register(ctx: &SessionContext, relations: &[CatalogRelation]) -> Result<()> {
+/// Registers `pg_catalog` and `information_schema` over `relations`.
+pub(crate) fn register_tables(ctx: &SessionContext, relations: &[CatalogRelation]) -> Result<()> {
     let pg = Arc::new(MemorySchemaProvider::new());
     let tables = PgTables::new(relations);
     for (name, batch) in tables.all()? {
@@ -174,10 +173,14 @@ pub(crate) fn register(ctx: &SessionContext, relations: &[CatalogRelation]) -> R
         .expect("the session's default catalog");
     catalog.register_schema("pg_catalog", pg)?;
     catalog.register_schema("information_schema", info)?;
+    Ok(())
+}
+
+/// Registers the `pg_catalog` functions (`version()`, `format_type`...).
+pub(crate) fn register_functions(ctx: &SessionContext) {
     for f in functions() {
         ctx.register_udf(ScalarUDF::new_from_impl(f));
     }
-    Ok(())
 }
 
 /// Builds the tables from one list of relations.

@@ -609,7 +609,7 @@ impl QueryParser for Parser {
         let app = self.app.clone();
         let planned = {
             let text = text.clone();
-            blocking(move || batch::prepare(&app, &text)).await?
+            blocking(move || batch::describe(&app, &text)).await?
         };
         let kind = match planned {
             Some(Ok(p)) => Kind::Query {
