@@ -1,7 +1,9 @@
-//! The `eddy` command: run SQL files, serve jobs, benchmark Nexmark queries.
+//! The `eddy` command: run SQL files, serve jobs, a SQL shell, benchmark
+//! Nexmark queries.
 
 mod bench;
 mod server;
+mod sql;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -49,6 +51,8 @@ enum Command {
     },
     /// Run a server: jobs that outlive the terminal, behind an HTTP API.
     Server(server::ServerArgs),
+    /// An interactive SQL shell, on a server (--server URL) or embedded.
+    Sql(sql::SqlArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
             checkpoint_interval,
         } => run_file(&file, parallelism, format, state_dir, checkpoint_interval),
         Command::Server(args) => server::serve(args).map(|()| ExitCode::SUCCESS),
+        Command::Sql(args) => sql::shell(args).map(|()| ExitCode::SUCCESS),
         Command::Bench {
             bench: BenchCommand::Nexmark(args),
         } => bench::nexmark(&args).map(|()| ExitCode::SUCCESS),

@@ -643,3 +643,65 @@ fn file_tables_stay_under_the_allowed_paths() {
     );
     assert_eq!(status, 200, "{body}");
 }
+
+/// `SELECT SUM(n), SUM(s) FROM counts` through the API: (0, 0) if empty.
+fn select_totals(server: &Server) -> (i64, i64) {
+    let (status, body) = server.sql("SELECT n, s FROM totals");
+    assert_eq!(status, 200, "{body}");
+    let row = &body["results"][0]["rows"][0];
+    (
+        row["n"].as_i64().unwrap_or(0),
+        row["s"].as_i64().unwrap_or(0),
+    )
+}
+
+#[test]
+fn a_view_is_read_by_another_job_as_a_changelog_exactly_once_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let n: i64 = 3000;
+    let args = ["--checkpoint-interval", "100ms"];
+    let server = Server::start(dir.path(), &args);
+    let (status, body) = server.sql(&counts_sql(n as u32, 1000));
+    assert_eq!(status, 200, "{body}");
+    let counts_job = job_id(&body, 1);
+    // A global aggregate over the view's changes: right only if each
+    // count's old row is taken back when its new one comes.
+    let totals = "CREATE MATERIALIZED VIEW totals AS SELECT SUM(n) AS n, SUM(s) AS s FROM counts";
+    let (status, plan) = server.sql(&format!("EXPLAIN {totals}"));
+    assert_eq!(status, 200, "{plan}");
+    let plan = plan["results"][0]["plan"].as_str().unwrap();
+    assert!(plan.contains("connector='materialized-view'"), "{plan}");
+    let (status, body) = server.sql(totals);
+    assert_eq!(status, 200, "{body}");
+    // Part of the input has gone through both: kill -9.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while select_totals(&server).0 == 0 {
+        assert!(std::time::Instant::now() < until, "totals stayed empty");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (_, job) = server.get(&format!("/api/jobs/{counts_job}"));
+    assert_eq!(
+        job["state"], "running",
+        "the kill came too late to test anything"
+    );
+    server.kill();
+    let server = Server::start(dir.path(), &args);
+    server.wait_job(&counts_job, "finished", |j| j["state"] == "finished");
+    // By hand: ids 1..=n, each counted once.
+    let expected = (n, n * (n + 1) / 2);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut got = select_totals(&server);
+    while got != expected && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        got = select_totals(&server);
+    }
+    assert_eq!(got, expected);
+    let (_, listed) = server.get("/api/views");
+    let names: Vec<&str> = listed["views"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["counts", "totals"]);
+}

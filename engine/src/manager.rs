@@ -256,6 +256,11 @@ impl JobManager {
         Ok(self.entry(id)?.status())
     }
 
+    /// The dataflow a job runs (the plan as data).
+    pub fn graph(&self, id: &str) -> Result<eddy_planner::graph::PhysicalGraph> {
+        Ok(self.entry(id)?.job.graph.clone())
+    }
+
     pub fn list(&self) -> Vec<JobStatus> {
         self.jobs().values().map(|e| e.status()).collect()
     }

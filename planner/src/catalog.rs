@@ -584,6 +584,68 @@ impl Catalog {
         Ok(name)
     }
 
+    /// Makes sink `name` (a materialized view: its connector keeps the
+    /// rows) readable by other jobs too, through the same connector: as a
+    /// retracting changelog when its query emits one, else append-only.
+    pub(crate) fn read_sink_too(
+        &mut self,
+        name: &ast::Ident,
+        registry: &ConnectorRegistry,
+    ) -> Result<()> {
+        let Some(sink) = self.sinks.get(&name.value) else {
+            return Err(PlanError::internal(format!("no sink '{}'", name.value)));
+        };
+        let written = sink
+            .schema
+            .clone()
+            .unwrap_or_else(|| Arc::new(Schema::empty()));
+        let changelog = written.index_of(crate::plan::OP_COLUMN).is_ok();
+        let fields: Vec<Field> = written
+            .fields()
+            .iter()
+            .filter(|f| f.name() != crate::plan::OP_COLUMN)
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let given = vec![(
+            eddy_connectors::registry::CONNECTOR.to_string(),
+            sink.connector.clone(),
+        )];
+        let validated = registry
+            .validate(&given, Role::Source)
+            .map_err(|e| PlanError::internal(e.to_string()))?;
+        let (changelog, read_schema) = if changelog {
+            (
+                SourceChangelog::Retracting,
+                Arc::new(with_op_column(&schema)),
+            )
+        } else {
+            (SourceChangelog::AppendOnly, schema.clone())
+        };
+        let table = Table {
+            name: &name.value,
+            schema: &read_schema,
+            primary_key: &[],
+        };
+        let provider = registry
+            .source(&validated, table)
+            .map_err(|e| PlanError::user(e.to_string(), name.span))?;
+        let def = SourceDef {
+            name: name.value.clone(),
+            schema,
+            computed: None,
+            watermark: None,
+            connector: sink.connector.clone(),
+            options: given_options(&validated),
+            provider,
+            primary_key: Vec::new(),
+            proctime: None,
+            changelog,
+        };
+        self.sources.insert(name.value.clone(), def);
+        Ok(())
+    }
+
     /// `'bad-data' = 'dead-letter'` names a declared sink that takes the
     /// dead-letter rows: without a column list, or with theirs.
     fn check_dead_letter(

@@ -360,6 +360,31 @@ impl PhysicalGraph {
         edges
     }
 
+    /// What node `id` does, as EXPLAIN says it (`Window aggregate ...`).
+    pub fn describe_node(&self, id: usize) -> Option<String> {
+        self.node(id).map(|n| describe(self, &n.kind, n))
+    }
+
+    /// The name of a node's kind (`WindowAggregate`); its operators'
+    /// metrics are labelled `node<id> <operator name>`.
+    pub fn kind_name(kind: &NodeKind) -> &'static str {
+        match kind {
+            NodeKind::Source(_) => "Source",
+            NodeKind::Watermark(_) => "Watermark",
+            NodeKind::Project(_) => "Project",
+            NodeKind::WindowAggregate(_) => "WindowAggregate",
+            NodeKind::UpdatingAggregate(_) => "UpdatingAggregate",
+            NodeKind::Join(_) => "Join",
+            NodeKind::LookupJoin(_) => "LookupJoin",
+            NodeKind::TemporalJoin(_) => "TemporalJoin",
+            NodeKind::Rank(_) => "Rank",
+            NodeKind::KeepLast(_) => "KeepLast",
+            NodeKind::OverAggregate(_) => "OverAggregate",
+            NodeKind::Union => "Union",
+            NodeKind::Sink(_) => "Sink",
+        }
+    }
+
     /// A readable rendering for EXPLAIN: one node per line (top = source),
     /// with its parallelism, details and output columns, and the edges.
     pub fn explain(&self) -> String {

@@ -648,7 +648,12 @@ impl Session {
             }],
             query: Some(v.query.clone()),
         };
-        self.create_sink(&sink, sql, span, explain)
+        let outcome = self.create_sink(&sink, sql, span, explain)?;
+        if !explain {
+            // Other jobs read it as a changelog of its rows.
+            self.catalog.read_sink_too(&v.name, &self.connectors)?;
+        }
+        Ok(outcome)
     }
 
     /// Whether `name` is a materialized view.
@@ -683,7 +688,11 @@ impl Session {
                         },
                     );
                     (RelationKind::View, schema)
-                } else if let Some(source) = self.catalog.source(name) {
+                } else if let Some(source) = self
+                    .catalog
+                    .source(name)
+                    .filter(|s| s.connector != MATERIALIZED_VIEW)
+                {
                     (RelationKind::Table, source.schema.clone())
                 } else {
                     let sink = self.catalog.sink(name).expect("a catalog name");
@@ -742,7 +751,7 @@ impl Session {
             ObjectKind::Table => self.catalog.drop_table(&d.name.value),
             ObjectKind::View => self.catalog.drop_view(&d.name.value),
             ObjectKind::MaterializedView => {
-                self.is_materialized_view(&d.name.value) && self.catalog.drop_sink(&d.name.value)
+                self.is_materialized_view(&d.name.value) && self.catalog.drop_table(&d.name.value)
             }
         };
         if !dropped && !d.if_exists {

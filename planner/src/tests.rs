@@ -44,21 +44,7 @@ fn plan_error(sql: &str) -> (SessionError, String) {
 fn kinds(g: &PhysicalGraph) -> Vec<&'static str> {
     g.nodes
         .iter()
-        .map(|n| match n.kind {
-            NodeKind::Source(_) => "Source",
-            NodeKind::Watermark(_) => "Watermark",
-            NodeKind::Project(_) => "Project",
-            NodeKind::WindowAggregate(_) => "WindowAggregate",
-            NodeKind::UpdatingAggregate(_) => "UpdatingAggregate",
-            NodeKind::Join(_) => "Join",
-            NodeKind::LookupJoin(_) => "LookupJoin",
-            NodeKind::TemporalJoin(_) => "TemporalJoin",
-            NodeKind::Rank(_) => "Rank",
-            NodeKind::KeepLast(_) => "KeepLast",
-            NodeKind::OverAggregate(_) => "OverAggregate",
-            NodeKind::Union => "Union",
-            NodeKind::Sink(_) => "Sink",
-        })
+        .map(|n| PhysicalGraph::kind_name(&n.kind))
         .collect()
 }
 

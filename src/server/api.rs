@@ -2,6 +2,7 @@
 //! `openapi.json`, served at `/api/openapi.json`; a test checks that
 //! every path it lists is routed.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -12,6 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use eddy_engine::{JobState, JobStatus};
+use eddy_planner::graph::{EdgeKind, NodeKind, PhysicalGraph};
 use serde_json::{Value, json};
 
 use super::statements::{self, Answer, FailureKind};
@@ -37,6 +39,7 @@ pub(crate) fn router(app: Arc<App>) -> axum::Router {
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(app.clone(), authorize))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .merge(super::dashboard::router())
         .with_state(app)
 }
 
@@ -271,6 +274,9 @@ async fn job(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     if let Ok(status) = app.manager.status(&id) {
         detail(&mut v, &status);
     }
+    if let Ok(graph) = app.manager.graph(&id) {
+        v["graph"] = graph_json(&graph);
+    }
     Json(v).into_response()
 }
 
@@ -305,6 +311,49 @@ fn detail(v: &mut Value, status: &JobStatus) {
         .collect();
     v["operators"] = json!(operators);
     v["state_dir"] = json!(status.state_dir.display().to_string());
+}
+
+/// The dataflow as nodes and edges, for the dashboard's drawing. A node's
+/// operators are those whose metrics label starts `node<id> `, or, for a
+/// source, `<stage>-source`: the stage is `source:<table>`, with `#2`,
+/// `#3`... for the second and later reads of one table (as the runtime
+/// names them).
+fn graph_json(graph: &PhysicalGraph) -> Value {
+    let mut reads: BTreeMap<&str, usize> = BTreeMap::new();
+    let nodes: Vec<Value> = graph
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut v = json!({
+                "id": n.id,
+                "kind": PhysicalGraph::kind_name(&n.kind),
+                "detail": graph.describe_node(n.id),
+                "parallelism": n.parallelism,
+            });
+            if let NodeKind::Source(s) = &n.kind {
+                let read = reads.entry(&s.name).or_default();
+                *read += 1;
+                v["stage"] = match *read {
+                    1 => json!(format!("source:{}", s.name)),
+                    k => json!(format!("source:{}#{k}", s.name)),
+                };
+            }
+            v
+        })
+        .collect();
+    let edges: Vec<Value> = graph
+        .edges
+        .iter()
+        .map(|e| {
+            let kind = match &e.kind {
+                EdgeKind::Forward => "forward",
+                EdgeKind::Shuffle { .. } => "shuffle",
+                EdgeKind::Gather => "gather",
+            };
+            json!({"from": e.from, "to": e.to, "kind": kind, "late": e.port != 0})
+        })
+        .collect();
+    json!({"nodes": nodes, "edges": edges})
 }
 
 /// `POST /api/jobs/{id}/stop`: a final checkpoint, then the end; the job

@@ -17,12 +17,14 @@
 
 mod api;
 mod batch;
+mod dashboard;
 mod live;
 mod paths;
 mod postgres;
 pub mod prometheus;
 mod statements;
 mod store;
+mod view_source;
 mod views;
 
 use std::collections::BTreeMap;

@@ -100,6 +100,11 @@ impl Views {
         Ok(view)
     }
 
+    /// The directory of view `name`'s logs.
+    pub fn dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
     /// Forgets a view and deletes its logs.
     pub fn drop_view(&self, name: &str) {
         self.map().remove(name);
@@ -125,8 +130,13 @@ struct Inner {
     converter: RowConverter,
     /// Each sink subtask's rows, with how many times each is there.
     parts: BTreeMap<usize, BTreeMap<OwnedRow, i64>>,
-    /// Written at a checkpoint's barrier, published when it completes.
-    staged: BTreeMap<(usize, u64), RecordBatch>,
+    /// Written at a checkpoint's barrier, published when it completes:
+    /// the changes, and where the subtask's log ends after them.
+    staged: BTreeMap<(usize, u64), (RecordBatch, u64)>,
+    /// How many bytes of each subtask's log are committed: jobs that read
+    /// the view read its logs up to there (see `view_source.rs`). Known
+    /// once the subtask restored or published in this server run.
+    published: BTreeMap<usize, u64>,
     /// The latest changes, oldest first.
     retained: VecDeque<Change>,
     seq: u64,
@@ -156,6 +166,7 @@ impl View {
                 converter,
                 parts: BTreeMap::new(),
                 staged: BTreeMap::new(),
+                published: BTreeMap::new(),
                 retained: VecDeque::new(),
                 seq: 0,
             }),
@@ -225,8 +236,15 @@ impl View {
         Ok((snapshot, seq, receiver))
     }
 
-    fn stage(&self, subtask: usize, checkpoint: u64, batch: RecordBatch) {
-        self.inner().staged.insert((subtask, checkpoint), batch);
+    fn stage(&self, subtask: usize, checkpoint: u64, batch: RecordBatch, log_end: u64) {
+        self.inner()
+            .staged
+            .insert((subtask, checkpoint), (batch, log_end));
+    }
+
+    /// How many bytes of subtask `subtask`'s log are committed, once known.
+    pub fn published(&self, subtask: usize) -> Option<u64> {
+        self.inner().published.get(&subtask).copied()
     }
 
     /// Makes a subtask's changes up to `checkpoint` visible.
@@ -238,8 +256,9 @@ impl View {
             .map(|(k, _)| *k)
             .collect();
         for key in due {
-            if let Some(batch) = inner.staged.remove(&key) {
+            if let Some((batch, log_end)) = inner.staged.remove(&key) {
                 self.apply(&mut inner, subtask, &batch, true)?;
+                inner.published.insert(subtask, log_end);
             }
         }
         Ok(())
@@ -312,17 +331,18 @@ impl View {
         let _ = self.events.send(change);
     }
 
-    fn log_path(&self, subtask: usize) -> PathBuf {
-        self.dir.join(format!("{subtask}.log"))
+    pub fn log_path(&self, subtask: usize) -> PathBuf {
+        log_path(&self.dir, subtask)
     }
 
-    /// Appends a checkpoint's changes to a subtask's log, durably.
+    /// Appends a checkpoint's changes to a subtask's log, durably; where
+    /// the log ends after them.
     fn log(
         &self,
         subtask: usize,
         checkpoint: u64,
         batch: &RecordBatch,
-    ) -> Result<(), OperatorError> {
+    ) -> Result<u64, OperatorError> {
         let path = self.log_path(subtask);
         let mut bytes = Vec::new();
         {
@@ -330,7 +350,7 @@ impl View {
             writer.write(batch)?;
             writer.finish()?;
         }
-        let mut record = Vec::with_capacity(bytes.len() + 16);
+        let mut record = Vec::with_capacity(bytes.len() + RECORD_HEADER);
         record.extend_from_slice(&checkpoint.to_le_bytes());
         record.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
         record.extend_from_slice(&bytes);
@@ -340,7 +360,9 @@ impl View {
             .open(&path)
             .map_err(|e| io_error(&path, e))?;
         file.write_all(&record).map_err(|e| io_error(&path, e))?;
-        file.sync_data().map_err(|e| io_error(&path, e))
+        file.sync_data().map_err(|e| io_error(&path, e))?;
+        let end = file.metadata().map_err(|e| io_error(&path, e))?.len();
+        Ok(end)
     }
 
     /// A subtask's rows as of `checkpoint`: its log is cut after that
@@ -358,19 +380,13 @@ impl View {
         }
         let mut at = 0;
         let mut batches = Vec::new();
-        while at + 16 <= data.len() {
-            let cp = u64::from_le_bytes(data[at..at + 8].try_into().unwrap_or_default());
-            let len =
-                u64::from_le_bytes(data[at + 8..at + 16].try_into().unwrap_or_default()) as usize;
+        while let Some((cp, len)) = record_header(&data[at..]) {
             // A record cut short by a crash, or of a later checkpoint.
-            if cp > checkpoint || at + 16 + len > data.len() {
+            if cp > checkpoint || at + RECORD_HEADER + len > data.len() {
                 break;
             }
-            let reader = StreamReader::try_new(&data[at + 16..at + 16 + len], None)?;
-            for batch in reader {
-                batches.push(batch?);
-            }
-            at += 16 + len;
+            batches.extend(decode_record(&data[at + RECORD_HEADER..][..len])?);
+            at += RECORD_HEADER + len;
         }
         if at < data.len() {
             let file = std::fs::OpenOptions::new()
@@ -383,6 +399,7 @@ impl View {
         let mut inner = self.inner();
         inner.parts.remove(&subtask);
         inner.staged.retain(|(s, _), _| *s != subtask);
+        inner.published.insert(subtask, at as u64);
         for batch in &batches {
             self.apply(&mut inner, subtask, batch, false)?;
         }
@@ -392,6 +409,29 @@ impl View {
         self.announce(&mut inner, reset);
         Ok(())
     }
+}
+
+/// A log record: the checkpoint (u64 LE), the length of what follows (u64
+/// LE), then the changes as an Arrow IPC stream.
+pub const RECORD_HEADER: usize = 16;
+
+/// Subtask `subtask`'s log in view directory `dir`.
+pub fn log_path(dir: &Path, subtask: usize) -> PathBuf {
+    dir.join(format!("{subtask}.log"))
+}
+
+/// The checkpoint and body length of the record `data` starts with, if
+/// its header is whole.
+pub fn record_header(data: &[u8]) -> Option<(u64, usize)> {
+    let checkpoint = u64::from_le_bytes(data.get(..8)?.try_into().ok()?);
+    let len = u64::from_le_bytes(data.get(8..RECORD_HEADER)?.try_into().ok()?);
+    Some((checkpoint, len as usize))
+}
+
+/// The changes of a record's body.
+pub fn decode_record(body: &[u8]) -> Result<Vec<RecordBatch>, OperatorError> {
+    let reader = StreamReader::try_new(body, None)?;
+    reader.map(|b| b.map_err(OperatorError::from)).collect()
 }
 
 fn change_seq(change: &Change) -> u64 {
@@ -480,8 +520,24 @@ impl Connector for ViewConnector {
         Vec::new()
     }
 
+    fn is_source(&self) -> bool {
+        true
+    }
+
     fn is_sink(&self) -> bool {
         true
+    }
+
+    /// Another job reading the view: its changes (see `view_source.rs`).
+    fn source(
+        &self,
+        ctx: &ConnectorContext<'_>,
+    ) -> eddy_connectors::Result<Arc<dyn eddy_operators::SourceProvider>> {
+        Ok(Arc::new(super::view_source::ViewSource {
+            views: self.views.clone(),
+            name: ctx.name.to_string(),
+            schema: ctx.schema.clone(),
+        }))
     }
 
     fn sink(&self, ctx: &ConnectorContext<'_>) -> eddy_connectors::Result<Arc<dyn SinkProvider>> {
@@ -552,8 +608,8 @@ impl Sink for ViewWriter {
         };
         let batch = concat_batches(&first.schema(), &self.pending)?;
         self.pending.clear();
-        self.view.log(self.subtask, checkpoint, &batch)?;
-        self.view.stage(self.subtask, checkpoint, batch);
+        let log_end = self.view.log(self.subtask, checkpoint, &batch)?;
+        self.view.stage(self.subtask, checkpoint, batch, log_end);
         Ok(SinkCommit {
             position: None,
             committable: Some(json!({"subtask": self.subtask, "checkpoint": checkpoint})),
