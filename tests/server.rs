@@ -673,6 +673,7 @@ fn a_view_is_read_by_another_job_as_a_changelog_exactly_once_across_kill_9() {
     assert!(plan.contains("connector='materialized-view'"), "{plan}");
     let (status, body) = server.sql(totals);
     assert_eq!(status, 200, "{body}");
+    let totals_job = job_id(&body, 0);
     // Part of the input has gone through both: kill -9.
     let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while select_totals(&server).0 == 0 {
@@ -704,4 +705,10 @@ fn a_view_is_read_by_another_job_as_a_changelog_exactly_once_across_kill_9() {
         .map(|v| v["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["counts", "totals"]);
+    // Dropping a view that a job reads fails that job, saying why.
+    let (status, body) = server.sql("DROP MATERIALIZED VIEW counts");
+    assert_eq!(status, 200, "{body}");
+    let failed = server.wait_job(&totals_job, "failed", |j| j["state"] == "failed");
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("'counts' was dropped"), "{error}");
 }

@@ -151,6 +151,13 @@ impl SourceReader for ViewReader {
         // Until the view's job restores or commits in this server run, its
         // committed ends are unknown: nothing can be read yet.
         let Some(view) = self.views.get(&self.name) else {
+            // Logs this job read from, now gone: the view was dropped.
+            if !self.splits.is_empty() && !self.views.dir(&self.name).exists() {
+                return Err(OperatorError::Internal(format!(
+                    "materialized view '{}' was dropped: this job reads it",
+                    self.name
+                )));
+            }
             return Ok(Poll::Pending);
         };
         for i in 0..self.splits.len() {
