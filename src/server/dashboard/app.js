@@ -511,6 +511,7 @@ function viewPage(main, name) {
       if (!view) { info.textContent = `there is no materialized view '${name}'`; info.className = "error"; return; }
       columns = view.columns;
       for (const c of columns.filter((c) => isNumeric(c.type))) pick.append(el("option", { value: c.name, text: c.name }));
+      dirty = true; // draw the table's header and the chart even before a row comes
       follow(`/api/views/${encodeURIComponent(name)}/subscribe`, abort.signal, {
         change: (data) => apply(data.op, data.row),
         reset: () => { rows.clear(); dirty = true; },
