@@ -69,7 +69,7 @@ pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
     for node in &graph.nodes {
         if let NodeKind::Source(s) = &node.kind {
             stage_of[node.id] = stages.len();
-            stages.push(source_stage(s, node, &stages, env)?);
+            stages.push(source_stage(graph, s, node, env)?);
             continue;
         }
         let op_id = format!("node{}", node.id);
@@ -227,9 +227,9 @@ fn revalidate(
 /// A source's stage. A table read twice (a self-join) is two sources:
 /// each keeps its own positions, under its stage's name.
 fn source_stage(
+    graph: &PhysicalGraph,
     s: &SourceNode,
     node: &PlanNode,
-    stages: &[StageDraft],
     env: &BuildEnv,
 ) -> Result<StageDraft> {
     let schema = Arc::new(node.schema.clone());
@@ -241,16 +241,9 @@ fn source_stage(
             primary_key: &s.primary_key,
         },
     )?;
-    let base = format!("source:{}", s.name);
-    let reads = stages
-        .iter()
-        .filter(|d| d.name.split('#').next() == Some(base.as_str()))
-        .count();
-    let name = if reads == 0 {
-        base
-    } else {
-        format!("{base}#{}", reads + 1)
-    };
+    let name = graph
+        .source_stage(node.id)
+        .ok_or_else(|| PlanError::internal(format!("node {} is not a source", node.id)))?;
     Ok(StageDraft {
         name,
         parallelism: node.parallelism,

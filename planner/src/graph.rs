@@ -365,6 +365,26 @@ impl PhysicalGraph {
         self.node(id).map(|n| describe(self, &n.kind, n))
     }
 
+    /// The stage name of source node `id`: `source:<table>`, with `#2`,
+    /// `#3`... for the second and later reads of one table. Its position
+    /// in checkpoints is kept under it, and its reader's metrics are
+    /// labelled `<stage>-source`.
+    pub fn source_stage(&self, id: usize) -> Option<String> {
+        let NodeKind::Source(s) = &self.node(id)?.kind else {
+            return None;
+        };
+        let reads = self
+            .nodes
+            .iter()
+            .take_while(|n| n.id != id)
+            .filter(|n| matches!(&n.kind, NodeKind::Source(o) if o.name == s.name))
+            .count();
+        Some(match reads {
+            0 => format!("source:{}", s.name),
+            k => format!("source:{}#{}", s.name, k + 1),
+        })
+    }
+
     /// The name of a node's kind (`WindowAggregate`); its operators'
     /// metrics are labelled `node<id> <operator name>`.
     pub fn kind_name(kind: &NodeKind) -> &'static str {

@@ -2,7 +2,6 @@
 //! `openapi.json`, served at `/api/openapi.json`; a test checks that
 //! every path it lists is routed.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -12,8 +11,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use datafusion::arrow::datatypes::{Field, Schema};
 use eddy_engine::{JobState, JobStatus};
-use eddy_planner::graph::{EdgeKind, NodeKind, PhysicalGraph};
+use eddy_planner::graph::{EdgeKind, PhysicalGraph};
 use serde_json::{Value, json};
 
 use super::statements::{self, Answer, FailureKind};
@@ -170,15 +170,15 @@ fn answer_json(answer: Answer) -> Result<Value, ApiError> {
                     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
                 out.extend(r);
             }
-            let columns: Vec<Value> = rows
-                .schema
-                .fields()
-                .iter()
-                .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
-                .collect();
-            json!({"kind": "rows", "columns": columns, "rows": out})
+            json!({"kind": "rows", "columns": columns_json(&rows.schema), "rows": out})
         }
     })
+}
+
+/// Each column's name and Arrow type, as the API lists columns.
+fn columns_json(schema: &Schema) -> Vec<Value> {
+    let column = |f: &Field| json!({"name": f.name(), "type": f.data_type().to_string()});
+    schema.fields().iter().map(|f| column(f)).collect()
 }
 
 /// `GET /api/views`: each materialized view, its columns and row count.
@@ -188,14 +188,8 @@ async fn list_views(State(app): State<Arc<App>>) -> Response {
         let Some(view) = app.views.get(&name) else {
             continue;
         };
-        let rows = view.len();
-        let columns: Vec<Value> = view
-            .schema
-            .fields()
-            .iter()
-            .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
-            .collect();
-        views.push(json!({"name": name, "columns": columns, "rows": rows}));
+        let columns = columns_json(&view.schema);
+        views.push(json!({"name": name, "columns": columns, "rows": view.len()}));
     }
     Json(json!({ "views": views })).into_response()
 }
@@ -315,30 +309,19 @@ fn detail(v: &mut Value, status: &JobStatus) {
 
 /// The dataflow as nodes and edges, for the dashboard's drawing. A node's
 /// operators are those whose metrics label starts `node<id> `, or, for a
-/// source, `<stage>-source`: the stage is `source:<table>`, with `#2`,
-/// `#3`... for the second and later reads of one table (as the runtime
-/// names them).
+/// source, `<stage>-source` ([`PhysicalGraph::source_stage`]).
 fn graph_json(graph: &PhysicalGraph) -> Value {
-    let mut reads: BTreeMap<&str, usize> = BTreeMap::new();
     let nodes: Vec<Value> = graph
         .nodes
         .iter()
         .map(|n| {
-            let mut v = json!({
+            json!({
                 "id": n.id,
                 "kind": PhysicalGraph::kind_name(&n.kind),
                 "detail": graph.describe_node(n.id),
                 "parallelism": n.parallelism,
-            });
-            if let NodeKind::Source(s) = &n.kind {
-                let read = reads.entry(&s.name).or_default();
-                *read += 1;
-                v["stage"] = match *read {
-                    1 => json!(format!("source:{}", s.name)),
-                    k => json!(format!("source:{}#{k}", s.name)),
-                };
-            }
-            v
+                "stage": graph.source_stage(n.id),
+            })
         })
         .collect();
     let edges: Vec<Value> = graph
