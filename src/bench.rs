@@ -50,6 +50,13 @@ const NEXMARK: [&str; 24] = [
     include_str!("../tests/nexmark/q23.sql"),
 ];
 const NEXMARK_DDL: &str = include_str!("../tests/nexmark/ddl.sql");
+/// q13's side input, which the DDL reads from this path; `eddy bench`
+/// writes the copy built into the binary under the run's directory, so it
+/// runs from any directory.
+const SIDE_INPUT: (&str, &str) = (
+    "tests/nexmark/side_input.csv",
+    include_str!("../tests/nexmark/side_input.csv"),
+);
 
 /// The SQL of Nexmark query `qN`: its sources, sized to `events` at `rate`,
 /// and the query into a blackhole sink; q10 writes into a file sink under
@@ -57,10 +64,13 @@ const NEXMARK_DDL: &str = include_str!("../tests/nexmark/ddl.sql");
 fn nexmark_sql(name: &str, events: u64, rate: u64, dir: &std::path::Path) -> Option<String> {
     let n: usize = name.strip_prefix('q')?.parse().ok()?;
     let query = NEXMARK.get(n)?;
-    let ddl = NEXMARK_DDL.replace(
-        "'events.num' = '100000'",
-        &format!("'events.num' = '{events}', 'first-event.rate' = '{rate}'"),
-    );
+    let side_input = dir.join("side_input.csv");
+    let ddl = NEXMARK_DDL
+        .replace(
+            "'events.num' = '100000'",
+            &format!("'events.num' = '{events}', 'first-event.rate' = '{rate}'"),
+        )
+        .replace(SIDE_INPUT.0, &side_input.display().to_string());
     let sink = if n == 10 {
         format!(
             "PARTITIONED BY (dt, hm) WITH (connector = 'file', path = '{}/', format = 'json')",
@@ -153,6 +163,33 @@ pub struct NexmarkArgs {
     /// this long, e.g. `2s`.
     #[arg(long, value_parser = crate::parse_interval)]
     stop_after: Option<i64>,
+    /// A setting, as `SET 'key' = 'value'` would make it, e.g.
+    /// `--set table.exec.state.ttl=1h`; repeat for more.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    settings: Vec<(String, String)>,
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, not '{text}'"))?;
+    let unquote = |s: &str| {
+        let s = s.trim();
+        s.strip_prefix('\'')
+            .and_then(|s| s.strip_suffix('\''))
+            .unwrap_or(s)
+            .to_string()
+    };
+    Ok((unquote(key), unquote(value)))
+}
+
+/// `SET` statements for `settings`, quoted as SQL strings.
+fn set_statements(settings: &[(String, String)]) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    settings
+        .iter()
+        .map(|(k, v)| format!("SET {} = {};\n", quote(k), quote(v)))
+        .collect()
 }
 
 fn parse_size(text: &str) -> Result<u64, String> {
@@ -172,6 +209,7 @@ pub fn nexmark(args: &NexmarkArgs) -> anyhow::Result<()> {
         cache_size,
         ref state_dir,
         stop_after,
+        ref settings,
     } = *args;
     let query = query.as_str();
     let cpu0 = cpu_seconds();
@@ -196,6 +234,9 @@ pub fn nexmark(args: &NexmarkArgs) -> anyhow::Result<()> {
     let state = state_dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("eddy-bench-{}", std::process::id())));
+    std::fs::create_dir_all(&state)
+        .and_then(|()| std::fs::write(state.join("side_input.csv"), SIDE_INPUT.1))
+        .with_context(|| format!("cannot write q13's side input into {}", state.display()))?;
     let sql = match (
         nexmark_sql(query, events, rate, &state),
         QUERIES.iter().find(|(name, _)| *name == query),
@@ -216,6 +257,7 @@ pub fn nexmark(args: &NexmarkArgs) -> anyhow::Result<()> {
     let mut session = crate::new_session(parallelism);
     session.settings.checkpoint_interval_ms = checkpoint_interval;
     session.settings.state_cache_bytes = cache_size;
+    let sql = format!("{}{sql}", set_statements(settings));
     let outcomes = session
         .execute(&sql)
         .map_err(|e| anyhow::anyhow!("{}", e.render(&sql, query)))?;
@@ -232,7 +274,7 @@ pub fn nexmark(args: &NexmarkArgs) -> anyhow::Result<()> {
         }
     }
     let stop_after = stop_after.map(|ms| Duration::from_millis(ms.max(0) as u64));
-    let result = crate::run_jobs(jobs, &session, &state, stop_after);
+    let result = crate::run_jobs(jobs, &session, &state, stop_after, true);
     if state_dir.is_none() {
         let _ = std::fs::remove_dir_all(&state);
     }

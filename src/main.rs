@@ -18,6 +18,9 @@ use eddy_engine::{JobId, JobManager, JobState, JobStatus};
 use eddy_operators::metrics::CheckpointStats;
 use eddy_planner::{Job, Outcome, Session};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "eddy", version, about = "Eddy: a streaming SQL engine")]
 struct Cli {
@@ -48,6 +51,10 @@ enum Command {
         /// 'execution.checkpointing.interval' in the file wins.
         #[arg(long, value_parser = parse_interval)]
         checkpoint_interval: Option<i64>,
+        /// No progress bar (there is none either when stderr is not a
+        /// terminal); the summary line at the end stays.
+        #[arg(long, short = 'q')]
+        quiet: bool,
     },
     /// Run a server: jobs that outlive the terminal, behind an HTTP API.
     Server(server::ServerArgs),
@@ -82,7 +89,17 @@ fn main() -> ExitCode {
             format,
             state_dir,
             checkpoint_interval,
-        } => run_file(&file, parallelism, format, state_dir, checkpoint_interval),
+            quiet,
+        } => run_file(
+            &file,
+            RunOptions {
+                parallelism,
+                format,
+                state_dir,
+                checkpoint_interval,
+                quiet,
+            },
+        ),
         Command::Server(args) => server::serve(args).map(|()| ExitCode::SUCCESS),
         Command::Sql(args) => sql::shell(args).map(|()| ExitCode::SUCCESS),
         Command::Bench {
@@ -134,15 +151,25 @@ pub(crate) fn default_parallelism() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// `eddy run`: plan every statement, then run every job to completion.
-/// A SQL error exits with status 2 and runs nothing.
-fn run_file(
-    path: &Path,
+/// `eddy run`'s options.
+struct RunOptions {
     parallelism: Option<usize>,
     format: Format,
     state_dir: Option<PathBuf>,
     checkpoint_interval: Option<i64>,
-) -> anyhow::Result<ExitCode> {
+    quiet: bool,
+}
+
+/// `eddy run`: plan every statement, then run every job to completion.
+/// A SQL error exits with status 2 and runs nothing.
+fn run_file(path: &Path, options: RunOptions) -> anyhow::Result<ExitCode> {
+    let RunOptions {
+        parallelism,
+        format,
+        state_dir,
+        checkpoint_interval,
+        quiet,
+    } = options;
     let sql =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut session = new_session(parallelism.unwrap_or_else(default_parallelism));
@@ -184,11 +211,14 @@ fn run_file(
             true,
         ),
     };
-    let result = run_jobs(jobs, &session, &state_root, None);
+    let started = Instant::now();
+    let result = run_jobs(jobs, &session, &state_root, None, !quiet);
     if temporary {
         let _ = std::fs::remove_dir_all(&state_root);
     }
-    result.map(|_| ExitCode::SUCCESS)
+    let report = result?;
+    eprintln!("{}", summary(&report.totals, started.elapsed()));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Starts every job through a job manager, shows live progress on a
@@ -199,6 +229,7 @@ pub(crate) fn run_jobs(
     session: &Session,
     state_root: &Path,
     stop_after: Option<Duration>,
+    show_progress: bool,
 ) -> anyhow::Result<RunReport> {
     let manager = Arc::new(JobManager::new(state_root, session.build_env()));
     let started = Instant::now();
@@ -227,8 +258,9 @@ pub(crate) fn run_jobs(
     let done = Arc::new(AtomicBool::new(false));
     // The bar shares the terminal with rows a SELECT prints: show it only
     // when the two do not mix.
-    let show_progress =
-        std::io::stderr().is_terminal() && (selects.is_empty() || !std::io::stdout().is_terminal());
+    let show_progress = show_progress
+        && std::io::stderr().is_terminal()
+        && (selects.is_empty() || !std::io::stdout().is_terminal());
     let reporter = show_progress.then(|| {
         let (done, manager) = (done.clone(), manager.clone());
         std::thread::spawn(move || progress(&done, &manager, started))
@@ -366,6 +398,10 @@ pub(crate) struct Totals {
     pub expired_keys: u64,
     pub spilled_bytes: u64,
     pub progress: (u64, u64),
+    /// Bytes read by sources that count them (files).
+    pub bytes_read: u64,
+    /// The highest watermark (ms since the epoch), 0 before any.
+    pub watermark: u64,
     /// The latest completed checkpoint of any job.
     pub checkpoints: CheckpointStats,
 }
@@ -385,6 +421,8 @@ impl Totals {
             t.spilled_bytes += m.spilled_bytes();
             let (done, total) = m.progress();
             t.progress = (t.progress.0 + done, t.progress.1 + total);
+            t.bytes_read += m.bytes_read();
+            t.watermark = t.watermark.max(m.watermark());
             let c = m.checkpoints();
             if c.id >= t.checkpoints.id {
                 let max = t.checkpoints.max_duration_ms.max(c.max_duration_ms);
@@ -398,6 +436,102 @@ impl Totals {
         }
         t
     }
+}
+
+/// The progress bar's message: what `now` holds, with rates since `before`
+/// (`seconds` ago).
+fn progress_message(now: &Totals, before: &Totals, seconds: f64) -> String {
+    let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / seconds.max(1e-3);
+    let mut parts = vec![format!(
+        "{} rows ({}/s)",
+        count(now.rows_in),
+        count(rate(now.rows_in, before.rows_in) as u64)
+    )];
+    if now.bytes_read > 0 {
+        parts.push(format!(
+            "{:.0} MB ({:.0} MB/s)",
+            now.bytes_read as f64 / 1e6,
+            rate(now.bytes_read, before.bytes_read) / 1e6
+        ));
+    }
+    if let Some(time) = event_time(now.watermark) {
+        parts.push(format!("event time {time}"));
+    }
+    parts.push(format!("{} out", count(now.rows_out)));
+    parts.push(format!("{} late", count(now.late_rows)));
+    let bad = now.bad_dead_lettered + now.bad_dropped;
+    if bad > 0 {
+        parts.push(format!(
+            "{} dead letters, {} bad dropped",
+            count(now.bad_dead_lettered),
+            count(now.bad_dropped)
+        ));
+    }
+    let chk = now.checkpoints;
+    if chk.completed > 0 {
+        parts.push(format!(
+            "checkpoint {} ({} ms, {:.1} MB, aligned in {} ms)",
+            chk.id,
+            chk.duration_ms,
+            chk.size_bytes as f64 / 1e6,
+            chk.alignment_ms
+        ));
+    }
+    if now.spilled_bytes > 0 {
+        parts.push(format!("{:.0} MB spilled", now.spilled_bytes as f64 / 1e6));
+    }
+    if now.expired_keys > 0 {
+        parts.push(format!("{} idle keys expired", count(now.expired_keys)));
+    }
+    parts.join(", ")
+}
+
+/// The line `eddy run` ends with, progress bar or not.
+fn summary(t: &Totals, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    let mut line = format!(
+        "done in {secs:.2} s: {} rows read ({}/s)",
+        count(t.rows_in),
+        count((t.rows_in as f64 / secs.max(1e-3)) as u64)
+    );
+    if t.bytes_read > 0 {
+        line += &format!(", {:.0} MB", t.bytes_read as f64 / 1e6);
+    }
+    line += &format!(", {} rows written", count(t.rows_out));
+    if let Some(time) = event_time(t.watermark) {
+        line += &format!(", event time up to {time}");
+    }
+    // Late rows and bad records get notes of their own below it.
+    if t.late_rows > 0 {
+        line += &format!(", {} late", count(t.late_rows));
+    }
+    if t.bad_dead_lettered > 0 {
+        line += &format!(", {} dead letters", count(t.bad_dead_lettered));
+    }
+    line
+}
+
+/// A watermark as a UTC date and time; `None` before the first and for
+/// the end of input.
+fn event_time(watermark_ms: u64) -> Option<String> {
+    if watermark_ms == 0 || watermark_ms >= i64::MAX as u64 / 2 {
+        return None;
+    }
+    let t = chrono::DateTime::from_timestamp_millis(watermark_ms as i64)?;
+    Some(t.format("%Y-%m-%d %H:%M:%S").to_string())
+}
+
+/// `1234567` as `1,234,567`.
+fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Set by a second Ctrl-C or SIGTERM: `eddy` exits with status 130.
@@ -437,49 +571,27 @@ fn stop_on_signal(manager: &Arc<JobManager>) -> Arc<AtomicBool> {
 }
 
 /// Live progress on stderr: a bar while bounded sources replay (how much
-/// of their input is read), with rows in and out, late rows and the rate.
+/// of their input is read, and an ETA), with rows and bytes read and their
+/// rates, the event time reached, rows out, late rows and dead letters.
 fn progress(done: &AtomicBool, manager: &JobManager, started: Instant) {
     let bar = indicatif::ProgressBar::new(0);
-    let style =
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {percent:>3}% {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> ");
+    let style = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] {percent:>3}% ETA {eta} {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    .progress_chars("=> ");
     bar.set_style(style);
-    let mut last = (Instant::now(), 0u64);
+    let mut last = (Instant::now(), Totals::default());
     while !done.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
         let t = Totals::of(&manager.list());
         let (work_done, total) = t.progress;
         bar.set_length(total.max(1));
         bar.set_position(work_done.min(total));
-        let rows = t.rows_in;
-        if last.0.elapsed() >= Duration::from_secs(1) {
-            let rate = (rows - last.1) as f64 / last.0.elapsed().as_secs_f64();
-            last = (Instant::now(), rows);
-            let chk = t.checkpoints;
-            let checkpoint = if chk.completed > 0 {
-                format!(
-                    ", checkpoint {} ({} ms, {:.1} MB, aligned in {} ms)",
-                    chk.id,
-                    chk.duration_ms,
-                    chk.size_bytes as f64 / 1e6,
-                    chk.alignment_ms
-                )
-            } else {
-                String::new()
-            };
-            let spilled = match t.spilled_bytes {
-                0 => String::new(),
-                b => format!(", {:.0} MB spilled", b as f64 / 1e6),
-            };
-            let expired = match t.expired_keys {
-                0 => String::new(),
-                n => format!(", {n} idle keys expired"),
-            };
-            bar.set_message(format!(
-                "{rows} rows in ({rate:.0}/s), {} out, {} late{checkpoint}{spilled}{expired}",
-                t.rows_out, t.late_rows
-            ));
+        let elapsed = last.0.elapsed();
+        if elapsed >= Duration::from_secs(1) {
+            bar.set_message(progress_message(&t, &last.1, elapsed.as_secs_f64()));
+            last = (Instant::now(), t);
         }
     }
     bar.finish_and_clear();

@@ -158,6 +158,9 @@ impl JobManager {
     /// is restarted from its last checkpoint as its restart strategy says.
     pub fn submit(&self, job: Job) -> Result<JobId> {
         let id = job.name.clone();
+        for use_of in job.graph.processing_time_uses() {
+            tracing::warn!(job = %id, "a replay will not give live's answer: {use_of}");
+        }
         if self
             .jobs()
             .get(&id)

@@ -61,6 +61,8 @@ struct Counters {
     watermark: AtomicU64,
     progress_done: AtomicU64,
     progress_total: AtomicU64,
+    /// Bytes read by sources that count them (files).
+    bytes_read: AtomicU64,
     checkpoints: AtomicU64,
     checkpoints_failed: AtomicU64,
     last_checkpoint_id: AtomicU64,
@@ -221,6 +223,15 @@ impl JobMetrics {
 
     pub fn add_progress_done(&self, n: u64) {
         self.inner.progress_done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_bytes_read(&self, n: u64) {
+        self.inner.bytes_read.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes read by the sources that count them (files).
+    pub fn bytes_read(&self) -> u64 {
+        self.inner.bytes_read.load(Ordering::Relaxed)
     }
 
     /// Work done and total over all bounded sources (0 total if none).

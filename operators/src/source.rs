@@ -27,6 +27,7 @@
 //! hands its batches over a bounded channel and waits on that channel.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
@@ -142,6 +143,12 @@ pub trait SourceReader: Send {
         0
     }
 
+    /// Bytes read since the reader was created, if it counts them (a
+    /// file's), for progress and metrics.
+    fn bytes_read(&self) -> u64 {
+        0
+    }
+
     /// How many records each split it reads is behind the end of its
     /// input, by split name, where the reader knows (Kafka: the latest
     /// offset minus the position, per partition). The default knows none.
@@ -171,8 +178,116 @@ pub trait SourceProvider: Send + Sync + Debug {
     }
 
     /// The source read whole, for a lookup join, if it is bounded.
-    fn lookup_table(&self) -> Option<std::sync::Arc<dyn LookupTable>> {
+    fn lookup_table(&self) -> Option<Arc<dyn LookupTable>> {
         None
+    }
+
+    /// The same source reading only the declared columns `columns`
+    /// (ascending), if the connector can leave the others undecoded (JSON
+    /// read by name, Parquet by column). `None`, the default: [`project`]
+    /// projects what it reads.
+    fn projected(&self, _columns: &[usize]) -> Option<Arc<dyn SourceProvider>> {
+        None
+    }
+}
+
+/// `provider` reading only its declared columns `columns` (ascending): the
+/// connector's own [`SourceProvider::projected`] where it has one, else
+/// each batch it reads, projected.
+pub fn project(provider: Arc<dyn SourceProvider>, columns: Vec<usize>) -> Arc<dyn SourceProvider> {
+    provider.projected(&columns).unwrap_or_else(|| {
+        Arc::new(Projected {
+            inner: provider,
+            columns: columns.into(),
+        })
+    })
+}
+
+/// A source whose batches are projected after reading.
+#[derive(Debug)]
+struct Projected {
+    inner: Arc<dyn SourceProvider>,
+    columns: Arc<[usize]>,
+}
+
+impl SourceProvider for Projected {
+    fn enumerator(&self) -> Result<Box<dyn SplitEnumerator>> {
+        self.inner.enumerator()
+    }
+
+    fn reader(&self) -> Result<Box<dyn SourceReader>> {
+        Ok(Box::new(ProjectedReader {
+            inner: self.inner.reader()?,
+            columns: self.columns.clone(),
+        }))
+    }
+
+    fn assignment(&self) -> SplitAssignment {
+        self.inner.assignment()
+    }
+
+    fn max_parallelism(&self) -> Option<usize> {
+        self.inner.max_parallelism()
+    }
+}
+
+struct ProjectedReader {
+    inner: Box<dyn SourceReader>,
+    columns: Arc<[usize]>,
+}
+
+impl ProjectedReader {
+    fn project(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        Ok(batch.project(&self.columns)?)
+    }
+}
+
+impl SourceReader for ProjectedReader {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    fn open(&mut self, ctx: &OperatorContext) -> Result<()> {
+        self.inner.open(ctx)
+    }
+
+    fn add_split(&mut self, split: usize, assigned: Split) -> Result<()> {
+        self.inner.add_split(split, assigned)
+    }
+
+    fn poll(&mut self) -> Result<Poll> {
+        Ok(match self.inner.poll()? {
+            Poll::Batch(split, batch) => Poll::Batch(split, self.project(batch)?),
+            Poll::Rejected(split, rejected, batch) => {
+                let batch = batch.map(|b| self.project(b)).transpose()?;
+                Poll::Rejected(split, rejected, batch)
+            }
+            other => other,
+        })
+    }
+
+    fn wait(&mut self, timeout: Duration) {
+        self.inner.wait(timeout);
+    }
+
+    fn positions(&self) -> Vec<(usize, Vec<u8>)> {
+        self.inner.positions()
+    }
+
+    fn checkpoint_complete(&mut self, checkpoint: u64, positions: &[(usize, Vec<u8>)]) {
+        self.inner.checkpoint_complete(checkpoint, positions);
+    }
+
+    fn progress(&self) -> u64 {
+        self.inner.progress()
+    }
+
+    fn bytes_read(&self) -> u64 {
+        self.inner.bytes_read()
+    }
+
+    fn lag(&self) -> Vec<(String, u64)> {
+        self.inner.lag()
     }
 }
 

@@ -37,7 +37,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::AsArray;
+use datafusion::arrow::array::{ArrayRef, AsArray};
 use datafusion::arrow::compute::{cast, max};
 use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -84,6 +84,8 @@ pub struct WatermarkOperator {
     clock: Clock,
     table: Option<Arc<dyn StateTable>>,
     metrics: Option<JobMetrics>,
+    /// See [`Self::with_monotonic_column`].
+    monotonic_in: Option<usize>,
 }
 
 impl std::fmt::Debug for WatermarkOperator {
@@ -94,6 +96,23 @@ impl std::fmt::Debug for WatermarkOperator {
             .field("idle_timeout", &self.idle_timeout)
             .finish_non_exhaustive()
     }
+}
+
+/// The row holding the latest value of timestamp column `column`, if any
+/// row has one.
+fn latest_row(column: &ArrayRef) -> Result<Option<usize>> {
+    let millis = cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+    let millis = millis
+        .as_primitive_opt::<TimestampMillisecondType>()
+        .ok_or_else(|| {
+            OperatorError::Internal(format!("event time column of type {}", column.data_type()))
+        })?;
+    Ok(millis
+        .iter()
+        .enumerate()
+        .filter_map(|(row, v)| Some((v?, row)))
+        .max()
+        .map(|(_, row)| row))
 }
 
 impl WatermarkOperator {
@@ -109,6 +128,7 @@ impl WatermarkOperator {
             clock: Box::new(Instant::now),
             table: None,
             metrics: None,
+            monotonic_in: None,
         }
     }
 
@@ -131,8 +151,28 @@ impl WatermarkOperator {
         self
     }
 
+    /// The expression never decreases as timestamp column `column` grows
+    /// (it is the column, or the column minus a constant: a bounded
+    /// out-of-orderness): a batch's watermark is then the expression of its
+    /// latest row alone, not of every row.
+    pub fn with_monotonic_column(mut self, column: Option<usize>) -> Self {
+        self.monotonic_in = column;
+        self
+    }
+
     /// The highest watermark expression value over `batch`, if any row has one.
     fn batch_max(&self, batch: &RecordBatch) -> Result<Option<Timestamp>> {
+        let latest;
+        let batch = match self.monotonic_in {
+            Some(column) => match latest_row(batch.column(column))? {
+                Some(row) => {
+                    latest = batch.slice(row, 1);
+                    &latest
+                }
+                None => return Ok(None),
+            },
+            None => batch,
+        };
         let values = self.expr.evaluate(batch)?.into_array(batch.num_rows())?;
         let millis = cast(&values, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
         let millis = millis

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
 use eddy_connectors::{ConnectorRegistry, MaterializingSink, Role, Table, Validated};
@@ -32,6 +32,7 @@ use eddy_operators::window::{WindowAggregateOperator, WindowAssigner};
 use eddy_operators::{Operator, Sink, SourceProvider};
 
 use crate::error::{PlanError, Result};
+use crate::expr::ScalarExpr;
 use crate::functions::Functions;
 use crate::graph::{
     AggregateCall, EdgeKind, JoinNode, LookupJoinNode, NodeKind, OverAggregateNode, PhysicalGraph,
@@ -63,6 +64,7 @@ struct StageDraft {
 
 /// Turns a plan into a dataflow: stages of fused operators.
 pub fn build(graph: &PhysicalGraph, env: &BuildEnv) -> Result<Dataflow> {
+    let graph = &graph.clone().pruned();
     let mut stages: Vec<StageDraft> = Vec::new();
     let mut stage_of = vec![usize::MAX; graph.nodes.len()];
     let mut committers = Committers::new();
@@ -232,15 +234,24 @@ fn source_stage(
     node: &PlanNode,
     env: &BuildEnv,
 ) -> Result<StageDraft> {
-    let schema = Arc::new(node.schema.clone());
+    let declared = Arc::new(
+        s.read
+            .as_ref()
+            .map_or(&node.schema, |r| &r.declared)
+            .clone(),
+    );
     let provider = env.connectors.source(
         &revalidate(env, &s.options, Role::Source)?,
         Table {
             name: &s.name,
-            schema: &schema,
+            schema: &declared,
             primary_key: &s.primary_key,
         },
     )?;
+    let provider = match &s.read {
+        Some(r) => eddy_operators::source::project(provider, r.columns.clone()),
+        None => provider,
+    };
     let name = graph
         .source_stage(node.id)
         .ok_or_else(|| PlanError::internal(format!("node {} is not a source", node.id)))?;
@@ -260,12 +271,41 @@ fn watermark(w: &WatermarkNode, schema: &SchemaRef, env: &BuildEnv) -> Result<Op
         .idle_timeout_ms
         .map(|ms| Duration::from_millis(ms.max(0) as u64));
     let processing_time = w.processing_time;
+    let monotonic = monotonic_column(&w.expr, schema);
     Ok(Arc::new(move || {
         let op = WatermarkOperator::new(expr.clone())
             .with_idle_timeout(idle)
-            .with_processing_time(processing_time);
+            .with_processing_time(processing_time)
+            .with_monotonic_column(monotonic);
         Ok(Box::new(op) as Box<dyn Operator>)
     }))
+}
+
+/// The timestamp column a watermark expression never decreases with:
+/// `WATERMARK FOR ts AS ts` or `ts - INTERVAL ...` (`+` too), the bounded
+/// out-of-orderness of nearly every source.
+fn monotonic_column(expr: &ScalarExpr, schema: &SchemaRef) -> Option<usize> {
+    use crate::expr::BinaryOp;
+    let column = match expr {
+        ScalarExpr::Column { name, .. } => name,
+        ScalarExpr::Binary {
+            op: BinaryOp::Minus | BinaryOp::Plus,
+            left,
+            right,
+        } => match (left.as_ref(), right.as_ref()) {
+            (
+                ScalarExpr::Column { name, .. },
+                ScalarExpr::Literal {
+                    data_type: DataType::Interval(_),
+                    ..
+                },
+            ) => name,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let index = schema.index_of(column).ok()?;
+    matches!(schema.field(index).data_type(), DataType::Timestamp(..)).then_some(index)
 }
 
 fn project(

@@ -181,6 +181,46 @@ impl ScalarExpr {
         }
     }
 
+    /// Calls `f` with the index of every column the expression reads,
+    /// which it may change (a narrower input).
+    pub fn visit_columns(&mut self, f: &mut dyn FnMut(&mut usize)) {
+        match self {
+            ScalarExpr::Column { index, .. } => f(index),
+            ScalarExpr::Literal { .. } => {}
+            ScalarExpr::Binary { left, right, .. } => {
+                left.visit_columns(f);
+                right.visit_columns(f);
+            }
+            ScalarExpr::Not(e)
+            | ScalarExpr::Negative(e)
+            | ScalarExpr::IsNull(e)
+            | ScalarExpr::IsNotNull(e)
+            | ScalarExpr::IsBool { expr: e, .. }
+            | ScalarExpr::Cast { expr: e, .. }
+            | ScalarExpr::TryCast { expr: e, .. } => e.visit_columns(f),
+            ScalarExpr::Like { expr, pattern, .. } => {
+                expr.visit_columns(f);
+                pattern.visit_columns(f);
+            }
+            ScalarExpr::Case {
+                operand,
+                when_then,
+                else_expr,
+            } => {
+                let pairs = when_then.iter_mut().flat_map(|(w, t)| [w, t]);
+                let all = operand.iter_mut().map(|e| &mut **e).chain(pairs);
+                for e in all.chain(else_expr.iter_mut().map(|e| &mut **e)) {
+                    e.visit_columns(f);
+                }
+            }
+            ScalarExpr::Function { args, .. } => {
+                for a in args {
+                    a.visit_columns(f);
+                }
+            }
+        }
+    }
+
     /// Records a coerced DataFusion expression over `schema`.
     pub fn from_df(expr: &Expr, schema: &DFSchema) -> Result<Self> {
         let rec = |e: &Expr| Self::from_df(e, schema).map(Box::new);

@@ -70,6 +70,19 @@ pub struct SourceNode {
     /// `PRIMARY KEY (...)`'s columns, for the connector (upsert-kafka's key).
     #[serde(default)]
     pub primary_key: Vec<String>,
+    /// Set when the job reads only some of the table's columns: the node's
+    /// schema is then theirs (see [`crate::prune`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<ReadColumns>,
+}
+
+/// The columns a source reads of its table's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadColumns {
+    /// The table's columns, as declared (what the connector decodes from).
+    pub declared: Schema,
+    /// The indices of the columns read, in `declared`, ascending.
+    pub columns: Vec<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -407,7 +420,49 @@ impl PhysicalGraph {
 
     /// A readable rendering for EXPLAIN: one node per line (top = source),
     /// with its parallelism, details and output columns, and the edges.
+    /// Sources read only the columns the query uses ([`crate::prune`]).
     pub fn explain(&self) -> String {
+        let mut out = self.clone().pruned().explain_as_is();
+        let uses = self.processing_time_uses();
+        if !uses.is_empty() {
+            let _ = writeln!(
+                out,
+                "note: a replay of this query will not give live's answer: {}",
+                uses.join("; ")
+            );
+        }
+        out
+    }
+
+    /// What in the query depends on the wall clock rather than on event
+    /// time, so that a replay at another speed gives another answer.
+    pub fn processing_time_uses(&self) -> Vec<String> {
+        let mut uses = Vec::new();
+        for node in &self.nodes {
+            let use_of = match &node.kind {
+                NodeKind::Watermark(w) if w.processing_time => {
+                    format!("its time column {} is PROCTIME(), the wall clock", w.column)
+                }
+                NodeKind::LookupJoin(l) => format!(
+                    "the lookup join reads {} as it is when each row arrives",
+                    l.table.name
+                ),
+                kind => match state_ttl_ms(kind) {
+                    Some(ms) => format!(
+                        "its state expires after {} idle by the wall clock (table.exec.state.ttl)",
+                        format_duration(ms)
+                    ),
+                    None => continue,
+                },
+            };
+            if !uses.contains(&use_of) {
+                uses.push(use_of);
+            }
+        }
+        uses
+    }
+
+    fn explain_as_is(&self) -> String {
         let mut out = String::from("Dataflow\n");
         for node in &self.nodes {
             let edges = self.input_edges(node.id);
@@ -507,7 +562,14 @@ fn describe_source(s: &SourceNode) -> String {
         Some(c) => format!("event time: {c}"),
         None => "processing time (no WATERMARK declared)".to_string(),
     };
-    format!("Source {} [{}] {time}", s.name, opts.join(", "))
+    let read = s.read.as_ref().map_or(String::new(), |r| {
+        format!(
+            ", reads {} of its {} columns",
+            r.columns.len(),
+            r.declared.fields().len()
+        )
+    });
+    format!("Source {} [{}] {time}{read}", s.name, opts.join(", "))
 }
 
 fn describe_watermark(w: &WatermarkNode) -> String {
@@ -874,6 +936,18 @@ fn describe_sink(s: &SinkNode) -> String {
 
 /// How long state kept per key lives: for ever (marked), or until idle
 /// for the time-to-live.
+/// A node's `'table.exec.state.ttl'`, if it keeps state under one.
+fn state_ttl_ms(kind: &NodeKind) -> Option<i64> {
+    match kind {
+        NodeKind::UpdatingAggregate(u) => u.state_ttl_ms,
+        NodeKind::Join(j) => j.state_ttl_ms,
+        NodeKind::Rank(r) => r.state_ttl_ms,
+        NodeKind::KeepLast(k) => k.state_ttl_ms,
+        NodeKind::OverAggregate(o) => o.spec.state_ttl_ms,
+        _ => None,
+    }
+}
+
 fn retention(ttl_ms: Option<i64>) -> String {
     match ttl_ms {
         None => "UNBOUNDED (for ever)".into(),

@@ -25,6 +25,7 @@ pub mod functions;
 pub mod graph;
 mod legacy;
 mod plan;
+mod prune;
 pub mod restart;
 mod session;
 pub mod types;

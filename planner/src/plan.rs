@@ -621,6 +621,7 @@ impl QueryPlanner<'_> {
             options: source.options.clone(),
             event_time: source.watermark.as_ref().map(|w| w.column.clone()),
             primary_key: source.primary_key.clone(),
+            read: None,
         };
         let changelog = source.changelog != SourceChangelog::AppendOnly;
         let Some(computed) = &source.computed else {

@@ -486,3 +486,85 @@ fn a_state_ttl_that_is_not_a_duration_is_an_error_at_its_value() {
     );
     assert!(at.ends_with("'forever'"), "{at}");
 }
+
+/// A source reads only the columns its query uses (with its event time);
+/// the projection after it reads them at their new places, and a source
+/// whose every column is used, or whose rows go elsewhere than into a
+/// projection, is left whole.
+#[test]
+fn a_source_reads_only_the_columns_its_query_uses() {
+    let g = plan(
+        "SELECT price * 2 AS twice FROM bid WHERE auction % 7 = 0",
+        1,
+    )
+    .pruned();
+    let NodeKind::Source(s) = &g.nodes[0].kind else {
+        panic!("{g:?}")
+    };
+    let read = s.read.as_ref().expect("the source is pruned");
+    // bid: auction 0, bidder 1, price 2, date_time 3.
+    assert_eq!(read.columns, [0, 2, 3]);
+    let names: Vec<&str> = g.nodes[0]
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(names, ["auction", "price", "date_time"]);
+    assert_eq!(g.nodes[1].schema, g.nodes[0].schema);
+    let NodeKind::Project(p) = &g.nodes[2].kind else {
+        panic!("{g:?}")
+    };
+    let mut read_at = Vec::new();
+    for e in p.exprs.iter().chain(&p.filter) {
+        e.clone().visit_columns(&mut |i| read_at.push(*i));
+    }
+    read_at.sort_unstable();
+    // price is now column 1, auction column 0.
+    assert_eq!(read_at, [0, 1]);
+    assert!(
+        g.explain().contains("reads 3 of its 4 columns"),
+        "{}",
+        g.explain()
+    );
+    // The pruned plan still builds (names and indices agree).
+    build(&g, &BuildEnv::default()).expect("the pruned plan builds");
+    // Pruning twice changes nothing.
+    assert_eq!(g.clone().pruned(), g);
+
+    let whole = plan("SELECT * FROM bid", 1).pruned();
+    let NodeKind::Source(s) = &whole.nodes[0].kind else {
+        panic!("{whole:?}")
+    };
+    assert!(s.read.is_none());
+}
+
+/// EXPLAIN (and the job's log) says when a query depends on the wall
+/// clock, so that a replay will not give live's answer; an event-time
+/// query has no such note.
+#[test]
+fn explain_warns_when_a_replay_will_not_reproduce_the_query() {
+    let notes = |sql: &str| plan(sql, 1).processing_time_uses();
+    let window = "SELECT auction, window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end";
+    assert!(notes(window).is_empty());
+    assert!(!plan(window, 1).explain().contains("note:"));
+    let proctime = "CREATE VIEW timed AS SELECT *, PROCTIME() AS pt FROM bid;\n\
+        SELECT window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE timed, DESCRIPTOR(pt), INTERVAL '10' SECOND)) GROUP BY window_start, window_end";
+    assert_eq!(
+        notes(proctime),
+        ["its time column pt is PROCTIME(), the wall clock"]
+    );
+    let ttl = "SET 'table.exec.state.ttl' = '1 h';\nSELECT auction, COUNT(*) AS n FROM bid GROUP BY auction";
+    let g = plan(ttl, 1);
+    assert_eq!(
+        g.processing_time_uses(),
+        ["its state expires after 3600s idle by the wall clock (table.exec.state.ttl)"]
+    );
+    assert!(
+        g.explain().contains(
+            "note: a replay of this query will not give live's answer: its state expires"
+        ),
+        "{}",
+        g.explain()
+    );
+}

@@ -2,6 +2,7 @@
 //! source ([`source`]) and as an exactly-once sink ([`sink`]), in any
 //! format of the registry.
 
+mod input;
 mod policy;
 mod sink;
 mod source;
@@ -58,7 +59,7 @@ impl Connector for FileConnector {
     }
 
     fn help(&self) -> &'static str {
-        "files: a bounded source (a file cut into byte ranges, or a directory's files side by side, optionally watched for new ones) and an exactly-once sink"
+        "files: a bounded source (a file cut into byte ranges, or a directory's files side by side, optionally watched for new ones; .gz and .zst files are decompressed) and an exactly-once sink"
     }
 
     fn options(&self) -> Vec<OptionDecl> {

@@ -10,15 +10,16 @@
 //! - a **file**: cut into byte ranges of `'source.split-size'` at line
 //!   boundaries, handed to whichever subtask is free and read one after
 //!   another. A range that starts in the middle of a line leaves that line
-//!   to the range before it; a CSV header is read once, by the first.
+//!   to the range before it; a CSV header is read once, by the first;
+//! - a **compressed** file (`.gz`, `.zst`) is one split, decompressed as it
+//!   is read (see [`super::input`]).
 //!
 //! A split's position is the byte offset of its next line. A malformed
 //! record stops the job naming the file, the line and the reason (the line
 //! is counted when needed, from the start of the file), or is dropped or
 //! sent to the dead-letter sink with its line, as `'bad-data'` says.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use eddy_operators::source::{
 use eddy_operators::{OperatorContext, OperatorError};
 use serde::{Deserialize, Serialize};
 
+use super::input::{Compression, Input};
 use crate::bad_data::{BadData, BadDataPolicy, BadRecordAt};
 use crate::format::{BadRecord, Decoder, Format, Records, decode_records};
 use crate::options::Options;
@@ -191,6 +193,7 @@ impl SourceProvider for FileSource {
             splits: Vec::new(),
             turn: 0,
             done: 0,
+            buffer: Vec::new(),
         }))
     }
 
@@ -212,6 +215,19 @@ impl SourceProvider for FileSource {
     fn lookup_table(&self) -> Option<Arc<dyn LookupTable>> {
         Some(Arc::new(FileTable {
             source: self.clone(),
+        }))
+    }
+
+    /// A format read by name decodes only the columns asked for (the
+    /// others are skipped as unknown keys are).
+    fn projected(&self, columns: &[usize]) -> Option<Arc<dyn SourceProvider>> {
+        if !self.format.decodes_by_name() {
+            return None;
+        }
+        let schema = Arc::new(self.schema.project(columns).ok()?);
+        Some(Arc::new(Self {
+            schema,
+            ..self.clone()
         }))
     }
 }
@@ -278,7 +294,8 @@ impl SplitEnumerator for FileEnumerator {
             let len = std::fs::metadata(&file)
                 .map_err(|e| io_error(&file, e))?
                 .len();
-            if source.directory {
+            // A compressed file cannot be cut: it is read whole.
+            if source.directory || Compression::of(&file) != Compression::None {
                 splits.push(self.whole_file(&file, len, header));
             } else {
                 splits.extend(self.ranges(&file, len, header));
@@ -296,8 +313,9 @@ impl SplitEnumerator for FileEnumerator {
 struct OpenSplit {
     index: usize,
     position: Position,
-    /// Where the split's range began (for progress).
-    reader: BufReader<File>,
+    reader: Input,
+    /// Its [`Self::progress_mark`] when last counted as progress.
+    counted: u64,
     /// A byte offset and the 1-based line that starts there, once a bad
     /// record needed one: later lines are counted on from it.
     line_mark: Option<(u64, u64)>,
@@ -306,20 +324,27 @@ struct OpenSplit {
 impl OpenSplit {
     fn open(index: usize, position: Position) -> eddy_operators::Result<Self> {
         let path = position.file.clone();
-        let file = File::open(&path).map_err(|e| io_error(&path, e))?;
+        let at = position.offset;
+        // Not aligned: the line under `offset` belongs to the range before;
+        // skip to the first line that starts at or after it.
+        let from = if position.aligned {
+            at
+        } else {
+            at.saturating_sub(1)
+        };
+        let reader = Input::open_at(&path, from).map_err(|e| io_error(&path, e))?;
+        let counted = match Compression::of(&path) {
+            Compression::None => from,
+            _ => 0,
+        };
         let mut split = Self {
             index,
             position,
-            reader: BufReader::with_capacity(256 << 10, file),
+            reader,
+            counted,
             line_mark: None,
         };
-        let at = split.position.offset;
-        if split.position.aligned {
-            split.seek(at)?;
-        } else {
-            // The line under `offset` belongs to the range before: skip to
-            // the first line that starts at or after it.
-            split.seek(at.saturating_sub(1))?;
+        if !split.position.aligned {
             let mut partial = Vec::new();
             let n = split
                 .reader
@@ -331,11 +356,13 @@ impl OpenSplit {
         Ok(split)
     }
 
-    fn seek(&mut self, at: u64) -> eddy_operators::Result<()> {
-        self.reader
-            .seek(SeekFrom::Start(at))
-            .map_err(|e| io_error(&self.position.file, e))?;
-        Ok(())
+    /// How far it has read, for progress: the offset in a file as it is,
+    /// the bytes of a compressed file decompressed so far.
+    fn progress_mark(&self) -> u64 {
+        match Compression::of(&self.position.file) {
+            Compression::None => self.position.offset,
+            _ => self.reader.file_bytes_read(),
+        }
     }
 
     /// Reads up to `max` lines into `buf`; returns the lines read and the
@@ -350,6 +377,11 @@ impl OpenSplit {
             {
                 break;
             }
+            if self.position.skip == 0 && self.whole_lines(max, buf, &mut lengths)? {
+                continue;
+            }
+            // One line alone: a header to skip, or a line longer than what
+            // the reader holds.
             let start = buf.len();
             let n = self
                 .reader
@@ -368,6 +400,34 @@ impl OpenSplit {
         }
         Ok(lengths)
     }
+
+    /// Takes at once the whole lines the reader holds, up to `max` in
+    /// `lengths` and the range's end; `false` if it holds none.
+    fn whole_lines(
+        &mut self,
+        max: usize,
+        buf: &mut Vec<u8>,
+        lengths: &mut Vec<usize>,
+    ) -> eddy_operators::Result<bool> {
+        let held = self
+            .reader
+            .fill_buf()
+            .map_err(|e| io_error(&self.position.file, e))?;
+        let (mut used, mut offset) = (0, self.position.offset);
+        for line_break in memchr::memchr_iter(b'\n', held) {
+            if lengths.len() >= max || self.position.end.is_some_and(|end| offset >= end) {
+                break;
+            }
+            let n = line_break + 1 - used;
+            lengths.push(n);
+            offset += n as u64;
+            used = line_break + 1;
+        }
+        buf.extend_from_slice(&held[..used]);
+        self.reader.consume(used);
+        self.position.offset = offset;
+        Ok(used > 0)
+    }
 }
 
 /// Reads the splits it holds side by side, a batch from each in turn.
@@ -382,12 +442,14 @@ struct FileReader {
     turn: usize,
     /// Bytes read (progress).
     done: u64,
+    /// The lines of the batch being read, kept from one batch to the next.
+    buffer: Vec<u8>,
 }
 
-/// The line breaks in `path` between byte `from` and byte `to`.
+/// The line breaks in `path` (decompressed) between byte `from` and byte
+/// `to`.
 fn count_lines(path: &Path, from: u64, to: u64) -> Option<u64> {
-    let mut file = File::open(path).ok()?;
-    file.seek(SeekFrom::Start(from)).ok()?;
+    let file = Input::open_at(path, from).ok()?;
     let mut file = file.take(to.saturating_sub(from));
     let mut buf = vec![0u8; 1 << 16];
     let mut lines = 0;
@@ -450,28 +512,36 @@ impl FileReader {
     fn read_batch(&mut self, at: usize) -> eddy_operators::Result<Option<Option<RecordBatch>>> {
         loop {
             let split = &mut self.splits[at];
-            let start = split.position.offset;
-            let mut buf = Vec::with_capacity(self.batch_size * 128);
+            // One buffer for every batch: a fresh one each time costs page
+            // faults (its memory goes back to the kernel in between).
+            let mut buf = std::mem::take(&mut self.buffer);
+            buf.clear();
             let lengths = split.read_lines(self.batch_size, &mut buf)?;
-            self.done += split.position.offset - start;
+            let mark = split.progress_mark();
+            self.done += mark.saturating_sub(split.counted);
+            split.counted = mark;
             if lengths.is_empty() {
                 return Ok(None);
             }
             // Where the first line read starts: after a header skipped.
             let first = split.position.offset - lengths.iter().sum::<usize>() as u64;
             let records = Records::from_lines(buf, &lengths);
-            match decode_records(self.decoder.as_mut(), &records, self.bad.on_bad(), false) {
+            let decoded = decode_records(self.decoder.as_mut(), &records, self.bad.on_bad(), false);
+            if let Ok(d) = &decoded
+                && !d.bad.is_empty()
+            {
+                self.set_aside(at, first, &lengths, &records, &d.bad);
+            }
+            self.buffer = records.into_buffer();
+            match decoded {
                 Ok(decoded) => {
-                    if !decoded.bad.is_empty() {
-                        self.set_aside(at, first, &lengths, &records, &decoded.bad);
-                    }
                     if decoded.batch.is_some() || self.rejected.is_some() {
                         return Ok(Some(decoded.batch));
                     }
                 }
                 Err(bad) => {
                     let offset = first + lengths[..bad.record].iter().sum::<usize>() as u64;
-                    let path = split.position.file.clone();
+                    let path = self.splits[at].position.file.clone();
                     let line = count_lines(&path, 0, offset)
                         .map_or(format!("byte {offset}"), |l| format!("line {}", l + 1));
                     return Err(OperatorError::Connector(format!(
@@ -540,6 +610,10 @@ impl SourceReader for FileReader {
     }
 
     fn progress(&self) -> u64 {
+        self.done
+    }
+
+    fn bytes_read(&self) -> u64 {
         self.done
     }
 }
@@ -683,5 +757,95 @@ mod tests {
             values.sort_unstable();
             assert_eq!(values, (0..200).collect::<Vec<_>>(), "split size {size}");
         }
+    }
+
+    /// `.gz` and `.zst` files are read whole, decompressed: every line
+    /// once, a bad line named by its line, and a position inside one
+    /// resumed from.
+    #[test]
+    fn compressed_files_are_read_whole_and_resumed() {
+        use std::io::Write;
+        let mut text = String::new();
+        for i in 0..300 {
+            text.push_str(&format!(
+                "{{\"k\": \"{}\", \"v\": {i}}}\n",
+                "x".repeat(i % 7)
+            ));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let gz = dir.path().join("in.jsonl.gz");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(text.as_bytes()).unwrap();
+        std::fs::write(&gz, encoder.finish().unwrap()).unwrap();
+        let zst = dir.path().join("in.jsonl.zst");
+        std::fs::write(&zst, zstd::stream::encode_all(text.as_bytes(), 0).unwrap()).unwrap();
+        let values = |batches: &[RecordBatch]| -> Vec<i64> {
+            let mut v: Vec<i64> = batches
+                .iter()
+                .flat_map(|b| {
+                    let c = b.column(2).as_any();
+                    let c = c
+                        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                        .unwrap();
+                    c.values().to_vec()
+                })
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        for path in [&gz, &zst] {
+            // A small split size cuts no compressed file.
+            let src = source(
+                path,
+                Arc::new(JsonFormat),
+                &[(super::super::SPLIT_SIZE, "10")],
+            )
+            .unwrap();
+            let splits = src.enumerator().unwrap().list().unwrap();
+            assert_eq!(splits.len(), 1, "{path:?}");
+            assert_eq!(
+                values(&read_all(&src).unwrap()),
+                (0..300).collect::<Vec<_>>()
+            );
+            // Read a few batches, take the position, and resume from it in
+            // a new reader: the two together read every line once.
+            let mut reader = src.reader().unwrap();
+            reader.add_split(0, splits[0].clone()).unwrap();
+            let mut first = Vec::new();
+            while first.len() < 5 {
+                if let Poll::Batch(_, b) = reader.poll().unwrap() {
+                    first.push(b);
+                }
+            }
+            assert!(reader.bytes_read() > 0);
+            let (_, position) = reader.positions().pop().unwrap();
+            let mut resumed = src.reader().unwrap();
+            let split = Split {
+                position,
+                ..splits[0].clone()
+            };
+            resumed.add_split(0, split).unwrap();
+            let mut rest = Vec::new();
+            loop {
+                match resumed.poll().unwrap() {
+                    Poll::Batch(_, b) => rest.push(b),
+                    Poll::Finished(_) => break,
+                    _ => {}
+                }
+            }
+            first.extend(rest);
+            assert_eq!(values(&first), (0..300).collect::<Vec<_>>(), "{path:?}");
+        }
+        // A bad line in a compressed file is named by its line.
+        let bad = dir.path().join("bad.jsonl.gz");
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder
+            .write_all(b"{\"k\": \"a\", \"v\": 1}\n{\"k\": \"b\", \"v\": \"x\"}\n")
+            .unwrap();
+        std::fs::write(&bad, encoder.finish().unwrap()).unwrap();
+        let err = read_all(&source(&bad, Arc::new(JsonFormat), &[]).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad.jsonl.gz at line 2:"), "{err}");
     }
 }

@@ -13,6 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::json::{ReaderBuilder, WriterBuilder, writer::LineDelimited};
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::json_fast::FastJson;
 use super::{Decoder, Encoder, Format, Records};
 use crate::options::{OptionDecl, OptionType, Options};
 use crate::{Result, conform, readable_changelog};
@@ -52,9 +53,11 @@ impl Format for JsonFormat {
     }
 
     fn decoder(&self, schema: &SchemaRef, options: &Options) -> Result<Option<Box<dyn Decoder>>> {
+        let decode_schema = decode_schema(schema);
         Ok(Some(Box::new(JsonDecoder {
             declared: schema.clone(),
-            decode_schema: decode_schema(schema),
+            fast: FastJson::new(&decode_schema),
+            decode_schema,
             ignore_parse_errors: options.bool(IGNORE_PARSE_ERRORS)?.unwrap_or(false),
         })))
     }
@@ -70,6 +73,10 @@ impl Format for JsonFormat {
 
     fn extension(&self) -> &'static str {
         "jsonl"
+    }
+
+    fn decodes_by_name(&self) -> bool {
+        true
     }
 }
 
@@ -132,12 +139,17 @@ pub(crate) fn clean(e: &dyn std::fmt::Display) -> String {
 struct JsonDecoder {
     declared: SchemaRef,
     decode_schema: SchemaRef,
+    /// The fast path, when every column is of a type it reads.
+    fast: Option<FastJson>,
     ignore_parse_errors: bool,
 }
 
 impl Decoder for JsonDecoder {
     fn decode(&mut self, records: &Records) -> std::result::Result<RecordBatch, String> {
-        let batch = decode_json(&self.decode_schema, &records.lines(), records.len())?;
+        let batch = match self.fast.as_ref().and_then(|f| f.decode(records)) {
+            Some(batch) => batch,
+            None => decode_json(&self.decode_schema, &records.lines(), records.len())?,
+        };
         conform(batch, &self.declared).map_err(|e| clean(&e))
     }
 

@@ -15,6 +15,7 @@ mod avro;
 mod csv;
 mod debezium;
 mod json;
+mod json_fast;
 mod raw;
 mod registry_client;
 
@@ -64,6 +65,13 @@ pub trait Format: Send + Sync + Debug {
     /// lines (not so Avro's binary records).
     fn line_based(&self) -> bool {
         true
+    }
+
+    /// It finds a column's value by the column's name, so a decoder of
+    /// some of a table's columns reads just those (JSON; not CSV, whose
+    /// fields are found by position).
+    fn decodes_by_name(&self) -> bool {
+        false
     }
 }
 
@@ -245,6 +253,11 @@ impl Records {
             ends,
             multiline: false,
         }
+    }
+
+    /// The buffer the records were in, to read more into.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.data
     }
 
     pub fn push(&mut self, record: &[u8]) {

@@ -265,6 +265,8 @@ struct SourceTask<'a> {
     idle: bool,
     /// Progress units already reported.
     reported: u64,
+    /// Bytes read already reported.
+    reported_bytes: u64,
     /// Positions taken at barriers whose checkpoints have not completed.
     taken: BTreeMap<u64, Vec<(usize, Vec<u8>)>>,
 }
@@ -351,6 +353,11 @@ impl SourceTask<'_> {
             .metrics
             .add_progress_done(done.saturating_sub(self.reported));
         self.reported = done;
+        let bytes = self.reader.bytes_read();
+        self.ctx
+            .metrics
+            .add_bytes_read(bytes.saturating_sub(self.reported_bytes));
+        self.reported_bytes = bytes;
         chain.push_source(index, batch)
     }
 
@@ -449,6 +456,7 @@ pub(crate) fn run_source(
         done: false,
         idle: false,
         reported: 0,
+        reported_bytes: 0,
         taken: BTreeMap::new(),
     };
     tracing::debug!(source = %task.reader.name(), subtask = ctx.subtask, "source started");

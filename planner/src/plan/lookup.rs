@@ -189,6 +189,7 @@ impl QueryPlanner<'_> {
                 options: source.options.clone(),
                 event_time: None,
                 primary_key: Vec::new(),
+                read: None,
             },
             table_schema: source.schema.as_ref().clone(),
             probe_keys,

@@ -292,6 +292,7 @@ impl QueryPlanner<'_> {
             options,
             event_time: None,
             primary_key: Vec::new(),
+            read: None,
         };
         let mut builder = GraphBuilder::default();
         let id = builder.add(NodeKind::Source(node), 1, schema.as_ref().clone(), None);

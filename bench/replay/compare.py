@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Replaying a file: Eddy and DuckDB side by side, in one run, on the same
+JSON lines file, with the same query, checking that the answers are equal.
+
+The query is a 10-second tumbling count and maximum price per auction over
+Nexmark bids (examples/bench/file-tumble.sql). Eddy writes its windows to
+a file; DuckDB computes the same groups with `time_bucket`. Each engine is
+timed by the wall clock and by the CPU time (user + system): Eddy as its
+whole `eddy run` process, DuckDB around its query alone (in a Python
+process of its own, without Python's start and import). Prints a Markdown table and each engine's answer checksum.
+
+    bench/replay/compare.py [--eddy PATH] [--input out/bids-2m.json]
+                            [--runs 5] [--threads 2]
+
+Needs a release build of eddy and `pip install duckdb`. Writes the input
+with eddy (examples/bench/bids-2m-json.sql) when it is missing.
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+EDDY_SQL = """
+CREATE SOURCE bids (
+  auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR,
+  date_time TIMESTAMP(3), extra VARCHAR,
+  WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND
+) WITH (connector = 'file', path = '{input}', format = 'json');
+
+CREATE SINK windows WITH (connector = 'file', path = '{output}', format = 'json') AS
+SELECT auction, window_start, window_end, COUNT(*) AS bids, MAX(price) AS top
+FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))
+GROUP BY auction, window_start, window_end;
+"""
+
+DUCKDB_QUERY = """
+SELECT auction, epoch_ms(time_bucket(INTERVAL 10 SECOND, date_time)) AS window_start,
+       count(*) AS bids, max(price) AS top
+FROM read_json('{input}', format = 'newline_delimited',
+               columns = {{auction: 'BIGINT', bidder: 'BIGINT', price: 'BIGINT',
+                          channel: 'VARCHAR', url: 'VARCHAR', date_time: 'TIMESTAMP',
+                          extra: 'VARCHAR'}})
+GROUP BY ALL
+"""
+
+# Runs in a child process: the query, then its answer as JSON on stdout.
+# DuckDB is timed inside that process, around the query alone: Python's
+# start and `import duckdb` are not counted against it.
+DUCKDB_CHILD = """
+import json, resource, sys, time, duckdb
+con = duckdb.connect()
+con.execute("SET threads = {threads}")
+query = sys.stdin.read()
+cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+c0, t0 = cpu(), time.monotonic()
+rows = con.execute(query).fetchall()
+json.dump({{"wall": time.monotonic() - t0, "cpu": cpu() - c0, "rows": rows}}, sys.stdout)
+"""
+
+
+def timed(cmd, stdin=None):
+    """Runs `cmd`; returns (stdout, wall seconds, CPU seconds of the child)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, cwd=ROOT)
+    wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        sys.exit(f"{cmd[0]} failed:\n{done.stderr}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return done.stdout, wall, cpu
+
+
+def eddy_run(eddy, input_path, parallelism, work):
+    output = os.path.join(work, f"eddy-p{parallelism}.json")
+    if os.path.exists(output):
+        os.remove(output)
+    state = os.path.join(work, f"state-{parallelism}")
+    shutil.rmtree(state, ignore_errors=True)
+    sql = os.path.join(work, "tumble.sql")
+    with open(sql, "w") as f:
+        f.write(EDDY_SQL.format(input=input_path, output=output))
+    _, wall, cpu = timed(
+        [eddy, "run", sql, "--parallelism", str(parallelism), "--quiet",
+         "--state-dir", state]
+    )
+    rows = []
+    with open(output) as f:
+        for line in f:
+            r = json.loads(line)
+            start = r["window_start"]
+            rows.append((r["auction"], start, r["bids"], r["top"]))
+    return rows, wall, cpu
+
+
+def duckdb_run(input_path, threads):
+    out, _, _ = timed(
+        [sys.executable, "-c", DUCKDB_CHILD.format(threads=threads)],
+        stdin=DUCKDB_QUERY.format(input=input_path),
+    )
+    answer = json.loads(out)
+    return [tuple(r) for r in answer["rows"]], answer["wall"], answer["cpu"]
+
+
+def normalize_eddy(rows):
+    """Window starts as epoch milliseconds, as DuckDB's answer has them."""
+    from datetime import datetime, timezone
+
+    def ms(text):
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return int(t.replace(tzinfo=timezone.utc).timestamp() * 1000)
+
+    return sorted((a, ms(s), n, top) for a, s, n, top in rows)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--eddy", default=os.path.join(
+        os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "eddy"))
+    p.add_argument("--input", default=os.path.join(ROOT, "out", "bids-2m.json"))
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    input_path = os.path.abspath(args.input)
+    if not os.path.exists(input_path):
+        print(f"writing {input_path}", file=sys.stderr)
+        subprocess.run([args.eddy, "run", "examples/bench/bids-2m-json.sql", "--quiet"],
+                       cwd=ROOT, check=True)
+    with open(input_path, "rb") as f:
+        lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 24), b""))
+    size = os.path.getsize(input_path)
+    print(f"input: {input_path}, {lines:,} bids, {size / 1e6:.0f} MB", file=sys.stderr)
+
+    engines = [(f"Eddy, parallelism {n}", lambda n=n, w=None: eddy_run(args.eddy, input_path, n, w))
+               for n in (1, args.threads)]
+    engines.append((f"DuckDB {__import__('duckdb').__version__}, {args.threads} threads",
+                     lambda w=None: duckdb_run(input_path, args.threads)))
+    results = {}
+    with tempfile.TemporaryDirectory() as work:
+        for run in range(args.runs):
+            for name, engine in engines:
+                if name.startswith("Eddy"):
+                    rows, wall, cpu = engine(w=work)
+                    rows = normalize_eddy(rows)
+                else:
+                    rows, wall, cpu = engine()
+                    rows = sorted(rows)
+                results.setdefault(name, []).append((wall, cpu, rows))
+                print(f"run {run + 1}: {name}: {wall:.2f} s wall, {cpu:.2f} s CPU, "
+                      f"{len(rows)} windows", file=sys.stderr)
+
+    answers = {name: runs[0][2] for name, runs in results.items()}
+    first = next(iter(answers.values()))
+    equal = all(a == first for a in answers.values())
+    print("| engine | wall (median) | CPU (median) | rows per CPU-second | windows | same answer |")
+    print("|---|---|---|---|---|---|")
+    for name, runs in results.items():
+        wall = statistics.median(r[0] for r in runs)
+        cpu = statistics.median(r[1] for r in runs)
+        rows = answers[name]
+        same = "yes" if rows == first else "**no**"
+        print(f"| {name} | {wall:.2f} s | {cpu:.2f} s | {lines / cpu / 1e6:.2f}M "
+              f"| {len(rows):,} | {same} |")
+    checksum = (len(first), sum(r[2] for r in first), sum(r[3] for r in first))
+    print(f"\nanswer: {checksum[0]:,} windows, {checksum[1]:,} bids, sum of maxima {checksum[2]:,}")
+    if not equal:
+        sys.exit("the engines' answers differ")
+
+
+if __name__ == "__main__":
+    main()
