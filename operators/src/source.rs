@@ -149,9 +149,10 @@ pub trait SourceReader: Send {
         0
     }
 
-    /// How many records each split it reads is behind the end of its
-    /// input, by split name, where the reader knows (Kafka: the latest
-    /// offset minus the position, per partition). The default knows none.
+    /// How far each split it reads is behind the end of its input, by
+    /// split name, where the reader knows: in records for Kafka (the latest
+    /// offset minus the position, per partition), in bytes for files. The
+    /// default knows none.
     fn lag(&self) -> Vec<(String, u64)> {
         Vec::new()
     }

@@ -59,7 +59,7 @@ impl Connector for FileConnector {
     }
 
     fn help(&self) -> &'static str {
-        "files: a bounded source (a file cut into byte ranges, or a directory's files side by side, optionally watched for new ones; .gz and .zst files are decompressed) and an exactly-once sink"
+        "files: a bounded source (a file cut into byte ranges, or a directory's files side by side, optionally watched for new files and appended lines; .gz and .zst files are decompressed) and an exactly-once sink"
     }
 
     fn options(&self) -> Vec<OptionDecl> {
@@ -82,7 +82,7 @@ impl Connector for FileConnector {
             OptionDecl::unset(
                 MONITOR_INTERVAL,
                 OptionType::Duration,
-                "list the directory again this often and read new files; the source then never ends",
+                "list the directory again this often and read new files, and follow lines appended to its files (a line is read once its line break is written); the source then never ends",
             )
             .source_only(),
             OptionDecl::unset(

@@ -1,5 +1,8 @@
 //! The file source: JSON lines or CSV (any line format of the registry),
-//! bounded, or a directory watched for new files.
+//! bounded, or a directory watched for new files and for lines appended
+//! to its files (`'source.monitor-interval'`): what is there is read at
+//! full speed, then the files are followed, a line once its line break is
+//! written.
 //!
 //! Splits:
 //! - a **directory**: each file (by name order, hidden files skipped) is a
@@ -194,6 +197,7 @@ impl SourceProvider for FileSource {
             turn: 0,
             done: 0,
             buffer: Vec::new(),
+            follow: self.monitor.is_some(),
         }))
     }
 
@@ -316,6 +320,10 @@ struct OpenSplit {
     reader: Input,
     /// Its [`Self::progress_mark`] when last counted as progress.
     counted: u64,
+    /// Followed to its end, where a line was still being written: the
+    /// file is opened again at the position before reading more (the
+    /// buffered reader would not look past the partial line).
+    stalled: bool,
     /// A byte offset and the 1-based line that starts there, once a bad
     /// record needed one: later lines are counted on from it.
     line_mark: Option<(u64, u64)>,
@@ -342,6 +350,7 @@ impl OpenSplit {
             position,
             reader,
             counted,
+            stalled: false,
             line_mark: None,
         };
         if !split.position.aligned {
@@ -367,8 +376,21 @@ impl OpenSplit {
 
     /// Reads up to `max` lines into `buf`; returns the lines read and the
     /// length of each.
-    fn read_lines(&mut self, max: usize, buf: &mut Vec<u8>) -> eddy_operators::Result<Vec<usize>> {
+    ///
+    /// Following (`follow`), a last line without its line break is being
+    /// written: it is left where it is, for a later read.
+    fn read_lines(
+        &mut self,
+        max: usize,
+        buf: &mut Vec<u8>,
+        follow: bool,
+    ) -> eddy_operators::Result<Vec<usize>> {
         let mut lengths = Vec::new();
+        if self.stalled {
+            let (path, at) = (&self.position.file, self.position.offset);
+            self.reader = Input::open_at(path, at).map_err(|e| io_error(path, e))?;
+            self.stalled = false;
+        }
         while lengths.len() < max {
             if self
                 .position
@@ -388,6 +410,11 @@ impl OpenSplit {
                 .read_until(b'\n', buf)
                 .map_err(|e| io_error(&self.position.file, e))?;
             if n == 0 {
+                break;
+            }
+            if follow && buf.last() != Some(&b'\n') {
+                buf.truncate(start);
+                self.stalled = true;
                 break;
             }
             self.position.offset += n as u64;
@@ -444,6 +471,9 @@ struct FileReader {
     done: u64,
     /// The lines of the batch being read, kept from one batch to the next.
     buffer: Vec<u8>,
+    /// `'source.monitor-interval'` is set: a file's end is where lines
+    /// will be appended, not the split's end.
+    follow: bool,
 }
 
 /// The line breaks in `path` (decompressed) between byte `from` and byte
@@ -474,6 +504,37 @@ impl OpenSplit {
 }
 
 impl FileReader {
+    /// Split `at` is followed past its end (see [`Self::follow`]).
+    fn follows(&self, at: usize) -> bool {
+        self.follow
+            && self
+                .splits
+                .get(at)
+                .is_some_and(|s| Compression::of(&s.position.file) == Compression::None)
+    }
+
+    /// What reading split `at` gave, as the runtime takes it.
+    fn hand_over(&mut self, at: usize, read: Option<Option<RecordBatch>>) -> Poll {
+        let index = self.splits.get(at).map_or(0, |s| s.index);
+        match (read, self.rejected.take()) {
+            // Bad records go with the rows read with them.
+            (Some(batch), Some(rejected)) => {
+                self.turn = at + 1;
+                Poll::Rejected(index, rejected, batch)
+            }
+            (Some(Some(batch)), None) => {
+                self.turn = at + 1;
+                Poll::Batch(index, batch)
+            }
+            (Some(None), None) => Poll::Pending,
+            (None, _) => {
+                let finished = self.splits.remove(at);
+                self.turn = at;
+                Poll::Finished(finished.index)
+            }
+        }
+    }
+
     /// Hands the records set aside to the policy: counted or dead letters,
     /// each with its line.
     fn set_aside(
@@ -516,7 +577,8 @@ impl FileReader {
             // faults (its memory goes back to the kernel in between).
             let mut buf = std::mem::take(&mut self.buffer);
             buf.clear();
-            let lengths = split.read_lines(self.batch_size, &mut buf)?;
+            let follow = self.follow && Compression::of(&split.position.file) == Compression::None;
+            let lengths = split.read_lines(self.batch_size, &mut buf, follow)?;
             let mark = split.progress_mark();
             self.done += mark.saturating_sub(split.counted);
             split.counted = mark;
@@ -577,29 +639,18 @@ impl SourceReader for FileReader {
     }
 
     fn poll(&mut self) -> eddy_operators::Result<Poll> {
-        if self.splits.is_empty() {
-            return Ok(Poll::Pending);
-        }
-        let at = self.turn % self.splits.len();
-        let read = self.read_batch(at)?;
-        let index = self.splits.get(at).map_or(0, |s| s.index);
-        match (read, self.rejected.take()) {
-            // Bad records go with the rows read with them.
-            (Some(batch), Some(rejected)) => {
+        // A followed split at its end has nothing now: the others are
+        // tried, each once.
+        for _ in 0..self.splits.len() {
+            let at = self.turn % self.splits.len();
+            let read = self.read_batch(at)?;
+            if read.is_none() && self.follows(at) {
                 self.turn = at + 1;
-                Ok(Poll::Rejected(index, rejected, batch))
+                continue;
             }
-            (Some(Some(batch)), None) => {
-                self.turn = at + 1;
-                Ok(Poll::Batch(index, batch))
-            }
-            (Some(None), None) => Ok(Poll::Pending),
-            (None, _) => {
-                let finished = self.splits.remove(at);
-                self.turn = at;
-                Ok(Poll::Finished(finished.index))
-            }
+            return Ok(self.hand_over(at, read));
         }
+        Ok(Poll::Pending)
     }
 
     fn positions(&self) -> Vec<(usize, Vec<u8>)> {
@@ -615,6 +666,26 @@ impl SourceReader for FileReader {
 
     fn bytes_read(&self) -> u64 {
         self.done
+    }
+
+    /// The bytes of each split's file (as it is, not compressed) not read
+    /// yet: up to its range's end, or to the file's length now.
+    fn lag(&self) -> Vec<(String, u64)> {
+        let plain = self
+            .splits
+            .iter()
+            .filter(|s| Compression::of(&s.position.file) == Compression::None);
+        plain
+            .filter_map(|s| {
+                let len = std::fs::metadata(&s.position.file).ok()?.len();
+                let name = s.position.file.display().to_string();
+                let (name, end) = match s.position.end {
+                    Some(end) => (format!("{name}..{end}"), end.min(len)),
+                    None => (name, len),
+                };
+                Some((name, end.saturating_sub(s.position.offset)))
+            })
+            .collect()
     }
 }
 

@@ -74,8 +74,12 @@ enum Column {
     Float32(Float32Builder),
     Bool(BooleanBuilder),
     Utf8(StringBuilder),
-    TimestampMs(TimestampMillisecondBuilder),
+    TimestampMs(TimestampMillisecondBuilder, LastDay),
 }
+
+/// The last date a timestamp column read, and its days since the epoch:
+/// the rows of a batch mostly share a few dates.
+type LastDay = Option<([u8; 10], i64)>;
 
 impl Column {
     fn new(kind: Kind, rows: usize) -> Self {
@@ -86,7 +90,7 @@ impl Column {
             Kind::Bool => Column::Bool(BooleanBuilder::with_capacity(rows)),
             Kind::Utf8 => Column::Utf8(StringBuilder::with_capacity(rows, rows * 16)),
             Kind::TimestampMs => {
-                Column::TimestampMs(TimestampMillisecondBuilder::with_capacity(rows))
+                Column::TimestampMs(TimestampMillisecondBuilder::with_capacity(rows), None)
             }
         }
     }
@@ -98,7 +102,7 @@ impl Column {
             Column::Float32(b) => b.append_null(),
             Column::Bool(b) => b.append_null(),
             Column::Utf8(b) => b.append_null(),
-            Column::TimestampMs(b) => b.append_null(),
+            Column::TimestampMs(b, _) => b.append_null(),
         }
     }
 
@@ -126,14 +130,18 @@ impl Column {
                 b'"' => b.append_value(at.string()?),
                 _ => return None,
             },
-            Column::TimestampMs(b) => match at.peek()? {
+            Column::TimestampMs(b, day) => match at.peek()? {
                 b'"' => {
-                    let text = at.string()?;
-                    let ms = match rfc3339_ms(text.as_bytes()) {
+                    let start = at.i;
+                    let ms = match rfc3339_ms(at.raw_string()?, day) {
                         Some(ms) => ms,
-                        None => string_to_datetime(&chrono::Utc, &text)
-                            .ok()?
-                            .timestamp_millis(),
+                        None => {
+                            at.i = start;
+                            let text = at.string()?;
+                            string_to_datetime(&chrono::Utc, &text)
+                                .ok()?
+                                .timestamp_millis()
+                        }
                     };
                     b.append_value(ms);
                 }
@@ -150,7 +158,7 @@ impl Column {
             Column::Float32(mut b) => Arc::new(b.finish()),
             Column::Bool(mut b) => Arc::new(b.finish()),
             Column::Utf8(mut b) => Arc::new(b.finish()),
-            Column::TimestampMs(mut b) => Arc::new(b.finish()),
+            Column::TimestampMs(mut b, _) => Arc::new(b.finish()),
         };
         if array.data_type() == data_type {
             return Some(array);
@@ -182,8 +190,8 @@ fn parse_i64(token: &[u8]) -> Option<i64> {
 /// `YYYY-MM-DD[T ]HH:MM:SS[.fraction][Z]` as milliseconds since the epoch
 /// in UTC, the spelling nearly every timestamp has; `None` for any other
 /// (an offset, a leap second, a date that does not exist), which arrow's
-/// parser then reads.
-fn rfc3339_ms(text: &[u8]) -> Option<i64> {
+/// parser then reads. `last` remembers the last date read.
+fn rfc3339_ms(text: &[u8], last: &mut LastDay) -> Option<i64> {
     let text = text.strip_suffix(b"Z").unwrap_or(text);
     let num = |range: std::ops::Range<usize>| -> Option<i64> {
         let digits = text.get(range)?;
@@ -197,7 +205,6 @@ fn rfc3339_ms(text: &[u8]) -> Option<i64> {
     {
         return None;
     }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
     let millis = match text.get(19..) {
         Some([]) => 0,
@@ -209,29 +216,34 @@ fn rfc3339_ms(text: &[u8]) -> Option<i64> {
         }
         _ => return None,
     };
-    if !(1..=12).contains(&month) || hour > 23 || minute > 59 || second > 59 {
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let date: [u8; 10] = text.get(..10)?.try_into().ok()?;
+    let days = match *last {
+        Some((seen, days)) if seen == date => days,
+        _ => {
+            let days = days_since_epoch(num(0..4)?, num(5..7)?, num(8..10)?)?;
+            *last = Some((date, days));
+            days
+        }
+    };
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
+    Some(seconds * 1000 + millis)
+}
+
+/// The days from 1970-01-01 to a date, if it exists.
+fn days_since_epoch(year: i64, month: i64, day: i64) -> Option<i64> {
+    if !(1..=12).contains(&month) {
         return None;
     }
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let days_in_month = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
+    let february = if leap { 29 } else { 28 };
+    let days_in_month = [31, february, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
     if day < 1 || day > days_in_month[month as usize - 1] {
         return None;
     }
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
-    Some(seconds * 1000 + millis)
+    Some(days_from_civil(year, month, day))
 }
 
 /// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
@@ -315,7 +327,11 @@ impl FastJson {
             at.skip_ws();
             at.expect(b':')?;
             at.skip_ws();
-            match self.names.iter().position(|n| n.as_slice() == key) {
+            // The length and first byte turn most other keys away before
+            // a comparison.
+            let matches =
+                |n: &Vec<u8>| n.len() == key.len() && n.first() == key.first() && *n == key;
+            match self.names.iter().position(matches) {
                 Some(c) if seen[c] => return None,
                 Some(c) => {
                     seen[c] = true;
