@@ -421,16 +421,17 @@ impl OperatorCounters {
         self.facade.batches_in.increment(1);
     }
 
-    /// A source split's lag, in records behind the end of its input
-    /// (`eddy_source_lag_records`, labelled by split too).
-    pub fn source_lag(&self, split: &str, lag: u64) {
+    /// A source split's lag behind the end of its input, in `unit`s
+    /// (`eddy_source_lag_records` or `eddy_source_lag_bytes`, labelled by
+    /// split too).
+    pub fn source_lag(&self, split: &str, lag: u64, unit: crate::source::LagUnit) {
         let labels = [
             ("job", self.job.clone()),
             ("operator", self.operator.clone()),
             ("subtask", self.subtask.to_string()),
             ("split", split.to_string()),
         ];
-        metrics::gauge!("eddy_source_lag_records", &labels).set(lag as f64);
+        metrics::gauge!(unit.metric(), &labels).set(lag as f64);
     }
 
     /// The operator emitted a batch of `rows` rows.

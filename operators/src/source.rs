@@ -150,11 +150,34 @@ pub trait SourceReader: Send {
     }
 
     /// How far each split it reads is behind the end of its input, by
-    /// split name, where the reader knows: in records for Kafka (the latest
-    /// offset minus the position, per partition), in bytes for files. The
-    /// default knows none.
+    /// split name, where the reader knows, in [`Self::lag_unit`]s (Kafka:
+    /// the latest offset minus the position, per partition). The default
+    /// knows none.
     fn lag(&self) -> Vec<(String, u64)> {
         Vec::new()
+    }
+
+    /// What [`Self::lag`] counts.
+    fn lag_unit(&self) -> LagUnit {
+        LagUnit::Records
+    }
+}
+
+/// What a source's lag counts: records (a topic's offsets) or bytes (a
+/// file's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LagUnit {
+    Records,
+    Bytes,
+}
+
+impl LagUnit {
+    /// The gauge it is exported as.
+    pub fn metric(self) -> &'static str {
+        match self {
+            LagUnit::Records => "eddy_source_lag_records",
+            LagUnit::Bytes => "eddy_source_lag_bytes",
+        }
     }
 }
 
@@ -289,6 +312,10 @@ impl SourceReader for ProjectedReader {
 
     fn lag(&self) -> Vec<(String, u64)> {
         self.inner.lag()
+    }
+
+    fn lag_unit(&self) -> LagUnit {
+        self.inner.lag_unit()
     }
 }
 

@@ -31,7 +31,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use eddy_operators::lookup::LookupTable;
 use eddy_operators::source::{
-    Poll, Rejected, SourceProvider, SourceReader, Split, SplitAssignment, SplitEnumerator, read_all,
+    LagUnit, Poll, Rejected, SourceProvider, SourceReader, Split, SplitAssignment, SplitEnumerator,
+    read_all,
 };
 use eddy_operators::{OperatorContext, OperatorError};
 use serde::{Deserialize, Serialize};
@@ -687,6 +688,10 @@ impl SourceReader for FileReader {
             })
             .collect()
     }
+
+    fn lag_unit(&self) -> LagUnit {
+        LagUnit::Bytes
+    }
 }
 
 /// A file (or a directory's files) read whole for a lookup join, again
@@ -918,5 +923,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("bad.jsonl.gz at line 2:"), "{err}");
+    }
+
+    /// A file's lag is its bytes not read yet, and grows as lines are
+    /// appended.
+    #[test]
+    fn the_lag_is_the_bytes_not_read_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in");
+        let line = "{\"k\": \"a\", \"v\": 1}\n";
+        std::fs::write(&path, line.repeat(10)).unwrap();
+        let src = source(&path, Arc::new(JsonFormat), &[]).unwrap();
+        let mut reader = src.reader().unwrap();
+        assert_eq!(reader.lag_unit(), LagUnit::Bytes);
+        let split = src.enumerator().unwrap().list().unwrap().remove(0);
+        reader.add_split(0, split).unwrap();
+        let name = path.display().to_string();
+        assert_eq!(reader.lag(), [(name.clone(), 10 * line.len() as u64)]);
+        // batch.size is 2: two lines read.
+        assert!(matches!(reader.poll().unwrap(), Poll::Batch(..)));
+        assert_eq!(reader.lag(), [(name.clone(), 8 * line.len() as u64)]);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, line.as_bytes()).unwrap();
+        assert_eq!(reader.lag(), [(name, 9 * line.len() as u64)]);
     }
 }

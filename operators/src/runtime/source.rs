@@ -336,8 +336,9 @@ impl SourceTask<'_> {
     /// Sets the lag gauges of the splits the reader knows it for.
     fn report_lag(&self) {
         if let Some(counters) = self.ctx.metrics.operator() {
+            let unit = self.reader.lag_unit();
             for (split, lag) in self.reader.lag() {
-                counters.source_lag(&split, lag);
+                counters.source_lag(&split, lag, unit);
             }
         }
     }
