@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 fn eddy_run(dir: &Path, sql: &str) -> Output {
     let path = dir.join("q.sql");
@@ -14,6 +14,27 @@ fn eddy_run(dir: &Path, sql: &str) -> Output {
         .args(["run", "q.sql"])
         .output()
         .unwrap()
+}
+
+/// `eddy run q.sql` in `dir`, left running: its state in `state`, a
+/// checkpoint every `interval`, its stderr to `stderr`.
+fn eddy_run_in_background(dir: &Path, state: &str, interval: &str, stderr: Stdio) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .current_dir(dir)
+        .args(["run", "q.sql", "--state-dir", state])
+        .args(["--checkpoint-interval", interval])
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+/// Sends SIGTERM to process `pid`.
+fn term(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 fn stderr(o: &Output) -> String {
@@ -493,27 +514,8 @@ fn a_second_sigterm_ends_the_process_at_once() {
                  'source.monitor-interval' = '100 ms');
                CREATE SINK out WITH (connector = 'file', path = 'out/') AS SELECT k FROM s;\n";
     std::fs::write(dir.path().join("q.sql"), sql).unwrap();
-    let term = |pid: u32| {
-        let status = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
     // Once: a clean stop after a checkpoint, exit status 0.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .current_dir(dir.path())
-        .args([
-            "run",
-            "q.sql",
-            "--state-dir",
-            "state",
-            "--checkpoint-interval",
-            "50ms",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = eddy_run_in_background(dir.path(), "state", "50ms", Stdio::piped());
     // The first row is committed by a checkpoint: the job is running and
     // eddy's handler is in place.
     while !dir.path().join("out").exists()
@@ -535,19 +537,8 @@ fn a_second_sigterm_ends_the_process_at_once() {
     // sent once the first was handled: two signals sent at once may reach
     // a process as one.)
     let log = dir.path().join("stderr.txt");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .current_dir(dir.path())
-        .args([
-            "run",
-            "q.sql",
-            "--state-dir",
-            "state2",
-            "--checkpoint-interval",
-            "1h",
-        ])
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let log_file = std::fs::File::create(&log).unwrap();
+    let mut child = eddy_run_in_background(dir.path(), "state2", "1h", log_file.into());
     // The job's state directory records it once eddy's handler is in place.
     while !dir.path().join("state2/job1-out/job.json").exists() {
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -590,19 +581,7 @@ fn a_watched_directory_is_replayed_then_followed_without_gap_or_duplicate() {
                  'source.monitor-interval' = '50 ms');
                CREATE SINK out WITH (connector = 'file', path = 'out/') AS SELECT k FROM s;\n";
     std::fs::write(dir.path().join("q.sql"), sql).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .current_dir(dir.path())
-        .args([
-            "run",
-            "q.sql",
-            "--state-dir",
-            "state",
-            "--checkpoint-interval",
-            "50ms",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = eddy_run_in_background(dir.path(), "state", "50ms", Stdio::piped());
     // The rows committed so far (part files, not those in progress).
     let committed = || -> Vec<i64> {
         let Ok(entries) = std::fs::read_dir(dir.path().join("out")) else {
@@ -646,11 +625,7 @@ fn a_watched_directory_is_replayed_then_followed_without_gap_or_duplicate() {
     // A new file.
     std::fs::write(dir.path().join("in/b.json"), lines(1501..2000)).unwrap();
     wait_for(2000);
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    term(child.id());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(committed(), (0..2000).collect::<Vec<i64>>());

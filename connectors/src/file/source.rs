@@ -319,6 +319,12 @@ struct OpenSplit {
     index: usize,
     position: Position,
     reader: Input,
+    /// The file is compressed (it cannot be followed; its progress is in
+    /// compressed bytes).
+    compressed: bool,
+    /// Read past its end as lines are appended (`'source.monitor-interval'`,
+    /// a file as it is).
+    follow: bool,
     /// Its [`Self::progress_mark`] when last counted as progress.
     counted: u64,
     /// Followed to its end, where a line was still being written: the
@@ -331,8 +337,9 @@ struct OpenSplit {
 }
 
 impl OpenSplit {
-    fn open(index: usize, position: Position) -> eddy_operators::Result<Self> {
+    fn open(index: usize, position: Position, follow: bool) -> eddy_operators::Result<Self> {
         let path = position.file.clone();
+        let compressed = Compression::of(&path) != Compression::None;
         let at = position.offset;
         // Not aligned: the line under `offset` belongs to the range before;
         // skip to the first line that starts at or after it.
@@ -342,14 +349,13 @@ impl OpenSplit {
             at.saturating_sub(1)
         };
         let reader = Input::open_at(&path, from).map_err(|e| io_error(&path, e))?;
-        let counted = match Compression::of(&path) {
-            Compression::None => from,
-            _ => 0,
-        };
+        let counted = if compressed { 0 } else { from };
         let mut split = Self {
             index,
             position,
             reader,
+            compressed,
+            follow: follow && !compressed,
             counted,
             stalled: false,
             line_mark: None,
@@ -369,23 +375,19 @@ impl OpenSplit {
     /// How far it has read, for progress: the offset in a file as it is,
     /// the bytes of a compressed file decompressed so far.
     fn progress_mark(&self) -> u64 {
-        match Compression::of(&self.position.file) {
-            Compression::None => self.position.offset,
-            _ => self.reader.file_bytes_read(),
+        if self.compressed {
+            self.reader.file_bytes_read()
+        } else {
+            self.position.offset
         }
     }
 
     /// Reads up to `max` lines into `buf`; returns the lines read and the
     /// length of each.
     ///
-    /// Following (`follow`), a last line without its line break is being
-    /// written: it is left where it is, for a later read.
-    fn read_lines(
-        &mut self,
-        max: usize,
-        buf: &mut Vec<u8>,
-        follow: bool,
-    ) -> eddy_operators::Result<Vec<usize>> {
+    /// Followed, a last line without its line break is being written: it
+    /// is left where it is, for a later read.
+    fn read_lines(&mut self, max: usize, buf: &mut Vec<u8>) -> eddy_operators::Result<Vec<usize>> {
         let mut lengths = Vec::new();
         if self.stalled {
             let (path, at) = (&self.position.file, self.position.offset);
@@ -413,7 +415,7 @@ impl OpenSplit {
             if n == 0 {
                 break;
             }
-            if follow && buf.last() != Some(&b'\n') {
+            if self.follow && buf.last() != Some(&b'\n') {
                 buf.truncate(start);
                 self.stalled = true;
                 break;
@@ -505,13 +507,9 @@ impl OpenSplit {
 }
 
 impl FileReader {
-    /// Split `at` is followed past its end (see [`Self::follow`]).
+    /// Split `at` is followed past its end (see [`OpenSplit::follow`]).
     fn follows(&self, at: usize) -> bool {
-        self.follow
-            && self
-                .splits
-                .get(at)
-                .is_some_and(|s| Compression::of(&s.position.file) == Compression::None)
+        self.splits.get(at).is_some_and(|s| s.follow)
     }
 
     /// What reading split `at` gave, as the runtime takes it.
@@ -578,8 +576,7 @@ impl FileReader {
             // faults (its memory goes back to the kernel in between).
             let mut buf = std::mem::take(&mut self.buffer);
             buf.clear();
-            let follow = self.follow && Compression::of(&split.position.file) == Compression::None;
-            let lengths = split.read_lines(self.batch_size, &mut buf, follow)?;
+            let lengths = split.read_lines(self.batch_size, &mut buf)?;
             let mark = split.progress_mark();
             self.done += mark.saturating_sub(split.counted);
             split.counted = mark;
@@ -634,7 +631,7 @@ impl SourceReader for FileReader {
                 assigned.id, self.name
             ))
         })?;
-        let open = OpenSplit::open(split, position)?;
+        let open = OpenSplit::open(split, position, self.follow)?;
         self.splits.push(open);
         Ok(())
     }
@@ -672,10 +669,7 @@ impl SourceReader for FileReader {
     /// The bytes of each split's file (as it is, not compressed) not read
     /// yet: up to its range's end, or to the file's length now.
     fn lag(&self) -> Vec<(String, u64)> {
-        let plain = self
-            .splits
-            .iter()
-            .filter(|s| Compression::of(&s.position.file) == Compression::None);
+        let plain = self.splits.iter().filter(|s| !s.compressed);
         plain
             .filter_map(|s| {
                 let len = std::fs::metadata(&s.position.file).ok()?.len();

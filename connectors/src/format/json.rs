@@ -22,6 +22,9 @@ use crate::{Result, conform, readable_changelog};
 pub(crate) const TIMESTAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.fZ";
 
 const IGNORE_PARSE_ERRORS: &str = "json.ignore-parse-errors";
+/// Batches in a row the fast path may leave to arrow-json before it is
+/// no longer tried.
+const GIVE_UP: u32 = 8;
 const TIMESTAMP_STANDARD: &str = "json.timestamp-format.standard";
 
 #[derive(Debug)]
@@ -57,6 +60,7 @@ impl Format for JsonFormat {
         Ok(Some(Box::new(JsonDecoder {
             declared: schema.clone(),
             fast: FastJson::new(&decode_schema),
+            misses: 0,
             decode_schema,
             ignore_parse_errors: options.bool(IGNORE_PARSE_ERRORS)?.unwrap_or(false),
         })))
@@ -139,16 +143,32 @@ pub(crate) fn clean(e: &dyn std::fmt::Display) -> String {
 struct JsonDecoder {
     declared: SchemaRef,
     decode_schema: SchemaRef,
-    /// The fast path, when every column is of a type it reads.
+    /// The fast path, when every column is of a type it reads; dropped
+    /// after [`GIVE_UP`] batches in a row that it left to arrow-json (the
+    /// input is not of the common shape, and trying costs).
     fast: Option<FastJson>,
+    /// Batches in a row the fast path left to arrow-json.
+    misses: u32,
     ignore_parse_errors: bool,
 }
 
 impl Decoder for JsonDecoder {
     fn decode(&mut self, records: &Records) -> std::result::Result<RecordBatch, String> {
-        let batch = match self.fast.as_ref().and_then(|f| f.decode(records)) {
-            Some(batch) => batch,
-            None => decode_json(&self.decode_schema, &records.lines(), records.len())?,
+        let fast = self.fast.as_ref().map(|f| f.decode(records));
+        let batch = match fast {
+            Some(Some(batch)) => {
+                self.misses = 0;
+                batch
+            }
+            missed => {
+                if missed.is_some() {
+                    self.misses += 1;
+                    if self.misses >= GIVE_UP {
+                        self.fast = None;
+                    }
+                }
+                decode_json(&self.decode_schema, &records.lines(), records.len())?
+            }
         };
         conform(batch, &self.declared).map_err(|e| clean(&e))
     }
