@@ -6,7 +6,9 @@ Starts `eddy server` on free ports, runs a materialized view over the
 Nexmark generator at full speed (bids per auction bucket in 10-second
 windows), measures the job's rate and the server's memory and CPU for a
 baseline period, then again while SSE clients follow the view and Postgres
-sessions query it each second. Prints a Markdown table.
+sessions query it each second, then alone again (the host's speed
+drifts; the load is compared with both periods alone). Prints a Markdown
+table.
 
     /usr/bin/python3 bench/serving_load.py --eddy target/release/eddy \
         [--sse 200] [--psql 50] [--baseline 60] [--seconds 300] [--view windows|fixed]
@@ -213,12 +215,19 @@ def main():
             print(f"{args.sse} SSE followers and {args.psql} Postgres sessions, {args.seconds}s:", file=sys.stderr)
             load = sample(api, job, server.pid, args.seconds, args.every, clients)
             clients.stop.set()
+            for t in clients.threads:
+                t.join(timeout=10)
+            # The machine's speed drifts (a shared host): the job alone is
+            # measured again after, and the load compared with both.
+            print(f"after, alone, {args.baseline}s:", file=sys.stderr)
+            after = sample(api, job, server.pid, args.baseline, args.every)
             state_of = http(f"{api}/api/jobs/{job}")["state"]
         finally:
             server.terminate()
             server.wait()
-    b_rate, l_rate = mean([s["rate"] for s in base]), mean([s["rate"] for s in load])
-    b_core = mean([s["rate"] / s["cores"] for s in base])
+    alone = base + after
+    b_rate, l_rate = mean([s["rate"] for s in alone]), mean([s["rate"] for s in load])
+    b_core = mean([s["rate"] / s["cores"] for s in alone])
     l_core = mean([s["rate"] / s["cores"] for s in load])
     rss = [s["rss"] / 2**20 for s in load]
     print(f"| phase | rows/s | rows per server CPU-second | server cores | server RSS (MiB) | client cores | changes delivered/s | queries/s |")
@@ -229,7 +238,10 @@ def main():
           f"{mean([s['cores'] for s in load]):.2f} | {rss[0]:.0f} → {rss[-1]:.0f} (max {max(rss):.0f}) | "
           f"{mean([s['client_cores'] for s in load]):.2f} | {mean([s['changes'] for s in load]):.0f} | "
           f"{mean([s['queries'] for s in load]):.1f} |")
-    print(f"\nthroughput change: {100 * (l_rate / b_rate - 1):+.1f}% by the clock, "
+    print(f"| after, alone, {args.baseline} s | {mean([s['rate'] for s in after]) / 1e6:.2f}M | "
+          f"{mean([s['rate'] / s['cores'] for s in after]) / 1e6:.2f}M | {mean([s['cores'] for s in after]):.2f} | "
+          f"{after[0]['rss'] / 2**20:.0f} → {after[-1]['rss'] / 2**20:.0f} | – | – | – |")
+    print(f"\nthroughput change against the job alone (before and after): {100 * (l_rate / b_rate - 1):+.1f}% by the clock, "
           f"{100 * (l_core / b_core - 1):+.1f}% per server CPU-second; job {state_of}; "
           f"{clients.closed} SSE clients dropped as too slow; {len(clients.errors)} client errors"
           + (f" (first: {clients.errors[0]})" if clients.errors else ""))

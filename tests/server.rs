@@ -476,6 +476,13 @@ fn a_view_survives_kill_9_and_drop_frees_it() {
         counts_rows(&fold_events(&sse_for(&server, "counts", 1, None)).0),
         expected
     );
+    // Finished, it keeps its rows across another restart, where its job
+    // does not run again: the rows are rebuilt from the view's logs up to
+    // its last checkpoint.
+    server.kill();
+    let server = Server::start(dir.path(), &[]);
+    server.wait_job(&id, "finished", |j| j["state"] == "finished");
+    assert_eq!(select_counts(&server), expected);
 
     let (status, body) = server.sql("DROP MATERIALIZED VIEW counts");
     assert_eq!(status, 200, "{body}");

@@ -31,7 +31,8 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::App;
 use super::api::ApiError;
-use super::views::{Change, SUBSCRIBER_BUFFER, View};
+use super::views::{Change, SUBSCRIBER_BUFFER, View, json_rows};
+use datafusion::arrow::record_batch::RecordBatch;
 use eddy_operators::OperatorError;
 
 /// One message to a subscriber.
@@ -41,11 +42,17 @@ pub(crate) struct Message {
     pub data: Value,
 }
 
+/// Snapshot rows turned into JSON messages at a time.
+const SNAPSHOT_CHUNK: usize = 256;
+
 /// One subscriber's stream.
 pub(crate) struct Subscription {
     view: Arc<View>,
-    /// Changes to send before the live ones (a snapshot or a replay).
+    /// Changes to send before the live ones (a replay, or the snapshot's
+    /// next rows).
     queued: VecDeque<Change>,
+    /// Snapshot rows not yet queued, from the first, and their number.
+    snapshot: Option<(RecordBatch, u64)>,
     receiver: broadcast::Receiver<Change>,
     ended: bool,
 }
@@ -145,13 +152,42 @@ impl Subscription {
     /// A subscription to `view` after change `last`: the changes after it
     /// if they are retained, else a snapshot; then the live ones.
     pub(crate) fn of(view: Arc<View>, last: Option<u64>) -> Result<Self, OperatorError> {
-        let (queued, _, receiver) = view.subscribe(last)?;
-        Ok(Subscription {
+        let catchup = view.subscribe(last)?;
+        let mut subscription = Subscription {
             view,
-            queued: queued.into(),
-            receiver,
+            queued: VecDeque::new(),
+            snapshot: None,
+            receiver: catchup.receiver,
             ended: false,
-        })
+        };
+        subscription.catch_up(catchup.replay, catchup.snapshot, catchup.seq);
+        Ok(subscription)
+    }
+
+    fn catch_up(&mut self, replay: Vec<Change>, snapshot: Option<RecordBatch>, seq: u64) {
+        self.queued = replay.into();
+        self.snapshot = snapshot.map(|rows| (rows, seq));
+    }
+
+    /// The next change to send before the live ones, if any: the snapshot
+    /// turns its next rows into JSON when the queue runs out.
+    fn queued(&mut self) -> Result<Option<Change>, OperatorError> {
+        if self.queued.is_empty()
+            && let Some((rows, seq)) = self.snapshot.take()
+        {
+            let n = rows.num_rows().min(SNAPSHOT_CHUNK);
+            for row in json_rows(&rows.slice(0, n))? {
+                self.queued.push_back(Change::Row {
+                    seq,
+                    op: "+I",
+                    row: Arc::new(row),
+                });
+            }
+            if n < rows.num_rows() {
+                self.snapshot = Some((rows.slice(n, rows.num_rows() - n), seq));
+            }
+        }
+        Ok(self.queued.pop_front())
     }
 
     /// The next event to send; `None` ends the stream.
@@ -159,7 +195,11 @@ impl Subscription {
         if self.ended {
             return None;
         }
-        let change = match self.queued.pop_front() {
+        let queued = match self.queued() {
+            Ok(queued) => queued,
+            Err(e) => return Some(self.close(&format!("the view cannot be read: {e}"))),
+        };
+        let change = match queued {
             Some(change) => change,
             None => match self.receiver.recv().await {
                 Ok(change) => change,
@@ -175,12 +215,12 @@ impl Subscription {
         if let Change::Reset { .. } = change {
             // Start again from the rows as restored.
             return Some(match self.view.subscribe(None) {
-                Ok((snapshot, seq, receiver)) => {
-                    self.queued = snapshot.into();
-                    self.receiver = receiver;
+                Ok(catchup) => {
+                    self.receiver = catchup.receiver;
+                    self.catch_up(catchup.replay, catchup.snapshot, catchup.seq);
                     Message {
                         event: "reset",
-                        id: Some(self.view.event_id(seq)),
+                        id: Some(self.view.event_id(catchup.seq)),
                         data: json!({}),
                     }
                 }

@@ -13,17 +13,17 @@
 //! Subscribers get changes through a bounded broadcast: one that falls
 //! behind is told so and dropped; the job never waits for it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::array::{AsArray, RecordBatch};
-use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::array::{AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{Int8Type, SchemaRef};
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
-use datafusion::arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::arrow::row::{OwnedRow, Row, RowConverter, Rows, SortField};
 use eddy_connectors::MaterializingSink;
 use eddy_connectors::options::{OptionDecl, Options};
 use eddy_connectors::registry::{Connector, ConnectorContext};
@@ -49,6 +49,21 @@ pub enum Change {
     /// The view went back to a checkpoint (its job was restored): start
     /// again from a snapshot.
     Reset { seq: u64 },
+}
+
+/// How a subscriber catches up before the live changes.
+#[derive(Debug)]
+pub struct Catchup {
+    /// Retained changes after the client's last one.
+    pub replay: Vec<Change>,
+    /// Or the current rows, to send as `+I` changes numbered `seq`: kept
+    /// as Arrow and turned into JSON a few at a time as they are sent, so
+    /// that many subscribers joining a large view at once do not hold a
+    /// JSON copy of it each.
+    pub snapshot: Option<RecordBatch>,
+    /// The number of the last change before the live ones.
+    pub seq: u64,
+    pub receiver: broadcast::Receiver<Change>,
 }
 
 /// Every view of a server.
@@ -205,12 +220,9 @@ impl View {
     }
 
     /// A subscription from a client's last event: the changes after it if
-    /// they are still retained, else the current rows as `+I` changes;
-    /// then the live ones from the receiver.
-    pub fn subscribe(
-        &self,
-        last: Option<u64>,
-    ) -> Result<(Vec<Change>, u64, broadcast::Receiver<Change>), OperatorError> {
+    /// they are still retained, else the current rows (sent as `+I`
+    /// changes); then the live ones from the receiver.
+    pub fn subscribe(&self, last: Option<u64>) -> Result<Catchup, OperatorError> {
         let inner = self.inner();
         let receiver = self.events.subscribe();
         let oldest = inner.retained.front().map_or(inner.seq + 1, change_seq);
@@ -221,19 +233,19 @@ impl View {
                 .filter(|c| change_seq(c) > last)
                 .cloned()
                 .collect();
-            return Ok((replay, inner.seq, receiver));
+            return Ok(Catchup {
+                replay,
+                snapshot: None,
+                seq: inner.seq,
+                receiver,
+            });
         }
-        let rows = snapshot_of(&inner, &self.schema)?;
-        let seq = inner.seq;
-        let snapshot = json_rows(&rows)?
-            .into_iter()
-            .map(|row| Change::Row {
-                seq,
-                op: "+I",
-                row: Arc::new(row),
-            })
-            .collect();
-        Ok((snapshot, seq, receiver))
+        Ok(Catchup {
+            replay: Vec::new(),
+            snapshot: Some(snapshot_of(&inner, &self.schema)?),
+            seq: inner.seq,
+            receiver,
+        })
     }
 
     fn stage(&self, subtask: usize, checkpoint: u64, batch: RecordBatch, log_end: u64) {
@@ -265,7 +277,7 @@ impl View {
     }
 
     /// Folds a changelog batch into a subtask's rows; with `announce`,
-    /// tells subscribers each change.
+    /// tells subscribers the batch's net change (see [`net_changes`]).
     fn apply(
         &self,
         inner: &mut Inner,
@@ -278,23 +290,16 @@ impl View {
             .index_of(OP_COLUMN)
             .ok()
             .map(|i| batch.column(i).as_primitive::<Int8Type>().clone());
+        let op = |i: usize| ops.as_ref().map_or(0, |o| o.value(i));
         let rows_batch = batch.project(
             &(0..batch.num_columns())
                 .filter(|i| batch.schema().field(*i).name() != OP_COLUMN)
                 .collect::<Vec<_>>(),
         )?;
         let rows = inner.converter.convert_columns(rows_batch.columns())?;
-        let mut json = if announce {
-            json_rows(&rows_batch)?
-        } else {
-            Vec::new()
-        }
-        .into_iter();
         for i in 0..rows_batch.num_rows() {
-            let op = ops.as_ref().map_or(0, |o| o.value(i));
             let row = rows.row(i).owned();
-            let removes = op == OP_UPDATE_BEFORE || op == OP_DELETE;
-            if removes {
+            if removes(op(i)) {
                 remove_row(&mut inner.parts, subtask, &row);
             } else {
                 *inner
@@ -304,20 +309,26 @@ impl View {
                     .entry(row)
                     .or_insert(0) += 1;
             }
-            if let Some(json) = json.next() {
-                inner.seq += 1;
-                let change = Change::Row {
-                    seq: inner.seq,
-                    op: match op {
-                        OP_UPDATE_BEFORE => "-U",
-                        OP_UPDATE_AFTER => "+U",
-                        OP_DELETE => "-D",
-                        _ => "+I",
-                    },
-                    row: Arc::new(json),
-                };
-                self.announce(inner, change);
-            }
+        }
+        if !announce {
+            return Ok(());
+        }
+        let net = net_changes(&rows, op);
+        let indices = UInt32Array::from_iter_values(net.iter().map(|i| *i as u32));
+        let changed = take_record_batch(&rows_batch, &indices)?;
+        for (i, json) in net.into_iter().zip(json_rows(&changed)?) {
+            inner.seq += 1;
+            let change = Change::Row {
+                seq: inner.seq,
+                op: match op(i) {
+                    OP_UPDATE_BEFORE => "-U",
+                    OP_UPDATE_AFTER => "+U",
+                    OP_DELETE => "-D",
+                    _ => "+I",
+                },
+                row: Arc::new(json),
+            };
+            self.announce(inner, change);
         }
         Ok(())
     }
@@ -369,6 +380,24 @@ impl View {
     /// checkpoint (what came later was never committed) and replayed.
     /// Subscribers are told to start again.
     fn restore(&self, subtask: usize, checkpoint: u64) -> Result<(), OperatorError> {
+        self.rebuild(subtask, checkpoint, u64::MAX)
+    }
+
+    /// A subtask's rows from the first `committed` bytes of its log (what
+    /// a checkpoint recorded as its end), the rest cut: a finished job's
+    /// view, rebuilt without running the job.
+    fn restore_committed(&self, subtask: usize, committed: u64) -> Result<(), OperatorError> {
+        self.rebuild(subtask, u64::MAX, committed)
+    }
+
+    /// A subtask's rows from its log's records up to `checkpoint` and
+    /// within the first `committed` bytes; the rest of the log is cut.
+    fn rebuild(
+        &self,
+        subtask: usize,
+        checkpoint: u64,
+        committed: u64,
+    ) -> Result<(), OperatorError> {
         let path = self.log_path(subtask);
         let mut data = Vec::new();
         match std::fs::File::open(&path) {
@@ -382,7 +411,8 @@ impl View {
         let mut batches = Vec::new();
         while let Some((cp, len)) = record_header(&data[at..]) {
             // A record cut short by a crash, or of a later checkpoint.
-            if cp > checkpoint || at + RECORD_HEADER + len > data.len() {
+            let end = at + RECORD_HEADER + len;
+            if cp > checkpoint || end > data.len() || end as u64 > committed {
                 break;
             }
             batches.extend(decode_record(&data[at + RECORD_HEADER..][..len])?);
@@ -432,6 +462,47 @@ pub fn record_header(data: &[u8]) -> Option<(u64, usize)> {
 pub fn decode_record(body: &[u8]) -> Result<Vec<RecordBatch>, OperatorError> {
     let reader = StreamReader::try_new(body, None)?;
     reader.map(|b| b.map_err(OperatorError::from)).collect()
+}
+
+/// Whether a changelog op takes a row away (`-U`, `-D`).
+fn removes(op: i8) -> bool {
+    op == OP_UPDATE_BEFORE || op == OP_DELETE
+}
+
+/// A batch's changes netted per row, as the positions of the changes to
+/// announce: a row added and taken away within the batch is not
+/// announced at all, so an updating aggregate tells its subscribers each
+/// key's change once per checkpoint, not once per input batch. A row
+/// whose count went down (up) by `n` is announced `n` times, by its last
+/// removal (addition) and with that change's op. Removals come first, so
+/// that a client that keys rows never takes away a row just added.
+fn net_changes(rows: &Rows, op: impl Fn(usize) -> i8) -> Vec<usize> {
+    // Per distinct row: its net count, its last removal and last addition.
+    let mut net: HashMap<Row<'_>, (i64, usize, usize)> = HashMap::new();
+    for i in 0..rows.num_rows() {
+        let entry = net.entry(rows.row(i)).or_insert((0, i, i));
+        if removes(op(i)) {
+            entry.0 -= 1;
+            entry.1 = i;
+        } else {
+            entry.0 += 1;
+            entry.2 = i;
+        }
+    }
+    let mut removals = Vec::new();
+    let mut additions = Vec::new();
+    for (count, last_removal, last_addition) in net.into_values() {
+        let n = count.unsigned_abs() as usize;
+        match count.signum() {
+            -1 => removals.extend(std::iter::repeat_n(last_removal, n)),
+            1 => additions.extend(std::iter::repeat_n(last_addition, n)),
+            _ => {}
+        }
+    }
+    removals.sort_unstable();
+    additions.sort_unstable();
+    removals.extend(additions);
+    removals
 }
 
 fn change_seq(change: &Change) -> u64 {
@@ -564,6 +635,7 @@ impl SinkProvider for ViewSink {
             view: self.view.clone(),
             subtask: 0,
             pending: Vec::new(),
+            log_end: 0,
         }))
     }
 
@@ -583,6 +655,8 @@ struct ViewWriter {
     view: Arc<View>,
     subtask: usize,
     pending: Vec<RecordBatch>,
+    /// Where its log ends: the position each checkpoint keeps.
+    log_end: u64,
 }
 
 impl Sink for ViewWriter {
@@ -602,23 +676,32 @@ impl Sink for ViewWriter {
         Ok(())
     }
 
+    /// Its position in every checkpoint is where its log ends, so that a
+    /// finished job's view can be rebuilt from the logs alone.
     fn pre_commit(&mut self, checkpoint: u64, _last: bool) -> eddy_operators::Result<SinkCommit> {
+        let position = |end: u64| Some(end.to_le_bytes().to_vec());
         let Some(first) = self.pending.first() else {
-            return Ok(SinkCommit::default());
+            return Ok(SinkCommit {
+                position: position(self.log_end),
+                committable: None,
+            });
         };
         let batch = concat_batches(&first.schema(), &self.pending)?;
         self.pending.clear();
-        let log_end = self.view.log(self.subtask, checkpoint, &batch)?;
-        self.view.stage(self.subtask, checkpoint, batch, log_end);
+        self.log_end = self.view.log(self.subtask, checkpoint, &batch)?;
+        self.view
+            .stage(self.subtask, checkpoint, batch, self.log_end);
         Ok(SinkCommit {
-            position: None,
+            position: position(self.log_end),
             committable: Some(json!({"subtask": self.subtask, "checkpoint": checkpoint})),
         })
     }
 
     fn recover(&mut self, checkpoint: u64, _position: Option<&[u8]>) -> eddy_operators::Result<()> {
         self.pending.clear();
-        self.view.restore(self.subtask, checkpoint)
+        self.view.restore(self.subtask, checkpoint)?;
+        self.log_end = self.view.published(self.subtask).unwrap_or(0);
+        Ok(())
     }
 }
 
@@ -643,12 +726,83 @@ impl Committer for ViewCommitter {
         Ok(())
     }
 
-    /// A restore rebuilds the rows from the writers' logs instead.
+    /// The rows as of the checkpoint, from each writer's log up to the end
+    /// the checkpoint recorded: a finished job's view has them without
+    /// running again (a running job's writers then restore the same).
     fn recover(
         &self,
         _committables: &[Value],
-        _positions: &BTreeMap<usize, Vec<u8>>,
+        positions: &BTreeMap<usize, Vec<u8>>,
     ) -> eddy_operators::Result<()> {
+        for (subtask, position) in positions {
+            let Ok(end) = <[u8; 8]>::try_from(position.as_slice()) else {
+                return Err(OperatorError::Internal(format!(
+                    "a bad view position for subtask {subtask}"
+                )));
+            };
+            self.view
+                .restore_committed(*subtask, u64::from_le_bytes(end))?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::DataType;
+    use eddy_operators::updating::OP_INSERT;
+    use proptest::prelude::*;
+
+    /// The rows `changes` leave in a multiset of rows, applied in order.
+    fn fold(changes: impl IntoIterator<Item = (i64, i8)>) -> BTreeMap<i64, i64> {
+        let mut rows = BTreeMap::new();
+        for (row, op) in changes {
+            *rows.entry(row).or_insert(0) += if removes(op) { -1 } else { 1 };
+        }
+        rows.retain(|_, n| *n != 0);
+        rows
+    }
+
+    proptest! {
+        /// The net changes leave the rows all the changes leave, are no
+        /// more than them, take away before they add, and keep ops.
+        #[test]
+        fn net_changes_leave_the_same_rows(
+            changes in proptest::collection::vec(
+                (0i64..6, prop_oneof![
+                    Just(OP_INSERT), Just(OP_UPDATE_BEFORE), Just(OP_UPDATE_AFTER), Just(OP_DELETE)
+                ]),
+                0..60,
+            )
+        ) {
+            let values = Int64Array::from_iter_values(changes.iter().map(|c| c.0));
+            let converter = RowConverter::new(vec![SortField::new(DataType::Int64)]).unwrap();
+            let rows = converter.convert_columns(&[Arc::new(values)]).unwrap();
+            let net = net_changes(&rows, |i| changes[i].1);
+            let announced: Vec<(i64, i8)> = net.iter().map(|i| changes[*i]).collect();
+            prop_assert_eq!(fold(announced.iter().copied()), fold(changes.iter().copied()));
+            prop_assert!(announced.len() <= changes.len());
+            let first_addition = announced.iter().position(|c| !removes(c.1));
+            if let Some(at) = first_addition {
+                prop_assert!(announced[at..].iter().all(|c| !removes(c.1)));
+            }
+        }
+    }
+
+    #[test]
+    fn an_updated_key_is_announced_once() {
+        // -U 1, +U 2, -U 2, +U 3: the row 1 went, the row 3 came.
+        let changes = [
+            (1i64, OP_UPDATE_BEFORE),
+            (2, OP_UPDATE_AFTER),
+            (2, OP_UPDATE_BEFORE),
+            (3, OP_UPDATE_AFTER),
+        ];
+        let values = Int64Array::from_iter_values(changes.iter().map(|c| c.0));
+        let converter = RowConverter::new(vec![SortField::new(DataType::Int64)]).unwrap();
+        let rows = converter.convert_columns(&[Arc::new(values)]).unwrap();
+        assert_eq!(net_changes(&rows, |i| changes[i].1), vec![0, 3]);
     }
 }
