@@ -10,10 +10,13 @@ whole `eddy run` process, DuckDB around its query alone (in a Python
 process of its own, without Python's start and import). Prints a Markdown table and each engine's answer checksum.
 
     bench/replay/compare.py [--eddy PATH] [--input out/bids-2m.json]
-                            [--runs 5] [--threads 2]
+                            [--runs 5] [--threads 2] [--format json|parquet]
 
 Needs a release build of eddy and `pip install duckdb`. Writes the input
-with eddy (examples/bench/bids-2m-json.sql) when it is missing.
+with eddy (examples/bench/bids-2m-json.sql) when it is missing. With
+`--format parquet`, both engines read the same bids as Parquet instead
+(written once by eddy from the JSON file, next to it, in row groups of
+16 MB: `out/bids-2m.parquet/`).
 """
 
 import argparse
@@ -34,7 +37,7 @@ CREATE SOURCE bids (
   auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR,
   date_time TIMESTAMP(3), extra VARCHAR,
   WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND
-) WITH (connector = 'file', path = '{input}', format = 'json');
+) WITH (connector = 'file', path = '{input}', format = '{format}');
 
 CREATE SINK windows WITH (connector = 'file', path = '{output}', format = 'json') AS
 SELECT auction, window_start, window_end, COUNT(*) AS bids, MAX(price) AS top
@@ -45,11 +48,25 @@ GROUP BY auction, window_start, window_end;
 DUCKDB_QUERY = """
 SELECT auction, epoch_ms(time_bucket(INTERVAL 10 SECOND, date_time)) AS window_start,
        count(*) AS bids, max(price) AS top
-FROM read_json('{input}', format = 'newline_delimited',
+FROM {scan}
+GROUP BY ALL
+"""
+DUCKDB_SCANS = {
+    "json": """read_json('{input}', format = 'newline_delimited',
                columns = {{auction: 'BIGINT', bidder: 'BIGINT', price: 'BIGINT',
                           channel: 'VARCHAR', url: 'VARCHAR', date_time: 'TIMESTAMP',
-                          extra: 'VARCHAR'}})
-GROUP BY ALL
+                          extra: 'VARCHAR'}})""",
+    "parquet": "read_parquet('{input}/*.parquet')",
+}
+
+# The JSON bids rewritten as Parquet, by eddy.
+TO_PARQUET_SQL = """
+CREATE SOURCE bids (
+  auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR,
+  date_time TIMESTAMP(3), extra VARCHAR
+) WITH (connector = 'file', path = '{input}', format = 'json');
+CREATE SINK pq WITH (connector = 'file', path = '{output}/', format = 'parquet',
+                     'parquet.block.size' = '16 mb') AS SELECT * FROM bids;
 """
 
 # Runs in a child process: the query, then its answer as JSON on stdout.
@@ -80,7 +97,7 @@ def timed(cmd, stdin=None):
     return done.stdout, wall, cpu
 
 
-def eddy_run(eddy, input_path, parallelism, work):
+def eddy_run(eddy, input_path, parallelism, work, fmt):
     output = os.path.join(work, f"eddy-p{parallelism}.json")
     if os.path.exists(output):
         os.remove(output)
@@ -88,7 +105,7 @@ def eddy_run(eddy, input_path, parallelism, work):
     shutil.rmtree(state, ignore_errors=True)
     sql = os.path.join(work, "tumble.sql")
     with open(sql, "w") as f:
-        f.write(EDDY_SQL.format(input=input_path, output=output))
+        f.write(EDDY_SQL.format(input=input_path, output=output, format=fmt))
     _, wall, cpu = timed(
         [eddy, "run", sql, "--parallelism", str(parallelism), "--quiet",
          "--state-dir", state]
@@ -102,10 +119,11 @@ def eddy_run(eddy, input_path, parallelism, work):
     return rows, wall, cpu
 
 
-def duckdb_run(input_path, threads):
+def duckdb_run(input_path, threads, fmt):
+    scan = DUCKDB_SCANS[fmt].format(input=input_path)
     out, _, _ = timed(
         [sys.executable, "-c", DUCKDB_CHILD.format(threads=threads)],
-        stdin=DUCKDB_QUERY.format(input=input_path),
+        stdin=DUCKDB_QUERY.format(scan=scan),
     )
     answer = json.loads(out)
     return [tuple(r) for r in answer["rows"]], answer["wall"], answer["cpu"]
@@ -129,6 +147,7 @@ def main():
     p.add_argument("--input", default=os.path.join(ROOT, "out", "bids-2m.json"))
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--format", choices=sorted(DUCKDB_SCANS), default="json")
     args = p.parse_args()
     input_path = os.path.abspath(args.input)
     if not os.path.exists(input_path):
@@ -139,11 +158,22 @@ def main():
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 24), b""))
     size = os.path.getsize(input_path)
     print(f"input: {input_path}, {lines:,} bids, {size / 1e6:.0f} MB", file=sys.stderr)
+    if args.format == "parquet":
+        json_path, input_path = input_path, os.path.splitext(input_path)[0] + ".parquet"
+        if not os.path.isdir(input_path):
+            with tempfile.NamedTemporaryFile("w", suffix=".sql") as sql:
+                sql.write(TO_PARQUET_SQL.format(input=json_path, output=input_path))
+                sql.flush()
+                subprocess.run([args.eddy, "run", sql.name, "--quiet", "--parallelism", "2"],
+                               cwd=ROOT, check=True)
+        size = sum(os.path.getsize(os.path.join(input_path, f)) for f in os.listdir(input_path))
+        print(f"as Parquet: {input_path}, {size / 1e6:.0f} MB", file=sys.stderr)
 
-    engines = [(f"Eddy, parallelism {n}", lambda n=n, w=None: eddy_run(args.eddy, input_path, n, w))
+    engines = [(f"Eddy, parallelism {n}",
+                lambda n=n, w=None: eddy_run(args.eddy, input_path, n, w, args.format))
                for n in (1, args.threads)]
     engines.append((f"DuckDB {__import__('duckdb').__version__}, {args.threads} threads",
-                     lambda w=None: duckdb_run(input_path, args.threads)))
+                     lambda w=None: duckdb_run(input_path, args.threads, args.format)))
     results = {}
     with tempfile.TemporaryDirectory() as work:
         for run in range(args.runs):

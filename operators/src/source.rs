@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
 
 use crate::Result;
 use crate::lookup::LookupTable;
@@ -206,12 +207,63 @@ pub trait SourceProvider: Send + Sync + Debug {
         None
     }
 
+    /// The same source told that the job keeps only rows meeting every
+    /// one of `bounds`, if the connector can use that to skip input (a
+    /// Parquet row group whose statistics exclude them). Rows it reads are
+    /// filtered all the same, so a source may skip less. `None`, the
+    /// default: it reads everything.
+    fn bounded(&self, _bounds: &[ColumnBound]) -> Option<Arc<dyn SourceProvider>> {
+        None
+    }
+
     /// The same source reading only the declared columns `columns`
     /// (ascending), if the connector can leave the others undecoded (JSON
     /// read by name, Parquet by column). `None`, the default: [`project`]
     /// projects what it reads.
     fn projected(&self, _columns: &[usize]) -> Option<Arc<dyn SourceProvider>> {
         None
+    }
+}
+
+/// `column op value`: a condition on a declared column that every row a
+/// job keeps from a source meets (see [`SourceProvider::bounded`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnBound {
+    pub column: String,
+    pub op: BoundOp,
+    /// Not NULL.
+    pub value: ScalarValue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundOp {
+    Eq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+}
+
+impl ColumnBound {
+    /// Whether a value between `min` and `max` (inclusive) may meet the
+    /// bound: `false` only when none can. Values of other types than the
+    /// bound's, or that do not compare, may.
+    pub fn may_hold(&self, min: &ScalarValue, max: &ScalarValue) -> bool {
+        use std::cmp::Ordering::{Greater, Less};
+        let (Some(to_min), Some(to_max)) = (
+            self.value.partial_cmp(min).filter(|_| !min.is_null()),
+            self.value.partial_cmp(max).filter(|_| !max.is_null()),
+        ) else {
+            return true;
+        };
+        match self.op {
+            BoundOp::Eq => to_min != Less && to_max != Greater,
+            // column < value: some value in range is below it.
+            BoundOp::Lt => to_min == Greater,
+            BoundOp::LtEq => to_min != Less,
+            BoundOp::Gt => to_max == Less,
+            BoundOp::GtEq => to_max != Greater,
+        }
     }
 }
 

@@ -23,6 +23,7 @@ use eddy_operators::ranking::keep_last::KeepLastOperator;
 use eddy_operators::runtime::{Dataflow, Partitioning, Stage, StageInput};
 use eddy_operators::session::SessionWindowOperator;
 use eddy_operators::sink::SinkOperator;
+use eddy_operators::source::{BoundOp, ColumnBound};
 use eddy_operators::temporal::TemporalJoinOperator;
 use eddy_operators::ttl::StateTtl;
 use eddy_operators::union::UnionOperator;
@@ -32,12 +33,12 @@ use eddy_operators::window::{WindowAggregateOperator, WindowAssigner};
 use eddy_operators::{Operator, Sink, SourceProvider};
 
 use crate::error::{PlanError, Result};
-use crate::expr::ScalarExpr;
+use crate::expr::{BinaryOp, ScalarExpr};
 use crate::functions::Functions;
 use crate::graph::{
     AggregateCall, EdgeKind, JoinNode, LookupJoinNode, NodeKind, OverAggregateNode, PhysicalGraph,
-    PlanNode, ProjectNode, SinkNode, SourceNode, TemporalJoinNode, UpdatingAggregateNode,
-    WatermarkNode, WindowAggregateNode, WindowSpec,
+    PlanNode, ProjectNode, SinkNode, SourceBound, SourceNode, TemporalJoinNode,
+    UpdatingAggregateNode, WatermarkNode, WindowAggregateNode, WindowSpec,
 };
 
 /// How often a lookup join checks whether its table's files changed.
@@ -248,6 +249,9 @@ fn source_stage(
             primary_key: &s.primary_key,
         },
     )?;
+    let provider = provider
+        .bounded(&column_bounds(&s.bounds))
+        .unwrap_or(provider);
     let provider = match &s.read {
         Some(r) => eddy_operators::source::project(provider, r.columns.clone()),
         None => provider,
@@ -263,6 +267,29 @@ fn source_stage(
         inputs: vec![],
         last_node: node.id,
     })
+}
+
+/// A source's bounds as its connector takes them.
+fn column_bounds(bounds: &[SourceBound]) -> Vec<ColumnBound> {
+    bounds
+        .iter()
+        .filter_map(|b| {
+            let op = match b.op {
+                BinaryOp::Eq => BoundOp::Eq,
+                BinaryOp::Lt => BoundOp::Lt,
+                BinaryOp::LtEq => BoundOp::LtEq,
+                BinaryOp::Gt => BoundOp::Gt,
+                BinaryOp::GtEq => BoundOp::GtEq,
+                _ => return None,
+            };
+            let value = b.value.literal_value().filter(|v| !v.is_null())?;
+            Some(ColumnBound {
+                column: b.column.clone(),
+                op,
+                value,
+            })
+        })
+        .collect()
 }
 
 fn watermark(w: &WatermarkNode, schema: &SchemaRef, env: &BuildEnv) -> Result<OperatorFactory> {

@@ -112,6 +112,24 @@ const OPS: &[(BinaryOp, Operator)] = &[
 ];
 
 impl BinaryOp {
+    /// How SQL spells it (`<=`).
+    pub fn symbol(self) -> String {
+        self.to_df().to_string()
+    }
+
+    /// The same comparison with its operands swapped (`a < b` is `b > a`),
+    /// if it is a comparison.
+    pub fn swapped(self) -> Option<Self> {
+        Some(match self {
+            BinaryOp::Eq => BinaryOp::Eq,
+            BinaryOp::Lt => BinaryOp::Gt,
+            BinaryOp::LtEq => BinaryOp::GtEq,
+            BinaryOp::Gt => BinaryOp::Lt,
+            BinaryOp::GtEq => BinaryOp::LtEq,
+            _ => return None,
+        })
+    }
+
     fn to_df(self) -> Operator {
         OPS.iter()
             .find(|(o, _)| *o == self)
@@ -174,6 +192,14 @@ fn decode_literal(value: &Option<String>, data_type: &DataType) -> Result<Scalar
 }
 
 impl ScalarExpr {
+    /// The value of a literal (`None` for anything else).
+    pub fn literal_value(&self) -> Option<ScalarValue> {
+        match self {
+            ScalarExpr::Literal { value, data_type } => decode_literal(value, data_type).ok(),
+            _ => None,
+        }
+    }
+
     pub fn column(name: impl Into<String>, index: usize) -> Self {
         ScalarExpr::Column {
             name: name.into(),

@@ -18,7 +18,7 @@ pub use eddy_operators::rank::{RankFunction, RankMode, RankSpec};
 pub use eddy_operators::ranking::keep_last::KeepLastSpec;
 pub use eddy_operators::temporal::TemporalSide;
 
-use crate::expr::ScalarExpr;
+use crate::expr::{BinaryOp, ScalarExpr};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PhysicalGraph {
@@ -74,6 +74,22 @@ pub struct SourceNode {
     /// schema is then theirs (see [`crate::prune`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read: Option<ReadColumns>,
+    /// Comparisons every row the job keeps meets: the connector may skip
+    /// input that cannot meet them (see [`crate::prune`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bounds: Vec<SourceBound>,
+}
+
+/// `column op value`: a conjunct of the filter a source's rows go through
+/// before anything else, with a literal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceBound {
+    /// A column of the table, by name.
+    pub column: String,
+    /// `=`, `<`, `<=`, `>` or `>=`.
+    pub op: BinaryOp,
+    /// A literal, not NULL.
+    pub value: ScalarExpr,
 }
 
 /// The columns a source reads of its table's.
@@ -569,7 +585,21 @@ fn describe_source(s: &SourceNode) -> String {
             r.declared.fields().len()
         )
     });
-    format!("Source {} [{}] {time}{read}", s.name, opts.join(", "))
+    let bounds: Vec<String> = s
+        .bounds
+        .iter()
+        .map(|b| format!("{} {} {}", b.column, b.op.symbol(), b.value))
+        .collect();
+    let bounds = if bounds.is_empty() {
+        String::new()
+    } else {
+        format!(", filter pushed to the connector: {}", bounds.join(" AND "))
+    };
+    format!(
+        "Source {} [{}] {time}{read}{bounds}",
+        s.name,
+        opts.join(", ")
+    )
 }
 
 fn describe_watermark(w: &WatermarkNode) -> String {

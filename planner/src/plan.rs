@@ -622,6 +622,7 @@ impl QueryPlanner<'_> {
             event_time: source.watermark.as_ref().map(|w| w.column.clone()),
             primary_key: source.primary_key.clone(),
             read: None,
+            bounds: Vec::new(),
         };
         let changelog = source.changelog != SourceChangelog::AppendOnly;
         let Some(computed) = &source.computed else {

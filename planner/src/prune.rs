@@ -11,13 +11,20 @@
 //! stored plan keeps every column, so a job's plan and checkpoints do not
 //! depend on it, and jobs merged into one (a statement set) share a
 //! source before it is applied.
+//!
+//! The same walk finds a source's **bounds**: when its rows all go to one
+//! projection with a filter, that filter's conjuncts of the form `column
+//! op literal` (`=`, `<`, `<=`, `>`, `>=`) are handed to the connector,
+//! which may skip input that cannot meet them (a Parquet row group whose
+//! statistics exclude them). The filter still runs on every row read.
 
 use std::collections::BTreeSet;
 
 use datafusion::arrow::datatypes::Schema;
 use eddy_operators::updating::OP_COLUMN;
 
-use crate::graph::{EdgeKind, NodeKind, PhysicalGraph, ReadColumns};
+use crate::expr::{BinaryOp, ScalarExpr};
+use crate::graph::{EdgeKind, NodeKind, PhysicalGraph, ProjectNode, ReadColumns, SourceBound};
 
 impl PhysicalGraph {
     /// The graph with each source reading only the columns its readers
@@ -30,12 +37,114 @@ impl PhysicalGraph {
             .map(|n| n.id)
             .collect();
         for id in sources {
-            if let Some(pruning) = Pruning::find(&self, id) {
+            let Some(reach) = Reach::find(&self, id) else {
+                continue;
+            };
+            let bounds = reach.bounds(&self);
+            if let Some(NodeKind::Source(s)) = self.nodes.get_mut(id).map(|n| &mut n.kind) {
+                s.bounds = bounds;
+            }
+            if let Some(pruning) = Pruning::find(&self, reach) {
                 pruning.apply(&mut self);
             }
         }
         self
     }
+}
+
+/// Where a source's rows go: through watermark nodes (`emitting`, the
+/// source first) into projections (`readers`), all fed forward.
+struct Reach {
+    source: usize,
+    emitting: Vec<usize>,
+    readers: Vec<usize>,
+}
+
+impl Reach {
+    /// `None` if a node after the source is not a watermark or a
+    /// projection fed forward.
+    fn find(graph: &PhysicalGraph, source: usize) -> Option<Self> {
+        let (mut emitting, mut readers) = (vec![source], Vec::new());
+        let mut at = 0;
+        while let Some(&from) = emitting.get(at) {
+            at += 1;
+            for edge in graph.edges.iter().filter(|e| e.from == from) {
+                // A source's other port carries dead letters, not its rows.
+                if edge.port != 0 && from == source {
+                    continue;
+                }
+                if edge.port != 0 || edge.kind != EdgeKind::Forward {
+                    return None;
+                }
+                match &graph.node(edge.to)?.kind {
+                    NodeKind::Watermark(_) => emitting.push(edge.to),
+                    NodeKind::Project(_) => readers.push(edge.to),
+                    _ => return None,
+                }
+            }
+        }
+        (!readers.is_empty()).then_some(Self {
+            source,
+            emitting,
+            readers,
+        })
+    }
+
+    /// The `column op literal` conjuncts of the one reader's filter.
+    fn bounds(&self, graph: &PhysicalGraph) -> Vec<SourceBound> {
+        let [reader] = self.readers.as_slice() else {
+            return Vec::new();
+        };
+        let (Some(source), Some(reader)) = (graph.node(self.source), graph.node(*reader)) else {
+            return Vec::new();
+        };
+        let NodeKind::Project(ProjectNode {
+            filter: Some(filter),
+            ..
+        }) = &reader.kind
+        else {
+            return Vec::new();
+        };
+        let mut conjuncts = Vec::new();
+        conjuncts_of(filter, &mut conjuncts);
+        conjuncts
+            .into_iter()
+            .filter_map(|c| bound(c, &source.schema))
+            .collect()
+    }
+}
+
+/// The operands of `e`'s top-level ANDs.
+fn conjuncts_of<'a>(e: &'a ScalarExpr, out: &mut Vec<&'a ScalarExpr>) {
+    match e {
+        ScalarExpr::Binary {
+            op: BinaryOp::And,
+            left,
+            right,
+        } => {
+            conjuncts_of(left, out);
+            conjuncts_of(right, out);
+        }
+        other => out.push(other),
+    }
+}
+
+/// `column op literal` (or `literal op column`) as a bound on the column.
+fn bound(e: &ScalarExpr, schema: &Schema) -> Option<SourceBound> {
+    let ScalarExpr::Binary { op, left, right } = e else {
+        return None;
+    };
+    let (op, column, value) = match (left.as_ref(), right.as_ref()) {
+        (ScalarExpr::Column { index, .. }, literal) => (*op, *index, literal),
+        (literal, ScalarExpr::Column { index, .. }) => (op.swapped()?, *index, literal),
+        _ => return None,
+    };
+    let is_literal = matches!(value, ScalarExpr::Literal { value: Some(_), .. });
+    (is_literal && op.swapped().is_some()).then(|| SourceBound {
+        column: schema.field(column).name().clone(),
+        op,
+        value: value.clone(),
+    })
 }
 
 /// What narrowing one source changes.
@@ -50,10 +159,9 @@ struct Pruning {
 }
 
 impl Pruning {
-    /// `None` if a node after the source is not a watermark or a
-    /// projection fed forward, or if every column is used.
-    fn find(graph: &PhysicalGraph, source: usize) -> Option<Self> {
-        let node = graph.node(source)?;
+    /// `None` if every column is used.
+    fn find(graph: &PhysicalGraph, reach: Reach) -> Option<Self> {
+        let node = graph.node(reach.source)?;
         let NodeKind::Source(s) = &node.kind else {
             return None;
         };
@@ -66,42 +174,27 @@ impl Pruning {
             .map(String::as_str)
             .chain([OP_COLUMN]);
         used.extend(named.filter_map(|c| schema.index_of(c).ok()));
-        let (mut emitting, mut readers) = (vec![source], Vec::new());
-        let mut at = 0;
-        while let Some(&from) = emitting.get(at) {
-            at += 1;
-            for edge in graph.edges.iter().filter(|e| e.from == from) {
-                // A source's other port carries dead letters, not its rows.
-                if edge.port != 0 && from == source {
-                    continue;
+        let mut exprs = Vec::new();
+        for id in reach.emitting.iter().chain(&reach.readers) {
+            match &graph.node(*id)?.kind {
+                NodeKind::Watermark(w) => {
+                    used.insert(schema.index_of(&w.column).ok()?);
+                    exprs.push(w.expr.clone());
                 }
-                if edge.port != 0 || edge.kind != EdgeKind::Forward {
-                    return None;
-                }
-                let mut exprs = match &graph.node(edge.to)?.kind {
-                    NodeKind::Watermark(w) => {
-                        used.insert(schema.index_of(&w.column).ok()?);
-                        emitting.push(edge.to);
-                        vec![w.expr.clone()]
-                    }
-                    NodeKind::Project(p) => {
-                        readers.push(edge.to);
-                        p.exprs.iter().chain(&p.filter).cloned().collect()
-                    }
-                    _ => return None,
-                };
-                for e in &mut exprs {
-                    e.visit_columns(&mut |i| {
-                        used.insert(*i);
-                    });
-                }
+                NodeKind::Project(p) => exprs.extend(p.exprs.iter().chain(&p.filter).cloned()),
+                _ => {}
             }
         }
+        for e in &mut exprs {
+            e.visit_columns(&mut |i| {
+                used.insert(*i);
+            });
+        }
         let keep: Vec<usize> = used.into_iter().collect();
-        (!readers.is_empty() && keep.len() < schema.fields().len()).then_some(Self {
-            source,
-            emitting,
-            readers,
+        (keep.len() < schema.fields().len()).then_some(Self {
+            source: reach.source,
+            emitting: reach.emitting,
+            readers: reach.readers,
             keep,
         })
     }

@@ -539,6 +539,40 @@ fn a_source_reads_only_the_columns_its_query_uses() {
     assert!(s.read.is_none());
 }
 
+/// The comparisons of a column with a literal in the filter right after a
+/// source are handed to its connector (either way round), and EXPLAIN
+/// says so; a comparison of two columns, or an OR, is not.
+#[test]
+fn a_filters_column_bounds_are_pushed_to_the_source() {
+    let g = plan(
+        "SELECT auction FROM bid WHERE price >= 100 AND 5 > auction AND bidder <> 3 \
+         AND (price < 7 OR auction = 1) AND price < bidder",
+        1,
+    )
+    .pruned();
+    let NodeKind::Source(s) = &g.nodes[0].kind else {
+        panic!("{g:?}")
+    };
+    let bounds: Vec<String> = s
+        .bounds
+        .iter()
+        .map(|b| format!("{} {} {}", b.column, b.op.symbol(), b.value))
+        .collect();
+    assert_eq!(bounds, ["price >= 100", "auction < 5"]);
+    assert!(
+        g.explain()
+            .contains("filter pushed to the connector: price >= 100 AND auction < 5"),
+        "{}",
+        g.explain()
+    );
+    build(&g, &BuildEnv::default()).expect("the plan with bounds builds");
+    let none = plan("SELECT auction FROM bid WHERE price > bidder", 1).pruned();
+    let NodeKind::Source(s) = &none.nodes[0].kind else {
+        panic!("{none:?}")
+    };
+    assert!(s.bounds.is_empty());
+}
+
 /// EXPLAIN (and the job's log) says when a query depends on the wall
 /// clock, so that a replay will not give live's answer; an event-time
 /// query has no such note.

@@ -3,18 +3,23 @@
 //! format of the registry.
 
 mod input;
+mod parquet;
 mod policy;
 mod sink;
 mod source;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use eddy_operators::{DeliveryGuarantee, SinkProvider, SourceProvider};
 
+use self::parquet::ParquetSource;
 pub use self::sink::{
     DEFAULT_PARTITION, FileCommitter, FileSink, FileSinkProvider, Rename, SUCCESS_FILE,
 };
 pub use self::source::FileSource;
+use crate::format::PARQUET;
 use crate::options::{OptionDecl, OptionType, Options};
 use crate::registry::{Connector, ConnectorContext, FormatSupport};
 use crate::{ConnectorError, Result};
@@ -32,15 +37,15 @@ pub const SPLIT_SIZE: &str = "source.split-size";
 pub struct FileConnector;
 
 impl FileConnector {
-    /// The format, which must be one of lines: files are cut at line
-    /// breaks (Avro container files are not read yet).
+    /// The format, which must be one of lines (files are cut at line
+    /// breaks; Avro container files are not read yet) or Parquet.
     fn format(ctx: &ConnectorContext<'_>) -> Result<Arc<dyn crate::format::Format>> {
         let format = ctx.formats.chosen(ctx.options)?.clone();
-        if !format.line_based() {
+        if !format.line_based() && format.name() != PARQUET {
             return Err(ConnectorError::Option {
                 option: "format".into(),
                 message: format!(
-                    "the '{}' format's records are not lines: files take json, csv, raw or debezium-json",
+                    "the '{}' format's records are not lines: files take json, csv, raw, debezium-json or parquet",
                     format.name()
                 ),
             });
@@ -59,7 +64,7 @@ impl Connector for FileConnector {
     }
 
     fn help(&self) -> &'static str {
-        "files: a bounded source (a file cut into byte ranges, or a directory's files side by side, optionally watched for new files and appended lines; .gz and .zst files are decompressed) and an exactly-once sink"
+        "files: a bounded source (a file cut into byte ranges, or a directory's files side by side, optionally watched for new files and appended lines; .gz and .zst files are decompressed; Parquet files by row group) and an exactly-once sink"
     }
 
     fn options(&self) -> Vec<OptionDecl> {
@@ -110,11 +115,15 @@ impl Connector for FileConnector {
     }
 
     fn source(&self, ctx: &ConnectorContext<'_>) -> Result<Arc<dyn SourceProvider>> {
+        let format = Self::format(ctx)?;
+        if format.name() == PARQUET {
+            return Ok(Arc::new(ParquetSource::try_new(ctx.options, ctx.schema)?));
+        }
         Ok(Arc::new(FileSource::try_new(
             ctx.name,
             ctx.options,
             ctx.schema,
-            Self::format(ctx)?,
+            format,
         )?))
     }
 
@@ -138,4 +147,58 @@ pub(crate) fn local_path(options: &crate::Options) -> Result<std::path::PathBuf>
     Ok(std::path::PathBuf::from(
         path.strip_prefix("file://").unwrap_or(path),
     ))
+}
+
+/// A source's `path`, which must exist, and its
+/// `'source.monitor-interval'`, which only a directory takes.
+pub(crate) fn source_path(options: &Options) -> Result<(PathBuf, Option<Duration>)> {
+    let path = local_path(options)?;
+    if !path.is_dir() && !path.is_file() {
+        return Err(ConnectorError::Option {
+            option: "path".into(),
+            message: format!("source file {} does not exist", path.display()),
+        });
+    }
+    let monitor = options.duration_ms(MONITOR_INTERVAL)?;
+    if monitor.is_some() && !path.is_dir() {
+        return Err(ConnectorError::Option {
+            option: MONITOR_INTERVAL.into(),
+            message: format!(
+                "'{MONITOR_INTERVAL}' watches a directory for new files, and {} is a file",
+                path.display()
+            ),
+        });
+    }
+    Ok((
+        path,
+        monitor.map(|ms| Duration::from_millis(ms.max(1) as u64)),
+    ))
+}
+
+/// The files of `path`: itself, or a directory's files by name, without
+/// those whose names start with `.` or `_` (hidden, in progress,
+/// `_SUCCESS`), as Flink's file source skips them.
+pub(crate) fn list_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && !p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.starts_with('.') || n.starts_with('_')
+                })
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The most subtasks a file source gives work: as many as its splits when
+/// it was planned, or any number when it watches its directory (splits
+/// come later).
+pub(crate) fn max_parallelism(monitor: Option<Duration>, splits: usize) -> Option<usize> {
+    monitor.is_none().then_some(splits.max(1))
 }

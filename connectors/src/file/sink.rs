@@ -54,9 +54,11 @@ use eddy_operators::{OperatorContext, OperatorError, Sink};
 use eddy_state::checkpoint::sync_parent;
 use serde::{Deserialize, Serialize};
 
+use parquet::arrow::ArrowWriter;
+
 use super::policy::Policy;
 use crate::format::TIMESTAMP_FORMAT;
-use crate::format::{Encoder, Format};
+use crate::format::{Encoder, Format, PARQUET, ParquetWriting};
 use crate::options::Options;
 use crate::{ConnectorError, Result};
 
@@ -66,12 +68,25 @@ enum Target {
     File(PathBuf),
 }
 
-type Writer = BufWriter<File>;
+/// How rows become a part's bytes.
+pub(crate) enum Encoding {
+    /// Lines, by the format's encoder, appended to the part.
+    Lines(Box<dyn Encoder>),
+    /// Parquet: row groups, and the footer when the part is closed.
+    Parquet(Box<ParquetWriting>),
+}
+
+/// What writes an open part.
+enum PartWriter {
+    Lines(BufWriter<File>),
+    /// `None` once its footer is written (the part is closed).
+    Parquet(Option<Box<ArrowWriter<File>>>),
+}
 
 /// An open part file.
 struct Part {
     path: PathBuf,
-    writer: Writer,
+    writer: PartWriter,
     /// Bytes written to it.
     bytes: u64,
     opened: Instant,
@@ -155,20 +170,25 @@ impl FileSinkProvider {
     }
 
     fn create(&self) -> Result<FileSink> {
-        let encoder = self
-            .format
-            .encoder(&self.schema, &self.options)?
-            .ok_or_else(|| {
-                ConnectorError::Config(format!(
-                    "the format '{}' cannot be written",
-                    self.format.name()
-                ))
-            })?;
+        let encoding = if self.format.name() == PARQUET {
+            Encoding::Parquet(Box::new(ParquetWriting::of(&self.options)?))
+        } else {
+            Encoding::Lines(
+                self.format
+                    .encoder(&self.schema, &self.options)?
+                    .ok_or_else(|| {
+                        ConnectorError::Config(format!(
+                            "the format '{}' cannot be written",
+                            self.format.name()
+                        ))
+                    })?,
+            )
+        };
         FileSink::create(
             &self.path,
             self.schema.clone(),
             &self.partition_by,
-            encoder,
+            encoding,
             self.format.extension(),
             Policy::parse(&self.options)?,
         )
@@ -198,7 +218,10 @@ pub const SUCCESS_FILE: &str = "_SUCCESS";
 
 pub struct FileSink {
     target: Target,
-    encoder: Box<dyn Encoder>,
+    encoding: Encoding,
+    /// The columns written to a part: the data columns, a changelog's
+    /// `_op` as text (Parquet's schema).
+    written_schema: SchemaRef,
     /// The extension of part files (`jsonl`).
     extension: &'static str,
     subtask: usize,
@@ -277,11 +300,17 @@ impl FileSink {
         path: &Path,
         schema: SchemaRef,
         partition_by: &[String],
-        encoder: Box<dyn Encoder>,
+        encoding: Encoding,
         extension: &'static str,
         policy: Policy,
     ) -> Result<Self> {
         let is_dir = path.is_dir() || path.to_string_lossy().ends_with('/');
+        if matches!(encoding, Encoding::Parquet(_)) && !is_dir {
+            return Err(ConnectorError::Config(format!(
+                "a parquet file sink writes a part file per checkpoint into a directory: end the path '{}' with /",
+                path.display()
+            )));
+        }
         let target = if is_dir {
             Target::Dir(path.to_path_buf())
         } else {
@@ -302,15 +331,17 @@ impl FileSink {
             })?;
             partitions.push((index, escape_partition_value(name)));
         }
-        let data_columns = (0..schema.fields().len())
+        let data_columns: Vec<usize> = (0..schema.fields().len())
             .filter(|i| !partitions.iter().any(|(p, _)| p == i))
             .collect();
+        let written_schema = crate::readable_schema(&Arc::new(schema.project(&data_columns)?));
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         Ok(Self {
             target,
-            encoder,
+            encoding,
+            written_schema,
             extension,
             subtask: 0,
             attempt: format!("{}-{nanos:09}", std::process::id()),
@@ -359,10 +390,7 @@ impl FileSink {
             };
             self.parts += 1;
             let file = File::create(&path).map_err(|e| self.err(&path, e))?;
-            let mut writer = BufWriter::with_capacity(1 << 20, file);
-            if let Some(header) = self.encoder.header() {
-                writer.write_all(&header).map_err(|e| self.err(&path, e))?;
-            }
+            let writer = self.part_writer(file).map_err(|e| self.err(&path, e))?;
             let part = Part {
                 path,
                 writer,
@@ -498,16 +526,52 @@ impl FileSink {
         Ok(())
     }
 
+    /// The writer of a new part in `file`: a CSV header written, a
+    /// Parquet writer started.
+    fn part_writer(&self, file: File) -> std::result::Result<PartWriter, String> {
+        match &self.encoding {
+            Encoding::Lines(encoder) => {
+                let mut writer = BufWriter::with_capacity(1 << 20, file);
+                if let Some(header) = encoder.header() {
+                    writer.write_all(&header).map_err(|e| e.to_string())?;
+                }
+                Ok(PartWriter::Lines(writer))
+            }
+            Encoding::Parquet(parquet) => {
+                let properties = Some(parquet.properties.clone());
+                let writer = ArrowWriter::try_new(file, self.written_schema.clone(), properties)
+                    .map_err(|e| e.to_string())?;
+                Ok(PartWriter::Parquet(Some(Box::new(writer))))
+            }
+        }
+    }
+
     /// Encodes `batch` into the current part of `partition`.
     fn write_part(&mut self, partition: &str, batch: &RecordBatch) -> eddy_operators::Result<()> {
-        let mut bytes = Vec::with_capacity(batch.num_rows() * 64);
-        self.encoder.encode(batch, &mut bytes)?;
+        let mut bytes = Vec::new();
+        if let Encoding::Lines(encoder) = &mut self.encoding {
+            bytes.reserve(batch.num_rows() * 64);
+            encoder.encode(batch, &mut bytes)?;
+        }
         let path = self.path().to_path_buf();
+        let err = |e: &dyn std::fmt::Display| {
+            OperatorError::Connector(format!("writing {}: {e}", path.display()))
+        };
         let part = self.writer(partition)?;
-        part.bytes += bytes.len() as u64;
-        part.writer
-            .write_all(&bytes)
-            .map_err(|e| OperatorError::Connector(format!("writing {}: {e}", path.display())))
+        match &mut part.writer {
+            PartWriter::Lines(writer) => {
+                part.bytes += bytes.len() as u64;
+                writer.write_all(&bytes).map_err(|e| err(&e))
+            }
+            PartWriter::Parquet(Some(writer)) => {
+                writer
+                    .write(&crate::readable_changelog(batch)?)
+                    .map_err(|e| err(&e))?;
+                part.bytes = (writer.bytes_written() + writer.in_progress_size()) as u64;
+                Ok(())
+            }
+            PartWriter::Parquet(None) => Err(err(&"the part was closed")),
+        }
     }
 
     /// Each row's partition directory, `col=value/col=value`.
@@ -569,7 +633,7 @@ impl Sink for FileSink {
                             .map_err(|e| self.err(&path, e))?;
                         f.set_len(len).map_err(|e| self.err(&path, e))?;
                         f.seek(SeekFrom::End(0)).map_err(|e| self.err(&path, e))?;
-                        let writer = BufWriter::with_capacity(1 << 20, f);
+                        let writer = PartWriter::Lines(BufWriter::with_capacity(1 << 20, f));
                         let part = Part {
                             path,
                             writer,
@@ -698,14 +762,30 @@ fn pre_commit_file(
     })
 }
 
-/// Flushes and fsyncs a part; its length.
+/// Flushes and fsyncs a part; its length. A Parquet part is closed: its
+/// footer is written (parts are synced when they are published).
 fn sync_part(part: &mut Part) -> eddy_operators::Result<u64> {
     let path = part.path.clone();
     let err = |e: &dyn std::fmt::Display| {
         OperatorError::Connector(format!("writing {}: {e}", path.display()))
     };
-    part.writer.flush().map_err(|e| err(&e))?;
-    let file = part.writer.get_mut();
+    let file = match &mut part.writer {
+        PartWriter::Lines(writer) => {
+            writer.flush().map_err(|e| err(&e))?;
+            writer.get_mut()
+        }
+        PartWriter::Parquet(open) => {
+            let Some(mut writer) = open.take() else {
+                return std::fs::metadata(&path)
+                    .map(|m| m.len())
+                    .map_err(|e| err(&e));
+            };
+            writer.finish().map_err(|e| err(&e))?;
+            let file = writer.inner_mut();
+            file.sync_data().map_err(|e| err(&e))?;
+            return file.stream_position().map_err(|e| err(&e));
+        }
+    };
     file.sync_data().map_err(|e| err(&e))?;
     file.stream_position().map_err(|e| err(&e))
 }
@@ -739,10 +819,12 @@ mod tests {
             Field::new("v", DataType::Int64, true),
         ]));
         let options = Options::new(options.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let encoder = crate::format::JsonFormat
-            .encoder(&schema, &options)
-            .unwrap()
-            .unwrap();
+        let encoder = Encoding::Lines(
+            crate::format::JsonFormat
+                .encoder(&schema, &options)
+                .unwrap()
+                .unwrap(),
+        );
         let mut sink = FileSink::create(
             &dir.join("out/"),
             schema.clone(),
@@ -850,6 +932,94 @@ mod tests {
         sink.write_batch(&rows(&schema, "2024-01-01 11:00:00", 5..6))
             .unwrap();
         assert!(!publish(&mut sink, 3).contains(&SUCCESS_FILE.to_string()));
+    }
+
+    /// Parquet parts: rolled at their size, partitioned, each a whole
+    /// file (footer written at the barrier) holding its rows in order.
+    #[test]
+    fn parquet_parts_roll_partition_and_read_back() {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::Int64Type;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options::new([
+            (
+                "sink.rolling-policy.file-size".to_string(),
+                "2 kb".to_string(),
+            ),
+            ("parquet.compression".to_string(), "zstd".to_string()),
+        ]);
+        let (_, schema) = partitioned(dir.path(), &[]);
+        let mut sink = FileSink::create(
+            &dir.path().join("pq/"),
+            schema.clone(),
+            &["p".to_string()],
+            Encoding::Parquet(Box::new(ParquetWriting::of(&options).unwrap())),
+            "parquet",
+            Policy::parse(&options).unwrap(),
+        )
+        .unwrap();
+        sink.recover(0, None).unwrap();
+        for i in 0..20 {
+            let p = if i % 2 == 0 { "even" } else { "odd" };
+            sink.write_batch(&rows(&schema, p, i * 100..i * 100 + 100))
+                .unwrap();
+        }
+        let first = publish(&mut sink, 1);
+        sink.write_batch(&rows(&schema, "even", 5000..5010))
+            .unwrap();
+        let second = publish(&mut sink, 2);
+        assert!(first.len() > 2, "rolled: {first:?}");
+        assert!(
+            !second.is_empty() && second.iter().all(|n| n.starts_with("part-0000000002-0")),
+            "{second:?}"
+        );
+        for (p, parity) in [("even", 0), ("odd", 1)] {
+            let part_dir = dir.path().join(format!("pq/p={p}"));
+            let mut names: Vec<String> = std::fs::read_dir(&part_dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            assert!(names.iter().all(|n| n.ends_with(".parquet")), "{names:?}");
+            let mut values: Vec<i64> = Vec::new();
+            for name in &names {
+                let file = File::open(part_dir.join(name)).unwrap();
+                let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+                // Only the data column: the partition is in the path.
+                assert_eq!(reader.schema().fields().len(), 1);
+                for batch in reader.build().unwrap() {
+                    let batch = batch.unwrap();
+                    values.extend(batch.column(0).as_primitive::<Int64Type>().values());
+                }
+            }
+            let mut want: Vec<i64> = (0..20)
+                .filter(|i| i % 2 == parity)
+                .flat_map(|i| i * 100..i * 100 + 100)
+                .collect();
+            if parity == 0 {
+                want.extend(5000..5010);
+            }
+            assert_eq!(values, want, "{p}");
+        }
+    }
+
+    #[test]
+    fn a_parquet_sink_wants_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, schema) = partitioned(dir.path(), &[]);
+        let options = Options::new(Vec::<(String, String)>::new());
+        let err = FileSink::create(
+            &dir.path().join("out.parquet"),
+            schema,
+            &[],
+            Encoding::Parquet(Box::new(ParquetWriting::of(&options).unwrap())),
+            "parquet",
+            Policy::parse(&options).unwrap(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("end the path"), "{err}");
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! written.
 //!
 //! Splits:
-//! - a **directory**: each file (by name order, hidden files skipped) is a
-//!   split, and the files are read side by side (spread over the subtasks,
+//! - a **directory**: each file (by name order; names starting with `.`
+//!   or `_`, as `_SUCCESS`, skipped as Flink does) is a split, and the files are read side by side (spread over the subtasks,
 //!   a batch from each in turn), each with its own watermark, as the
 //!   partitions of a topic: a file that lags does not see its rows made
 //!   late by the others;
@@ -88,27 +88,12 @@ fn io_error(path: &Path, e: impl std::fmt::Display) -> OperatorError {
     OperatorError::Connector(format!("error reading {}: {e}", path.display()))
 }
 
-/// The files of `path`: itself, or a directory's visible files by name.
+/// The files of `path` (see [`super::list_files`]).
 fn list_files(path: &Path) -> Result<Vec<PathBuf>> {
-    if !path.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let io = |source| ConnectorError::Io {
+    super::list_files(path).map_err(|source| ConnectorError::Io {
         path: path.display().to_string(),
         source,
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && !p
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
-        .collect();
-    files.sort();
-    Ok(files)
+    })
 }
 
 impl FileSource {
@@ -118,25 +103,8 @@ impl FileSource {
         schema: &SchemaRef,
         format: Arc<dyn Format>,
     ) -> Result<Self> {
-        let path = super::local_path(options)?;
+        let (path, monitor) = super::source_path(options)?;
         let directory = path.is_dir();
-        if !directory && !path.is_file() {
-            return Err(ConnectorError::Option {
-                option: "path".into(),
-                message: format!("source file {} does not exist", path.display()),
-            });
-        }
-        let monitor = options.duration_ms(super::MONITOR_INTERVAL)?;
-        if monitor.is_some() && !directory {
-            return Err(ConnectorError::Option {
-                option: super::MONITOR_INTERVAL.into(),
-                message: format!(
-                    "'{}' watches a directory for new files, and {} is a file",
-                    super::MONITOR_INTERVAL,
-                    path.display()
-                ),
-            });
-        }
         // Fails early if the format cannot be read.
         format.decoder(schema, options)?.ok_or_else(|| {
             ConnectorError::Config(format!("the format '{}' cannot be read", format.name()))
@@ -151,7 +119,7 @@ impl FileSource {
                 .memory_bytes(super::SPLIT_SIZE)?
                 .unwrap_or(32 << 20)
                 .max(1),
-            monitor: monitor.map(|ms| Duration::from_millis(ms.max(1) as u64)),
+            monitor,
             splits_at_start: 0,
             path,
             table: table.to_string(),
@@ -211,10 +179,7 @@ impl SourceProvider for FileSource {
     }
 
     fn max_parallelism(&self) -> Option<usize> {
-        match self.monitor {
-            Some(_) => None,
-            None => Some(self.splits_at_start.max(1)),
-        }
+        super::max_parallelism(self.monitor, self.splits_at_start)
     }
 
     fn lookup_table(&self) -> Option<Arc<dyn LookupTable>> {
@@ -705,14 +670,20 @@ impl LookupTable for FileTable {
     }
 
     fn version(&self) -> Option<u64> {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        for f in list_files(&self.source.path).ok()? {
-            let meta = std::fs::metadata(&f).ok()?;
-            (f, meta.len(), meta.modified().ok()?).hash(&mut hasher);
-        }
-        Some(hasher.finish())
+        files_version(&list_files(&self.source.path).ok()?)
     }
+}
+
+/// A lookup table's version over `files`: changes when one of them
+/// changes length or modification time, or is added or removed.
+pub(super) fn files_version(files: &[PathBuf]) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for f in files {
+        let meta = std::fs::metadata(f).ok()?;
+        (f, meta.len(), meta.modified().ok()?).hash(&mut hasher);
+    }
+    Some(hasher.finish())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod csv;
 mod debezium;
 mod json;
 mod json_fast;
+mod parquet;
 mod raw;
 mod registry_client;
 
@@ -33,6 +34,7 @@ pub use self::csv::CsvFormat;
 pub use self::debezium::DebeziumJsonFormat;
 pub use self::json::JsonFormat;
 pub(crate) use self::json::TIMESTAMP_FORMAT;
+pub use self::parquet::{PARQUET, ParquetFormat, ParquetWriting};
 pub use self::raw::RawFormat;
 use crate::options::{OptionDecl, Options};
 use crate::{ConnectorError, Result};
@@ -138,8 +140,8 @@ pub struct FormatRegistry {
 }
 
 impl Default for FormatRegistry {
-    /// The built-in formats: `json`, `csv`, `raw`, `debezium-json`, `avro`
-    /// and `avro-confluent`.
+    /// The built-in formats: `json`, `csv`, `raw`, `debezium-json`, `avro`,
+    /// `avro-confluent` and `parquet`.
     fn default() -> Self {
         let mut registry = Self {
             formats: BTreeMap::new(),
@@ -150,6 +152,7 @@ impl Default for FormatRegistry {
         registry.register(Arc::new(DebeziumJsonFormat));
         registry.register(Arc::new(AvroFormat));
         registry.register(Arc::new(AvroConfluentFormat));
+        registry.register(Arc::new(ParquetFormat));
         registry
     }
 }

@@ -190,6 +190,7 @@ impl QueryPlanner<'_> {
                 event_time: None,
                 primary_key: Vec::new(),
                 read: None,
+                bounds: Vec::new(),
             },
             table_schema: source.schema.as_ref().clone(),
             probe_keys,

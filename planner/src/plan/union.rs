@@ -293,6 +293,7 @@ impl QueryPlanner<'_> {
             event_time: None,
             primary_key: Vec::new(),
             read: None,
+            bounds: Vec::new(),
         };
         let mut builder = GraphBuilder::default();
         let id = builder.add(NodeKind::Source(node), 1, schema.as_ref().clone(), None);
