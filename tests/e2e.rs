@@ -286,7 +286,8 @@ fn a_partitioned_file_sink_writes_one_directory_per_partition() {
 }
 
 /// Parquet both ways through the binary: the input written as Parquet
-/// parts (rolled small, so there are many files), then read back by the
+/// parts by two jobs, each of every other row (rolled small, so there are
+/// many files), then read back from one directory by the
 /// tumbling query at parallelism 1 and 3, which must give the answer
 /// computed here; and again with a filter the Parquet source is given
 /// (row groups it excludes are skipped), which must give the answer over
@@ -295,29 +296,44 @@ fn a_partitioned_file_sink_writes_one_directory_per_partition() {
 fn parquet_written_and_read_back_gives_the_independent_answer() {
     let dir = tempfile::tempdir().unwrap();
     let input = rows(3_000, 11);
-    write_input(&dir.path().join("input.json"), &input);
+    // Every other row, twice: two writers' parts of the same times, in one
+    // directory. Read one after another, the later ones' rows would be
+    // late; they are read side by side.
     let pq = dir.path().join("pq");
-    let write = format!(
-        "CREATE SOURCE events (k VARCHAR, ts TIMESTAMP(3), v BIGINT)
-         WITH (connector = 'file', path = '{input}', format = 'json', 'batch.size' = '200');
-         CREATE SINK pq WITH (connector = 'file', path = '{pq}/', format = 'parquet',
-           'parquet.block.size' = '2 kb', 'sink.rolling-policy.file-size' = '6 kb') AS
-         SELECT k, ts, v FROM events;",
-        input = dir.path().join("input.json").display(),
-        pq = pq.display(),
-    );
-    let sql_path = dir.path().join("write.sql");
-    std::fs::write(&sql_path, write).unwrap();
-    run_eddy(&sql_path, 2);
-    let parts = std::fs::read_dir(&pq)
-        .unwrap()
-        .filter(|e| {
-            let name = e.as_ref().unwrap().file_name();
-            let name = name.to_string_lossy();
-            name.starts_with("part-") && name.ends_with(".parquet")
-        })
-        .count();
-    assert!(parts > 1, "{parts} parquet parts");
+    std::fs::create_dir(&pq).unwrap();
+    for (name, parity) in [("a", 0), ("b", 1)] {
+        let half: Vec<Row> = (parity..input.len())
+            .step_by(2)
+            .map(|i| Row {
+                key: input[i].key.clone(),
+                ts: input[i].ts,
+                value: input[i].value,
+            })
+            .collect();
+        write_input(&dir.path().join(format!("{name}.json")), &half);
+        let out = dir.path().join(format!("pq-{name}"));
+        let write = format!(
+            "CREATE SOURCE events (k VARCHAR, ts TIMESTAMP(3), v BIGINT)
+             WITH (connector = 'file', path = '{input}', format = 'json', 'batch.size' = '200');
+             CREATE SINK pq WITH (connector = 'file', path = '{out}/', format = 'parquet',
+               'parquet.block.size' = '2 kb', 'sink.rolling-policy.file-size' = '6 kb') AS
+             SELECT k, ts, v FROM events;",
+            input = dir.path().join(format!("{name}.json")).display(),
+            out = out.display(),
+        );
+        let sql_path = dir.path().join(format!("write-{name}.sql"));
+        std::fs::write(&sql_path, write).unwrap();
+        run_eddy(&sql_path, 1);
+        let mut parts = 0;
+        for entry in std::fs::read_dir(&out).unwrap() {
+            let file = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if file.starts_with("part-") && file.ends_with(".parquet") {
+                std::fs::rename(out.join(&file), pq.join(format!("{name}-{file}"))).unwrap();
+                parts += 1;
+            }
+        }
+        assert!(parts > 1, "{parts} parts from {name}");
+    }
     for (filter, parallelism) in [("", 1), ("", 3), ("WHERE v >= 400", 3)] {
         let out = dir
             .path()

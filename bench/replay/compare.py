@@ -16,7 +16,7 @@ Needs a release build of eddy and `pip install duckdb`. Writes the input
 with eddy (examples/bench/bids-2m-json.sql) when it is missing. With
 `--format parquet`, both engines read the same bids as Parquet instead
 (written once by eddy from the JSON file, next to it, in row groups of
-16 MB: `out/bids-2m.parquet/`).
+16 MB: `out/bids-2m.parquet`).
 """
 
 import argparse
@@ -56,17 +56,19 @@ DUCKDB_SCANS = {
                columns = {{auction: 'BIGINT', bidder: 'BIGINT', price: 'BIGINT',
                           channel: 'VARCHAR', url: 'VARCHAR', date_time: 'TIMESTAMP',
                           extra: 'VARCHAR'}})""",
-    "parquet": "read_parquet('{input}/*.parquet')",
+    "parquet": "read_parquet('{input}')",
 }
 
 # The JSON bids rewritten as Parquet, by eddy.
 TO_PARQUET_SQL = """
+SET 'execution.checkpointing.interval' = '1 h';
 CREATE SOURCE bids (
   auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR,
   date_time TIMESTAMP(3), extra VARCHAR
 ) WITH (connector = 'file', path = '{input}', format = 'json');
 CREATE SINK pq WITH (connector = 'file', path = '{output}/', format = 'parquet',
-                     'parquet.block.size' = '16 mb') AS SELECT * FROM bids;
+                     'parquet.block.size' = '16 mb',
+                     'sink.rolling-policy.file-size' = '4 gb') AS SELECT * FROM bids;
 """
 
 # Runs in a child process: the query, then its answer as JSON on stdout.
@@ -160,13 +162,19 @@ def main():
     print(f"input: {input_path}, {lines:,} bids, {size / 1e6:.0f} MB", file=sys.stderr)
     if args.format == "parquet":
         json_path, input_path = input_path, os.path.splitext(input_path)[0] + ".parquet"
-        if not os.path.isdir(input_path):
-            with tempfile.NamedTemporaryFile("w", suffix=".sql") as sql:
-                sql.write(TO_PARQUET_SQL.format(input=json_path, output=input_path))
+        if not os.path.isfile(input_path):
+            with tempfile.TemporaryDirectory() as parts, \
+                    tempfile.NamedTemporaryFile("w", suffix=".sql") as sql:
+                sql.write(TO_PARQUET_SQL.format(input=json_path, output=parts))
                 sql.flush()
-                subprocess.run([args.eddy, "run", sql.name, "--quiet", "--parallelism", "2"],
+                # One writer reading the file in order: the Parquet rows keep the
+                # JSON file's order (two would interleave byte ranges).
+                subprocess.run([args.eddy, "run", sql.name, "--quiet", "--parallelism", "1"],
                                cwd=ROOT, check=True)
-        size = sum(os.path.getsize(os.path.join(input_path, f)) for f in os.listdir(input_path))
+                # One part: a file whose row groups are read on every core.
+                [part] = [f for f in os.listdir(parts) if f.endswith(".parquet")]
+                shutil.move(os.path.join(parts, part), input_path)
+        size = os.path.getsize(input_path)
         print(f"as Parquet: {input_path}, {size / 1e6:.0f} MB", file=sys.stderr)
 
     engines = [(f"Eddy, parallelism {n}",

@@ -1,10 +1,16 @@
 //! The file source in `'format' = 'parquet'`: a Parquet file, or a
 //! directory of them, read by row group.
 //!
-//! - **Splits**: every row group of every file (a directory's visible
-//!   files by name; names starting with `.` or `_`, as `_SUCCESS`, are
-//!   skipped) is a split, handed to whichever subtask is free, so a file
-//!   of many row groups is read on every core.
+//! - **Splits**, as for JSON lines (see `source.rs`):
+//!   - a **file**: each row group is a split, handed to whichever subtask
+//!     is free, so one file of many row groups is read on every core, its
+//!     row groups in order;
+//!   - a **directory** (names starting with `.` or `_`, as `_SUCCESS`,
+//!     skipped): each file is a split, its row groups read in order, and
+//!     the files are read side by side (spread over the subtasks), each
+//!     with its own watermark. Files written side by side (the parts of
+//!     several writers) cover the same times; read one after another,
+//!     the later ones' rows would be late.
 //! - **Columns**: only the columns the query uses are decoded (the
 //!   planner's projection, [`SourceProvider::projected`]); a file's column
 //!   is found by the declared column's name (an exact match first, then
@@ -26,7 +32,6 @@
 //!   new files (a Parquet file is written whole, so files are not
 //!   followed).
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,7 +64,9 @@ pub struct ParquetSource {
     schema: SchemaRef,
     batch_size: usize,
     monitor: Option<Duration>,
-    /// Row groups when the source was declared (the planner's parallelism).
+    /// A directory: its files are splits, read side by side.
+    directory: bool,
+    /// Splits when the source was declared (the planner's parallelism).
     splits_at_start: usize,
     /// Row groups none of whose rows can meet these are skipped.
     bounds: Vec<ColumnBound>,
@@ -69,8 +76,9 @@ pub struct ParquetSource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Position {
     file: PathBuf,
-    row_group: usize,
-    /// Rows of the row group already read.
+    /// The row groups of the split, in order.
+    row_groups: Vec<usize>,
+    /// Rows of them already read.
     rows: u64,
 }
 
@@ -88,6 +96,7 @@ impl ParquetSource {
     pub(crate) fn try_new(options: &Options, schema: &SchemaRef) -> Result<Self> {
         let (path, monitor) = super::source_path(options)?;
         let mut source = Self {
+            directory: path.is_dir(),
             path,
             schema: schema.clone(),
             batch_size: options.count("batch.size")?.unwrap_or(8192).max(1) as usize,
@@ -119,13 +128,18 @@ impl SourceProvider for ParquetSource {
             name: format!("parquet {}", self.path.display()),
             schema: self.schema.clone(),
             batch_size: self.batch_size,
-            splits: VecDeque::new(),
+            splits: Vec::new(),
+            turn: 0,
             done: 0,
         }))
     }
 
     fn assignment(&self) -> SplitAssignment {
-        SplitAssignment::OnDemand
+        if self.directory {
+            SplitAssignment::Spread
+        } else {
+            SplitAssignment::OnDemand
+        }
     }
 
     fn max_parallelism(&self) -> Option<usize> {
@@ -186,17 +200,35 @@ impl SplitEnumerator for ParquetEnumerator {
             if skipped > 0 && self.discovery_interval().is_none() {
                 tracing::info!(file = %name, skipped, of = groups.len(), "row groups skipped by their statistics");
             }
-            for (i, group) in groups.iter().enumerate().filter(|(i, _)| kept[*i]) {
-                splits.push(Split {
-                    id: format!("{name}#{i}"),
-                    position: serde_json::to_vec(&Position {
-                        file: file.clone(),
-                        row_group: i,
-                        rows: 0,
-                    })
-                    .unwrap_or_default(),
-                    size: Some(group.compressed_size().max(0) as u64),
-                });
+            let kept: Vec<usize> = (0..groups.len()).filter(|i| kept[*i]).collect();
+            let size = |of: &[usize]| {
+                let bytes = of
+                    .iter()
+                    .map(|i| groups[*i].compressed_size().max(0) as u64);
+                Some(bytes.sum())
+            };
+            let split = |id: String, row_groups: Vec<usize>| Split {
+                id,
+                size: size(&row_groups),
+                position: serde_json::to_vec(&Position {
+                    file: file.clone(),
+                    row_groups,
+                    rows: 0,
+                })
+                .unwrap_or_default(),
+            };
+            if self.source.directory {
+                let id = file
+                    .file_name()
+                    .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+                if !kept.is_empty() {
+                    splits.push(split(id, kept));
+                }
+            } else {
+                splits.extend(
+                    kept.into_iter()
+                        .map(|i| split(format!("{name}#{i}"), vec![i])),
+                );
             }
         }
         Ok(splits)
@@ -351,8 +383,8 @@ impl Columns {
     }
 }
 
-/// A row group being read.
-struct OpenRowGroup {
+/// A split being read: a file's row groups, in order.
+struct OpenSplit {
     index: usize,
     position: Position,
     reader: ParquetRecordBatchReader,
@@ -364,7 +396,7 @@ struct OpenRowGroup {
     counted: u64,
 }
 
-impl OpenRowGroup {
+impl OpenSplit {
     fn open(
         index: usize,
         position: Position,
@@ -374,23 +406,25 @@ impl OpenRowGroup {
         let path = &position.file;
         let builder = open(path)?;
         let columns = Columns::of(path, builder.schema(), declared)?;
-        let Some(group) = builder.metadata().row_groups().get(position.row_group) else {
-            return Err(read_error(
-                path,
-                format!("it has no row group {}", position.row_group),
-            ));
-        };
-        let (rows, bytes) = (group.num_rows().max(0) as u64, group.compressed_size());
+        let all = builder.metadata().row_groups();
+        let (mut rows, mut bytes) = (0, 0);
+        for i in &position.row_groups {
+            let Some(group) = all.get(*i) else {
+                return Err(read_error(path, format!("it has no row group {i}")));
+            };
+            rows += group.num_rows().max(0) as u64;
+            bytes += group.compressed_size().max(0) as u64;
+        }
         let mask = ProjectionMask::roots(builder.parquet_schema(), columns.roots.iter().copied());
+        // The offset counts the rows of the row groups selected, in order.
         let reader = builder
-            .with_row_groups(vec![position.row_group])
+            .with_row_groups(position.row_groups.clone())
             .with_projection(mask)
             .with_batch_size(batch_size)
             .with_offset(position.rows as usize)
             .build()
             .map_err(|e| read_error(path, e))?;
-        let bytes = bytes.max(0) as u64;
-        let counted = bytes * position.rows / rows.max(1);
+        let counted = bytes * position.rows.min(rows) / rows.max(1);
         Ok(Self {
             index,
             position,
@@ -402,18 +436,35 @@ impl OpenRowGroup {
         })
     }
 
-    /// Bytes read so far: the row group's share of the rows read.
+    /// Bytes read so far: the split's share of the rows read.
     fn bytes_read(&self) -> u64 {
         self.bytes * self.position.rows.min(self.rows) / self.rows.max(1)
     }
+
+    fn error(&self, e: impl std::fmt::Display) -> OperatorError {
+        read_error(&self.position.file, e)
+    }
+
+    /// The next batch as the declared columns; `None` at its end.
+    fn next(&mut self, declared: &SchemaRef) -> eddy_operators::Result<Option<RecordBatch>> {
+        let Some(batch) = self.reader.next() else {
+            return Ok(None);
+        };
+        let batch = batch.map_err(|e| self.error(e))?;
+        self.position.rows += batch.num_rows() as u64;
+        let batch = self.columns.conform(&batch, declared);
+        Ok(Some(batch.map_err(|e| self.error(e))?))
+    }
 }
 
-/// Reads the row groups assigned to one subtask, one after another.
+/// Reads the splits assigned to one subtask side by side, a batch from
+/// each in turn.
 struct ParquetReader {
     name: String,
     schema: SchemaRef,
     batch_size: usize,
-    splits: VecDeque<OpenRowGroup>,
+    splits: Vec<OpenSplit>,
+    turn: usize,
     /// Compressed bytes read (progress).
     done: u64,
 }
@@ -434,38 +485,31 @@ impl SourceReader for ParquetReader {
                 assigned.id, self.name
             ))
         })?;
-        let group = OpenRowGroup::open(split, position, &self.schema, self.batch_size)?;
-        self.splits.push_back(group);
+        let open = OpenSplit::open(split, position, &self.schema, self.batch_size)?;
+        self.splits.push(open);
         Ok(())
     }
 
     fn poll(&mut self) -> eddy_operators::Result<Poll> {
-        let Some(group) = self.splits.front_mut() else {
+        if self.splits.is_empty() {
             return Ok(Poll::Pending);
-        };
-        match group.reader.next() {
-            Some(Ok(batch)) => {
-                group.position.rows += batch.num_rows() as u64;
-                let read = group.bytes_read();
-                self.done += read.saturating_sub(group.counted);
-                group.counted = read;
-                let batch = group.columns.conform(&batch, &self.schema).map_err(|e| {
-                    read_error(
-                        &group.position.file,
-                        format!("row group {}: {e}", group.position.row_group),
-                    )
-                })?;
-                Ok(Poll::Batch(group.index, batch))
+        }
+        let at = self.turn % self.splits.len();
+        let split = &mut self.splits[at];
+        let read = split.next(&self.schema)?;
+        let now = split.bytes_read();
+        self.done += now.saturating_sub(split.counted);
+        split.counted = now;
+        match read {
+            Some(batch) => {
+                self.turn = at + 1;
+                Ok(Poll::Batch(split.index, batch))
             }
-            Some(Err(e)) => Err(read_error(
-                &group.position.file,
-                format!("row group {}: {e}", group.position.row_group),
-            )),
             None => {
-                self.done += group.bytes.saturating_sub(group.counted);
-                let index = group.index;
-                self.splits.pop_front();
-                Ok(Poll::Finished(index))
+                self.done += split.bytes.saturating_sub(split.counted);
+                let finished = self.splits.remove(at);
+                self.turn = at;
+                Ok(Poll::Finished(finished.index))
             }
         }
     }
@@ -607,10 +651,17 @@ mod tests {
         write_file(&dir.path().join("a.parquet"), 250);
         write_file(&dir.path().join("b.parquet"), 100);
         std::fs::write(dir.path().join("_SUCCESS"), b"").unwrap();
+        // A file: its row groups are the splits, handed out on demand.
+        let one = source(&dir.path().join("a.parquet"), &declared()).unwrap();
+        assert_eq!(one.enumerator().unwrap().list().unwrap().len(), 3);
+        assert_eq!(one.assignment(), SplitAssignment::OnDemand);
+        assert_eq!(rows(&read_all(&one).unwrap()), expected(250));
+        // A directory: its files, read side by side.
         let src = source(dir.path(), &declared()).unwrap();
         let splits = src.enumerator().unwrap().list().unwrap();
-        assert_eq!(splits.len(), 3 + 1, "{splits:?}");
-        assert_eq!(src.max_parallelism(), Some(4));
+        assert_eq!(splits.len(), 2, "{splits:?}");
+        assert_eq!(src.assignment(), SplitAssignment::Spread);
+        assert_eq!(src.max_parallelism(), Some(2));
         let mut want = expected(250);
         want.extend(expected(100));
         want.sort_unstable();
@@ -673,6 +724,28 @@ mod tests {
             resumed.bytes_read(),
             split.size.unwrap() - reader.bytes_read()
         );
+
+        // A directory's file: 250 rows in 3 row groups, resumed in the
+        // second after 5 batches of 32.
+        let dir = tempfile::tempdir().unwrap();
+        write_file(&dir.path().join("a.parquet"), 250);
+        let src = source(dir.path(), &declared()).unwrap();
+        let split = src.enumerator().unwrap().list().unwrap().remove(0);
+        let mut reader = src.reader().unwrap();
+        reader.add_split(0, split.clone()).unwrap();
+        let mut batches = Vec::new();
+        while batches.len() < 5 {
+            if let Poll::Batch(_, b) = reader.poll().unwrap() {
+                batches.push(b);
+            }
+        }
+        let (_, position) = reader.positions().pop().unwrap();
+        let mut resumed = src.reader().unwrap();
+        resumed.add_split(0, Split { position, ..split }).unwrap();
+        while let Poll::Batch(_, b) = resumed.poll().unwrap() {
+            batches.push(b);
+        }
+        assert_eq!(rows(&batches), expected(250));
     }
 
     /// Row groups hold v = 0..99, 100..199, 200..249.
