@@ -505,6 +505,32 @@ fn a_view_survives_kill_9_and_drop_frees_it() {
     assert!(!dir.path().join("state/views/counts").exists());
 }
 
+/// A stopped view keeps the rows of its final checkpoint across a restart,
+/// where its job stays stopped: they are rebuilt from its logs.
+#[test]
+fn a_stopped_view_keeps_its_rows_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let (status, body) = server.sql(&counts_sql(1_000_000, 2000));
+    assert_eq!(status, 200, "{body}");
+    let id = job_id(&body, 1);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while select_counts(&server).len() < 3 {
+        assert!(std::time::Instant::now() < until, "the view stayed empty");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (status, _) = server.post(&format!("/api/jobs/{id}/stop"));
+    assert_eq!(status, 202);
+    server.wait_job(&id, "stopped", |j| j["state"] == "stopped");
+    let before = select_counts(&server);
+    assert_eq!(before.len(), 3, "{before:?}");
+    server.kill();
+    let server = Server::start(dir.path(), &[]);
+    let (_, job) = server.get(&format!("/api/jobs/{id}"));
+    assert_eq!(job["state"], "stopped", "{job}");
+    assert_eq!(select_counts(&server), before);
+}
+
 #[test]
 fn a_subscriber_that_stops_reading_is_dropped_and_the_job_never_waits() {
     use std::io::{Read as _, Write as _};

@@ -183,6 +183,7 @@ pub fn serve(args: ServerArgs) -> anyhow::Result<()> {
             .context("cannot resolve --allow-path")?,
     });
     resume_jobs(&app);
+    reopen_views(&app);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // Statements and ad-hoc queries run on blocking threads: a few at
@@ -252,6 +253,34 @@ fn replay_catalog(session: &mut Session, store: &Store) -> anyhow::Result<()> {
 }
 
 /// Starts every job that was running when the server last went down.
+/// The views of jobs that do not run (stopped or cancelled), as of their
+/// jobs' last checkpoints: a running job's view is rebuilt by the job.
+fn reopen_views(app: &App) {
+    let root = app.store().jobs_root();
+    let idle: Vec<(String, String)> = app
+        .store()
+        .jobs()
+        .iter()
+        .filter(|(_, r)| r.desired != Desired::Running)
+        .filter_map(|(id, r)| Some((id.clone(), r.view.clone()?)))
+        .collect();
+    for (id, view) in idle {
+        let last = eddy_state::checkpoint::CheckpointStore::new(&root.join(&id), 1)
+            .and_then(|store| store.latest());
+        let checkpoint = match last {
+            Ok(Some(recovered)) => recovered.manifest.id,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(job = %id, view = %view, error = %e, "the view's checkpoints cannot be read");
+                continue;
+            }
+        };
+        if let Err(e) = app.views.reopen(&view, checkpoint) {
+            tracing::warn!(job = %id, view = %view, error = %e, "the view cannot be rebuilt");
+        }
+    }
+}
+
 fn resume_jobs(app: &App) {
     let root = app.store().jobs_root();
     let running: Vec<String> = app

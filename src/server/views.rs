@@ -120,6 +120,35 @@ impl Views {
         self.root.join(name)
     }
 
+    /// A view whose job does not run (stopped or cancelled before the
+    /// server restarted): its rows as of the job's last checkpoint
+    /// `checkpoint`, rebuilt from its logs, so that it can still be
+    /// queried and followed. A view that never logged a change stays
+    /// unknown (its columns are in its logs).
+    pub fn reopen(&self, name: &str, checkpoint: u64) -> Result<(), OperatorError> {
+        let dir = self.dir(name);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let subtasks: Vec<usize> = entries
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".log")?.parse().ok()
+            })
+            .collect();
+        let Some(schema) = subtasks
+            .iter()
+            .find_map(|s| first_record_schema(&log_path(&dir, *s)))
+        else {
+            return Ok(());
+        };
+        let view = self.open(name, &schema)?;
+        for subtask in subtasks {
+            view.restore(subtask, checkpoint)?;
+        }
+        Ok(())
+    }
+
     /// Forgets a view and deletes its logs.
     pub fn drop_view(&self, name: &str) {
         self.map().remove(name);
@@ -456,6 +485,14 @@ pub fn record_header(data: &[u8]) -> Option<(u64, usize)> {
     let checkpoint = u64::from_le_bytes(data.get(..8)?.try_into().ok()?);
     let len = u64::from_le_bytes(data.get(8..RECORD_HEADER)?.try_into().ok()?);
     Some((checkpoint, len as usize))
+}
+
+/// The columns of the changes in a log's first record, if it has one.
+fn first_record_schema(path: &Path) -> Option<SchemaRef> {
+    let data = std::fs::read(path).ok()?;
+    let (_, len) = record_header(&data)?;
+    let body = data.get(RECORD_HEADER..RECORD_HEADER + len)?;
+    Some(StreamReader::try_new(body, None).ok()?.schema())
 }
 
 /// The changes of a record's body.
