@@ -11,12 +11,20 @@ process of its own, without Python's start and import). Prints a Markdown table 
 
     bench/replay/compare.py [--eddy PATH] [--input out/bids-2m.json]
                             [--runs 5] [--threads 2] [--format json|parquet]
+                            [--flink-python ~/.cache/eddy-bench/pyflink/bin/python]
 
 Needs a release build of eddy and `pip install duckdb`. Writes the input
 with eddy (examples/bench/bids-2m-json.sql) when it is missing. With
 `--format parquet`, both engines read the same bids as Parquet instead
 (written once by eddy from the JSON file, next to it, in row groups of
 16 MB: `out/bids-2m.parquet`).
+
+With `--flink-python` (the Python of a venv with `pip install
+apache-flink==2.3.0`), Apache Flink runs the same query too, from JSON, in
+streaming mode at `--threads` parallelism, into its filesystem sink. Its
+wall time includes starting the JVM and submitting the job, and its CPU is
+its whole process tree's (bench/kafka/cputime.py), the JVM included; a
+run over a 46-row file gives that fixed cost.
 """
 
 import argparse
@@ -69,6 +77,35 @@ CREATE SOURCE bids (
 CREATE SINK pq WITH (connector = 'file', path = '{output}/', format = 'parquet',
                      'parquet.block.size' = '16 mb',
                      'sink.rolling-policy.file-size' = '4 gb') AS SELECT * FROM bids;
+"""
+
+# Flink's DDL for the same query: the file's `Z` timestamps read as
+# TIMESTAMP_LTZ, the windows into JSON part files.
+FLINK_SQL = """
+CREATE TABLE bids (auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING,
+  date_time TIMESTAMP_LTZ(3), extra STRING,
+  WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
+WITH ('connector' = 'filesystem', 'path' = '{input}', 'format' = 'json',
+      'json.timestamp-format.standard' = 'ISO-8601');
+CREATE TABLE windows (auction BIGINT, window_start TIMESTAMP_LTZ(3), bids BIGINT, top BIGINT)
+WITH ('connector' = 'filesystem', 'path' = '{output}', 'format' = 'json');
+INSERT INTO windows
+SELECT auction, window_start, COUNT(*) AS bids, MAX(price) AS top
+FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND))
+GROUP BY auction, window_start, window_end
+"""
+
+# Runs the statements of FLINK_SQL (on stdin) with PyFlink, to their end.
+FLINK_CHILD = """
+import sys
+from pyflink.table import EnvironmentSettings, TableEnvironment
+env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+env.get_config().set("parallelism.default", "{parallelism}")
+env.get_config().set("restart-strategy.type", "none")
+statements = [s.strip() for s in sys.stdin.read().split(";") if s.strip()]
+for statement in statements[:-1]:
+    env.execute_sql(statement)
+env.execute_sql(statements[-1]).wait()
 """
 
 # Runs in a child process: the query, then its answer as JSON on stdout.
@@ -131,6 +168,34 @@ def duckdb_run(input_path, threads, fmt):
     return [tuple(r) for r in answer["rows"]], answer["wall"], answer["cpu"]
 
 
+def flink_run(python, input_path, parallelism, work):
+    """Flink over the JSON file; wall and CPU of its whole process tree."""
+    output = os.path.join(work, "flink-out")
+    shutil.rmtree(output, ignore_errors=True)
+    sql = FLINK_SQL.format(input=input_path, output=output)
+    log = os.path.join(work, "flink.log")
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "kafka", "cputime.py"), log,
+         python, "-c", FLINK_CHILD.format(parallelism=parallelism)],
+        input=sql, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"flink failed:\n{open(log).read()[-3000:]}")
+    wall, cpu = (float(x) for x in done.stderr.split()[-2:])
+    rows = []
+    for name in sorted(os.listdir(output)):
+        if name.startswith("part-"):
+            with open(os.path.join(output, name)) as f:
+                for line in f:
+                    r = json.loads(line)
+                    rows.append((r["auction"], r["window_start"], r["bids"], r["top"]))
+    return rows, wall, cpu
+
+
+def normalize_flink(rows):
+    """Flink's `2025-01-01 00:00:10Z` window starts as epoch milliseconds."""
+    return normalize_eddy([(a, s.replace(" ", "T"), n, top) for a, s, n, top in rows])
+
+
 def normalize_eddy(rows):
     """Window starts as epoch milliseconds, as DuckDB's answer has them."""
     from datetime import datetime, timezone
@@ -150,6 +215,7 @@ def main():
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--format", choices=sorted(DUCKDB_SCANS), default="json")
+    p.add_argument("--flink-python", help="the Python of a venv with apache-flink 2.3")
     args = p.parse_args()
     input_path = os.path.abspath(args.input)
     if not os.path.exists(input_path):
@@ -182,6 +248,10 @@ def main():
                for n in (1, args.threads)]
     engines.append((f"DuckDB {__import__('duckdb').__version__}, {args.threads} threads",
                      lambda w=None: duckdb_run(input_path, args.threads, args.format)))
+    if args.flink_python:
+        json_input = os.path.abspath(args.input)
+        engines.append((f"Apache Flink 2.3 (JSON), parallelism {args.threads}",
+                        lambda w=None: flink_run(args.flink_python, json_input, args.threads, w)))
     results = {}
     with tempfile.TemporaryDirectory() as work:
         for run in range(args.runs):
@@ -189,6 +259,9 @@ def main():
                 if name.startswith("Eddy"):
                     rows, wall, cpu = engine(w=work)
                     rows = normalize_eddy(rows)
+                elif name.startswith("Apache Flink"):
+                    rows, wall, cpu = engine(w=work)
+                    rows = normalize_flink(rows)
                 else:
                     rows, wall, cpu = engine()
                     rows = sorted(rows)
