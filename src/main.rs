@@ -16,6 +16,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use eddy_engine::{JobId, JobManager, JobState, JobStatus};
 use eddy_operators::metrics::CheckpointStats;
+use eddy_operators::source::LagUnit;
 use eddy_planner::{Job, Outcome, Session};
 
 #[global_allocator]
@@ -404,6 +405,10 @@ pub(crate) struct Totals {
     pub watermark: u64,
     /// The latest completed checkpoint of any job.
     pub checkpoints: CheckpointStats,
+    /// How far sources that know it are behind their input's end: bytes
+    /// (files), records (topics); `None` where no source says.
+    pub lag_bytes: Option<u64>,
+    pub lag_records: Option<u64>,
 }
 
 impl Totals {
@@ -423,6 +428,13 @@ impl Totals {
             t.progress = (t.progress.0 + done, t.progress.1 + total);
             t.bytes_read += m.bytes_read();
             t.watermark = t.watermark.max(m.watermark());
+            for (lag, unit) in m.operators().iter().filter_map(|o| o.source_lag) {
+                let sum = match unit {
+                    LagUnit::Bytes => &mut t.lag_bytes,
+                    LagUnit::Records => &mut t.lag_records,
+                };
+                *sum = Some(sum.unwrap_or(0) + lag);
+            }
             let c = m.checkpoints();
             if c.id >= t.checkpoints.id {
                 let max = t.checkpoints.max_duration_ms.max(c.max_duration_ms);
@@ -456,6 +468,20 @@ fn progress_message(now: &Totals, before: &Totals, seconds: f64) -> String {
     }
     if let Some(time) = event_time(now.watermark) {
         parts.push(format!("event time {time}"));
+    }
+    // Catching up on a followed input, then following it.
+    match (now.lag_bytes, now.lag_records) {
+        (Some(0) | None, Some(0) | None) if now.lag_bytes.or(now.lag_records).is_some() => {
+            parts.push("caught up".to_string());
+        }
+        (bytes, records) => {
+            if let Some(b) = bytes.filter(|b| *b > 0) {
+                parts.push(format!("{:.1} MB behind", b as f64 / 1e6));
+            }
+            if let Some(r) = records.filter(|r| *r > 0) {
+                parts.push(format!("{} records behind", count(r)));
+            }
+        }
     }
     parts.push(format!("{} out", count(now.rows_out)));
     parts.push(format!("{} late", count(now.late_rows)));
@@ -599,4 +625,40 @@ fn progress(done: &AtomicBool, manager: &JobManager, started: Instant) {
         seconds = started.elapsed().as_secs_f64(),
         "progress reporter stopped"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bar says how far a followed input is behind while catching up,
+    /// and that it caught up once nothing is left.
+    #[test]
+    fn the_progress_message_shows_the_catch_up() {
+        let behind = Totals {
+            rows_in: 10,
+            lag_bytes: Some(12_500_000),
+            lag_records: Some(1_234),
+            ..Totals::default()
+        };
+        let message = progress_message(&behind, &Totals::default(), 1.0);
+        assert!(message.contains("12.5 MB behind"), "{message}");
+        assert!(message.contains("1,234 records behind"), "{message}");
+        let caught_up = Totals {
+            lag_bytes: Some(0),
+            ..behind
+        };
+        let caught_up = Totals {
+            lag_records: None,
+            ..caught_up
+        };
+        let message = progress_message(&caught_up, &Totals::default(), 1.0);
+        assert!(message.contains("caught up"), "{message}");
+        assert!(!message.contains("behind"), "{message}");
+        let unknown = progress_message(&Totals::default(), &Totals::default(), 1.0);
+        assert!(
+            !unknown.contains("caught up") && !unknown.contains("behind"),
+            "{unknown}"
+        );
+    }
 }

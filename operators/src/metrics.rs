@@ -352,6 +352,8 @@ pub struct OperatorCounters {
     late_rows: AtomicU64,
     blocked_ns: AtomicU64,
     watermark: AtomicI64,
+    /// A source subtask's lag, summed over its splits, once known.
+    source_lag: Mutex<Option<(u64, crate::source::LagUnit)>>,
     facade: Facade,
 }
 
@@ -381,6 +383,9 @@ pub struct OperatorSnapshot {
     pub blocked: Duration,
     /// The subtask's input watermark (ms), if it has one.
     pub watermark: Option<i64>,
+    /// A source subtask's lag behind the end of its input (its splits'
+    /// sum), where the source knows it.
+    pub source_lag: Option<(u64, crate::source::LagUnit)>,
 }
 
 impl OperatorCounters {
@@ -401,6 +406,7 @@ impl OperatorCounters {
             late_rows: AtomicU64::new(0),
             blocked_ns: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
+            source_lag: Mutex::new(None),
             facade: Facade {
                 rows_in: metrics::counter!("eddy_operator_rows_in_total", &labels),
                 batches_in: metrics::counter!("eddy_operator_batches_in_total", &labels),
@@ -424,6 +430,11 @@ impl OperatorCounters {
     /// A source split's lag behind the end of its input, in `unit`s
     /// (`eddy_source_lag_records` or `eddy_source_lag_bytes`, labelled by
     /// split too).
+    /// A source subtask's lag over all its splits, for the progress bar.
+    pub fn set_total_source_lag(&self, lag: u64, unit: crate::source::LagUnit) {
+        *self.source_lag.lock().unwrap_or_else(|e| e.into_inner()) = Some((lag, unit));
+    }
+
     pub fn source_lag(&self, split: &str, lag: u64, unit: crate::source::LagUnit) {
         let labels = [
             ("job", self.job.clone()),
@@ -467,6 +478,7 @@ impl OperatorCounters {
             late_rows: self.late_rows.load(Ordering::Relaxed),
             blocked: Duration::from_nanos(self.blocked_ns.load(Ordering::Relaxed)),
             watermark: (wm > i64::MIN).then_some(wm),
+            source_lag: *self.source_lag.lock().unwrap_or_else(|e| e.into_inner()),
         }
     }
 }

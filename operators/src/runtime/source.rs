@@ -337,7 +337,11 @@ impl SourceTask<'_> {
     fn report_lag(&self) {
         if let Some(counters) = self.ctx.metrics.operator() {
             let unit = self.reader.lag_unit();
-            for (split, lag) in self.reader.lag() {
+            let lags = self.reader.lag();
+            if !lags.is_empty() {
+                counters.set_total_source_lag(lags.iter().map(|(_, lag)| lag).sum(), unit);
+            }
+            for (split, lag) in lags {
                 counters.source_lag(&split, lag, unit);
             }
         }
