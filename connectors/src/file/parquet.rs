@@ -30,7 +30,8 @@
 //!   in checkpoints; a restore skips the rows read.
 //! - With `'source.monitor-interval'` the directory is listed again for
 //!   new files (a Parquet file is written whole, so files are not
-//!   followed).
+//!   followed); a new file that cannot be read yet (its footer not
+//!   written) is tried again at the next listing.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -191,7 +192,16 @@ impl SplitEnumerator for ParquetEnumerator {
         let files = super::list_files(path).map_err(|e| read_error(path, e))?;
         let mut splits = Vec::new();
         for file in files {
-            let builder = open(&file)?;
+            let builder = match open(&file) {
+                Ok(builder) => builder,
+                // A watched directory's new file may still be being
+                // written (no footer yet): it is listed again later.
+                Err(e) if self.source.monitor.is_some() => {
+                    tracing::debug!(file = %file.display(), error = %e, "not readable yet");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             Columns::of(&file, builder.schema(), &self.source.schema)?;
             let name = file.display().to_string();
             let kept = kept_row_groups(&builder, &self.source.bounds);
@@ -802,6 +812,24 @@ mod tests {
             value: ScalarValue::Utf8(Some("5".into())),
         };
         assert!(src.bounded(&[other]).is_none());
+    }
+
+    /// A watched directory lists a file again until it can be read.
+    #[test]
+    fn a_watched_directorys_unfinished_file_waits_for_a_later_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        write_file(&dir.path().join("a.parquet"), 10);
+        let options = Options::new([
+            ("path".to_string(), dir.path().display().to_string()),
+            ("source.monitor-interval".to_string(), "1 s".to_string()),
+        ]);
+        let src = ParquetSource::try_new(&options, &declared()).unwrap();
+        std::fs::write(dir.path().join("b.parquet"), b"PAR1 still being written").unwrap();
+        let mut enumerator = src.enumerator().unwrap();
+        assert_eq!(enumerator.list().unwrap().len(), 1);
+        write_file(&dir.path().join("b.parquet"), 10);
+        assert_eq!(enumerator.list().unwrap().len(), 2);
+        assert_eq!(src.max_parallelism(), None);
     }
 
     #[test]
