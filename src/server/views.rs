@@ -734,10 +734,19 @@ impl Sink for ViewWriter {
         })
     }
 
-    fn recover(&mut self, checkpoint: u64, _position: Option<&[u8]>) -> eddy_operators::Result<()> {
+    /// With a position, the committer rebuilt this subtask's rows from its
+    /// log up to it already (see [`ViewCommitter::recover`]); without one
+    /// (a checkpoint from before positions were kept, or a fresh start),
+    /// the log is cut after `checkpoint` and replayed here.
+    fn recover(&mut self, checkpoint: u64, position: Option<&[u8]>) -> eddy_operators::Result<()> {
         self.pending.clear();
-        self.view.restore(self.subtask, checkpoint)?;
-        self.log_end = self.view.published(self.subtask).unwrap_or(0);
+        match position.and_then(|p| <[u8; 8]>::try_from(p).ok()) {
+            Some(end) => self.log_end = u64::from_le_bytes(end),
+            None => {
+                self.view.restore(self.subtask, checkpoint)?;
+                self.log_end = self.view.published(self.subtask).unwrap_or(0);
+            }
+        }
         Ok(())
     }
 }
@@ -765,7 +774,7 @@ impl Committer for ViewCommitter {
 
     /// The rows as of the checkpoint, from each writer's log up to the end
     /// the checkpoint recorded: a finished job's view has them without
-    /// running again (a running job's writers then restore the same).
+    /// running again, and a running job's writers start from them.
     fn recover(
         &self,
         _committables: &[Value],

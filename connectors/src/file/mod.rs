@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::arrow::record_batch::RecordBatch;
+use eddy_operators::lookup::LookupTable;
+use eddy_operators::source::{SplitAssignment, read_all};
 use eddy_operators::{DeliveryGuarantee, SinkProvider, SourceProvider};
 
 use self::parquet::ParquetSource;
@@ -201,4 +204,45 @@ pub(crate) fn list_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// come later).
 pub(crate) fn max_parallelism(monitor: Option<Duration>, splits: usize) -> Option<usize> {
     monitor.is_none().then_some(splits.max(1))
+}
+
+/// How a file source's splits are handed out: a directory's files side by
+/// side (each file its own watermark), one file's pieces (byte ranges, row
+/// groups) to whichever subtask is free.
+pub(crate) fn assignment(directory: bool) -> SplitAssignment {
+    if directory {
+        SplitAssignment::Spread
+    } else {
+        SplitAssignment::OnDemand
+    }
+}
+
+/// A file source (a file or a directory's files) read whole for a lookup
+/// join, again whenever a file changes length or modification time, or
+/// one is added or removed.
+#[derive(Debug)]
+pub(crate) struct FilesTable {
+    pub name: String,
+    pub path: PathBuf,
+    pub source: Arc<dyn SourceProvider>,
+}
+
+impl LookupTable for FilesTable {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn load(&self) -> eddy_operators::Result<Vec<RecordBatch>> {
+        read_all(self.source.as_ref())
+    }
+
+    fn version(&self) -> Option<u64> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for f in list_files(&self.path).ok()? {
+            let meta = std::fs::metadata(&f).ok()?;
+            (f, meta.len(), meta.modified().ok()?).hash(&mut hasher);
+        }
+        Some(hasher.finish())
+    }
 }

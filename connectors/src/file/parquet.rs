@@ -46,7 +46,7 @@ use datafusion::common::ScalarValue;
 use eddy_operators::lookup::LookupTable;
 use eddy_operators::source::{
     ColumnBound, LagUnit, Poll, SourceProvider, SourceReader, Split, SplitAssignment,
-    SplitEnumerator, read_all,
+    SplitEnumerator,
 };
 use eddy_operators::{OperatorContext, OperatorError};
 use parquet::arrow::ProjectionMask;
@@ -136,11 +136,7 @@ impl SourceProvider for ParquetSource {
     }
 
     fn assignment(&self) -> SplitAssignment {
-        if self.directory {
-            SplitAssignment::Spread
-        } else {
-            SplitAssignment::OnDemand
-        }
+        super::assignment(self.directory)
     }
 
     fn max_parallelism(&self) -> Option<usize> {
@@ -148,8 +144,10 @@ impl SourceProvider for ParquetSource {
     }
 
     fn lookup_table(&self) -> Option<Arc<dyn LookupTable>> {
-        Some(Arc::new(ParquetTable {
-            source: self.clone(),
+        Some(Arc::new(super::FilesTable {
+            name: format!("parquet {}", self.path.display()),
+            path: self.path.clone(),
+            source: Arc::new(self.clone()),
         }))
     }
 
@@ -547,27 +545,6 @@ impl SourceReader for ParquetReader {
     }
 }
 
-/// Parquet files read whole for a lookup join, again whenever a file
-/// changes length or modification time.
-#[derive(Debug)]
-struct ParquetTable {
-    source: ParquetSource,
-}
-
-impl LookupTable for ParquetTable {
-    fn name(&self) -> String {
-        format!("parquet {}", self.source.path.display())
-    }
-
-    fn load(&self) -> eddy_operators::Result<Vec<RecordBatch>> {
-        read_all(&self.source)
-    }
-
-    fn version(&self) -> Option<u64> {
-        super::source::files_version(&super::list_files(&self.source.path).ok()?)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,6 +552,7 @@ mod tests {
     use datafusion::arrow::datatypes::{
         DataType, Field, Int64Type, TimeUnit, TimestampMillisecondType,
     };
+    use eddy_operators::source::read_all;
     use parquet::arrow::ArrowWriter;
     use parquet::file::properties::WriterProperties;
 

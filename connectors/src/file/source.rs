@@ -32,7 +32,6 @@ use datafusion::arrow::record_batch::RecordBatch;
 use eddy_operators::lookup::LookupTable;
 use eddy_operators::source::{
     LagUnit, Poll, Rejected, SourceProvider, SourceReader, Split, SplitAssignment, SplitEnumerator,
-    read_all,
 };
 use eddy_operators::{OperatorContext, OperatorError};
 use serde::{Deserialize, Serialize};
@@ -171,11 +170,7 @@ impl SourceProvider for FileSource {
     }
 
     fn assignment(&self) -> SplitAssignment {
-        if self.directory {
-            SplitAssignment::Spread
-        } else {
-            SplitAssignment::OnDemand
-        }
+        super::assignment(self.directory)
     }
 
     fn max_parallelism(&self) -> Option<usize> {
@@ -183,8 +178,10 @@ impl SourceProvider for FileSource {
     }
 
     fn lookup_table(&self) -> Option<Arc<dyn LookupTable>> {
-        Some(Arc::new(FileTable {
-            source: self.clone(),
+        Some(Arc::new(super::FilesTable {
+            name: format!("file {}", self.path.display()),
+            path: self.path.clone(),
+            source: Arc::new(self.clone()),
         }))
     }
 
@@ -653,44 +650,12 @@ impl SourceReader for FileReader {
     }
 }
 
-/// A file (or a directory's files) read whole for a lookup join, again
-/// whenever a file changes length or modification time.
-#[derive(Debug)]
-struct FileTable {
-    source: FileSource,
-}
-
-impl LookupTable for FileTable {
-    fn name(&self) -> String {
-        format!("file {}", self.source.path.display())
-    }
-
-    fn load(&self) -> eddy_operators::Result<Vec<RecordBatch>> {
-        read_all(&self.source)
-    }
-
-    fn version(&self) -> Option<u64> {
-        files_version(&list_files(&self.source.path).ok()?)
-    }
-}
-
-/// A lookup table's version over `files`: changes when one of them
-/// changes length or modification time, or is added or removed.
-pub(super) fn files_version(files: &[PathBuf]) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for f in files {
-        let meta = std::fs::metadata(f).ok()?;
-        (f, meta.len(), meta.modified().ok()?).hash(&mut hasher);
-    }
-    Some(hasher.finish())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::format::{CsvFormat, JsonFormat};
     use datafusion::arrow::util::pretty::pretty_format_batches;
+    use eddy_operators::source::read_all;
 
     fn schema() -> SchemaRef {
         crate::format::test_schema()
