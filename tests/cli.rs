@@ -411,6 +411,17 @@ fn processing_time_windows_count_every_row_in_wall_clock_windows() {
     assert_eq!(per_auction, [17, 17, 16], "{text}");
 }
 
+/// `eddy run` of `sql` (as `q.sql` in `dir`) at parallelism 1, with its
+/// state in `dir/state`.
+fn run_with_state(dir: &Path, sql: &str) -> std::process::Output {
+    std::fs::write(dir.join("q.sql"), sql).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .current_dir(dir)
+        .args(["run", "--state-dir", "state", "-p", "1", "q.sql"])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_state_directory_is_not_resumed_by_a_changed_query() {
     let dir = tempfile::tempdir().unwrap();
@@ -423,12 +434,7 @@ fn a_state_directory_is_not_resumed_by_a_changed_query() {
         let sql = format!(
             "{SOURCE}CREATE SINK out WITH (connector = 'file', path = 'out/') AS {select};"
         );
-        std::fs::write(dir.path().join("q.sql"), sql).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_eddy"))
-            .current_dir(dir.path())
-            .args(["run", "--state-dir", "state", "-p", "1", "q.sql"])
-            .output()
-            .unwrap()
+        run_with_state(dir.path(), &sql)
     };
     let original = "SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction";
     let first = run(original);
@@ -449,6 +455,44 @@ fn a_state_directory_is_not_resumed_by_a_changed_query() {
         stderr(&again).contains("already finished"),
         "{}",
         stderr(&again)
+    );
+}
+
+/// A resumed job may change its state time-to-live, but not the clock it
+/// is measured on: the keys' stored times are on the other one.
+#[test]
+fn a_resumed_job_may_change_its_state_ttl_but_not_its_time_domain() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bids.json"),
+        "{\"auction\": 1, \"price\": 5, \"date_time\": \"2025-01-01T00:00:01\"}\n",
+    )
+    .unwrap();
+    let run = |settings: &str| {
+        let sql = format!(
+            "{settings}
+             CREATE SOURCE bids (auction BIGINT, price BIGINT, date_time TIMESTAMP(3),
+               WATERMARK FOR date_time AS date_time)
+             WITH (connector = 'file', path = 'bids.json', format = 'json');
+             CREATE SINK out WITH (connector = 'file', path = 'out/') AS
+             SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction;"
+        );
+        run_with_state(dir.path(), &sql)
+    };
+    let first = run("SET 'state.ttl' = '1 h';");
+    assert!(first.status.success(), "{}", stderr(&first));
+    let longer = run("SET 'state.ttl' = '2 h';");
+    assert!(
+        stderr(&longer).contains("already finished"),
+        "{}",
+        stderr(&longer)
+    );
+    let event_time = run("SET 'state.ttl' = '1 h'; SET 'state.ttl.time-domain' = 'event-time';");
+    assert!(!event_time.status.success());
+    assert!(
+        stderr(&event_time).contains("plan changed"),
+        "{}",
+        stderr(&event_time)
     );
 }
 

@@ -428,3 +428,75 @@ fn a_paced_run_and_a_full_speed_replay_give_the_same_rows_and_late_rows() {
     let counted: i64 = live.iter().map(|r| r.1).sum();
     assert_eq!(counted as u64 + live_late, 7_360);
 }
+
+/// An event-time state time-to-live expires the same keys live and in a
+/// replay. Datagen's rows are 1 ms of event time apart; `'steady'` has a
+/// row every 2 ms, while `'even'` and `'odd'` take turns, each busy for 20 s
+/// of event time and then idle for 20 s, well past the 5 s time-to-live
+/// (and past a batch of rows, the step of the watermark at full speed). So
+/// each of them is counted from nothing at each of its busy spells: the
+/// answer worked out here replays the rule row by row. The same query runs
+/// paced, as the rows would arrive live (40,000 a second: 3 s of wall
+/// time), and at full speed on two subtasks; both give that answer, which
+/// differs from the count with no time-to-live.
+#[test]
+fn an_event_time_state_ttl_expires_the_same_keys_live_and_in_a_replay() {
+    const ROWS: i64 = 120_000;
+    const TTL: i64 = 5_000;
+    let key = |id: i64| match (id % 2, (id / 20_000) % 2) {
+        (0, _) => "steady",
+        (_, 0) => "even",
+        _ => "odd",
+    };
+    let count = |ttl: Option<i64>| {
+        let mut last: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        for id in 0..ROWS {
+            let entry = last.entry(key(id)).or_insert((id, 0));
+            if ttl.is_some_and(|ttl| id - entry.0 >= ttl) {
+                entry.1 = 0;
+            }
+            *entry = (id, entry.1 + 1);
+        }
+        last.into_iter()
+            .map(|(k, (_, n))| (k.to_string(), n))
+            .collect::<BTreeMap<String, i64>>()
+    };
+    let expected = count(Some(TTL));
+    assert_eq!(expected["even"], 10_000);
+    assert_ne!(expected, count(None));
+
+    let dir = tempfile::tempdir().unwrap();
+    let run = |rate: &str, parallelism: usize| {
+        let out = dir.path().join(format!("out-{rate}/"));
+        let sql = format!(
+            "SET 'table.exec.state.ttl' = '5 s';
+             SET 'table.exec.state.ttl.time-domain' = 'event-time';
+             CREATE TABLE ids (id BIGINT,
+               k AS CASE WHEN id % 2 = 0 THEN 'steady' WHEN (id / 20000) % 2 = 0 THEN 'even' ELSE 'odd' END,
+               ts AS TO_TIMESTAMP_LTZ(1767225600000 + id, 3),
+               WATERMARK FOR ts AS ts)
+             WITH ('connector' = 'datagen', 'rows-per-second' = '{rate}',
+                   'fields.id.kind' = 'sequence', 'fields.id.start' = '0', 'fields.id.end' = '{}');
+             CREATE SINK counts WITH (connector = 'file', path = '{}', format = 'json') AS
+             SELECT k, COUNT(*) AS n FROM ids GROUP BY k;",
+            ROWS - 1,
+            out.display()
+        );
+        let sql_path = dir.path().join(format!("q-{rate}.sql"));
+        std::fs::write(&sql_path, sql).unwrap();
+        run_eddy(&sql_path, parallelism);
+        // The changelog's net effect: each key's last +I or +U.
+        let mut table = BTreeMap::new();
+        for line in common::committed_parts(&out).lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let k = v["k"].as_str().unwrap().to_string();
+            match v["op"].as_str().unwrap() {
+                "+I" | "+U" => table.insert(k, v["n"].as_i64().unwrap()),
+                _ => table.remove(&k),
+            };
+        }
+        table
+    };
+    assert_eq!(run("40000", 1), expected, "paced");
+    assert_eq!(run("1000000000", 2), expected, "full speed");
+}

@@ -480,6 +480,33 @@ impl Binder<'_> {
                 let f = java_pattern_literal(f)?;
                 self.call("to_timestamp_millis", vec![bind(s)?, f])?
             }
+            // Epoch seconds (precision 0) or milliseconds (3, the
+            // default) as a timestamp, read as UTC like every Eddy
+            // TIMESTAMP_LTZ.
+            ("to_timestamp_ltz", [n, rest @ ..]) if rest.len() <= 1 => {
+                let seconds = match rest.first() {
+                    None => false,
+                    Some(p) => match &p.kind {
+                        ExprKind::Literal(Literal::Number(v)) if v == "3" => false,
+                        ExprKind::Literal(Literal::Number(v)) if v == "0" => true,
+                        _ => {
+                            return Err(PlanError::user(
+                                "TO_TIMESTAMP_LTZ's precision is 0 (epoch seconds) or 3 (epoch milliseconds)",
+                                p.span,
+                            ));
+                        }
+                    },
+                };
+                let mut millis = bind(n)?;
+                if seconds {
+                    millis = Expr::BinaryExpr(BinaryExpr::new(
+                        Box::new(millis),
+                        Operator::Multiply,
+                        Box::new(Expr::Literal(ScalarValue::Int64(Some(1000)), None)),
+                    ));
+                }
+                self.call("to_timestamp_millis", vec![millis])?
+            }
             ("unix_timestamp", []) => {
                 let now = self.call("now", vec![])?;
                 self.call("to_unixtime", vec![now])?

@@ -367,8 +367,8 @@ fn updating_aggregate(
     env: &BuildEnv,
 ) -> Result<OperatorFactory> {
     let (aggs, filters) = aggregate_exprs(&u.aggregates, input, env)?;
-    let (input, keys, op_column, ttl) =
-        (input.clone(), u.keys.clone(), u.op_column, u.state_ttl_ms);
+    let (input, keys, op_column) = (input.clone(), u.keys.clone(), u.op_column);
+    let ttl = StateTtl::planned(u.state_ttl_ms, u.state_ttl_event_time);
     validated(Arc::new(move || {
         let op = UpdatingAggregateOperator::try_new(
             &input,
@@ -377,7 +377,7 @@ fn updating_aggregate(
             filters.clone(),
             op_column,
         )?
-        .with_state_ttl(ttl.map(StateTtl::new));
+        .with_state_ttl(ttl.clone());
         Ok(Box::new(op) as Box<dyn Operator>)
     }))
 }
@@ -539,10 +539,11 @@ fn join(
         .as_ref()
         .map(|r| r.to_physical(&pairs, &env.functions))
         .transpose()?;
-    let (join_type, ttl, delay) = (j.join_type, j.state_ttl_ms, j.watermark_delay_ms);
+    let (join_type, delay) = (j.join_type, j.watermark_delay_ms);
+    let ttl = StateTtl::planned(j.state_ttl_ms, j.state_ttl_event_time);
     validated(Arc::new(move || {
         let op = JoinOperator::try_new(join_type, left.clone(), right.clone(), residual.clone())?
-            .with_state_ttl(ttl.map(StateTtl::new))
+            .with_state_ttl(ttl.clone())
             .with_watermark_delay(delay);
         Ok(Box::new(op) as Box<dyn Operator>)
     }))

@@ -175,10 +175,14 @@ pub struct UpdatingAggregateNode {
     /// The input's changelog column, when the input is updating.
     #[serde(default)]
     pub op_column: Option<usize>,
-    /// Groups not updated for this long (processing time, ms) are dropped
+    /// Groups not updated for this long (ms of processing or event time) are dropped
     /// (`'table.exec.state.ttl'`); `None`: kept for ever.
     #[serde(default)]
     pub state_ttl_ms: Option<i64>,
+    /// The time-to-live is event time: measured on the watermark
+    /// (`'table.exec.state.ttl.time-domain' = 'event-time'`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub state_ttl_event_time: bool,
 }
 
 /// A regular join of its input 0 (left) and input 1 (right). Its rows are
@@ -209,10 +213,14 @@ pub struct JoinNode {
     #[serde(default)]
     pub watermark_delay_ms: i64,
     /// A join key's rows on a side whose rows do not expire are dropped
-    /// once not written for this long (processing time, ms;
+    /// once not written for this long (ms of processing or event time;
     /// `'table.exec.state.ttl'`). `None`: kept for ever.
     #[serde(default)]
     pub state_ttl_ms: Option<i64>,
+    /// The time-to-live is event time: measured on the watermark
+    /// (`'table.exec.state.ttl.time-domain' = 'event-time'`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub state_ttl_event_time: bool,
 }
 
 /// A lookup join: one input; its output is the input's row columns, then
@@ -450,6 +458,34 @@ impl PhysicalGraph {
         out
     }
 
+    /// The first node whose state expires by event time although no
+    /// watermark reaches it on one of its inputs (so it would keep its
+    /// state for ever), named for a message.
+    pub fn event_time_ttl_without_watermark(&self) -> Option<&'static str> {
+        let mut watermarked = vec![false; self.nodes.len()];
+        // Nodes are added after their inputs: their ids are in order.
+        for node in &self.nodes {
+            let mut inputs = self.edges.iter().filter(|e| e.to == node.id).peekable();
+            watermarked[node.id] = match node.kind {
+                NodeKind::Watermark(_) => true,
+                _ => {
+                    inputs.peek().is_some()
+                        && inputs.all(|e| watermarked.get(e.from) == Some(&true))
+                }
+            };
+            if let (Some((_, true)), false) = (state_ttl(&node.kind), watermarked[node.id]) {
+                return Some(match node.kind {
+                    NodeKind::Join(_) => "join",
+                    NodeKind::Rank(_) => "Top-N",
+                    NodeKind::KeepLast(_) => "deduplication",
+                    NodeKind::OverAggregate(_) => "OVER aggregate",
+                    _ => "GROUP BY",
+                });
+            }
+        }
+        None
+    }
+
     /// What in the query depends on the wall clock rather than on event
     /// time, so that a replay at another speed gives another answer.
     pub fn processing_time_uses(&self) -> Vec<String> {
@@ -463,12 +499,12 @@ impl PhysicalGraph {
                     "the lookup join reads {} as it is when each row arrives",
                     l.table.name
                 ),
-                kind => match state_ttl_ms(kind) {
-                    Some(ms) => format!(
-                        "its state expires after {} idle by the wall clock (table.exec.state.ttl)",
+                kind => match state_ttl(kind) {
+                    Some((ms, false)) => format!(
+                        "its state expires after {} idle by the wall clock (table.exec.state.ttl; 'table.exec.state.ttl.time-domain' = 'event-time' measures it on the watermark)",
                         format_duration(ms)
                     ),
-                    None => continue,
+                    _ => continue,
                 },
             };
             if !uses.contains(&use_of) {
@@ -711,7 +747,7 @@ fn describe_updating_aggregate(u: &UpdatingAggregateNode) -> String {
             .collect::<Vec<_>>()
             .join(", "),
         aggs.join(", "),
-        retention(u.state_ttl_ms)
+        retention(u.state_ttl_ms, u.state_ttl_event_time)
     )
 }
 
@@ -748,7 +784,7 @@ fn describe_join(graph: &PhysicalGraph, node: &PlanNode, j: &JoinNode) -> String
             name(input, e.time_column),
             format_duration(e.after_ms)
         ),
-        None => retention(j.state_ttl_ms),
+        None => retention(j.state_ttl_ms, j.state_ttl_event_time),
     };
     let kind = match (&j.left_expiry, &j.right_expiry) {
         (Some(l), Some(_)) if j.left_keys.contains(&l.time_column) => "WindowJoin",
@@ -859,7 +895,7 @@ fn describe_rank(graph: &PhysicalGraph, node: &PlanNode, r: &RankSpec) -> String
     match r.mode {
         RankMode::Updating => format!(
             "TopN {over} → changelog (_op); state: {kept}, {}",
-            retention(r.state_ttl_ms)
+            retention(r.state_ttl_ms, r.state_ttl_event_time)
         ),
         RankMode::WindowClose { window_end } => format!(
             "WindowTopN {over} → append-only, when each window closes; state: {kept} until the watermark passes {}",
@@ -867,12 +903,12 @@ fn describe_rank(graph: &PhysicalGraph, node: &PlanNode, r: &RankSpec) -> String
         ),
         RankMode::FirstSeen => format!(
             "FirstSeen {over} → append-only, each partition's first rows as they arrive (processing time), later ones dropped; state: a count per partition, {}",
-            retention(r.state_ttl_ms)
+            retention(r.state_ttl_ms, r.state_ttl_event_time)
         ),
         RankMode::FirstByTime { time } => format!(
             "FirstRows {over} → append-only, once the watermark passes {}; state: a count per partition {}, rows until the watermark passes {}",
             name(time),
-            retention(r.state_ttl_ms),
+            retention(r.state_ttl_ms, r.state_ttl_event_time),
             name(time)
         ),
     }
@@ -887,7 +923,7 @@ fn describe_keep_last(graph: &PhysicalGraph, node: &PlanNode, k: &KeepLastSpec) 
     format!(
         "ChangelogNormalize by ({}): upserts and deletes by key → changelog (_op); state: each key's last row, {}",
         keys.join(", "),
-        retention(k.state_ttl_ms)
+        retention(k.state_ttl_ms, k.state_ttl_event_time)
     )
 }
 
@@ -927,14 +963,14 @@ fn describe_over_aggregate(
             let kept = match frame {
                 OverFrame::Rows(n) => format!(
                     "the last {n} rows of each partition, {}",
-                    retention(o.spec.state_ttl_ms)
+                    retention(o.spec.state_ttl_ms, o.spec.state_ttl_event_time)
                 ),
                 OverFrame::RangeMs(d) => {
                     format!("the rows within {} of the watermark", format_duration(d))
                 }
                 OverFrame::Unbounded { .. } => format!(
                     "one running accumulator per aggregate and partition, and the rows not yet final, {}",
-                    retention(o.spec.state_ttl_ms)
+                    retention(o.spec.state_ttl_ms, o.spec.state_ttl_event_time)
                 ),
             };
             format!(
@@ -944,7 +980,7 @@ fn describe_over_aggregate(
         }
         (OverMode::Updating, _) => format!(
             "OverAggregate {over} → changelog (_op), kept equal to the query over the current rows; state: every row, {}",
-            retention(o.spec.state_ttl_ms)
+            retention(o.spec.state_ttl_ms, o.spec.state_ttl_event_time)
         ),
     }
 }
@@ -964,25 +1000,31 @@ fn describe_sink(s: &SinkNode) -> String {
     )
 }
 
-/// How long state kept per key lives: for ever (marked), or until idle
-/// for the time-to-live.
-/// A node's `'table.exec.state.ttl'`, if it keeps state under one.
-fn state_ttl_ms(kind: &NodeKind) -> Option<i64> {
-    match kind {
-        NodeKind::UpdatingAggregate(u) => u.state_ttl_ms,
-        NodeKind::Join(j) => j.state_ttl_ms,
-        NodeKind::Rank(r) => r.state_ttl_ms,
-        NodeKind::KeepLast(k) => k.state_ttl_ms,
-        NodeKind::OverAggregate(o) => o.spec.state_ttl_ms,
-        _ => None,
-    }
+/// A node's `'table.exec.state.ttl'` and whether it is event time, if it
+/// keeps state under one.
+fn state_ttl(kind: &NodeKind) -> Option<(i64, bool)> {
+    let (ms, event_time) = match kind {
+        NodeKind::UpdatingAggregate(u) => (u.state_ttl_ms, u.state_ttl_event_time),
+        NodeKind::Join(j) => (j.state_ttl_ms, j.state_ttl_event_time),
+        NodeKind::Rank(r) => (r.state_ttl_ms, r.state_ttl_event_time),
+        NodeKind::KeepLast(k) => (k.state_ttl_ms, k.state_ttl_event_time),
+        NodeKind::OverAggregate(o) => (o.spec.state_ttl_ms, o.spec.state_ttl_event_time),
+        _ => return None,
+    };
+    ms.map(|ms| (ms, event_time))
 }
 
-fn retention(ttl_ms: Option<i64>) -> String {
-    match ttl_ms {
-        None => "UNBOUNDED (for ever)".into(),
-        Some(ms) => format!(
+/// How long state kept per key lives: for ever (marked), or until idle
+/// for the time-to-live, by the wall clock or by the watermark.
+fn retention(ttl_ms: Option<i64>, event_time: bool) -> String {
+    match (ttl_ms, event_time) {
+        (None, _) => "UNBOUNDED (for ever)".into(),
+        (Some(ms), false) => format!(
             "until idle for {} (table.exec.state.ttl)",
+            format_duration(ms)
+        ),
+        (Some(ms), true) => format!(
+            "until idle for {} of event time, by the watermark (table.exec.state.ttl)",
             format_duration(ms)
         ),
     }

@@ -670,6 +670,7 @@ impl QueryPlanner<'_> {
             keys: keys.clone(),
             op_column: Some(schema.fields().len() - 1),
             state_ttl_ms: self.settings.state_ttl_ms,
+            state_ttl_event_time: self.settings.state_ttl_event_time(),
         };
         let (p, edge) = self.keyed_edge(builder.parallelism(input), keys);
         Ok(builder.add(

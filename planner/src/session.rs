@@ -146,6 +146,17 @@ pub enum LatePolicy {
     DeadLetter(String),
 }
 
+/// The clock of `'table.exec.state.ttl'`
+/// (`'table.exec.state.ttl.time-domain'`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TimeDomain {
+    /// The wall clock, as in Flink (the default).
+    #[default]
+    ProcessingTime,
+    /// The watermark: a replay expires state as live did.
+    EventTime,
+}
+
 /// Settings of a session that shape how the queries after them are
 /// planned. Each is a `SET 'key' = 'value'` statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,6 +189,10 @@ pub struct Settings {
     /// updating aggregate that is not written for this long (processing
     /// time, ms) is dropped. `None`: kept for ever.
     pub state_ttl_ms: Option<i64>,
+    /// `'table.exec.state.ttl.time-domain'`: `'event-time'` measures the
+    /// time-to-live on the watermark instead of the wall clock, so that a
+    /// replay expires state as live did.
+    pub state_ttl_time_domain: TimeDomain,
     /// `'restart-strategy.*'` (Flink's names): what a failed job does.
     pub restart: crate::restart::RestartSettings,
     /// `'late.dead-letter-sink'`, kept until the policy asks for it.
@@ -198,10 +213,18 @@ impl Default for Settings {
             checkpoints_retained: DEFAULT_CHECKPOINTS_RETAINED,
             state_cache_bytes: None,
             state_ttl_ms: None,
+            state_ttl_time_domain: TimeDomain::default(),
             restart: crate::restart::RestartSettings::default(),
             dead_letter_sink: None,
             dead_letter_wanted: false,
         }
+    }
+}
+
+impl Settings {
+    /// Whether a time-to-live, if one is set, is measured on the watermark.
+    pub fn state_ttl_event_time(&self) -> bool {
+        self.state_ttl_ms.is_some() && self.state_ttl_time_domain == TimeDomain::EventTime
     }
 }
 
@@ -211,7 +234,7 @@ pub const DEFAULT_CHECKPOINT_INTERVAL_MS: i64 = 10_000;
 pub const DEFAULT_CHECKPOINTS_RETAINED: usize = 3;
 
 /// The settings `SET` knows, for the message about an unknown one.
-const KNOWN_SETTINGS: &str = "parallelism, 'late.policy', 'late.dead-letter-sink', 'table.exec.emit.allow-lateness', 'table.exec.emit.early-fire.enabled', 'table.exec.emit.early-fire.delay', 'sql-client.execution.result-mode', 'execution.checkpointing.interval', 'state.checkpoints.num-retained', 'state.cache.size', 'table.exec.state.ttl', 'restart-strategy.type' and its options";
+const KNOWN_SETTINGS: &str = "parallelism, 'late.policy', 'late.dead-letter-sink', 'table.exec.emit.allow-lateness', 'table.exec.emit.early-fire.enabled', 'table.exec.emit.early-fire.delay', 'sql-client.execution.result-mode', 'execution.checkpointing.interval', 'state.checkpoints.num-retained', 'state.cache.size', 'table.exec.state.ttl', 'table.exec.state.ttl.time-domain', 'restart-strategy.type' and its options";
 
 impl Default for Session {
     fn default() -> Self {
@@ -963,6 +986,20 @@ impl Session {
                     Some(duration_setting(option)?).filter(|&ms| ms > 0)
                 };
             }
+            "table.exec.state.ttl.time-domain" | "state.ttl.time-domain" => {
+                self.settings.state_ttl_time_domain = match value.to_ascii_lowercase().as_str() {
+                    "processing-time" | "processing_time" | "proctime" => {
+                        TimeDomain::ProcessingTime
+                    }
+                    "event-time" | "event_time" | "rowtime" => TimeDomain::EventTime,
+                    _ => {
+                        return Err(invalid(
+                            option,
+                            "'table.exec.state.ttl.time-domain' is 'processing-time' (the wall clock) or 'event-time' (the watermark)",
+                        ));
+                    }
+                };
+            }
             key if key.starts_with("restart-strategy") => self.set_restart(option)?,
             "sql-client.execution.result-mode" => {
                 self.settings.result_table = match value.to_ascii_lowercase().as_str() {
@@ -1085,7 +1122,17 @@ impl Session {
             }
             _ => {}
         }
-        Ok(plan.into_graph(sink, target)?)
+        let graph = plan.into_graph(sink, target)?;
+        if let Some(node) = graph.event_time_ttl_without_watermark() {
+            return Err(PlanError::user(
+                format!(
+                    "'table.exec.state.ttl.time-domain' is 'event-time' but no watermark reaches the {node} on every input, so its state would never expire: declare WATERMARK FOR a time column of its sources, or SET 'table.exec.state.ttl.time-domain' = 'processing-time'"
+                ),
+                q.span,
+            )
+            .into());
+        }
+        Ok(graph)
     }
 }
 

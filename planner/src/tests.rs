@@ -476,6 +476,55 @@ fn state_ttl_bounds_joins_top_n_over_and_updating_aggregates_and_explain_says_so
     );
 }
 
+/// `'table.exec.state.ttl.time-domain' = 'event-time'` measures the
+/// time-to-live on the watermark: EXPLAIN says so and has no note that a
+/// replay differs; a node that no watermark reaches on every input would
+/// keep its state for ever, which is an error.
+#[test]
+fn an_event_time_state_ttl_runs_on_the_watermark_and_needs_one() {
+    let count = "SELECT auction, COUNT(*) AS n FROM bid GROUP BY auction";
+    let by_watermark = [
+        "a group per key, until idle for 3600s of event time, by the watermark (table.exec.state.ttl)",
+    ];
+    for set in [
+        "SET 'table.exec.state.ttl' = '1 h'; SET 'table.exec.state.ttl.time-domain' = 'event-time';",
+        "SET 'state.ttl.time-domain' = 'EVENT-TIME'; SET 'state.ttl' = '1 h';",
+    ] {
+        assert_eq!(retention_lines(set, count), by_watermark, "{set}");
+        let g = plan(&format!("{set}\n{count}"), 1);
+        assert!(g.processing_time_uses().is_empty(), "{set}");
+        assert!(!g.explain().contains("note:"), "{set}");
+    }
+    // Back to the wall clock.
+    assert_eq!(
+        retention_lines(
+            "SET 'state.ttl' = '1 h'; SET 'state.ttl.time-domain' = 'event-time'; SET 'state.ttl.time-domain' = 'processing-time';",
+            count
+        ),
+        ["a group per key, until idle for 3600s (table.exec.state.ttl)"]
+    );
+    // person has no watermark: the join's would never advance.
+    let (err, at) = plan_error(&format!(
+        "{PEOPLE}SET 'state.ttl' = '1 h'; SET 'state.ttl.time-domain' = 'event-time';\n\
+         SELECT b.price, p.name FROM bid b JOIN person p ON b.bidder = p.id"
+    ));
+    assert!(
+        err.to_string().contains(
+            "'table.exec.state.ttl.time-domain' is 'event-time' but no watermark reaches the join on every input"
+        ),
+        "{err}"
+    );
+    assert!(at.starts_with("SELECT b.price"), "{at}");
+    let (err, at) = plan_error("SET 'table.exec.state.ttl.time-domain' = 'event';");
+    assert!(
+        err.to_string().contains(
+            "is 'processing-time' (the wall clock) or 'event-time' (the watermark), not 'event'"
+        ),
+        "{err}"
+    );
+    assert_eq!(at, "'event'");
+}
+
 #[test]
 fn a_state_ttl_that_is_not_a_duration_is_an_error_at_its_value() {
     let (err, at) = plan_error("SET 'table.exec.state.ttl' = 'forever';");
@@ -592,7 +641,9 @@ fn explain_warns_when_a_replay_will_not_reproduce_the_query() {
     let g = plan(ttl, 1);
     assert_eq!(
         g.processing_time_uses(),
-        ["its state expires after 3600s idle by the wall clock (table.exec.state.ttl)"]
+        [
+            "its state expires after 3600s idle by the wall clock (table.exec.state.ttl; 'table.exec.state.ttl.time-domain' = 'event-time' measures it on the watermark)"
+        ]
     );
     assert!(
         g.explain().contains(

@@ -582,6 +582,13 @@ impl Operator for UpdatingAggregateOperator {
         Ok(())
     }
 
+    fn handle_watermark(&mut self, watermark: i64, out: &mut Collector) -> Result<()> {
+        // The clock of an event-time time-to-live.
+        self.idle.advance(watermark);
+        out.emit_watermark(watermark);
+        Ok(())
+    }
+
     fn handle_checkpoint(&mut self, _checkpoint: u64, _out: &mut Collector) -> Result<()> {
         self.expire_idle();
         let Some(state) = self.state.clone() else {

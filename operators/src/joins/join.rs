@@ -903,6 +903,9 @@ impl Operator for JoinOperator {
 
     fn handle_watermark(&mut self, watermark: i64, out: &mut Collector) -> Result<()> {
         self.watermark = self.watermark.max(watermark);
+        for side in &mut self.sides {
+            side.idle.advance(self.watermark);
+        }
         self.expire_idle();
         for s in 0..2 {
             self.expire(s, out)?;

@@ -40,9 +40,13 @@ pub struct KeepLastSpec {
     /// The input's `_op` column (its last); without one, every row is an
     /// upsert.
     pub op_column: Option<usize>,
-    /// Keys idle this long (processing time) are forgotten.
+    /// Keys idle this long (processing time, or event time) are forgotten.
     #[serde(default)]
     pub state_ttl_ms: Option<i64>,
+    /// The time-to-live is event time: measured on the watermark
+    /// (`'table.exec.state.ttl.time-domain' = 'event-time'`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub state_ttl_event_time: bool,
 }
 
 impl KeepLastSpec {
@@ -96,7 +100,10 @@ impl KeepLastOperator {
         let key_converter = RowConverter::new(spec.keys.iter().map(|&c| field(c)).collect())?;
         let row_converter = RowConverter::new((0..width).map(field).collect())?;
         let mut store = PartitionStore::new("keep-last");
-        store.set_ttl(spec.state_ttl_ms.map(StateTtl::new));
+        store.set_ttl(StateTtl::planned(
+            spec.state_ttl_ms,
+            spec.state_ttl_event_time,
+        ));
         Ok(Self {
             output: spec.output_schema(input),
             spec,
@@ -199,6 +206,13 @@ impl Operator for KeepLastOperator {
         self.collect(emitted, out)
     }
 
+    fn handle_watermark(&mut self, watermark: i64, out: &mut Collector) -> Result<()> {
+        // The clock of an event-time time-to-live.
+        self.store.watermark = self.store.watermark.max(watermark);
+        out.emit_watermark(watermark);
+        Ok(())
+    }
+
     fn handle_checkpoint(&mut self, _checkpoint: u64, _out: &mut Collector) -> Result<()> {
         self.store.expire_idle(|_| false);
         self.store.checkpoint()
@@ -237,6 +251,7 @@ mod tests {
             keys: vec![0],
             op_column: Some(2),
             state_ttl_ms: None,
+            state_ttl_event_time: false,
         };
         Box::new(KeepLastOperator::try_new(&input(), spec).unwrap())
     }

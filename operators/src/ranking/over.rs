@@ -93,11 +93,15 @@ pub struct OverSpec {
     /// The input's changelog column (its last), when it is updating.
     pub op_column: Option<usize>,
     pub mode: OverMode,
-    /// Partitions idle this long (processing time) are dropped
+    /// Partitions idle this long (processing time, or event time) are dropped
     /// (`'table.exec.state.ttl'`; see [`crate::ttl`]); rows still waiting
     /// for the watermark are kept.
     #[serde(default)]
     pub state_ttl_ms: Option<i64>,
+    /// The time-to-live is event time: measured on the watermark
+    /// (`'table.exec.state.ttl.time-domain' = 'event-time'`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub state_ttl_event_time: bool,
 }
 
 impl OverSpec {
@@ -364,7 +368,10 @@ impl OverAggregateOperator {
             .collect();
         let output = spec.output_schema(input, &agg_fields);
         let mut store = PartitionStore::new("OVER aggregate");
-        store.set_ttl(spec.state_ttl_ms.map(StateTtl::new));
+        store.set_ttl(StateTtl::planned(
+            spec.state_ttl_ms,
+            spec.state_ttl_event_time,
+        ));
         Ok(Self {
             frames: Frames {
                 frame: spec.frame,

@@ -209,6 +209,7 @@ impl PartitionStore {
     /// Call it before the writes of a batch: they are stamped with this
     /// time.
     pub fn expire_idle(&mut self, pending: impl Fn(&Partition) -> bool) {
+        self.idle.advance(self.watermark);
         let expired = self
             .idle
             .drop_idle(&mut self.partitions, |p| (!pending(p)).then_some(p.written));

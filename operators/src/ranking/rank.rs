@@ -109,11 +109,15 @@ pub struct RankSpec {
     /// The input's changelog column (its last), when it is updating.
     pub op_column: Option<usize>,
     pub mode: RankMode,
-    /// Partitions idle this long (processing time) are dropped
+    /// Partitions idle this long (processing time, or event time) are dropped
     /// (`'table.exec.state.ttl'`; see [`crate::ttl`]). Not for
     /// `WindowClose`, whose state ends with each window.
     #[serde(default)]
     pub state_ttl_ms: Option<i64>,
+    /// The time-to-live is event time: measured on the watermark
+    /// (`'table.exec.state.ttl.time-domain' = 'event-time'`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub state_ttl_event_time: bool,
 }
 
 impl RankSpec {
@@ -332,7 +336,10 @@ impl RankOperator {
         } = Converters::new(input, &spec.partition, &spec.order, width)?;
         let output = spec.output_schema(input);
         let mut store = PartitionStore::new("Top-N");
-        store.set_ttl(spec.state_ttl_ms.map(StateTtl::new));
+        store.set_ttl(StateTtl::planned(
+            spec.state_ttl_ms,
+            spec.state_ttl_event_time,
+        ));
         Ok(Self {
             spec,
             width,

@@ -1,15 +1,26 @@
 //! Idle-state retention (`SET 'table.exec.state.ttl'`), as in Flink: the
 //! state of a key (a join key's rows on one side, a Top-N or OVER
 //! partition, an updating aggregate's group) that has not been written for
-//! the time-to-live, in processing time, is dropped without emitting
-//! anything. A later row of that key starts from nothing, so results are
+//! the time-to-live is dropped without emitting anything. A later row of that key starts from nothing, so results are
 //! no longer exact: a join misses the dropped rows, an aggregate starts its
 //! group again with `+I`. That is the trade the setting makes, for state
 //! that no longer grows with every key ever seen.
 //!
+//! The time-to-live is measured on one of two clocks
+//! (`'table.exec.state.ttl.time-domain'`):
+//! - processing time, Flink's only one: the wall clock. A replay at full
+//!   speed then expires almost nothing that live would have expired;
+//! - event time: the operator's input watermark. A key written while the
+//!   watermark stood at `w` expires before the first row processed once the
+//!   watermark has reached `w + ttl`, whatever the speed of the input, so a
+//!   replay expires what live did (to within one watermark step: a row that
+//!   arrives together with the watermark that expires its key may see the
+//!   key in one run and not in another). A key written before the first
+//!   watermark counts as written at it.
+//!
 //! Each key records when it was last written (milliseconds since the Unix
-//! epoch, stored with the key in checkpoints, so retention continues across
-//! restarts). [`IdleKeys`] keeps one timer per key, earliest first; a timer
+//! epoch on the chosen clock, stored with the key in checkpoints, so
+//! retention continues across restarts). [`IdleKeys`] keeps one timer per key, earliest first; a timer
 //! that comes due for a key written since is pushed back to that write's
 //! expiry, so a busy key costs one timer, not one per write.
 
@@ -27,13 +38,22 @@ pub type TtlClock = Arc<dyn Fn() -> i64 + Send + Sync>;
 #[derive(Clone)]
 pub struct StateTtl {
     pub ttl_ms: i64,
-    clock: TtlClock,
+    clock: Clock,
+}
+
+#[derive(Clone)]
+enum Clock {
+    /// Processing time.
+    Wall(TtlClock),
+    /// Event time: the watermark the operator hands [`IdleKeys::advance`].
+    Watermark,
 }
 
 impl std::fmt::Debug for StateTtl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StateTtl")
             .field("ttl_ms", &self.ttl_ms)
+            .field("event_time", &self.is_event_time())
             .finish_non_exhaustive()
     }
 }
@@ -48,8 +68,29 @@ impl StateTtl {
     pub fn with_clock(ttl_ms: i64, clock: TtlClock) -> Self {
         Self {
             ttl_ms: ttl_ms.max(1),
-            clock,
+            clock: Clock::Wall(clock),
         }
+    }
+
+    /// Keys idle for `ttl_ms` of event time (by the watermark) expire.
+    pub fn event_time(ttl_ms: i64) -> Self {
+        Self {
+            ttl_ms: ttl_ms.max(1),
+            clock: Clock::Watermark,
+        }
+    }
+
+    /// The retention a plan asks for: `ttl_ms` (none: keys are kept for
+    /// ever) on the watermark if `event_time`, else on the wall clock.
+    pub fn planned(ttl_ms: Option<i64>, event_time: bool) -> Option<Self> {
+        ttl_ms.map(|ms| match event_time {
+            true => Self::event_time(ms),
+            false => Self::new(ms),
+        })
+    }
+
+    pub fn is_event_time(&self) -> bool {
+        matches!(self.clock, Clock::Watermark)
     }
 }
 
@@ -57,14 +98,35 @@ impl StateTtl {
 /// written without one).
 pub(crate) const NEVER_WRITTEN: i64 = i64::MIN;
 
+/// A key written before the clock was first read (for event time: before
+/// the first watermark): it counts as written at that first reading.
+const BEFORE_START: i64 = i64::MIN + 1;
+
+/// When a key last written at `written` is due to expire; one written
+/// before the clock was read is looked at again at its first reading.
+fn due(written: i64, ttl_ms: i64) -> i64 {
+    if written <= BEFORE_START {
+        BEFORE_START
+    } else {
+        written.saturating_add(ttl_ms)
+    }
+}
+
 /// When keys were last written, to find those idle for the time-to-live.
 pub(crate) struct IdleKeys<K> {
     ttl: Option<StateTtl>,
     /// The clock, read once per call of [`Self::tick`].
     now: i64,
+    /// The operator's input watermark (the clock of an event-time
+    /// time-to-live).
+    watermark: i64,
     /// `(due, key group, key)`, earliest first; at most one per live key,
     /// plus one for each time a key was dropped and created again.
     timers: BinaryHeap<Reverse<(i64, u16, K)>>,
+    /// The first reading of the clock (for event time: the first
+    /// watermark), when keys written before it (or restored without a
+    /// time) count as written.
+    started: i64,
     metrics: Option<JobMetrics>,
 }
 
@@ -72,8 +134,10 @@ impl<K: Ord + Clone> IdleKeys<K> {
     pub fn new(ttl: Option<StateTtl>) -> Self {
         Self {
             ttl,
-            now: 0,
+            now: i64::MIN,
+            watermark: i64::MIN,
             timers: BinaryHeap::new(),
+            started: i64::MIN,
             metrics: None,
         }
     }
@@ -91,10 +155,23 @@ impl<K: Ord + Clone> IdleKeys<K> {
         self.ttl.is_some()
     }
 
+    /// The operator's input watermark advanced to `watermark`: the clock
+    /// of an event-time time-to-live (read at the next tick).
+    pub fn advance(&mut self, watermark: i64) {
+        self.watermark = self.watermark.max(watermark);
+    }
+
     /// Reads the clock: the time of the writes until the next tick.
     pub fn tick(&mut self) {
-        if let Some(ttl) = &self.ttl {
-            self.now = (ttl.clock)();
+        let Some(ttl) = &self.ttl else {
+            return;
+        };
+        self.now = match &ttl.clock {
+            Clock::Wall(clock) => clock(),
+            Clock::Watermark => self.watermark,
+        };
+        if self.started == i64::MIN && self.now > BEFORE_START {
+            self.started = self.now;
         }
     }
 
@@ -104,11 +181,11 @@ impl<K: Ord + Clone> IdleKeys<K> {
         let Some(ttl) = &self.ttl else {
             return;
         };
+        let now = self.now.max(BEFORE_START);
         if *written == NEVER_WRITTEN {
-            self.timers
-                .push(Reverse((self.now.saturating_add(ttl.ttl_ms), kg, key())));
+            self.timers.push(Reverse((due(now, ttl.ttl_ms), kg, key())));
         }
-        *written = self.now;
+        *written = now;
     }
 
     /// A key read back from state, last written at `written`.
@@ -116,14 +193,10 @@ impl<K: Ord + Clone> IdleKeys<K> {
         let Some(ttl) = &self.ttl else {
             return;
         };
-        // State written without a time-to-live starts its time now.
-        let from = if written == NEVER_WRITTEN {
-            (ttl.clock)()
-        } else {
-            written
-        };
+        // State written without a time-to-live (or before the clock was
+        // read) starts its time at the first reading.
         self.timers
-            .push(Reverse((from.saturating_add(ttl.ttl_ms), kg, key)));
+            .push(Reverse((due(written, ttl.ttl_ms), kg, key)));
     }
 
     /// The keys idle for the time-to-live as of the last tick. `written`
@@ -133,7 +206,7 @@ impl<K: Ord + Clone> IdleKeys<K> {
         let Some(ttl) = &self.ttl else {
             return Vec::new();
         };
-        let (ttl_ms, now) = (ttl.ttl_ms, self.now);
+        let (ttl_ms, now, started) = (ttl.ttl_ms, self.now, self.started);
         let mut out = Vec::new();
         let mut last: Option<(i64, u16, K)> = None;
         while self.timers.peek().is_some_and(|Reverse(t)| t.0 <= now) {
@@ -146,7 +219,7 @@ impl<K: Ord + Clone> IdleKeys<K> {
                 continue;
             }
             let (_, kg, key) = &timer;
-            match written(key) {
+            match written(key).map(|w| if w <= BEFORE_START { started } else { w }) {
                 None => {}
                 Some(w) if w.saturating_add(ttl_ms) > now => {
                     self.timers

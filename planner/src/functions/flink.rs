@@ -59,7 +59,6 @@ pub const NOT_SUPPORTED: &[&str] = &[
     "timestampdiff",
     "to_base64",
     "truncate",
-    "to_timestamp_ltz",
 ];
 
 /// The Flink functions, to register by their names. Each coerces its own

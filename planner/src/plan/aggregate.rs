@@ -343,6 +343,7 @@ impl QueryPlanner<'_> {
                 aggregates: inputs.calls,
                 op_column: inputs.op_column,
                 state_ttl_ms: self.settings.state_ttl_ms,
+                state_ttl_event_time: self.settings.state_ttl_event_time(),
             };
             return (
                 NodeKind::UpdatingAggregate(node),

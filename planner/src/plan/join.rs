@@ -395,6 +395,7 @@ impl QueryPlanner<'_> {
             right_expiry,
             watermark_delay_ms,
             state_ttl_ms: self.settings.state_ttl_ms,
+            state_ttl_event_time: self.settings.state_ttl_event_time(),
         };
         let changelog = node.emits_changelog();
         let mut schema_fields: Vec<Field> = pair_fields.iter().map(|(_, f)| f.clone()).collect();

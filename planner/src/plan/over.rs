@@ -189,6 +189,7 @@ impl QueryPlanner<'_> {
                 op_column: None,
                 mode,
                 state_ttl_ms: self.settings.state_ttl_ms,
+                state_ttl_event_time: self.settings.state_ttl_event_time(),
             });
         }
         let mut spec = spec.ok_or_else(|| PlanError::internal("no OVER aggregate"))?;

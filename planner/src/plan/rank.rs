@@ -308,6 +308,7 @@ impl QueryPlanner<'_> {
                 RankMode::WindowClose { .. } => None,
                 _ => self.settings.state_ttl_ms,
             },
+            state_ttl_event_time: self.settings.state_ttl_event_time(),
         };
         let out_schema = spec.output_schema(&pre.schema());
         let changelog = spec.emits_changelog();

@@ -95,6 +95,7 @@ fn run(
         op_column: changelog.then_some(3),
         mode,
         state_ttl_ms: None,
+        state_ttl_event_time: false,
     };
     let op = OverAggregateOperator::try_new(&schema(changelog), spec, aggregates(changelog, count))
         .unwrap();

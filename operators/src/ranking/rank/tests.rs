@@ -59,6 +59,7 @@ fn spec(function: RankFunction, limit: u64, with_rank: bool, changelog: bool) ->
         op_column: changelog.then_some(3),
         mode: RankMode::Updating,
         state_ttl_ms: None,
+        state_ttl_event_time: false,
     }
 }
 
@@ -376,6 +377,7 @@ fn run_timed(
         op_column: None,
         mode,
         state_ttl_ms: None,
+        state_ttl_event_time: false,
     };
     let op = RankOperator::try_new(&timed_schema(), spec).unwrap();
     run_operator_harness_with(Box::new(op), state, vec![input], checkpoints).unwrap()

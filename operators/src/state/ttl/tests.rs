@@ -67,6 +67,30 @@ fn a_key_expires_once_idle_for_the_ttl_and_a_write_pushes_it_back() {
 }
 
 #[test]
+fn an_event_time_ttl_runs_on_the_watermark_from_the_first_one() {
+    let mut idle = IdleKeys::<u32>::new(Some(StateTtl::event_time(100)));
+    let mut written = [NEVER_WRITTEN; 2];
+    idle.tick();
+    // Before any watermark: counts as written at the first one, 500.
+    idle.written(&mut written[0], 0, || 0);
+    idle.advance(500);
+    idle.tick();
+    assert!(idle.expired(|k| Some(written[*k as usize])).is_empty());
+    idle.written(&mut written[1], 0, || 1);
+    // A watermark never goes back.
+    idle.advance(450);
+    idle.advance(599);
+    idle.tick();
+    assert!(idle.expired(|k| Some(written[*k as usize])).is_empty());
+    idle.advance(600);
+    idle.tick();
+    assert_eq!(
+        idle.expired(|k| Some(written[*k as usize])),
+        vec![(0, 0), (0, 1)]
+    );
+}
+
+#[test]
 fn gone_keys_and_duplicate_timers_are_skipped() {
     let (ttl, now) = manual();
     let mut idle = IdleKeys::<u32>::new(Some(ttl));
@@ -185,6 +209,46 @@ fn a_join_key_idle_for_the_ttl_matches_nothing_even_after_a_restore() {
     assert_eq!(forever.input(1, kv("w", &[(1, 100)])), ["1,10,1,100"]);
 }
 
+/// An event-time time-to-live runs on the watermark alone (no clock is
+/// given): rows written before the first watermark count as written at it,
+/// and restored keys keep their times, so a replay at any speed expires
+/// what live did.
+#[test]
+fn an_event_time_ttl_expires_join_keys_by_the_watermark_even_after_a_restore() {
+    let ttl = StateTtl::event_time(100);
+    let state = memory();
+    let mut join = Driven::open(inner_join(Some(ttl.clone())), &state);
+    assert!(join.input(0, kv("v", &[(1, 10), (2, 20)])).is_empty());
+    join.watermark(1_000);
+    join.watermark(1_050);
+    assert!(join.input(0, kv("v", &[(2, 21)])).is_empty());
+    // Left key 1 (from 1000) has been idle for 99 ms of event time.
+    join.watermark(1_099);
+    assert_eq!(join.input(1, kv("w", &[(1, 100)])), ["1,10,1,100"]);
+    // At 1120 left key 1 is idle for 120 ms; left key 2 (1050) for 70.
+    join.watermark(1_120);
+    assert_eq!(
+        join.input(1, kv("w", &[(1, 101), (2, 200)])),
+        ["2,20,2,200", "2,21,2,200"]
+    );
+    assert_eq!(join.expired_keys(), 1);
+    join.checkpoint();
+
+    // Restored: no watermark yet, so nothing expires; left key 2 is
+    // written again before the first one (1200), so counts from it.
+    let mut restored = Driven::open(inner_join(Some(ttl)), &state);
+    assert_eq!(restored.input(0, kv("v", &[(2, 22)])), ["2,22,2,200"]);
+    restored.watermark(1_200);
+    // The right keys, last written at 1120, expire at 1220.
+    restored.watermark(1_230);
+    assert_eq!(restored.expired_keys(), 2);
+    assert!(restored.input(0, kv("v", &[(1, 11)])).is_empty());
+    assert_eq!(
+        restored.input(1, kv("w", &[(2, 201)])),
+        ["2,20,2,201", "2,21,2,201", "2,22,2,201"]
+    );
+}
+
 fn count_by_k(ttl: Option<StateTtl>) -> Box<dyn Operator> {
     let s = kv_schema("v");
     let count = AggregateExprBuilder::new(count_udaf(), vec![lit(1i64)])
@@ -230,6 +294,21 @@ fn an_idle_group_starts_again_with_an_insert() {
     assert_eq!(forever.input(0, kv("v", &[(1, 0)])), ["-U 1,1", "+U 1,2"]);
 }
 
+#[test]
+fn an_idle_group_by_event_time_starts_again_once_the_watermark_passes_its_ttl() {
+    let mut agg = Driven::open(count_by_k(Some(StateTtl::event_time(100))), &memory());
+    assert_eq!(agg.input(0, kv("v", &[(1, 0)])), ["+I 1,1"]);
+    agg.watermark(1_000);
+    agg.watermark(1_099);
+    assert_eq!(agg.input(0, kv("v", &[(1, 0)])), ["-U 1,1", "+U 1,2"]);
+    agg.watermark(1_198);
+    assert_eq!(agg.input(0, kv("v", &[(1, 0)])), ["-U 1,2", "+U 1,3"]);
+    // Idle from 1198 to 1300: gone, and counted again from nothing.
+    agg.watermark(1_300);
+    assert_eq!(agg.input(0, kv("v", &[(1, 0)])), ["+I 1,1"]);
+    assert_eq!(agg.expired_keys(), 1);
+}
+
 fn top_1(mode: RankMode, ttl: Option<StateTtl>) -> Box<dyn Operator> {
     let (schema, order) = match mode {
         RankMode::Updating => (kv_schema("v"), vec![(1, true)]),
@@ -244,6 +323,7 @@ fn top_1(mode: RankMode, ttl: Option<StateTtl>) -> Box<dyn Operator> {
         op_column: None,
         mode,
         state_ttl_ms: None,
+        state_ttl_event_time: false,
     };
     Box::new(
         RankOperator::try_new(&schema, spec)
@@ -315,6 +395,7 @@ fn sum_of_two_rows(ttl: Option<StateTtl>) -> Box<dyn Operator> {
         op_column: None,
         mode: OverMode::EventTime,
         state_ttl_ms: None,
+        state_ttl_event_time: false,
     };
     Box::new(
         OverAggregateOperator::try_new(&s, spec, vec![Arc::new(sum)])
