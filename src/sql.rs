@@ -134,7 +134,7 @@ pub fn shell(args: SqlArgs) -> anyhow::Result<()> {
         let _ = editor.add_history_entry(sql.trim_end());
         interrupt.take();
         if let Err(e) = backend.run(&sql, &interrupt) {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::error_chain(&e));
         }
     }
     if let Some(h) = &history {

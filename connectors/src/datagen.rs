@@ -28,7 +28,7 @@ use eddy_operators::{OperatorError, SourceProvider, SourceReader};
 use crate::nexmark::generator::Rng;
 use crate::options::{OptionDecl, OptionType};
 use crate::registry::{Connector, ConnectorContext};
-use crate::{ConnectorError, Options, Result, conform};
+use crate::{ConnectorError, Options, Result, conform, option_error};
 
 #[derive(Debug)]
 pub struct DatagenConnector;
@@ -145,13 +145,6 @@ struct Datagen {
     schema: SchemaRef,
 }
 
-fn option_error(option: &str, message: String) -> ConnectorError {
-    ConnectorError::Option {
-        option: option.to_string(),
-        message,
-    }
-}
-
 impl Datagen {
     fn parse(options: &Options, schema: &SchemaRef) -> Result<Self> {
         for (key, _) in options.iter() {
@@ -188,7 +181,7 @@ impl Datagen {
         if rows_per_second.is_nan() || rows_per_second <= 0.0 {
             return Err(option_error(
                 "rows-per-second",
-                "'rows-per-second' must be positive".into(),
+                "'rows-per-second' must be positive",
             ));
         }
         Ok(Self {

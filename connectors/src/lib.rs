@@ -8,7 +8,7 @@
 //! - [`format`]: formats by name (`json`, `csv`), shared by every
 //!   connector that carries bytes;
 //! - the built-in connectors, one module each: [`nexmark`], [`file`],
-//!   [`stdout`], [`blackhole`], [`kafka`], and [`memory`] for embedding
+//!   [`stdout`], [`blackhole`], [`kafka`], [`postgres`], and [`memory`] for embedding
 //!   programs.
 //!
 //! A connector makes a `SourceProvider` (splits and readers) and/or a
@@ -25,6 +25,7 @@ mod materialize;
 pub mod memory;
 pub mod nexmark;
 pub mod options;
+pub mod postgres;
 pub mod print;
 pub mod registry;
 pub mod stdout;
@@ -77,6 +78,14 @@ impl From<ConnectorError> for eddy_operators::OperatorError {
     }
 }
 
+/// An option-value error for the planner to point at.
+pub(crate) fn option_error(option: &str, message: impl Into<String>) -> ConnectorError {
+    ConnectorError::Option {
+        option: option.to_string(),
+        message: message.into(),
+    }
+}
+
 /// The connectors every registry starts with.
 pub(crate) fn builtin_connectors() -> Vec<Arc<dyn Connector>> {
     vec![
@@ -89,6 +98,7 @@ pub(crate) fn builtin_connectors() -> Vec<Arc<dyn Connector>> {
         Arc::new(datagen::DatagenConnector),
         Arc::new(kafka::KafkaConnector::KAFKA),
         Arc::new(kafka::KafkaConnector::UPSERT_KAFKA),
+        Arc::new(postgres::PostgresConnector),
     ]
 }
 

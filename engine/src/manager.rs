@@ -325,26 +325,18 @@ fn launch(
 
 /// Waits for a job's tasks; when they fail and its restart strategy
 /// allows, starts it again from its last checkpoint after the delay.
-fn supervise(env: &BuildEnv, entry: &Entry, mut running: RunningDataflow) {
+fn supervise(env: &BuildEnv, entry: &Entry, running: RunningDataflow) {
     let name = &entry.job.name;
+    let mut state = ended(entry, running);
     loop {
-        let result = running.join();
-        let stopped = entry.stop.load(Ordering::Acquire);
-        let state = match result {
-            Ok(()) if stopped => JobState::Stopped,
-            Ok(()) => JobState::Finished,
-            Err(e) if e.is_cancelled() => JobState::Cancelled,
-            Err(e) if e.is_output_closed() => JobState::OutputClosed,
-            Err(e) => JobState::Failed(Arc::new(e)),
-        };
         let restart = match &state {
-            JobState::Failed(cause) if !stopped => {
+            JobState::Failed(cause) if !entry.stop.load(Ordering::Acquire) => {
                 let n = entry.restarts.load(Ordering::Acquire);
                 entry
                     .job
                     .restart
                     .delay(n, noise())
-                    .map(|d| (n + 1, d, cause))
+                    .map(|d| (n + 1, d, cause.clone()))
             }
             _ => None,
         };
@@ -362,7 +354,7 @@ fn supervise(env: &BuildEnv, entry: &Entry, mut running: RunningDataflow) {
             entry.set_state(state);
             return;
         }
-        match launch(
+        state = match launch(
             env,
             &entry.job,
             &entry.state_dir,
@@ -371,12 +363,18 @@ fn supervise(env: &BuildEnv, entry: &Entry, mut running: RunningDataflow) {
         ) {
             Ok(Launched::Running(next, _)) => {
                 *entry.tasks.lock().unwrap_or_else(|e| e.into_inner()) = Some(next.handle());
-                running = next;
+                ended(entry, next)
             }
             Ok(Launched::AlreadyFinished(checkpoint)) => {
                 entry.set_state(JobState::AlreadyFinished { checkpoint });
                 return;
             }
+            // Publishing the restored checkpoint's output reaches a system
+            // outside (a database, a broker) that may still be away: one
+            // more failed attempt, under the same strategy.
+            Err(e @ EngineError::Commit { .. }) => JobState::Failed(Arc::new(
+                eddy_operators::OperatorError::Connector(e.to_string()),
+            )),
             Err(e) => {
                 tracing::error!(job = %name, error = %e, "the job cannot be restarted");
                 let failed = eddy_operators::OperatorError::Internal(format!(
@@ -385,7 +383,20 @@ fn supervise(env: &BuildEnv, entry: &Entry, mut running: RunningDataflow) {
                 entry.set_state(JobState::Failed(Arc::new(failed)));
                 return;
             }
-        }
+        };
+    }
+}
+
+/// How a run of a job ended, once its tasks have.
+fn ended(entry: &Entry, running: RunningDataflow) -> JobState {
+    let result = running.join();
+    let stopped = entry.stop.load(Ordering::Acquire);
+    match result {
+        Ok(()) if stopped => JobState::Stopped,
+        Ok(()) => JobState::Finished,
+        Err(e) if e.is_cancelled() => JobState::Cancelled,
+        Err(e) if e.is_output_closed() => JobState::OutputClosed,
+        Err(e) => JobState::Failed(Arc::new(e)),
     }
 }
 

@@ -605,11 +605,7 @@ fn describe(graph: &PhysicalGraph, kind: &NodeKind, node: &PlanNode) -> String {
 }
 
 fn describe_source(s: &SourceNode) -> String {
-    let opts: Vec<String> = s
-        .options
-        .iter()
-        .map(|(k, v)| format!("{k}='{v}'"))
-        .collect();
+    let opts: Vec<String> = s.options.iter().map(|(k, v)| option_text(k, v)).collect();
     let time = match &s.event_time {
         Some(c) => format!("event time: {c}"),
         None => "processing time (no WATERMARK declared)".to_string(),
@@ -985,12 +981,28 @@ fn describe_over_aggregate(
     }
 }
 
+/// `key='value'` for EXPLAIN, with secrets hidden: the value of a
+/// password or secret option, and a URL's password (`user:***@host`).
+fn option_text(key: &str, value: &str) -> String {
+    let key_lower = key.to_ascii_lowercase();
+    if key_lower.contains("password") || key_lower.contains("secret") {
+        return format!("{key}='***'");
+    }
+    let shown = match value.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((user_info, host)) if user_info.contains(':') && !user_info.contains('/') => {
+                let user = user_info.split(':').next().unwrap_or_default();
+                format!("{scheme}://{user}:***@{host}")
+            }
+            _ => value.to_string(),
+        },
+        None => value.to_string(),
+    };
+    format!("{key}='{shown}'")
+}
+
 fn describe_sink(s: &SinkNode) -> String {
-    let opts: Vec<String> = s
-        .options
-        .iter()
-        .map(|(k, v)| format!("{k}='{v}'"))
-        .collect();
+    let opts: Vec<String> = s.options.iter().map(|(k, v)| option_text(k, v)).collect();
     let table = if s.result_table { " (table mode)" } else { "" };
     format!(
         "Sink {} [{}]{table} {}",

@@ -1122,7 +1122,9 @@ impl Session {
             }
             _ => {}
         }
+        let name = sink.name.clone();
         let graph = plan.into_graph(sink, target)?;
+        self.check_sink_takes(&graph, &name, q.span)?;
         if let Some(node) = graph.event_time_ttl_without_watermark() {
             return Err(PlanError::user(
                 format!(
@@ -1133,6 +1135,51 @@ impl Session {
             .into());
         }
         Ok(graph)
+    }
+}
+
+impl Session {
+    /// Asks the connector of sink `name` whether it takes the changelog
+    /// of an updating query, now rather than when the job starts (the
+    /// rest of what it checks, it checked against the declared columns).
+    fn check_sink_takes(
+        &self,
+        graph: &PhysicalGraph,
+        name: &str,
+        span: Span,
+    ) -> Result<(), PlanError> {
+        let Some((sink, schema)) = graph.nodes.iter().find_map(|n| match &n.kind {
+            crate::graph::NodeKind::Sink(s)
+                if s.name == name
+                    && !s.result_table
+                    && n.schema
+                        .index_of(eddy_operators::updating::OP_COLUMN)
+                        .is_ok() =>
+            {
+                Some((s, Arc::new(n.schema.clone())))
+            }
+            _ => None,
+        }) else {
+            return Ok(());
+        };
+        let given: Vec<(String, String)> = sink.options.clone().into_iter().collect();
+        self.connectors
+            .validate(&given, Role::Sink)
+            .map_err(|e| e.to_string())
+            .and_then(|v| {
+                let table = eddy_connectors::Table {
+                    name,
+                    schema: &schema,
+                    primary_key: &sink.primary_key,
+                };
+                self.connectors
+                    .sink(&v, table)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| {
+                PlanError::user(format!("'{name}' cannot take this query's rows: {e}"), span)
+            })
     }
 }
 

@@ -653,3 +653,47 @@ fn explain_warns_when_a_replay_will_not_reproduce_the_query() {
         g.explain()
     );
 }
+
+/// EXPLAIN shows a sink's options, but not its secrets: a password
+/// option's value, and the password in a URL.
+#[test]
+fn explain_hides_passwords() {
+    let mut session = Session::new(1);
+    let sql = format!(
+        "{BIDS}CREATE TABLE out (auction BIGINT) WITH ('connector' = 'postgres',
+           'url' = 'postgres://app:s3cret@db:5432/shop', 'table-name' = 'out', 'password' = 'hunter2');
+         EXPLAIN INSERT INTO out SELECT auction FROM bid;"
+    );
+    let outcomes = session
+        .execute(&sql)
+        .unwrap_or_else(|e| panic!("{}", e.render(&sql, "test")));
+    let Some(Outcome::Explain(text)) = outcomes.into_iter().last() else {
+        panic!("no EXPLAIN")
+    };
+    assert!(
+        text.contains("url='postgres://app:***@db:5432/shop'") && text.contains("password='***'"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("s3cret") && !text.contains("hunter2"),
+        "{text}"
+    );
+}
+
+/// A sink that cannot take an updating query says so when the query is
+/// planned, at the query: an appending Postgres table (no PRIMARY KEY).
+#[test]
+fn a_sink_that_cannot_take_a_changelog_is_an_error_at_the_query() {
+    let (err, at) = plan_error(
+        "CREATE TABLE out (auction BIGINT, n BIGINT) WITH ('connector' = 'postgres',
+           'url' = 'postgres://app@db/shop', 'table-name' = 'counts');
+         INSERT INTO out SELECT auction, COUNT(*) FROM bid GROUP BY auction;",
+    );
+    assert!(
+        err.to_string().contains(
+            "'out' cannot take this query's rows: this query updates rows it wrote, and 'counts' has no key"
+        ),
+        "{err}"
+    );
+    assert!(at.starts_with("SELECT auction, COUNT(*)"), "{at}");
+}

@@ -4,6 +4,7 @@
 
 pub mod channel;
 pub mod kafka;
+pub mod postgres;
 pub mod registry;
 pub mod server;
 

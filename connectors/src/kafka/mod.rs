@@ -27,9 +27,9 @@ use rdkafka::ClientConfig;
 
 pub use self::sink::KafkaSinkProvider;
 pub use self::source::KafkaSource;
+use crate::Result;
 use crate::options::{OptionDecl, OptionType, Options};
 use crate::registry::{Connector, ConnectorContext, FormatSupport, SourceChangelog};
-use crate::{ConnectorError, Result};
 
 /// A record's headers, in order: key, and value if it has one.
 pub(crate) type Headers = Vec<(String, Option<Vec<u8>>)>;
@@ -311,13 +311,7 @@ pub(crate) fn client_config(options: &Options) -> ClientConfig {
     config
 }
 
-/// An option-value error for the planner to point at.
-pub(crate) fn option_error(option: &str, message: impl Into<String>) -> ConnectorError {
-    ConnectorError::Option {
-        option: option.to_string(),
-        message: message.into(),
-    }
-}
+pub(crate) use crate::option_error;
 
 /// A client error, in words that name the Kafka source or sink.
 pub(crate) fn kafka_error(

@@ -59,10 +59,7 @@ pub const OP_DELETE: i8 = 3;
 
 /// The `_op` codes of a changelog batch whose changelog column is
 /// `op_column` (`None`: append-only, no codes).
-pub(crate) fn changelog_ops(
-    batch: &RecordBatch,
-    op_column: Option<usize>,
-) -> Result<Option<Int8Array>> {
+pub fn changelog_ops(batch: &RecordBatch, op_column: Option<usize>) -> Result<Option<Int8Array>> {
     let Some(c) = op_column else {
         return Ok(None);
     };
