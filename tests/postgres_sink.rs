@@ -13,19 +13,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::Ended;
 use common::postgres::Postgres;
-
-fn eddy(sql: &str, dir: &Path, extra: &[&str]) -> Command {
-    let file = dir.join("job.sql");
-    std::fs::write(&file, sql).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_eddy"));
-    cmd.arg("run").arg(&file).args(extra);
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    cmd
-}
 
 fn run_ok(mut cmd: Command) {
     let out = cmd.output().unwrap();
@@ -91,7 +83,7 @@ fn rows_are_appended_and_a_changelog_is_upserted_and_deleted_by_its_key() {
         ),
         sink("small", "k STRING, n BIGINT, PRIMARY KEY (k) NOT ENFORCED"),
     );
-    run_ok(eddy(&sql, dir.path(), &["--parallelism", "2"]));
+    run_ok(common::eddy_job(&sql, dir.path(), &["--parallelism", "2"]));
 
     let copy = text(pg.query(
         "SELECT id, k, v, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'), note FROM copy ORDER BY id",
@@ -133,19 +125,11 @@ fn rows_are_appended_and_a_changelog_is_upserted_and_deleted_by_its_key() {
     assert_eq!(small, want);
 }
 
-/// How one run ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Ended {
-    Finished,
-    Killed,
-}
-
-/// Runs `sql` once with its state in `state`; with `kill_after`, kills it
-/// (SIGKILL) once it has completed that many more checkpoints; with
-/// `crash_at`, eddy kills itself at that point of a checkpoint.
+/// Runs `sql` once with its state in `dir/state`; with `crash_at`, eddy
+/// kills itself at that point of a checkpoint.
 fn run_killed(sql: &str, dir: &Path, kill_after: Option<u64>, crash_at: Option<&str>) -> Ended {
     let state = dir.join("state");
-    let mut cmd = eddy(
+    let mut cmd = common::eddy_job(
         sql,
         dir,
         &[
@@ -159,29 +143,7 @@ fn run_killed(sql: &str, dir: &Path, kill_after: Option<u64>, crash_at: Option<&
     if let Some(point) = crash_at {
         cmd.env("EDDY_CRASH_AT", point);
     }
-    let before = common::highest_checkpoint(&state);
-    let mut child = cmd.spawn().unwrap();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            if status.success() {
-                return Ended::Finished;
-            }
-            let mut stderr = String::new();
-            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-            use std::os::unix::process::ExitStatusExt;
-            assert!(
-                matches!(status.signal(), Some(9 | 6)),
-                "eddy failed ({status}): {stderr}"
-            );
-            return Ended::Killed;
-        }
-        if kill_after.is_some_and(|n| common::highest_checkpoint(&state) >= before + n) {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            return Ended::Killed;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    common::run_killed(cmd, &state, kill_after)
 }
 
 /// ids 1..=n from datagen at 4 000 a second, appended to `ids`.
@@ -204,11 +166,7 @@ fn kill_until_done(guarantee: &str) -> (i64, i64, usize) {
     pg.query("CREATE TABLE ids (id bigint, twice bigint)");
     let dir = tempfile::tempdir().unwrap();
     let sql = append_job(&pg, 12_000, guarantee, "");
-    let mut rng = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("seed {rng}");
+    let mut rng = common::clock_seed();
     let mut kills = 0;
     for attempt in 0.. {
         assert!(attempt < 40, "the job did not finish in 40 runs");
@@ -222,10 +180,8 @@ fn kill_until_done(guarantee: &str) -> (i64, i64, usize) {
             2 if guarantee == "exactly-once" => Some("manifest-written"),
             _ => None,
         };
-        rng = rng
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let kill_after = (attempt < 6 && crash_at.is_none()).then_some(2 + (rng >> 33) % 6);
+        let random = common::next_random(&mut rng);
+        let kill_after = (attempt < 6 && crash_at.is_none()).then_some(2 + random % 6);
         let ended = run_killed(&sql, dir.path(), kill_after, crash_at);
         eprintln!("run {attempt}: kill after {kill_after:?}, crash at {crash_at:?}: {ended:?}");
         match ended {
@@ -272,7 +228,7 @@ fn a_server_stopped_and_started_again_is_ridden_out_by_the_restart_strategy() {
          SET 'restart-strategy.exponential-delay.max-backoff' = '1 s';";
     let sql = append_job(&pg, 16_000, "exactly-once", settings);
     let state = dir.path().join("state");
-    let mut cmd = eddy(
+    let mut cmd = common::eddy_job(
         &sql,
         dir.path(),
         &[

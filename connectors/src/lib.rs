@@ -8,7 +8,7 @@
 //! - [`format`]: formats by name (`json`, `csv`), shared by every
 //!   connector that carries bytes;
 //! - the built-in connectors, one module each: [`nexmark`], [`file`],
-//!   [`stdout`], [`blackhole`], [`kafka`], [`postgres`], and [`memory`] for embedding
+//!   [`stdout`], [`blackhole`], [`kafka`], [`postgres`], [`redis`], and [`memory`] for embedding
 //!   programs.
 //!
 //! A connector makes a `SourceProvider` (splits and readers) and/or a
@@ -27,6 +27,7 @@ pub mod nexmark;
 pub mod options;
 pub mod postgres;
 pub mod print;
+pub mod redis;
 pub mod registry;
 pub mod stdout;
 pub mod values;
@@ -99,6 +100,7 @@ pub(crate) fn builtin_connectors() -> Vec<Arc<dyn Connector>> {
         Arc::new(kafka::KafkaConnector::KAFKA),
         Arc::new(kafka::KafkaConnector::UPSERT_KAFKA),
         Arc::new(postgres::PostgresConnector),
+        Arc::new(redis::RedisConnector),
     ]
 }
 

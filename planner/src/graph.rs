@@ -341,7 +341,9 @@ impl PhysicalGraph {
     /// INSERTs), where each node that computes the same thing from the same
     /// inputs as one already there is that one: a source read by several
     /// INSERTs is read once, and so is the view over it that they share.
-    /// Sinks are never shared: two INSERTs into one table both write.
+    /// Sinks are not shared (two INSERTs into one table both write), but
+    /// for those of a shared node's side output: the dead letters of a
+    /// source read once are written once.
     pub fn merge(graphs: impl IntoIterator<Item = PhysicalGraph>) -> PhysicalGraph {
         let mut out = PhysicalGraph::default();
         for g in graphs {
@@ -356,8 +358,9 @@ impl PhysicalGraph {
                         ..e.clone()
                     })
                     .collect();
+                let side_output = inputs.first().is_some_and(|e| e.port != 0);
                 let same = out.nodes.iter().find(|n| {
-                    !matches!(n.kind, NodeKind::Sink(_))
+                    (side_output || !matches!(n.kind, NodeKind::Sink(_)))
                         && n.kind == node.kind
                         && n.parallelism == node.parallelism
                         && n.schema == node.schema

@@ -697,3 +697,28 @@ fn a_sink_that_cannot_take_a_changelog_is_an_error_at_the_query() {
     );
     assert!(at.starts_with("SELECT auction, COUNT(*)"), "{at}");
 }
+
+/// A statement set whose INSERTs read one source reads it once, and
+/// writes its dead letters once: the dead-letter sink of a shared read is
+/// shared too (two would write the same files).
+#[test]
+fn a_shared_source_writes_its_dead_letters_once() {
+    let sql = "CREATE SINK dlq WITH ('connector' = 'blackhole');
+        CREATE TABLE src (id BIGINT) WITH ('connector' = 'datagen', 'number-of-rows' = '5',
+          'bad-data' = 'dead-letter', 'bad-data.dead-letter-sink' = 'dlq');
+        CREATE TABLE a (id BIGINT) WITH ('connector' = 'blackhole');
+        EXECUTE STATEMENT SET BEGIN
+        INSERT INTO a SELECT id FROM src;
+        INSERT INTO a SELECT id + 1 FROM src;
+        END;";
+    let g = plan(sql, 1);
+    let sinks: Vec<&str> = g
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.kind {
+            NodeKind::Sink(s) => Some(s.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sinks, ["a", "dlq", "a"]);
+}

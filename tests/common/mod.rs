@@ -5,6 +5,7 @@
 pub mod channel;
 pub mod kafka;
 pub mod postgres;
+pub mod redis;
 pub mod registry;
 pub mod server;
 
@@ -161,4 +162,74 @@ pub fn highest_checkpoint(state: &Path) -> u64 {
         }
     }
     highest
+}
+
+/// How one run of a job that is killed on purpose ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    Finished,
+    Killed,
+}
+
+/// Runs `cmd` (an `eddy run` with its state in `state`, stderr piped)
+/// once; with `kill_after`, kills it (SIGKILL) once it has completed that
+/// many more checkpoints. A run that dies of SIGKILL or of SIGABRT (an
+/// `EDDY_CRASH_AT` point) was killed; any other failure fails the test.
+pub fn run_killed(mut cmd: std::process::Command, state: &Path, kill_after: Option<u64>) -> Ended {
+    use std::os::unix::process::ExitStatusExt;
+    let before = highest_checkpoint(state);
+    let mut child = cmd.spawn().unwrap();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            if status.success() {
+                return Ended::Finished;
+            }
+            let mut stderr = String::new();
+            if let Some(pipe) = child.stderr.as_mut() {
+                std::io::Read::read_to_string(pipe, &mut stderr).unwrap();
+            }
+            assert!(
+                matches!(status.signal(), Some(9 | 6)),
+                "eddy failed ({status}): {stderr}"
+            );
+            return Ended::Killed;
+        }
+        if kill_after.is_some_and(|n| highest_checkpoint(state) >= before + n) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return Ended::Killed;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// A seed for random kills, from the clock, printed so that a failure
+/// can be told apart.
+pub fn clock_seed() -> u64 {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("seed {seed}");
+    seed
+}
+
+/// The next number of a small generator (a 64-bit LCG), upper bits.
+pub fn next_random(state: &mut u64) -> u64 {
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *state >> 33
+}
+
+/// `eddy run <dir>/job.sql <extra>` of `sql`, its stdout dropped and its
+/// stderr piped.
+pub fn eddy_job(sql: &str, dir: &Path, extra: &[&str]) -> std::process::Command {
+    let file = dir.join("job.sql");
+    std::fs::write(&file, sql).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_eddy"));
+    cmd.arg("run").arg(&file).args(extra);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    cmd
 }
