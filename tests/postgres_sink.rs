@@ -128,17 +128,7 @@ fn rows_are_appended_and_a_changelog_is_upserted_and_deleted_by_its_key() {
 /// Runs `sql` once with its state in `dir/state`; with `crash_at`, eddy
 /// kills itself at that point of a checkpoint.
 fn run_killed(sql: &str, dir: &Path, kill_after: Option<u64>, crash_at: Option<&str>) -> Ended {
-    let state = dir.join("state");
-    let mut cmd = common::eddy_job(
-        sql,
-        dir,
-        &[
-            "--checkpoint-interval",
-            "100ms",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-    );
+    let (mut cmd, state) = common::eddy_checkpointed(sql, dir, "100ms");
     cmd.env_remove("EDDY_CRASH_AT");
     if let Some(point) = crash_at {
         cmd.env("EDDY_CRASH_AT", point);
@@ -227,17 +217,7 @@ fn a_server_stopped_and_started_again_is_ridden_out_by_the_restart_strategy() {
          SET 'restart-strategy.exponential-delay.initial-backoff' = '100 ms';
          SET 'restart-strategy.exponential-delay.max-backoff' = '1 s';";
     let sql = append_job(&pg, 16_000, "exactly-once", settings);
-    let state = dir.path().join("state");
-    let mut cmd = common::eddy_job(
-        &sql,
-        dir.path(),
-        &[
-            "--checkpoint-interval",
-            "100ms",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-    );
+    let (mut cmd, _) = common::eddy_checkpointed(&sql, dir.path(), "100ms");
     let mut child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let count = |pg: &Postgres| -> i64 {

@@ -150,17 +150,7 @@ fn orders_from_a_stream_keep_totals_in_hashes_and_a_bad_entry_is_a_dead_letter()
 }
 
 fn run_killed(sql: &str, dir: &Path, kill_after: Option<u64>) -> Ended {
-    let state = dir.join("state");
-    let cmd = common::eddy_job(
-        sql,
-        dir,
-        &[
-            "--checkpoint-interval",
-            "50ms",
-            "--state-dir",
-            state.to_str().unwrap(),
-        ],
-    );
+    let (cmd, state) = common::eddy_checkpointed(sql, dir, "50ms");
     common::run_killed(cmd, &state, kill_after)
 }
 

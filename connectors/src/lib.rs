@@ -8,7 +8,7 @@
 //! - [`format`]: formats by name (`json`, `csv`), shared by every
 //!   connector that carries bytes;
 //! - the built-in connectors, one module each: [`nexmark`], [`file`],
-//!   [`stdout`], [`blackhole`], [`kafka`], [`postgres`], [`redis`], and [`memory`] for embedding
+//!   [`stdout`], [`blackhole`], [`kafka`], [`postgres`], [`redis`], [`http`], and [`memory`] for embedding
 //!   programs.
 //!
 //! A connector makes a `SourceProvider` (splits and readers) and/or a
@@ -20,6 +20,7 @@ pub mod blackhole;
 pub mod datagen;
 pub mod file;
 pub mod format;
+pub mod http;
 pub mod kafka;
 mod materialize;
 pub mod memory;
@@ -101,6 +102,7 @@ pub(crate) fn builtin_connectors() -> Vec<Arc<dyn Connector>> {
         Arc::new(kafka::KafkaConnector::UPSERT_KAFKA),
         Arc::new(postgres::PostgresConnector),
         Arc::new(redis::RedisConnector),
+        Arc::new(http::HttpConnector),
     ]
 }
 

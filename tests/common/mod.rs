@@ -233,3 +233,24 @@ pub fn eddy_job(sql: &str, dir: &Path, extra: &[&str]) -> std::process::Command 
         .stderr(std::process::Stdio::piped());
     cmd
 }
+
+/// [`eddy_job`] with its state in `dir/state` and a checkpoint every
+/// `interval`; and that state directory.
+pub fn eddy_checkpointed(
+    sql: &str,
+    dir: &Path,
+    interval: &str,
+) -> (std::process::Command, std::path::PathBuf) {
+    let state = dir.join("state");
+    let cmd = eddy_job(
+        sql,
+        dir,
+        &[
+            "--checkpoint-interval",
+            interval,
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    (cmd, state)
+}
