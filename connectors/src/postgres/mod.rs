@@ -1,6 +1,7 @@
 //! `connector = 'postgres'` (and Flink's `'jdbc'` with a
-//! `jdbc:postgresql://` URL): a PostgreSQL table as a sink, over
-//! tokio-postgres, with the options of Flink's JDBC connector.
+//! `jdbc:postgresql://` URL): a PostgreSQL table as a sink, and read as a
+//! bounded scan or a lookup join's table ([`source`]), over tokio-postgres,
+//! with the options of Flink's JDBC connector.
 //!
 //! - With `PRIMARY KEY (...) NOT ENFORCED` the sink upserts: `+I`/`+U` are
 //!   `INSERT ... ON CONFLICT (key) DO UPDATE`, `-D` and `-U` are a
@@ -14,14 +15,17 @@
 //!   it once the checkpoint is complete (`COMMIT PREPARED`), through the
 //!   commit protocol, so a crash neither loses nor repeats a row.
 
+mod connection;
 mod sink;
+mod source;
 mod sql;
 
 use std::sync::Arc;
 
-use eddy_operators::{DeliveryGuarantee, SinkProvider};
+use eddy_operators::{DeliveryGuarantee, SinkProvider, SourceProvider};
 
 pub use self::sink::PostgresSinkProvider;
+pub use self::source::PostgresSource;
 use crate::options::{OptionDecl, OptionType, Options};
 use crate::registry::{Connector, ConnectorContext};
 use crate::{Result, option_error};
@@ -33,6 +37,9 @@ pub(crate) const PASSWORD: &str = "password";
 pub(crate) const MAX_ROWS: &str = "sink.buffer-flush.max-rows";
 pub(crate) const DELIVERY: &str = "sink.delivery-guarantee";
 pub(crate) const TXN_PREFIX: &str = "sink.transactional-id-prefix";
+pub(crate) const FETCH_SIZE: &str = "scan.fetch-size";
+pub(crate) const CACHE_MAX_ROWS: &str = "lookup.cache.max-rows";
+pub(crate) const CACHE_TTL: &str = "lookup.cache.ttl";
 
 /// `connector = 'postgres'`, also answering to Flink's `'jdbc'`.
 #[derive(Debug)]
@@ -48,7 +55,7 @@ impl Connector for PostgresConnector {
     }
 
     fn help(&self) -> &'static str {
-        "a PostgreSQL table as a sink: appended, or upserted by its PRIMARY KEY; a transaction per checkpoint, committed at the barrier (at-least-once) or once the checkpoint is complete (exactly-once)"
+        "a PostgreSQL table: a bounded scan, a lookup join's table, and a sink (appended, or upserted by its PRIMARY KEY; a transaction per checkpoint, committed at the barrier: at-least-once, or once the checkpoint is complete: exactly-once)"
     }
 
     fn options(&self) -> Vec<OptionDecl> {
@@ -87,6 +94,27 @@ impl Connector for PostgresConnector {
                 "at-least-once: a transaction per checkpoint, committed at its barrier; exactly-once: prepared at the barrier and committed once the checkpoint is complete (the server needs max_prepared_transactions > 0)",
             )
             .sink_only(),
+            OptionDecl::optional(
+                FETCH_SIZE,
+                OptionType::Count,
+                "8192",
+                "rows a scan fetches from its cursor at a time",
+            )
+            .source_only(),
+            OptionDecl::optional(
+                CACHE_TTL,
+                OptionType::Duration,
+                "1 min",
+                "a lookup join reads the whole table again this often (Flink's full cache)",
+            )
+            .source_only(),
+            OptionDecl::optional(
+                CACHE_MAX_ROWS,
+                OptionType::Count,
+                "1000000",
+                "a lookup table with more rows fails the job (the join keeps it whole)",
+            )
+            .source_only(),
             OptionDecl::unset(
                 TXN_PREFIX,
                 OptionType::String,
@@ -96,8 +124,16 @@ impl Connector for PostgresConnector {
         ]
     }
 
+    fn is_source(&self) -> bool {
+        true
+    }
+
     fn is_sink(&self) -> bool {
         true
+    }
+
+    fn source(&self, ctx: &ConnectorContext<'_>) -> Result<Arc<dyn SourceProvider>> {
+        Ok(Arc::new(PostgresSource::try_new(ctx)?))
     }
 
     fn sink(&self, ctx: &ConnectorContext<'_>) -> Result<Arc<dyn SinkProvider>> {

@@ -21,8 +21,8 @@ use eddy_operators::operator::OperatorContext;
 use eddy_operators::sink::{Committer, Sink, SinkCommit};
 use eddy_operators::updating::{OP_COLUMN, OP_DELETE, OP_UPDATE_BEFORE};
 use eddy_operators::{DeliveryGuarantee, OperatorError, SinkProvider};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
+use super::connection::Connection;
 use super::sql::{self, Literals};
 use super::{DELIVERY, MAX_ROWS, TABLE, TXN_PREFIX, client_config, option_error, pg_error};
 use crate::registry::ConnectorContext;
@@ -149,62 +149,6 @@ impl SinkProvider for PostgresSinkProvider {
     }
 }
 
-/// A client on its own current-thread runtime: the sink's calls block on
-/// it, and the connection's task runs while they do.
-struct Connection {
-    runtime: tokio::runtime::Runtime,
-    client: Client,
-}
-
-impl Connection {
-    fn open(target: &Target) -> OpResult<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| OperatorError::Connector(format!("postgres: a runtime: {e}")))?;
-        let (client, connection) = runtime
-            .block_on(target.config.connect(NoTls))
-            .map_err(|e| pg_error(&format!("cannot connect for {}", target.table), &e))?;
-        runtime.spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!("postgres: the connection ended: {e}");
-            }
-        });
-        let this = Self { runtime, client };
-        this.execute("SET TIME ZONE 'UTC'; SET standard_conforming_strings = on")?;
-        Ok(this)
-    }
-
-    fn execute(&self, sql: &str) -> OpResult<()> {
-        self.runtime
-            .block_on(self.client.batch_execute(sql))
-            .map_err(|e| pg_error(&statement(sql), &e))
-    }
-
-    /// The first column of each row `sql` returns.
-    fn column(&self, sql: &str) -> OpResult<Vec<String>> {
-        let messages = self
-            .runtime
-            .block_on(self.client.simple_query(sql))
-            .map_err(|e| pg_error(&statement(sql), &e))?;
-        Ok(messages
-            .iter()
-            .filter_map(|m| match m {
-                SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-                _ => None,
-            })
-            .collect())
-    }
-}
-
-/// A statement, shortened for a message.
-fn statement(sql: &str) -> String {
-    match sql.char_indices().nth(120) {
-        Some((end, _)) => format!("{}...", &sql[..end]),
-        None => sql.to_string(),
-    }
-}
-
 /// A change of one key, the last in a batch of rows to write.
 enum Change {
     Upsert(String),
@@ -227,7 +171,7 @@ struct PostgresWriter {
 impl PostgresWriter {
     fn connection(&mut self) -> OpResult<&Connection> {
         if self.connection.is_none() {
-            self.connection = Some(Connection::open(&self.target)?);
+            self.connection = Some(Connection::open(&self.target.config, &self.target.table)?);
         }
         self.connection
             .as_ref()
@@ -406,12 +350,6 @@ struct PostgresCommitter {
     connection: Mutex<Option<Connection>>,
 }
 
-impl std::fmt::Debug for Connection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").finish_non_exhaustive()
-    }
-}
-
 impl Committer for PostgresCommitter {
     fn commit(&self, committables: &[serde_json::Value]) -> OpResult<()> {
         let mut guard = self
@@ -425,7 +363,7 @@ impl Committer for PostgresCommitter {
                 )));
             };
             if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
-                *guard = Some(Connection::open(&self.target)?);
+                *guard = Some(Connection::open(&self.target.config, &self.target.table)?);
             }
             let Some(connection) = guard.as_ref() else {
                 continue;

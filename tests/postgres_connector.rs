@@ -5,7 +5,7 @@
 //! and restarted, after which an exactly-once sink holds every row once
 //! and an at-least-once one every row at least once; and a server stopped
 //! and started again under a running job, which its restart strategy rides
-//! out.
+//! out; and a table read as a bounded scan and as a lookup join's table.
 
 #![allow(clippy::unwrap_used)]
 
@@ -242,4 +242,69 @@ fn a_server_stopped_and_started_again_is_ridden_out_by_the_restart_strategy() {
     let row = &pg.query("SELECT count(*), count(DISTINCT id) FROM ids")[0];
     assert_eq!(row[0].as_deref(), Some("16000"));
     assert_eq!(row[1].as_deref(), Some("16000"));
+}
+
+/// A table read two ways: scanned whole (the count per tier, upserted into
+/// another table) and as a lookup join's table (each order with its
+/// customer's name and tier), both equal to what the test computes.
+#[test]
+fn a_table_is_scanned_and_joined_by_lookup() {
+    let pg = Postgres::start();
+    let mut setup = String::from(
+        "CREATE TABLE customers (id integer PRIMARY KEY, name text, tier text, since timestamptz);
+         CREATE TABLE per_tier (tier text PRIMARY KEY, n bigint);
+         CREATE TABLE enriched (order_id bigint, name text, tier text);",
+    );
+    for id in 0..40 {
+        let tier = ["gold", "silver", "bronze"][id % 3];
+        setup += &format!(
+            "INSERT INTO customers VALUES ({id}, 'c''{id}', '{tier}', '2024-01-01 00:00:{:02}+00');",
+            id % 60
+        );
+    }
+    pg.query(&setup);
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.url();
+    let sql = format!(
+        "CREATE TABLE customers (id INT, name STRING, tier STRING, since TIMESTAMP(3))
+           WITH ('connector' = 'postgres', 'url' = '{url}', 'table-name' = 'customers',
+                 'scan.fetch-size' = '7');
+         CREATE TABLE per_tier (tier STRING, n BIGINT, PRIMARY KEY (tier) NOT ENFORCED)
+           WITH ('connector' = 'postgres', 'url' = '{url}', 'table-name' = 'per_tier');
+         CREATE TABLE orders (order_id BIGINT, pt AS PROCTIME())
+           WITH ('connector' = 'datagen', 'fields.order_id.kind' = 'sequence',
+                 'fields.order_id.start' = '1', 'fields.order_id.end' = '100');
+         CREATE TABLE enriched (order_id BIGINT, name STRING, tier STRING)
+           WITH ('connector' = 'postgres', 'url' = '{url}', 'table-name' = 'enriched');
+         EXECUTE STATEMENT SET BEGIN
+         INSERT INTO per_tier SELECT tier, COUNT(*) FROM customers WHERE since >= TIMESTAMP '2024-01-01 00:00:05' GROUP BY tier;
+         INSERT INTO enriched SELECT o.order_id, c.name, c.tier FROM orders AS o
+           JOIN customers FOR SYSTEM_TIME AS OF o.pt AS c ON CAST(o.order_id % 50 AS INT) = c.id;
+         END;"
+    );
+    run_ok(common::eddy_job(&sql, dir.path(), &[]));
+
+    let mut per_tier: BTreeMap<&str, i64> = BTreeMap::new();
+    for id in 5..40 {
+        *per_tier
+            .entry(["gold", "silver", "bronze"][id % 3])
+            .or_default() += 1;
+    }
+    let want: Vec<String> = per_tier.iter().map(|(t, n)| format!("{t} | {n}")).collect();
+    assert_eq!(
+        text(pg.query("SELECT tier, n FROM per_tier ORDER BY tier")),
+        want
+    );
+
+    let want: Vec<String> = (1..=100)
+        .filter(|o| o % 50 < 40)
+        .map(|o| {
+            let id = (o % 50) as usize;
+            format!("{o} | c'{id} | {}", ["gold", "silver", "bronze"][id % 3])
+        })
+        .collect();
+    assert_eq!(
+        text(pg.query("SELECT order_id, name, tier FROM enriched ORDER BY order_id")),
+        want
+    );
 }
