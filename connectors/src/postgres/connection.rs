@@ -40,18 +40,12 @@ impl Connection {
             .map_err(|e| pg_error(&statement(sql), &e))
     }
 
-    /// The first column of each row `sql` returns.
+    /// The first column of each row `sql` returns (NULLs left out).
     pub fn column(&self, sql: &str) -> OpResult<Vec<String>> {
-        let messages = self
-            .runtime
-            .block_on(self.client.simple_query(sql))
-            .map_err(|e| pg_error(&statement(sql), &e))?;
-        Ok(messages
-            .iter()
-            .filter_map(|m| match m {
-                SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-                _ => None,
-            })
+        Ok(self
+            .rows(sql)?
+            .into_iter()
+            .filter_map(|row| row.into_iter().next().flatten())
             .collect())
     }
 }
