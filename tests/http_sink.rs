@@ -15,8 +15,6 @@ use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::Ended;
-
 /// A request as the server got it.
 #[derive(Debug, Clone)]
 struct Request {
@@ -172,19 +170,7 @@ fn killed_jobs_deliver_every_row_at_least_once() {
     let receiver = Receiver::start(0);
     let dir = tempfile::tempdir().unwrap();
     let sql = job(receiver.port, 12_000, "4000");
-    let mut rng = common::clock_seed();
-    let mut kills = 0;
-    for attempt in 0.. {
-        assert!(attempt < 40, "the job did not finish in 40 runs");
-        let kill_after = (attempt < 5).then_some(2 + common::next_random(&mut rng) % 5);
-        let (cmd, state) = common::eddy_checkpointed(&sql, dir.path(), "100ms");
-        let ended = common::run_killed(cmd, &state, kill_after);
-        eprintln!("run {attempt}: kill after {kill_after:?}: {ended:?}");
-        match ended {
-            Ended::Finished => break,
-            Ended::Killed => kills += 1,
-        }
-    }
+    let kills = common::kill_until_done(&sql, dir.path(), "100ms", 5, 6);
     assert!(kills >= 3, "too few kills: {kills}");
     let ids = receiver.ids();
     eprintln!("{} rows for {} ids", ids.len(), 12_000);

@@ -13,7 +13,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use common::Ended;
 use common::redis::Redis;
 use redis::streams::StreamRangeReply;
 
@@ -127,11 +126,8 @@ fn orders_from_a_stream_keep_totals_in_hashes_and_a_bad_entry_is_a_dead_letter()
     assert_eq!(got.len(), want.len());
     assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), want);
 
-    let dead = common::committed_parts(&dir.path().join("dlq"));
-    let rows: Vec<serde_json::Value> = dead
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows = common::dead_letters(&dir.path().join("dlq"));
+    let dead = format!("{rows:?}");
     assert_eq!(rows.len(), 1, "{dead}");
     assert_eq!(rows[0]["_source"], "orders");
     assert_eq!(rows[0]["_partition"], format!("orders {bad_id}"));
@@ -149,11 +145,6 @@ fn orders_from_a_stream_keep_totals_in_hashes_and_a_bad_entry_is_a_dead_letter()
     assert_eq!(pending(&redis), 0, "entries left unacknowledged");
 }
 
-fn run_killed(sql: &str, dir: &Path, kill_after: Option<u64>) -> Ended {
-    let (cmd, state) = common::eddy_checkpointed(sql, dir, "50ms");
-    common::run_killed(cmd, &state, kill_after)
-}
-
 #[test]
 fn killed_jobs_read_every_entry_at_least_once_and_the_hashes_end_exact() {
     let redis = Redis::start();
@@ -161,18 +152,7 @@ fn killed_jobs_read_every_entry_at_least_once_and_the_hashes_end_exact() {
     redis.xadd("orders", &input);
     let dir = tempfile::tempdir().unwrap();
     let sql = job(&redis, dir.path(), 0);
-    let mut rng = common::clock_seed();
-    let mut kills = 0;
-    for attempt in 0.. {
-        assert!(attempt < 40, "the job did not finish in 40 runs");
-        let kill_after = (attempt < 4).then_some(1 + common::next_random(&mut rng) % 3);
-        let ended = run_killed(&sql, dir.path(), kill_after);
-        eprintln!("run {attempt}: kill after {kill_after:?}: {ended:?}");
-        match ended {
-            Ended::Finished => break,
-            Ended::Killed => kills += 1,
-        }
-    }
+    let kills = common::kill_until_done(&sql, dir.path(), "50ms", 4, 3);
     assert!(kills >= 2, "too few kills: {kills}");
     assert_eq!(hashes(&redis, 7), totals(&input));
     let ids = copied_ids(&redis);

@@ -111,6 +111,61 @@ pub struct BadRecordAt<'a> {
     pub timestamp: Option<i64>,
 }
 
+/// Where a broker's message was, for a dead letter and for the error
+/// that fails the job.
+#[derive(Debug)]
+pub struct MessageAt {
+    /// The dead letter's `_partition` (a stream and entry id, a queue).
+    pub partition: String,
+    /// The dead letter's `_offset`, if the broker numbers messages.
+    pub offset: Option<i64>,
+    pub timestamp: Option<i64>,
+    /// Where it was, in words (`redis stream 'orders' entry 17-0`).
+    pub described: String,
+}
+
+/// Decodes a broker's messages (`records`, one each) into what a reader
+/// hands over for split `split`: the rows, with the bad messages as the
+/// policy says (dead letters saying where each was, by `at`), or the error
+/// that names the first bad one under `'fail'`. `None`: nothing to hand
+/// over.
+pub fn decode_messages(
+    decoder: &mut dyn crate::format::Decoder,
+    bad: &BadData,
+    split: usize,
+    records: &crate::format::Records,
+    at: impl Fn(usize) -> MessageAt,
+) -> eddy_operators::Result<Option<eddy_operators::source::Poll>> {
+    use eddy_operators::source::Poll;
+    let decoded =
+        crate::format::decode_records(decoder, records, bad.on_bad(), true).map_err(|b| {
+            eddy_operators::OperatorError::Connector(format!(
+                "{}: {}",
+                at(b.record).described,
+                b.reason
+            ))
+        })?;
+    let places: Vec<MessageAt> = decoded.bad.iter().map(|b| at(b.record)).collect();
+    let rejected = bad.reject(
+        decoded
+            .bad
+            .iter()
+            .zip(&places)
+            .map(|(b, place)| BadRecordAt {
+                bytes: records.get(b.record),
+                reason: &b.reason,
+                partition: &place.partition,
+                offset: place.offset,
+                timestamp: place.timestamp,
+            }),
+    );
+    Ok(match (rejected, decoded.batch) {
+        (Some(r), batch) => Some(Poll::Rejected(split, r, batch)),
+        (None, Some(batch)) => Some(Poll::Batch(split, batch)),
+        (None, None) => None,
+    })
+}
+
 /// A reader's handling of its bad records, under its source's policy.
 #[derive(Debug)]
 pub struct BadData {

@@ -8,7 +8,7 @@
 //! - [`format`]: formats by name (`json`, `csv`), shared by every
 //!   connector that carries bytes;
 //! - the built-in connectors, one module each: [`nexmark`], [`file`],
-//!   [`stdout`], [`blackhole`], [`kafka`], [`postgres`], [`redis`], [`http`], and [`memory`] for embedding
+//!   [`stdout`], [`blackhole`], [`kafka`], [`postgres`], [`redis`], [`rabbitmq`], [`http`], and [`memory`] for embedding
 //!   programs.
 //!
 //! A connector makes a `SourceProvider` (splits and readers) and/or a
@@ -28,6 +28,7 @@ pub mod nexmark;
 pub mod options;
 pub mod postgres;
 pub mod print;
+pub mod rabbitmq;
 pub mod redis;
 pub mod registry;
 pub mod stdout;
@@ -103,6 +104,7 @@ pub(crate) fn builtin_connectors() -> Vec<Arc<dyn Connector>> {
         Arc::new(postgres::PostgresConnector),
         Arc::new(redis::RedisConnector),
         Arc::new(http::HttpConnector),
+        Arc::new(rabbitmq::RabbitConnector),
     ]
 }
 

@@ -5,6 +5,7 @@
 pub mod channel;
 pub mod kafka;
 pub mod postgres;
+pub mod rabbitmq;
 pub mod redis;
 pub mod registry;
 pub mod server;
@@ -253,4 +254,39 @@ pub fn eddy_checkpointed(
         ],
     );
     (cmd, state)
+}
+
+/// Runs `sql` (state in `dir/state`, a checkpoint every `interval`) until
+/// it finishes, killing each of the first `killed_runs` runs (SIGKILL)
+/// once it has completed 1 to `spread` more checkpoints, chosen at
+/// random; returns how many runs were killed.
+pub fn kill_until_done(
+    sql: &str,
+    dir: &Path,
+    interval: &str,
+    killed_runs: usize,
+    spread: u64,
+) -> usize {
+    let mut rng = clock_seed();
+    let mut kills = 0;
+    for attempt in 0.. {
+        assert!(attempt < 40, "the job did not finish in 40 runs");
+        let kill_after = (attempt < killed_runs).then_some(1 + next_random(&mut rng) % spread);
+        let (cmd, state) = eddy_checkpointed(sql, dir, interval);
+        let ended = run_killed(cmd, &state, kill_after);
+        eprintln!("run {attempt}: kill after {kill_after:?}: {ended:?}");
+        match ended {
+            Ended::Finished => break,
+            Ended::Killed => kills += 1,
+        }
+    }
+    kills
+}
+
+/// The rows a file dead-letter sink committed in directory `dir`.
+pub fn dead_letters(dir: &Path) -> Vec<serde_json::Value> {
+    committed_parts(dir)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }

@@ -105,9 +105,7 @@ impl FileSource {
         let (path, monitor) = super::source_path(options)?;
         let directory = path.is_dir();
         // Fails early if the format cannot be read.
-        format.decoder(schema, options)?.ok_or_else(|| {
-            ConnectorError::Config(format!("the format '{}' cannot be read", format.name()))
-        })?;
+        crate::format::decoder_of(format.as_ref(), schema, options)?;
         let mut source = Self {
             directory,
             schema: schema.clone(),

@@ -77,6 +77,18 @@ pub trait Format: Send + Sync + Debug {
     }
 }
 
+/// A decoder of `format` for rows of `schema`, or the error that says the
+/// format cannot be read.
+pub fn decoder_of(
+    format: &dyn Format,
+    schema: &SchemaRef,
+    options: &Options,
+) -> Result<Box<dyn Decoder>> {
+    format.decoder(schema, options)?.ok_or_else(|| {
+        ConnectorError::Config(format!("the format '{}' cannot be read", format.name()))
+    })
+}
+
 /// Turns records into rows.
 pub trait Decoder: Send + Debug {
     /// Gets what decoding `records` needs from elsewhere (a schema

@@ -26,8 +26,8 @@ use redis::Value;
 use redis::streams::{StreamId, StreamReadReply};
 
 use super::{BOUNDED_MODE, CONSUMER, FIELD, GROUP, STARTUP_MODE, STREAM, connect, redis_error};
-use crate::bad_data::{BadData, BadDataPolicy, BadRecordAt};
-use crate::format::{Decoder, Format, Records, decode_records};
+use crate::bad_data::{BadData, BadDataPolicy, MessageAt, decode_messages};
+use crate::format::{Decoder, Format, Records};
 use crate::options::Options;
 use crate::registry::ConnectorContext;
 use crate::{ConnectorError, Result, option_error};
@@ -107,14 +107,7 @@ impl RedisSource {
     }
 
     fn decoder(&self) -> Result<Box<dyn Decoder>> {
-        self.format
-            .decoder(&self.schema, &self.options)?
-            .ok_or_else(|| {
-                ConnectorError::Config(format!(
-                    "the format '{}' cannot be read",
-                    self.format.name()
-                ))
-            })
+        crate::format::decoder_of(self.format.as_ref(), &self.schema, &self.options)
     }
 }
 
@@ -333,42 +326,20 @@ impl RedisReader {
             return Ok(None);
         };
         let records = self.records(&entries);
-        let stream = self.source.stream.clone();
-        let decoded = decode_records(self.decoder.as_mut(), &records, self.bad.on_bad(), true)
-            .map_err(|bad| {
-                OperatorError::Connector(format!(
-                    "redis stream '{stream}' entry {}: {}",
-                    entries.get(bad.record).map_or("?", |e| e.id.as_str()),
-                    bad.reason
-                ))
-            })?;
-        let positions: Vec<String> = decoded
-            .bad
-            .iter()
-            .map(|b| format!("{stream} {}", entries[b.record].id))
-            .collect();
-        let rejected =
-            self.bad.reject(
-                decoded
-                    .bad
-                    .iter()
-                    .zip(&positions)
-                    .map(|(b, at)| BadRecordAt {
-                        bytes: records.get(b.record),
-                        reason: &b.reason,
-                        partition: at,
-                        offset: None,
-                        timestamp: ids.get(b.record).map(|id| id.0 as i64),
-                    }),
-            );
+        let stream = &self.source.stream;
+        let polled = decode_messages(self.decoder.as_mut(), &self.bad, split, &records, |i| {
+            let id = entries.get(i).map_or("?", |e| e.id.as_str());
+            MessageAt {
+                partition: format!("{stream} {id}"),
+                offset: None,
+                timestamp: ids.get(i).map(|id| id.0 as i64),
+                described: format!("redis stream '{stream}' entry {id}"),
+            }
+        })?;
         self.read += ids.len() as u64;
         self.delivered.extend(ids);
         self.at.last = Some(last);
-        Ok(match (rejected, decoded.batch) {
-            (Some(r), batch) => Some(Poll::Rejected(split, r, batch)),
-            (None, Some(batch)) => Some(Poll::Batch(split, batch)),
-            (None, None) => None,
-        })
+        Ok(polled)
     }
 
     /// `XACK`s `ids`.
