@@ -161,3 +161,25 @@ fn killed_jobs_read_every_entry_at_least_once_and_the_hashes_end_exact() {
     assert_eq!(distinct, (0..60_000).collect());
     assert_eq!(pending(&redis), 0, "entries left unacknowledged");
 }
+
+/// The server is killed and started again while the job reads: the job
+/// fails, is restarted from its last checkpoint with backoff until the
+/// server is back, and ends with exact hashes, every entry copied at least
+/// once and none left pending.
+#[test]
+fn a_server_restarted_under_a_running_job_is_ridden_out_by_the_restart_strategy() {
+    let mut redis = Redis::start();
+    let input = orders(60_000, 7);
+    redis.xadd("orders", &input);
+    let dir = tempfile::tempdir().unwrap();
+    let sql = format!(
+        "{}{}",
+        common::RESTART_WITH_BACKOFF,
+        job(&redis, dir.path(), 0)
+    );
+    common::disrupt_running_job(&sql, dir.path(), || redis.restart());
+    assert_eq!(hashes(&redis, 7), totals(&input));
+    let ids: BTreeSet<i64> = copied_ids(&redis).into_iter().collect();
+    assert_eq!(ids, (0..60_000).collect());
+    assert_eq!(pending(&redis), 0, "entries left unacknowledged");
+}

@@ -290,3 +290,33 @@ pub fn dead_letters(dir: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// The settings of a job that rides out a server's absence: restarts from
+/// its last checkpoint with backoff.
+pub const RESTART_WITH_BACKOFF: &str = "SET 'restart-strategy.type' = 'exponential-delay';
+SET 'restart-strategy.exponential-delay.initial-backoff' = '100 ms';
+SET 'restart-strategy.exponential-delay.max-backoff' = '1 s';
+";
+
+/// Runs `sql` (a checkpoint every 50 ms), calls `disrupt` once two
+/// checkpoints are complete (it stops and starts a server), and checks
+/// that the job then restarts at least once and finishes.
+pub fn disrupt_running_job(sql: &str, dir: &Path, disrupt: impl FnOnce()) {
+    use std::time::{Duration, Instant};
+    let (mut cmd, state) = eddy_checkpointed(sql, dir, "50ms");
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while highest_checkpoint(&state) < 2 {
+        assert!(Instant::now() < deadline, "no checkpoint");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before the disruption"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    disrupt();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "eddy failed: {stderr}");
+    assert!(stderr.contains("restart"), "no restart: {stderr}");
+}

@@ -14,8 +14,9 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 pub struct RabbitMq {
     pub port: u16,
+    dist: u16,
     dir: tempfile::TempDir,
-    child: Child,
+    child: Option<Child>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -23,14 +24,32 @@ impl RabbitMq {
     pub fn start() -> RabbitMq {
         let dir = tempfile::tempdir().unwrap();
         let (port, dist) = super::kafka::free_ports();
-        let node = format!("eddy{port}@localhost");
-        let path = |p: &str| dir.path().join(p).to_string_lossy().into_owned();
         std::fs::write(dir.path().join("enabled_plugins"), "[].").unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut broker = RabbitMq {
+            port,
+            dist,
+            dir,
+            child: None,
+            runtime,
+        };
+        broker.run();
+        broker
+    }
+
+    /// Starts the node on its ports and data, and waits until it takes
+    /// connections.
+    fn run(&mut self) {
+        let path = |p: &str| self.dir.path().join(p).to_string_lossy().into_owned();
         let child = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server")
-            .env("HOME", dir.path())
-            .env("RABBITMQ_NODE_PORT", port.to_string())
-            .env("RABBITMQ_DIST_PORT", dist.to_string())
-            .env("RABBITMQ_NODENAME", &node)
+            .env("HOME", self.dir.path())
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist.to_string())
+            .env("RABBITMQ_NODENAME", format!("eddy{}@localhost", self.port))
             .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
             .env("RABBITMQ_MNESIA_BASE", path("mnesia"))
             .env("RABBITMQ_LOG_BASE", path("log"))
@@ -41,23 +60,33 @@ impl RabbitMq {
             .stderr(Stdio::null())
             .spawn()
             .expect("rabbitmq-server (Debian's rabbitmq-server package: ./dev test installs it)");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let broker = RabbitMq {
-            port,
-            dir,
-            child,
-            runtime,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(90);
-        while broker.runtime.block_on(broker.try_channel()).is_err() {
+        while self.runtime.block_on(self.try_channel()).is_err() {
             assert!(Instant::now() < deadline, "rabbitmq-server did not start");
             std::thread::sleep(Duration::from_millis(200));
         }
-        broker
+    }
+
+    /// Kills the node (durable queues and persistent messages stay on
+    /// disk).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The Erlang node the script started outlives it: it is known by
+        // its home, this broker's directory.
+        let _ = Command::new("pkill")
+            .args(["-9", "-f", "--"])
+            .arg(format!("home {}", self.dir.path().display()))
+            .status();
+    }
+
+    /// Starts it again on the same ports and data, after [`Self::stop`].
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
     }
 
     pub fn url(&self) -> String {
@@ -157,14 +186,6 @@ impl RabbitMq {
 
 impl Drop for RabbitMq {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // The Erlang node the script started outlives it: it is known by
-        // its home, this broker's directory.
-        let _ = Command::new("pkill")
-            .arg("-f")
-            .arg("--")
-            .arg(format!("home {}", self.dir.path().display()))
-            .status();
+        self.stop();
     }
 }

@@ -1,5 +1,6 @@
 //! A Redis server of Debian's `redis-server` package, started for a test
-//! on a free port (no persistence), and stopped when dropped.
+//! on a free port, and stopped when dropped. It writes every change to its
+//! append-only file, so that a restart keeps the data.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,7 +25,8 @@ impl Redis {
     fn run(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -73,12 +75,18 @@ impl Redis {
         }
     }
 
-    /// Stops the server (its data is gone: no persistence).
+    /// Stops the server (SIGKILL: what it acknowledged is on disk).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Starts it again on the same port and data, after [`Self::stop`].
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
     }
 }
 
