@@ -183,3 +183,51 @@ fn a_server_restarted_under_a_running_job_is_ridden_out_by_the_restart_strategy(
     assert_eq!(ids, (0..60_000).collect());
     assert_eq!(pending(&redis), 0, "entries left unacknowledged");
 }
+
+/// A stream sink with `'field'` writes each row encoded by the format in
+/// that field, and a source with the same `'field'` reads the rows back.
+#[test]
+fn rows_written_in_one_field_are_read_back_by_a_source_of_that_field() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let write = format!(
+        "CREATE TABLE ids (id BIGINT, label AS CONCAT('n', CAST(id AS STRING)))
+           WITH ('connector' = 'datagen', 'fields.id.kind' = 'sequence',
+                 'fields.id.start' = '1', 'fields.id.end' = '300');
+         CREATE TABLE events (id BIGINT, label STRING)
+           WITH ('connector' = 'redis', 'url' = '{url}', 'stream' = 'events',
+                 'field' = 'payload', 'format' = 'json');
+         INSERT INTO events SELECT id, label FROM ids;"
+    );
+    let out = common::eddy_job(&write, dir.path(), &[]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entries: StreamRangeReply = redis.run_cmd(&["XRANGE", "events", "-", "+"]);
+    assert_eq!(entries.ids.len(), 300);
+    let first: String = entries.ids[0].get("payload").unwrap();
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(first, serde_json::json!({"id": 1, "label": "n1"}));
+
+    let read = format!(
+        "CREATE TABLE events (id BIGINT, label STRING)
+           WITH ('connector' = 'redis', 'url' = '{url}', 'stream' = 'events',
+                 'field' = 'payload', 'scan.bounded.mode' = 'latest');
+         CREATE TABLE copy (id BIGINT, customer STRING)
+           WITH ('connector' = 'redis', 'url' = '{url}', 'stream' = 'copy');
+         INSERT INTO copy SELECT id, label FROM events WHERE id % 3 = 0;"
+    );
+    let out = common::eddy_job(&read, dir.path(), &["--checkpoint-interval", "100ms"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: BTreeSet<i64> = copied_ids(&redis).into_iter().collect();
+    assert_eq!(ids, (1..=300).filter(|i| i % 3 == 0).collect());
+}

@@ -83,9 +83,8 @@ impl Connector for RedisConnector {
             OptionDecl::unset(
                 FIELD,
                 OptionType::String,
-                "the entry field whose value is a record of 'format'; unset: the entry's fields are the columns, by name (with 'format' = 'json')",
-            )
-            .source_only(),
+                "the entry field that holds a record of 'format' (read by a source, written by a stream sink); unset: the entry's fields are the columns, by name (a source then reads them with 'format' = 'json')",
+            ),
             OptionDecl::optional(
                 STARTUP_MODE,
                 OptionType::OneOf(&["earliest", "latest"]),

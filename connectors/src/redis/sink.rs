@@ -1,7 +1,9 @@
 //! The Redis sink: rows appended to a stream, or a hash per key.
 //!
 //! - `'mode'` = `'stream'`: each row an entry (`XADD stream * col value
-//!   ...`, a NULL column left out), sent a batch at a time.
+//!   ...`, a NULL column left out), sent a batch at a time; with
+//!   `'field'`, the row encoded by `'format'` in that one field, as the
+//!   source reads it back.
 //! - `'mode'` = `'hash'`: the key is `'key.prefix'` and the key columns'
 //!   values, `:`-separated. Each key's last change of a batch is sent at
 //!   the barrier (or once 1 000 keys are waiting): `+I`/`+U` replace the
@@ -22,7 +24,8 @@ use eddy_operators::sink::Sink;
 use eddy_operators::updating::{OP_COLUMN, OP_DELETE, OP_UPDATE_BEFORE};
 use eddy_operators::{DeliveryGuarantee, SinkProvider};
 
-use super::{KEY_PREFIX, MODE, STREAM, connect, key_columns, redis_error};
+use super::{FIELD, KEY_PREFIX, MODE, STREAM, connect, key_columns, redis_error};
+use crate::format::Encoder;
 use crate::registry::ConnectorContext;
 use crate::{ConnectorError, Result, option_error};
 
@@ -33,8 +36,13 @@ const MAX_KEYS: usize = 1_000;
 
 #[derive(Debug, Clone)]
 enum Mode {
-    Stream(String),
-    Hash { key: Vec<usize>, prefix: String },
+    /// To this stream: the columns as fields, or with `'field'`, the
+    /// row encoded by the format in that one field.
+    Stream(String, Option<String>),
+    Hash {
+        key: Vec<usize>,
+        prefix: String,
+    },
 }
 
 /// `connector = 'redis'` as a sink.
@@ -47,6 +55,8 @@ pub struct RedisSinkProvider {
     op_column: Option<usize>,
     schema: SchemaRef,
     table: String,
+    format: std::sync::Arc<dyn crate::format::Format>,
+    options: crate::options::Options,
 }
 
 impl RedisSinkProvider {
@@ -66,6 +76,12 @@ impl RedisSinkProvider {
                     .get(KEY_PREFIX)
                     .map(str::to_string)
                     .unwrap_or_else(|| format!("{}:", ctx.name));
+                if options.is_set(FIELD) {
+                    return Err(option_error(
+                        FIELD,
+                        "a hash holds the row's columns as its fields: 'field' is for 'mode' = 'stream'",
+                    ));
+                }
                 Mode::Hash { key, prefix }
             }
             _ => {
@@ -80,12 +96,21 @@ impl RedisSinkProvider {
                     .ok_or_else(|| {
                         ConnectorError::Config("'mode' = 'stream' needs 'stream'".into())
                     })?;
-                Mode::Stream(stream.trim().to_string())
+                Mode::Stream(
+                    stream.trim().to_string(),
+                    options.get(FIELD).map(str::to_string),
+                )
             }
         };
         let data = (0..ctx.schema.fields().len())
             .filter(|&i| Some(i) != op_column)
             .collect();
+        let format = ctx.formats.chosen(options)?.clone();
+        if matches!(mode, Mode::Stream(_, Some(_))) {
+            format.encoder(ctx.schema, options)?.ok_or_else(|| {
+                ConnectorError::Config(format!("the format '{}' cannot be written", format.name()))
+            })?;
+        }
         Ok(Self {
             client: super::client(options)?,
             mode,
@@ -93,13 +118,20 @@ impl RedisSinkProvider {
             op_column,
             schema: ctx.schema.clone(),
             table: ctx.name.to_string(),
+            format,
+            options: options.clone(),
         })
     }
 }
 
 impl SinkProvider for RedisSinkProvider {
     fn writer(&self) -> OpResult<Box<dyn Sink>> {
+        let encoder = match &self.mode {
+            Mode::Stream(_, Some(_)) => self.format.encoder(&self.schema, &self.options)?,
+            _ => None,
+        };
         Ok(Box::new(RedisWriter {
+            encoder,
             client: self.client.clone(),
             connection: None,
             mode: self.mode.clone(),
@@ -121,6 +153,8 @@ impl SinkProvider for RedisSinkProvider {
 }
 
 struct RedisWriter {
+    /// Stream mode with `'field'`: encodes each row.
+    encoder: Option<Box<dyn Encoder>>,
     client: redis::Client,
     connection: Option<redis::Connection>,
     mode: Mode,
@@ -183,7 +217,7 @@ fn values(formatters: &[(&dyn Array, ArrayFormatter<'_>)], row: usize) -> Vec<(u
 impl Sink for RedisWriter {
     fn name(&self) -> String {
         match &self.mode {
-            Mode::Stream(stream) => format!("redis stream {stream}"),
+            Mode::Stream(stream, _) => format!("redis stream {stream}"),
             Mode::Hash { prefix, .. } => format!("redis hashes {prefix}*"),
         }
     }
@@ -200,7 +234,22 @@ impl Sink for RedisWriter {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let ops = eddy_operators::updating::changelog_ops(batch, self.op_column)?;
         match self.mode.clone() {
-            Mode::Stream(stream) => {
+            Mode::Stream(stream, Some(field)) => {
+                let Some(encoder) = self.encoder.as_mut() else {
+                    return Ok(());
+                };
+                let mut pipe = redis::pipe();
+                for record in encoder.records(batch)? {
+                    pipe.cmd("XADD")
+                        .arg(&stream)
+                        .arg("*")
+                        .arg(&field)
+                        .arg(record)
+                        .ignore();
+                }
+                self.send(&pipe)
+            }
+            Mode::Stream(stream, None) => {
                 let mut pipe = redis::pipe();
                 for row in 0..batch.num_rows() {
                     let xadd = pipe.cmd("XADD").arg(&stream).arg("*");
