@@ -119,14 +119,11 @@ fn rows_arrive_in_batches_and_a_refused_request_is_sent_again_with_its_key() {
     // Every third request is refused once; its retry is the next one.
     let receiver = Receiver::start(3);
     let dir = tempfile::tempdir().unwrap();
-    let out = common::eddy_job(&job(receiver.port, 1_000, "1000000000"), dir.path(), &[])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "eddy failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(common::eddy_job(
+        &job(receiver.port, 1_000, "1000000000"),
+        dir.path(),
+        &[],
+    ));
     let requests = receiver.requests();
     let ids = receiver.ids();
     assert_eq!(ids.len(), 1_000);

@@ -13,20 +13,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Ended;
 use common::postgres::Postgres;
-
-fn run_ok(mut cmd: Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "eddy failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn text(rows: Vec<Vec<Option<String>>>) -> Vec<String> {
     rows.into_iter()
@@ -83,7 +73,7 @@ fn rows_are_appended_and_a_changelog_is_upserted_and_deleted_by_its_key() {
         ),
         sink("small", "k STRING, n BIGINT, PRIMARY KEY (k) NOT ENFORCED"),
     );
-    run_ok(common::eddy_job(&sql, dir.path(), &["--parallelism", "2"]));
+    common::run_ok(common::eddy_job(&sql, dir.path(), &["--parallelism", "2"]));
 
     let copy = text(pg.query(
         "SELECT id, k, v, to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS'), note FROM copy ORDER BY id",
@@ -282,7 +272,7 @@ fn a_table_is_scanned_and_joined_by_lookup() {
            JOIN customers FOR SYSTEM_TIME AS OF o.pt AS c ON CAST(o.order_id % 50 AS INT) = c.id;
          END;"
     );
-    run_ok(common::eddy_job(&sql, dir.path(), &[]));
+    common::run_ok(common::eddy_job(&sql, dir.path(), &[]));
 
     let mut per_tier: BTreeMap<&str, i64> = BTreeMap::new();
     for id in 5..40 {

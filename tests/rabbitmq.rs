@@ -59,18 +59,11 @@ fn orders_are_consumed_filtered_and_published_and_a_bad_one_is_a_dead_letter() {
     input[250] = "{not json".into();
     broker.publish("orders", &input);
     let dir = tempfile::tempdir().unwrap();
-    let out = common::eddy_job(
+    common::run_ok(common::eddy_job(
         &job(&broker, dir.path(), 45),
         dir.path(),
         &["--checkpoint-interval", "100ms"],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "eddy failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     let want: BTreeSet<i64> = (0..500)
         .filter(|&i| i != 250 && i % 50 >= 45)
         .map(|i| i as i64)

@@ -106,15 +106,11 @@ fn orders_from_a_stream_keep_totals_in_hashes_and_a_bad_entry_is_a_dead_letter()
     let bad_id = bad_id.ids[300].id.clone();
 
     let dir = tempfile::tempdir().unwrap();
-    let out = common::eddy_job(
+    common::run_ok(common::eddy_job(
         &job(&redis, dir.path(), 45),
         dir.path(),
         &["-p", "2", "--checkpoint-interval", "100ms"],
-    )
-    .output()
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "eddy failed: {stderr}");
+    ));
 
     assert_eq!(hashes(&redis, 5), totals(&input));
     let want: BTreeSet<i64> = input
@@ -200,12 +196,7 @@ fn rows_written_in_one_field_are_read_back_by_a_source_of_that_field() {
                  'field' = 'payload', 'format' = 'json');
          INSERT INTO events SELECT id, label FROM ids;"
     );
-    let out = common::eddy_job(&write, dir.path(), &[]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(common::eddy_job(&write, dir.path(), &[]));
     let entries: StreamRangeReply = redis.run_cmd(&["XRANGE", "events", "-", "+"]);
     assert_eq!(entries.ids.len(), 300);
     let first: String = entries.ids[0].get("payload").unwrap();
@@ -220,14 +211,11 @@ fn rows_written_in_one_field_are_read_back_by_a_source_of_that_field() {
            WITH ('connector' = 'redis', 'url' = '{url}', 'stream' = 'copy');
          INSERT INTO copy SELECT id, label FROM events WHERE id % 3 = 0;"
     );
-    let out = common::eddy_job(&read, dir.path(), &["--checkpoint-interval", "100ms"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(common::eddy_job(
+        &read,
+        dir.path(),
+        &["--checkpoint-interval", "100ms"],
+    ));
     let ids: BTreeSet<i64> = copied_ids(&redis).into_iter().collect();
     assert_eq!(ids, (1..=300).filter(|i| i % 3 == 0).collect());
 }

@@ -439,6 +439,16 @@ impl Options {
             .ok_or_else(|| ConnectorError::Config(format!("missing option '{key}'")))
     }
 
+    /// The value of `key`, trimmed, which must be there and not empty:
+    /// else "`needed_by` needs '`key`'".
+    pub fn require_text(&self, key: &str, needed_by: &str) -> Result<String> {
+        self.get(key)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| ConnectorError::Config(format!("{needed_by} needs '{key}'")))
+    }
+
     fn typed<T>(&self, key: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Option<T>> {
         match self.get(key) {
             None => Ok(None),

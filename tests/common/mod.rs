@@ -320,3 +320,11 @@ pub fn disrupt_running_job(sql: &str, dir: &Path, disrupt: impl FnOnce()) {
     assert!(out.status.success(), "eddy failed: {stderr}");
     assert!(stderr.contains("restart"), "no restart: {stderr}");
 }
+
+/// Runs `cmd` (an `eddy run`), which must succeed; its stderr.
+pub fn run_ok(mut cmd: std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "eddy failed: {stderr}");
+    stderr
+}

@@ -21,11 +21,11 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, Queu
 use lapin::types::FieldTable;
 
 use super::{BOUNDED_MODE, PREFETCH, QUEUE, open, rabbit_error, runtime};
+use crate::Result;
 use crate::bad_data::{BadData, BadDataPolicy, MessageAt, decode_messages};
 use crate::format::{Decoder, Format, Records};
 use crate::options::Options;
 use crate::registry::ConnectorContext;
-use crate::{ConnectorError, Result};
 
 type OpResult<T> = eddy_operators::Result<T>;
 
@@ -51,12 +51,7 @@ pub struct RabbitSource {
 impl RabbitSource {
     pub(crate) fn try_new(ctx: &ConnectorContext<'_>) -> Result<Self> {
         let options = ctx.options;
-        let queue = options
-            .get(QUEUE)
-            .map(str::trim)
-            .filter(|q| !q.is_empty())
-            .ok_or_else(|| ConnectorError::Config("a RabbitMQ source needs 'queue'".into()))?
-            .to_string();
+        let queue = options.require_text(QUEUE, "a RabbitMQ source")?;
         let source = Self {
             url: super::url(options)?,
             queue,

@@ -90,16 +90,8 @@ impl RedisSinkProvider {
                         "a Redis stream takes appended rows, and this query updates rows it wrote: use 'mode' = 'hash' with a PRIMARY KEY".into(),
                     ));
                 }
-                let stream = options
-                    .get(STREAM)
-                    .filter(|s| !s.trim().is_empty())
-                    .ok_or_else(|| {
-                        ConnectorError::Config("'mode' = 'stream' needs 'stream'".into())
-                    })?;
-                Mode::Stream(
-                    stream.trim().to_string(),
-                    options.get(FIELD).map(str::to_string),
-                )
+                let stream = options.require_text(STREAM, "'mode' = 'stream'")?;
+                Mode::Stream(stream, options.get(FIELD).map(str::to_string))
             }
         };
         let data = (0..ctx.schema.fields().len())

@@ -30,7 +30,7 @@ use crate::bad_data::{BadData, BadDataPolicy, MessageAt, decode_messages};
 use crate::format::{Decoder, Format, Records};
 use crate::options::Options;
 use crate::registry::ConnectorContext;
-use crate::{ConnectorError, Result, option_error};
+use crate::{Result, option_error};
 
 type OpResult<T> = eddy_operators::Result<T>;
 
@@ -47,6 +47,34 @@ fn parse_id(text: &str) -> Option<EntryId> {
 
 fn id_text((ms, seq): EntryId) -> String {
     format!("{ms}-{seq}")
+}
+
+/// An entry's text fields as a JSON object, `{"field":"value",...}`, its
+/// fields in name order (as a dead letter shows it), written straight
+/// into the bytes the decoder reads.
+fn fields_as_json(entry: &StreamId) -> Vec<u8> {
+    let mut fields: Vec<(&String, std::borrow::Cow<'_, str>)> = entry
+        .map
+        .iter()
+        .filter_map(|(k, v)| match v {
+            Value::BulkString(b) => Some((k, String::from_utf8_lossy(b))),
+            Value::SimpleString(t) => Some((k, std::borrow::Cow::Borrowed(t.as_str()))),
+            _ => None,
+        })
+        .collect();
+    fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut out = vec![b'{'];
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Writing strings to a Vec does not fail.
+        let _ = serde_json::to_writer(&mut out, k.as_str());
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut out, v.as_ref());
+    }
+    out.push(b'}');
+    out
 }
 
 /// `connector = 'redis'` as a source.
@@ -68,12 +96,7 @@ pub struct RedisSource {
 impl RedisSource {
     pub(crate) fn try_new(ctx: &ConnectorContext<'_>) -> Result<Self> {
         let options = ctx.options;
-        let stream = options
-            .get(STREAM)
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ConnectorError::Config("a Redis source needs 'stream'".into()))?
-            .to_string();
+        let stream = options.require_text(STREAM, "a Redis source")?;
         let format = ctx.formats.chosen(options)?.clone();
         let field = options.get(FIELD).map(str::to_string);
         if field.is_none() && format.name() != "json" {
@@ -296,23 +319,7 @@ impl RedisReader {
                     Some(Value::SimpleString(text)) => records.push(text.as_bytes()),
                     _ => records.push(b""),
                 },
-                None => {
-                    let object: serde_json::Map<String, serde_json::Value> = entry
-                        .map
-                        .iter()
-                        .filter_map(|(k, v)| match v {
-                            Value::BulkString(b) => Some((
-                                k.clone(),
-                                serde_json::Value::String(String::from_utf8_lossy(b).into_owned()),
-                            )),
-                            Value::SimpleString(t) => {
-                                Some((k.clone(), serde_json::Value::String(t.clone())))
-                            }
-                            _ => None,
-                        })
-                        .collect();
-                    records.push(serde_json::Value::Object(object).to_string().as_bytes());
-                }
+                None => records.push(&fields_as_json(entry)),
             }
         }
         records
